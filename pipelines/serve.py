@@ -1,0 +1,583 @@
+"""Ray Serve application: an HTTP API for ad hoc generation on the batch pipeline's GPU groups.
+
+    serve run pipelines.serve:app preset=tiny gpus_per_replica=1
+    serve deploy jobs/serve_config.yaml
+
+Three deployments:
+
+    ApiIngress      FastAPI on CPU: request size, spec validation, input/output allow-lists, limits,
+                    storage of results, HTTP status codes. Never touches a GPU.
+    GroupReplica    one GPU group per replica: the replica's placement group (N x {GPU, CPU}, STRICT_PACK)
+                    holds the rank workers of `pipelines.group.GPUGroup`, the same code the batch job runs.
+    JobBoard        a single replica holding the table of asynchronous jobs (`/v1/jobs`) and their tasks.
+
+Capacity: each replica runs one generation at a time and accepts one more that waits for its GPUs (its
+mp4 encoding then overlaps the next denoising). Beyond that, up to `max_queued_requests` requests wait in the
+ingress; further ones get 503 with Retry-After. Async jobs wait in the JobBoard instead and are dispatched
+first in, first out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+from urllib.parse import unquote
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from cosmos_ray import storage
+from cosmos_ray.media import write_mp4
+from cosmos_ray.outputs import OutputStore
+from cosmos_ray.spec import GenerationSpec, SpecError
+from pipelines.group import GPUGroup, GroupConfig
+
+logger = logging.getLogger("ray.serve")
+
+TRAINED_PIXELS_2B = 704 * 1280
+
+
+class ServeArgs(BaseModel):
+    """Arguments of `serve run pipelines.serve:app key=value ...` and of `args:` in a Serve config file."""
+
+    model_config = {"extra": "forbid"}
+
+    preset: str = Field("tiny", description="model preset; ignored when checkpoint_dir is set")
+    checkpoint_dir: str | None = Field(None, description="folder with the official checkpoint files")
+    dtype: str = Field("bfloat16", description="model dtype on GPUs")
+    gpus_per_replica: int = Field(1, ge=1, description="GPUs in each replica's group (context parallel)")
+    min_replicas: int = Field(1, ge=0, description="autoscaling lower bound (0 scales to zero)")
+    max_replicas: int = Field(1, ge=1, description="autoscaling upper bound")
+    max_queued_requests: int = Field(4, ge=0, description="requests waiting for a replica before 503")
+    retry_after_s: int = Field(30, ge=1, description="Retry-After sent with 503")
+    output_url: str | None = Field(None, description="where results are stored (always an allowed output)")
+    allowed_output_prefixes: list[str] = Field([], description="further URL prefixes `?output=` may use")
+    allowed_input_prefixes: list[str] = Field([], description="URL prefixes `input_path` may read from")
+    storage_options: dict[str, Any] = Field({}, description="fsspec options for inputs and outputs")
+    max_request_bytes: int = Field(64 * 1024, ge=1024, description="largest accepted request body")
+    max_num_output_frames: int = Field(93, ge=1)
+    max_pixels: int = Field(TRAINED_PIXELS_2B, ge=1, description="largest height x width of `resolution`")
+    max_num_steps: int = Field(50, ge=1)
+    max_jobs: int = Field(64, ge=1, description="async jobs queued or running at once; finished ones kept")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Request policy: what a client may ask for. Plain functions, so they are testable without Ray.
+
+
+class Rejected(Exception):
+    """A request refused with an HTTP status, the offending field and the reason (sent to the client)."""
+
+    def __init__(self, status: int, field: str | None, reason: str, headers: dict[str, str] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.field = field
+        self.reason = reason
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    """Operator limits applied to every request before it reaches a GPU."""
+
+    allowed_input_prefixes: tuple[str, ...] = ()
+    allowed_output_prefixes: tuple[str, ...] = ()
+    max_request_bytes: int = 64 * 1024
+    max_num_output_frames: int = 93
+    max_pixels: int = TRAINED_PIXELS_2B
+    max_num_steps: int = 50
+
+    @classmethod
+    def from_args(cls, args: ServeArgs) -> RequestPolicy:
+        outputs = ([args.output_url] if args.output_url else []) + args.allowed_output_prefixes
+        return cls(
+            allowed_input_prefixes=tuple(args.allowed_input_prefixes),
+            allowed_output_prefixes=tuple(outputs),
+            max_request_bytes=args.max_request_bytes,
+            max_num_output_frames=args.max_num_output_frames,
+            max_pixels=args.max_pixels,
+            max_num_steps=args.max_num_steps,
+        )
+
+
+def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
+    """The request body as a validated spec within the operator's limits; raises `Rejected`."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise Rejected(400, None, f"body is not valid JSON: {error}") from None
+    if isinstance(data, dict) and "prompt_path" in data:
+        raise Rejected(422, "prompt_path", "is not accepted over HTTP (it reads a server file); send 'prompt'")
+    try:
+        spec = GenerationSpec.from_dict(data, source="request")
+    except SpecError as error:
+        raise Rejected(422, error.field or None, error.reason) from None
+    check_limits(spec, policy)
+    if spec.input_path is not None:
+        check_allowed_url(spec.input_path, policy.allowed_input_prefixes, "input_path")
+    return spec
+
+
+def check_limits(spec: GenerationSpec, policy: RequestPolicy) -> None:
+    """Frames, resolution and steps within what the operator allows per request."""
+    if spec.num_output_frames > policy.max_num_output_frames:
+        raise Rejected(422, "num_output_frames", f"must be at most {policy.max_num_output_frames} on this server, "
+                                                 f"got {spec.num_output_frames}")
+    if spec.height_width is not None and spec.height_width[0] * spec.height_width[1] > policy.max_pixels:
+        raise Rejected(422, "resolution", f"must have at most {policy.max_pixels} pixels (height x width) on this "
+                                          f"server, got {spec.resolution}")
+    if spec.num_steps > policy.max_num_steps:
+        raise Rejected(422, "num_steps", f"must be at most {policy.max_num_steps} on this server, got {spec.num_steps}")
+
+
+def check_allowed_url(url: str, allowed_prefixes: tuple[str, ...], field: str) -> None:
+    """Refuse (403) any URL outside the operator's allowed prefixes, and any that could escape one.
+
+    Nothing is allowed by default: no local files of the server, no http(s), no object store. A URL is allowed
+    when it lies under an allowed prefix at a "/" boundary; `..` segments, fsspec URL chaining (`::`) and
+    control characters are refused outright; local paths are compared after resolving symlinks.
+    """
+    decoded = unquote(url)
+    if any(ord(char) < 32 for char in decoded):
+        raise Rejected(403, field, "must not contain control characters")
+    if "::" in decoded:
+        raise Rejected(403, field, "must be a single URL (fsspec '::' chaining is not allowed)")
+    if ".." in re.split(r"[/\\]", decoded):
+        raise Rejected(403, field, "must not contain '..' path segments")
+    target = _canonical_url(url)
+    if not any(target.startswith(_canonical_prefix(prefix)) for prefix in allowed_prefixes):
+        raise Rejected(403, field, f"{url!r} is not under a location this server may access "
+                                   "(the operator configures the allowed prefixes)")
+
+
+def _canonical_url(url: str) -> str:
+    """Local paths and file:// URLs as file:// of their real path; other URLs with a lower-case scheme."""
+    scheme = storage.url_scheme(url)
+    if scheme in (None, "file"):
+        path = url[len("file://"):] if scheme == "file" else url
+        return "file://" + os.path.realpath(os.path.expanduser(path))
+    return scheme + url[len(scheme):]
+
+
+def _canonical_prefix(prefix: str) -> str:
+    return _canonical_url(prefix).rstrip("/") + "/"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What a GroupReplica streams back for one request.
+
+
+@dataclass(frozen=True)
+class Started:
+    """The replica's GPUs began this request."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    mp4: bytes
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class Failed:
+    status: int  # 422: the request cannot be generated; 500: the server failed
+    field: str | None
+    reason: str
+
+
+ReplicaEvent = Started | Progress | Finished | Failed
+
+
+class GroupReplica:
+    """One GPU group; generates one spec at a time and encodes its mp4 while the next one denoises."""
+
+    def __init__(self, group_config: GroupConfig):
+        self._group = GPUGroup(group_config)  # rank workers land in this replica's placement group
+        self._gpus = asyncio.Lock()
+
+    async def generate(self, spec: GenerationSpec) -> AsyncIterator[ReplicaEvent]:
+        """Stream `Started`, `Progress`..., then `Finished` or `Failed`."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Progress | None] = asyncio.Queue()
+
+        def report(step: int, total: int) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, Progress(step, total))
+
+        try:
+            async with self._gpus:
+                yield Started()
+                work = asyncio.ensure_future(asyncio.to_thread(self._group.generate, spec, report))
+                work.add_done_callback(lambda _: events.put_nowait(None))
+                while (event := await events.get()) is not None:
+                    yield event
+                result = work.result()
+            mp4 = await asyncio.to_thread(write_mp4, result.frames, result.fps)
+        except SpecError as error:
+            yield Failed(422, error.field or None, error.reason)
+            return
+        except FileNotFoundError as error:
+            yield Failed(422, "input_path", f"cannot be read: {error}")
+            return
+        except Exception as error:  # noqa: BLE001 - reported to the client without internals, logged here
+            logger.exception("generation of %s failed", spec.sample_id)
+            yield Failed(500, None, f"generation failed ({type(error).__name__}); see the server log")
+            return
+        yield Finished(mp4, result.metadata)
+
+    def check_health(self) -> None:
+        """Called by Serve every `health_check_period_s`; raising restarts the replica and its group."""
+        self._group.check_health()
+
+
+async def run_on_replica(
+    replicas: DeploymentHandle,
+    spec: GenerationSpec,
+    on_event: Callable[[ReplicaEvent], None] = lambda event: None,
+) -> Finished | Failed:
+    """Send `spec` to a GroupReplica and follow its events; raises `BackPressureError` when over capacity."""
+    stream = replicas.options(stream=True).generate.remote(spec)
+    async for event in stream:
+        on_event(event)
+        if isinstance(event, (Finished, Failed)):
+            return event
+    return Failed(500, None, "the replica ended the request without a result")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Storing results.
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    sample_id: str
+    video_url: str
+    metadata_url: str
+    metadata: dict
+
+    def to_json(self) -> dict:
+        return {"sample_id": self.sample_id, "video_url": self.video_url, "metadata_url": self.metadata_url,
+                "metadata": self.metadata}
+
+
+def store_result(output_url: str, storage_options: dict, spec: GenerationSpec, result: Finished) -> StoredResult:
+    """Write the video and its metadata (the commit marker) under `output_url`, as the batch job does."""
+    store = OutputStore(output_url, storage_options=storage_options)
+    record = store.write_ok(spec, result.mp4, result.metadata)
+    return StoredResult(spec.sample_id, store.video_url(spec.sample_id), store.meta_url(spec.sample_id), record)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Asynchronous jobs.
+
+
+@dataclass
+class Job:
+    """One `/v1/jobs` entry as the client sees it (`to_json`), plus the video when nothing stores it."""
+
+    id: str
+    sample_id: str
+    status: str = "queued"  # queued -> running -> succeeded | failed
+    progress: float = 0.0
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    result: dict | None = None
+    error: dict | None = None
+    video: bytes | None = None
+
+    def to_json(self) -> dict:
+        data = {"id": self.id, "sample_id": self.sample_id, "status": self.status, "progress": self.progress,
+                "created_at": self.created_at, "finished_at": self.finished_at}
+        if self.result is not None:
+            data["result"] = self.result
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+class JobBoard:
+    """The job table and the tasks that run the jobs, first in first out (a single replica holds the table).
+
+    Jobs live in this replica's memory: they are lost if it restarts, their stored results are not.
+    """
+
+    def __init__(self, replicas: DeploymentHandle, output_url: str | None, storage_options: dict, max_jobs: int):
+        self._replicas = replicas
+        self._output_url = output_url
+        self._storage_options = storage_options
+        self._max_jobs = max_jobs
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._dispatch = asyncio.Lock()  # FIFO: one job at a time waits for a replica to accept it
+        self._tasks: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
+
+    async def submit(self, spec: GenerationSpec, output_url: str | None) -> dict | None:
+        """Queue a job; None when `max_jobs` jobs are already queued or running."""
+        active = sum(job.status in ("queued", "running") for job in self._jobs.values())
+        if active >= self._max_jobs:
+            return None
+        self._forget_finished(keep=self._max_jobs - 1)
+        job = Job(id=uuid.uuid4().hex, sample_id=spec.sample_id)
+        self._jobs[job.id] = job
+        task = asyncio.get_running_loop().create_task(self._run(job, spec, output_url or self._output_url))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job.to_json()
+
+    async def get(self, job_id: str) -> dict | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else job.to_json()
+
+    async def video(self, job_id: str) -> bytes | None:
+        job = self._jobs.get(job_id)
+        return None if job is None else job.video
+
+    async def _run(self, job: Job, spec: GenerationSpec, output_url: str | None) -> None:
+        accepted = asyncio.Event()
+
+        def follow(event: ReplicaEvent) -> None:
+            accepted.set()
+            if isinstance(event, Started):
+                job.status = "running"
+            elif isinstance(event, Progress):
+                job.progress = event.step / max(event.total, 1)
+
+        try:
+            outcome = await self._dispatched(spec, follow, accepted)
+            if isinstance(outcome, Finished):
+                job.result = await self._keep(job, spec, outcome, output_url)
+                job.status, job.progress = "succeeded", 1.0
+            else:
+                job.status, job.error = "failed", {"field": outcome.field, "reason": outcome.reason}
+        except Exception as error:  # noqa: BLE001 - the job records the failure; the board keeps running
+            logger.exception("job %s failed", job.id)
+            job.status, job.error = "failed", {"field": None, "reason": f"{type(error).__name__} (see server log)"}
+        finally:
+            job.finished_at = time.time()
+
+    async def _dispatched(self, spec: GenerationSpec, follow: Callable, accepted: asyncio.Event) -> Finished | Failed:
+        """Run on a replica once it accepts the job; until then hold the dispatch lock (FIFO) and retry."""
+        async with self._dispatch:
+            while True:
+                run = asyncio.ensure_future(run_on_replica(self._replicas, spec, follow))
+                accepted_wait = asyncio.ensure_future(accepted.wait())
+                await asyncio.wait({run, accepted_wait}, return_when=asyncio.FIRST_COMPLETED)
+                accepted_wait.cancel()
+                if run.done() and isinstance(run.exception(), BackPressureError):
+                    await asyncio.sleep(1.0)  # ingress traffic filled the queue; try again shortly
+                    continue
+                break
+        return await run
+
+    async def _keep(self, job: Job, spec: GenerationSpec, result: Finished, output_url: str | None) -> dict:
+        if output_url is None:
+            job.video = result.mp4
+            return {"sample_id": spec.sample_id, "video_url": f"/v1/jobs/{job.id}/video", "metadata": result.metadata}
+        stored = await asyncio.to_thread(store_result, output_url, self._storage_options, spec, result)
+        return stored.to_json()
+
+    def _forget_finished(self, keep: int) -> None:
+        finished = [job_id for job_id, job in self._jobs.items() if job.finished_at is not None]
+        for job_id in finished[: max(len(self._jobs) - keep, 0)]:
+            del self._jobs[job_id]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# HTTP.
+
+api = FastAPI(
+    title="cosmos-ray",
+    description="Cosmos-Predict2.5 video generation. Request bodies are official inference JSON specs.",
+    version="1",
+)
+
+_SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {
+            "schema": {"type": "object", "description": "one sample of the official inference JSON"},
+            "example": {"inference_type": "text2world", "name": "robot", "prompt": "A robot arm stacks cubes.",
+                        "num_output_frames": 93, "guidance": 7, "seed": 0},
+        }},
+    }
+}
+
+
+def _error(status: int, field: str | None, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "field": field, "reason": reason}}, status, headers=headers)
+
+
+@api.exception_handler(Rejected)
+async def _rejected(request: Request, error: Rejected) -> JSONResponse:
+    return _error(error.status, error.field, error.reason, error.headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_parameters(request: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0]
+    return _error(422, ".".join(str(part) for part in first["loc"]), first["msg"])
+
+
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("request %s %s failed", request.method, request.url.path)
+    return _error(500, None, "internal server error (see the server log)")
+
+
+class ApiIngress:
+    """The HTTP front: validates and polices requests, forwards them, stores and returns results."""
+
+    def __init__(self, replicas: DeploymentHandle, jobs: DeploymentHandle, args: ServeArgs):
+        self._replicas = replicas
+        self._jobs = jobs
+        self._policy = RequestPolicy.from_args(args)
+        self._output_url = args.output_url
+        self._storage_options = args.storage_options
+        self._busy = {"Retry-After": str(args.retry_after_s)}
+
+    @api.post("/v1/generate", openapi_extra=_SPEC_BODY,
+              responses={200: {"content": {"video/mp4": {}, "application/json": {}}}})
+    async def generate(self, request: Request, output: str | None = None) -> Response:
+        """Generate one video. Returns the mp4, or JSON with its stored URL when an output location applies."""
+        spec = parse_spec(await self._body(request), self._policy)
+        output_url = self._output_location(output)
+        if output_url is not None:
+            cached = await asyncio.to_thread(self._stored, output_url, spec)
+            if cached is not None:
+                return JSONResponse(cached)
+        try:
+            outcome = await run_on_replica(self._replicas, spec)
+        except BackPressureError:
+            raise Rejected(503, None, "all GPU groups are busy; retry later", self._busy) from None
+        if isinstance(outcome, Failed):
+            raise Rejected(outcome.status, outcome.field, outcome.reason)
+        if output_url is None:
+            return Response(outcome.mp4, media_type="video/mp4",
+                            headers={"X-Sample-Id": spec.sample_id, "Content-Disposition":
+                                     f'inline; filename="{spec.sample_id}.mp4"'})
+        stored = await asyncio.to_thread(store_result, output_url, self._storage_options, spec, outcome)
+        return JSONResponse(stored.to_json())
+
+    @api.post("/v1/jobs", status_code=202, openapi_extra=_SPEC_BODY)
+    async def submit_job(self, request: Request, output: str | None = None) -> JSONResponse:
+        """Queue a generation; poll `GET /v1/jobs/{id}` for status, progress and the result URL."""
+        spec = parse_spec(await self._body(request), self._policy)
+        job = await self._jobs.submit.remote(spec, self._output_location(output))
+        if job is None:
+            raise Rejected(503, None, "the job queue is full; retry later", self._busy)
+        return JSONResponse(job, 202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+    @api.get("/v1/jobs/{job_id}")
+    async def job_status(self, job_id: str) -> JSONResponse:
+        """Status (queued, running, succeeded, failed), progress in [0, 1], and the result or error."""
+        job = await self._jobs.get.remote(job_id)
+        if job is None:
+            raise Rejected(404, "job_id", f"no job {job_id!r} (unknown, or finished long ago)")
+        return JSONResponse(job)
+
+    @api.get("/v1/jobs/{job_id}/video", responses={200: {"content": {"video/mp4": {}}}})
+    async def job_video(self, job_id: str) -> Response:
+        """The video of a finished job that had no output location."""
+        video = await self._jobs.video.remote(job_id)
+        if video is None:
+            raise Rejected(404, "job_id", f"no video kept for job {job_id!r}")
+        return Response(video, media_type="video/mp4")
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        """200 while the application's deployments are healthy (Serve restarts failed replicas)."""
+        status = serve.status().applications[serve.get_replica_context().app_name]
+        deployments = {name: info.status.value for name, info in status.deployments.items()}
+        healthy = all(info.status in ("HEALTHY", "UPSCALING", "DOWNSCALING") for info in status.deployments.values())
+        return JSONResponse({"status": "ok" if healthy else "degraded", "deployments": deployments},
+                            200 if healthy else 503)
+
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refusing (413) anything larger than the configured limit without reading it all."""
+        limit = self._policy.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise Rejected(413, None, f"request body exceeds {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise Rejected(413, None, f"request body exceeds {limit} bytes")
+        return bytes(body)
+
+    def _output_location(self, requested: str | None) -> str | None:
+        if requested is None:
+            return self._output_url
+        check_allowed_url(requested, self._policy.allowed_output_prefixes, "output")
+        return requested
+
+    def _stored(self, output_url: str, spec: GenerationSpec) -> dict | None:
+        """The stored result of an identical earlier request (same sample id), if any."""
+        store = OutputStore(output_url, storage_options=self._storage_options)
+        if not store.is_done(spec.sample_id):
+            return None
+        metadata = json.loads(storage.read_bytes(store.meta_url(spec.sample_id), self._storage_options))
+        return StoredResult(spec.sample_id, store.video_url(spec.sample_id), store.meta_url(spec.sample_id),
+                            metadata).to_json()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The application.
+
+
+def build_app(args: ServeArgs) -> serve.Application:
+    """Bind the three deployments from `args` (Serve validates `key=value` arguments against ServeArgs)."""
+    if args.min_replicas > args.max_replicas:
+        raise ValueError(f"min_replicas ({args.min_replicas}) exceeds max_replicas ({args.max_replicas})")
+    group_config = GroupConfig(
+        gpus_per_group=args.gpus_per_replica,
+        preset=None if args.checkpoint_dir else args.preset,
+        checkpoint_dir=args.checkpoint_dir,
+        dtype=args.dtype,
+    )
+    replicas = serve.deployment(GroupReplica).options(
+        # The replica actor takes no resources itself; its group's rank workers fill the bundles.
+        ray_actor_options={"num_cpus": 0},
+        placement_group_bundles=[{"CPU": 1, "GPU": 1}] * args.gpus_per_replica,
+        placement_group_strategy="STRICT_PACK",
+        autoscaling_config={
+            "min_replicas": args.min_replicas,
+            "initial_replicas": max(args.min_replicas, 1),
+            "max_replicas": args.max_replicas,
+            "target_ongoing_requests": 1,
+            "upscale_delay_s": 5,
+            "downscale_delay_s": 300,  # loading a model takes a while; don't drop a replica on a short lull
+        },
+        max_ongoing_requests=2,  # one generating, one waiting for the GPUs
+        max_queued_requests=args.max_queued_requests,
+        health_check_period_s=30,
+        health_check_timeout_s=60,
+        graceful_shutdown_timeout_s=600,  # let a running generation finish on scale-down
+    ).bind(group_config)
+    jobs = serve.deployment(JobBoard).options(
+        num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000,
+    ).bind(replicas, args.output_url, args.storage_options, args.max_jobs)
+    ingress = serve.deployment(serve.ingress(api)(ApiIngress)).options(
+        name="ApiIngress", num_replicas=1, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000,
+    )
+    return ingress.bind(replicas, jobs, args)
+
+
+app = build_app
