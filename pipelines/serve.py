@@ -15,10 +15,12 @@ Capacity: each replica runs one generation at a time and accepts one more that w
 mp4 encoding then overlaps the next denoising). Beyond that, up to `max_queued_requests` requests wait in the
 ingress; further ones get 503 with Retry-After. Async jobs wait in the JobBoard instead and are dispatched
 first in, first out.
+
+Progress of a job is its stage (queued 0, running, done 1): `GPUGroup.generate` does not report the
+denoising steps of its rank 0 to the caller.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Serve's class-based FastAPI views need real annotations.
 import asyncio
 import json
 import logging
@@ -35,15 +37,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+import ray
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from cosmos_ray import storage
 from cosmos_ray.media import write_mp4
-from cosmos_ray.outputs import OutputStore
+from cosmos_ray.outputs import OK, OutputRecord, OutputStore
 from cosmos_ray.spec import GenerationSpec, SpecError
-from pipelines.group import GPUGroup, GroupConfig
+from pipelines.group import GPUGroup, GroupConfig, SampleError
 
 logger = logging.getLogger("ray.serve")
 
@@ -57,7 +60,7 @@ class ServeArgs(BaseModel):
 
     preset: str = Field("tiny", description="model preset; ignored when checkpoint_dir is set")
     checkpoint_dir: str | None = Field(None, description="folder with the official checkpoint files")
-    dtype: str = Field("bfloat16", description="model dtype on GPUs")
+    dtype: str | None = Field(None, description="torch dtype name; default: the generator's")
     gpus_per_replica: int = Field(1, ge=1, description="GPUs in each replica's group (context parallel)")
     min_replicas: int = Field(1, ge=0, description="autoscaling lower bound (0 scales to zero)")
     max_replicas: int = Field(1, ge=1, description="autoscaling upper bound")
@@ -101,7 +104,7 @@ class RequestPolicy:
     max_num_steps: int = 50
 
     @classmethod
-    def from_args(cls, args: ServeArgs) -> RequestPolicy:
+    def from_args(cls, args: ServeArgs) -> "RequestPolicy":
         outputs = ([args.output_url] if args.output_url else []) + args.allowed_output_prefixes
         return cls(
             allowed_input_prefixes=tuple(args.allowed_input_prefixes),
@@ -186,12 +189,6 @@ class Started:
 
 
 @dataclass(frozen=True)
-class Progress:
-    step: int
-    total: int
-
-
-@dataclass(frozen=True)
 class Finished:
     mp4: bytes
     metadata: dict
@@ -204,38 +201,27 @@ class Failed:
     reason: str
 
 
-ReplicaEvent = Started | Progress | Finished | Failed
+ReplicaEvent = Started | Finished | Failed
 
 
 class GroupReplica:
     """One GPU group; generates one spec at a time and encodes its mp4 while the next one denoises."""
 
-    def __init__(self, group_config: GroupConfig):
-        self._group = GPUGroup(group_config)  # rank workers land in this replica's placement group
+    def __init__(self, group_config: GroupConfig, max_restarts: int = 3):
+        # Serve created this replica's placement group; the group's rank workers fill its bundles.
+        self._group = GPUGroup(group_config, placement_group=ray.util.get_current_placement_group())
+        self._max_restarts = max_restarts
         self._gpus = asyncio.Lock()
 
     async def generate(self, spec: GenerationSpec) -> AsyncIterator[ReplicaEvent]:
-        """Stream `Started`, `Progress`..., then `Finished` or `Failed`."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[Progress | None] = asyncio.Queue()
-
-        def report(step: int, total: int) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, Progress(step, total))
-
+        """Stream `Started`, then `Finished` or `Failed`."""
         try:
             async with self._gpus:
                 yield Started()
-                work = asyncio.ensure_future(asyncio.to_thread(self._group.generate, spec, report))
-                work.add_done_callback(lambda _: events.put_nowait(None))
-                while (event := await events.get()) is not None:
-                    yield event
-                result = work.result()
+                result = await asyncio.to_thread(self._group.generate, spec)
             mp4 = await asyncio.to_thread(write_mp4, result.frames, result.fps)
-        except SpecError as error:
-            yield Failed(422, error.field or None, error.reason)
-            return
-        except FileNotFoundError as error:
-            yield Failed(422, "input_path", f"cannot be read: {error}")
+        except SampleError as error:  # already "sample X: Type: message", without Ray's traceback
+            yield Failed(500, None, f"generation failed: {error}")
             return
         except Exception as error:  # noqa: BLE001 - reported to the client without internals, logged here
             logger.exception("generation of %s failed", spec.sample_id)
@@ -244,8 +230,16 @@ class GroupReplica:
         yield Finished(mp4, result.metadata)
 
     def check_health(self) -> None:
-        """Called by Serve every `health_check_period_s`; raising restarts the replica and its group."""
-        self._group.check_health()
+        """Called by Serve every `health_check_period_s`; raising replaces the replica, group and all.
+
+        The group restarts its workers by itself after a broken sample; a group that keeps breaking is
+        likely on a bad node, so it gets a fresh placement group (possibly elsewhere) instead.
+        """
+        if self._group.restarts > self._max_restarts:
+            raise RuntimeError(f"GPU group restarted {self._group.restarts} times")
+
+    def __del__(self) -> None:
+        self._group.shutdown()  # kills the rank workers; Serve removes the placement group
 
 
 async def run_on_replica(
@@ -266,23 +260,22 @@ async def run_on_replica(
 # Storing results.
 
 
-@dataclass(frozen=True)
-class StoredResult:
-    sample_id: str
-    video_url: str
-    metadata_url: str
-    metadata: dict
-
-    def to_json(self) -> dict:
-        return {"sample_id": self.sample_id, "video_url": self.video_url, "metadata_url": self.metadata_url,
-                "metadata": self.metadata}
-
-
-def store_result(output_url: str, storage_options: dict, spec: GenerationSpec, result: Finished) -> StoredResult:
-    """Write the video and its metadata (the commit marker) under `output_url`, as the batch job does."""
+def store_result(output_url: str, storage_options: dict, spec: GenerationSpec, result: Finished) -> dict:
+    """Write the video and then its record (the commit marker) as the batch job does; the response JSON."""
     store = OutputStore(output_url, storage_options=storage_options)
-    record = store.write_ok(spec, result.mp4, result.metadata)
-    return StoredResult(spec.sample_id, store.video_url(spec.sample_id), store.meta_url(spec.sample_id), record)
+    return _result_json(store, store.write_ok(spec, result.mp4, result.metadata, source="serve"), cached=False)
+
+
+def stored_result(output_url: str, storage_options: dict, spec: GenerationSpec) -> dict | None:
+    """The response JSON of an identical earlier request (same sample id) that is stored, if any."""
+    store = OutputStore(output_url, storage_options=storage_options)
+    record = store.read_record(spec.sample_id)
+    return _result_json(store, record, cached=True) if record is not None and record.status == OK else None
+
+
+def _result_json(store: OutputStore, record: OutputRecord, cached: bool) -> dict:
+    return {"sample_id": record.sample_id, "video_url": record.video_url,
+            "metadata_url": store.meta_url(record.sample_id), "metadata": record.metadata, "cached": cached}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -356,8 +349,6 @@ class JobBoard:
             accepted.set()
             if isinstance(event, Started):
                 job.status = "running"
-            elif isinstance(event, Progress):
-                job.progress = event.step / max(event.total, 1)
 
         try:
             outcome = await self._dispatched(spec, follow, accepted)
@@ -390,8 +381,7 @@ class JobBoard:
         if output_url is None:
             job.video = result.mp4
             return {"sample_id": spec.sample_id, "video_url": f"/v1/jobs/{job.id}/video", "metadata": result.metadata}
-        stored = await asyncio.to_thread(store_result, output_url, self._storage_options, spec, result)
-        return stored.to_json()
+        return await asyncio.to_thread(store_result, output_url, self._storage_options, spec, result)
 
     def _forget_finished(self, keep: int) -> None:
         finished = [job_id for job_id, job in self._jobs.items() if job.finished_at is not None]
@@ -441,6 +431,7 @@ async def _internal_error(request: Request, error: Exception) -> JSONResponse:
     return _error(500, None, "internal server error (see the server log)")
 
 
+@serve.ingress(api)  # at import time, so every process that imports this module gets the same routes
 class ApiIngress:
     """The HTTP front: validates and polices requests, forwards them, stores and returns results."""
 
@@ -459,9 +450,10 @@ class ApiIngress:
         spec = parse_spec(await self._body(request), self._policy)
         output_url = self._output_location(output)
         if output_url is not None:
-            cached = await asyncio.to_thread(self._stored, output_url, spec)
+            cached = await asyncio.to_thread(stored_result, output_url, self._storage_options, spec)
             if cached is not None:
                 return JSONResponse(cached)
+        await self._check_input_exists(spec)
         try:
             outcome = await run_on_replica(self._replicas, spec)
         except BackPressureError:
@@ -473,13 +465,15 @@ class ApiIngress:
                             headers={"X-Sample-Id": spec.sample_id, "Content-Disposition":
                                      f'inline; filename="{spec.sample_id}.mp4"'})
         stored = await asyncio.to_thread(store_result, output_url, self._storage_options, spec, outcome)
-        return JSONResponse(stored.to_json())
+        return JSONResponse(stored)
 
     @api.post("/v1/jobs", status_code=202, openapi_extra=_SPEC_BODY)
     async def submit_job(self, request: Request, output: str | None = None) -> JSONResponse:
         """Queue a generation; poll `GET /v1/jobs/{id}` for status, progress and the result URL."""
         spec = parse_spec(await self._body(request), self._policy)
-        job = await self._jobs.submit.remote(spec, self._output_location(output))
+        output_url = self._output_location(output)
+        await self._check_input_exists(spec)
+        job = await self._jobs.submit.remote(spec, output_url)
         if job is None:
             raise Rejected(503, None, "the job queue is full; retry later", self._busy)
         return JSONResponse(job, 202, headers={"Location": f"/v1/jobs/{job['id']}"})
@@ -528,14 +522,16 @@ class ApiIngress:
         check_allowed_url(requested, self._policy.allowed_output_prefixes, "output")
         return requested
 
-    def _stored(self, output_url: str, spec: GenerationSpec) -> dict | None:
-        """The stored result of an identical earlier request (same sample id), if any."""
-        store = OutputStore(output_url, storage_options=self._storage_options)
-        if not store.is_done(spec.sample_id):
-            return None
-        metadata = json.loads(storage.read_bytes(store.meta_url(spec.sample_id), self._storage_options))
-        return StoredResult(spec.sample_id, store.video_url(spec.sample_id), store.meta_url(spec.sample_id),
-                            metadata).to_json()
+    async def _check_input_exists(self, spec: GenerationSpec) -> None:
+        """Refuse (422) a missing input before it waits for GPUs."""
+        if spec.input_path is None:
+            return
+        try:
+            found = await asyncio.to_thread(storage.exists, spec.input_path, self._storage_options)
+        except OSError as error:
+            raise Rejected(422, "input_path", f"cannot be checked: {type(error).__name__}: {error}") from None
+        if not found:
+            raise Rejected(422, "input_path", f"{spec.input_path!r} does not exist")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -547,15 +543,12 @@ def build_app(args: ServeArgs) -> serve.Application:
     if args.min_replicas > args.max_replicas:
         raise ValueError(f"min_replicas ({args.min_replicas}) exceeds max_replicas ({args.max_replicas})")
     group_config = GroupConfig(
-        gpus_per_group=args.gpus_per_replica,
-        preset=None if args.checkpoint_dir else args.preset,
-        checkpoint_dir=args.checkpoint_dir,
-        dtype=args.dtype,
+        gpus_per_group=args.gpus_per_replica, source=args.checkpoint_dir or args.preset, dtype=args.dtype,
     )
     replicas = serve.deployment(GroupReplica).options(
         # The replica actor takes no resources itself; its group's rank workers fill the bundles.
         ray_actor_options={"num_cpus": 0},
-        placement_group_bundles=[{"CPU": 1, "GPU": 1}] * args.gpus_per_replica,
+        placement_group_bundles=group_config.bundles,
         placement_group_strategy="STRICT_PACK",
         autoscaling_config={
             "min_replicas": args.min_replicas,
@@ -574,8 +567,8 @@ def build_app(args: ServeArgs) -> serve.Application:
     jobs = serve.deployment(JobBoard).options(
         num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000,
     ).bind(replicas, args.output_url, args.storage_options, args.max_jobs)
-    ingress = serve.deployment(serve.ingress(api)(ApiIngress)).options(
-        name="ApiIngress", num_replicas=1, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000,
+    ingress = serve.deployment(ApiIngress).options(
+        num_replicas=1, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000,
     )
     return ingress.bind(replicas, jobs, args)
 

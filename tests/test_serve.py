@@ -143,3 +143,197 @@ def _deployments(app) -> dict:
     from ray.serve._private.build_app import build_app as build_serve_app
 
     return {deployment.name: deployment for deployment in build_serve_app(app, name="test").deployments}
+
+
+# --- the HTTP API on a local Serve instance ----------------------------------------------------------------
+
+RETRY_AFTER_S = 7
+TINY = {"num_output_frames": 5, "num_steps": 2, "resolution": "none"}  # tiny model's 64x96, a few seconds
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory) -> Path:
+    """Conditioning inputs under the one folder the test server may read."""
+    import imageio_ffmpeg
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("inputs")
+    frames = np.random.default_rng(0).integers(0, 255, (9, 64, 96, 3), dtype=np.uint8)
+    Image.fromarray(frames[0]).save(folder / "cube.png")
+    writer = imageio_ffmpeg.write_frames(str(folder / "cube.mp4"), (96, 64), fps=16, macro_block_size=1)
+    writer.send(None)
+    for frame in frames:
+        writer.send(np.ascontiguousarray(frame))
+    writer.close()
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, s3_endpoint, media_dir):
+    """The app with the tiny preset: one single-GPU replica (logical GPU), room for 3 requests at once."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = ServeArgs(
+        preset="tiny",
+        gpus_per_replica=1,
+        max_replicas=1,
+        max_queued_requests=1,  # + 2 ongoing on the replica = capacity 3
+        retry_after_s=RETRY_AFTER_S,
+        allowed_input_prefixes=[str(media_dir)],
+        allowed_output_prefixes=[s3_endpoint.bucket("served") + "/results"],
+        storage_options=s3_endpoint.storage_options,
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(args), name="cosmos", route_prefix="/")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+
+
+def _spec(inference_type="text2world", **fields) -> dict:
+    return {"inference_type": inference_type, "name": f"{inference_type}-test", "prompt": "a red cube slides",
+            **TINY, **fields}
+
+
+def _frames(mp4: bytes, tmp_path: Path) -> tuple[int, tuple[int, int]]:
+    """(frame count, (width, height)) of an mp4."""
+    import imageio_ffmpeg
+
+    path = tmp_path / "video.mp4"
+    path.write_bytes(mp4)
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    return sum(1 for _ in reader), tuple(meta["size"])
+
+
+@pytest.mark.parametrize("inference_type, input_name", [("text2world", None), ("image2world", "cube.png"),
+                                                         ("video2world", "cube.mp4")])
+def test_generate_returns_the_video(server, media_dir, tmp_path, inference_type, input_name):
+    import requests
+
+    extra = {"input_path": str(media_dir / input_name)} if input_name else {}
+    response = requests.post(f"{server}/v1/generate", json=_spec(inference_type, **extra), timeout=120)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "video/mp4"
+    assert _frames(response.content, tmp_path) == (5, (96, 64))
+
+
+def test_generate_stores_the_result_where_asked(server, s3_endpoint):
+    import requests
+    import s3fs
+
+    output = "s3://served/results/run1"
+    first = requests.post(f"{server}/v1/generate", params={"output": output}, json=_spec(seed=5), timeout=120)
+    assert first.status_code == 200, first.text
+    result = first.json()
+    assert result["video_url"].startswith(output + "/videos/") and not result["cached"]
+    fs = s3fs.S3FileSystem(**s3_endpoint.storage_options)
+    assert fs.cat_file(result["video_url"])[4:8] == b"ftyp"  # an mp4
+    assert json.loads(fs.cat_file(result["metadata_url"]))["status"] == "ok"
+    again = requests.post(f"{server}/v1/generate", params={"output": output}, json=_spec(seed=5), timeout=120)
+    assert again.json() == {**result, "cached": True}
+
+
+@pytest.mark.parametrize(
+    "spec, params, status, field",
+    [
+        (_spec(guidance=11), {}, 422, "guidance"),
+        (_spec(num_output_frames=8), {}, 422, "num_output_frames"),
+        (_spec(num_output_frames=97), {}, 422, "num_output_frames"),
+        ({"name": "x", "prompt": "y"}, {}, 422, "inference_type"),
+        (_spec(prompt_path="/etc/hostname"), {}, 422, "prompt_path"),
+        (_spec("image2world", input_path="/etc/passwd.png"), {}, 403, "input_path"),
+        (_spec("image2world", input_path="https://example.com/a.png"), {}, 403, "input_path"),
+        (_spec("video2world", input_path="INPUTS/../cube.mp4"), {}, 403, "input_path"),
+        (_spec("image2world", input_path="INPUTS/absent.png"), {}, 422, "input_path"),
+        (_spec(), {"output": "file:///tmp/elsewhere"}, 403, "output"),
+        (_spec(), {"output": "s3://served/other"}, 403, "output"),
+    ],
+)
+def test_bad_requests_get_the_field_and_reason(server, media_dir, spec, params, status, field):
+    import requests
+
+    if "input_path" in spec:
+        spec = {**spec, "input_path": spec["input_path"].replace("INPUTS", str(media_dir))}
+    response = requests.post(f"{server}/v1/generate", params=params, json=spec, timeout=60)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and error["reason"]
+    assert "Traceback" not in response.text
+
+
+def test_oversized_and_malformed_bodies_are_refused(server):
+    import requests
+
+    huge = _spec(prompt="x" * 100_000)
+    assert requests.post(f"{server}/v1/generate", json=huge, timeout=60).status_code == 413
+    malformed = requests.post(f"{server}/v1/generate", data=b"{", headers={"content-type": "application/json"},
+                              timeout=60)
+    assert malformed.status_code == 400 and "JSON" in malformed.json()["error"]["reason"]
+
+
+def test_requests_beyond_capacity_are_queued_or_refused_never_lost(server, tmp_path):
+    import requests
+    from concurrent.futures import ThreadPoolExecutor
+
+    def post(seed: int) -> requests.Response:
+        return requests.post(f"{server}/v1/generate", json=_spec(seed=100 + seed), timeout=300)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(8)))
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) == {200, 503}, statuses  # capacity 3: some served, the rest told to come back
+    for response in responses:
+        if response.status_code == 503:
+            assert response.headers["Retry-After"] == str(RETRY_AFTER_S)
+        else:
+            assert _frames(response.content, tmp_path)[0] == 5
+
+
+def test_async_jobs_run_in_order_and_report_status(server, media_dir, tmp_path):
+    import requests
+
+    specs = [_spec(seed=200 + i) for i in range(4)] + [_spec("image2world", input_path=str(media_dir / "broken.png"))]
+    submitted = [requests.post(f"{server}/v1/jobs", json=spec, timeout=60) for spec in specs]
+    assert [response.status_code for response in submitted] == [202] * 5  # more than capacity: all queued
+    jobs = [response.json() for response in submitted]
+    assert submitted[0].headers["Location"] == f"/v1/jobs/{jobs[0]['id']}"
+    assert all(job["status"] in ("queued", "running") for job in jobs)
+    finished = [_wait_for_job(server, job["id"]) for job in jobs]
+    assert [job["status"] for job in finished] == ["succeeded"] * 4 + ["failed"]
+    assert finished[-1]["error"]["reason"].startswith("generation failed")
+    video = requests.get(server + finished[0]["result"]["video_url"], timeout=60)
+    assert video.status_code == 200 and _frames(video.content, tmp_path)[0] == 5
+    assert requests.get(f"{server}/v1/jobs/nonexistent", timeout=60).status_code == 404
+
+
+def _wait_for_job(server: str, job_id: str, timeout_s: float = 240) -> dict:
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = requests.get(f"{server}/v1/jobs/{job_id}", timeout=60).json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not finish in {timeout_s}s")
+
+
+def test_health_and_openapi(server):
+    import requests
+
+    health = requests.get(f"{server}/healthz", timeout=60)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    paths = requests.get(f"{server}/openapi.json", timeout=60).json()["paths"]
+    assert {"/v1/generate", "/v1/jobs", "/v1/jobs/{job_id}", "/healthz"} <= set(paths)
+    assert requests.get(f"{server}/docs", timeout=60).status_code == 200
