@@ -309,6 +309,8 @@ def test_async_jobs_run_in_order_and_report_status(server, media_dir, tmp_path):
     assert all(job["status"] in ("queued", "running") for job in jobs)
     finished = [_wait_for_job(server, job["id"]) for job in jobs]
     assert [job["status"] for job in finished] == ["succeeded"] * 4 + ["failed"]
+    done_at = [job["finished_at"] for job in finished[:4]]
+    assert done_at == sorted(done_at)  # one replica, first in first out
     assert finished[-1]["error"]["reason"].startswith("generation failed")
     video = requests.get(server + finished[0]["result"]["video_url"], timeout=60)
     assert video.status_code == 200 and _frames(video.content, tmp_path)[0] == 5
