@@ -11,9 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from cosmos_ray import storage
 
@@ -223,7 +225,8 @@ def _check_input_path(spec: GenerationSpec, sample: str) -> None:
     if scheme is not None and scheme not in URL_SCHEMES:
         raise SpecError(sample, "input_path", f"has URL scheme '{scheme}://', which is not supported "
                                               f"(use a local path or one of {', '.join(URL_SCHEMES)})")
-    extension = "." + spec.input_path.rsplit(".", 1)[-1].lower() if "." in spec.input_path else ""
+    path = urlsplit(spec.input_path).path if scheme in ("http", "https") else spec.input_path  # drop ?query
+    extension = posixpath.splitext(path)[1].lower()
     if extension not in INPUT_EXTENSIONS:
         raise SpecError(sample, "input_path", f"has extension {extension or '(none)'!r}, which is not an image or "
                                               f"video (one of {', '.join(INPUT_EXTENSIONS)})")
