@@ -144,6 +144,10 @@ class GenerationSpec:
             del data["input_path"]
         return data
 
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys) of `to_dict()`; the form stored in manifests and records."""
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+
     @property
     def sample_id(self) -> str:
         """"{safe name}-{12 hex}": the hash covers every field that changes the output (all but `name`)."""
