@@ -1,8 +1,9 @@
 """Small fsspec helpers shared by the spec, manifest and output code.
 
 Every function takes a URL (a local path, `file://`, `s3://`, `gs://`, `memory://`, ...) and an optional
-`storage_options` dict that is passed unchanged to the fsspec filesystem (credentials, `client_kwargs` with an
-`endpoint_url`, ...). Callers thread one `storage_options` from the job's command line down to these helpers.
+`storage_options` dict that is passed unchanged to the fsspec filesystem of remote URLs (credentials,
+`client_kwargs` with an `endpoint_url`, ...) and ignored for local paths, so one dict can serve a job that
+reads local specs and writes to a bucket. Callers thread it from the job's command line down to these helpers.
 """
 
 from __future__ import annotations
@@ -62,9 +63,15 @@ def resolve_url(path: str, base: str | None = None) -> str:
     return join_url(base, path)
 
 
+def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for `url` and the path inside it; `storage_options` only reach remote ones."""
+    options = {} if is_local(url) else (storage_options or {})
+    return fsspec.core.url_to_fs(url, **options)
+
+
 def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
     """The whole content of the object or file at `url`."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    fs, path = filesystem(url, storage_options)
     return fs.cat_file(path)
 
 
@@ -75,8 +82,17 @@ def read_text(url: str, storage_options: dict | None = None) -> str:
 
 def exists(url: str, storage_options: dict | None = None) -> bool:
     """True when a file or object exists at `url`."""
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    fs, path = filesystem(url, storage_options)
     return fs.exists(path)
+
+
+def glob_urls(pattern: str, storage_options: dict | None = None) -> list[str]:
+    """Sorted URLs of the files matching a glob (`*`, `?`, `[...]`, `**`), in the pattern's own form."""
+    fs, path = filesystem(pattern, storage_options)
+    matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+    if is_local(pattern):
+        return matches
+    return [fs.unstrip_protocol(p) for p in matches]
 
 
 def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = None) -> None:
@@ -86,7 +102,7 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = Non
     Object stores: one `pipe_file` call, which uploads the whole object; stores only make an object visible
     once its upload completes, so a partial object is never observable.
     """
-    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    fs, path = filesystem(url, storage_options)
     if isinstance(fs, LocalFileSystem):
         _write_local_atomic(path, data)
     else:
