@@ -55,6 +55,21 @@ def test_local_failed_write_keeps_old_content(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["x.json"]
 
 
+def test_storage_options_only_reach_remote_filesystems(tmp_path):
+    s3_options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}}
+    storage.write_bytes_atomic(str(tmp_path / "x"), b"local", s3_options)
+    assert storage.read_bytes(str(tmp_path / "x"), s3_options) == b"local"
+
+
+def test_glob_urls(tmp_path):
+    for name in ("b.json", "a.json", "c.jsonl"):
+        storage.write_bytes_atomic(str(tmp_path / name), b"{}")
+    (tmp_path / "dir.json").mkdir()
+    assert storage.glob_urls(str(tmp_path / "*.json")) == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+    storage.write_bytes_atomic("memory://glob-test/x.jsonl", b"{}")
+    assert storage.glob_urls("memory://glob-test/*.jsonl") == ["memory:///glob-test/x.jsonl"]
+
+
 def test_memory_filesystem():
     storage.write_bytes_atomic("memory://storage-test/a/b.txt", "héllo".encode())
     assert storage.read_text("memory://storage-test/a/b.txt") == "héllo"
@@ -69,6 +84,7 @@ def test_s3_round_trip(s3_bucket):
     assert storage.read_bytes(url, options) == b'{"status": "ok"}'
     storage.write_bytes_atomic(url, b"replaced", options)
     assert storage.read_text(url, options) == "replaced"
+    assert storage.glob_urls(storage.join_url(root, "meta", "*.json"), options) == [url]
 
 
 def test_s3_missing_object_raises(s3_bucket):
