@@ -1,6 +1,6 @@
 """A real S3 HTTP endpoint for tests: moto's threaded server on a free local port, used through s3fs.
 
-Import the fixtures into a test module with `from tests.moto_s3 import s3_endpoint, s3_bucket`.
+Use it from a test module with `pytest_plugins = ("tests.moto_s3",)`, then take the `s3_bucket` fixture.
 """
 
 import socket

@@ -11,7 +11,7 @@ from cosmos_ray.manifest import (
 )
 from cosmos_ray.spec import GenerationSpec, SpecError
 from jobs import make_manifest as cli
-from tests.moto_s3 import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
+pytest_plugins = ("tests.moto_s3",)  # the s3_bucket fixture
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from cosmos_ray import storage
-from tests.moto_s3 import s3_bucket, s3_endpoint  # noqa: F401  (fixtures)
+pytest_plugins = ("tests.moto_s3",)  # the s3_bucket fixture
 
 
 def test_url_scheme_and_is_local():
