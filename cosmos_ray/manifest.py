@@ -1,7 +1,7 @@
 """Parquet manifests: one row per generation spec, made from official inference JSON files.
 
-`make_manifest` reads JSON files (one spec object, or a list of them), JSON-lines files (one spec per line)
-and globs of either, on any fsspec URL. It also expands the older official multi-sample format
+`make_manifest` reads JSON or YAML files (one spec object, or a list of them), JSON-lines files (one spec
+per line) and globs of these, on any fsspec URL. It also expands the older official multi-sample format
 (`{"inference_type": ..., "samples": {name: {...}}, ...}`). Every spec is validated first, with relative
 `input_path` / `prompt_path` resolved against its file's folder; if anything is wrong, every problem is
 reported and nothing is written. The schema is documented in docs/manifest.md.
@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 
 from cosmos_ray import storage
 from cosmos_ray.spec import GenerationSpec, SpecError
+
+SPEC_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -156,8 +158,8 @@ def _expand_sources(sources: Sequence[str], storage_options: dict | None, proble
 
 def _read_entries(url: str, storage_options: dict | None, problems: list[str]) -> list[SpecEntry]:
     folder = storage.parent_url(url)
-    if not url.endswith((".json", ".jsonl")):
-        problems.append(f"{url}: unsupported file type (use .json or .jsonl)")
+    if not url.endswith(SPEC_FILE_SUFFIXES):
+        problems.append(f"{url}: unsupported file type (use {', '.join(SPEC_FILE_SUFFIXES)})")
         return []
     try:
         text = storage.read_text(url, storage_options)
@@ -167,9 +169,9 @@ def _read_entries(url: str, storage_options: dict | None, problems: list[str]) -
     if url.endswith(".jsonl"):
         return _read_json_lines(url, text, folder, problems)
     try:
-        data = json.loads(text)
+        data = _parse_yaml(text) if url.endswith((".yaml", ".yml")) else json.loads(text)
     except ValueError as error:
-        problems.append(f"{url}: invalid JSON: {error}")
+        problems.append(f"{url}: invalid {'YAML' if url.endswith(('.yaml', '.yml')) else 'JSON'}: {error}")
         return []
     if isinstance(data, list):
         return [SpecEntry(item, f"{url}:{index}", folder) for index, item in enumerate(data)]
@@ -180,6 +182,17 @@ def _read_entries(url: str, storage_options: dict | None, problems: list[str]) -
             problems.append(f"{url}: {error}")
             return []
     return [SpecEntry(data, url, folder)]
+
+
+def _parse_yaml(text: str) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError("reading YAML spec files needs the pyyaml package") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(str(error)) from None
 
 
 def _read_json_lines(url: str, text: str, folder: str, problems: list[str]) -> list[SpecEntry]:

@@ -86,6 +86,15 @@ def test_json_list_and_older_samples_format(tmp_path):
     assert [s.seed for s, _ in loaded[:2]] == [5, 5] and loaded[1][0].prompt == "Old prompt."
 
 
+def test_yaml_spec_files(tmp_path):
+    pytest.importorskip("yaml")
+    good = write(tmp_path / "s.yaml", "inference_type: text2world\nname: y\nprompt: From YAML.\nseed: 3\n")
+    assert [(s.name, s.seed, s.prompt) for s, _ in load_specs([good])] == [("y", 3, "From YAML.")]
+    bad = write(tmp_path / "bad.yml", "name: [unclosed\n")
+    with pytest.raises(ManifestError, match=f"{bad}: invalid YAML: "):
+        load_specs([bad])
+
+
 def test_expand_legacy():
     data = {"inference_type": "image2world", "guidance": 3, "samples": {"a": {"prompt": "p", "input_path": "a.jpg"}}}
     assert expand_legacy(data) == {"a": {"inference_type": "image2world", "guidance": 3, "name": "a",
@@ -103,7 +112,7 @@ def test_bad_files_are_all_reported_and_nothing_is_written(tmp_path):
         json.dumps({"inference_type": "text2world", "name": "ok", "prompt": "again"}),
     ]))
     broken = write(tmp_path / "broken.json", "{")
-    other = write(tmp_path / "notes.yaml", "a: 1")
+    other = write(tmp_path / "notes.txt", "a: 1")
     out = tmp_path / "out" / "m.parquet"
     with pytest.raises(ManifestError) as info:
         make_manifest([good, bad_jsonl, broken, other, str(tmp_path / "nope.json"),
@@ -114,7 +123,7 @@ def test_bad_files_are_all_reported_and_nothing_is_written(tmp_path):
         f"{tmp_path}/none-*.jsonl: no files match",
         f"{bad_jsonl}:2: invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
         f"{broken}: invalid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
-        f"{other}: unsupported file type (use .json or .jsonl)",
+        f"{other}: unsupported file type (use .json, .jsonl, .yaml, .yml)",
         f"sample 'g9' ({bad_jsonl}:1): field 'guidance' must be in 0..7, got 9",
         f"sample 'img' ({bad_jsonl}:3): field 'input_path' has no file at {tmp_path}/missing.png",
         f"sample 'ok' ({bad_jsonl}:4): field 'name' is not unique (also used in {good})",
