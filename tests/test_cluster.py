@@ -1,0 +1,212 @@
+"""cluster.yaml against Ray's own cluster schema and our defaults; jobs/runtime_env.yaml; and a job submitted
+with `ray job submit --working-dir . --runtime-env jobs/runtime_env.yaml` to a local `ray start --head`."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(relative: str) -> dict:
+    return yaml.safe_load((REPO / relative).read_text())
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict:
+    return _load("cluster.yaml")
+
+
+def _ray_schema() -> dict:
+    import ray.autoscaler
+
+    return json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+
+
+def _gpu_node_types(cluster: dict) -> dict[str, dict]:
+    return {name: node for name, node in cluster["available_node_types"].items()
+            if node["resources"].get("GPU", 0) > 0}
+
+
+# --- cluster.yaml -----------------------------------------------------------------------------------------
+
+
+def test_cluster_yaml_matches_rays_schema(cluster):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    jsonschema.validate(cluster, _ray_schema())
+    validate_config(prepare_config(copy.deepcopy(cluster)))  # what `ray up` does with the file
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda c: c.update(max_workers="eight"),
+    lambda c: c["available_node_types"]["gpu_8x"].pop("resources"),
+    lambda c: c["docker"].update(imag="typo"),
+    lambda c: c.update(idle_timeout="10"),
+])
+def test_schema_check_catches_mistakes(cluster, break_it):
+    broken = copy.deepcopy(cluster)
+    break_it(broken)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, _ray_schema())
+
+
+def test_gpu_nodes_hold_whole_groups(cluster):
+    """Every GPU node type fits a whole number of the default batch groups and Serve replicas."""
+    from jobs.generate import build_parser
+    from pipelines.serve import ServeArgs
+
+    job_gpus = build_parser().get_default("gpus_per_group")
+    serve_config = _load("jobs/serve_config.yaml")
+    group_sizes = {job_gpus, ServeArgs().gpus_per_replica} | {
+        ServeArgs.model_validate(app["args"]).gpus_per_replica for app in serve_config["applications"]}
+    nodes = _gpu_node_types(cluster)
+    node_gpus = {name: node["resources"]["GPU"] for name, node in nodes.items()}
+    assert set(node_gpus.values()) >= {8, 1}
+    for size in group_sizes:
+        assert any(gpus % size == 0 for gpus in node_gpus.values()), f"no node type holds a group of {size}"
+        for name, gpus in node_gpus.items():
+            assert gpus < size or gpus % size == 0, f"{name}: groups of {size} leave {gpus % size} GPUs idle"
+    for name, node in nodes.items():
+        assert node["resources"]["CPU"] >= node_gpus[name]  # each rank's bundle is {GPU: 1, CPU: 1}
+        assert node["min_workers"] <= node["max_workers"] <= cluster["max_workers"]
+
+
+def test_head_is_cpu_only_and_autoscales_gpu_nodes(cluster):
+    head = cluster["available_node_types"][cluster["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}  # no Ray Data task or replica lands on the head
+    assert all(node["min_workers"] == 0 for node in _gpu_node_types(cluster).values())
+    assert 0 < cluster["idle_timeout_minutes"] <= 30
+
+
+def test_every_node_installs_this_checkout(cluster):
+    (remote,) = [remote for remote, local in cluster["file_mounts"].items() if local == "."]
+    remote_in_shell = remote.replace("~", "$HOME")
+    assert any(re.search(rf"pip install .*-e \"?{re.escape(remote_in_shell)}(\[[a-z,]+\])?\"?", command)
+               for command in cluster["setup_commands"])
+
+
+def test_docker_image_is_pinned_to_a_supported_ray(cluster):
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    match = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py3\d+-cu\d+", cluster["docker"]["image"])
+    assert match, "pin a release and a CUDA variant, not 'latest'"
+    project = _pyproject()
+    (ray_requirement,) = [Requirement(d) for d in project["dependencies"] if d.startswith("ray")]
+    assert Version(match.group(1)) in ray_requirement.specifier
+
+
+def _pyproject() -> dict:
+    import tomllib
+
+    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+
+# --- jobs/runtime_env.yaml --------------------------------------------------------------------------------
+
+
+def test_runtime_env_is_valid_and_uploads_the_code(tmp_path):
+    from ray._private.runtime_env.packaging import create_package
+    from ray.runtime_env import RuntimeEnv
+
+    env = _load("jobs/runtime_env.yaml")
+    RuntimeEnv(**env)  # Ray's own validation of the fields
+    package = tmp_path / "working_dir.zip"
+    create_package(str(REPO), package, include_gitignore=True, excludes=env["excludes"])
+    names = set(zipfile.ZipFile(package).namelist())
+    assert {"pyproject.toml", "cosmos_ray/__init__.py", "pipelines/serve.py", "jobs/generate.py"} <= names
+    assert not any(name.startswith(".git/") or "__pycache__" in name for name in names)
+
+
+# --- ray job submit against a local head node ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """`ray start --head --block` with 2 logical GPUs on free ports; stopped by killing its process group.
+
+    (`ray stop` would stop every Ray instance on the machine.) Token auth is off: it is a local test cluster.
+    """
+    temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    dashboard_port = _free_port()
+    ports = {name: _free_port() for name in ("port", "ray-client-server-port", "node-manager-port",
+                                             "object-manager-port", "dashboard-agent-listen-port",
+                                             "dashboard-agent-grpc-port", "metrics-export-port",
+                                             "runtime-env-agent-port")}
+    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+               "--node-ip-address=127.0.0.1", "--num-cpus=4", "--num-gpus=2", "--disable-usage-stats",
+               "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
+               f"--temp-dir={temp_dir}", *(f"--{name}={port}" for name, port in ports.items())]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    log = open(Path(temp_dir) / "ray-start.log", "wb")
+    head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        _wait_for_dashboard(address, head, Path(temp_dir) / "ray-start.log")
+        yield address, env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        log.close()
+
+
+def _wait_for_dashboard(address: str, head: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"ray start exited with {head.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(f"{address}/api/version", timeout=2).read()
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"the dashboard at {address} did not come up in {timeout_s}s")
+
+
+def test_ray_job_submit_runs_the_tiny_job(ray_head, tmp_path):
+    from cosmos_ray.manifest import write_manifest
+    from cosmos_ray.outputs import OutputStore
+    from cosmos_ray.spec import GenerationSpec
+
+    address, env = ray_head
+    specs = [GenerationSpec.from_dict({"inference_type": "text2world", "name": f"submitted-{i}", "prompt": "a cube",
+                                       "seed": i, "num_output_frames": 5, "num_steps": 2})
+             for i in range(2)]
+    manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
+    write_manifest([(spec, "test") for spec in specs], str(manifest))
+    submit = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", address,
+              "--working-dir", ".", "--runtime-env", "jobs/runtime_env.yaml", "--",
+              "python", "-m", "jobs.generate", "--manifest", str(manifest), "--output", str(output),
+              "--preset", "tiny", "--gpus-per-group", "1", "--groups", "1"]
+    finished = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
+    store = OutputStore(str(output))
+    assert all(store.is_done(spec.sample_id) for spec in specs)
+    assert all((output / "videos" / f"{spec.sample_id}.mp4").stat().st_size > 0 for spec in specs)
