@@ -196,9 +196,7 @@ class Finished:
 
 @dataclass(frozen=True)
 class Failed:
-    status: int  # 422: the request cannot be generated; 500: the server failed
-    field: str | None
-    reason: str
+    reason: str  # for the client: no traceback, no server internals
 
 
 ReplicaEvent = Started | Finished | Failed
@@ -221,11 +219,11 @@ class GroupReplica:
                 result = await asyncio.to_thread(self._group.generate, spec)
             mp4 = await asyncio.to_thread(write_mp4, result.frames, result.fps)
         except SampleError as error:  # already "sample X: Type: message", without Ray's traceback
-            yield Failed(500, None, f"generation failed: {error}")
+            yield Failed(f"generation failed: {error}")
             return
         except Exception as error:  # noqa: BLE001 - reported to the client without internals, logged here
             logger.exception("generation of %s failed", spec.sample_id)
-            yield Failed(500, None, f"generation failed ({type(error).__name__}); see the server log")
+            yield Failed(f"generation failed ({type(error).__name__}); see the server log")
             return
         yield Finished(mp4, result.metadata)
 
@@ -253,7 +251,7 @@ async def run_on_replica(
         on_event(event)
         if isinstance(event, (Finished, Failed)):
             return event
-    return Failed(500, None, "the replica ended the request without a result")
+    return Failed("the replica ended the request without a result")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -356,10 +354,10 @@ class JobBoard:
                 job.result = await self._keep(job, spec, outcome, output_url)
                 job.status, job.progress = "succeeded", 1.0
             else:
-                job.status, job.error = "failed", {"field": outcome.field, "reason": outcome.reason}
+                job.status, job.error = "failed", {"reason": outcome.reason}
         except Exception as error:  # noqa: BLE001 - the job records the failure; the board keeps running
             logger.exception("job %s failed", job.id)
-            job.status, job.error = "failed", {"field": None, "reason": f"{type(error).__name__} (see server log)"}
+            job.status, job.error = "failed", {"reason": f"{type(error).__name__} (see the server log)"}
         finally:
             job.finished_at = time.time()
 
@@ -459,7 +457,7 @@ class ApiIngress:
         except BackPressureError:
             raise Rejected(503, None, "all GPU groups are busy; retry later", self._busy) from None
         if isinstance(outcome, Failed):
-            raise Rejected(outcome.status, outcome.field, outcome.reason)
+            raise Rejected(500, None, outcome.reason)
         if output_url is None:
             return Response(outcome.mp4, media_type="video/mp4",
                             headers={"X-Sample-Id": spec.sample_id, "Content-Disposition":
