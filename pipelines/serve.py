@@ -81,8 +81,8 @@ class ServeArgs(BaseModel):
 # Request policy: what a client may ask for. Plain functions, so they are testable without Ray.
 
 
-class Rejected(Exception):
-    """A request refused with an HTTP status, the offending field and the reason (sent to the client)."""
+class ApiError(Exception):
+    """An error response: HTTP status, the offending field (if any) and the reason the client sees."""
 
     def __init__(self, status: int, field: str | None, reason: str, headers: dict[str, str] | None = None):
         super().__init__(reason)
@@ -117,17 +117,17 @@ class RequestPolicy:
 
 
 def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
-    """The request body as a validated spec within the operator's limits; raises `Rejected`."""
+    """The request body as a validated spec within the operator's limits; raises `ApiError`."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise Rejected(400, None, f"body is not valid JSON: {error}") from None
+        raise ApiError(400, None, f"body is not valid JSON: {error}") from None
     if isinstance(data, dict) and "prompt_path" in data:
-        raise Rejected(422, "prompt_path", "is not accepted over HTTP (it reads a server file); send 'prompt'")
+        raise ApiError(422, "prompt_path", "is not accepted over HTTP (it reads a server file); send 'prompt'")
     try:
         spec = GenerationSpec.from_dict(data, source="request")
     except SpecError as error:
-        raise Rejected(422, error.field or None, error.reason) from None
+        raise ApiError(422, error.field or None, error.reason) from None
     check_limits(spec, policy)
     if spec.input_path is not None:
         check_allowed_url(spec.input_path, policy.allowed_input_prefixes, "input_path")
@@ -137,13 +137,13 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
 def check_limits(spec: GenerationSpec, policy: RequestPolicy) -> None:
     """Frames, resolution and steps within what the operator allows per request."""
     if spec.num_output_frames > policy.max_num_output_frames:
-        raise Rejected(422, "num_output_frames", f"must be at most {policy.max_num_output_frames} on this server, "
+        raise ApiError(422, "num_output_frames", f"must be at most {policy.max_num_output_frames} on this server, "
                                                  f"got {spec.num_output_frames}")
     if spec.height_width is not None and spec.height_width[0] * spec.height_width[1] > policy.max_pixels:
-        raise Rejected(422, "resolution", f"must have at most {policy.max_pixels} pixels (height x width) on this "
+        raise ApiError(422, "resolution", f"must have at most {policy.max_pixels} pixels (height x width) on this "
                                           f"server, got {spec.resolution}")
     if spec.num_steps > policy.max_num_steps:
-        raise Rejected(422, "num_steps", f"must be at most {policy.max_num_steps} on this server, got {spec.num_steps}")
+        raise ApiError(422, "num_steps", f"must be at most {policy.max_num_steps} on this server, got {spec.num_steps}")
 
 
 def check_allowed_url(url: str, allowed_prefixes: tuple[str, ...], field: str) -> None:
@@ -155,14 +155,14 @@ def check_allowed_url(url: str, allowed_prefixes: tuple[str, ...], field: str) -
     """
     decoded = unquote(url)
     if any(ord(char) < 32 for char in decoded):
-        raise Rejected(403, field, "must not contain control characters")
+        raise ApiError(403, field, "must not contain control characters")
     if "::" in decoded:
-        raise Rejected(403, field, "must be a single URL (fsspec '::' chaining is not allowed)")
+        raise ApiError(403, field, "must be a single URL (fsspec '::' chaining is not allowed)")
     if ".." in re.split(r"[/\\]", decoded):
-        raise Rejected(403, field, "must not contain '..' path segments")
+        raise ApiError(403, field, "must not contain '..' path segments")
     target = _canonical_url(url)
     if not any(target.startswith(_canonical_prefix(prefix)) for prefix in allowed_prefixes):
-        raise Rejected(403, field, f"{url!r} is not under a location this server may access "
+        raise ApiError(403, field, f"{url!r} is not under a location this server may access "
                                    "(the operator configures the allowed prefixes)")
 
 
@@ -412,8 +412,8 @@ def _error(status: int, field: str | None, reason: str, headers: dict[str, str] 
     return JSONResponse({"error": {"status": status, "field": field, "reason": reason}}, status, headers=headers)
 
 
-@api.exception_handler(Rejected)
-async def _rejected(request: Request, error: Rejected) -> JSONResponse:
+@api.exception_handler(ApiError)
+async def _api_error(request: Request, error: ApiError) -> JSONResponse:
     return _error(error.status, error.field, error.reason, error.headers)
 
 
@@ -455,9 +455,9 @@ class ApiIngress:
         try:
             outcome = await run_on_replica(self._replicas, spec)
         except BackPressureError:
-            raise Rejected(503, None, "all GPU groups are busy; retry later", self._busy) from None
+            raise ApiError(503, None, "all GPU groups are busy; retry later", self._busy) from None
         if isinstance(outcome, Failed):
-            raise Rejected(500, None, outcome.reason)
+            raise ApiError(500, None, outcome.reason)
         if output_url is None:
             return Response(outcome.mp4, media_type="video/mp4",
                             headers={"X-Sample-Id": spec.sample_id, "Content-Disposition":
@@ -473,7 +473,7 @@ class ApiIngress:
         await self._check_input_exists(spec)
         job = await self._jobs.submit.remote(spec, output_url)
         if job is None:
-            raise Rejected(503, None, "the job queue is full; retry later", self._busy)
+            raise ApiError(503, None, "the job queue is full; retry later", self._busy)
         return JSONResponse(job, 202, headers={"Location": f"/v1/jobs/{job['id']}"})
 
     @api.get("/v1/jobs/{job_id}")
@@ -481,7 +481,7 @@ class ApiIngress:
         """Status (queued, running, succeeded, failed), progress in [0, 1], and the result or error."""
         job = await self._jobs.get.remote(job_id)
         if job is None:
-            raise Rejected(404, "job_id", f"no job {job_id!r} (unknown, or finished long ago)")
+            raise ApiError(404, "job_id", f"no job {job_id!r} (unknown, or finished long ago)")
         return JSONResponse(job)
 
     @api.get("/v1/jobs/{job_id}/video", responses={200: {"content": {"video/mp4": {}}}})
@@ -489,7 +489,7 @@ class ApiIngress:
         """The video of a finished job that had no output location."""
         video = await self._jobs.video.remote(job_id)
         if video is None:
-            raise Rejected(404, "job_id", f"no video kept for job {job_id!r}")
+            raise ApiError(404, "job_id", f"no video kept for job {job_id!r}")
         return Response(video, media_type="video/mp4")
 
     @api.get("/healthz")
@@ -506,12 +506,12 @@ class ApiIngress:
         limit = self._policy.max_request_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise Rejected(413, None, f"request body exceeds {limit} bytes")
+            raise ApiError(413, None, f"request body exceeds {limit} bytes")
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise Rejected(413, None, f"request body exceeds {limit} bytes")
+                raise ApiError(413, None, f"request body exceeds {limit} bytes")
         return bytes(body)
 
     def _output_location(self, requested: str | None) -> str | None:
@@ -527,9 +527,9 @@ class ApiIngress:
         try:
             found = await asyncio.to_thread(storage.exists, spec.input_path, self._storage_options)
         except OSError as error:
-            raise Rejected(422, "input_path", f"cannot be checked: {type(error).__name__}: {error}") from None
+            raise ApiError(422, "input_path", f"cannot be checked: {type(error).__name__}: {error}") from None
         if not found:
-            raise Rejected(422, "input_path", f"{spec.input_path!r} does not exist")
+            raise ApiError(422, "input_path", f"{spec.input_path!r} does not exist")
 
 
 # ---------------------------------------------------------------------------------------------------------

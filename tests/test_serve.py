@@ -12,7 +12,7 @@ import yaml
 
 from pipelines.serve import (
     RequestPolicy,
-    Rejected,
+    ApiError,
     ServeArgs,
     build_app,
     check_allowed_url,
@@ -27,8 +27,8 @@ def _body(**fields) -> bytes:
     return json.dumps(spec).encode()
 
 
-def _rejection(call, *args) -> Rejected:
-    with pytest.raises(Rejected) as caught:
+def _api_error(call, *args) -> ApiError:
+    with pytest.raises(ApiError) as caught:
         call(*args)
     return caught.value
 
@@ -57,7 +57,7 @@ def test_parse_spec_accepts_a_valid_spec():
     ],
 )
 def test_parse_spec_rejects_with_field_and_reason(body, status, field, words):
-    error = _rejection(parse_spec, body, RequestPolicy())
+    error = _api_error(parse_spec, body, RequestPolicy())
     assert (error.status, error.field) == (status, field)
     assert words in error.reason
 
@@ -92,7 +92,7 @@ def test_allowed_urls(url, allowed):
     ],
 )
 def test_forbidden_urls(url, allowed, words):
-    error = _rejection(check_allowed_url, url, allowed, "input_path")
+    error = _api_error(check_allowed_url, url, allowed, "input_path")
     assert (error.status, error.field) == (403, "input_path")
     assert words in error.reason
 
@@ -104,13 +104,13 @@ def test_local_prefix_follows_symlinks(tmp_path):
     (outside / "a.png").write_bytes(b"x")
     (allowed / "link.png").symlink_to(outside / "a.png")
     check_allowed_url(str(allowed / "b.png"), (f"file://{allowed}",), "input_path")
-    error = _rejection(check_allowed_url, str(allowed / "link.png"), (str(allowed),), "input_path")
+    error = _api_error(check_allowed_url, str(allowed / "link.png"), (str(allowed),), "input_path")
     assert error.status == 403
 
 
 def test_parse_spec_applies_the_input_allow_list():
     body = _body(inference_type="image2world", input_path="s3://bucket/private/a.png")
-    error = _rejection(parse_spec, body, RequestPolicy(allowed_input_prefixes=("s3://bucket/inputs/",)))
+    error = _api_error(parse_spec, body, RequestPolicy(allowed_input_prefixes=("s3://bucket/inputs/",)))
     assert (error.status, error.field) == (403, "input_path")
 
 
