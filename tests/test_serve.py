@@ -133,6 +133,19 @@ def test_serve_config_file_is_valid_and_builds():
     assert replicas.max_queued_requests == args.max_queued_requests
 
 
+def test_serve_run_arguments_build_the_app():
+    """`serve run pipelines.serve:app preset=tiny gpus_per_replica=2 max_replicas=3` (arguments are strings)."""
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from pipelines.serve import app
+
+    built = call_user_app_builder_with_args_if_necessary(
+        app, {"preset": "tiny", "gpus_per_replica": "2", "max_replicas": "3"})
+    replicas = _deployments(built)["GroupReplica"]
+    assert len(replicas._replica_config.placement_group_bundles) == 2
+    assert replicas._deployment_config.autoscaling_config.max_replicas == 3
+
+
 def test_serve_args_refuse_unknown_keys():
     with pytest.raises(ValueError, match="gpus_per_group"):
         ServeArgs.model_validate({"gpus_per_group": 2})
