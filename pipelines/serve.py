@@ -540,9 +540,8 @@ def build_app(args: ServeArgs) -> serve.Application:
     """Bind the three deployments from `args` (Serve validates `key=value` arguments against ServeArgs)."""
     if args.min_replicas > args.max_replicas:
         raise ValueError(f"min_replicas ({args.min_replicas}) exceeds max_replicas ({args.max_replicas})")
-    group_config = GroupConfig(
-        gpus_per_group=args.gpus_per_replica, source=args.checkpoint_dir or args.preset, dtype=args.dtype,
-    )
+    group_config = GroupConfig(gpus_per_group=args.gpus_per_replica, source=args.checkpoint_dir or args.preset,
+                               dtype=args.dtype, storage_options=args.storage_options)
     replicas = serve.deployment(GroupReplica).options(
         # The replica actor takes no resources itself; its group's rank workers fill the bundles.
         ray_actor_options={"num_cpus": 0},

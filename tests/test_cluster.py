@@ -69,10 +69,10 @@ def test_schema_check_catches_mistakes(cluster, break_it):
 
 def test_gpu_nodes_hold_whole_groups(cluster):
     """Every GPU node type fits a whole number of the default batch groups and Serve replicas."""
-    from jobs.generate import build_parser
+    from jobs.generate import parse_args
     from pipelines.serve import ServeArgs
 
-    job_gpus = build_parser().get_default("gpus_per_group")
+    job_gpus = parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny"]).gpus_per_group
     serve_config = _load("jobs/serve_config.yaml")
     group_sizes = {job_gpus, ServeArgs().gpus_per_replica} | {
         ServeArgs.model_validate(app["args"]).gpus_per_replica for app in serve_config["applications"]}
@@ -160,7 +160,9 @@ def ray_head():
                "--node-ip-address=127.0.0.1", "--num-cpus=4", "--num-gpus=2", "--disable-usage-stats",
                "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
                f"--temp-dir={temp_dir}", *(f"--{name}={port}" for name, port in ports.items())]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    # The job's `python` must be this interpreter, as it would be in an activated environment.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": path}
     log = open(Path(temp_dir) / "ray-start.log", "wb")
     head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"http://127.0.0.1:{dashboard_port}"
@@ -168,12 +170,8 @@ def ray_head():
         _wait_for_dashboard(address, head, Path(temp_dir) / "ray-start.log")
         yield address, env
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        os.killpg(head.pid, signal.SIGKILL)  # the head and every process it started share its group
+        head.wait()
         log.close()
 
 
