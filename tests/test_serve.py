@@ -4,20 +4,24 @@ with the tiny preset and logical GPUs."""
 from __future__ import annotations
 
 import json
-import os
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import imageio_ffmpeg
+import numpy as np
 import pytest
+import requests
+import s3fs
 import yaml
+from PIL import Image
+from ray import serve
+from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+from ray.serve._private.build_app import build_app as build_serve_app
+from ray.serve.schema import ServeDeploySchema
 
-from pipelines.serve import (
-    RequestPolicy,
-    ApiError,
-    ServeArgs,
-    build_app,
-    check_allowed_url,
-    parse_spec,
-)
+from pipelines.serve import ApiError, RequestPolicy, ServeArgs, app, build_app, check_allowed_url, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,8 +122,6 @@ def test_parse_spec_applies_the_input_allow_list():
 
 
 def test_serve_config_file_is_valid_and_builds():
-    from ray.serve.schema import ServeDeploySchema
-
     config = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "jobs" / "serve_config.yaml").read_text()))
     (application,) = config.applications
     assert application.import_path == "pipelines.serve:app"
@@ -135,10 +137,6 @@ def test_serve_config_file_is_valid_and_builds():
 
 def test_serve_run_arguments_build_the_app():
     """`serve run pipelines.serve:app preset=tiny gpus_per_replica=2 max_replicas=3` (arguments are strings)."""
-    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
-
-    from pipelines.serve import app
-
     built = call_user_app_builder_with_args_if_necessary(
         app, {"preset": "tiny", "gpus_per_replica": "2", "max_replicas": "3"})
     replicas = _deployments(built)["GroupReplica"]
@@ -153,8 +151,6 @@ def test_serve_args_refuse_unknown_keys():
 
 def _deployments(app) -> dict:
     """The application's deployments by name, as Serve builds them for `serve run` / `serve deploy`."""
-    from ray.serve._private.build_app import build_app as build_serve_app
-
     return {deployment.name: deployment for deployment in build_serve_app(app, name="test").deployments}
 
 
@@ -167,10 +163,6 @@ TINY = {"num_output_frames": 5, "num_steps": 2, "resolution": "none"}  # tiny mo
 @pytest.fixture(scope="module")
 def media_dir(tmp_path_factory) -> Path:
     """Conditioning inputs under the one folder the test server may read."""
-    import imageio_ffmpeg
-    import numpy as np
-    from PIL import Image
-
     folder = tmp_path_factory.mktemp("inputs")
     frames = np.random.default_rng(0).integers(0, 255, (9, 64, 96, 3), dtype=np.uint8)
     Image.fromarray(frames[0]).save(folder / "cube.png")
@@ -186,10 +178,6 @@ def media_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(ray_session, s3_endpoint, media_dir):
     """The app with the tiny preset: one single-GPU replica (logical GPU), room for 3 requests at once."""
-    import socket
-
-    from ray import serve
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -218,8 +206,6 @@ def _spec(inference_type="text2world", **fields) -> dict:
 
 def _frames(mp4: bytes, tmp_path: Path) -> tuple[int, tuple[int, int]]:
     """(frame count, (width, height)) of an mp4."""
-    import imageio_ffmpeg
-
     path = tmp_path / "video.mp4"
     path.write_bytes(mp4)
     reader = imageio_ffmpeg.read_frames(str(path))
@@ -230,8 +216,6 @@ def _frames(mp4: bytes, tmp_path: Path) -> tuple[int, tuple[int, int]]:
 @pytest.mark.parametrize("inference_type, input_name", [("text2world", None), ("image2world", "cube.png"),
                                                          ("video2world", "cube.mp4")])
 def test_generate_returns_the_video(server, media_dir, tmp_path, inference_type, input_name):
-    import requests
-
     extra = {"input_path": str(media_dir / input_name)} if input_name else {}
     response = requests.post(f"{server}/v1/generate", json=_spec(inference_type, **extra), timeout=120)
     assert response.status_code == 200, response.text
@@ -240,9 +224,6 @@ def test_generate_returns_the_video(server, media_dir, tmp_path, inference_type,
 
 
 def test_generate_stores_the_result_where_asked(server, s3_endpoint):
-    import requests
-    import s3fs
-
     output = "s3://served/results/run1"
     first = requests.post(f"{server}/v1/generate", params={"output": output}, json=_spec(seed=5), timeout=120)
     assert first.status_code == 200, first.text
@@ -272,8 +253,6 @@ def test_generate_stores_the_result_where_asked(server, s3_endpoint):
     ],
 )
 def test_bad_requests_get_the_field_and_reason(server, media_dir, spec, params, status, field):
-    import requests
-
     if "input_path" in spec:
         spec = {**spec, "input_path": spec["input_path"].replace("INPUTS", str(media_dir))}
     response = requests.post(f"{server}/v1/generate", params=params, json=spec, timeout=60)
@@ -284,8 +263,6 @@ def test_bad_requests_get_the_field_and_reason(server, media_dir, spec, params, 
 
 
 def test_oversized_and_malformed_bodies_are_refused(server):
-    import requests
-
     huge = _spec(prompt="x" * 100_000)
     assert requests.post(f"{server}/v1/generate", json=huge, timeout=60).status_code == 413
     malformed = requests.post(f"{server}/v1/generate", data=b"{", headers={"content-type": "application/json"},
@@ -294,9 +271,6 @@ def test_oversized_and_malformed_bodies_are_refused(server):
 
 
 def test_requests_beyond_capacity_are_queued_or_refused_never_lost(server, tmp_path):
-    import requests
-    from concurrent.futures import ThreadPoolExecutor
-
     def post(seed: int) -> requests.Response:
         return requests.post(f"{server}/v1/generate", json=_spec(seed=100 + seed), timeout=300)
 
@@ -312,8 +286,6 @@ def test_requests_beyond_capacity_are_queued_or_refused_never_lost(server, tmp_p
 
 
 def test_async_jobs_run_in_order_and_report_status(server, media_dir, tmp_path):
-    import requests
-
     specs = [_spec(seed=200 + i) for i in range(4)] + [_spec("image2world", input_path=str(media_dir / "broken.png"))]
     submitted = [requests.post(f"{server}/v1/jobs", json=spec, timeout=60) for spec in specs]
     assert [response.status_code for response in submitted] == [202] * 5  # more than capacity: all queued
@@ -331,10 +303,6 @@ def test_async_jobs_run_in_order_and_report_status(server, media_dir, tmp_path):
 
 
 def _wait_for_job(server: str, job_id: str, timeout_s: float = 240) -> dict:
-    import time
-
-    import requests
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = requests.get(f"{server}/v1/jobs/{job_id}", timeout=60).json()
@@ -345,8 +313,6 @@ def _wait_for_job(server: str, job_id: str, timeout_s: float = 240) -> dict:
 
 
 def test_health_and_openapi(server):
-    import requests
-
     health = requests.get(f"{server}/healthz", timeout=60)
     assert health.status_code == 200 and health.json()["status"] == "ok"
     paths = requests.get(f"{server}/openapi.json", timeout=60).json()["paths"]
