@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-import types
-
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cosmos_ray.models.attention import attention, sdpa_backends
@@ -50,28 +48,12 @@ def rel_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def cosmos_diffusers():
-    """diffusers' Cosmos transformer module. Its padding-mask resize needs torchvision, which the test
-    environment lacks; torchvision resizes tensors with NEAREST through `F.interpolate(mode="nearest")`,
-    so that is what stands in for it."""
-    module = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")
-    with pytest.MonkeyPatch.context() as patch:
-        if not module.is_torchvision_available():
-            resize = lambda img, size, interpolation: F.interpolate(img, size=size, mode=interpolation)  # noqa: E731
-            patch.setattr(module, "transforms", types.SimpleNamespace(
-                functional=types.SimpleNamespace(resize=resize),
-                InterpolationMode=types.SimpleNamespace(NEAREST="nearest")), raising=False)
-        yield module
+def diffusers_twin():
+    """`bench.dit_step.diffusers_twin`: the benchmark's oracle is the one these tests check."""
+    pytest.importorskip("diffusers")
+    from bench.dit_step import diffusers_twin
 
-
-def diffusers_twin(module, model: MiniTrainDiT) -> nn.Module:
-    """The diffusers model with `model`'s weights, through our key table."""
-    twin = module.CosmosTransformer3DModel(**diffusers_config(model.cfg))
-    for block in twin.transformer_blocks:  # the reference's q/k RMSNorm eps (diffusers: 1e-5)
-        for attn in (block.attn1, block.attn2):
-            attn.norm_q.eps = attn.norm_k.eps = 1e-6
-    twin.load_state_dict(rename_keys(model.state_dict(), official_to_diffusers_key), strict=True)
-    return twin.eval()
+    return diffusers_twin
 
 
 PARITY_CASES = {
@@ -87,11 +69,11 @@ PARITY_CASES = {
 
 
 @pytest.mark.parametrize("case", PARITY_CASES)
-def test_forward_matches_diffusers(cosmos_diffusers, case):
+def test_forward_matches_diffusers(diffusers_twin, case):
     overrides, b, t, h, w, per_frame, cond_frames, fps = PARITY_CASES[case]
     cfg = dataclasses.replace(TINY, **overrides)
     model = random_dit(cfg)
-    twin = diffusers_twin(cosmos_diffusers, model)
+    twin = diffusers_twin(model)
     inputs = random_inputs(cfg, b, t, h, w)
     if per_frame:
         inputs["timesteps"] = torch.rand(b, t) * 1000
@@ -167,14 +149,15 @@ def test_2b_on_meta_has_the_official_names_and_shapes():
     assert sum(p.numel() for p in model.parameters()) == 2_059_174_912
 
 
-def test_key_table_round_trips_and_matches_diffusers_names(cosmos_diffusers):
+def test_key_table_round_trips_and_matches_diffusers_names():
     official = [k for k in reference_2b_shapes() if not k.startswith("pos_embedder.")]
     assert all(diffusers_to_official_key(official_to_diffusers_key(k)) == k for k in official)
     assert official_to_diffusers_key("pos_embedder.seq") is None
 
+    transformer_cosmos = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")
     model = random_dit()
     with torch.device("meta"):
-        twin = cosmos_diffusers.CosmosTransformer3DModel(**diffusers_config(TINY))
+        twin = transformer_cosmos.CosmosTransformer3DModel(**diffusers_config(TINY))
     assert set(rename_keys(model.state_dict(), official_to_diffusers_key)) == set(twin.state_dict())
 
 
@@ -319,3 +302,15 @@ def test_attention_backend_choice():
     assert [b.name for b in sdpa_backends("auto", torch.device("cpu"))] == ["MATH"]
     with pytest.raises(ValueError, match="unknown attention backend 'xformers'"):
         sdpa_backends("xformers", torch.device("cpu"))
+
+
+def test_benchmark_smoke_runs(diffusers_twin, capsys, tmp_path):
+    from bench.dit_step import main
+
+    main(["--device", "cpu", "--smoke", "--batch", "2", "--warmup", "0", "--iters", "1", "--out", str(tmp_path / "r.jsonl")])
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    forwards = {r["impl"]: r for r in records if r["name"] == "dit_forward"}
+    assert set(forwards) == {"ours", "diffusers"}
+    assert forwards["diffusers"]["max_rel_diff_vs_ours"] < 1e-5
+    assert any(r["name"] == "dit_floor" for r in records)
+    assert capsys.readouterr().out.count("\n") == len(records)
