@@ -14,6 +14,7 @@ CPU check (tiny config, small shapes):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import types
 
 import torch
@@ -89,7 +90,7 @@ def measure_floor(cfg: DiTConfig, tokens: int, text_len: int, batch: int, dtype:
                             ("cross", context, 4 * tokens * text_len * cfg.model_channels)):
         ms = time_ms(lambda: attention(q, kv, kv, backend=backend), device, warmup, iters)
         block_ms += ms
-        recorder.emit("ceiling_attention", op=name, backend=backend, shape=[batch, tokens, text_len if name == "cross" else tokens, heads, cfg.head_dim],
+        recorder.emit("ceiling_attention", op=name, backend=backend, q_shape=list(q.shape), kv_shape=list(kv.shape),
                       ms=round(ms, 4), tflops=round(tflops(batch * flops, ms), 1))
     return cfg.num_blocks * block_ms
 
@@ -138,12 +139,9 @@ def main(argv: list[str] | None = None) -> None:
         recorder.emit("dit_forward", impl=impl, batch=batch, ms=round(ms, 2),
                       tflops=round(tflops(batch * sum(flops.values()), ms), 1), **common, **extra)
 
-    def run_ours(inputs: dict) -> torch.Tensor:
-        return model(**inputs)
-
     def run_diffusers(inputs: dict, sdpa_priority: list[SDPBackend] | None = None) -> torch.Tensor:
-        b, _, _, h, w = inputs["x"].shape
-        with sdpa_kernel(sdpa_priority or CUDA_PRIORITY, set_priority=sdpa_priority is not None):
+        h, w = inputs["x"].shape[-2:]
+        with sdpa_kernel(sdpa_priority, set_priority=True) if sdpa_priority else contextlib.nullcontext():
             return twin(inputs["x"], inputs["timesteps"] * cfg.timestep_scale, inputs["crossattn_emb"],
                         condition_mask=inputs["condition_mask"], padding_mask=inputs["x"].new_zeros(1, 1, h, w),
                         return_dict=False)[0]
@@ -151,10 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         for batch in args.batch:
             inputs = make_inputs(cfg, batch, latent, text_len, device, dtype)
-            emit("ours", batch, time_ms(lambda: run_ours(inputs), device, args.warmup, args.iters),
+            emit("ours", batch, time_ms(lambda: model(**inputs), device, args.warmup, args.iters),
                  backend=args.backend)
             if twin is not None:
-                ours, reference = run_ours(inputs).float(), run_diffusers(inputs).float()
+                ours, reference = model(**inputs).float(), run_diffusers(inputs).float()
                 difference = ((ours - reference).abs().max() / reference.abs().max()).item()
                 emit("diffusers", batch, time_ms(lambda: run_diffusers(inputs), device, args.warmup, args.iters),
                      backend="sdpa default", max_rel_diff_vs_ours=float(f"{difference:.3g}"))
@@ -171,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
             model.compile_blocks(dynamic=False)
             for batch in args.batch:
                 inputs = make_inputs(cfg, batch, latent, text_len, device, dtype)
-                emit("ours+compile", batch, time_ms(lambda: run_ours(inputs), device, args.warmup + 1, args.iters),
+                emit("ours+compile", batch, time_ms(lambda: model(**inputs), device, args.warmup + 1, args.iters),
                      backend=args.backend)
 
 

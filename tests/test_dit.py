@@ -289,7 +289,8 @@ def test_unknown_preset_is_rejected():
 
 def test_attention_is_softmax_attention_over_bshd():
     g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(2, 5, 3, 8, generator=g), torch.randn(2, 7, 3, 8, generator=g), torch.randn(2, 7, 3, 8, generator=g)
+    q = torch.randn(2, 5, 3, 8, generator=g)
+    k, v = torch.randn(2, 7, 3, 8, generator=g), torch.randn(2, 7, 3, 8, generator=g)
     weights = torch.einsum("bqhd,bkhd->bhqk", q, k).div(math.sqrt(8)).softmax(dim=-1)
     expected = torch.einsum("bhqk,bkhd->bqhd", weights, v)
     for backend in ("auto", "math"):
@@ -307,7 +308,8 @@ def test_attention_backend_choice():
 def test_benchmark_smoke_runs(diffusers_twin, capsys, tmp_path):
     from bench.dit_step import main
 
-    main(["--device", "cpu", "--smoke", "--batch", "2", "--warmup", "0", "--iters", "1", "--out", str(tmp_path / "r.jsonl")])
+    main(["--device", "cpu", "--smoke", "--batch", "2", "--warmup", "0", "--iters", "1",
+          "--out", str(tmp_path / "r.jsonl")])
     records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     forwards = {r["impl"]: r for r in records if r["name"] == "dit_forward"}
     assert set(forwards) == {"ours", "diffusers"}
