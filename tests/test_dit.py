@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+
 import pytest
 import torch
 from torch import nn
@@ -146,7 +147,17 @@ def test_2b_on_meta_has_the_official_names_and_shapes():
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes == reference_2b_shapes()
     assert len(shapes) == 12 + 28 * 20
-    assert sum(p.numel() for p in model.parameters()) == 2_059_174_912
+
+
+def test_2b_preset_has_the_official_experiment_overrides():
+    """The 2B Reason1 rectified-flow experiment (configs/video2world/experiment/reason_embeddings/
+    model_2B_reason_1p1_rectified_flow.py, base of both the pre- and post-trained checkpoints)."""
+    cfg = DiTConfig.preset("2B")
+    assert (cfg.rope_h_extrapolation_ratio, cfg.rope_w_extrapolation_ratio, cfg.rope_t_extrapolation_ratio) == (3, 3, 1)
+    assert not cfg.rope_enable_fps_modulation
+    assert cfg.timestep_scale == 0.001
+    assert cfg.fp32_modulation  # use_wan_fp32_strategy=True
+    assert (cfg.crossattn_proj_in_channels, cfg.crossattn_emb_channels) == (100352, 1024)
 
 
 def test_key_table_round_trips_and_matches_diffusers_names():
