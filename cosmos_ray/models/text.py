@@ -207,7 +207,7 @@ class TextEncoder(nn.Module):
         state = _read_language_model(weight_files, device, dtype)
         load_into(model, state, what=f"language model weights in {model_dir}")
         # Non-persistent buffers (the RoPE frequencies) are not in the checkpoint: rebuild them on `device`.
-        model.rotary_emb = type(model.rotary_emb)(config=model.config, device=device)
+        model.rotary_emb = type(model.rotary_emb)(model.config).to(device)
 
         model_id = "qwen2.5-vl-" + _digest({"config": (model_dir / "config.json").read_text(),
                                             "weights": [(p.name, p.stat().st_size) for p in weight_files]})

@@ -67,7 +67,7 @@ class EmbeddingCache:
         return embedding
 
     def put(self, model_id: str, prompt: str, embedding: torch.Tensor) -> None:
-        """Stores `embedding` in memory and, when `url` is set, in storage (unless already there)."""
+        """Stores `embedding` in memory and, when `url` is set, in storage (replacing an unreadable file)."""
         key = cache_key(model_id, prompt)
         self._remember(key, embedding)
         if self._fs is not None:
@@ -113,8 +113,6 @@ class EmbeddingCache:
         from safetensors.torch import save
 
         path = self._path(key)
-        if self._fs.exists(path):
-            return
         data = save({"embedding": embedding.detach().contiguous().cpu()},
                     metadata={"model_id": model_id, "prompt": prompt})
         self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
