@@ -17,10 +17,12 @@ from cosmos_ray.models.text import (
     TextEncoderConfig,
     build_tiny_tokenizer,
     language_model_key,
+    normalize_per_token,
 )
 from cosmos_ray.models.text_cache import EmbeddingCache, cache_key
 
 PROMPTS = ["A robot arm picks up a red cube.", "Rain on a quiet street at night, neon signs reflecting."]
+PARITY_PROMPTS = PROMPTS + ["word " * 300]  # the last one is truncated to 512 tokens
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +87,25 @@ def test_each_layer_block_is_normalized_per_token(tiny):
     torch.testing.assert_close(embeds.std(-1), torch.ones(1, 512, 3), atol=1e-5, rtol=0)
 
 
+def test_layers_are_block_outputs_and_the_last_is_after_the_final_norm(tiny):
+    encoder = TextEncoder.from_random(tiny.config, tiny.tokenizer, seed=1)
+    model = encoder.model
+    with torch.no_grad():  # a non-uniform final norm, so that applying it or not changes the embedding
+        model.norm.weight.uniform_(0.5, 1.5)
+    ids = encoder.tokenize(PROMPTS[:1])
+    embeds = encoder(ids).view(1, 512, 3, 32)
+    with torch.no_grad():
+        hidden = model.embed_tokens(ids)
+        position = model.rotary_emb(hidden, torch.arange(512).view(1, 1, -1).expand(3, 1, -1))
+        causal = torch.full((512, 512), float("-inf")).triu(1)
+        for i, layer in enumerate(model.layers):
+            hidden = layer(hidden, attention_mask=causal, position_embeddings=position)
+            hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+            expected = model.norm(hidden) if i == len(model.layers) - 1 else hidden
+            torch.testing.assert_close(embeds[:, :, i], normalize_per_token(expected), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(embeds[:, :, -1], normalize_per_token(hidden), atol=1e-3)
+
+
 def test_padding_invariance_alone_or_with_longer_prompts(tiny):
     short = "a cat"
     alone = tiny(tiny.tokenize([short]))
@@ -122,7 +143,12 @@ def tiny_qwen_vl(seed=0):
     config = Qwen2_5_VLConfig(text_config=text, vision_config=dict(
         depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32, fullatt_block_indexes=[0]))
     torch.manual_seed(seed)
-    return Qwen2_5_VLForConditionalGeneration(config).eval()
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    with torch.no_grad():  # non-trivial norm weights and biases, so that loading them is checked too
+        for param in model.parameters():
+            if param.dim() == 1:
+                param.uniform_(0.5, 1.5)
+    return model
 
 
 def save_legacy_sharded(model, folder):
@@ -153,7 +179,8 @@ def checkpoint(tmp_path_factory):
     folders["legacy"].mkdir()
     save_legacy_sharded(model, folders["legacy"])
     tokenizer.save_pretrained(folders["legacy"])
-    return SimpleNamespace(model=model, tokenizer=tokenizer, folders=folders)
+    expected = diffusers_embeds(model, tokenizer, PARITY_PROMPTS)
+    return SimpleNamespace(model=model, tokenizer=tokenizer, folders=folders, expected=expected)
 
 
 def diffusers_embeds(model, tokenizer, prompts):
@@ -167,12 +194,10 @@ def diffusers_embeds(model, tokenizer, prompts):
 
 @pytest.mark.parametrize("layout", ["hf", "diffusers", "legacy"])
 def test_matches_diffusers_pipeline(checkpoint, layout):
-    prompts = PROMPTS + ["word " * 300]  # the last one is truncated
-    expected = diffusers_embeds(checkpoint.model, checkpoint.tokenizer, prompts)
     encoder = TextEncoder.from_pretrained(str(checkpoint.folders[layout]), device="cpu", dtype=torch.float32)
-    ours = encoder.encode(prompts)
-    assert ours.shape == expected.shape == (3, 512, 96)
-    assert rel_err(ours, expected) < 1e-5
+    ours = encoder.encode(PARITY_PROMPTS)
+    assert ours.shape == checkpoint.expected.shape == (3, 512, 96)
+    assert rel_err(ours, checkpoint.expected) < 1e-5
 
 
 def test_folder_loads_only_the_language_model(checkpoint):

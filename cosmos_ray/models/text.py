@@ -227,7 +227,7 @@ class TextEncoder(nn.Module):
             rows.append(ids + [self.tokenizer.pad_token_id] * (self.config.max_length - len(ids)))
         return torch.tensor(rows, dtype=torch.long)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> torch.Tensor:
         """Prompts -> (B, max_length, embed_dim) in the model's dtype, on its device; cached per prompt."""
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
@@ -249,6 +249,9 @@ class TextEncoder(nn.Module):
         # No attention mask, as in the official pipeline: padding tokens are attended to (causally).
         outputs = self.model(input_ids=input_ids.to(self.device), output_hidden_states=True, use_cache=False)
         layers = outputs.hidden_states[1:]  # num_layers x (B, L, hidden); the last is after the final norm
+        if len(layers) != self.config.num_layers:
+            raise RuntimeError(f"expected {self.config.num_layers + 1} hidden states from transformers, "
+                               f"got {len(layers) + 1}")
         return torch.cat([normalize_per_token(hidden) for hidden in layers], dim=-1).to(self.dtype)
 
 
