@@ -2,12 +2,13 @@
 
 Reason1 is a Qwen2.5-VL-7B model; only its language model runs here (the vision tower is never loaded).
 As the official pipeline does, each prompt is
-  1. wrapped in the chat template as a user turn after a fixed system turn (no generation prompt),
+  1. wrapped in Qwen2.5-VL's chat template as a user turn after a fixed system turn (no generation prompt),
   2. tokenized, truncated to 512 tokens and right-padded with the pad token to 512,
   3. run through the language model WITHOUT an attention mask (padding tokens are attended to, causally),
   4. and every layer's output (all hidden states but the embedding output; the last one is after the final
      RMSNorm) is normalized per token to zero mean / unit (unbiased) std and concatenated on the channels:
      (B, 512, num_layers * hidden_size) = (B, 512, 28 * 3584 = 100352) for Reason1.
+     The normalization runs in float32 (the official code runs it in bfloat16; results agree to bf16 rounding).
 
 Embeddings are cached by (model id, prompt) in an `EmbeddingCache`, so a prompt (e.g. the negative prompt)
 is encoded once per worker, or once per dataset with an fsspec cache.
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoTokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, Qwen2Tokenizer
+from transformers import (AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, Qwen2_5_VLTextConfig,
+                          Qwen2_5_VLTextModel, Qwen2Tokenizer)
 
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.weights import load_into
@@ -32,6 +34,8 @@ SYSTEM_PROMPT = "You are a helpful assistant who will provide prompts to an imag
 MAX_LENGTH = 512
 
 # Qwen2.5-VL's chat format for messages whose content is text (a string or a list of {"type": "text"} parts).
+# The official pipeline always uses Qwen2.5-VL-7B-Instruct's template, whatever folder the weights come from;
+# for text-only messages that template renders exactly this.
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
@@ -138,13 +142,12 @@ def normalize_per_token(hidden: torch.Tensor) -> torch.Tensor:
 class TextEncoder(nn.Module):
     """Reason1 (Qwen2.5-VL language model) prompt encoder: `encode(prompts) -> (B, 512, embed_dim)`."""
 
-    def __init__(self, config: TextEncoderConfig, model: Qwen2_5_VLTextModel, tokenizer, *, model_id: str,
+    def __init__(self, config: TextEncoderConfig, model: Qwen2_5_VLTextModel, tokenizer: PreTrainedTokenizerBase,
+                 *, model_id: str,
                  cache: EmbeddingCache | None = None):
         super().__init__()
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; Reason1 pads prompts with it to 512 tokens")
-        if not tokenizer.chat_template:
-            raise ValueError("the tokenizer has no chat template; Reason1 wraps prompts in Qwen2.5-VL's template")
         self.config = config
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -182,7 +185,7 @@ class TextEncoder(nn.Module):
         return cls._from_folder(Path(source), device, dtype, cache)
 
     @classmethod
-    def from_random(cls, config: TextEncoderConfig, tokenizer, *, seed: int = 0,
+    def from_random(cls, config: TextEncoderConfig, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0,
                     device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                     model_id: str | None = None, cache: EmbeddingCache | None = None) -> TextEncoder:
         """Random weights (transformers' Qwen2.5-VL init) drawn on `device` from `seed`."""
@@ -221,8 +224,8 @@ class TextEncoder(nn.Module):
                 {"role": "system", "content": [{"type": "text", "text": self.config.system_prompt}]},
                 {"role": "user", "content": [{"type": "text", "text": prompt}]},
             ]
-            text = self.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False,
-                                                      add_vision_id=False)
+            text = self.tokenizer.apply_chat_template(conversation, chat_template=QWEN_CHAT_TEMPLATE,
+                                                      tokenize=False, add_generation_prompt=False)
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.config.max_length]
             rows.append(ids + [self.tokenizer.pad_token_id] * (self.config.max_length - len(ids)))
         return torch.tensor(rows, dtype=torch.long)
@@ -252,7 +255,7 @@ class TextEncoder(nn.Module):
         if len(layers) != self.config.num_layers:
             raise RuntimeError(f"expected {self.config.num_layers + 1} hidden states from transformers, "
                                f"got {len(layers) + 1}")
-        return torch.cat([normalize_per_token(hidden) for hidden in layers], dim=-1).to(self.dtype)
+        return torch.cat([normalize_per_token(hidden).to(self.dtype) for hidden in layers], dim=-1)
 
 
 def _digest(obj) -> str:
