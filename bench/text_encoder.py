@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     records = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         prompts = [f"Prompt {i}: a robot arm stacks colored blocks on a wooden table." for i in range(batch)]
-        err = (ours_uncached(prompts).float() - diffusers_encode(prompts).float()).abs().max().item()
+        ours_out, theirs = ours_uncached(prompts).float(), diffusers_encode(prompts).float()
+        agreement = {"max_abs_diff_vs_diffusers": (ours_out - theirs).abs().max().item(),
+                     "rel_err_vs_diffusers": ((ours_out - theirs).norm() / theirs.norm()).item()}
         ours.encode(prompts)  # fill the cache for the cached measurement
         for name, fn in [("ours.encode", ours_uncached), ("diffusers._get_prompt_embeds", diffusers_encode),
                          ("ours.encode_cached", ours.encode)]:
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
                       "prompts_per_s": round(batch / ms * 1e3, 2),
                       "tflops": None if name.endswith("cached") else
                       round(language_model_flops(config, batch) / ms / 1e9, 4),
-                      "peak_mem_gib": None if peak is None else round(peak, 3), "max_abs_diff_vs_diffusers": err, **common}
+                      "peak_mem_gib": None if peak is None else round(peak, 3), **agreement, **common}
             print(json.dumps(record), flush=True)
             records.append(record)
     if args.out:
