@@ -260,14 +260,17 @@ def test_cache_is_keyed_by_model_and_dtype(tiny):
     assert cache_key("tiny", "a") != cache_key("other", "a") != cache_key("tiny", "b")
 
 
-def test_fsspec_cache_is_shared_between_workers(tiny, tmp_path):
-    url = f"file://{tmp_path}/cache"
+@pytest.mark.parametrize("scheme", ["file", "memory"])
+def test_fsspec_cache_is_shared_between_workers(tiny, tmp_path, scheme):
+    import fsspec
+
+    url = f"{scheme}://{tmp_path}/cache"
     first = fresh(tiny, url=url).encode(PROMPTS)
     worker = fresh(tiny, url=url)
     calls = count_forwards(worker)
     second = worker.encode(PROMPTS)
     assert calls == [] and torch.equal(first, second)
-    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2
+    assert len(fsspec.filesystem(scheme).glob(f"{tmp_path}/cache/*/*.safetensors")) == 2
 
 
 def test_fsspec_cache_ignores_unreadable_or_foreign_files(tmp_path):

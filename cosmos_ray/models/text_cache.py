@@ -32,13 +32,11 @@ class EmbeddingCache:
     """
 
     def __init__(self, max_bytes: int = 2 << 30, url: str | None = None, storage_options: dict | None = None):
-        self.max_bytes = max_bytes
-        self.url = url.rstrip("/") if url else None
-        self._fs = None
-        if self.url:
-            import fsspec
+        import fsspec
 
-            self._fs, self.url = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.max_bytes = max_bytes
+        self.url = url
+        self._fs, self._root = fsspec.core.url_to_fs(url, **(storage_options or {})) if url else (None, "")
         self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -88,7 +86,7 @@ class EmbeddingCache:
                 self._bytes -= evicted.numel() * evicted.element_size()
 
     def _path(self, key: str) -> str:
-        return f"{self.url}/{key[:2]}/{key}.safetensors"
+        return f"{self._root.rstrip('/')}/{key[:2]}/{key}.safetensors"
 
     def _read(self, key: str, model_id: str, prompt: str) -> torch.Tensor | None:
         from safetensors.torch import load
