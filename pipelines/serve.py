@@ -237,7 +237,8 @@ class GroupReplica:
             raise RuntimeError(f"GPU group restarted {self._group.restarts} times")
 
     def __del__(self) -> None:
-        self._group.shutdown()  # kills the rank workers; Serve removes the placement group
+        if hasattr(self, "_group"):  # absent when the group failed to start
+            self._group.shutdown()  # kills the rank workers; Serve removes the placement group
 
 
 async def run_on_replica(
