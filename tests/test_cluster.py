@@ -194,17 +194,15 @@ def test_ray_job_submit_runs_the_tiny_job(ray_head, tmp_path):
     from cosmos_ray.spec import GenerationSpec
 
     address, env = ray_head
-    specs = [GenerationSpec.from_dict({"inference_type": "text2world", "name": f"submitted-{i}", "prompt": "a cube",
-                                       "seed": i, "num_output_frames": 5, "num_steps": 2})
-             for i in range(2)]
+    spec = GenerationSpec.from_dict({"inference_type": "text2world", "name": "submitted", "prompt": "a cube",
+                                     "num_output_frames": 5, "num_steps": 2})
     manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
-    write_manifest([(spec, "test") for spec in specs], str(manifest))
+    write_manifest([(spec, "test")], str(manifest))
     submit = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", address,
               "--working-dir", ".", "--runtime-env", "jobs/runtime_env.yaml", "--",
               "python", "-m", "jobs.generate", "--manifest", str(manifest), "--output", str(output),
               "--preset", "tiny", "--gpus-per-group", "1", "--groups", "1"]
     finished = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
-    store = OutputStore(str(output))
-    assert all(store.is_done(spec.sample_id) for spec in specs)
-    assert all((output / "videos" / f"{spec.sample_id}.mp4").stat().st_size > 0 for spec in specs)
+    assert OutputStore(str(output)).is_done(spec.sample_id)
+    assert (output / "videos" / f"{spec.sample_id}.mp4").stat().st_size > 0
