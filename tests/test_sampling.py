@@ -3,20 +3,19 @@
 import numpy as np
 import pytest
 import torch
-from diffusers import UniPCMultistepScheduler
+from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, UniPCMultistepScheduler
 
-from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule
+from cosmos_ray.sampling.sampler import SamplerConfig, SamplingError, initial_noise, sample
+from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule, scale_timesteps
 from cosmos_ray.sampling.unipc import UniPCSolver
+from tests.diffusers_oracle import make_pipeline, patch_padding_mask_resize, post_trained_scheduler
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # diffusers + numpy 2
 
 
 def diffusers_scheduler(num_evaluations: int) -> UniPCMultistepScheduler:
     """The scheduler diffusers' Cosmos-Predict2.5 conversion script builds, with float64 sigmas."""
-    scheduler = UniPCMultistepScheduler(
-        use_karras_sigmas=True, use_flow_sigmas=True, prediction_type="flow_prediction",
-        sigma_max=200.0, sigma_min=0.01,
-    )
+    scheduler = post_trained_scheduler()
     scheduler.set_timesteps(num_evaluations)
     scheduler.sigmas = scheduler.sigmas.double()
     return scheduler
@@ -104,3 +103,170 @@ def test_unipc_refuses_extra_steps():
     x = solver.step(torch.zeros(1), torch.zeros(1))
     with pytest.raises(RuntimeError, match="already took all 1 steps"):
         solver.step(torch.zeros(1), x)
+
+
+# --- the sampling loop ------------------------------------------------------------------------------------
+
+HEIGHT, WIDTH, FRAMES = 32, 48, 9  # pixels; latents (16, 3, 4, 6)
+LATENT_SHAPE = (1, 16, 3, HEIGHT // 8, WIDTH // 8)
+TEXT_WIDTH = 24
+
+
+def tiny_diffusers_models():
+    torch.manual_seed(0)
+    transformer = CosmosTransformer3DModel(
+        in_channels=17, out_channels=16, num_attention_heads=2, attention_head_dim=16, num_layers=2, mlp_ratio=2.0,
+        text_embed_dim=32, adaln_lora_dim=8, max_size=(8, 16, 16), patch_size=(1, 2, 2), rope_scale=(1.0, 3.0, 3.0),
+        concat_padding_mask=True, extra_pos_embed_type=None, use_crossattn_projection=True,
+        crossattn_proj_in_channels=TEXT_WIDTH, encoder_hidden_states_channels=32,
+    ).eval()
+    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1).eval()
+    return transformer, vae
+
+
+def as_velocity_model(transformer: CosmosTransformer3DModel):
+    """diffusers' transformer behind our VelocityModel interface (padding mask of zeros, per-frame timesteps)."""
+
+    def model(x, timesteps, crossattn_emb, *, condition_mask):
+        batch, _, frames, height, width = x.shape
+        padding_mask = x.new_zeros(1, 1, height * 8, width * 8)
+        return transformer(hidden_states=x, condition_mask=condition_mask,
+                           timestep=timesteps.view(batch, 1, frames, 1, 1), encoder_hidden_states=crossattn_emb,
+                           padding_mask=padding_mask, return_dict=False)[0]
+
+    return model
+
+
+def diffusers_conditional_latents(vae: AutoencoderKLWan, video: torch.Tensor, num_latent: int) -> torch.Tensor:
+    """The clean latents diffusers' pipeline conditions on: last 1 + 4 (n - 1) frames, padded, encoded, normalized."""
+    kept = video[:, :, -(4 * (num_latent - 1) + 1):]
+    padded = torch.cat([kept, kept[:, :, -1:].repeat(1, 1, FRAMES - kept.shape[2], 1, 1)], dim=2)
+    mean = torch.tensor(vae.config.latents_mean).view(1, 16, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, 16, 1, 1, 1)
+    latents = vae.encode(padded).latent_dist.mode()
+    return ((latents - mean) * inv_std)[:, :, :num_latent]
+
+
+@pytest.mark.parametrize("num_latent_conditional, guidance", [(0, 3.0), (1, 7.0), (2, 7.0), (2, 0.0)])
+@torch.no_grad()
+def test_sampler_matches_diffusers_pipeline(monkeypatch, num_latent_conditional, guidance):
+    """Same transformer, embeddings and noise: our loop reproduces Cosmos2_5_PredictBasePipeline's latents."""
+    patch_padding_mask_resize(monkeypatch)
+    transformer, vae = tiny_diffusers_models()
+    gen = torch.Generator().manual_seed(1)
+    prompt, negative = torch.randn(2, 1, 16, TEXT_WIDTH, generator=gen).unbind(0)
+    noise = torch.randn(LATENT_SHAPE, generator=gen)
+    video = torch.rand(1, 3, FRAMES, HEIGHT, WIDTH, generator=gen) * 2 - 1
+    num_steps = 3  # diffusers counts model evaluations: 4
+
+    theirs = make_pipeline(transformer, vae)(
+        video=video if num_latent_conditional else None, prompt_embeds=prompt, negative_prompt_embeds=negative,
+        height=HEIGHT, width=WIDTH, num_frames=FRAMES, num_inference_steps=num_steps + 1,
+        guidance_scale=guidance, latents=noise.clone(), output_type="latent",
+        num_latent_conditional_frames=max(num_latent_conditional, 1),
+    ).frames
+
+    conditional = diffusers_conditional_latents(vae, video, num_latent_conditional) if num_latent_conditional else None
+    config = SamplerConfig(ScheduleConfig(quantize_timesteps=False), conditional_frame_timestep=1e-4)
+    ours = sample(as_velocity_model(transformer), noise, prompt, negative, config=config, num_steps=num_steps,
+                  guidance=guidance, conditional_latents=conditional)
+    assert rel_err(ours, theirs) < 1e-5
+
+
+class RecordingModel:
+    """A stand-in velocity model that records its inputs; its velocity is a fixed function of them."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, x, timesteps, crossattn_emb, *, condition_mask):
+        self.calls.append(dict(x=x.clone(), timesteps=timesteps.clone(), context=crossattn_emb.clone(),
+                               condition_mask=condition_mask.clone()))
+        text = crossattn_emb.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
+        return 0.5 * x + text + timesteps.view(*timesteps.shape, 1, 1).unsqueeze(1)
+
+
+def run_recorded(guidance=7.0, conditional=None, variant="post-trained", num_steps=3, progress=None):
+    gen = torch.Generator().manual_seed(3)
+    noise = torch.randn(LATENT_SHAPE, generator=gen)
+    prompt, negative = torch.randn(2, 1, 16, TEXT_WIDTH, generator=gen).unbind(0)
+    model = RecordingModel()
+    latents = sample(model, noise, prompt, negative, config=SamplerConfig.preset(variant), num_steps=num_steps,
+                     guidance=guidance, conditional_latents=conditional, progress=progress)
+    return model, noise, prompt, negative, latents
+
+
+def test_guidance_batches_cond_and_uncond_and_zero_skips_uncond():
+    model, _, prompt, negative, _ = run_recorded(guidance=7.0)
+    assert len(model.calls) == 4  # 3 post-trained steps = 4 evaluations
+    assert all(call["x"].shape[0] == 2 for call in model.calls)
+    torch.testing.assert_close(model.calls[0]["context"], torch.cat([prompt, negative]), rtol=0, atol=0)
+    model, _, prompt, _, _ = run_recorded(guidance=0.0)
+    assert all(call["x"].shape[0] == 1 for call in model.calls)
+    torch.testing.assert_close(model.calls[0]["context"], prompt, rtol=0, atol=0)
+
+
+def test_guidance_formula_is_cond_plus_g_times_difference():
+    """With a model whose velocity depends on the text, g scales the (cond - uncond) difference."""
+    _, noise, _, _, at_0 = run_recorded(guidance=0.0, num_steps=1)
+    _, _, _, _, at_2 = run_recorded(guidance=2.0, num_steps=1)
+    _, _, _, _, at_4 = run_recorded(guidance=4.0, num_steps=1)
+    # The velocity is affine in g at every step, and so is the result of the 2-evaluation UniPC run.
+    torch.testing.assert_close(at_4 - at_2, at_2 - at_0, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(at_2, at_0)
+
+
+def test_conditional_frames_are_held_clean_with_their_own_timestep():
+    clean = torch.randn(1, 16, 2, *LATENT_SHAPE[3:], generator=torch.Generator().manual_seed(5))
+    model, noise, _, _, latents = run_recorded(conditional=clean)
+    schedule = make_schedule(ScheduleConfig(), 3)
+    for call, timestep in zip(model.calls, schedule.timesteps):
+        torch.testing.assert_close(call["x"][:, :, :2], clean.repeat(2, 1, 1, 1, 1), rtol=0, atol=0)
+        assert call["condition_mask"][:, :, :2].eq(1).all() and call["condition_mask"][:, :, 2:].eq(0).all()
+        assert call["timesteps"][:, :2].eq(float(scale_timesteps(0.1))).all()  # official 0.1 x 0.001
+        assert call["timesteps"][:, 2:].eq(timestep).all()
+    # The held frames follow the straight path noise -> clean and end close to the clean latents.
+    assert rel_err(latents[:, :, :2], clean) < 0.05
+
+
+def test_pre_trained_variant_gives_conditional_frames_the_noisy_timestep():
+    clean = torch.zeros(1, 16, 1, *LATENT_SHAPE[3:])
+    model, *_ = run_recorded(conditional=clean, variant="pre-trained")
+    assert len(model.calls) == 3  # shift schedule: one evaluation per step
+    for call in model.calls:
+        assert call["timesteps"].eq(call["timesteps"][:, -1:]).all()
+
+
+def test_progress_is_reported_after_every_step():
+    seen = []
+    run_recorded(progress=lambda step, total: seen.append((step, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_non_finite_latents_raise():
+    def exploding(x, timesteps, crossattn_emb, *, condition_mask):
+        return torch.full_like(x, float("nan"))
+
+    noise = torch.zeros(LATENT_SHAPE)
+    context = torch.zeros(1, 16, TEXT_WIDTH)
+    with pytest.raises(SamplingError, match="non-finite latents after step 1/4"):
+        sample(exploding, noise, context, context, config=SamplerConfig(), num_steps=3, guidance=7)
+
+
+def test_guidance_needs_a_negative_embedding():
+    with pytest.raises(ValueError, match="guidance 7 needs a negative prompt embedding"):
+        sample(RecordingModel(), torch.zeros(LATENT_SHAPE), torch.zeros(1, 16, TEXT_WIDTH), None,
+               config=SamplerConfig(), num_steps=1, guidance=7)
+
+
+def test_initial_noise_is_numpy_randomstate_float32():
+    noise = initial_noise(42, (1, 16, 3, 4, 6))
+    expected = np.random.RandomState(42).standard_normal((1, 16, 3, 4, 6)).astype(np.float32)
+    assert noise.dtype == torch.float32
+    np.testing.assert_array_equal(noise.numpy(), expected)
+    assert not torch.equal(initial_noise(43, (1, 16, 3, 4, 6)), noise)
+
+
+def test_unknown_variant():
+    with pytest.raises(ValueError, match="unknown model variant 'mid-trained'"):
+        SamplerConfig.preset("mid-trained")

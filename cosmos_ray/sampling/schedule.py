@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 
 NUM_TRAIN_TIMESTEPS = 1000
 TIMESTEP_SCALE = 0.001  # official net: timesteps_B_T * timestep_scale before the timestep embedding
@@ -80,9 +79,12 @@ def make_schedule(config: ScheduleConfig, num_steps: int) -> Schedule:
         raise ValueError(f"unknown schedule kind {config.kind!r}; expected 'karras' or 'shift'")
     sigmas32 = np.append(sigmas, 0.0).astype(np.float32)
     if config.quantize_timesteps:
-        # Truncation in float64, then the net's float32 multiply by the timestep scale.
-        integer_timesteps = torch.from_numpy(sigmas * NUM_TRAIN_TIMESTEPS).to(torch.int64)
-        timesteps = (integer_timesteps.float() * TIMESTEP_SCALE).tolist()
+        timesteps = scale_timesteps(np.trunc(sigmas * NUM_TRAIN_TIMESTEPS))  # truncated in float64, as official
     else:
-        timesteps = sigmas32[:-1].tolist()
-    return Schedule(sigmas=tuple(sigmas32.tolist()), timesteps=tuple(timesteps))
+        timesteps = sigmas32[:-1]
+    return Schedule(sigmas=tuple(sigmas32.tolist()), timesteps=tuple(timesteps.tolist()))
+
+
+def scale_timesteps(official_timesteps: np.ndarray | float) -> np.ndarray:
+    """What the DiT's timestep embedding sees for official timesteps: float32(t) * float32(0.001)."""
+    return np.float32(official_timesteps) * np.float32(TIMESTEP_SCALE)
