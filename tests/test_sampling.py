@@ -6,7 +6,7 @@ import torch
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, UniPCMultistepScheduler
 
 from cosmos_ray.sampling.sampler import SamplerConfig, SamplingError, initial_noise, sample
-from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule, scale_timesteps
+from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
 from tests.diffusers_oracle import make_pipeline, patch_padding_mask_resize, post_trained_scheduler
 
@@ -33,17 +33,16 @@ def test_karras_schedule_matches_diffusers(num_steps):
     np.testing.assert_allclose(ours.sigmas, theirs.sigmas.numpy(), rtol=1e-6, atol=0)
     assert ours.sigmas[-1] == 0.0
     quantized = make_schedule(ScheduleConfig(kind="karras"), num_steps)
-    integer_timesteps = np.round(np.array(quantized.timesteps) * 1000).astype(np.int64)
-    np.testing.assert_array_equal(integer_timesteps, theirs.timesteps.numpy())
+    np.testing.assert_array_equal(quantized.timesteps, theirs.timesteps.numpy())
+    np.testing.assert_allclose(ours.timesteps, theirs.sigmas[:-1].numpy() * 1000, rtol=1e-12)
 
 
 def test_karras_schedule_endpoints_and_official_timesteps():
     schedule = make_schedule(ScheduleConfig(kind="karras"), 35)
     assert schedule.sigmas[0] == pytest.approx(200 / 201, rel=1e-7)
     assert schedule.sigmas[-2] == pytest.approx(0.01 / 1.01, rel=1e-6)
-    # The DiT sees int(1000 * sigma) * 0.001: 995 at the start, 9 at the end.
-    assert schedule.timesteps[0] == pytest.approx(0.995, rel=1e-7)
-    assert schedule.timesteps[-1] == pytest.approx(0.009, rel=1e-6)
+    # The DiT gets int(1000 * sigma): 995 at the start, 9 at the end.
+    assert schedule.timesteps[0] == 995 and schedule.timesteps[-1] == 9
     assert all(a > b for a, b in zip(schedule.sigmas, schedule.sigmas[1:]))
 
 
@@ -125,13 +124,14 @@ def tiny_diffusers_models():
 
 
 def as_velocity_model(transformer: CosmosTransformer3DModel):
-    """diffusers' transformer behind our VelocityModel interface (padding mask of zeros, per-frame timesteps)."""
+    """diffusers' transformer behind our VelocityModel interface: timesteps scaled to flow time as the
+    official net does, a padding mask of zeros."""
 
     def model(x, timesteps, crossattn_emb, *, condition_mask):
         batch, _, frames, height, width = x.shape
         padding_mask = x.new_zeros(1, 1, height * 8, width * 8)
         return transformer(hidden_states=x, condition_mask=condition_mask,
-                           timestep=timesteps.view(batch, 1, frames, 1, 1), encoder_hidden_states=crossattn_emb,
+                           timestep=timesteps.view(batch, 1, frames, 1, 1) * 0.001, encoder_hidden_states=crossattn_emb,
                            padding_mask=padding_mask, return_dict=False)[0]
 
     return model
@@ -167,7 +167,7 @@ def test_sampler_matches_diffusers_pipeline(monkeypatch, num_latent_conditional,
     ).frames
 
     conditional = diffusers_conditional_latents(vae, video, num_latent_conditional) if num_latent_conditional else None
-    config = SamplerConfig(ScheduleConfig(quantize_timesteps=False), conditional_frame_timestep=1e-4)
+    config = SamplerConfig(ScheduleConfig(quantize_timesteps=False))  # diffusers feeds exact sigmas
     ours = sample(as_velocity_model(transformer), noise, prompt, negative, config=config, num_steps=num_steps,
                   guidance=guidance, conditional_latents=conditional)
     assert rel_err(ours, theirs) < 1e-5
@@ -183,7 +183,7 @@ class RecordingModel:
         self.calls.append(dict(x=x.clone(), timesteps=timesteps.clone(), context=crossattn_emb.clone(),
                                condition_mask=condition_mask.clone()))
         text = crossattn_emb.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
-        return 0.5 * x + text + timesteps.view(*timesteps.shape, 1, 1).unsqueeze(1)
+        return 0.5 * x + text + 0.001 * timesteps.view(*timesteps.shape, 1, 1).unsqueeze(1)
 
 
 def run_recorded(guidance=7.0, conditional=None, variant="post-trained", num_steps=3, progress=None):
@@ -223,7 +223,7 @@ def test_conditional_frames_are_held_clean_with_their_own_timestep():
     for call, timestep in zip(model.calls, schedule.timesteps):
         torch.testing.assert_close(call["x"][:, :, :2], clean.repeat(2, 1, 1, 1, 1), rtol=0, atol=0)
         assert call["condition_mask"][:, :, :2].eq(1).all() and call["condition_mask"][:, :, 2:].eq(0).all()
-        assert call["timesteps"][:, :2].eq(float(scale_timesteps(0.1))).all()  # official 0.1 x 0.001
+        assert call["timesteps"][:, :2].eq(np.float32(0.1)).all()  # official 0.1, i.e. flow time 1e-4
         assert call["timesteps"][:, 2:].eq(timestep).all()
     # The held frames follow the straight path noise -> clean and end close to the clean latents.
     assert rel_err(latents[:, :, :2], clean) < 0.05

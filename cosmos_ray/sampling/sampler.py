@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule, scale_timesteps
+from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
 
 VARIANTS = ("post-trained", "pre-trained")
@@ -31,7 +31,8 @@ VARIANTS = ("post-trained", "pre-trained")
 
 class VelocityModel(Protocol):
     def __call__(self, x: Tensor, timesteps: Tensor, crossattn_emb: Tensor, *, condition_mask: Tensor) -> Tensor:
-        """x (B, C, T, H, W), timesteps (B, T), crossattn_emb (B, L, D), condition_mask (B, 1, T, H, W)."""
+        """x (B, C, T, H, W), timesteps (B, T) in flow time x 1000, crossattn_emb (B, L, D),
+        condition_mask (B, 1, T, H, W) -> velocity (B, C, T, H, W)."""
 
 
 class SamplingError(RuntimeError):
@@ -43,8 +44,8 @@ class SamplerConfig:
     """Sampling recipe of one Cosmos-Predict2.5 2B variant (from its official experiment config)."""
 
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    # DiT timestep of the held conditional frames; None gives them the noisy frames' timestep.
-    conditional_frame_timestep: float | None = float(scale_timesteps(0.1))
+    # DiT timestep (flow time x 1000) of the held conditional frames; None: the noisy frames' timestep.
+    conditional_frame_timestep: float | None = 0.1
 
     @classmethod
     def preset(cls, variant: str) -> SamplerConfig:

@@ -10,8 +10,9 @@ Two schedules exist in the official release:
 
 Both end with a final sigma of 0, which the solver steps to but never evaluates the model at.
 
-The official sampler hands the DiT integer timesteps int(1000 * sigma), which the network multiplies by
-0.001, so the DiT sees sigma truncated to three decimals. diffusers' pipeline hands it the exact sigma;
+DiT timesteps are in the units the official sampler uses, flow time x 1000; the DiT multiplies them by its
+`timestep_scale` (0.001). The official sampler hands it the integers int(1000 * sigma), so the network sees
+sigma truncated to three decimals; diffusers' pipeline hands it the exact sigma.
 `ScheduleConfig.quantize_timesteps` selects between the two (on by default, as the official code).
 """
 
@@ -23,7 +24,6 @@ from typing import Literal
 import numpy as np
 
 NUM_TRAIN_TIMESTEPS = 1000
-TIMESTEP_SCALE = 0.001  # official net: timesteps_B_T * timestep_scale before the timestep embedding
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class ScheduleConfig:
     sigma_min: float = 0.01
     rho: float = 7.0
     shift: float = 5.0  # shift schedule only
-    quantize_timesteps: bool = True  # DiT sees int(1000 * sigma) / 1000 as official; False: exact sigma
+    quantize_timesteps: bool = True  # DiT timesteps int(1000 * sigma) as official; False: 1000 * sigma
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Schedule:
     """Flow times of one sampling run.
 
     `sigmas` holds one value per model evaluation followed by the final 0.0, rounded to float32 as the
-    official scheduler stores them; `timesteps` holds the DiT timestep of each evaluation.
+    official scheduler stores them; `timesteps` holds the DiT timestep (flow time x 1000) of each evaluation.
     """
 
     sigmas: tuple[float, ...]
@@ -79,12 +79,7 @@ def make_schedule(config: ScheduleConfig, num_steps: int) -> Schedule:
         raise ValueError(f"unknown schedule kind {config.kind!r}; expected 'karras' or 'shift'")
     sigmas32 = np.append(sigmas, 0.0).astype(np.float32)
     if config.quantize_timesteps:
-        timesteps = scale_timesteps(np.trunc(sigmas * NUM_TRAIN_TIMESTEPS))  # truncated in float64, as official
+        timesteps = np.trunc(sigmas * NUM_TRAIN_TIMESTEPS)  # truncated in float64, as official
     else:
-        timesteps = sigmas32[:-1]
+        timesteps = sigmas32[:-1].astype(np.float64) * NUM_TRAIN_TIMESTEPS
     return Schedule(sigmas=tuple(sigmas32.tolist()), timesteps=tuple(timesteps.tolist()))
-
-
-def scale_timesteps(official_timesteps: np.ndarray | float) -> np.ndarray:
-    """What the DiT's timestep embedding sees for official timesteps: float32(t) * float32(0.001)."""
-    return np.float32(official_timesteps) * np.float32(TIMESTEP_SCALE)
