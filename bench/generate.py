@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLWan
+from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import Cosmos2_5_PredictBasePipeline
 
@@ -68,16 +68,19 @@ def diffusers_vae(vae: WanVAE) -> AutoencoderKLWan:
     return twin.to(device=vae.conv2.weight.device, dtype=vae.dtype).eval().requires_grad_(False)
 
 
-def diffusers_pipeline(dit: MiniTrainDiT, vae: WanVAE) -> Cosmos2_5_PredictBasePipeline:
-    """The pipeline with our weights and the scheduler diffusers' conversion script gives Predict2.5."""
-    from diffusers import UniPCMultistepScheduler
+def diffusers_scheduler() -> UniPCMultistepScheduler:
+    """The scheduler diffusers' conversion script gives Cosmos-Predict2.5."""
+    return UniPCMultistepScheduler(use_karras_sigmas=True, use_flow_sigmas=True, prediction_type="flow_prediction",
+                                   sigma_max=200.0, sigma_min=0.01)
 
-    dtype = vae.dtype
-    scheduler = UniPCMultistepScheduler(use_karras_sigmas=True, use_flow_sigmas=True,
-                                        prediction_type="flow_prediction", sigma_max=200.0, sigma_min=0.01)
-    return Cosmos2_5_PredictBasePipeline(text_encoder=None, tokenizer=None, transformer=diffusers_twin(dit).to(dtype),
-                                         vae=diffusers_vae(vae), scheduler=scheduler,
-                                         safety_checker=NoSafetyChecker())
+
+def diffusers_pipeline(dit: MiniTrainDiT, vae: WanVAE) -> Cosmos2_5_PredictBasePipeline:
+    """diffusers' pipeline holding our DiT's and VAE's weights (the DiT twin in the VAE's dtype)."""
+    pipeline = Cosmos2_5_PredictBasePipeline(
+        text_encoder=None, tokenizer=None, transformer=diffusers_twin(dit).to(vae.dtype), vae=diffusers_vae(vae),
+        scheduler=diffusers_scheduler(), safety_checker=NoSafetyChecker())
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
 
 
 def synchronize(device: torch.device) -> float:

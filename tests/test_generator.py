@@ -8,15 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from bench.dit_step import diffusers_twin
+from bench.generate import diffusers_pipeline
 from cosmos_ray import generate
 from cosmos_ray.generator import Generator, to_uint8_frames
 from cosmos_ray.media import MediaError, read_conditioning, write_mp4
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import ScheduleConfig
 from cosmos_ray.spec import GenerationSpec
-from tests.diffusers_oracle import make_pipeline
-from tests.test_vae import diffusers_twin as diffusers_vae_twin
 
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"  # 64x96: square.png, square.mp4 (17 frames)
 INPUTS = {"text2world": None, "image2world": str(MEDIA / "square.png"), "video2world": str(MEDIA / "square.mp4")}
@@ -128,7 +126,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
     if num_latent:
         frames = read_conditioning(spec, 1 + 4 * (num_latent - 1), 64, 96)
         conditioning = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
-    pipeline = make_pipeline(diffusers_twin(generator.dit), diffusers_vae_twin(generator.vae))
+    pipeline = diffusers_pipeline(generator.dit, generator.vae)
     theirs = pipeline(
         video=conditioning, prompt_embeds=generator.text_encoder.encode([spec.prompt]),
         negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]), height=64, width=96,

@@ -5,17 +5,19 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, UniPCMultistepScheduler
 
+from bench.generate import diffusers_pipeline, diffusers_scheduler
+from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
+from cosmos_ray.models.vae import VAEConfig, WanVAE
 from cosmos_ray.sampling.sampler import SamplerConfig, SamplingError, initial_noise, sample
 from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
-from tests.diffusers_oracle import make_pipeline, patch_padding_mask_resize, post_trained_scheduler
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # diffusers + numpy 2
 
 
-def diffusers_scheduler(num_evaluations: int) -> UniPCMultistepScheduler:
-    """The scheduler diffusers' Cosmos-Predict2.5 conversion script builds, with float64 sigmas."""
-    scheduler = post_trained_scheduler()
+def scheduler_for(num_evaluations: int) -> UniPCMultistepScheduler:
+    """diffusers' Cosmos-Predict2.5 scheduler set up for a run, with its sigmas in float64."""
+    scheduler = diffusers_scheduler()
     scheduler.set_timesteps(num_evaluations)
     scheduler.sigmas = scheduler.sigmas.double()
     return scheduler
@@ -28,7 +30,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.parametrize("num_steps", [35, 4, 1])
 def test_karras_schedule_matches_diffusers(num_steps):
     ours = make_schedule(ScheduleConfig(kind="karras", quantize_timesteps=False), num_steps)
-    theirs = diffusers_scheduler(num_steps + 1)
+    theirs = scheduler_for(num_steps + 1)
     assert ours.num_evaluations == num_steps + 1  # 35 official steps = 36 model evaluations
     np.testing.assert_allclose(ours.sigmas, theirs.sigmas.numpy(), rtol=1e-6, atol=0)
     assert ours.sigmas[-1] == 0.0
@@ -65,7 +67,7 @@ def test_unknown_schedule_kind():
 @pytest.mark.parametrize("num_steps", [35, 5, 2, 1])
 def test_unipc_matches_diffusers_over_a_full_run(num_steps):
     """Same random velocities through both solvers, float64: every intermediate sample agrees."""
-    theirs = diffusers_scheduler(num_steps + 1)
+    theirs = scheduler_for(num_steps + 1)
     ours = UniPCSolver(theirs.sigmas.tolist())
     gen = torch.Generator().manual_seed(num_steps)
     x_ours = x_theirs = torch.randn(2, 4, 3, 5, 6, generator=gen, dtype=torch.float64)
@@ -108,19 +110,13 @@ def test_unipc_refuses_extra_steps():
 
 HEIGHT, WIDTH, FRAMES = 32, 48, 9  # pixels; latents (16, 3, 4, 6)
 LATENT_SHAPE = (1, 16, 3, HEIGHT // 8, WIDTH // 8)
-TEXT_WIDTH = 24
+TEXT_WIDTH = 96  # the tiny DiT's text width
 
 
-def tiny_diffusers_models():
+def tiny_pipeline():
+    """diffusers' pipeline holding a tiny random DiT and VAE."""
     torch.manual_seed(0)
-    transformer = CosmosTransformer3DModel(
-        in_channels=17, out_channels=16, num_attention_heads=2, attention_head_dim=16, num_layers=2, mlp_ratio=2.0,
-        text_embed_dim=32, adaln_lora_dim=8, max_size=(8, 16, 16), patch_size=(1, 2, 2), rope_scale=(1.0, 3.0, 3.0),
-        concat_padding_mask=True, extra_pos_embed_type=None, use_crossattn_projection=True,
-        crossattn_proj_in_channels=TEXT_WIDTH, encoder_hidden_states_channels=32,
-    ).eval()
-    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1).eval()
-    return transformer, vae
+    return diffusers_pipeline(MiniTrainDiT(DiTConfig.preset("tiny")), WanVAE(VAEConfig.preset("tiny")))
 
 
 def as_velocity_model(transformer: CosmosTransformer3DModel):
@@ -149,26 +145,27 @@ def diffusers_conditional_latents(vae: AutoencoderKLWan, video: torch.Tensor, nu
 
 @pytest.mark.parametrize("num_latent_conditional, guidance", [(0, 3.0), (1, 7.0), (2, 7.0), (2, 0.0)])
 @torch.no_grad()
-def test_sampler_matches_diffusers_pipeline(monkeypatch, num_latent_conditional, guidance):
+def test_sampler_matches_diffusers_pipeline(num_latent_conditional, guidance):
     """Same transformer, embeddings and noise: our loop reproduces Cosmos2_5_PredictBasePipeline's latents."""
-    patch_padding_mask_resize(monkeypatch)
-    transformer, vae = tiny_diffusers_models()
+    pipeline = tiny_pipeline()
     gen = torch.Generator().manual_seed(1)
     prompt, negative = torch.randn(2, 1, 16, TEXT_WIDTH, generator=gen).unbind(0)
     noise = torch.randn(LATENT_SHAPE, generator=gen)
     video = torch.rand(1, 3, FRAMES, HEIGHT, WIDTH, generator=gen) * 2 - 1
     num_steps = 3  # diffusers counts model evaluations: 4
 
-    theirs = make_pipeline(transformer, vae)(
+    theirs = pipeline(
         video=video if num_latent_conditional else None, prompt_embeds=prompt, negative_prompt_embeds=negative,
         height=HEIGHT, width=WIDTH, num_frames=FRAMES, num_inference_steps=num_steps + 1,
         guidance_scale=guidance, latents=noise.clone(), output_type="latent",
         num_latent_conditional_frames=max(num_latent_conditional, 1),
     ).frames
 
-    conditional = diffusers_conditional_latents(vae, video, num_latent_conditional) if num_latent_conditional else None
+    conditional = None
+    if num_latent_conditional:
+        conditional = diffusers_conditional_latents(pipeline.vae, video, num_latent_conditional)
     config = SamplerConfig(ScheduleConfig(quantize_timesteps=False))  # diffusers feeds exact sigmas
-    ours = sample(as_velocity_model(transformer), noise, prompt, negative, config=config, num_steps=num_steps,
+    ours = sample(as_velocity_model(pipeline.transformer), noise, prompt, negative, config=config, num_steps=num_steps,
                   guidance=guidance, conditional_latents=conditional)
     assert rel_err(ours, theirs) < 1e-5
 
