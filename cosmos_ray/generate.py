@@ -22,7 +22,7 @@ from cosmos_ray.manifest import ManifestError, load_specs
 from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.outputs import FAILED, OK, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.sampling.sampler import VARIANTS, SamplingError
-from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.spec import GenerationSpec, SpecError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -85,7 +85,7 @@ def _generate_one(generator: Generator, store: OutputStore, spec: GenerationSpec
     try:
         result = generator(spec, progress=progress if sys.stderr.isatty() else None)
         record = store.write_ok(spec, write_mp4(result.frames, result.fps, quality), result.metadata, source=source)
-    except (MediaError, SamplingError) as error:
+    except (MediaError, SamplingError, SpecError) as error:
         print(f"{label}: failed: {error}", file=sys.stderr)
         return store.write_failure(spec, error, source=source)
     print(f"{label}: {record.video_url} ({time.perf_counter() - start:.1f} s)")

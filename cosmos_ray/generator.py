@@ -33,7 +33,7 @@ from cosmos_ray.models.text import TextEncoder
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
-from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.spec import GenerationSpec, SpecError
 
 TINY_SEED = 0
 TINY_RESOLUTION = (64, 96)  # (H, W) the tiny preset treats as its trained resolution
@@ -146,6 +146,10 @@ class Generator:
         height, width = self.resolution(spec)
         vae_cfg = self.vae.cfg
         latent_frames = (spec.num_output_frames - 1) // vae_cfg.temporal_compression + 1
+        if spec.num_conditional_frames > latent_frames:
+            raise SpecError(repr(spec.name), "num_output_frames",
+                            f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
+                            f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}")
         shape = (1, vae_cfg.latent_channels, latent_frames,
                  height // vae_cfg.spatial_compression, width // vae_cfg.spatial_compression)
         with self._timed("text_encode", timings):

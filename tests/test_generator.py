@@ -14,7 +14,7 @@ from cosmos_ray.generator import Generator, to_uint8_frames
 from cosmos_ray.media import MediaError, read_conditioning, write_mp4
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import ScheduleConfig
-from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.spec import GenerationSpec, SpecError
 
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"  # 64x96: square.png, square.mp4 (17 frames)
 INPUTS = {"text2world": None, "image2world": str(MEDIA / "square.png"), "video2world": str(MEDIA / "square.mp4")}
@@ -88,6 +88,11 @@ def test_short_video_input_names_the_sample(generator, tmp_path):
     path.write_bytes(write_mp4(frames, fps=16))
     with pytest.raises(MediaError, match="sample 'video2world-test': input video .* has 3 frames"):
         generator(make_spec("video2world", input_path=str(path)))
+
+
+def test_too_few_output_frames_for_the_conditional_frames(generator):
+    with pytest.raises(SpecError, match="sample 'video2world-test': field 'num_output_frames' 1 frames make 1 latent"):
+        generator(make_spec("video2world", num_output_frames=1))
 
 
 @pytest.mark.parametrize("layout, message", [
