@@ -90,13 +90,15 @@ class Generator:
         sampler_config: SamplerConfig | None = None,
         storage_options: dict | None = None,
         allow_http: bool = False,
+        compile: bool = False,
     ) -> Generator:
         """Loads the "tiny" preset (random weights from a fixed seed) or a checkpoint folder.
 
         Defaults: the parallel context's device, else CUDA in bfloat16 when available, else CPU in
         float32. `variant` picks the DiT weights of an official folder and the sampling recipe, which
         `sampler_config` overrides. `cache_url` stores prompt embeddings through fsspec;
-        `storage_options` and `allow_http` apply to conditioning inputs.
+        `storage_options` and `allow_http` apply to conditioning inputs; `compile` torch.compiles the
+        DiT's blocks.
         """
         if parallel is not None:
             device = parallel.device
@@ -115,6 +117,8 @@ class Generator:
             text_encoder = TextEncoder.from_pretrained(str(_text_encoder_folder(folder)), device=device,
                                                        dtype=dtype, cache_url=cache_url)
             info = ModelInfo(dit_path.name, variant, RESOLUTION_720P)
+        if compile:
+            dit.compile_blocks()
         return cls(dit, vae, text_encoder, info, sampler_config, device=device, dtype=dtype, parallel=parallel,
                    storage_options=storage_options, allow_http=allow_http)
 
