@@ -5,9 +5,11 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+from einops import rearrange
 from safetensors.torch import save_file
 
-from cosmos_ray.models.vae import VAEConfig, WanVAE, diffusers_key, load_vae
+from cosmos_ray.models.vae import (RMSNorm, VAEConfig, WanVAE, diffusers_key, interleave_frames, load_vae,
+                                   per_frame)
 from cosmos_ray.models.weights import CheckpointMismatchError
 
 TINY = VAEConfig.preset("tiny")
@@ -208,6 +210,16 @@ def test_memory_format_does_not_change_results(pair):
     finally:
         vae.memory_format = torch.channels_last_3d
     assert rel_err(vae.decode(latents), contiguous) < 1e-5
+
+
+def test_layers_keep_channels_last():
+    # channels_last_3d lets cuDNN run every conv without layout transposes; the non-conv steps keep it.
+    x = torch.randn(1, 8, 3, 4, 5).contiguous(memory_format=torch.channels_last_3d)
+    interleaved = interleave_frames(x)
+    assert torch.equal(interleaved, rearrange(x, "b (two c) t h w -> b c (t two) h w", two=2))
+    assert interleaved.is_contiguous(memory_format=torch.channels_last_3d)
+    assert RMSNorm(8, spatial_dims=3)(x).is_contiguous(memory_format=torch.channels_last_3d)
+    assert per_frame(torch.nn.Conv2d(8, 4, 3, padding=1), x).is_contiguous(memory_format=torch.channels_last_3d)
 
 
 def test_bfloat16_runs_close_to_float32(pair):

@@ -78,7 +78,7 @@ class VAEConfig:
 
 
 class RMSNorm(nn.Module):
-    """RMS norm over the channel dim (dim 1) with a per-channel gain; computed in float32."""
+    """RMS norm over the channel dim (dim 1) with a per-channel gain; the norm is accumulated in float32."""
 
     def __init__(self, channels: int, spatial_dims: int):
         super().__init__()
@@ -86,7 +86,8 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(channels, *(1,) * spatial_dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x.float(), dim=1).to(x.dtype) * self.scale * self.gamma
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)  # no float32 copy of x
+        return torch.mul(x, (self.scale / norm.clamp_min(1e-12)).to(x.dtype)).mul_(self.gamma)
 
 
 class CausalConv3d(nn.Conv3d):
@@ -106,6 +107,22 @@ class CausalConv3d(nn.Conv3d):
             x = torch.cat([past, x], dim=2)
         cache[self] = x[:, :, -self.past_frames :].clone()
         return super().forward(x)
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    return torch.channels_last_3d if channels_last else torch.contiguous_format
+
+
+def interleave_frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2C, T, H, W) -> (B, C, 2T, H, W): frame 2t is channels [:C] of frame t, frame 2t + 1 channels [C:].
+    Keeps x's memory format."""
+    even, odd = x.chunk(2, dim=1)
+    b, c, t, h, w = even.shape
+    out = torch.empty((b, c, 2 * t, h, w), dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
+    out[:, :, 0::2] = even
+    out[:, :, 1::2] = odd
+    return out
 
 
 def per_frame(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -132,8 +149,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         norm1, _, conv1, norm2, _, _, conv2 = self.residual
-        h = conv1(F.silu(norm1(x)), cache)
-        h = conv2(F.silu(norm2(h)), cache)
+        h = conv1(F.silu(norm1(x), inplace=True), cache)
+        h = conv2(F.silu(norm2(h), inplace=True), cache)
         return h + self.shortcut(x)
 
 
@@ -191,8 +208,7 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         if self.time_conv is not None:
             if self in cache:
-                x = self.time_conv(x, cache)  # (B, 2C, T, H, W)
-                x = rearrange(x, "b (two c) t h w -> b c (t two) h w", two=2)
+                x = interleave_frames(self.time_conv(x, cache))  # (B, 2C, T, H, W) -> (B, C, 2T, H, W)
             else:
                 cache[self] = None
         return per_frame(self.resample, x)  # (B, C/2, T', 2H, 2W)
@@ -211,7 +227,7 @@ def _head(in_channels: int, out_channels: int) -> nn.Sequential:
 
 def _apply_head(head: nn.Sequential, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
     norm, _, conv = head
-    return conv(F.silu(norm(x)), cache)
+    return conv(F.silu(norm(x), inplace=True), cache)
 
 
 class Encoder(nn.Module):
