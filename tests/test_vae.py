@@ -297,3 +297,28 @@ def test_load_reports_wrong_config(pair, tmp_path):
     torch.save(vae.state_dict(), path)
     with pytest.raises(CheckpointMismatchError, match="shape mismatches"):
         load_vae(path, VAEConfig(base_channels=16))
+
+
+# --- decoding column strips ------------------------------------------------------------------------------
+
+
+def test_branch_margin_of_wan21():
+    with torch.device("meta"):
+        decoder = WanVAE(VAEConfig.preset("wan2.1")).decoder
+    # levels 1-3 at 1x, 2x, 4x the trunk's resolution: 6 convs each, plus the two upsampler convs and the head
+    assert decoder.branch_margin == 12  # ceil(6 + 1/2 + 6/2 + 1/4 + 6/4 + 1/4)
+
+
+@pytest.mark.parametrize("columns", [slice(0, 3), slice(10, 14), slice(31, 32)])
+def test_decoding_columns_gives_the_same_pixels(pair, columns):
+    vae, _ = pair
+    latents = torch.randn(1, 16, 2, 2, 32, generator=torch.Generator().manual_seed(6))  # margin 6 latent columns
+    full = vae.decode(latents)
+    strip = vae.decode(latents, columns=columns)
+    torch.testing.assert_close(strip, full[..., columns.start * 8 : columns.stop * 8], rtol=1e-5, atol=1e-6)
+
+
+def test_decode_rejects_bad_columns(pair):
+    vae, _ = pair
+    with pytest.raises(ValueError, match="non-empty step-1 slice of 0..3"):
+        vae.decode(torch.zeros(1, 16, 1, 2, 3), columns=slice(2, 2))

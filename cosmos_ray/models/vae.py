@@ -12,6 +12,7 @@ Module and parameter names are the official ones (`Wan2.1_VAE.pth` loads strictl
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -257,7 +258,14 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latents (B, latent, T, h, w) -> pixels (B, 3, T', 8h, 8w) per chunk."""
+    """Latents (B, latent, T, h, w) -> pixels (B, 3, T', 8h, 8w) per chunk.
+
+    Runs in two stages. The trunk (conv1, the middle, the first level and its upsampler) works on whole
+    frames: the middle's attention sees every pixel. The branch (the remaining levels and the head) is
+    spatially local: an output pixel depends only on trunk-output pixels within `branch_margin` of it, so
+    the branch may run on a column strip of the trunk's output widened by that margin (`WanVAE.decode`'s
+    `columns`) and give the same pixels.
+    """
 
     def __init__(self, cfg: VAEConfig):
         super().__init__()
@@ -278,12 +286,36 @@ class Decoder(nn.Module):
                 layers.append(Upsample(out_ch, temporal=temporal_upsample[level]))
         self.upsamples = nn.ModuleList(layers)
         self.head = _head(channels[-1], 3)
+        self.trunk_layers = cfg.num_res_blocks + 2  # the first level's blocks and its upsampler
+        self.trunk_scale = 2  # trunk-output pixels per latent pixel
+        self.branch_margin = self._branch_margin()
+
+    def trunk(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        x = self.conv1(x, cache)
+        for layer in [*self.middle, *self.upsamples[: self.trunk_layers]]:
+            x = layer(x, cache)
+        return x  # (B, C, T', 2h, 2w)
+
+    def branch(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        for layer in self.upsamples[self.trunk_layers :]:
+            x = layer(x, cache)
+        return _apply_head(self.head, x, cache)  # (B, 3, T', 4H, 4W) for a (B, C, T', H, W) input
 
     def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
-        x = self.conv1(x, cache)
-        for layer in [*self.middle, *self.upsamples]:
-            x = layer(x, cache)
-        return _apply_head(self.head, x, cache)
+        return self.branch(self.trunk(x, cache), cache)
+
+    def _branch_margin(self) -> int:
+        """How far (in trunk-output pixels) the branch looks sideways: each 3x3 conv adds one pixel at
+        its own resolution."""
+        margin, scale = 0.0, 1
+        for layer in self.upsamples[self.trunk_layers :]:
+            if isinstance(layer, ResidualBlock):
+                margin += 2 / scale
+            elif isinstance(layer, Upsample):
+                scale *= 2
+                margin += 1 / scale
+        margin += 1 / scale  # the head's conv
+        return math.ceil(margin)
 
 
 class WanVAE(nn.Module):
@@ -324,21 +356,40 @@ class WanVAE(nn.Module):
         return ((mu.float() - mean) / std).to(video.dtype).contiguous()
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, columns: slice | None = None) -> torch.Tensor:
+        """`columns` (a range of latent columns) decodes only the pixel columns 8 * start .. 8 * stop of
+        the video, the same values a whole decode gives there: for spreading a decode over GPUs by width,
+        or bounding its memory."""
         self._check_latents(latents)
         b, _, t, h, w = latents.shape
+        start, stop = self._column_range(columns, w)
         mean, std = self._latent_stats(latents)
         z = (latents.float() * std + mean).to(self.dtype).contiguous(memory_format=self.memory_format)
         z = self.conv2(z)
+        # The branch reads the trunk's output over the requested columns plus its margin (clipped to the frame).
+        f, margin = self.decoder.trunk_scale, self.decoder.branch_margin
+        left, right = max(start * f - margin, 0), min(stop * f + margin, w * f)
         s, r = self.cfg.spatial_compression, self.cfg.temporal_compression
-        video = latents.new_empty(b, 3, 1 + r * (t - 1), h * s, w * s)
-        cache: StreamCache = {}
-        start = 0
+        keep = slice((start * f - left) * s // f, (start * f - left) * s // f + (stop - start) * s)
+        video = latents.new_empty(b, 3, 1 + r * (t - 1), h * s, (stop - start) * s)
+        trunk_cache: StreamCache = {}
+        branch_cache: StreamCache = {}
+        first = 0
         for i in range(t):
-            frames = self.decoder(z[:, :, i : i + 1], cache)  # (B, 3, 1 or r, H, W)
-            video[:, :, start : start + frames.shape[2]] = frames.clamp(-1.0, 1.0)
-            start += frames.shape[2]
+            features = self.decoder.trunk(z[:, :, i : i + 1], trunk_cache)[..., left:right]
+            frames = self.decoder.branch(features, branch_cache)[..., keep]  # (B, 3, 1 or r, H, W')
+            video[:, :, first : first + frames.shape[2]] = frames.clamp(-1.0, 1.0)
+            first += frames.shape[2]
         return video
+
+    @staticmethod
+    def _column_range(columns: slice | None, width: int) -> tuple[int, int]:
+        if columns is None:
+            return 0, width
+        start, stop, step = columns.indices(width)
+        if step != 1 or start >= stop:
+            raise ValueError(f"VAE decode columns must be a non-empty step-1 slice of 0..{width}, got {columns}")
+        return start, stop
 
     def _check_video(self, video: torch.Tensor) -> None:
         s, r = self.cfg.spatial_compression, self.cfg.temporal_compression
