@@ -8,8 +8,10 @@ it (encode -> latent_dist.mode(), decode -> .sample), with the latent normalizat
     python -m bench.vae --out vae.json
     python -m bench.vae --smoke --device cpu
 
-Prints one JSON line per measurement: median ms, TFLOP/s (convolutions + attention, counted once on the
-meta device), peak GPU memory over the weights and inputs, and the relative error vs diffusers.
+Also times ours decoding one middle column strip of 1/N of the width (`decode(columns=...)`), the work
+of one of N GPUs sharing a decode. Prints one JSON line per measurement: median ms, TFLOP/s
+(convolutions + attention, counted on the meta device), peak GPU memory beyond the weights and inputs, and
+the relative error vs diffusers.
 """
 
 from __future__ import annotations
@@ -65,17 +67,17 @@ def diffusers_calls(vae, cfg: VAEConfig) -> tuple[Callable, Callable]:
     return encode, decode
 
 
-def run_ours(vae: WanVAE, method: str, memory_format: torch.memory_format, x: torch.Tensor) -> torch.Tensor:
+def run_ours(vae: WanVAE, method: str, memory_format: torch.memory_format, x: torch.Tensor, **kwargs):
     vae.memory_format = memory_format
-    return getattr(vae, method)(x)
+    return getattr(vae, method)(x, **kwargs)
 
 
-def count_flops(cfg: VAEConfig, method: str, shape: tuple[int, ...]) -> float:
+def count_flops(cfg: VAEConfig, method: str, shape: tuple[int, ...], **kwargs) -> float:
     """FLOPs of one call, traced on the meta device (no compute)."""
     with torch.device("meta"):
         vae = WanVAE(cfg)
     with FlopCounterMode(display=False) as counter:
-        getattr(vae, method)(torch.empty(shape, device="meta"))
+        getattr(vae, method)(torch.empty(shape, device="meta"), **kwargs)
     return counter.get_total_flops()
 
 
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its conv algorithms")
     parser.add_argument("--skip-diffusers", action="store_true")
+    parser.add_argument("--strips", default="2,4,8",
+                        help="also time ours decoding one middle column strip of 1/N of the width, per N")
     parser.add_argument("--smoke", action="store_true", help="tiny config, 64x96, 9 frames, 1 iteration")
     parser.add_argument("--out", help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
@@ -150,6 +154,11 @@ def main(argv: list[str] | None = None) -> None:
     common = {"config": args.config, "dtype": args.dtype, "device": device_name, "torch": torch.__version__,
               "cudnn_benchmark": args.cudnn_benchmark}
     records = []
+
+    def emit(record: dict) -> None:
+        print(json.dumps({**record, **common}), flush=True)
+        records.append(record | common)
+
     for method, x in workloads:
         flops = count_flops(cfg, method, tuple(x.shape))
         reference = None if args.skip_diffusers else calls["diffusers"][method](x)
@@ -157,13 +166,21 @@ def main(argv: list[str] | None = None) -> None:
             fn = methods[method]
             err = None if reference is None or impl == "diffusers" else rel_err(fn(x), reference)
             ms, peak = measure(lambda: fn(x), device, args.warmup, args.iters)
-            record = {"name": f"vae.{method}", "impl": impl, "shape": list(x.shape), "ms": round(ms, 2),
-                      "tflops": float(f"{flops / ms / 1e9:.4g}"),
-                      "peak_mem_gib": None if peak is None else round(peak, 3),
-                      "rel_err_vs_diffusers": err, **common}
-            print(json.dumps(record), flush=True)
-            records.append(record)
+            emit({"name": f"vae.{method}", "impl": impl, "shape": list(x.shape), "ms": round(ms, 2),
+                  "tflops": float(f"{flops / ms / 1e9:.4g}"), "peak_mem_gib": None if peak is None else round(peak, 3),
+                  "rel_err_vs_diffusers": err})
         del reference
+
+    width = latents.shape[-1]
+    for strips in [int(n) for n in args.strips.split(",") if n]:
+        middle = strips // 2
+        columns = slice(middle * width // strips, (middle + 1) * width // strips)
+        fn = partial(run_ours, ours, "decode", torch.channels_last_3d, latents, columns=columns)
+        flops = count_flops(cfg, "decode", tuple(latents.shape), columns=columns)
+        ms, peak = measure(fn, device, args.warmup, args.iters)
+        emit({"name": "vae.decode_columns", "impl": "ours", "shape": list(latents.shape), "strips": strips,
+              "columns": [columns.start, columns.stop], "ms": round(ms, 2),
+              "tflops": float(f"{flops / ms / 1e9:.4g}"), "peak_mem_gib": None if peak is None else round(peak, 3)})
     if args.out:
         with open(args.out, "w") as f:
             json.dump(records, f, indent=1)
