@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from cosmos_ray.models.attention import attention
 from cosmos_ray.models.weights import load_into, read_state_dict, rename_keys
 
 # Per-channel statistics of the Wan2.1 latents; encode returns (mu - mean) / std.
@@ -168,10 +169,9 @@ class AttentionBlock(nn.Module):
         """`cache` is unused (attention stays within a frame); it keeps the layer interface uniform."""
         b, c, t, h, w = x.shape
         frames = rearrange(x, "b c t h w -> (b t) c h w")
-        qkv = rearrange(self.to_qkv(self.norm(frames)), "n c h w -> n 1 (h w) c")  # (B*T, 1, H*W, 3C)
-        q, k, v = qkv.chunk(3, dim=-1)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B*T, 1, H*W, C)
-        out = self.proj(rearrange(out, "n 1 (h w) c -> n c h w", h=h))
+        qkv = rearrange(self.to_qkv(self.norm(frames)), "n c h w -> n (h w) 1 c")  # (B*T, H*W, 1, 3C)
+        out = attention(*qkv.chunk(3, dim=-1))  # (B*T, H*W, 1, C)
+        out = self.proj(rearrange(out, "n (h w) 1 c -> n c h w", h=h))
         return x + rearrange(out, "(b t) c h w -> b c t h w", t=t)
 
 
@@ -370,7 +370,8 @@ class WanVAE(nn.Module):
         f, margin = self.decoder.trunk_scale, self.decoder.branch_margin
         left, right = max(start * f - margin, 0), min(stop * f + margin, w * f)
         s, r = self.cfg.spatial_compression, self.cfg.temporal_compression
-        keep = slice((start * f - left) * s // f, (start * f - left) * s // f + (stop - start) * s)
+        offset = (start * f - left) * (s // f)  # output columns decoded for the left margin
+        keep = slice(offset, offset + (stop - start) * s)
         video = latents.new_empty(b, 3, 1 + r * (t - 1), h * s, (stop - start) * s)
         trunk_cache: StreamCache = {}
         branch_cache: StreamCache = {}
