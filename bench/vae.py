@@ -81,7 +81,8 @@ def count_flops(cfg: VAEConfig, method: str, shape: tuple[int, ...], **kwargs) -
     return counter.get_total_flops()
 
 
-def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, iters: int) -> tuple[float, float | None]:
+def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int,
+            iters: int) -> tuple[float, float | None]:
     """(median ms, peak GiB allocated during the calls beyond what was allocated before, or None on CPU)."""
     def sync():
         if device.type == "cuda":
@@ -103,6 +104,11 @@ def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, i
         times.append((time.perf_counter() - start) * 1e3)
     peak = (torch.cuda.max_memory_allocated(device) - before) / 2**30 if device.type == "cuda" else None
     return statistics.median(times), peak
+
+
+def timing(flops: float, ms: float, peak_gib: float | None) -> dict:
+    return {"ms": round(ms, 2), "tflops": float(f"{flops / ms / 1e9:.4g}"),
+            "peak_mem_gib": None if peak_gib is None else round(peak_gib, 3)}
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -166,8 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             fn = methods[method]
             err = None if reference is None or impl == "diffusers" else rel_err(fn(x), reference)
             ms, peak = measure(lambda: fn(x), device, args.warmup, args.iters)
-            emit({"name": f"vae.{method}", "impl": impl, "shape": list(x.shape), "ms": round(ms, 2),
-                  "tflops": float(f"{flops / ms / 1e9:.4g}"), "peak_mem_gib": None if peak is None else round(peak, 3),
+            emit({"name": f"vae.{method}", "impl": impl, "shape": list(x.shape), **timing(flops, ms, peak),
                   "rel_err_vs_diffusers": err})
         del reference
 
@@ -179,8 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         flops = count_flops(cfg, "decode", tuple(latents.shape), columns=columns)
         ms, peak = measure(fn, device, args.warmup, args.iters)
         emit({"name": "vae.decode_columns", "impl": "ours", "shape": list(latents.shape), "strips": strips,
-              "columns": [columns.start, columns.stop], "ms": round(ms, 2),
-              "tflops": float(f"{flops / ms / 1e9:.4g}"), "peak_mem_gib": None if peak is None else round(peak, 3)})
+              "columns": [columns.start, columns.stop], **timing(flops, ms, peak)})
     if args.out:
         with open(args.out, "w") as f:
             json.dump(records, f, indent=1)

@@ -273,11 +273,13 @@ def test_load_official_checkpoint(pair, tmp_path):
 
 def test_load_diffusers_checkpoint(pair, tmp_path):
     vae, ref = pair
-    path = tmp_path / "diffusion_pytorch_model.safetensors"
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
-    loaded = load_vae(path, TINY, dtype=torch.float32)
-    for key, value in vae.state_dict().items():
-        assert torch.equal(loaded.state_dict()[key], value), key
+    (tmp_path / "vae").mkdir()
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
+              str(tmp_path / "vae" / "diffusion_pytorch_model.safetensors"))
+    for source in (tmp_path / "vae", tmp_path / "vae" / "diffusion_pytorch_model.safetensors", ref.state_dict()):
+        loaded = load_vae(source, TINY, dtype=torch.float32)
+        for key, value in vae.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), (source, key)
 
 
 def test_load_reports_mismatched_checkpoint(pair, tmp_path):

@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -223,7 +225,9 @@ def _middle(channels: int) -> nn.ModuleList:
 
 def _head(in_channels: int, out_channels: int) -> nn.Sequential:
     # The official layout: norm, SiLU, conv.
-    return nn.Sequential(RMSNorm(in_channels, spatial_dims=3), nn.SiLU(), CausalConv3d(in_channels, out_channels, 3))
+    return nn.Sequential(
+        RMSNorm(in_channels, spatial_dims=3), nn.SiLU(), CausalConv3d(in_channels, out_channels, 3)
+    )
 
 
 def _apply_head(head: nn.Sequential, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
@@ -446,21 +450,42 @@ def diffusers_key(key: str, cfg: VAEConfig) -> str:
     return f"{part}.{rest}"
 
 
+def read_vae_state_dict(
+    source: str | os.PathLike | Mapping[str, torch.Tensor], cfg: VAEConfig
+) -> dict[str, torch.Tensor]:
+    """An official or diffusers-layout VAE checkpoint as an official-layout state dict.
+
+    `source` is a state dict, a `.pth`/`.safetensors` file, or a diffusers `vae/` folder (holding
+    `diffusion_pytorch_model.safetensors`). Diffusers layout is recognized by its `quant_conv` key.
+    """
+    if isinstance(source, Mapping):
+        state = dict(source)
+    elif Path(source).is_dir():
+        state = read_state_dict(Path(source) / "diffusion_pytorch_model.safetensors")
+    else:
+        state = read_state_dict(source)
+    if "quant_conv.weight" in state:
+        with torch.device("meta"):
+            official_keys = WanVAE(cfg).state_dict().keys()
+        to_official = {diffusers_key(k, cfg): k for k in official_keys}
+        state = rename_keys(state, lambda k: to_official.get(k, k))
+    return state
+
+
 def load_vae(
-    path: str | os.PathLike,
+    source: str | os.PathLike | Mapping[str, torch.Tensor],
     cfg: VAEConfig | None = None,
-    *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.bfloat16,
 ) -> WanVAE:
-    """Loads the official `Wan2.1_VAE.pth` (Predict2.5's `tokenizer.pth`) or diffusers-layout weights
-    (`AutoencoderKLWan` safetensors, detected by its key names) strictly into a WanVAE."""
+    """Builds the VAE on `meta`, assigns the checkpoint's tensors, moves and casts: the official
+    `Wan2.1_VAE.pth` (Predict2.5's `tokenizer.pth`) or diffusers-layout weights (see `read_vae_state_dict`).
+
+    Raises CheckpointMismatchError listing missing/unexpected keys and shape mismatches.
+    """
     cfg = cfg or VAEConfig.preset("wan2.1")
+    state = read_vae_state_dict(source, cfg)
     with torch.device("meta"):
         vae = WanVAE(cfg)
-    state = read_state_dict(path)
-    if "encoder.conv_in.weight" in state:
-        to_official = {diffusers_key(k, cfg): k for k in vae.state_dict()}
-        state = rename_keys(state, lambda k: to_official.get(k, k))
-    load_into(vae, state, what=f"VAE checkpoint {path}")
+    load_into(vae, state, what="VAE state dict" if isinstance(source, Mapping) else f"VAE checkpoint {source}")
     return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
