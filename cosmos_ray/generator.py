@@ -7,8 +7,8 @@
 Stages, each timed in the metadata: the prompt and (when guidance is on) the negative prompt are encoded
 one at a time (so an embedding never depends on what else was in a batch); image2world / video2world
 read their conditioning frames and encode them with the VAE; the sampler denoises the official initial
-noise; rank 0 decodes. With a `ParallelContext` every rank of the group makes the same calls, the DiT
-runs spread over the group, and ranks other than 0 return None.
+noise; the VAE decodes. With a `ParallelContext` every rank of the group makes the same calls, the DiT
+and the decode run spread over the group, and ranks other than 0 return None.
 
 Checkpoint folders (`source`) come in two layouts:
 - official: `base/<variant>/*.pt` (the DiT, e.g. `81edfebe-..._ema_bf16.pt`), `tokenizer.pth` (the
@@ -26,12 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 
 from cosmos_ray import media
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
 from cosmos_ray.models.text import TextEncoder
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
+from cosmos_ray.parallel.dit import split_sizes
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.spec import GenerationSpec, SpecError
 
@@ -131,10 +134,10 @@ class Generator:
         timings: dict[str, float] = {}
         start = time.perf_counter()
         latents = self.generate_latents(spec, progress, timings)
-        if not self.is_output_rank:
-            return None
         with self._timed("decode", timings):
             video = self.decode(latents)
+        if not self.is_output_rank:
+            return None
         frames = to_uint8_frames(video[0])
         timings["total"] = time.perf_counter() - start
         return GenerationResult(frames, spec.fps, self._metadata(spec, frames, timings))
@@ -184,8 +187,23 @@ class Generator:
         return self.vae.encode(video).float()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> video (1, 3, T, H, W) in [-1, 1], float32."""
-        return self.vae.decode(latents.to(self.vae.dtype)).float()
+        """Latents -> video (1, 3, T, H, W) in [-1, 1], float32.
+
+        In a parallel group every rank must call this: each decodes a strip of columns (the same pixels a
+        whole decode gives there) and the strips are gathered, so the decode is spread over the group.
+        """
+        latents = latents.to(self.vae.dtype)
+        if self.parallel is None or self.parallel.world_size == 1:
+            return self.vae.decode(latents).float()
+        widths = split_sizes(latents.shape[-1], self.parallel.world_size)  # latent columns per rank
+        start = sum(widths[: self.parallel.rank])
+        strip = self.vae.decode(latents, columns=slice(start, start + widths[self.parallel.rank]))
+        scale = self.vae.cfg.spatial_compression
+        strip = F.pad(strip, (0, widths[0] * scale - strip.shape[-1]))  # equal shapes for the all-gather
+        strips = strip.new_empty(self.parallel.world_size, *strip.shape[1:])  # (N, 3, T, H, W / N)
+        dist.all_gather_into_tensor(strips, strip.contiguous())
+        video = torch.cat([s[..., : w * scale] for s, w in zip(strips, widths)], dim=-1)  # (3, T, H, W)
+        return video[None].float()
 
     def _metadata(self, spec: GenerationSpec, frames: np.ndarray, timings: dict[str, float]) -> dict:
         num_frames, height, width, _ = frames.shape
@@ -240,10 +258,9 @@ def _locate_weights(folder: Path, variant: str) -> tuple[Path, Path]:
     if not folder.is_dir():
         raise FileNotFoundError(f"model source {str(folder)!r} is neither 'tiny' nor an existing checkpoint folder")
     if (folder / "transformer").is_dir():
-        vae_files = sorted((folder / "vae").glob("*.safetensors"))
-        if not vae_files:
-            raise FileNotFoundError(f"diffusers checkpoint {folder} has no vae/*.safetensors")
-        return folder / "transformer", vae_files[0]
+        if not (folder / "vae" / "diffusion_pytorch_model.safetensors").is_file():
+            raise FileNotFoundError(f"diffusers checkpoint {folder} has no vae/diffusion_pytorch_model.safetensors")
+        return folder / "transformer", folder / "vae"
     dit_files = sorted((folder / "base" / variant).glob("*.pt"))
     if len(dit_files) != 1:
         raise FileNotFoundError(f"expected one DiT checkpoint in {folder / 'base' / variant}, "
