@@ -7,14 +7,17 @@ compare that with the same computation done here, in one process.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from cosmos_ray.models.attention import attention
+from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.parallel.config import ParallelConfig, ParallelLayoutError
 from cosmos_ray.parallel.context import ParallelContext
+from cosmos_ray.parallel.dit import ParallelDiT
 from cosmos_ray.parallel.ulysses import ulysses_attention
 
 ATTN_SHAPE = (2, 4, 4, 8)   # batch, latent frames, heads, head dim
@@ -78,10 +81,51 @@ def _run_attention_cases(ctx: ParallelContext) -> dict[str, torch.Tensor]:
     return results
 
 
-def _worker(rank: int, world_size: int, rendezvous: str, out_dir: str) -> None:
+def _tiny_dit() -> MiniTrainDiT:
+    torch.manual_seed(0)
+    return MiniTrainDiT(DiTConfig.preset("tiny")).eval().requires_grad_(False)
+
+
+def _dit_inputs(case: str) -> dict[str, torch.Tensor]:
+    """DiT call arguments: 4 latent frames of 8x12 (64x96 pixels), text width 96 (the tiny preset).
+
+    text2world: batch of 2 (cond + uncond), one timestep per sample. video2world: the first latent frame
+    is conditional (condition mask 1, timestep near 0), per-frame timesteps, a padding mask.
+    guidance0: text2world with the conditional pass only (batch of 1).
+    """
+    gen = torch.Generator().manual_seed(1)
+    batch, frames = (1, 4) if case == "guidance0" else (2, 4)
+    args = dict(x=torch.randn(batch, 16, frames, 8, 12, generator=gen),
+                timesteps=torch.full((batch,), 700.0),
+                crossattn_emb=torch.randn(batch, 16, 96, generator=gen))
+    if case == "video2world":
+        args["timesteps"] = torch.tensor([[0.1, 700.0, 700.0, 700.0]]).expand(batch, frames).contiguous()
+        args["condition_mask"] = torch.zeros(batch, 1, frames, 8, 12)
+        args["condition_mask"][:, :, 0] = 1.0
+        args["padding_mask"] = (torch.rand(1, 1, 16, 24, generator=gen) > 0.8).float()
+    return args
+
+
+DIT_CASES = ("text2world", "video2world")
+
+
+def _run_dit_cases(ctx: ParallelContext, dit: MiniTrainDiT, cases: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    velocity = ParallelDiT(dit, ctx)
+    return {f"dit/{ctx.config}/{case}/rank{ctx.rank}": velocity(**_dit_inputs(case)) for case in cases}
+
+
+def _worker(rank: int, world_size: int, out_dir: str) -> None:
+    """Runs every case for one world size: attention and a guidance-0 DiT call with the layout chosen
+    per call, then the batch-2 DiT calls under each fixed layout (one context after the other)."""
     torch.set_num_threads(1)
-    with ParallelContext.init(rank, world_size, f"file://{rendezvous}", backend="gloo") as ctx:
+    dit = _tiny_dit()
+    init = partial(ParallelContext.init, rank, world_size, backend="gloo")
+    with init(f"file://{out_dir}/rendezvous-auto") as ctx:
         results = _run_attention_cases(ctx)
+        results.update(_run_dit_cases(ctx, dit, ("guidance0",)))
+    for i, config in enumerate(ParallelConfig.layouts(world_size)):
+        with init(f"file://{out_dir}/rendezvous-{i}", config=config) as ctx:
+            results.update(_run_dit_cases(ctx, dit, DIT_CASES))
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
@@ -90,7 +134,7 @@ def spawned(request, tmp_path_factory):
     """Runs every distributed case once for a world size; returns (world_size, merged results of all ranks)."""
     world_size = request.param
     out_dir = tmp_path_factory.mktemp(f"parallel_n{world_size}")
-    mp.spawn(_worker, args=(world_size, str(out_dir / "rendezvous"), str(out_dir)), nprocs=world_size)
+    mp.spawn(_worker, args=(world_size, str(out_dir)), nprocs=world_size)
     results = {}
     for rank in range(world_size):
         results.update(torch.load(out_dir / f"rank{rank}.pt"))
@@ -107,3 +151,21 @@ def test_ulysses_attention_matches_single_process_attention(spawned):
             got = torch.cat([results[f"attention/{config}/rank{r}"] for r in ranks], dim=1)
             assert got.shape == expected.shape
             assert rel_err(got, expected) < 1e-6, f"{config}, cfg half {half}"
+
+
+@pytest.mark.parametrize("case", DIT_CASES)
+def test_every_layout_gives_the_single_process_velocity(spawned, case):
+    world_size, results = spawned
+    expected = _tiny_dit()(**_dit_inputs(case))
+    for config in ParallelConfig.layouts(world_size):
+        for rank in range(world_size):
+            got = results[f"dit/{config}/{case}/rank{rank}"]
+            assert got.shape == expected.shape
+            assert rel_err(got, expected) < 1e-5, f"{config}, rank {rank}"
+
+
+def test_guidance0_uses_ulysses_over_the_whole_group(spawned):
+    world_size, results = spawned
+    expected = _tiny_dit()(**_dit_inputs("guidance0"))
+    for rank in range(world_size):
+        assert rel_err(results[f"dit/None/guidance0/rank{rank}"], expected) < 1e-5, f"rank {rank}"
