@@ -5,7 +5,8 @@ Two kinds of parallelism multiply to the world size:
 - guidance (cfg) parallelism: the conditional and unconditional passes (the two halves of the batch)
   run on two halves of the group; the halves never talk during the DiT forward;
 - Ulysses sequence parallelism inside each half: every rank holds a contiguous slice of latent frames
-  and self-attention is made exact by an all-to-all that trades the sequence split for a head split.
+  (as equal as the frame count allows) and self-attention is made exact by an all-to-all that trades
+  the sequence split for a head split; the heads must divide evenly.
 
 Ranks are numbered cfg-major: ranks [i * ulysses, (i + 1) * ulysses) form the Ulysses group of cfg
 half i, so a Ulysses group is a block of neighbouring GPUs.
@@ -44,11 +45,13 @@ class ParallelConfig:
         if batch_size % self.cfg_degree:
             return (f"{self}: a batch of {batch_size} cannot be split over {self.cfg_degree} cfg halves; "
                     "guidance parallelism needs both the conditional and the unconditional pass (guidance > 0)")
-        for name, size in (("attention heads", num_heads), ("latent frames", latent_frames)):
-            if size % self.ulysses_degree:
-                divisors = [d for d in range(1, size + 1) if size % d == 0]
-                return (f"{self}: {size} {name} cannot be split over ulysses_degree {self.ulysses_degree}; "
-                        f"ulysses degrees that divide {size}: {divisors}")
+        if num_heads % self.ulysses_degree:
+            divisors = [d for d in range(1, num_heads + 1) if num_heads % d == 0]
+            return (f"{self}: {num_heads} attention heads cannot be split over ulysses_degree "
+                    f"{self.ulysses_degree}; ulysses degrees that divide {num_heads}: {divisors}")
+        if latent_frames < self.ulysses_degree:
+            return (f"{self}: {latent_frames} latent frames cannot be split over ulysses_degree "
+                    f"{self.ulysses_degree}; every Ulysses rank needs at least one frame")
         return None
 
     def check(self, num_heads: int, latent_frames: int, batch_size: int) -> None:

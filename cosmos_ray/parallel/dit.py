@@ -1,9 +1,10 @@
 """The DiT's velocity call spread over the ranks of a `ParallelContext`.
 
-Every rank embeds the whole input with the DiT's own `prepare`, keeps its cfg half of the batch and its
-slice of latent frames (tokens, AdaLN embeddings and RoPE are sliced along time; the text context is
-not), runs the DiT's blocks with Ulysses self-attention, applies the DiT's `finalize` to its slice, and
-one all-gather assembles the full velocity on every rank.
+Every rank embeds its cfg half of the batch with the DiT's own `prepare` and keeps its slice of latent
+frames (tokens, AdaLN embeddings and RoPE are sliced along time, the text context is not; slices differ
+by at most one frame when the frame count does not divide). It runs the DiT's blocks on the slice with
+Ulysses self-attention and the DiT's `finalize`, and one all-gather assembles the full velocity on
+every rank.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import partial
 import torch
 import torch.distributed as dist
 
-from cosmos_ray.models.dit import MiniTrainDiT
+from cosmos_ray.models.dit import DiTInputs, MiniTrainDiT
 from cosmos_ray.parallel.context import LayoutGroups, ParallelContext
 from cosmos_ray.parallel.ulysses import ulysses_attention
 
@@ -36,36 +37,51 @@ class ParallelDiT:
         cfg = self.dit.cfg
         batch, _, frames, _, _ = x.shape
         layout = self.ctx.layout_for(cfg.num_heads, frames // cfg.patch_temporal, batch)
-        rows = _shard(batch, layout.config.cfg_degree, layout.cfg_rank)
+        rows_per_half = batch // layout.config.cfg_degree
+        rows = slice(layout.cfg_rank * rows_per_half, (layout.cfg_rank + 1) * rows_per_half)
         x, timesteps, crossattn_emb, padding_mask, condition_mask = (
             _rows(tensor, rows, batch) for tensor in (x, timesteps, crossattn_emb, padding_mask, condition_mask))
 
         inputs = self.dit.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask)
-        local_frames = _shard(inputs.grid[0], layout.config.ulysses_degree, layout.ulysses_rank)
-        local = inputs.select_frames(local_frames.start, local_frames.stop)
-        self_attention = partial(ulysses_attention, group=layout.ulysses_group, backend=self.dit.attention_backend)
-        tokens = local.x  # (B/cfg, T/u, H*W, D)
+        frames_per_rank = split_sizes(inputs.grid[0], layout.config.ulysses_degree)
+        velocity = self._run_slice(inputs, layout, frames_per_rank)  # (B/cfg, C, T_i, H, W)
+        return self._gather(velocity, layout, [n * cfg.patch_temporal for n in frames_per_rank])
+
+    def _run_slice(self, inputs: DiTInputs, layout: LayoutGroups, frames_per_rank: list[int]) -> torch.Tensor:
+        """The DiT's blocks and final layer on this rank's latent frames, attending over all of them."""
+        start = sum(frames_per_rank[:layout.ulysses_rank])
+        local = inputs.select_frames(start, start + frames_per_rank[layout.ulysses_rank])
+        tokens_per_frame = inputs.grid[1] * inputs.grid[2]
+        self_attention = partial(ulysses_attention, group=layout.ulysses_group,
+                                 seq_lens=[n * tokens_per_frame for n in frames_per_rank],
+                                 backend=self.dit.attention_backend)
+        tokens = local.x  # (B/cfg, T_i, H*W, D)
         for block in self.dit.blocks:
             tokens = block(tokens, local.emb, local.adaln_lora, local.context, local.rope,
                            self_attention, self.dit.attention_fn)
-        return self._gather(self.dit.finalize(tokens, local), layout)  # (B, C, T, H, W)
+        return self.dit.finalize(tokens, local)
 
-    def _gather(self, velocity: torch.Tensor, layout: LayoutGroups) -> torch.Tensor:
-        """Assembles every rank's (B/cfg, C, T/u, H, W) piece into the full (B, C, T, H, W) velocity."""
+    def _gather(self, velocity: torch.Tensor, layout: LayoutGroups, frames_per_rank: list[int]) -> torch.Tensor:
+        """Assembles every rank's (B/cfg, C, T_i, H, W) piece into the full (B, C, T, H, W) velocity.
+
+        Pieces are padded to the longest slice for one all-gather, then cut back and concatenated.
+        """
         if self.ctx.world_size == 1:
             return velocity
-        cfg_degree, ulysses_degree = layout.config.cfg_degree, layout.config.ulysses_degree
-        b, c, t, h, w = velocity.shape
-        pieces = velocity.new_empty(self.ctx.world_size * b, c, t, h, w)
-        dist.all_gather_into_tensor(pieces, velocity.contiguous())  # rank order: cfg half, then frame slice
-        pieces = pieces.view(cfg_degree, ulysses_degree, b, c, t, h, w)
-        return pieces.permute(0, 2, 3, 1, 4, 5, 6).reshape(cfg_degree * b, c, ulysses_degree * t, h, w)
+        longest = max(frames_per_rank)
+        padded = velocity.new_zeros(*velocity.shape[:2], longest, *velocity.shape[3:])
+        padded[:, :, :velocity.shape[2]] = velocity
+        pieces = padded.new_empty(self.ctx.world_size * padded.shape[0], *padded.shape[1:])
+        dist.all_gather_into_tensor(pieces, padded)  # rank order: cfg half, then frame slice
+        pieces = pieces.view(layout.config.cfg_degree, layout.config.ulysses_degree, *padded.shape)
+        halves = [torch.cat([pieces[half, j, :, :, :frames] for j, frames in enumerate(frames_per_rank)], dim=2)
+                  for half in range(layout.config.cfg_degree)]
+        return torch.cat(halves, dim=0)
 
 
-def _shard(size: int, parts: int, index: int) -> slice:
-    """The `index`-th of `parts` equal contiguous pieces of range(size)."""
-    step = size // parts
-    return slice(index * step, (index + 1) * step)
+def split_sizes(size: int, parts: int) -> list[int]:
+    """`size` split into `parts` contiguous pieces as equal as possible, the longer ones first."""
+    return [size // parts + (1 if i < size % parts else 0) for i in range(parts)]
 
 
 def _rows(tensor: torch.Tensor | None, rows: slice, batch: int) -> torch.Tensor | None:

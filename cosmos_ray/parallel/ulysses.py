@@ -1,11 +1,15 @@
 """Ulysses attention: exact self-attention over a sequence sharded across the ranks of a group.
 
 Each rank holds a contiguous chunk of the sequence with all heads. One all-to-all turns that into the
-whole sequence with 1/u of the heads, attention runs locally per head, and a second all-to-all turns
-the result back into the rank's chunk with all heads. Rank order in the group is sequence order.
+whole sequence with 1/u of the heads, attention runs locally on those heads, and a second all-to-all
+turns the result back into the rank's chunk with all heads. Rank order in the group is sequence order;
+chunks may differ in length (a number of latent frames that does not divide evenly).
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -14,30 +18,48 @@ from cosmos_ray.models.attention import attention
 
 
 def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: dist.ProcessGroup,
-                      backend: str = "auto") -> torch.Tensor:
-    """Attention of the local query chunk over the whole sharded sequence; (B, S/u, H, D) in and out.
+                      seq_lens: Sequence[int] | None = None, backend: str = "auto") -> torch.Tensor:
+    """Attention of the local query chunk over the whole sharded sequence; (B, S_i, H, D) in and out.
 
-    `q`, `k`, `v` are this rank's chunk of the sequence (the same length on every rank); H must divide
-    by the group size u. `backend` is passed to `cosmos_ray.models.attention.attention`.
+    `q`, `k`, `v` are this rank's chunk of the sequence; `seq_lens[j]` is the chunk length of rank j of
+    `group` (default: every rank holds as many tokens as this one). H must divide by the group size.
+    `backend` is passed to `cosmos_ray.models.attention.attention`.
     """
-    u = dist.get_world_size(group)
+    u, rank = dist.get_world_size(group), dist.get_rank(group)
     if u == 1:
         return attention(q, k, v, backend=backend)
-    heads = q.shape[2]
+    batch, length, heads, head_dim = q.shape
     if heads % u:
         raise ValueError(f"ulysses_attention: {heads} heads cannot be split over a group of {u} ranks")
-    qkv = torch.stack([q, k, v])                                     # (3, B, S/u, H, D)
-    qkv = _all_to_all(qkv, scatter_dim=3, gather_dim=2, group=group)  # (3, B, S, H/u, D)
-    out = attention(qkv[0], qkv[1], qkv[2], backend=backend)          # (B, S, H/u, D)
-    return _all_to_all(out, scatter_dim=1, gather_dim=2, group=group)  # (B, S/u, H, D)
+    seq_lens = [length] * u if seq_lens is None else list(seq_lens)
+    if len(seq_lens) != u or seq_lens[rank] != length:
+        raise ValueError(f"ulysses_attention: rank {rank} holds {length} tokens, seq_lens says {seq_lens}")
+    head_split = [heads // u] * u
+    qkv = torch.stack([q, k, v])                                          # (3, B, S_i, H, D)
+    qkv = _all_to_all(qkv, 3, head_split, 2, seq_lens, group)             # (3, B, S, H/u, D)
+    out = attention(qkv[0], qkv[1], qkv[2], backend=backend)               # (B, S, H/u, D)
+    return _all_to_all(out, 1, seq_lens, 2, head_split, group)            # (B, S_i, H, D)
 
 
-def _all_to_all(x: torch.Tensor, scatter_dim: int, gather_dim: int, group: dist.ProcessGroup) -> torch.Tensor:
-    """Splits `x` into u chunks along `scatter_dim`, sends chunk j to rank j, and concatenates what every
-    rank sent along `gather_dim` (in rank order)."""
-    u = dist.get_world_size(group)
-    chunks = x.unflatten(scatter_dim, (u, -1)).movedim(scatter_dim, 0).contiguous()  # (u, ..., x/u, ...)
-    received = torch.empty_like(chunks)
-    dist.all_to_all_single(received, chunks, group=group)
-    # received[j] is rank j's chunk: move the rank axis in front of gather_dim and merge the two.
-    return received.movedim(0, gather_dim).flatten(gather_dim, gather_dim + 1)
+def _all_to_all(x: torch.Tensor, scatter_dim: int, scatter_sizes: list[int], gather_dim: int,
+                gather_sizes: list[int], group: dist.ProcessGroup) -> torch.Tensor:
+    """Sends rank j the j-th piece of `x` along `scatter_dim` (pieces of `scatter_sizes`) and concatenates,
+    in rank order along `gather_dim`, the pieces every rank sent here (rank j's has `gather_sizes[j]` there).
+    """
+    rank = dist.get_rank(group)
+    send = x.movedim(scatter_dim, 0).contiguous()  # each piece is a contiguous run of rows
+    row_numel = math.prod(send.shape[1:])
+    # In `send`'s dim order, where gather_dim went, and the shape of what rank j sends here.
+    moved_gather_dim = gather_dim + 1 if gather_dim < scatter_dim else gather_dim
+    recv_shapes = []
+    for size in gather_sizes:
+        shape = [scatter_sizes[rank], *send.shape[1:]]
+        shape[moved_gather_dim] = size
+        recv_shapes.append(shape)
+    recv_numels = [math.prod(shape) for shape in recv_shapes]
+    received = send.new_empty(sum(recv_numels))
+    dist.all_to_all_single(received, send.view(-1), recv_numels, [n * row_numel for n in scatter_sizes],
+                           group=group)
+    pieces = [piece.view(shape).movedim(0, scatter_dim)
+              for piece, shape in zip(received.split(recv_numels), recv_shapes)]
+    return torch.cat(pieces, dim=gather_dim)
