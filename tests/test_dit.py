@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
-import types
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cosmos_ray.models.attention import attention, sdpa_backends
@@ -50,28 +49,12 @@ def rel_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def cosmos_diffusers():
-    """diffusers' Cosmos transformer module. Its padding-mask resize needs torchvision, which the test
-    environment lacks; torchvision resizes tensors with NEAREST through `F.interpolate(mode="nearest")`,
-    so that is what stands in for it."""
-    module = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")
-    with pytest.MonkeyPatch.context() as patch:
-        if not module.is_torchvision_available():
-            resize = lambda img, size, interpolation: F.interpolate(img, size=size, mode=interpolation)  # noqa: E731
-            patch.setattr(module, "transforms", types.SimpleNamespace(
-                functional=types.SimpleNamespace(resize=resize),
-                InterpolationMode=types.SimpleNamespace(NEAREST="nearest")), raising=False)
-        yield module
+def diffusers_twin():
+    """`bench.dit_step.diffusers_twin`: the benchmark's oracle is the one these tests check."""
+    pytest.importorskip("diffusers")
+    from bench.dit_step import diffusers_twin
 
-
-def diffusers_twin(module, model: MiniTrainDiT) -> nn.Module:
-    """The diffusers model with `model`'s weights, through our key table."""
-    twin = module.CosmosTransformer3DModel(**diffusers_config(model.cfg))
-    for block in twin.transformer_blocks:  # the reference's q/k RMSNorm eps (diffusers: 1e-5)
-        for attn in (block.attn1, block.attn2):
-            attn.norm_q.eps = attn.norm_k.eps = 1e-6
-    twin.load_state_dict(rename_keys(model.state_dict(), official_to_diffusers_key), strict=True)
-    return twin.eval()
+    return diffusers_twin
 
 
 PARITY_CASES = {
@@ -87,11 +70,11 @@ PARITY_CASES = {
 
 
 @pytest.mark.parametrize("case", PARITY_CASES)
-def test_forward_matches_diffusers(cosmos_diffusers, case):
+def test_forward_matches_diffusers(diffusers_twin, case):
     overrides, b, t, h, w, per_frame, cond_frames, fps = PARITY_CASES[case]
     cfg = dataclasses.replace(TINY, **overrides)
     model = random_dit(cfg)
-    twin = diffusers_twin(cosmos_diffusers, model)
+    twin = diffusers_twin(model)
     inputs = random_inputs(cfg, b, t, h, w)
     if per_frame:
         inputs["timesteps"] = torch.rand(b, t) * 1000
@@ -164,17 +147,28 @@ def test_2b_on_meta_has_the_official_names_and_shapes():
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes == reference_2b_shapes()
     assert len(shapes) == 12 + 28 * 20
-    assert sum(p.numel() for p in model.parameters()) == 2_059_174_912
 
 
-def test_key_table_round_trips_and_matches_diffusers_names(cosmos_diffusers):
+def test_2b_preset_has_the_official_experiment_overrides():
+    """The 2B Reason1 rectified-flow experiment (configs/video2world/experiment/reason_embeddings/
+    model_2B_reason_1p1_rectified_flow.py, base of both the pre- and post-trained checkpoints)."""
+    cfg = DiTConfig.preset("2B")
+    assert (cfg.rope_h_extrapolation_ratio, cfg.rope_w_extrapolation_ratio, cfg.rope_t_extrapolation_ratio) == (3, 3, 1)
+    assert not cfg.rope_enable_fps_modulation
+    assert cfg.timestep_scale == 0.001
+    assert cfg.fp32_modulation  # use_wan_fp32_strategy=True
+    assert (cfg.crossattn_proj_in_channels, cfg.crossattn_emb_channels) == (100352, 1024)
+
+
+def test_key_table_round_trips_and_matches_diffusers_names():
     official = [k for k in reference_2b_shapes() if not k.startswith("pos_embedder.")]
     assert all(diffusers_to_official_key(official_to_diffusers_key(k)) == k for k in official)
     assert official_to_diffusers_key("pos_embedder.seq") is None
 
+    transformer_cosmos = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")
     model = random_dit()
     with torch.device("meta"):
-        twin = cosmos_diffusers.CosmosTransformer3DModel(**diffusers_config(TINY))
+        twin = transformer_cosmos.CosmosTransformer3DModel(**diffusers_config(TINY))
     assert set(rename_keys(model.state_dict(), official_to_diffusers_key)) == set(twin.state_dict())
 
 
@@ -306,7 +300,8 @@ def test_unknown_preset_is_rejected():
 
 def test_attention_is_softmax_attention_over_bshd():
     g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(2, 5, 3, 8, generator=g), torch.randn(2, 7, 3, 8, generator=g), torch.randn(2, 7, 3, 8, generator=g)
+    q = torch.randn(2, 5, 3, 8, generator=g)
+    k, v = torch.randn(2, 7, 3, 8, generator=g), torch.randn(2, 7, 3, 8, generator=g)
     weights = torch.einsum("bqhd,bkhd->bhqk", q, k).div(math.sqrt(8)).softmax(dim=-1)
     expected = torch.einsum("bhqk,bkhd->bqhd", weights, v)
     for backend in ("auto", "math"):
@@ -319,3 +314,16 @@ def test_attention_backend_choice():
     assert [b.name for b in sdpa_backends("auto", torch.device("cpu"))] == ["MATH"]
     with pytest.raises(ValueError, match="unknown attention backend 'xformers'"):
         sdpa_backends("xformers", torch.device("cpu"))
+
+
+def test_benchmark_smoke_runs(diffusers_twin, capsys, tmp_path):
+    from bench.dit_step import main
+
+    main(["--device", "cpu", "--smoke", "--batch", "2", "--warmup", "0", "--iters", "1",
+          "--out", str(tmp_path / "r.jsonl")])
+    records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    forwards = {r["impl"]: r for r in records if r["name"] == "dit_forward"}
+    assert set(forwards) == {"ours", "diffusers"}
+    assert forwards["diffusers"]["max_rel_diff_vs_ours"] < 1e-5
+    assert any(r["name"] == "dit_floor" for r in records)
+    assert capsys.readouterr().out.count("\n") == len(records)

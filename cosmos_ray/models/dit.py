@@ -20,8 +20,8 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -142,7 +142,8 @@ class TimestepEmbedding(nn.Module):
 
 def adaln_lora_layers(dim: int, lora_dim: int, chunks: int) -> nn.Sequential:
     """SiLU -> down to `lora_dim` -> up to `chunks` x dim (shift, scale[, gate])."""
-    return nn.Sequential(nn.SiLU(), nn.Linear(dim, lora_dim, bias=False), nn.Linear(lora_dim, chunks * dim, bias=False))
+    return nn.Sequential(nn.SiLU(), nn.Linear(dim, lora_dim, bias=False),
+                         nn.Linear(lora_dim, chunks * dim, bias=False))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -186,7 +187,7 @@ class FeedForward(nn.Module):
 
 
 def shift_scale_gate(adaln: nn.Sequential, emb: torch.Tensor, adaln_lora: torch.Tensor,
-               dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+                     dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
     """shift, scale, gate: 3 x (B, T, 1, D), computed in emb's dtype (float32 with fp32_modulation)."""
     return (adaln(emb) + adaln_lora).to(dtype).unsqueeze(2).chunk(3, dim=-1)
 
@@ -272,6 +273,9 @@ class DiTInputs:
 
 
 class MiniTrainDiT(nn.Module):
+    """The DiT. Call it for a velocity; or run `prepare`, the `blocks` and `finalize` yourself to change
+    how self-attention is computed (context parallelism)."""
+
     def __init__(self, cfg: DiTConfig, attention_backend: str = "auto"):
         super().__init__()
         self.cfg = cfg
@@ -298,14 +302,14 @@ class MiniTrainDiT(nn.Module):
         condition_mask: (B, 1, T, H, W), 1 on conditional frames; None means none.
         """
         inputs = self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask)
-        self_attention = cross_attention = self.attention_fn
         tokens = inputs.x
         for block in self.blocks:
             tokens = block(tokens, inputs.emb, inputs.adaln_lora, inputs.context, inputs.rope,
-                           self_attention, cross_attention)
+                           self.attention_fn, self.attention_fn)
         return self.finalize(tokens, inputs)
 
     def attention_fn(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """`attention` with this model's backend."""
         return attention(q, k, v, backend=self.attention_backend)
 
     def prepare(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor,
@@ -325,7 +329,7 @@ class MiniTrainDiT(nn.Module):
         tokens = self.x_embedder(x)  # (B, T', H'W', D)
         grid = (t // self.cfg.patch_temporal, h // self.cfg.patch_spatial, w // self.cfg.patch_spatial)
 
-        timesteps = timesteps.view(b, -1).float() * self.cfg.timestep_scale  # (B, T) or (B, 1)
+        timesteps = timesteps.reshape(b, -1).float() * self.cfg.timestep_scale  # (B, T) or (B, 1)
         features = self.t_embedder[0](timesteps)
         features = features.to(self.t_embedder[1].linear_1.weight.dtype)
         adaln_lora = self.t_embedder[1](features).expand(b, grid[0], -1)  # (B, T', 3D)
@@ -359,10 +363,11 @@ class MiniTrainDiT(nn.Module):
             raise ValueError(f"x: latent size (T={t}, H={h}, W={w}) is not divisible by the patch size "
                              f"(t={cfg.patch_temporal}, h=w={cfg.patch_spatial})")
         if timesteps.shape not in ((b,), (b, 1), (b, t)):
-            raise ValueError(f"timesteps: expected shape ({b},), ({b}, 1) or ({b}, {t}), got {tuple(timesteps.shape)}")
-        if crossattn_emb.ndim != 3 or crossattn_emb.shape[0] != b or crossattn_emb.shape[2] != cfg.crossattn_proj_in_channels:
-            raise ValueError(f"crossattn_emb: expected ({b}, N, {cfg.crossattn_proj_in_channels}), "
-                             f"got {tuple(crossattn_emb.shape)}")
+            raise ValueError(f"timesteps: expected shape ({b},), ({b}, 1) or ({b}, {t}), "
+                             f"got {tuple(timesteps.shape)}")
+        width = cfg.crossattn_proj_in_channels
+        if crossattn_emb.ndim != 3 or crossattn_emb.shape[0] != b or crossattn_emb.shape[2] != width:
+            raise ValueError(f"crossattn_emb: expected ({b}, N, {width}), got {tuple(crossattn_emb.shape)}")
         if condition_mask is not None and condition_mask.shape != (b, 1, t, h, w):
             raise ValueError(f"condition_mask: expected {(b, 1, t, h, w)}, got {tuple(condition_mask.shape)}")
 
@@ -370,7 +375,8 @@ class MiniTrainDiT(nn.Module):
         """The modules the reference runs in float32 under `use_wan_fp32_strategy`."""
         modules = [self.t_embedder, self.t_embedding_norm, self.final_layer]
         for block in self.blocks:
-            modules += [block.adaln_modulation_self_attn, block.adaln_modulation_cross_attn, block.adaln_modulation_mlp]
+            modules += [block.adaln_modulation_self_attn, block.adaln_modulation_cross_attn,
+                        block.adaln_modulation_mlp]
         return modules
 
     def cast(self, dtype: torch.dtype) -> MiniTrainDiT:
@@ -456,7 +462,8 @@ def diffusers_config(cfg: DiTConfig) -> dict:
         adaln_lora_dim=cfg.adaln_lora_dim,
         max_size=(cfg.max_frames, cfg.max_img_h, cfg.max_img_w),
         patch_size=(cfg.patch_temporal, cfg.patch_spatial, cfg.patch_spatial),
-        rope_scale=(cfg.rope_t_extrapolation_ratio, cfg.rope_h_extrapolation_ratio, cfg.rope_w_extrapolation_ratio),
+        rope_scale=(cfg.rope_t_extrapolation_ratio, cfg.rope_h_extrapolation_ratio,
+                    cfg.rope_w_extrapolation_ratio),
         concat_padding_mask=True,
         extra_pos_embed_type=None,
         use_crossattn_projection=True,
@@ -501,6 +508,6 @@ def load_dit(source: str | os.PathLike | Mapping[str, torch.Tensor], cfg: DiTCon
     # Diffusers files lack the RoPE tables; they are functions of the config.
     rope_tables = {f"pos_embedder.{k}": v for k, v in build_rope(cfg).state_dict().items()}
     state = {**rope_tables, **state}
-    load_into(model, state, what=f"DiT checkpoint {source if not isinstance(source, Mapping) else '(state dict)'}")
+    load_into(model, state, what="DiT state dict" if isinstance(source, Mapping) else f"DiT checkpoint {source}")
     model.to(device).cast(dtype).eval().requires_grad_(False)
     return model.compile_blocks() if compile else model
