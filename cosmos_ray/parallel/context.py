@@ -1,10 +1,11 @@
 """The process groups of one GPU group, created once per rank and passed around explicitly.
 
-`ParallelContext.init` joins the rendezvous (torch.distributed's default group of this process) and
-creates the cfg and Ulysses sub-groups of every layout its world size allows, so each call can use the
-layout that fits its shape (e.g. guidance-parallel for guidance > 0, pure Ulysses for guidance 0). Nothing
-is stored in module globals: a Ray actor per rank holds its context, and separate GPU groups are separate
-processes with separate rendezvous addresses.
+`ParallelContext.init` joins the rendezvous (torch.distributed's default group of this process: the
+whole GPU group, over which the final gather of a forward runs) and creates the Ulysses sub-groups of
+every layout its world size allows, so each call can use the layout that fits its shape (guidance
+parallel for guidance > 0, pure Ulysses for guidance 0). Nothing is stored in module globals: a Ray
+actor per rank holds its context, and separate GPU groups are separate processes with separate
+rendezvous addresses; `destroy()` lets a process join another group afterwards.
 """
 
 from __future__ import annotations
