@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bench.generate import diffusers_pipeline
 from cosmos_ray import generate
 from cosmos_ray.generator import Generator, to_uint8_frames
 from cosmos_ray.media import MediaError, read_conditioning, write_mp4
@@ -146,6 +145,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
 
     diffusers feeds the DiT exact sigmas, so ours runs with unquantized timesteps here.
     """
+    from bench.generate import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
     ours = Generator(generator.dit, generator.vae, generator.text_encoder, generator.info,
                      SamplerConfig(ScheduleConfig(quantize_timesteps=False)), device=generator.device,
                      dtype=generator.dtype)
@@ -202,3 +202,15 @@ def test_cli_needs_a_model(capsys):
     with pytest.raises(SystemExit):
         generate.parse_args(["-i", "specs.json", "-o", "out"])
     assert "one of the arguments --preset --checkpoint-dir is required" in capsys.readouterr().err
+
+
+def test_benchmark_smoke_runs(tmp_path):
+    from bench.generate import main as bench_main
+
+    out = tmp_path / "generate.jsonl"
+    bench_main(["--device", "cpu", "--smoke", "--types", "video2world", "--out", str(out)])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["impl"] for r in records] == ["ours", "diffusers"]
+    for record in records:
+        assert record["evaluations"] == 3 and record["ms_per_evaluation"] > 0 and record["ms_decode"] > 0
+    assert records[1]["frames_rel_err_vs_ours"] < 0.01
