@@ -195,16 +195,17 @@ def main(argv: list[str] | None = None) -> None:
         spec = GenerationSpec(inference_type=kind, name=f"bench-{kind}", prompt="prompt", negative_prompt="negative",
                               input_path=inputs[kind], guidance=args.guidance, num_output_frames=frames,
                               num_steps=steps, resolution=f"{height},{width}")
-        common = dict(config="tiny" if args.smoke else "2B", inference_type=kind, frames=frames, resolution=[height, width],
-                      tokens=tokens, steps=steps, evaluations=evaluations, guidance=spec.guidance,
-                      dtype=str(dtype).removeprefix("torch."))
+        common = dict(config="tiny" if args.smoke else "2B", inference_type=kind, frames=frames,
+                      resolution=[height, width], tokens=tokens, steps=steps, evaluations=evaluations,
+                      guidance=spec.guidance, dtype=str(dtype).removeprefix("torch."))
         flops = evaluations * (2 if spec.guidance else 1) * flops_per_pass
 
         def emit(impl: str, timings: dict[str, float], **extra) -> None:
             per_evaluation = timings["sampling"] / evaluations
             projected = timings["total"] + per_evaluation * (OFFICIAL_STEPS + 1 - evaluations)
             recorder.emit("generate", impl=impl, **common, **{f"ms_{k}": round(v, 1) for k, v in timings.items()},
-                          ms_per_evaluation=round(per_evaluation, 1), sampling_tflops=_3g(tflops(flops, timings["sampling"])),
+                          ms_per_evaluation=round(per_evaluation, 1),
+                          sampling_tflops=_3g(tflops(flops, timings["sampling"])),
                           projected_ms_35_steps=round(projected, 1), **extra)
 
         with torch.no_grad():
