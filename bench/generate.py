@@ -83,7 +83,8 @@ def diffusers_pipeline(dit: MiniTrainDiT, vae: WanVAE) -> Cosmos2_5_PredictBaseP
     return pipeline
 
 
-def synchronize(device: torch.device) -> float:
+def synced_clock(device: torch.device) -> float:
+    """perf_counter() once the device has finished its queued work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
@@ -99,10 +100,10 @@ def run_diffusers(pipeline: Cosmos2_5_PredictBasePipeline, generator: Generator,
     step_ends = []
 
     def on_step_end(pipe, step, timestep, callback_kwargs):
-        step_ends.append(synchronize(generator.device))
+        step_ends.append(synced_clock(generator.device))
         return {}
 
-    start = synchronize(generator.device)
+    start = synced_clock(generator.device)
     video = pipeline(
         video=conditioning, prompt_embeds=generator.text_encoder.encode([spec.prompt]),
         negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]), height=height, width=width,
@@ -111,7 +112,7 @@ def run_diffusers(pipeline: Cosmos2_5_PredictBasePipeline, generator: Generator,
         output_type="pt", num_latent_conditional_frames=max(spec.num_conditional_frames, 1),
         callback_on_step_end=on_step_end,
     ).frames  # (1, T, 3, H, W) in [0, 1]
-    end = synchronize(generator.device)
+    end = synced_clock(generator.device)
     per_evaluation = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
     timings = {"conditioning": step_ends[0] - start - per_evaluation, "sampling": per_evaluation * len(step_ends),
                "decode": end - step_ends[-1], "total": end - start}
