@@ -94,6 +94,7 @@ def test_video_conditioning_takes_the_last_frames(tmp_path):
     decoded = read_video(str(path))
     frames = read_conditioning(spec_for(str(path)), 5, HEIGHT, WIDTH)
     np.testing.assert_array_equal(frames, decoded[3:])
+    np.testing.assert_array_equal(read_video(str(path), last=5), decoded[3:])
     one = read_conditioning(spec_for(str(path), num_conditional_frames=1), 1, HEIGHT, WIDTH)
     np.testing.assert_array_equal(one, decoded[-1:])
 
