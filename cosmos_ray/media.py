@@ -61,7 +61,8 @@ def _decode_video(path: str, last: int | None) -> np.ndarray:
     frames = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
     try:
         width, height = next(frames)["size"]
-        kept = deque((np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in frames), maxlen=last)
+        decoded = (np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in frames)
+        kept = deque(decoded, maxlen=last)
     finally:
         frames.close()
     if not kept:
