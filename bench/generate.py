@@ -27,7 +27,7 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import Cosmos2_5_Pred
 
 from bench.common import Recorder, tflops
 from bench.dit_step import diffusers_twin, forward_flops
-from cosmos_ray.generator import RESOLUTION_720P, TINY_RESOLUTION, Generator, ModelInfo, to_uint8_frames
+from cosmos_ray.generator import RANDOM_PRESETS, RESOLUTION_720P, Generator, ModelInfo, to_uint8_frames
 from cosmos_ray.media import read_conditioning
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.text import MAX_LENGTH
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dit_cfg = DiTConfig.preset("tiny" if args.smoke else "2B")
     vae_cfg = VAEConfig.preset("tiny" if args.smoke else "wan2.1")
-    height, width = TINY_RESOLUTION if args.smoke else RESOLUTION_720P
+    height, width = RANDOM_PRESETS["tiny"].trained_resolution if args.smoke else RESOLUTION_720P
     frames, steps = (9, 2) if args.smoke else (args.frames, args.steps)
 
     torch.manual_seed(0)

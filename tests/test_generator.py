@@ -10,7 +10,10 @@ import torch
 import torch.multiprocessing as mp
 
 from cosmos_ray import generate
-from cosmos_ray.generator import Generator, to_uint8_frames
+from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
+from cosmos_ray.models.dit import DiTConfig
+from cosmos_ray.models.text import TextEncoderConfig
+from cosmos_ray.models.vae import VAEConfig
 from cosmos_ray.media import MediaError, read_conditioning, write_mp4
 from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
@@ -214,3 +217,13 @@ def test_benchmark_smoke_runs(tmp_path):
     for record in records:
         assert record["evaluations"] == 3 and record["ms_per_evaluation"] > 0 and record["ms_decode"] > 0
     assert records[1]["frames_rel_err_vs_ours"] < 0.01
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_PRESETS))
+def test_random_presets_fit_together(name):
+    """A random preset's DiT reads exactly the text encoder's embedding width and its resolution fits the VAE x patch."""
+    preset = RANDOM_PRESETS[name]
+    dit_cfg = DiTConfig.preset(preset.dit)
+    assert dit_cfg.crossattn_proj_in_channels == TextEncoderConfig.preset(preset.text).embed_dim
+    stride = VAEConfig.preset(preset.vae).spatial_compression * dit_cfg.patch_spatial
+    assert all(size % stride == 0 for size in preset.trained_resolution)
