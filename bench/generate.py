@@ -27,7 +27,7 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import Cosmos2_5_Pred
 
 from bench.common import Recorder, tflops
 from bench.dit_step import diffusers_twin, forward_flops
-from cosmos_ray.generator import RESOLUTION_720P, TINY_RESOLUTION, Generator, ModelInfo, to_uint8_frames
+from cosmos_ray.generator import RANDOM_PRESETS, RESOLUTION_720P, Generator, ModelInfo, to_uint8_frames
 from cosmos_ray.media import read_conditioning
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.text import MAX_LENGTH
@@ -83,7 +83,8 @@ def diffusers_pipeline(dit: MiniTrainDiT, vae: WanVAE) -> Cosmos2_5_PredictBaseP
     return pipeline
 
 
-def synchronize(device: torch.device) -> float:
+def synced_clock(device: torch.device) -> float:
+    """perf_counter() once the device has finished its queued work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()
@@ -99,10 +100,10 @@ def run_diffusers(pipeline: Cosmos2_5_PredictBasePipeline, generator: Generator,
     step_ends = []
 
     def on_step_end(pipe, step, timestep, callback_kwargs):
-        step_ends.append(synchronize(generator.device))
+        step_ends.append(synced_clock(generator.device))
         return {}
 
-    start = synchronize(generator.device)
+    start = synced_clock(generator.device)
     video = pipeline(
         video=conditioning, prompt_embeds=generator.text_encoder.encode([spec.prompt]),
         negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]), height=height, width=width,
@@ -111,7 +112,7 @@ def run_diffusers(pipeline: Cosmos2_5_PredictBasePipeline, generator: Generator,
         output_type="pt", num_latent_conditional_frames=max(spec.num_conditional_frames, 1),
         callback_on_step_end=on_step_end,
     ).frames  # (1, T, 3, H, W) in [0, 1]
-    end = synchronize(generator.device)
+    end = synced_clock(generator.device)
     per_evaluation = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
     timings = {"conditioning": step_ends[0] - start - per_evaluation, "sampling": per_evaluation * len(step_ends),
                "decode": end - step_ends[-1], "total": end - start}
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dit_cfg = DiTConfig.preset("tiny" if args.smoke else "2B")
     vae_cfg = VAEConfig.preset("tiny" if args.smoke else "wan2.1")
-    height, width = TINY_RESOLUTION if args.smoke else RESOLUTION_720P
+    height, width = RANDOM_PRESETS["tiny"].trained_resolution if args.smoke else RESOLUTION_720P
     frames, steps = (9, 2) if args.smoke else (args.frames, args.steps)
 
     torch.manual_seed(0)
@@ -195,16 +196,17 @@ def main(argv: list[str] | None = None) -> None:
         spec = GenerationSpec(inference_type=kind, name=f"bench-{kind}", prompt="prompt", negative_prompt="negative",
                               input_path=inputs[kind], guidance=args.guidance, num_output_frames=frames,
                               num_steps=steps, resolution=f"{height},{width}")
-        common = dict(config="tiny" if args.smoke else "2B", inference_type=kind, frames=frames, resolution=[height, width],
-                      tokens=tokens, steps=steps, evaluations=evaluations, guidance=spec.guidance,
-                      dtype=str(dtype).removeprefix("torch."))
+        common = dict(config="tiny" if args.smoke else "2B", inference_type=kind, frames=frames,
+                      resolution=[height, width], tokens=tokens, steps=steps, evaluations=evaluations,
+                      guidance=spec.guidance, dtype=str(dtype).removeprefix("torch."))
         flops = evaluations * (2 if spec.guidance else 1) * flops_per_pass
 
         def emit(impl: str, timings: dict[str, float], **extra) -> None:
             per_evaluation = timings["sampling"] / evaluations
             projected = timings["total"] + per_evaluation * (OFFICIAL_STEPS + 1 - evaluations)
             recorder.emit("generate", impl=impl, **common, **{f"ms_{k}": round(v, 1) for k, v in timings.items()},
-                          ms_per_evaluation=round(per_evaluation, 1), sampling_tflops=_3g(tflops(flops, timings["sampling"])),
+                          ms_per_evaluation=round(per_evaluation, 1),
+                          sampling_tflops=_3g(tflops(flops, timings["sampling"])),
                           projected_ms_35_steps=round(projected, 1), **extra)
 
         with torch.no_grad():

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 import torch
 
-from cosmos_ray.generator import Generator
+from cosmos_ray.generator import RANDOM_PRESETS, Generator
 from cosmos_ray.manifest import ManifestError, load_specs
 from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.outputs import FAILED, OK, SKIPPED, OutputRecord, OutputStore
@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="spec files (.json, .jsonl, .yaml) or globs of them; local paths or fsspec URLs")
     parser.add_argument("-o", "--output", required=True, metavar="URL", help="output root (local path or fsspec URL)")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--preset", choices=["tiny"], default=None, help="random-weight model for testing")
+    model.add_argument("--preset", choices=sorted(RANDOM_PRESETS), default=None,
+                       help="random-weight model: tiny (tests, CPU), random-2B (released shapes, GPU benchmarks)")
     model.add_argument("--checkpoint-dir", metavar="DIR", help="official or diffusers-layout checkpoint folder")
     parser.add_argument("--variant", choices=VARIANTS, default="post-trained", help="default: %(default)s")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")

@@ -31,16 +31,36 @@ import torch.nn.functional as F
 
 from cosmos_ray import media
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
-from cosmos_ray.models.text import TextEncoder
+from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
+from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.dit import split_sizes
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.spec import GenerationSpec, SpecError
 
-TINY_SEED = 0
-TINY_RESOLUTION = (64, 96)  # (H, W) the tiny preset treats as its trained resolution
+RANDOM_SEED = 0
 RESOLUTION_720P = (704, 1280)  # the 2B models' trained resolution (16:9 at 720p)
+
+
+@dataclass(frozen=True)
+class RandomPreset:
+    """A model with random weights drawn from a fixed seed: the same architecture as the released one."""
+
+    dit: str  # DiTConfig preset
+    vae: str  # VAEConfig preset
+    text: str  # TextEncoderConfig preset
+    trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
+    draw_on_cpu: bool  # same weights on every device (tiny), or drawn on the device itself (fast for 2B)
+
+
+RANDOM_PRESETS = {
+    # tests, CI and the README's first command: runs on a CPU in seconds
+    "tiny": RandomPreset("tiny", "tiny", "tiny", (64, 96), draw_on_cpu=True),
+    # the released 2B shapes (DiT 2B, Wan2.1 VAE, Reason1 7B) with random weights: GPU benchmarks of the
+    # whole pipeline without checkpoints; its videos are noise
+    "random-2B": RandomPreset("2B", "wan2.1", "reason1", RESOLUTION_720P, draw_on_cpu=False),
+}
 
 Progress = Callable[[int, int], None]
 
@@ -95,7 +115,7 @@ class Generator:
         allow_http: bool = False,
         compile: bool = False,
     ) -> Generator:
-        """Loads the "tiny" preset (random weights from a fixed seed) or a checkpoint folder.
+        """Loads a random-weight preset (`RANDOM_PRESETS`: "tiny", "random-2B") or a checkpoint folder.
 
         Defaults: the parallel context's device, else CUDA in bfloat16 when available, else CPU in
         float32. `variant` picks the DiT weights of an official folder and the sampling recipe, which
@@ -108,10 +128,10 @@ class Generator:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
         sampler_config = sampler_config or SamplerConfig.preset(variant)
-        if source == "tiny":
-            dit, vae = _tiny_models(device, dtype)
-            text_encoder = TextEncoder.from_pretrained("tiny", device=device, dtype=dtype, cache_url=cache_url)
-            info = ModelInfo("tiny", variant, TINY_RESOLUTION)
+        if source in RANDOM_PRESETS:
+            preset = RANDOM_PRESETS[source]
+            dit, vae, text_encoder = _random_models(preset, device, dtype, cache_url)
+            info = ModelInfo(source, variant, preset.trained_resolution)
         else:
             folder = Path(source)
             dit_path, vae_path = _locate_weights(folder, variant)
@@ -242,15 +262,24 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     return video.to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
-def _tiny_models(device: torch.device, dtype: torch.dtype) -> tuple[MiniTrainDiT, WanVAE]:
-    """The tiny DiT and VAE with random weights drawn on the CPU from a fixed seed (same on every device)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(TINY_SEED)
-        dit = MiniTrainDiT(DiTConfig.preset("tiny"))
-        vae = WanVAE(VAEConfig.preset("tiny"))
+def _random_models(preset: RandomPreset, device: torch.device, dtype: torch.dtype,
+                   cache_url: str | None) -> tuple[MiniTrainDiT, WanVAE, TextEncoder]:
+    """The preset's DiT, VAE and text encoder with random weights drawn from `RANDOM_SEED`."""
+    draw_device = torch.device("cpu") if preset.draw_on_cpu else device
+    with torch.random.fork_rng(devices=[draw_device] if draw_device.type == "cuda" else []), draw_device:
+        torch.manual_seed(RANDOM_SEED)
+        dit = MiniTrainDiT(DiTConfig.preset(preset.dit))
+        vae = WanVAE(VAEConfig.preset(preset.vae))
     dit = dit.to(device).cast(dtype).eval().requires_grad_(False)
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return dit, vae
+    if preset.text == "tiny":
+        text_encoder = TextEncoder.from_pretrained("tiny", device=device, dtype=dtype, cache_url=cache_url)
+    else:
+        text_encoder = TextEncoder.from_random(TextEncoderConfig.preset(preset.text), build_tiny_tokenizer(),
+                                               seed=RANDOM_SEED, device=device, dtype=dtype,
+                                               model_id=f"random-{preset.text}",
+                                               cache=EmbeddingCache(url=cache_url))
+    return dit, vae, text_encoder
 
 
 def _locate_weights(folder: Path, variant: str) -> tuple[Path, Path]:

@@ -16,6 +16,7 @@ import math
 import os
 import posixpath
 import tempfile
+from collections import deque
 from urllib.parse import urlsplit
 
 import imageio_ffmpeg
@@ -43,26 +44,30 @@ def read_image(url: str, *, storage_options: dict | None = None) -> np.ndarray:
         return np.array(image.convert("RGB"))[None]
 
 
-def read_video(url: str, *, storage_options: dict | None = None) -> np.ndarray:
-    """Every frame of the video at `url` as uint8 (T, H, W, 3) RGB, decoded by ffmpeg."""
+def read_video(url: str, *, last: int | None = None, storage_options: dict | None = None) -> np.ndarray:
+    """The frames of the video at `url` as uint8 (T, H, W, 3) RGB, decoded by ffmpeg.
+
+    With `last`, only the last `last` frames are kept while decoding (fewer if the video is shorter).
+    """
     if storage.is_local(url):
-        return _decode_video(url.removeprefix("file://"))
+        return _decode_video(url.removeprefix("file://"), last)
     with tempfile.NamedTemporaryFile(suffix=posixpath.splitext(_url_path(url))[1]) as local:
         local.write(storage.read_bytes(url, storage_options))
         local.flush()
-        return _decode_video(local.name)
+        return _decode_video(local.name, last)
 
 
-def _decode_video(path: str) -> np.ndarray:
+def _decode_video(path: str, last: int | None) -> np.ndarray:
     frames = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
     try:
         width, height = next(frames)["size"]
-        decoded = [np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in frames]
+        decoded = (np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in frames)
+        kept = deque(decoded, maxlen=last)
     finally:
         frames.close()
-    if not decoded:
+    if not kept:
         raise ValueError("the video has no frames")
-    return np.stack(decoded)
+    return np.stack(kept)
 
 
 def resize_and_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -107,17 +112,15 @@ def read_conditioning(
         if extension in IMAGE_EXTENSIONS:
             frames = read_image(url, storage_options=storage_options)
         elif extension in VIDEO_EXTENSIONS:
-            frames = read_video(url, storage_options=storage_options)
+            frames = read_video(url, last=num_frames, storage_options=storage_options)
         else:
             raise ValueError(f"extension {extension!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) "
                              f"nor a video ({', '.join(VIDEO_EXTENSIONS)})")
     except (OSError, ValueError, RuntimeError) as error:
         raise MediaError(f"sample {spec.name!r}: cannot read input_path {url}: {error}") from error
-    if extension in VIDEO_EXTENSIONS:
-        if len(frames) < num_frames:
-            raise MediaError(f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "
-                             f"{spec.num_conditional_frames} conditional latent frames need its last {num_frames}")
-        frames = frames[len(frames) - num_frames:]
+    if extension in VIDEO_EXTENSIONS and len(frames) < num_frames:
+        raise MediaError(f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "
+                         f"{spec.num_conditional_frames} conditional latent frames need its last {num_frames}")
     frames = resize_and_center_crop(frames, height, width)
     black = np.zeros((num_frames - len(frames), height, width, 3), dtype=np.uint8)
     return np.concatenate([frames, black])

@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from bench.generate import diffusers_pipeline
 from cosmos_ray import generate
-from cosmos_ray.generator import Generator, to_uint8_frames
+from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
+from cosmos_ray.models.dit import DiTConfig
+from cosmos_ray.models.text import TextEncoderConfig
+from cosmos_ray.models.vae import VAEConfig
 from cosmos_ray.media import MediaError, read_conditioning, write_mp4
 from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
@@ -146,6 +148,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
 
     diffusers feeds the DiT exact sigmas, so ours runs with unquantized timesteps here.
     """
+    from bench.generate import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
     ours = Generator(generator.dit, generator.vae, generator.text_encoder, generator.info,
                      SamplerConfig(ScheduleConfig(quantize_timesteps=False)), device=generator.device,
                      dtype=generator.dtype)
@@ -202,3 +205,25 @@ def test_cli_needs_a_model(capsys):
     with pytest.raises(SystemExit):
         generate.parse_args(["-i", "specs.json", "-o", "out"])
     assert "one of the arguments --preset --checkpoint-dir is required" in capsys.readouterr().err
+
+
+def test_benchmark_smoke_runs(tmp_path):
+    from bench.generate import main as bench_main
+
+    out = tmp_path / "generate.jsonl"
+    bench_main(["--device", "cpu", "--smoke", "--types", "video2world", "--out", str(out)])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["impl"] for r in records] == ["ours", "diffusers"]
+    for record in records:
+        assert record["evaluations"] == 3 and record["ms_per_evaluation"] > 0 and record["ms_decode"] > 0
+    assert records[1]["frames_rel_err_vs_ours"] < 0.01
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_PRESETS))
+def test_random_presets_fit_together(name):
+    """A random preset's DiT reads exactly the text encoder's embedding width and its resolution fits the VAE x patch."""
+    preset = RANDOM_PRESETS[name]
+    dit_cfg = DiTConfig.preset(preset.dit)
+    assert dit_cfg.crossattn_proj_in_channels == TextEncoderConfig.preset(preset.text).embed_dim
+    stride = VAEConfig.preset(preset.vae).spatial_compression * dit_cfg.patch_spatial
+    assert all(size % stride == 0 for size in preset.trained_resolution)

@@ -27,11 +27,12 @@ def gradient_frames(num_frames: int, height: int = HEIGHT, width: int = WIDTH) -
     return np.clip(np.stack(frames), 0, 255).astype(np.uint8)
 
 
-def mp4_fps_and_frames(path: str) -> tuple[float, int]:
+def mp4_stream(path: str) -> tuple[str, str, float, int]:
+    """(codec, pixel format, fps, frame count) as ffmpeg reads them."""
     reader = imageio_ffmpeg.read_frames(path)
     meta = next(reader)
     count = sum(1 for _ in reader)
-    return meta["fps"], count
+    return meta["codec"], meta["pix_fmt"].split("(")[0], meta["fps"], count
 
 
 def spec_for(input_path: str, inference_type: str = "video2world", **fields) -> GenerationSpec:
@@ -45,7 +46,7 @@ def test_write_mp4_round_trip(tmp_path):
     assert data[4:8] == b"ftyp"
     path = tmp_path / "out.mp4"
     path.write_bytes(data)
-    assert mp4_fps_and_frames(str(path)) == (24.0, 9)
+    assert mp4_stream(str(path)) == ("h264", "yuv420p", 24.0, 9)
     decoded = read_video(str(path))
     assert decoded.shape == frames.shape
     assert np.abs(decoded.astype(float) - frames).mean() < 3.0
@@ -93,6 +94,7 @@ def test_video_conditioning_takes_the_last_frames(tmp_path):
     decoded = read_video(str(path))
     frames = read_conditioning(spec_for(str(path)), 5, HEIGHT, WIDTH)
     np.testing.assert_array_equal(frames, decoded[3:])
+    np.testing.assert_array_equal(read_video(str(path), last=5), decoded[3:])
     one = read_conditioning(spec_for(str(path), num_conditional_frames=1), 1, HEIGHT, WIDTH)
     np.testing.assert_array_equal(one, decoded[-1:])
 
