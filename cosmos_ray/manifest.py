@@ -1,0 +1,220 @@
+"""Parquet manifests: one row per generation spec, made from official inference JSON files.
+
+`make_manifest` reads JSON or YAML files (one spec object, or a list of them), JSON-lines files (one spec
+per line) and globs of these, on any fsspec URL. It also expands the older official multi-sample format
+(`{"inference_type": ..., "samples": {name: {...}}, ...}`). Every spec is validated first, with relative
+`input_path` / `prompt_path` resolved against its file's folder; if anything is wrong, every problem is
+reported and nothing is written. The schema is documented in docs/manifest.md.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cosmos_ray import storage
+from cosmos_ray.spec import GenerationSpec, SpecError
+
+SPEC_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("spec_json", pa.string()),  # canonical GenerationSpec JSON: the only column the job reads
+        ("name", pa.string()),
+        ("inference_type", pa.string()),
+        ("source", pa.string()),  # "file.jsonl:7" (line), "file.json" or "file.json:2" (list index)
+    ]
+)
+
+class ManifestError(ValueError):
+    """Spec files that cannot become a manifest; `problems` lists each one (file, index, field, reason)."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        listing = "\n".join(f"  - {problem}" for problem in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in the spec files:\n{listing}")
+
+
+@dataclass(frozen=True)
+class SpecEntry:
+    """A raw spec object and where it came from."""
+
+    data: Any
+    source: str  # for messages and the manifest's `source` column
+    folder: str  # relative paths in `data` resolve against this
+
+
+def make_manifest(
+    sources: Sequence[str],
+    output_url: str,
+    *,
+    storage_options: dict | None = None,
+    check_inputs: bool = True,
+) -> list[GenerationSpec]:
+    """Validate every spec in `sources` (files or globs), then write the manifest atomically.
+
+    Raises `ManifestError` listing every problem, before anything is written. `check_inputs` also checks
+    that each `input_path` exists. Returns the specs in manifest order.
+    """
+    specs = load_specs(sources, storage_options=storage_options, check_inputs=check_inputs)
+    write_manifest(specs, output_url, storage_options=storage_options)
+    return [spec for spec, _ in specs]
+
+
+def load_specs(
+    sources: Sequence[str], *, storage_options: dict | None = None, check_inputs: bool = True
+) -> list[tuple[GenerationSpec, str]]:
+    """(spec, source) for every spec in `sources`; raises `ManifestError` with every problem found."""
+    problems: list[str] = []
+    entries: list[SpecEntry] = []
+    for url in _expand_sources(sources, storage_options, problems):
+        entries.extend(_read_entries(url, storage_options, problems))
+    specs: list[tuple[GenerationSpec, str]] = []
+    for entry in entries:
+        try:
+            spec = GenerationSpec.from_dict(entry.data, source=entry.source, base_dir=entry.folder,
+                                            storage_options=storage_options)
+        except SpecError as error:
+            problems.append(str(error))
+            continue
+        if check_inputs and spec.input_path and not storage.exists(spec.input_path, storage_options):
+            problems.append(str(SpecError(f"{spec.name!r} ({entry.source})", "input_path",
+                                          f"has no file at {spec.input_path}")))
+            continue
+        specs.append((spec, entry.source))
+    problems.extend(_duplicate_names(specs))
+    if not problems and not specs:
+        problems.append(f"no specs found in {', '.join(sources)}")
+    if problems:
+        raise ManifestError(problems)
+    return specs
+
+
+def write_manifest(
+    specs: Sequence[tuple[GenerationSpec, str]],
+    output_url: str,
+    *,
+    storage_options: dict | None = None,
+) -> None:
+    """Write (spec, source) pairs as a Parquet manifest in one atomic write."""
+    rows = [
+        {"spec_json": spec.to_json(), "name": spec.name, "inference_type": spec.inference_type, "source": source}
+        for spec, source in specs
+    ]
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), buffer)
+    storage.write_bytes_atomic(output_url, buffer.getvalue(), storage_options)
+
+
+def read_manifest(url: str, *, storage_options: dict | None = None) -> list[dict[str, Any]]:
+    """The rows of a manifest as dicts (the batch job reads it with `ray.data.read_parquet` instead)."""
+    table = pq.read_table(pa.BufferReader(storage.read_bytes(url, storage_options)))
+    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
+    if missing:
+        raise ValueError(f"{url} is not a cosmos-ray manifest: missing column(s) {', '.join(sorted(missing))}")
+    return table.select(MANIFEST_SCHEMA.names).to_pylist()
+
+
+def spec_from_row(row: Mapping[str, Any]) -> GenerationSpec:
+    """The spec of one manifest row; raises `SpecError` naming the row's source."""
+    source = str(row.get("source") or "manifest row")
+    try:
+        data = json.loads(row["spec_json"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise SpecError(source, "spec_json", f"is not valid spec JSON: {error}") from None
+    return GenerationSpec.from_dict(data, source=source)
+
+
+def expand_legacy(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat specs by name from the older official format: its shared top-level fields plus each sample."""
+    shared = {key: value for key, value in data.items() if key != "samples"}
+    samples = data["samples"]
+    if not isinstance(samples, dict):
+        raise ValueError(f"'samples' must map names to sample objects, got {type(samples).__name__}")
+    return {name: {**shared, "name": name, **sample} if isinstance(sample, dict) else sample
+            for name, sample in samples.items()}
+
+
+def _expand_sources(sources: Sequence[str], storage_options: dict | None, problems: list[str]) -> list[str]:
+    urls: list[str] = []
+    for source in sources:
+        if any(char in source for char in "*?["):
+            matches = storage.glob_urls(source, storage_options)
+            if not matches:
+                problems.append(f"{source}: no files match")
+            urls.extend(matches)
+        elif storage.exists(source, storage_options):
+            urls.append(source)
+        else:
+            problems.append(f"{source}: no such file")
+    return urls
+
+
+def _read_entries(url: str, storage_options: dict | None, problems: list[str]) -> list[SpecEntry]:
+    folder = storage.parent_url(url)
+    if not url.endswith(SPEC_FILE_SUFFIXES):
+        problems.append(f"{url}: unsupported file type (use {', '.join(SPEC_FILE_SUFFIXES)})")
+        return []
+    try:
+        text = storage.read_text(url, storage_options)
+    except (OSError, UnicodeDecodeError) as error:
+        problems.append(f"{url}: cannot be read: {error}")
+        return []
+    if url.endswith(".jsonl"):
+        return _read_json_lines(url, text, folder, problems)
+    try:
+        data = _parse_yaml(text) if url.endswith((".yaml", ".yml")) else json.loads(text)
+    except ValueError as error:
+        problems.append(f"{url}: invalid {'YAML' if url.endswith(('.yaml', '.yml')) else 'JSON'}: {error}")
+        return []
+    if isinstance(data, list):
+        return [SpecEntry(item, f"{url}:{index}", folder) for index, item in enumerate(data)]
+    if isinstance(data, dict) and "samples" in data:
+        try:
+            return [SpecEntry(item, f"{url}:samples.{name}", folder) for name, item in expand_legacy(data).items()]
+        except ValueError as error:
+            problems.append(f"{url}: {error}")
+            return []
+    return [SpecEntry(data, url, folder)]
+
+
+def _parse_yaml(text: str) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError("reading YAML spec files needs the pyyaml package") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(str(error)) from None
+
+
+def _read_json_lines(url: str, text: str, folder: str, problems: list[str]) -> list[SpecEntry]:
+    entries = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(SpecEntry(json.loads(line), f"{url}:{line_number}", folder))
+        except ValueError as error:
+            problems.append(f"{url}:{line_number}: invalid JSON: {error}")
+    return entries
+
+
+def _duplicate_names(specs: Sequence[tuple[GenerationSpec, str]]) -> list[str]:
+    """Like the official CLI, sample names must be unique across all files."""
+    first_source: dict[str, str] = {}
+    problems = []
+    for spec, source in specs:
+        if spec.name in first_source:
+            problems.append(f"sample {spec.name!r} ({source}): field 'name' is not unique "
+                            f"(also used in {first_source[spec.name]})")
+        else:
+            first_source[spec.name] = source
+    return problems

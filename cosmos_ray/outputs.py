@@ -1,0 +1,195 @@
+"""Where generated videos and their records go, on any fsspec URL.
+
+Layout under the output root (see docs/outputs.md):
+
+    videos/{sample_id}.mp4            the video
+    meta/{sample_id}.json             its record; written last, so it is the commit marker
+    runs/{run_id}/metadata.parquet    one row per manifest row of a run: ok, failed or skipped
+
+A sample is done when its record exists with status "ok"; a rerun skips it. The batch pipeline, the Serve
+app and the local CLI all write through `OutputStore`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cosmos_ray import storage
+from cosmos_ray.spec import GenerationSpec
+
+OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+
+RUN_TABLE_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("name", pa.string()),
+        ("status", pa.string()),
+        ("video_url", pa.string()),
+        ("error", pa.string()),
+        ("source", pa.string()),
+        ("spec_json", pa.string()),
+        ("metadata_json", pa.string()),
+        ("finished_at", pa.string()),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    """What happened to one sample. The JSON form is the meta file; the row form is a run-table row."""
+
+    sample_id: str | None  # None when the manifest row is not a valid spec
+    name: str
+    status: str  # OK | FAILED | SKIPPED
+    video_url: str | None = None
+    error: str | None = None
+    source: str = ""  # where the spec came from, e.g. "specs.jsonl:3"
+    spec_json: str | None = None  # canonical spec JSON (or the raw row text when it did not parse)
+    metadata: dict[str, Any] = field(default_factory=dict)  # seed, model, timings per stage, ...
+    finished_at: str = ""  # ISO 8601, UTC
+
+    def to_json(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, data: bytes) -> OutputRecord:
+        return cls(**json.loads(data))
+
+    def to_row(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        row["metadata_json"] = json.dumps(row.pop("metadata"), sort_keys=True)
+        return row
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> OutputRecord:
+        fields = dict(row)
+        fields["metadata"] = json.loads(fields.pop("metadata_json") or "{}")
+        return cls(**fields)
+
+
+class OutputStore:
+    """Videos, per-sample records and run tables under one root URL."""
+
+    def __init__(self, root_url: str, storage_options: dict | None = None):
+        self.root_url = storage.resolve_url(root_url)
+        self.storage_options = storage_options
+
+    def video_url(self, sample_id: str) -> str:
+        return storage.join_url(self.root_url, "videos", f"{sample_id}.mp4")
+
+    def meta_url(self, sample_id: str) -> str:
+        return storage.join_url(self.root_url, "meta", f"{sample_id}.json")
+
+    def run_table_url(self, run_id: str) -> str:
+        return storage.join_url(self.root_url, "runs", run_id, "metadata.parquet")
+
+    def read_record(self, sample_id: str) -> OutputRecord | None:
+        """The committed record of `sample_id`, or None if there is none (or it is unreadable)."""
+        url = self.meta_url(sample_id)
+        try:
+            return OutputRecord.from_json(storage.read_bytes(url, self.storage_options))
+        except (FileNotFoundError, ValueError, TypeError):  # missing, or a damaged or foreign file
+            return None
+
+    def is_done(self, sample_id: str) -> bool:
+        """True when `sample_id` has a committed record with status "ok"."""
+        record = self.read_record(sample_id)
+        return record is not None and record.status == OK
+
+    def write_ok(
+        self, spec: GenerationSpec, mp4_bytes: bytes, metadata: Mapping[str, Any], *, source: str = ""
+    ) -> OutputRecord:
+        """Write the video, then its record (the commit marker). Returns the record."""
+        record = OutputRecord(
+            sample_id=spec.sample_id,
+            name=spec.name,
+            status=OK,
+            video_url=self.video_url(spec.sample_id),
+            source=source,
+            spec_json=spec.to_json(),
+            metadata=_json_ready(metadata, spec.sample_id),
+            finished_at=_now(),
+        )
+        storage.write_bytes_atomic(record.video_url, mp4_bytes, self.storage_options)
+        storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json(), self.storage_options)
+        return record
+
+    def write_failure(
+        self,
+        sample: GenerationSpec | Mapping[str, Any],
+        error: BaseException | str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        source: str = "",
+    ) -> OutputRecord:
+        """Record a failure. `sample` is the spec, or the manifest row when the row is not a valid spec.
+
+        A failed spec gets a meta file (status "failed", so a rerun tries it again); an invalid row has no
+        sample id and only appears in the run table.
+        """
+        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        if isinstance(sample, GenerationSpec):
+            sample_id, name, spec_json = sample.sample_id, sample.name, sample.to_json()
+        else:
+            sample_id, name, spec_json = None, str(sample.get("name") or ""), sample.get("spec_json")
+            source = source or str(sample.get("source") or "")
+        record = OutputRecord(
+            sample_id=sample_id,
+            name=name,
+            status=FAILED,
+            error=message,
+            source=source,
+            spec_json=spec_json,
+            metadata=_json_ready(metadata or {}, sample_id or name),
+            finished_at=_now(),
+        )
+        if sample_id is not None:
+            storage.write_bytes_atomic(self.meta_url(sample_id), record.to_json(), self.storage_options)
+        return record
+
+    def skipped(self, spec: GenerationSpec, *, source: str = "") -> OutputRecord:
+        """The run-table record of a sample that was already done (nothing is written)."""
+        return OutputRecord(
+            sample_id=spec.sample_id,
+            name=spec.name,
+            status=SKIPPED,
+            video_url=self.video_url(spec.sample_id),
+            source=source,
+            spec_json=spec.to_json(),
+            finished_at=_now(),
+        )
+
+    def write_run_table(self, run_id: str, records: Iterable[OutputRecord]) -> str:
+        """Write every record of a run to `runs/{run_id}/metadata.parquet` atomically; returns its URL."""
+        if not run_id or "/" in run_id or run_id in (".", ".."):
+            raise ValueError(f"run_id must be a non-empty name without '/', got {run_id!r}")
+        table = pa.Table.from_pylist([r.to_row() for r in records], schema=RUN_TABLE_SCHEMA)
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        url = self.run_table_url(run_id)
+        storage.write_bytes_atomic(url, buffer.getvalue(), self.storage_options)
+        return url
+
+    def read_run_table(self, run_id: str) -> list[OutputRecord]:
+        data = storage.read_bytes(self.run_table_url(run_id), self.storage_options)
+        return [OutputRecord.from_row(row) for row in pq.read_table(pa.BufferReader(data)).to_pylist()]
+
+
+def _json_ready(metadata: Mapping[str, Any], sample: str) -> dict[str, Any]:
+    try:
+        return json.loads(json.dumps(dict(metadata)))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata of sample {sample} is not JSON-serializable: {error}") from None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")

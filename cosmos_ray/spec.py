@@ -1,0 +1,290 @@
+"""The generation spec: one sample of the official Cosmos-Predict2.5 inference JSON.
+
+`GenerationSpec.from_dict` accepts the official per-sample format
+(`{"inference_type": ..., "name": ..., "prompt" | "prompt_path": ..., "input_path": ..., ...}`) with the
+official defaults, plus two fields of our own: `fps` of the written video and `num_conditional_frames`.
+Anything invalid raises `SpecError` naming the sample, the field and the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import posixpath
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from cosmos_ray import storage
+
+DEFAULT_NEGATIVE_PROMPT = (
+    "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
+    "over-saturation, shaky footage, low resolution, grainy texture, pixelated images, poorly lit areas, "
+    "underexposed and overexposed scenes, poor color balance, washed out colors, choppy sequences, jerky "
+    "movements, low frame rate, artifacting, color banding, unnatural transitions, outdated special effects, "
+    "fake elements, unconvincing visuals, poorly edited content, jump cuts, visual noise, and flickering. "
+    "Overall, the video is of poor quality."
+)
+
+INFERENCE_TYPES = ("text2world", "image2world", "video2world")
+
+# Latent conditional frames each inference type allows; the first is the official default.
+CONDITIONAL_FRAMES = {"text2world": (0,), "image2world": (1,), "video2world": (2, 1)}
+
+INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".mp4")
+
+URL_SCHEMES = ("file", "s3", "gs", "gcs", "az", "abfs", "memory", "http", "https")
+
+MAX_GUIDANCE = 7
+MAX_FPS = 240
+
+# Fields of the official CLI that cosmos-ray does not implement. They are accepted at their official
+# default (where they change nothing) and rejected otherwise.
+UNSUPPORTED_FIELDS = {
+    "enable_autoregressive": (False, "autoregressive sliding-window generation"),
+    "chunk_size": (77, "autoregressive chunking"),
+    "chunk_overlap": (1, "autoregressive chunking"),
+}
+
+# Official run-level settings: valid on the official command line, never inside a sample.
+RUN_SETTINGS = (
+    "output_dir", "model", "checkpoint_path", "experiment", "config_file", "context_parallel_size",
+    "offload_diffusion_model", "offload_tokenizer", "offload_text_encoder", "disable_guardrails",
+    "offload_guardrail_models", "keep_going", "profile",
+)
+
+# Fields of the official multiview inference format.
+MULTIVIEW_FIELDS = (
+    "n_views", "num_input_frames", "control_weight", "stack_mode",
+    "front_wide", "rear", "rear_left", "rear_right", "cross_left", "cross_right", "front_tele",
+)
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used, with the sample, field and reason in the message."""
+
+    def __init__(self, sample: str, field: str, reason: str):
+        self.sample = sample
+        self.field = field
+        self.reason = reason
+        where = f"field '{field}' " if field else ""
+        super().__init__(f"sample {sample}: {where}{reason}")
+
+
+@dataclass(frozen=True)
+class GenerationSpec:
+    """One video to generate. Construct through `from_dict`; direct construction is validated too."""
+
+    inference_type: str
+    name: str
+    prompt: str
+    input_path: str | None = None  # fsspec URL or absolute local path; required for image/video2world
+    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
+    seed: int = 0
+    guidance: int = 7  # 0..7; 0 skips the unconditional pass
+    resolution: str = "none"  # "none" (model's trained resolution) or "H,W"
+    num_output_frames: int = 77  # 1 + 4k
+    num_steps: int = 35
+    fps: int = 16
+    num_conditional_frames: int | None = None  # latent frames kept clean; None -> by inference_type
+
+    def __post_init__(self) -> None:
+        sample = repr(self.name)
+        _check_types(self, sample)
+        if self.inference_type not in INFERENCE_TYPES:
+            raise SpecError(sample, "inference_type",
+                            f"must be one of {', '.join(INFERENCE_TYPES)}, got {self.inference_type!r}")
+        if self.inference_type == "text2world":
+            object.__setattr__(self, "input_path", None)  # official: optional and ignored for text2world
+        if self.num_conditional_frames is None:
+            object.__setattr__(self, "num_conditional_frames", CONDITIONAL_FRAMES[self.inference_type][0])
+        object.__setattr__(self, "resolution", _normalize_resolution(self.resolution, sample))
+        _check_values(self, sample)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Any,
+        *,
+        source: str = "",
+        base_dir: str | None = None,
+        storage_options: dict | None = None,
+    ) -> GenerationSpec:
+        """Parse one official inference JSON object.
+
+        `source` names where it came from (e.g. "specs.jsonl:3") for error messages. Relative `input_path`
+        and `prompt_path` are resolved against `base_dir` (the spec file's folder; default: working
+        directory); `prompt_path` is read through fsspec with `storage_options` and stripped.
+        """
+        sample = _sample_label(data, source)
+        if not isinstance(data, dict):
+            raise SpecError(sample, "", f"is not a JSON object but {type(data).__name__}")
+        fields = _drop_unsupported(data, sample)
+        if "prompt" not in fields and "prompt_path" in fields:
+            fields["prompt"] = _read_prompt(fields["prompt_path"], sample, base_dir, storage_options)
+        fields.pop("prompt_path", None)
+        for required in ("inference_type", "name", "prompt"):
+            if required not in fields:
+                hint = " (or 'prompt_path')" if required == "prompt" else ""
+                raise SpecError(sample, required, f"is required{hint}")
+        input_path = fields.get("input_path")
+        if isinstance(input_path, str) and input_path:
+            fields["input_path"] = storage.resolve_url(input_path, base_dir)
+        try:
+            return cls(**fields)
+        except SpecError as error:
+            raise SpecError(sample, error.field, error.reason) from None
+
+    def to_dict(self) -> dict:
+        """All fields as a JSON-ready dict; `from_dict(spec.to_dict()) == spec`."""
+        data = dataclasses.asdict(self)
+        if data["input_path"] is None:
+            del data["input_path"]
+        return data
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys) of `to_dict()`; the form stored in manifests and records."""
+        return json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+
+    @property
+    def sample_id(self) -> str:
+        """"{safe name}-{12 hex}": the hash covers every field that changes the output (all but `name`)."""
+        content = self.to_dict()
+        del content["name"]
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+        return f"{safe_name(self.name)}-{digest}"
+
+    @property
+    def height_width(self) -> tuple[int, int] | None:
+        """(H, W) of `resolution`, or None for the model's trained resolution."""
+        if self.resolution == "none":
+            return None
+        height, width = self.resolution.split(",")
+        return int(height), int(width)
+
+
+def safe_name(name: str, max_length: int = 64) -> str:
+    """`name` reduced to characters safe in any file system or object key."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:max_length]
+    return cleaned or "sample"
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "inference_type": (str,),
+    "name": (str,),
+    "prompt": (str,),
+    "input_path": (str, type(None)),
+    "negative_prompt": (str,),
+    "seed": (int,),
+    "guidance": (int,),
+    "resolution": (str,),
+    "num_output_frames": (int,),
+    "num_steps": (int,),
+    "fps": (int,),
+    "num_conditional_frames": (int, type(None)),
+}
+
+_TYPE_NAMES = {str: "a string", int: "an integer", type(None): "null"}
+
+
+def _check_types(spec: GenerationSpec, sample: str) -> None:
+    for field, allowed in _TYPES.items():
+        value = getattr(spec, field)
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            expected = " or ".join(_TYPE_NAMES[t] for t in allowed)
+            raise SpecError(sample, field, f"must be {expected}, got {type(value).__name__} {value!r}")
+
+
+def _check_values(spec: GenerationSpec, sample: str) -> None:
+    if not spec.name.strip():
+        raise SpecError(sample, "name", "must not be empty")
+    _check_input_path(spec, sample)
+    if spec.seed < 0 or spec.seed >= 2**32:
+        raise SpecError(sample, "seed", f"must be in 0..{2**32 - 1} (a numpy RandomState seed), got {spec.seed}")
+    if not 0 <= spec.guidance <= MAX_GUIDANCE:
+        raise SpecError(sample, "guidance", f"must be in 0..{MAX_GUIDANCE}, got {spec.guidance}")
+    if spec.num_output_frames < 1 or (spec.num_output_frames - 1) % 4:
+        raise SpecError(sample, "num_output_frames",
+                        f"must be 1 + 4k (1, 5, ..., 77, 93), got {spec.num_output_frames}")
+    if spec.num_steps < 1:
+        raise SpecError(sample, "num_steps", f"must be at least 1, got {spec.num_steps}")
+    if not 1 <= spec.fps <= MAX_FPS:
+        raise SpecError(sample, "fps", f"must be in 1..{MAX_FPS}, got {spec.fps}")
+    allowed = CONDITIONAL_FRAMES[spec.inference_type]
+    if spec.num_conditional_frames not in allowed:
+        choices = " or ".join(str(n) for n in sorted(allowed))
+        raise SpecError(sample, "num_conditional_frames",
+                        f"must be {choices} for {spec.inference_type}, got {spec.num_conditional_frames}")
+
+
+def _check_input_path(spec: GenerationSpec, sample: str) -> None:
+    if spec.inference_type == "text2world":
+        return
+    if not spec.input_path:
+        raise SpecError(sample, "input_path", f"is required for {spec.inference_type}")
+    scheme = storage.url_scheme(spec.input_path)
+    if scheme is not None and scheme not in URL_SCHEMES:
+        raise SpecError(sample, "input_path", f"has URL scheme '{scheme}://', which is not supported "
+                                              f"(use a local path or one of {', '.join(URL_SCHEMES)})")
+    path = urlsplit(spec.input_path).path if scheme in ("http", "https") else spec.input_path  # drop ?query
+    extension = posixpath.splitext(path)[1].lower()
+    if extension not in INPUT_EXTENSIONS:
+        raise SpecError(sample, "input_path", f"has extension {extension or '(none)'!r}, which is not an image or "
+                                              f"video (one of {', '.join(INPUT_EXTENSIONS)})")
+
+
+def _normalize_resolution(resolution: str, sample: str) -> str:
+    """"none", or "H,W" with both multiples of 16 (spaces around the numbers are dropped)."""
+    if resolution == "none":
+        return resolution
+    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", resolution)
+    if match is None:
+        raise SpecError(sample, "resolution", f'must be "none" or "H,W" (e.g. "704,1280"), got {resolution!r}')
+    height, width = int(match.group(1)), int(match.group(2))
+    if height < 16 or width < 16 or height % 16 or width % 16:
+        raise SpecError(sample, "resolution", f"must have a height and width that are positive multiples of 16, got {resolution!r}")
+    return f"{height},{width}"
+
+
+def _drop_unsupported(data: dict, sample: str) -> dict:
+    """Copy of `data` without official no-op fields; raise for every field cosmos-ray cannot honour."""
+    known = {f.name for f in dataclasses.fields(GenerationSpec)} | {"prompt_path"}
+    fields = {}
+    for key, value in data.items():
+        if key in UNSUPPORTED_FIELDS:
+            default, reason = UNSUPPORTED_FIELDS[key]
+            if value != default or type(value) is not type(default):
+                raise SpecError(sample, key, f"is not supported by cosmos-ray: {reason} (only {json.dumps(default)} is accepted)")
+        elif key in RUN_SETTINGS:
+            raise SpecError(sample, key, "is a run setting of the official CLI, not a sample field; "
+                                         "pass it to the cosmos-ray job instead")
+        elif key in MULTIVIEW_FIELDS:
+            raise SpecError(sample, key, "belongs to the official multiview format, which cosmos-ray does not support")
+        elif key == "samples":
+            raise SpecError(sample, key, "belongs to the older official multi-sample file format; "
+                                         "cosmos_ray.manifest.load_spec_file expands such files")
+        elif key not in known:
+            raise SpecError(sample, key, f"is not a known field (known: {', '.join(sorted(known))})")
+        else:
+            fields[key] = value
+    return fields
+
+
+def _read_prompt(prompt_path: Any, sample: str, base_dir: str | None, storage_options: dict | None) -> str:
+    if not isinstance(prompt_path, str) or not prompt_path:
+        raise SpecError(sample, "prompt_path", f"must be a non-empty string, got {prompt_path!r}")
+    url = storage.resolve_url(prompt_path, base_dir)
+    try:
+        return storage.read_text(url, storage_options).strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(sample, "prompt_path", f"cannot be read from {url}: {error}") from None
+
+
+def _sample_label(data: Any, source: str) -> str:
+    name = data.get("name") if isinstance(data, dict) else None
+    if isinstance(name, str) and name:
+        return f"{name!r} ({source})" if source else repr(name)
+    return source or "(unnamed)"

@@ -1,0 +1,128 @@
+"""Small fsspec helpers shared by the spec, manifest and output code.
+
+Every function takes a URL (a local path, `file://`, `s3://`, `gs://`, `memory://`, ...) and an optional
+`storage_options` dict that is passed unchanged to the fsspec filesystem of remote URLs (credentials,
+`client_kwargs` with an `endpoint_url`, ...) and ignored for local paths, so one dict can serve a job that
+reads local specs and writes to a bucket. Callers thread it from the job's command line down to these helpers.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+import tempfile
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def url_scheme(url: str) -> str | None:
+    """The scheme of `url` ("s3", "file", ...) or None for a plain local path."""
+    match = _SCHEME.match(url)
+    return match.group(1).lower() if match else None
+
+
+def is_local(url: str) -> bool:
+    """True for plain paths and `file://` URLs."""
+    return url_scheme(url) in (None, "file")
+
+
+def join_url(base: str, *parts: str) -> str:
+    """Join path parts onto a local path or URL with "/" (`join_url("s3://b/out", "meta", "x.json")`)."""
+    url = base
+    for part in parts:
+        url = url.rstrip("/") + "/" + part.lstrip("/")
+    return url
+
+
+def parent_url(url: str) -> str:
+    """The folder holding `url` (`s3://b/specs/a.json` -> `s3://b/specs`)."""
+    scheme = url_scheme(url)
+    if scheme is None:
+        return os.path.dirname(os.path.abspath(url))
+    prefix = f"{scheme}://"
+    return prefix + posixpath.dirname(url[len(prefix):].rstrip("/"))
+
+
+def resolve_url(path: str, base: str | None = None) -> str:
+    """Make a relative local path absolute against `base` (a folder path or URL), else the working directory.
+
+    URLs with a scheme and absolute local paths are returned unchanged; `~` is expanded.
+    """
+    if url_scheme(path) is not None:
+        return path
+    path = os.path.expanduser(path)
+    if os.path.isabs(path):
+        return path
+    if base is None or is_local(base):
+        folder = os.getcwd() if base is None else _local_path(base)
+        return os.path.normpath(os.path.join(folder, path))
+    return join_url(base, path)
+
+
+def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem for `url` and the path inside it; `storage_options` only reach remote ones."""
+    options = {} if is_local(url) else (storage_options or {})
+    return fsspec.core.url_to_fs(url, **options)
+
+
+def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
+    """The whole content of the object or file at `url`."""
+    fs, path = filesystem(url, storage_options)
+    return fs.cat_file(path)
+
+
+def read_text(url: str, storage_options: dict | None = None) -> str:
+    """The content of `url` decoded as UTF-8."""
+    return read_bytes(url, storage_options).decode("utf-8")
+
+
+def exists(url: str, storage_options: dict | None = None) -> bool:
+    """True when a file or object exists at `url`."""
+    fs, path = filesystem(url, storage_options)
+    return fs.exists(path)
+
+
+def glob_urls(pattern: str, storage_options: dict | None = None) -> list[str]:
+    """Sorted URLs of the files matching a glob (`*`, `?`, `[...]`, `**`), in the pattern's own form."""
+    fs, path = filesystem(pattern, storage_options)
+    matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+    if is_local(pattern):
+        return matches
+    return [fs.unstrip_protocol(p) for p in matches]
+
+
+def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = None) -> None:
+    """Write `data` to `url` so that readers see either nothing or the whole content.
+
+    Local files: write a temporary file in the same folder, fsync, then `os.replace` onto the target.
+    Object stores: one `pipe_file` call, which uploads the whole object; stores only make an object visible
+    once its upload completes, so a partial object is never observable.
+    """
+    fs, path = filesystem(url, storage_options)
+    if isinstance(fs, LocalFileSystem):
+        _write_local_atomic(path, data)
+    else:
+        fs.pipe_file(path, data)
+
+
+def _write_local_atomic(path: str, data: bytes) -> None:
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        os.unlink(tmp_path)
+        raise
+
+
+def _local_path(url: str) -> str:
+    return url[len("file://"):] if url.startswith("file://") else os.path.expanduser(url)

@@ -1,0 +1,280 @@
+"""GenerationSpec: official defaults, every rejection path (message checked), prompt_path, sample_id."""
+
+import dataclasses
+import os
+import re
+
+import pytest
+
+from cosmos_ray.spec import DEFAULT_NEGATIVE_PROMPT, GenerationSpec, SpecError, safe_name
+
+TEXT = {"inference_type": "text2world", "name": "snowy_stop_light", "prompt": "A stop light in the snow."}
+IMAGE = {"inference_type": "image2world", "name": "bus", "prompt": "A bus.", "input_path": "/data/bus.jpg"}
+VIDEO = {"inference_type": "video2world", "name": "pour", "prompt": "A robot.", "input_path": "/data/pour.mp4"}
+
+
+def parse(base: dict, **changes) -> GenerationSpec:
+    return GenerationSpec.from_dict({**base, **changes}, source="specs.jsonl:4")
+
+
+def rejects(data, match: str, **kwargs) -> SpecError:
+    with pytest.raises(SpecError, match=match) as info:
+        GenerationSpec.from_dict(data, **kwargs)
+    return info.value
+
+
+def test_official_defaults():
+    spec = parse(TEXT)
+    assert spec.negative_prompt == DEFAULT_NEGATIVE_PROMPT
+    assert spec.negative_prompt.startswith("The video captures a series of frames showing ugly scenes")
+    assert spec.negative_prompt.endswith("Overall, the video is of poor quality.")
+    assert (spec.seed, spec.guidance, spec.num_steps) == (0, 7, 35)
+    assert (spec.resolution, spec.num_output_frames, spec.fps) == ("none", 77, 16)
+    assert spec.input_path is None
+    assert spec.height_width is None
+
+
+@pytest.mark.parametrize("base, frames", [(TEXT, 0), (IMAGE, 1), (VIDEO, 2)])
+def test_conditional_frames_default_by_inference_type(base, frames):
+    assert parse(base).num_conditional_frames == frames
+
+
+def test_every_field_is_kept():
+    data = {**VIDEO, "negative_prompt": "blurry", "seed": 42, "guidance": 0, "resolution": "480,640",
+            "num_output_frames": 93, "num_steps": 4, "fps": 24, "num_conditional_frames": 1}
+    spec = parse(data)
+    assert spec.to_dict() == data
+    assert spec.height_width == (480, 640)
+
+
+def test_round_trip_through_dict():
+    for base in (TEXT, IMAGE, VIDEO):
+        spec = parse(base, seed=3)
+        assert GenerationSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_official_noop_fields_are_accepted_and_dropped():
+    spec = parse(TEXT, enable_autoregressive=False, chunk_size=77, chunk_overlap=1)
+    assert spec == parse(TEXT)
+
+
+def test_text2world_ignores_input_path():
+    assert parse(TEXT, input_path="/data/ignored.png").input_path is None
+
+
+def test_resolution_spaces_are_normalized():
+    assert parse(TEXT, resolution=" 704, 1280 ").resolution == "704,1280"
+
+
+def test_relative_input_path_resolves_against_base_dir(tmp_path):
+    local = GenerationSpec.from_dict({**IMAGE, "input_path": "media/bus.jpg"}, base_dir=str(tmp_path))
+    assert local.input_path == os.path.join(str(tmp_path), "media", "bus.jpg")
+    remote = GenerationSpec.from_dict({**IMAGE, "input_path": "bus.jpg"}, base_dir="s3://bucket/specs")
+    assert remote.input_path == "s3://bucket/specs/bus.jpg"
+    url = GenerationSpec.from_dict({**IMAGE, "input_path": "gs://b/x.png"}, base_dir=str(tmp_path))
+    assert url.input_path == "gs://b/x.png"
+
+
+def test_relative_input_path_without_base_dir_uses_working_directory():
+    spec = GenerationSpec.from_dict({**IMAGE, "input_path": "bus.jpg"})
+    assert spec.input_path == os.path.join(os.getcwd(), "bus.jpg")
+
+
+def test_prompt_path_is_read_stripped_relative_to_base_dir(tmp_path):
+    (tmp_path / "prompt.txt").write_text("  A quiet street.\n\n")
+    data = {"inference_type": "text2world", "name": "street", "prompt_path": "prompt.txt"}
+    spec = GenerationSpec.from_dict(data, base_dir=str(tmp_path))
+    assert spec.prompt == "A quiet street."
+    assert "prompt_path" not in spec.to_dict()
+
+
+def test_prompt_wins_over_prompt_path_like_official():
+    spec = parse(TEXT, prompt_path="never-read.txt")
+    assert spec.prompt == TEXT["prompt"]
+
+
+def test_prompt_path_through_memory_filesystem():
+    from cosmos_ray import storage
+
+    storage.write_bytes_atomic("memory://specs-test/p.txt", b"From memory.\n")
+    data = {"inference_type": "text2world", "name": "m", "prompt_path": "p.txt"}
+    assert GenerationSpec.from_dict(data, base_dir="memory://specs-test").prompt == "From memory."
+
+
+def test_sample_id_is_name_plus_content_hash():
+    spec = parse(TEXT)
+    name, digest = spec.sample_id.rsplit("-", 1)
+    assert name == "snowy_stop_light" and len(digest) == 12 and int(digest, 16) >= 0
+    assert parse(TEXT).sample_id == spec.sample_id
+    assert parse(TEXT, seed=1).sample_id != spec.sample_id
+    assert parse(TEXT, fps=24).sample_id != spec.sample_id
+    # The name is not part of the hash: renaming keeps the digest.
+    assert parse(TEXT, name="other").sample_id.endswith(digest)
+
+
+def test_safe_name():
+    assert safe_name("robot pouring/../x!") == "robot_pouring_.._x"
+    assert safe_name("...") == "sample"
+    assert len(safe_name("a" * 300)) == 64
+
+
+def test_direct_construction_is_validated():
+    assert GenerationSpec("video2world", "v", "p", "/x.mp4").num_conditional_frames == 2
+    with pytest.raises(SpecError, match="field 'guidance' must be in 0..7, got 8"):
+        GenerationSpec("text2world", "t", "p", guidance=8)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parse(TEXT).seed = 3
+
+
+# --- rejections: sample, field and reason are in the message -------------------------------------------------
+
+LABEL = r"sample 'snowy_stop_light' \(specs.jsonl:4\): "
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"inference_type": "world2world"}, "field 'inference_type' must be one of text2world, image2world, "
+                                            "video2world, got 'world2world'"),
+        ({"seed": -1}, r"field 'seed' must be in 0..4294967295 \(a numpy RandomState seed\), got -1"),
+        ({"seed": 2**32}, "field 'seed' must be in 0..4294967295"),
+        ({"guidance": -1}, r"field 'guidance' must be in 0..7, got -1"),
+        ({"guidance": 8}, r"field 'guidance' must be in 0..7, got 8"),
+        ({"num_output_frames": 0}, r"field 'num_output_frames' must be 1 \+ 4k .*got 0"),
+        ({"num_output_frames": 78}, r"field 'num_output_frames' must be 1 \+ 4k .*got 78"),
+        ({"num_steps": 0}, "field 'num_steps' must be at least 1, got 0"),
+        ({"fps": 0}, r"field 'fps' must be in 1..240, got 0"),
+        ({"fps": 241}, r"field 'fps' must be in 1..240, got 241"),
+        ({"num_conditional_frames": 1}, "field 'num_conditional_frames' must be 0 for text2world, got 1"),
+        ({"resolution": "720p"}, "field 'resolution' must be \"none\" or \"H,W\""),
+        ({"resolution": "704,1281"}, "field 'resolution' must have a height and width that are positive "
+                                     "multiples of 16, got '704,1281'"),
+        ({"resolution": "0,1280"}, "field 'resolution' must have a height and width that are positive"),
+    ],
+)
+def test_out_of_range(changes, message):
+    rejects({**TEXT, **changes}, LABEL + message, source="specs.jsonl:4")
+
+
+def test_empty_name():
+    rejects({**TEXT, "name": "  "}, r"field 'name' must not be empty")
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("seed", "1", "an integer, got str '1'"),
+        ("seed", 1.0, "an integer, got float 1.0"),
+        ("guidance", True, "an integer, got bool True"),
+        ("num_steps", None, "an integer, got NoneType None"),
+        ("num_output_frames", [77], "an integer, got list"),
+        ("fps", 16.5, "an integer, got float 16.5"),
+        ("prompt", 3, "a string, got int 3"),
+        ("negative_prompt", None, "a string, got NoneType None"),
+        ("resolution", [704, 1280], "a string, got list"),
+        ("inference_type", 1, "a string, got int 1"),
+        ("num_conditional_frames", "2", "an integer or null, got str '2'"),
+    ],
+)
+def test_wrong_type(field, value, expected):
+    rejects({**TEXT, field: value}, LABEL + f"field '{field}' must be {expected}", source="specs.jsonl:4")
+
+
+def test_wrong_type_name_and_input_path():
+    rejects({**TEXT, "name": 5}, r"sample specs.jsonl:4: field 'name' must be a string, got int 5",
+            source="specs.jsonl:4")
+    rejects({**IMAGE, "input_path": 5}, r"field 'input_path' must be a string or null, got int 5")
+
+
+def test_not_an_object():
+    rejects(["a"], r"^sample specs.jsonl:4: is not a JSON object but list$", source="specs.jsonl:4")
+    rejects("x", r"^sample \(unnamed\): is not a JSON object but str$")
+
+
+@pytest.mark.parametrize("field", ["inference_type", "name"])
+def test_missing_required(field):
+    data = {k: v for k, v in TEXT.items() if k != field}
+    rejects(data, f"field '{field}' is required$")
+
+
+def test_missing_prompt():
+    data = {k: v for k, v in TEXT.items() if k != "prompt"}
+    rejects(data, LABEL + r"field 'prompt' is required \(or 'prompt_path'\)", source="specs.jsonl:4")
+
+
+@pytest.mark.parametrize("base", [IMAGE, VIDEO])
+def test_missing_input_path(base):
+    data = {k: v for k, v in base.items() if k != "input_path"}
+    rejects(data, f"sample '{base['name']}': field 'input_path' is required for {base['inference_type']}")
+    rejects({**data, "input_path": ""}, "field 'input_path' is required")
+    rejects({**data, "input_path": None}, "field 'input_path' is required")
+
+
+def test_unknown_field():
+    rejects({**TEXT, "guidence": 3}, LABEL + r"field 'guidence' is not a known field \(known: .*guidance",
+            source="specs.jsonl:4")
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("enable_autoregressive", True, r"autoregressive sliding-window generation \(only false is accepted\)"),
+        ("chunk_size", 61, r"autoregressive chunking \(only 77 is accepted\)"),
+        ("chunk_overlap", 5, r"autoregressive chunking \(only 1 is accepted\)"),
+    ],
+)
+def test_unsupported_official_fields(field, value, reason):
+    rejects({**TEXT, field: value}, f"field '{field}' is not supported by cosmos-ray: {reason}")
+
+
+@pytest.mark.parametrize("field", ["model", "checkpoint_path", "context_parallel_size", "disable_guardrails"])
+def test_run_settings_are_not_sample_fields(field):
+    rejects({**TEXT, field: "x"}, f"field '{field}' is a run setting of the official CLI, not a sample field")
+
+
+@pytest.mark.parametrize("field", ["n_views", "num_input_frames", "front_wide"])
+def test_multiview_fields(field):
+    rejects({**TEXT, field: 1}, f"field '{field}' belongs to the official multiview format")
+
+
+def test_older_samples_format_points_to_the_expander():
+    rejects({"inference_type": "text2world", "samples": {}}, "field 'samples' belongs to the older official")
+
+
+@pytest.mark.parametrize("url", ["ftp://host/a.mp4", "hdfs://nn/a.mp4", "ssh://h/a.png"])
+def test_unsupported_url_scheme(url):
+    scheme = url.split("://")[0]
+    rejects({**VIDEO, "input_path": url}, f"field 'input_path' has URL scheme '{scheme}://', which is not supported")
+
+
+@pytest.mark.parametrize(
+    "url", ["file:///d/a.mp4", "s3://b/a.mp4", "gs://b/a.png", "gcs://b/a.jpg", "az://c/a.jpeg",
+            "abfs://c/a.webp", "memory://a.mp4", "http://h/a.mp4", "https://h/a.PNG"],
+)
+def test_supported_url_schemes(url):
+    assert parse(VIDEO, input_path=url).input_path == url
+
+
+@pytest.mark.parametrize("path, shown", [("/d/a.gif", "'.gif'"), ("/d.mp4/video", "'(none)'")])
+def test_input_extension(path, shown):
+    message = re.escape(f"field 'input_path' has extension {shown}, which is not an image or video (one of .png,")
+    rejects({**IMAGE, "input_path": path}, message)
+
+
+def test_input_extension_ignores_url_query():
+    assert parse(VIDEO, input_path="https://h/a.mp4?sig=1").input_path == "https://h/a.mp4?sig=1"
+
+
+def test_video2world_conditional_frames():
+    assert parse(VIDEO, num_conditional_frames=1).num_conditional_frames == 1
+    rejects({**VIDEO, "num_conditional_frames": 3}, "field 'num_conditional_frames' must be 1 or 2 for video2world")
+    rejects({**IMAGE, "num_conditional_frames": 2}, "field 'num_conditional_frames' must be 1 for image2world")
+
+
+def test_prompt_path_errors(tmp_path):
+    base = {"inference_type": "text2world", "name": "p"}
+    rejects({**base, "prompt_path": "missing.txt"},
+            f"sample 'p': field 'prompt_path' cannot be read from {tmp_path}/missing.txt", base_dir=str(tmp_path))
+    rejects({**base, "prompt_path": 3}, "field 'prompt_path' must be a non-empty string, got 3")
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
+    rejects({**base, "prompt_path": "bad.txt"}, "field 'prompt_path' cannot be read", base_dir=str(tmp_path))

@@ -1,0 +1,93 @@
+"""fsspec helpers on local paths, file:// URLs, memory:// and a moto S3 server."""
+
+import os
+
+import pytest
+
+from cosmos_ray import storage
+pytest_plugins = ("tests.moto_s3",)  # the s3_bucket fixture
+
+
+def test_url_scheme_and_is_local():
+    assert storage.url_scheme("/a/b") is None
+    assert storage.url_scheme("S3://b/k") == "s3"
+    assert storage.is_local("file:///a") and storage.is_local("rel/a") and not storage.is_local("gs://b/a")
+
+
+def test_join_and_parent_url():
+    assert storage.join_url("s3://b/out/", "/meta", "x.json") == "s3://b/out/meta/x.json"
+    assert storage.join_url("/tmp/out", "videos", "a.mp4") == "/tmp/out/videos/a.mp4"
+    assert storage.parent_url("s3://b/specs/a.json") == "s3://b/specs"
+    assert storage.parent_url("/x/specs/a.json") == "/x/specs"
+
+
+def test_resolve_url(tmp_path):
+    assert storage.resolve_url("a.mp4", str(tmp_path)) == str(tmp_path / "a.mp4")
+    assert storage.resolve_url("../a.mp4", f"file://{tmp_path}/specs") == str(tmp_path / "a.mp4")
+    assert storage.resolve_url("media/a.mp4", "s3://b/specs") == "s3://b/specs/media/a.mp4"
+    assert storage.resolve_url("/abs/a.mp4", "s3://b/specs") == "/abs/a.mp4"
+    assert storage.resolve_url("https://h/a.mp4", str(tmp_path)) == "https://h/a.mp4"
+    assert storage.resolve_url("~/a.mp4") == os.path.expanduser("~/a.mp4")
+
+
+@pytest.mark.parametrize("prefix", ["", "file://"])
+def test_local_round_trip_leaves_no_temp_files(tmp_path, prefix):
+    url = prefix + storage.join_url(str(tmp_path), "deep", "er", "x.bin")
+    assert not storage.exists(url)
+    storage.write_bytes_atomic(url, b"first")
+    storage.write_bytes_atomic(url, b"second")
+    assert storage.read_bytes(url) == b"second"
+    assert storage.exists(url)
+    assert os.listdir(tmp_path / "deep" / "er") == ["x.bin"]
+
+
+def test_local_failed_write_keeps_old_content(tmp_path, monkeypatch):
+    target = tmp_path / "x.json"
+    storage.write_bytes_atomic(str(target), b"old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk went away"):
+        storage.write_bytes_atomic(str(target), b"new")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["x.json"]
+
+
+def test_storage_options_only_reach_remote_filesystems(tmp_path):
+    s3_options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}}
+    storage.write_bytes_atomic(str(tmp_path / "x"), b"local", s3_options)
+    assert storage.read_bytes(str(tmp_path / "x"), s3_options) == b"local"
+
+
+def test_glob_urls(tmp_path):
+    for name in ("b.json", "a.json", "c.jsonl"):
+        storage.write_bytes_atomic(str(tmp_path / name), b"{}")
+    (tmp_path / "dir.json").mkdir()
+    assert storage.glob_urls(str(tmp_path / "*.json")) == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+    storage.write_bytes_atomic("memory://glob-test/x.jsonl", b"{}")
+    assert storage.glob_urls("memory://glob-test/*.jsonl") == ["memory:///glob-test/x.jsonl"]
+
+
+def test_memory_filesystem():
+    storage.write_bytes_atomic("memory://storage-test/a/b.txt", "héllo".encode())
+    assert storage.read_text("memory://storage-test/a/b.txt") == "héllo"
+
+
+def test_s3_round_trip(s3_bucket):
+    root, options = s3_bucket
+    url = storage.join_url(root, "meta", "x.json")
+    assert not storage.exists(url, options)
+    storage.write_bytes_atomic(url, b'{"status": "ok"}', options)
+    assert storage.exists(url, options)
+    assert storage.read_bytes(url, options) == b'{"status": "ok"}'
+    storage.write_bytes_atomic(url, b"replaced", options)
+    assert storage.read_text(url, options) == "replaced"
+    assert storage.glob_urls(storage.join_url(root, "meta", "*.json"), options) == [url]
+
+
+def test_s3_missing_object_raises(s3_bucket):
+    root, options = s3_bucket
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(storage.join_url(root, "nope.bin"), options)
