@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from dataclasses import dataclass
 
 import pytest
 
@@ -24,11 +23,13 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@dataclass(frozen=True)
-class S3Endpoint:
-    """A moto S3 server on localhost; `storage_options` are the fsspec/s3fs options that reach it."""
+class S3Endpoint(str):
+    """The URL of a moto S3 server on localhost (usable wherever the URL string is expected), with the
+    fsspec/s3fs options that reach it and a bucket helper."""
 
-    url: str
+    @property
+    def url(self) -> str:
+        return str(self)
 
     @property
     def storage_options(self) -> dict:
@@ -53,7 +54,7 @@ def s3_endpoint():
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    endpoint = S3Endpoint(url=f"http://127.0.0.1:{port}")
+    endpoint = S3Endpoint(f"http://127.0.0.1:{port}")
     overrides = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
