@@ -48,12 +48,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="number of replicas (default: as many as the cluster's GPUs allow)")
     pool.add_argument("--autoscale", type=_min_max, metavar="MIN..MAX",
                       help="let the replica count follow the queue between MIN and MAX")
+    parser.add_argument("--embedding-cache", metavar="URL",
+                        help="fsspec folder where replicas share prompt embeddings, so each distinct prompt is "
+                             "encoded once per dataset (a Reason1 embedding is about 100 MB); default: each "
+                             "replica keeps its own in memory")
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     parser.add_argument("--storage-option", dest="storage_options", action="append", default=[],
                         type=_storage_option, metavar="KEY=VALUE",
-                        help="fsspec option for the manifest and output URLs, repeatable; VALUE is parsed as "
-                             "JSON when it can be, dotted keys nest: client_kwargs.endpoint_url=http://...")
+                        help="fsspec option for the manifest, output and input media URLs, repeatable; VALUE is "
+                             "parsed as JSON when it can be, dotted keys nest: "
+                             "client_kwargs.endpoint_url=http://...")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
     parser.add_argument("--logical-gpus", type=_at_least(1), metavar="N",
                         help="start a local Ray that pretends to have N GPUs (CPU-only runs of --preset tiny)")
@@ -66,16 +71,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    storage_options = _merge(args.storage_options)
     try:
         _init_ray(args.address, args.logical_gpus)
         config = BatchConfig(
             manifest=args.manifest,
             output=args.output,
             group=GroupConfig(gpus_per_group=args.gpus_per_group, source=args.checkpoint_dir or args.preset,
-                              dtype=args.dtype),
+                              dtype=args.dtype, embedding_cache_url=args.embedding_cache,
+                              storage_options=storage_options),
             groups=args.autoscale or args.groups or _groups_that_fit(args.gpus_per_group),
             limit=args.limit,
-            storage_options=_merge(args.storage_options),
+            storage_options=storage_options,
             run_id=args.run_id,
         )
         summary = run(config)

@@ -26,13 +26,13 @@ import ray
 
 from cosmos_ray.manifest import read_manifest, spec_from_row
 from cosmos_ray.media import write_mp4
-from cosmos_ray.outputs import RUN_TABLE_SCHEMA, OutputRecord, OutputStore
+from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 
 logger = logging.getLogger(__name__)
 
-PENDING, SKIPPED, INVALID = "pending", "skipped", "invalid"  # what the check stage decides for a row
+PENDING, INVALID = "pending", "invalid"  # the check stage's verdicts, besides SKIPPED (already done)
 
 GROUP_ACTOR_CPUS = 0.5  # the pool actor only relays specs and frames; the ranks hold the GPUs
 # Ray Data's defaults restart a dead pool actor and retry its task forever (-1). A group's sample errors are
@@ -98,14 +98,22 @@ class Summary:
     skipped: int
     wall_s: float
     run_table_url: str
+    gpus: int  # GPUs the run's groups held (largest pool size x GPUs per group); 0 if nothing was generated
+    denoising_gpu_s: float  # sum over generated samples of denoising time x GPUs of its group
 
     @property
     def videos_per_hour(self) -> float:
         return self.ok * 3600.0 / self.wall_s if self.wall_s > 0 else 0.0
 
+    @property
+    def denoising_share(self) -> float:
+        """Share of the run's GPU time (wall time x GPUs, model loading included) spent denoising."""
+        return self.denoising_gpu_s / (self.wall_s * self.gpus) if self.wall_s > 0 and self.gpus else 0.0
+
     def __str__(self) -> str:
         return (f"run {self.run_id}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped in "
-                f"{self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour); table: {self.run_table_url}")
+                f"{self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs denoising "
+                f"{self.denoising_share:.0%} of the time); table: {self.run_table_url}")
 
 
 def run(config: BatchConfig) -> Summary:
@@ -115,15 +123,22 @@ def run(config: BatchConfig) -> Summary:
     store = OutputStore(config.output, config.storage_options)
     checked = _check_manifest(config)
     records, pending = _plan(checked, store)
-    logger.info("run %s: %d manifest rows, %d to generate, %d skipped, %d invalid", run_id, len(checked),
-                len(pending), sum(r.status == "skipped" for r in records.values()),
-                sum(r.status == "failed" for r in records.values()))
-    if pending:
-        records.update(_generate(config, run_id, pending))
+    logger.info("run %s: %d manifest rows, %d to generate, %d already done, %d invalid", run_id, len(checked),
+                len(pending), sum(r.status == SKIPPED for r in records.values()),
+                sum(r.status == FAILED for r in records.values()))
+    generated = _generate(config, run_id, pending) if pending else {}
+    records.update(generated)
     table_url = store.write_run_table(run_id, [records[row] for row in sorted(records)])
     statuses = [record.status for record in records.values()]
-    return Summary(run_id=run_id, ok=statuses.count("ok"), failed=statuses.count("failed"),
-                   skipped=statuses.count("skipped"), wall_s=time.monotonic() - started, run_table_url=table_url)
+    return Summary(run_id=run_id, ok=statuses.count(OK), failed=statuses.count(FAILED),
+                   skipped=statuses.count(SKIPPED), wall_s=time.monotonic() - started, run_table_url=table_url,
+                   gpus=_pool_size(config.groups, len(pending))[1] * config.group.gpus_per_group,
+                   denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated.values()))
+
+
+def _denoising_gpu_s(record: OutputRecord) -> float:
+    metadata = record.metadata
+    return metadata.get("timings_s", {}).get("sampling", 0.0) * metadata.get("world_size", 1)
 
 
 def new_run_id() -> str:
@@ -194,12 +209,14 @@ def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -
     # One row per block: the actor pool hands out blocks, so this is what spreads samples over the groups.
     samples = ray.data.from_items(pending, override_num_blocks=len(pending))
     placement_group_prefix = f"cosmos-ray-{run_id}-"
+    min_groups, max_groups = _pool_size(config.groups, len(pending))
     generated = samples.map_batches(
         GroupActor,
         fn_constructor_kwargs={"config": config.group, "placement_group_prefix": placement_group_prefix},
         batch_size=1,
         batch_format="pyarrow",
-        compute=_group_pool(config.groups, len(pending)),
+        # One task in flight per actor: a sample waits in the shared queue, not behind another group's sample.
+        compute=ray.data.ActorPoolStrategy(min_size=min_groups, max_size=max_groups, max_tasks_in_flight_per_actor=1),
         num_cpus=GROUP_ACTOR_CPUS,
         max_restarts=GROUP_ACTOR_MAX_RESTARTS,  # no named parameter for these two in Ray 2.60
         max_task_retries=GROUP_ACTOR_MAX_TASK_RETRIES,
@@ -210,7 +227,7 @@ def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -
         batch_format="pyarrow",
         num_cpus=config.writer_cpus,
         fn_kwargs={"output": config.output, "storage_options": config.storage_options,
-                   "pipeline_metadata": {"run_id": run_id, "gpus_per_group": config.group.gpus_per_group}},
+                   "run_id": run_id},
     )
     records: dict[int, OutputRecord] = {}
     try:
@@ -224,17 +241,15 @@ def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -
     return records
 
 
-def _group_pool(groups: int | tuple[int, int], samples: int) -> ray.data.ActorPoolStrategy:
-    """The GPU stage's actor pool, never larger than the number of samples (each group costs a model load)."""
-    if isinstance(groups, tuple):
-        return ray.data.ActorPoolStrategy(min_size=min(groups[0], samples), max_size=min(groups[1], samples),
-                                          max_tasks_in_flight_per_actor=1)
-    return ray.data.ActorPoolStrategy(size=min(groups, samples), max_tasks_in_flight_per_actor=1)
+def _pool_size(groups: int | tuple[int, int], samples: int) -> tuple[int, int]:
+    """(min, max) GPU groups: as configured, but never more than the samples (each group loads the model)."""
+    low, high = groups if isinstance(groups, tuple) else (groups, groups)
+    return min(low, samples), min(high, samples)
 
 
 def _log_record(record: OutputRecord, done: int, total: int) -> None:
-    timings = record.metadata.get("timings", {})
-    took = f" in {timings['group_s']:.1f}s" if "group_s" in timings else ""
+    timings = record.metadata.get("timings_s", {})
+    took = f" in {timings['group_call']:.1f}s" if "group_call" in timings else ""
     error = f": {record.error}" if record.error else ""
     logger.info("[%d/%d] %s %s%s%s", done, total, record.status, record.sample_id, took, error)
 
@@ -268,27 +283,24 @@ class GroupActor:
             group.shutdown()
 
 
-def write_outputs(batch: pa.Table, *, output: str, storage_options: dict | None,
-                  pipeline_metadata: dict[str, Any]) -> pa.Table:
+def write_outputs(batch: pa.Table, *, output: str, storage_options: dict | None, run_id: str) -> pa.Table:
     """Writer stage (CPU): encode each generated sample to mp4 and commit it, or record its failure."""
     store = OutputStore(output, storage_options)
-    rows = []
-    for row in batch.to_pylist():
-        record = _write_one(store, row, pipeline_metadata)
-        rows.append({"row": row["row"], **record.to_row()})
+    rows = [{"row": row["row"], **_write_one(store, row, run_id).to_row()} for row in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=WRITTEN_SCHEMA)
 
 
-def _write_one(store: OutputStore, row: dict[str, Any], pipeline_metadata: dict[str, Any]) -> OutputRecord:
+def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRecord:
     spec = GenerationSpec.from_dict(json.loads(row["spec_json"]), source=row["source"])
-    metadata = {**json.loads(row["metadata_json"]), **pipeline_metadata}
-    timings = {**metadata.get("timings", {}), "group_s": row["generate_s"]}
+    metadata = {**json.loads(row["metadata_json"]), "run_id": run_id}
+    timings = metadata.setdefault("timings_s", {})  # the generator's stages, plus the pipeline's two
+    timings["group_call"] = round(row["generate_s"], 4)
     if row["error"] is not None:
-        return store.write_failure(spec, row["error"], metadata={**metadata, "timings": timings}, source=row["source"])
+        return store.write_failure(spec, row["error"], metadata=metadata, source=row["source"])
     frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["frames_shape"])
     started = time.monotonic()
     mp4 = write_mp4(frames, row["fps"])
-    timings["encode_s"] = time.monotonic() - started
-    return store.write_ok(spec, mp4, {**metadata, "timings": timings}, source=row["source"])
+    timings["mp4_encode"] = round(time.monotonic() - started, 4)
+    return store.write_ok(spec, mp4, metadata, source=row["source"])
 
 

@@ -48,6 +48,8 @@ class GroupConfig:
     gpus_per_group: int = 1
     source: str = "tiny"  # `Generator.from_pretrained` source: a preset name or a checkpoint folder
     dtype: str | None = None  # one of DTYPES; None: the generator's default
+    embedding_cache_url: str | None = None  # fsspec folder shared by all groups: each prompt is encoded once
+    storage_options: dict | None = None  # fsspec options for conditioning inputs (input_path)
     cpus_per_rank: float = 1.0
     failure_grace_s: float = 60.0  # after one rank fails, how long the others may run before the group is broken
 
@@ -105,7 +107,9 @@ class RankWorker:
             backend = "nccl" if on_gpu else "gloo"
             parallel = ParallelContext.init(self.rank, world_size, init_method, backend=backend, device=device)
         dtype = getattr(torch, self.config.dtype) if self.config.dtype else None
-        self.generator = Generator.from_pretrained(self.config.source, device=device, dtype=dtype, parallel=parallel)
+        self.generator = Generator.from_pretrained(self.config.source, device=device, dtype=dtype, parallel=parallel,
+                                                   cache_url=self.config.embedding_cache_url,
+                                                   storage_options=self.config.storage_options)
 
     def generate(self, spec: GenerationSpec) -> GenerationResult | None:
         """Run `spec` on this rank; rank 0 returns the result, the others None."""
@@ -164,7 +168,7 @@ class GPUGroup:
             _remove_placement_group_named(self.name)
         group = ray.util.placement_group(self.config.bundles, strategy="STRICT_PACK", name=self.name or "")
         while not group.wait(timeout_seconds=PLACEMENT_WAIT_LOG_S):  # pending until a node has N free GPUs
-            logger.warning("GPU group %s still waits for %d GPUs on one node", self.name or "", len(self.config.bundles))
+            logger.warning("GPU group %s waits for %d GPUs on one node", self.name or "", self.config.gpus_per_group)
         return group
 
     def _start_workers(self) -> None:
