@@ -68,7 +68,11 @@ class GroupConfig:
 
 
 class SampleError(RuntimeError):
-    """Generating one sample failed; the group can take the next sample."""
+    """Generating one sample failed. `group_broken`: the group restarts its workers before the next sample."""
+
+    def __init__(self, message: str, *, group_broken: bool = False):
+        super().__init__(message)
+        self.group_broken = group_broken
 
 
 class GroupStartError(RuntimeError):
@@ -143,17 +147,22 @@ class GPUGroup:
         self.name = name
         self._owns_placement_group = placement_group is None
         self._placement_group = placement_group or self._create_placement_group()
-        self._workers: list[ray.actor.ActorHandle] = []
+        self.workers: list[ray.actor.ActorHandle] = []  # rank order; empty while the group is broken
         self.restarts = 0
         self._start_workers()
 
     def generate(self, spec: GenerationSpec) -> GenerationResult:
         """Generate `spec` on every rank and return rank 0's result; raises `SampleError` if it failed."""
-        if not self._workers:  # broken by the previous sample
+        if not self.workers:  # broken by the previous sample
             self.restarts += 1
             self._start_workers()
-        refs = [worker.generate.remote(spec) for worker in self._workers]
-        self._wait_all(refs, spec.name)
+        refs = [worker.generate.remote(spec) for worker in self.workers]
+        try:
+            wait_for_ranks(refs, self.config.failure_grace_s)
+        except SampleError as error:
+            if error.group_broken:
+                self._kill_workers()
+            raise
         return ray.get(refs[0])
 
     def shutdown(self) -> None:
@@ -173,45 +182,48 @@ class GPUGroup:
 
     def _start_workers(self) -> None:
         strategy = PlacementGroupSchedulingStrategy(self._placement_group, placement_group_capture_child_tasks=True)
-        self._workers = [
+        self.workers = [
             RankWorker.options(num_gpus=1, num_cpus=self.config.cpus_per_rank, scheduling_strategy=strategy)
             .remote(self.config, rank)
             for rank in range(self.config.gpus_per_group)
         ]
         try:
-            init_method = ray.get(self._workers[0].rendezvous_address.remote()) if len(self._workers) > 1 else None
-            ray.get([worker.load.remote(init_method) for worker in self._workers])
+            init_method = ray.get(self.workers[0].rendezvous_address.remote()) if len(self.workers) > 1 else None
+            ray.get([worker.load.remote(init_method) for worker in self.workers])
         except (RayActorError, RayTaskError) as error:
             self._kill_workers()
             raise GroupStartError(f"GPU group {self.name or ''} could not start: {_describe(error)}") from error
 
-    def _wait_all(self, refs: list[ray.ObjectRef], sample: str) -> None:
-        """Wait for every rank; raise `SampleError` for the first failure, breaking the group if it must."""
-        pending = list(refs)
-        first_error: Exception | None = None
-        deadline = None
-        while pending:
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
-            if not done:
-                self._kill_workers()
-                raise SampleError(f"sample {sample}: {_describe(first_error)}; {len(pending)} rank(s) still "
-                                  f"running {self.config.failure_grace_s:g}s later, so the group restarts")
-            try:
-                ray.get(done[0])
-            except RayActorError as error:
-                self._kill_workers()
-                raise SampleError(f"sample {sample}: a rank worker died ({_describe(error)}); the group restarts")
-            except RayTaskError as error:
-                first_error = first_error or error
-                deadline = deadline or time.monotonic() + self.config.failure_grace_s
-        if first_error is not None:
-            raise SampleError(f"sample {sample}: {_describe(first_error)}")
-
     def _kill_workers(self) -> None:
-        for worker in self._workers:
+        for worker in self.workers:
             ray.kill(worker, no_restart=True)
-        self._workers = []
+        self.workers = []
+
+
+def wait_for_ranks(refs: list[ray.ObjectRef], failure_grace_s: float) -> None:
+    """Wait until every rank's call has finished; raise `SampleError` for the first failure.
+
+    The group is broken when a rank died, or when ranks are still running `failure_grace_s` after another
+    rank failed: they wait in a collective for a peer that has left it.
+    """
+    pending = list(refs)
+    first_error: RayTaskError | None = None
+    deadline = None
+    while pending:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+        if not done:
+            raise SampleError(f"{_describe(first_error)} (and {len(pending)} rank(s) still running "
+                              f"{failure_grace_s:g}s later)", group_broken=True)
+        try:
+            ray.get(done[0])
+        except RayActorError as error:
+            raise SampleError(f"a rank worker died: {_describe(error)}", group_broken=True) from None
+        except RayTaskError as error:
+            first_error = first_error or error
+            deadline = deadline or time.monotonic() + failure_grace_s
+    if first_error is not None:
+        raise SampleError(_describe(first_error))
 
 
 def remove_placement_groups(name_prefix: str) -> None:
@@ -231,6 +243,5 @@ def _remove_placement_group_named(name: str) -> None:
 def _describe(error: BaseException) -> str:
     """`Type: message` of the exception a remote call raised, without Ray's wrapping and traceback."""
     cause = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
-    if isinstance(cause, RayActorError):
-        return f"{type(cause).__name__}: {cause.error_msg if hasattr(cause, 'error_msg') else cause}"
-    return f"{type(cause).__name__}: {cause}"
+    lines = str(cause).strip().splitlines() or [""]
+    return f"{type(cause).__name__}: {lines[0]}"  # Ray's actor errors go on with ids and addresses
