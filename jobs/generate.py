@@ -65,13 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.logical_gpus is not None and args.address is not None:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
+    args.storage_options = _merge(args.storage_options)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    storage_options = _merge(args.storage_options)
     try:
         _init_ray(args.address, args.logical_gpus)
         config = BatchConfig(
@@ -79,10 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             output=args.output,
             group=GroupConfig(gpus_per_group=args.gpus_per_group, source=args.checkpoint_dir or args.preset,
                               dtype=args.dtype, embedding_cache_url=args.embedding_cache,
-                              storage_options=storage_options),
+                              storage_options=args.storage_options),
             groups=args.autoscale or args.groups or _groups_that_fit(args.gpus_per_group),
             limit=args.limit,
-            storage_options=storage_options,
+            storage_options=args.storage_options,
             run_id=args.run_id,
         )
         summary = run(config)
@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _init_ray(address: str | None, logical_gpus: int | None) -> None:
+    if ray.is_initialized():  # main() called from a process that is already connected
+        return
     if logical_gpus is None:
         ray.init(address=address)
     else:  # each logical GPU brings a logical CPU for its rank worker's placement bundle
