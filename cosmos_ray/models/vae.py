@@ -1,0 +1,491 @@
+"""The Wan2.1 causal video VAE, Cosmos-Predict2.5's tokenizer.
+
+Video (B, 3, 1 + 4k, H, W) in [-1, 1] <-> normalized latents (B, 16, 1 + k, H/8, W/8). Every temporal
+convolution is causal, so a video is processed as a stream of chunks (encode: the first frame, then
+`encode_chunk_frames` frames at a time; decode: one latent frame at a time), each layer carrying its last
+input frames from one chunk to the next in a `StreamCache`. The chunked result equals a whole-video causal
+pass, and memory stays bounded by the chunk size, not the video length.
+
+Module and parameter names are the official ones (`Wan2.1_VAE.pth` loads strictly);
+`diffusers_key` maps them to diffusers' `AutoencoderKLWan` layout.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from cosmos_ray.models.attention import attention
+from cosmos_ray.models.weights import load_into, read_state_dict, rename_keys
+
+# Per-channel statistics of the Wan2.1 latents; encode returns (mu - mean) / std.
+WAN21_LATENT_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+WAN21_LATENT_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+
+# Per-layer state carried between the chunks of one stream: the trailing input frames of each causal
+# layer. A layer that saw the first chunk but keeps no frames (the temporal upsampler) maps to None.
+StreamCache = dict[nn.Module, torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    base_channels: int = 96
+    latent_channels: int = 16
+    channel_multipliers: tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    temporal_downsample: tuple[bool, ...] = (False, True, True)  # per encoder level but the last
+    latent_mean: tuple[float, ...] = WAN21_LATENT_MEAN
+    latent_std: tuple[float, ...] = WAN21_LATENT_STD
+    # Pixel frames per encoder chunk after the first frame. Any multiple of the temporal compression gives
+    # the same latents; Wan2.1 and diffusers use 4, Predict2.5's 2B training config 16 (more memory).
+    encode_chunk_frames: int = 4
+
+    @classmethod
+    def preset(cls, name: str) -> VAEConfig:
+        if name == "wan2.1":
+            return cls()
+        if name == "tiny":
+            return cls(base_channels=8)
+        raise ValueError(f"unknown VAE preset {name!r}; expected 'wan2.1' or 'tiny'")
+
+    @property
+    def spatial_compression(self) -> int:
+        return 2 ** (len(self.channel_multipliers) - 1)
+
+    @property
+    def temporal_compression(self) -> int:
+        return 2 ** sum(self.temporal_downsample)
+
+    def __post_init__(self):
+        if len(self.temporal_downsample) != len(self.channel_multipliers) - 1:
+            raise ValueError("temporal_downsample needs one entry per encoder level but the last")
+        if not len(self.latent_mean) == len(self.latent_std) == self.latent_channels:
+            raise ValueError(f"latent_mean and latent_std need {self.latent_channels} values each")
+        if self.encode_chunk_frames % self.temporal_compression:
+            raise ValueError(f"encode_chunk_frames must be a multiple of {self.temporal_compression}")
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the channel dim (dim 1) with a per-channel gain; the norm is accumulated in float32."""
+
+    def __init__(self, channels: int, spatial_dims: int):
+        super().__init__()
+        self.scale = channels**0.5
+        self.gamma = nn.Parameter(torch.ones(channels, *(1,) * spatial_dims))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)  # no float32 copy of x
+        return torch.mul(x, (self.scale / norm.clamp_min(1e-12)).to(x.dtype)).mul_(self.gamma)
+
+
+class CausalConv3d(nn.Conv3d):
+    """3D convolution that only looks back in time: pads k_t - 1 frames in front, zeros at the start of
+    a stream and the previous chunk's last frames after it; pads space symmetrically."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int, int]):
+        kt, kh, kw = (kernel_size,) * 3 if isinstance(kernel_size, int) else kernel_size
+        super().__init__(in_channels, out_channels, (kt, kh, kw), padding=(0, kh // 2, kw // 2))
+        self.past_frames = kt - 1
+
+    def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        past = cache.get(self)
+        if past is None:
+            x = F.pad(x, (0, 0, 0, 0, self.past_frames, 0))
+        else:
+            x = torch.cat([past, x], dim=2)
+        cache[self] = x[:, :, -self.past_frames :].clone()
+        return super().forward(x)
+
+
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous()
+    return torch.channels_last_3d if channels_last else torch.contiguous_format
+
+
+def interleave_frames(x: torch.Tensor) -> torch.Tensor:
+    """(B, 2C, T, H, W) -> (B, C, 2T, H, W): frame 2t is channels [:C] of frame t, frame 2t + 1 channels [C:].
+    Keeps x's memory format."""
+    even, odd = x.chunk(2, dim=1)
+    b, c, t, h, w = even.shape
+    out = torch.empty((b, c, 2 * t, h, w), dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
+    out[:, :, 0::2] = even
+    out[:, :, 1::2] = odd
+    return out
+
+
+def per_frame(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Applies a 2D layer to every frame of (B, C, T, H, W)."""
+    t = x.shape[2]
+    y = layer(rearrange(x, "b c t h w -> (b t) c h w"))
+    return rearrange(y, "(b t) c h w -> b c t h w", t=t)
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        # The official layout (indices are checkpoint names): norm, SiLU, conv, norm, SiLU, dropout, conv.
+        self.residual = nn.Sequential(
+            RMSNorm(in_channels, spatial_dims=3),
+            nn.SiLU(),
+            CausalConv3d(in_channels, out_channels, 3),
+            RMSNorm(out_channels, spatial_dims=3),
+            nn.SiLU(),
+            nn.Identity(),
+            CausalConv3d(out_channels, out_channels, 3),
+        )
+        self.shortcut = nn.Conv3d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        norm1, _, conv1, norm2, _, _, conv2 = self.residual
+        h = conv1(F.silu(norm1(x), inplace=True), cache)
+        h = conv2(F.silu(norm2(h), inplace=True), cache)
+        return h + self.shortcut(x)
+
+
+class AttentionBlock(nn.Module):
+    """Single-head self-attention over the pixels of each frame."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = RMSNorm(channels, spatial_dims=2)
+        self.to_qkv = nn.Conv2d(channels, channels * 3, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        """`cache` is unused (attention stays within a frame); it keeps the layer interface uniform."""
+        b, c, t, h, w = x.shape
+        frames = rearrange(x, "b c t h w -> (b t) c h w")
+        qkv = rearrange(self.to_qkv(self.norm(frames)), "n c h w -> n (h w) 1 c")  # (B*T, H*W, 1, 3C)
+        out = attention(*qkv.chunk(3, dim=-1))  # (B*T, H*W, 1, C)
+        out = self.proj(rearrange(out, "n (h w) 1 c -> n c h w", h=h))
+        return x + rearrange(out, "(b t) c h w -> b c t h w", t=t)
+
+
+class Downsample(nn.Module):
+    """Halves H and W per frame; with `temporal`, also halves T causally (the stream's first frame
+    passes through, later frames pair with their predecessor)."""
+
+    def __init__(self, channels: int, temporal: bool):
+        super().__init__()
+        self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(channels, channels, 3, stride=2))
+        self.time_conv = nn.Conv3d(channels, channels, (3, 1, 1), stride=(2, 1, 1)) if temporal else None
+
+    def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        x = per_frame(self.resample, x)  # (B, C, T, H/2, W/2)
+        if self.time_conv is None:
+            return x
+        previous = cache.get(self)
+        cache[self] = x[:, :, -1:].clone()
+        if previous is None:
+            return x
+        return self.time_conv(torch.cat([previous, x], dim=2))  # (B, C, T/2, H/2, W/2)
+
+
+class Upsample(nn.Module):
+    """Doubles H and W per frame (and halves C); with `temporal`, also doubles T causally (the stream's
+    first frame stays one frame, later frames become two)."""
+
+    def __init__(self, channels: int, temporal: bool):
+        super().__init__()
+        self.resample = nn.Sequential(
+            nn.Upsample(scale_factor=2.0, mode="nearest-exact"), nn.Conv2d(channels, channels // 2, 3, padding=1)
+        )
+        self.time_conv = CausalConv3d(channels, channels * 2, (3, 1, 1)) if temporal else None
+
+    def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        if self.time_conv is not None:
+            if self in cache:
+                x = interleave_frames(self.time_conv(x, cache))  # (B, 2C, T, H, W) -> (B, C, 2T, H, W)
+            else:
+                cache[self] = None
+        return per_frame(self.resample, x)  # (B, C/2, T', 2H, 2W)
+
+
+def _middle(channels: int) -> nn.ModuleList:
+    return nn.ModuleList(
+        [ResidualBlock(channels, channels), AttentionBlock(channels), ResidualBlock(channels, channels)]
+    )
+
+
+def _head(in_channels: int, out_channels: int) -> nn.Sequential:
+    # The official layout: norm, SiLU, conv.
+    return nn.Sequential(
+        RMSNorm(in_channels, spatial_dims=3), nn.SiLU(), CausalConv3d(in_channels, out_channels, 3)
+    )
+
+
+def _apply_head(head: nn.Sequential, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+    norm, _, conv = head
+    return conv(F.silu(norm(x), inplace=True), cache)
+
+
+class Encoder(nn.Module):
+    """Pixels (B, 3, T, H, W) -> latent-distribution parameters (B, 2 * latent, T', H/8, W/8) per chunk."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        channels = [cfg.base_channels * m for m in (1, *cfg.channel_multipliers)]
+        last_level = len(cfg.channel_multipliers) - 1
+        self.conv1 = CausalConv3d(3, channels[0], 3)
+        layers = []
+        for level, (in_ch, out_ch) in enumerate(pairwise(channels)):
+            for _ in range(cfg.num_res_blocks):
+                layers.append(ResidualBlock(in_ch, out_ch))
+                in_ch = out_ch
+            if level != last_level:
+                layers.append(Downsample(out_ch, temporal=cfg.temporal_downsample[level]))
+        self.downsamples = nn.ModuleList(layers)
+        self.middle = _middle(channels[-1])
+        self.head = _head(channels[-1], cfg.latent_channels * 2)
+
+    def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        x = self.conv1(x, cache)
+        for layer in [*self.downsamples, *self.middle]:
+            x = layer(x, cache)
+        return _apply_head(self.head, x, cache)
+
+
+class Decoder(nn.Module):
+    """Latents (B, latent, T, h, w) -> pixels (B, 3, T', 8h, 8w) per chunk.
+
+    Runs in two stages. The trunk (conv1, the middle, the first level and its upsampler) works on whole
+    frames: the middle's attention sees every pixel. The branch (the remaining levels and the head) is
+    spatially local: an output pixel depends only on trunk-output pixels within `branch_margin` of it, so
+    the branch may run on a column strip of the trunk's output widened by that margin (`WanVAE.decode`'s
+    `columns`) and give the same pixels.
+    """
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        multipliers = cfg.channel_multipliers
+        channels = [cfg.base_channels * m for m in (multipliers[-1], *reversed(multipliers))]
+        temporal_upsample = tuple(reversed(cfg.temporal_downsample))
+        last_level = len(multipliers) - 1
+        self.conv1 = CausalConv3d(cfg.latent_channels, channels[0], 3)
+        self.middle = _middle(channels[0])
+        layers = []
+        for level, (in_ch, out_ch) in enumerate(pairwise(channels)):
+            if level > 0:
+                in_ch //= 2  # each Upsample halves the channels
+            for _ in range(cfg.num_res_blocks + 1):
+                layers.append(ResidualBlock(in_ch, out_ch))
+                in_ch = out_ch
+            if level != last_level:
+                layers.append(Upsample(out_ch, temporal=temporal_upsample[level]))
+        self.upsamples = nn.ModuleList(layers)
+        self.head = _head(channels[-1], 3)
+        self.trunk_layers = cfg.num_res_blocks + 2  # the first level's blocks and its upsampler
+        self.trunk_scale = 2  # trunk-output pixels per latent pixel
+        self.branch_margin = self._branch_margin()
+
+    def trunk(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        x = self.conv1(x, cache)
+        for layer in [*self.middle, *self.upsamples[: self.trunk_layers]]:
+            x = layer(x, cache)
+        return x  # (B, C, T', 2h, 2w)
+
+    def branch(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        for layer in self.upsamples[self.trunk_layers :]:
+            x = layer(x, cache)
+        return _apply_head(self.head, x, cache)  # (B, 3, T', 4H, 4W) for a (B, C, T', H, W) input
+
+    def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+        return self.branch(self.trunk(x, cache), cache)
+
+    def _branch_margin(self) -> int:
+        """How far (in trunk-output pixels) the branch looks sideways: each 3x3 conv adds one pixel at
+        its own resolution."""
+        margin, scale = 0.0, 1
+        for layer in self.upsamples[self.trunk_layers :]:
+            if isinstance(layer, ResidualBlock):
+                margin += 2 / scale
+            elif isinstance(layer, Upsample):
+                scale *= 2
+                margin += 1 / scale
+        margin += 1 / scale  # the head's conv
+        return math.ceil(margin)
+
+
+class WanVAE(nn.Module):
+    """encode: video (B, 3, 1 + 4k, H, W) in [-1, 1] -> normalized latents (B, 16, 1 + k, H/8, W/8);
+    decode: the reverse, clamped to [-1, 1]. Both run in the module's dtype and return the input's dtype."""
+
+    def __init__(self, cfg: VAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.conv1 = nn.Conv3d(cfg.latent_channels * 2, cfg.latent_channels * 2, 1)  # -> (mu, log_var)
+        self.conv2 = nn.Conv3d(cfg.latent_channels, cfg.latent_channels, 1)
+        self.decoder = Decoder(cfg)
+        # channels_last_3d keeps every conv (3D and per-frame 2D) in the channels-last layout fast kernels use.
+        self.memory_format = torch.channels_last_3d
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.conv2.weight.dtype
+
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (1, self.cfg.latent_channels, 1, 1, 1)
+        mean = torch.tensor(self.cfg.latent_mean, dtype=torch.float32, device=like.device).view(shape)
+        std = torch.tensor(self.cfg.latent_std, dtype=torch.float32, device=like.device).view(shape)
+        return mean, std
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        self._check_video(video)
+        x = video.to(self.dtype).contiguous(memory_format=self.memory_format)
+        cache: StreamCache = {}
+        chunks = [x[:, :, :1]]
+        if x.shape[2] > 1:
+            chunks += x[:, :, 1:].split(self.cfg.encode_chunk_frames, dim=2)
+        features = torch.cat([self.encoder(chunk, cache) for chunk in chunks], dim=2)  # (B, 2Z, 1 + k, h, w)
+        mu, _ = self.conv1(features).chunk(2, dim=1)
+        mean, std = self._latent_stats(mu)
+        return ((mu.float() - mean) / std).to(video.dtype).contiguous()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, columns: slice | None = None) -> torch.Tensor:
+        """`columns` (a range of latent columns) decodes only the pixel columns 8 * start .. 8 * stop of
+        the video, the same values a whole decode gives there: for spreading a decode over GPUs by width,
+        or bounding its memory."""
+        self._check_latents(latents)
+        b, _, t, h, w = latents.shape
+        start, stop = self._column_range(columns, w)
+        mean, std = self._latent_stats(latents)
+        z = (latents.float() * std + mean).to(self.dtype).contiguous(memory_format=self.memory_format)
+        z = self.conv2(z)
+        # The branch reads the trunk's output over the requested columns plus its margin (clipped to the frame).
+        f, margin = self.decoder.trunk_scale, self.decoder.branch_margin
+        left, right = max(start * f - margin, 0), min(stop * f + margin, w * f)
+        s, r = self.cfg.spatial_compression, self.cfg.temporal_compression
+        offset = (start * f - left) * (s // f)  # output columns decoded for the left margin
+        keep = slice(offset, offset + (stop - start) * s)
+        video = latents.new_empty(b, 3, 1 + r * (t - 1), h * s, (stop - start) * s)
+        trunk_cache: StreamCache = {}
+        branch_cache: StreamCache = {}
+        first = 0
+        for i in range(t):
+            features = self.decoder.trunk(z[:, :, i : i + 1], trunk_cache)[..., left:right]
+            frames = self.decoder.branch(features, branch_cache)[..., keep]  # (B, 3, 1 or r, H, W')
+            video[:, :, first : first + frames.shape[2]] = frames.clamp(-1.0, 1.0)
+            first += frames.shape[2]
+        return video
+
+    @staticmethod
+    def _column_range(columns: slice | None, width: int) -> tuple[int, int]:
+        if columns is None:
+            return 0, width
+        start, stop, step = columns.indices(width)
+        if step != 1 or start >= stop:
+            raise ValueError(f"VAE decode columns must be a non-empty step-1 slice of 0..{width}, got {columns}")
+        return start, stop
+
+    def _check_video(self, video: torch.Tensor) -> None:
+        s, r = self.cfg.spatial_compression, self.cfg.temporal_compression
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"VAE encode expects video (B, 3, T, H, W), got shape {tuple(video.shape)}")
+        _, _, t, h, w = video.shape
+        if (t - 1) % r:
+            raise ValueError(f"VAE encode needs 1 + {r}k frames, got T={t}")
+        if h % s or w % s:
+            raise ValueError(f"VAE encode needs H and W divisible by {s}, got {h}x{w}")
+
+    def _check_latents(self, latents: torch.Tensor) -> None:
+        if latents.ndim != 5 or latents.shape[1] != self.cfg.latent_channels:
+            raise ValueError(
+                f"VAE decode expects latents (B, {self.cfg.latent_channels}, T, H, W), got {tuple(latents.shape)}"
+            )
+
+
+_RESIDUAL_RENAMES = {"residual.0.": "norm1.", "residual.2.": "conv1.", "residual.3.": "norm2.",
+                     "residual.6.": "conv2.", "shortcut.": "conv_shortcut."}  # fmt: skip
+_PART_RENAMES = {"conv1.": "conv_in.", "head.0.": "norm_out.", "head.2.": "conv_out.",
+                 "middle.0.": "mid_block.resnets.0.", "middle.1.": "mid_block.attentions.0.",
+                 "middle.2.": "mid_block.resnets.1."}  # fmt: skip
+
+
+def diffusers_key(key: str, cfg: VAEConfig) -> str:
+    """Maps an official Wan2.1 VAE parameter name to diffusers' `AutoencoderKLWan` name.
+
+    The key table: top-level conv1/conv2 -> quant_conv/post_quant_conv; in encoder and decoder conv1 ->
+    conv_in, head.0/head.2 -> norm_out/conv_out, middle.0/1/2 -> mid_block.resnets.0/attentions.0/resnets.1;
+    encoder.downsamples.i -> encoder.down_blocks.i; decoder.upsamples.i -> decoder.up_blocks.L.resnets.j or
+    decoder.up_blocks.L.upsamplers.0 (each level holds num_res_blocks + 1 residual blocks and an upsampler);
+    inside residual blocks residual.0/2/3/6 -> norm1/conv1/norm2/conv2 and shortcut -> conv_shortcut.
+    """
+    top = {"conv1.": "quant_conv.", "conv2.": "post_quant_conv."}
+    for old, new in top.items():
+        if key.startswith(old):
+            return new + key[len(old) :]
+    part, rest = key.split(".", 1)
+    if m := re.match(r"downsamples\.(\d+)\.(.*)", rest):
+        rest = f"down_blocks.{m[1]}.{m[2]}"
+    elif m := re.match(r"upsamples\.(\d+)\.(.*)", rest):
+        level, index = divmod(int(m[1]), cfg.num_res_blocks + 2)
+        block = "upsamplers.0" if index == cfg.num_res_blocks + 1 else f"resnets.{index}"
+        rest = f"up_blocks.{level}.{block}.{m[2]}"
+    else:
+        for old, new in _PART_RENAMES.items():
+            if rest.startswith(old):
+                rest = new + rest[len(old) :]
+                break
+    for old, new in _RESIDUAL_RENAMES.items():
+        rest = re.sub(rf"(?<=\.){re.escape(old)}", new, rest, count=1)
+    return f"{part}.{rest}"
+
+
+def read_vae_state_dict(
+    source: str | os.PathLike | Mapping[str, torch.Tensor], cfg: VAEConfig
+) -> dict[str, torch.Tensor]:
+    """An official or diffusers-layout VAE checkpoint as an official-layout state dict.
+
+    `source` is a state dict, a `.pth`/`.safetensors` file, or a diffusers `vae/` folder (holding
+    `diffusion_pytorch_model.safetensors`). Diffusers layout is recognized by its `quant_conv` key.
+    """
+    if isinstance(source, Mapping):
+        state = dict(source)
+    elif Path(source).is_dir():
+        state = read_state_dict(Path(source) / "diffusion_pytorch_model.safetensors")
+    else:
+        state = read_state_dict(source)
+    if "quant_conv.weight" in state:
+        with torch.device("meta"):
+            official_keys = WanVAE(cfg).state_dict().keys()
+        to_official = {diffusers_key(k, cfg): k for k in official_keys}
+        state = rename_keys(state, lambda k: to_official.get(k, k))
+    return state
+
+
+def load_vae(
+    source: str | os.PathLike | Mapping[str, torch.Tensor],
+    cfg: VAEConfig | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+) -> WanVAE:
+    """Builds the VAE on `meta`, assigns the checkpoint's tensors, moves and casts: the official
+    `Wan2.1_VAE.pth` (Predict2.5's `tokenizer.pth`) or diffusers-layout weights (see `read_vae_state_dict`).
+
+    Raises CheckpointMismatchError listing missing/unexpected keys and shape mismatches.
+    """
+    cfg = cfg or VAEConfig.preset("wan2.1")
+    state = read_vae_state_dict(source, cfg)
+    with torch.device("meta"):
+        vae = WanVAE(cfg)
+    load_into(vae, state, what="VAE state dict" if isinstance(source, Mapping) else f"VAE checkpoint {source}")
+    return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
