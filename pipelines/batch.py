@@ -1,8 +1,8 @@
 """The batch job: a Parquet manifest of specs in, videos and their records out, on a pool of GPU groups.
 
-    manifest --read_parquet--> check rows (CPU tasks: spec valid? already done?)       -> driver: plan
-    plan.pending --from_items, one row per block--> GroupActor x M (one GPUGroup each)  -> frames
-             --> write_outputs (CPU tasks: mp4 encode, video then meta)                 -> records
+    driver: read manifest --> check_rows (CPU tasks: spec valid? already done?) --> plan
+    pending rows, one per block --> GroupActor x M (one GPUGroup each) --> frames
+                                --> write_outputs (CPU tasks: mp4 encode, video then meta) --> records
     driver: one log line per sample, then runs/{run_id}/metadata.parquet and a Summary
 
 Invalid rows and failed samples become records with the error; only a job that cannot run raises. Rows
@@ -216,7 +216,8 @@ def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -
         batch_size=1,
         batch_format="pyarrow",
         # One task in flight per actor: a sample waits in the shared queue, not behind another group's sample.
-        compute=ray.data.ActorPoolStrategy(min_size=min_groups, max_size=max_groups, max_tasks_in_flight_per_actor=1),
+        compute=ray.data.ActorPoolStrategy(min_size=min_groups, max_size=max_groups,
+                                           max_tasks_in_flight_per_actor=1),
         num_cpus=GROUP_ACTOR_CPUS,
         max_restarts=GROUP_ACTOR_MAX_RESTARTS,  # no named parameter for these two in Ray 2.60
         max_task_retries=GROUP_ACTOR_MAX_TASK_RETRIES,
@@ -226,8 +227,7 @@ def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=config.writer_cpus,
-        fn_kwargs={"output": config.output, "storage_options": config.storage_options,
-                   "run_id": run_id},
+        fn_kwargs={"output": config.output, "storage_options": config.storage_options, "run_id": run_id},
     )
     records: dict[int, OutputRecord] = {}
     try:
@@ -297,10 +297,13 @@ def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRe
     timings["group_call"] = round(row["generate_s"], 4)
     if row["error"] is not None:
         return store.write_failure(spec, row["error"], metadata=metadata, source=row["source"])
-    frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["frames_shape"])
-    started = time.monotonic()
-    mp4 = write_mp4(frames, row["fps"])
-    timings["mp4_encode"] = round(time.monotonic() - started, 4)
-    return store.write_ok(spec, mp4, metadata, source=row["source"])
-
-
+    try:
+        frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["frames_shape"])
+        started = time.monotonic()
+        mp4 = write_mp4(frames, row["fps"])
+        timings["mp4_encode"] = round(time.monotonic() - started, 4)
+        return store.write_ok(spec, mp4, metadata, source=row["source"])
+    except Exception as error:  # encoding or storage failed: this sample fails (no meta, so a rerun retries it)
+        return OutputRecord(sample_id=spec.sample_id, name=spec.name, status=FAILED, source=row["source"],
+                            error=f"writing the outputs failed: {type(error).__name__}: {error}",
+                            spec_json=spec.to_json(), metadata=metadata)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import fsspec
 import imageio_ffmpeg
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -26,7 +27,7 @@ from cosmos_ray.manifest import MANIFEST_SCHEMA
 from cosmos_ray.outputs import OutputStore
 from jobs.generate import main as generate_main
 from jobs.generate import parse_args
-from pipelines.batch import BatchConfig, run
+from pipelines.batch import GENERATED_SCHEMA, BatchConfig, run, write_outputs
 from pipelines.group import GroupConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,6 +145,18 @@ def run_table_id(job: dict, name: str) -> str:
 
 def test_the_groups_placement_groups_are_released(s3_job):
     assert live_placement_groups(f"cosmos-ray-{s3_job['summary'].run_id}-") == []
+
+
+def test_a_sample_whose_outputs_cannot_be_written_fails_alone(s3_endpoint):
+    frames = np.zeros((1, 16, 16, 3), np.uint8)
+    row = {"row": 3, "source": "specs.jsonl:4", "spec_json": json.dumps(spec("unwritable")), "error": None,
+           "frames": frames.tobytes(), "frames_shape": list(frames.shape), "fps": 16,
+           "metadata_json": json.dumps({"seed": 0}), "generate_s": 1.0}
+    written = write_outputs(pa.Table.from_pylist([row], schema=GENERATED_SCHEMA), run_id="r",
+                            output="s3://no-such-bucket/out", storage_options=s3_endpoint.storage_options)
+    (record,) = written.to_pylist()
+    assert (record["row"], record["status"], record["source"]) == (3, "failed", "specs.jsonl:4")
+    assert record["error"].startswith("writing the outputs failed") and "unwritable" in record["sample_id"]
 
 
 # --- a job killed midway, resumed ---------------------------------------------------------------------------
