@@ -13,14 +13,16 @@ placement group, before the next sample. Rank workers never restart on their own
 rejoin the process group of the others.
 
 The placement group is created by the group, not by Ray Data's `ray_remote_args_fn`, so its lifetime is the
-owning actor's: `shutdown()` removes it, and Ray removes it when the owning actor dies (a placement group fate-
-shares with its creator). docs/architecture.md explains the choice.
+owning actor's: `shutdown()` removes it, and Ray removes it when the owning actor dies (a placement group
+fate-shares with its creator). docs/architecture.md explains the choice.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -117,24 +119,21 @@ class RankWorker:
 
     def generate(self, spec: GenerationSpec) -> GenerationResult | None:
         """Run `spec` on this rank; rank 0 returns the result, the others None."""
-        progress = _StepLog(spec.name, self.rank) if self.rank == 0 else None
+        progress = functools.partial(_log_step, spec.name) if self.rank == 0 else None
         return self.generator(spec, progress)
 
 
-class _StepLog:
-    """Progress callback: logs denoising steps (first, every fifth of the run, last)."""
-
-    def __init__(self, name: str, rank: int):
-        self.name = name
-        self.rank = rank
-
-    def __call__(self, step: int, total: int) -> None:
-        if step in (1, total) or step % max(1, total // 5) == 0:
-            logger.info("%s: step %d/%d", self.name, step, total)
+def _log_step(name: str, step: int, total: int) -> None:
+    """Progress callback of rank 0: logs the first and last step and every fifth of the run."""
+    if step in (1, total) or step % max(1, total // 5) == 0:
+        logger.info("%s: step %d/%d", name, step, total)
 
 
 class GPUGroup:
     """N rank workers on one node, used as one generator: `generate(spec) -> GenerationResult`.
+
+    Calls from several threads run one at a time, so every rank sees the samples in the same order (ranks
+    that started different samples would wait for each other in their collectives forever).
 
     `placement_group`: run in this existing group (e.g. a Serve replica's; it must have one free {GPU: 1}
     bundle per rank) instead of creating one. `name` names the created placement group; a placement group
@@ -149,21 +148,23 @@ class GPUGroup:
         self._placement_group = placement_group or self._create_placement_group()
         self.workers: list[ray.actor.ActorHandle] = []  # rank order; empty while the group is broken
         self.restarts = 0
+        self._one_sample_at_a_time = threading.Lock()
         self._start_workers()
 
     def generate(self, spec: GenerationSpec) -> GenerationResult:
         """Generate `spec` on every rank and return rank 0's result; raises `SampleError` if it failed."""
-        if not self.workers:  # broken by the previous sample
-            self.restarts += 1
-            self._start_workers()
-        refs = [worker.generate.remote(spec) for worker in self.workers]
-        try:
-            wait_for_ranks(refs, self.config.failure_grace_s)
-        except SampleError as error:
-            if error.group_broken:
-                self._kill_workers()
-            raise
-        return ray.get(refs[0])
+        with self._one_sample_at_a_time:
+            if not self.workers:  # broken by the previous sample
+                self.restarts += 1
+                self._start_workers()
+            refs = [worker.generate.remote(spec) for worker in self.workers]
+            try:
+                wait_for_ranks(refs, self.config.failure_grace_s)
+            except SampleError as error:
+                if error.group_broken:
+                    self._kill_workers()
+                raise
+            return ray.get(refs[0])
 
     def shutdown(self) -> None:
         """Kill the workers and remove the placement group if this group created it. Idempotent."""

@@ -1,6 +1,7 @@
 """GPUGroup on a local Ray with logical GPUs: two tiny-preset ranks on CPU (gloo), failures per sample."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -44,6 +45,14 @@ def test_generate_returns_rank_zero_video_from_both_ranks(group):
     assert result.fps == 24
     assert result.metadata["world_size"] == 2
     assert result.metadata["timings_s"]["sampling"] > 0
+
+
+def test_calls_from_two_threads_both_complete(group):
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(group.generate, tiny_spec(seed=seed)) for seed in (1, 2)]
+        first, second = (future.result(timeout=300) for future in futures)  # ranks in different samples would hang
+    assert first.metadata["seed"] == 1 and second.metadata["seed"] == 2
+    assert not np.array_equal(first.frames, second.frames)
 
 
 def test_a_failing_spec_is_a_sample_error_and_the_group_goes_on(group, tmp_path):
