@@ -105,8 +105,8 @@ def _init_ray(address: str | None, logical_gpus: int | None) -> None:
 def _groups_that_fit(gpus_per_group: int) -> int:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus < gpus_per_group:
-        raise RuntimeError(f"the cluster has {gpus} GPU(s), fewer than --gpus-per-group {gpus_per_group} "
-                           "(for a CPU-only run start a local Ray with --logical-gpus)")
+        raise RuntimeError(f"the cluster has {gpus} GPU(s) now, fewer than --gpus-per-group {gpus_per_group}: pass "
+                           "--groups or --autoscale to wait for GPU nodes, or --logical-gpus for a CPU-only run")
     return gpus // gpus_per_group
 
 
