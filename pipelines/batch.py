@@ -27,7 +27,7 @@ import ray
 from cosmos_ray.manifest import read_manifest, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.spec import SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 
 logger = logging.getLogger(__name__)
@@ -266,7 +266,7 @@ class GroupActor:
         return pa.Table.from_pylist([self._generate(row) for row in batch.to_pylist()], schema=GENERATED_SCHEMA)
 
     def _generate(self, row: dict[str, Any]) -> dict[str, Any]:
-        spec = GenerationSpec.from_dict(json.loads(row["spec_json"]), source=row["source"])
+        spec = spec_from_row(row)
         started = time.monotonic()
         try:
             result = self.group.generate(spec)
@@ -291,7 +291,7 @@ def write_outputs(batch: pa.Table, *, output: str, storage_options: dict | None,
 
 
 def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRecord:
-    spec = GenerationSpec.from_dict(json.loads(row["spec_json"]), source=row["source"])
+    spec = spec_from_row(row)
     metadata = {**json.loads(row["metadata_json"]), "run_id": run_id}
     timings = metadata.setdefault("timings_s", {})  # the generator's stages, plus the pipeline's two
     timings["group_call"] = round(row["generate_s"], 4)
