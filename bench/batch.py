@@ -5,9 +5,8 @@ groups), each run into a fresh output folder, and prints one JSON line per run: 
 the share of GPU time (wall x GPUs, model loading included) spent denoising and spent inside group calls,
 and the mean of each stage per sample (text encode, sampling, decode, group call, mp4 encode).
 
-GPU node with Ray installed (8 GPUs: replicas of 1, 2 and 8 GPUs):
-    python -m bench.batch --checkpoint-dir /models/cosmos-predict2.5-2b --layouts 1x8,2x4,8x1 \\
-        --samples 32 --out batch.jsonl
+GPU node with Ray installed (8 GPUs: replicas of 1, 2 and 8 GPUs; random 2B weights, or --checkpoint-dir):
+    python -m bench.batch --preset random-2B --layouts 1x8,2x4,8x1 --samples 32 --out batch.jsonl
 CPU check (tiny preset, logical GPUs):
     python -m bench.batch --device cpu --smoke
 """
@@ -37,7 +36,7 @@ STAGES = ("text_encode", "sampling", "decode", "group_call", "mp4_encode")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.batch", description=__doc__.split("\n\n")[0])
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--preset", default="tiny", help="model preset (default tiny)")
+    model.add_argument("--preset", default="tiny", help="random-weight preset: tiny (default) or random-2B")
     model.add_argument("--checkpoint-dir", help="official checkpoint folder, on every GPU node")
     parser.add_argument("--layouts", default="1x1", help="comma-separated GPUSxGROUPS, e.g. 1x8,2x4,8x1")
     parser.add_argument("--samples", type=int, default=16, help="videos per run")

@@ -1,0 +1,98 @@
+"""Run official inference spec files locally, one video at a time, without Ray.
+
+    python -m cosmos_ray.generate -i examples/text2world.json examples/specs.jsonl -o outputs/local
+    python -m cosmos_ray.generate -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt/Cosmos-Predict2.5-2B
+
+Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use. Outputs go through
+`OutputStore` (videos/, meta/, runs/ under the output root), so a rerun skips samples already done and the
+batch job can resume what this started. Exits 1 if any sample failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+
+import torch
+
+from cosmos_ray.generator import RANDOM_PRESETS, Generator
+from cosmos_ray.manifest import ManifestError, load_specs
+from cosmos_ray.media import MediaError, write_mp4
+from cosmos_ray.outputs import FAILED, OK, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.sampling.sampler import VARIANTS, SamplingError
+from cosmos_ray.spec import GenerationSpec, SpecError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m cosmos_ray.generate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-i", "--input", nargs="+", required=True, metavar="SPECS",
+                        help="spec files (.json, .jsonl, .yaml) or globs of them; local paths or fsspec URLs")
+    parser.add_argument("-o", "--output", required=True, metavar="URL", help="output root (local path or fsspec URL)")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--preset", choices=sorted(RANDOM_PRESETS), default=None,
+                       help="random-weight model: tiny (tests, CPU), random-2B (released shapes, GPU benchmarks)")
+    model.add_argument("--checkpoint-dir", metavar="DIR", help="official or diffusers-layout checkpoint folder")
+    parser.add_argument("--variant", choices=VARIANTS, default="post-trained", help="default: %(default)s")
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
+                        help="default: bfloat16 on cuda, float32 on cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (faster on GPU)")
+    parser.add_argument("--quality", type=float, default=5, help="mp4 quality 1..10 (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true", help="regenerate samples that are already done")
+    parser.add_argument("--allow-http", action="store_true", help="allow http(s) input_path URLs")
+    parser.add_argument("--cache-url", default=None, help="fsspec URL to cache prompt embeddings under")
+    args = parser.parse_args(argv)
+    if not 1 <= args.quality <= 10:
+        parser.error(f"--quality must be in 1..10, got {args.quality}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        specs = load_specs(args.input)
+    except ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    store = OutputStore(args.output)
+    generator = Generator.from_pretrained(
+        args.checkpoint_dir or args.preset, device=args.device, dtype=DTYPES[args.dtype] if args.dtype else None,
+        variant=args.variant, cache_url=args.cache_url, allow_http=args.allow_http, compile=args.compile)
+    run_id = "local-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    records = []
+    for index, (spec, source) in enumerate(specs, start=1):
+        label = f"[{index}/{len(specs)}] {spec.name}"
+        if not args.overwrite and store.is_done(spec.sample_id):
+            print(f"{label}: already done, skipped")
+            records.append(store.skipped(spec, source=source))
+            continue
+        records.append(_generate_one(generator, store, spec, source, label, args.quality))
+    table = store.write_run_table(run_id, records)
+    counts = {status: sum(record.status == status for record in records) for status in (OK, SKIPPED, FAILED)}
+    print(f"{counts[OK]} ok, {counts[SKIPPED]} skipped, {counts[FAILED]} failed; run table: {table}")
+    return 1 if counts[FAILED] else 0
+
+
+def _generate_one(generator: Generator, store: OutputStore, spec: GenerationSpec, source: str, label: str,
+                  quality: float) -> OutputRecord:
+    start = time.perf_counter()
+
+    def progress(step: int, total: int) -> None:
+        print(f"\r{label}: step {step}/{total}", end="\n" if step == total else "", file=sys.stderr, flush=True)
+
+    try:
+        result = generator(spec, progress=progress if sys.stderr.isatty() else None)
+        record = store.write_ok(spec, write_mp4(result.frames, result.fps, quality), result.metadata, source=source)
+    except (MediaError, SamplingError, SpecError) as error:
+        print(f"{label}: failed: {error}", file=sys.stderr)
+        return store.write_failure(spec, error, source=source)
+    print(f"{label}: {record.video_url} ({time.perf_counter() - start:.1f} s)")
+    return record
+
+
+if __name__ == "__main__":
+    sys.exit(main())

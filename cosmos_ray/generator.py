@@ -1,0 +1,307 @@
+"""Generator: a validated spec in, a decoded video out, in one process (or one rank of a GPU group).
+
+    generator = Generator.from_pretrained("tiny")                      # or a checkpoint folder
+    result = generator(spec, progress=lambda step, total: ...)
+    result.frames   # uint8 (T, H, W, 3); result.fps; result.metadata
+
+Stages, each timed in the metadata: the prompt and (when guidance is on) the negative prompt are encoded
+one at a time (so an embedding never depends on what else was in a batch); image2world / video2world
+read their conditioning frames and encode them with the VAE; the sampler denoises the official initial
+noise; the VAE decodes. With a `ParallelContext` every rank of the group makes the same calls, the DiT
+and the decode run spread over the group, and ranks other than 0 return None.
+
+Checkpoint folders (`source`) come in two layouts:
+- official: `base/<variant>/*.pt` (the DiT, e.g. `81edfebe-..._ema_bf16.pt`), `tokenizer.pth` (the
+  Wan2.1 VAE), and the Reason1 text encoder in `text_encoder/` (a Hugging Face Qwen2.5-VL folder);
+- diffusers: `transformer/`, `vae/`, `text_encoder/` and `tokenizer/` of a Cosmos-Predict2.5 pipeline.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from cosmos_ray import media
+from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
+from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
+from cosmos_ray.models.text_cache import EmbeddingCache
+from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
+from cosmos_ray.parallel import ParallelContext, ParallelDiT
+from cosmos_ray.parallel.dit import split_sizes
+from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
+from cosmos_ray.spec import GenerationSpec, SpecError
+
+RANDOM_SEED = 0
+RESOLUTION_720P = (704, 1280)  # the 2B models' trained resolution (16:9 at 720p)
+
+
+@dataclass(frozen=True)
+class RandomPreset:
+    """A model with random weights drawn from a fixed seed: the same architecture as the released one."""
+
+    dit: str  # DiTConfig preset
+    vae: str  # VAEConfig preset
+    text: str  # TextEncoderConfig preset
+    trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
+    draw_on_cpu: bool  # same weights on every device (tiny), or drawn on the device itself (fast for 2B)
+
+
+RANDOM_PRESETS = {
+    # tests, CI and the README's first command: runs on a CPU in seconds
+    "tiny": RandomPreset("tiny", "tiny", "tiny", (64, 96), draw_on_cpu=True),
+    # the released 2B shapes (DiT 2B, Wan2.1 VAE, Reason1 7B) with random weights: GPU benchmarks of the
+    # whole pipeline without checkpoints; its videos are noise
+    "random-2B": RandomPreset("2B", "wan2.1", "reason1", RESOLUTION_720P, draw_on_cpu=False),
+}
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class GenerationResult:
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    fps: int
+    metadata: dict  # spec, seed, model, resolution, frame count, timings per stage, ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What produced a video, recorded in its metadata."""
+
+    model_id: str  # "tiny" or the DiT checkpoint's file name
+    variant: str  # "post-trained" | "pre-trained"
+    trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
+
+
+class Generator:
+    """Text encoder, DiT, VAE and sampler settings for one model, on one device."""
+
+    def __init__(self, dit: MiniTrainDiT, vae: WanVAE, text_encoder: TextEncoder, info: ModelInfo,
+                 sampler_config: SamplerConfig, *, device: torch.device, dtype: torch.dtype,
+                 parallel: ParallelContext | None = None, storage_options: dict | None = None,
+                 allow_http: bool = False):
+        self.dit = dit
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.info = info
+        self.sampler_config = sampler_config
+        self.device = device
+        self.dtype = dtype
+        self.parallel = parallel
+        self.velocity_model = ParallelDiT(dit, parallel) if parallel is not None else dit
+        self.storage_options = storage_options
+        self.allow_http = allow_http
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str = "tiny",
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        parallel: ParallelContext | None = None,
+        variant: str = "post-trained",
+        cache_url: str | None = None,
+        sampler_config: SamplerConfig | None = None,
+        storage_options: dict | None = None,
+        allow_http: bool = False,
+        compile: bool = False,
+    ) -> Generator:
+        """Loads a random-weight preset (`RANDOM_PRESETS`: "tiny", "random-2B") or a checkpoint folder.
+
+        Defaults: the parallel context's device, else CUDA in bfloat16 when available, else CPU in
+        float32. `variant` picks the DiT weights of an official folder and the sampling recipe, which
+        `sampler_config` overrides. `cache_url` stores prompt embeddings through fsspec;
+        `storage_options` and `allow_http` apply to conditioning inputs; `compile` torch.compiles the
+        DiT's blocks.
+        """
+        if parallel is not None:
+            device = parallel.device
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        sampler_config = sampler_config or SamplerConfig.preset(variant)
+        if source in RANDOM_PRESETS:
+            preset = RANDOM_PRESETS[source]
+            dit, vae, text_encoder = _random_models(preset, device, dtype, cache_url)
+            info = ModelInfo(source, variant, preset.trained_resolution)
+        else:
+            folder = Path(source)
+            dit_path, vae_path = _locate_weights(folder, variant)
+            dit = load_dit(dit_path, DiTConfig.preset("2B"), device=device, dtype=dtype)
+            vae = load_vae(vae_path, VAEConfig.preset("wan2.1"), device=device, dtype=dtype)
+            text_encoder = TextEncoder.from_pretrained(str(_text_encoder_folder(folder)), device=device,
+                                                       dtype=dtype, cache_url=cache_url)
+            info = ModelInfo(dit_path.name, variant, RESOLUTION_720P)
+        if compile:
+            dit.compile_blocks()
+        return cls(dit, vae, text_encoder, info, sampler_config, device=device, dtype=dtype, parallel=parallel,
+                   storage_options=storage_options, allow_http=allow_http)
+
+    @property
+    def is_output_rank(self) -> bool:
+        return self.parallel is None or self.parallel.rank == 0
+
+    def __call__(self, spec: GenerationSpec, progress: Progress | None = None) -> GenerationResult | None:
+        """Generates the spec's video; None on ranks other than 0 of a parallel group."""
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        latents = self.generate_latents(spec, progress, timings)
+        with self._timed("decode", timings):
+            video = self.decode(latents)
+        if not self.is_output_rank:
+            return None
+        frames = to_uint8_frames(video[0])
+        timings["total"] = time.perf_counter() - start
+        return GenerationResult(frames, spec.fps, self._metadata(spec, frames, timings))
+
+    def resolution(self, spec: GenerationSpec) -> tuple[int, int]:
+        """(H, W) of the spec's video: its `resolution`, or the model's trained one for "none"."""
+        return spec.height_width or self.info.trained_resolution
+
+    def generate_latents(self, spec: GenerationSpec, progress: Progress | None = None,
+                         timings: dict[str, float] | None = None) -> torch.Tensor:
+        """The spec's clean latents (1, C, T, H/8, W/8), float32; identical on every rank of a group."""
+        timings = {} if timings is None else timings
+        height, width = self.resolution(spec)
+        vae_cfg = self.vae.cfg
+        latent_frames = (spec.num_output_frames - 1) // vae_cfg.temporal_compression + 1
+        if spec.num_conditional_frames > latent_frames:
+            raise SpecError(repr(spec.name), "num_output_frames",
+                            f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
+                            f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}")
+        shape = (1, vae_cfg.latent_channels, latent_frames,
+                 height // vae_cfg.spatial_compression, width // vae_cfg.spatial_compression)
+        with self._timed("text_encode", timings):
+            prompt = self.text_encoder.encode([spec.prompt])
+            negative = self.text_encoder.encode([spec.negative_prompt]) if spec.guidance != 0 else None
+        with self._timed("conditioning", timings):
+            conditional = self.encode_conditioning(spec, height, width)
+        with self._timed("sampling", timings):
+            noise = initial_noise(spec.seed, shape, self.device)
+            return sample(self.velocity_model, noise, prompt, negative, config=self.sampler_config,
+                          num_steps=spec.num_steps, guidance=spec.guidance, conditional_latents=conditional,
+                          model_dtype=self.dtype, progress=progress)
+
+    def encode_conditioning(self, spec: GenerationSpec, height: int, width: int) -> torch.Tensor | None:
+        """Clean latents (1, C, n, H/8, W/8) of the spec's n conditional frames, or None for text2world.
+
+        The VAE is causal, so encoding just the 1 + 4 (n - 1) conditioning pixel frames gives the same
+        first n latents as the reference, which encodes them padded to the whole clip.
+        """
+        num_latent = spec.num_conditional_frames
+        if num_latent == 0:
+            return None
+        num_pixel = 1 + self.vae.cfg.temporal_compression * (num_latent - 1)
+        frames = media.read_conditioning(spec, num_pixel, height, width, storage_options=self.storage_options,
+                                         allow_http=self.allow_http)  # uint8 (n, H, W, 3)
+        video = torch.from_numpy(frames).to(self.device).permute(3, 0, 1, 2)[None]  # (1, 3, n, H, W)
+        video = video.to(self.vae.dtype) / 127.5 - 1.0  # the reference's uint8 -> [-1, 1], in the model dtype
+        return self.vae.encode(video).float()
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> video (1, 3, T, H, W) in [-1, 1], float32.
+
+        In a parallel group every rank must call this: each decodes a strip of columns (the same pixels a
+        whole decode gives there) and the strips are gathered, so the decode is spread over the group.
+        """
+        latents = latents.to(self.vae.dtype)
+        if self.parallel is None or self.parallel.world_size == 1:
+            return self.vae.decode(latents).float()
+        widths = split_sizes(latents.shape[-1], self.parallel.world_size)  # latent columns per rank
+        start = sum(widths[: self.parallel.rank])
+        strip = self.vae.decode(latents, columns=slice(start, start + widths[self.parallel.rank]))
+        scale = self.vae.cfg.spatial_compression
+        strip = F.pad(strip, (0, widths[0] * scale - strip.shape[-1]))  # equal shapes for the all-gather
+        strips = strip.new_empty(self.parallel.world_size, *strip.shape[1:])  # (N, 3, T, H, W / N)
+        dist.all_gather_into_tensor(strips, strip.contiguous())
+        video = torch.cat([s[..., : w * scale] for s, w in zip(strips, widths)], dim=-1)  # (3, T, H, W)
+        return video[None].float()
+
+    def _metadata(self, spec: GenerationSpec, frames: np.ndarray, timings: dict[str, float]) -> dict:
+        num_frames, height, width, _ = frames.shape
+        return {
+            "sample_id": spec.sample_id,
+            "spec": spec.to_dict(),
+            "seed": spec.seed,
+            "model": self.info.model_id,
+            "variant": self.info.variant,
+            "resolution": [height, width],
+            "num_frames": num_frames,
+            "fps": spec.fps,
+            "num_steps": spec.num_steps,
+            "guidance": spec.guidance,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "world_size": 1 if self.parallel is None else self.parallel.world_size,
+            "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
+        }
+
+    @contextmanager
+    def _timed(self, stage: str, timings: dict[str, float]) -> Iterator[None]:
+        """Wall time of a stage, with the device's queued work finished at both ends."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        yield
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        timings[stage] = time.perf_counter() - start
+
+
+def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
+    """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3), truncating like the reference's video writer."""
+    video = ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0
+    return video.to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+
+
+def _random_models(preset: RandomPreset, device: torch.device, dtype: torch.dtype,
+                   cache_url: str | None) -> tuple[MiniTrainDiT, WanVAE, TextEncoder]:
+    """The preset's DiT, VAE and text encoder with random weights drawn from `RANDOM_SEED`."""
+    draw_device = torch.device("cpu") if preset.draw_on_cpu else device
+    with torch.random.fork_rng(devices=[draw_device] if draw_device.type == "cuda" else []), draw_device:
+        torch.manual_seed(RANDOM_SEED)
+        dit = MiniTrainDiT(DiTConfig.preset(preset.dit))
+        vae = WanVAE(VAEConfig.preset(preset.vae))
+    dit = dit.to(device).cast(dtype).eval().requires_grad_(False)
+    vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    if preset.text == "tiny":
+        text_encoder = TextEncoder.from_pretrained("tiny", device=device, dtype=dtype, cache_url=cache_url)
+    else:
+        text_encoder = TextEncoder.from_random(TextEncoderConfig.preset(preset.text), build_tiny_tokenizer(),
+                                               seed=RANDOM_SEED, device=device, dtype=dtype,
+                                               model_id=f"random-{preset.text}",
+                                               cache=EmbeddingCache(url=cache_url))
+    return dit, vae, text_encoder
+
+
+def _locate_weights(folder: Path, variant: str) -> tuple[Path, Path]:
+    """(DiT checkpoint, VAE checkpoint) of an official or diffusers-layout folder."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"model source {str(folder)!r} is neither 'tiny' nor an existing checkpoint folder")
+    if (folder / "transformer").is_dir():
+        if not (folder / "vae" / "diffusion_pytorch_model.safetensors").is_file():
+            raise FileNotFoundError(f"diffusers checkpoint {folder} has no vae/diffusion_pytorch_model.safetensors")
+        return folder / "transformer", folder / "vae"
+    dit_files = sorted((folder / "base" / variant).glob("*.pt"))
+    if len(dit_files) != 1:
+        raise FileNotFoundError(f"expected one DiT checkpoint in {folder / 'base' / variant}, "
+                                f"found {[p.name for p in dit_files] or 'none'}")
+    vae_file = folder / "tokenizer.pth"
+    if not vae_file.is_file():
+        raise FileNotFoundError(f"official checkpoint {folder} has no tokenizer.pth (the Wan2.1 VAE)")
+    return dit_files[0], vae_file
+
+
+def _text_encoder_folder(folder: Path) -> Path:
+    """The text encoder folder: a diffusers pipeline folder itself, else its `text_encoder/`."""
+    if (folder / "transformer").is_dir():
+        return folder
+    return folder / "text_encoder"

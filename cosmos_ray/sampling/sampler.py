@@ -1,0 +1,131 @@
+"""The Cosmos-Predict2.5 sampling loop: initial noise, held conditional frames, guidance, UniPC.
+
+One loop serves text2world, image2world and video2world. Conditional latent frames (0, 1 or 2 leading
+frames) are held clean: the model always sees the clean frames there (with their own timestep and a
+condition-mask channel of 1), and their velocity is replaced by the straight-path velocity
+`noise - clean`, so the solver carries them along the same path as the reference.
+
+Guidance follows the official video2world model: `v = cond + g * (cond - uncond)`, with the conditional
+and unconditional (negative-prompt) passes in one batch of 2. `g == 0` is exactly the conditional
+prediction, so the unconditional pass is skipped. (diffusers' pipeline skips it for every g <= 1, so at
+g == 1 it returns `cond` where the reference returns `2 * cond - uncond`.)
+
+The velocity model is passed in, so a context-parallel DiT can stand in for the plain one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule
+from cosmos_ray.sampling.unipc import UniPCSolver
+
+VARIANTS = ("post-trained", "pre-trained")
+
+
+class VelocityModel(Protocol):
+    def __call__(self, x: Tensor, timesteps: Tensor, crossattn_emb: Tensor, *, condition_mask: Tensor) -> Tensor:
+        """x (B, C, T, H, W), timesteps (B, T) in flow time x 1000, crossattn_emb (B, L, D),
+        condition_mask (B, 1, T, H, W) -> velocity (B, C, T, H, W)."""
+
+
+class SamplingError(RuntimeError):
+    """The sampling loop produced non-finite latents."""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampling recipe of one Cosmos-Predict2.5 2B variant (from its official experiment config)."""
+
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # DiT timestep (flow time x 1000) of the held conditional frames; None: the noisy frames' timestep.
+    conditional_frame_timestep: float | None = 0.1
+
+    @classmethod
+    def preset(cls, variant: str) -> SamplerConfig:
+        if variant == "post-trained":  # karras schedule, conditional frames at official timestep 0.1
+            return cls()
+        if variant == "pre-trained":  # shift-5 schedule, conditional frames share the noisy timestep
+            return cls(ScheduleConfig(kind="shift", shift=5.0), conditional_frame_timestep=None)
+        raise ValueError(f"unknown model variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+
+
+def initial_noise(seed: int, shape: tuple[int, ...], device: torch.device | str | None = None) -> Tensor:
+    """The official initial latents: numpy's legacy RandomState normals in float32, on any device."""
+    noise = np.random.RandomState(seed).standard_normal(shape).astype(np.float32)
+    return torch.from_numpy(noise).to(device)
+
+
+def sample(
+    model: VelocityModel,
+    noise: Tensor,
+    prompt_embedding: Tensor,
+    negative_embedding: Tensor | None,
+    *,
+    config: SamplerConfig,
+    num_steps: int,
+    guidance: float,
+    conditional_latents: Tensor | None = None,
+    model_dtype: torch.dtype = torch.float32,
+    progress: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """Runs the sampler from `noise` (B, C, T, H, W) to clean latents of the same shape (float32).
+
+    `prompt_embedding` / `negative_embedding` are (B, L, D) text embeddings; the negative one is only
+    used when `guidance != 0`. `conditional_latents` (B, C, Tc, H, W) are the clean latents of the first
+    Tc frames. The model runs in `model_dtype`; latents and solver stay float32. `progress(step, total)`
+    is called after every step.
+    """
+    noise = noise.float()
+    batch, _, frames, height, width = noise.shape
+    num_held = 0 if conditional_latents is None else conditional_latents.shape[2]
+    if num_held > frames:
+        raise ValueError(f"{num_held} conditional latent frames do not fit in {frames} latent frames")
+    use_uncond = guidance != 0
+    if use_uncond and negative_embedding is None:
+        raise ValueError(f"guidance {guidance} needs a negative prompt embedding")
+
+    condition_mask = torch.zeros(batch, 1, frames, height, width, device=noise.device)
+    condition_mask[:, :, :num_held] = 1.0
+    clean = torch.zeros_like(noise)
+    if num_held:
+        clean[:, :, :num_held] = conditional_latents.float()
+    held_velocity = (noise - clean) * condition_mask  # straight path from the clean frames to their noise
+    free = 1.0 - condition_mask
+
+    passes = 2 if use_uncond else 1
+    context = torch.cat([prompt_embedding, negative_embedding]) if use_uncond else prompt_embedding
+    context = context.to(model_dtype)
+    mask_in = condition_mask.repeat(passes, 1, 1, 1, 1).to(model_dtype)
+
+    schedule = make_schedule(config.schedule, num_steps)
+    solver = UniPCSolver(schedule.sigmas)
+    latents = noise
+    for step, timestep in enumerate(schedule.timesteps):
+        x_in = condition_mask * clean + free * latents
+        timesteps = torch.full((batch, frames), timestep, device=noise.device)
+        if config.conditional_frame_timestep is not None:
+            timesteps[:, :num_held] = config.conditional_frame_timestep
+        velocity = model(
+            x_in.repeat(passes, 1, 1, 1, 1).to(model_dtype),
+            timesteps.repeat(passes, 1),
+            context,
+            condition_mask=mask_in,
+        ).float()
+        if use_uncond:
+            cond, uncond = velocity.chunk(2)
+            velocity = cond + guidance * (cond - uncond)
+        velocity = held_velocity + free * velocity
+        latents = solver.step(velocity, latents)
+        if not torch.isfinite(latents).all():
+            raise SamplingError(f"non-finite latents after step {step + 1}/{schedule.num_evaluations} "
+                                f"(sigma {schedule.sigmas[step]:.4g})")
+        if progress is not None:
+            progress(step + 1, schedule.num_evaluations)
+    return latents

@@ -1,0 +1,229 @@
+"""Generator and the local CLI with the tiny preset on CPU, and end-to-end parity with diffusers' pipeline."""
+
+import json
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from cosmos_ray import generate
+from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
+from cosmos_ray.models.dit import DiTConfig
+from cosmos_ray.models.text import TextEncoderConfig
+from cosmos_ray.models.vae import VAEConfig
+from cosmos_ray.media import MediaError, read_conditioning, write_mp4
+from cosmos_ray.parallel import ParallelContext
+from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
+from cosmos_ray.sampling.schedule import ScheduleConfig
+from cosmos_ray.spec import GenerationSpec, SpecError
+
+MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"  # 64x96: square.png, square.mp4 (17 frames)
+INPUTS = {"text2world": None, "image2world": str(MEDIA / "square.png"), "video2world": str(MEDIA / "square.mp4")}
+KINDS = tuple(INPUTS)
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # diffusers + numpy 2
+
+
+@pytest.fixture(scope="module")
+def generator() -> Generator:
+    return Generator.from_pretrained("tiny", device="cpu")
+
+
+def make_spec(kind: str, **fields) -> GenerationSpec:
+    defaults = dict(inference_type=kind, name=f"{kind}-test", prompt=f"a {kind} prompt", input_path=INPUTS[kind],
+                    num_output_frames=9, num_steps=3)
+    return GenerationSpec(**{**defaults, **fields})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_frames_size_fps_and_metadata(generator, kind):
+    spec = make_spec(kind, fps=24, seed=11)
+    result = generator(spec)
+    assert result.frames.dtype == np.uint8 and result.frames.shape == (9, 64, 96, 3)  # "none": 64x96
+    assert result.fps == 24
+    meta = result.metadata
+    assert meta["spec"] == spec.to_dict() and meta["sample_id"] == spec.sample_id
+    assert (meta["seed"], meta["model"], meta["variant"]) == (11, "tiny", "post-trained")
+    assert (meta["resolution"], meta["num_frames"], meta["fps"]) == ([64, 96], 9, 24)
+    assert set(meta["timings_s"]) == {"text_encode", "conditioning", "sampling", "decode", "total"}
+    json.dumps(meta)  # records must be JSON
+
+
+def test_explicit_resolution_and_frame_count(generator):
+    result = generator(make_spec("text2world", resolution="32,48", num_output_frames=5, guidance=0))
+    assert result.frames.shape == (5, 32, 48, 3)
+
+
+def test_progress_is_reported_per_step(generator):
+    seen = []
+    generator(make_spec("text2world", num_steps=2), progress=lambda step, total: seen.append((step, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]  # post-trained: steps + 1 model evaluations
+
+
+@pytest.mark.parametrize("kind, num_pixel", [("image2world", 1), ("video2world", 5)])
+def test_conditional_frames_reproduce_the_input(generator, kind, num_pixel):
+    """The generated video starts with the conditioning frames as the VAE reproduces them."""
+    spec = make_spec(kind)
+    result = generator(spec)
+    round_trip = to_uint8_frames(generator.decode(generator.encode_conditioning(spec, 64, 96))[0])
+    input_frames = read_conditioning(spec, num_pixel, 64, 96)
+    assert round_trip.shape == input_frames.shape
+    held = np.abs(result.frames[:num_pixel].astype(float) - round_trip).mean()
+    # The held latents end 0.5% of the way towards their noise (the first sigma is 200/201, not 1).
+    assert held < 3.0
+    assert np.abs(result.frames[num_pixel:].astype(float) - round_trip[-1:]).mean() > 5 * held
+
+
+def test_same_spec_and_seed_give_bit_identical_latents(generator):
+    spec = make_spec("video2world", seed=5)
+    first = generator.generate_latents(spec)
+    generator(make_spec("text2world", prompt="something else entirely", seed=6))  # other work in between
+    again = generator.generate_latents(spec)
+    assert torch.equal(first, again)
+    assert not torch.equal(generator.generate_latents(make_spec("video2world", seed=6)), first)
+
+
+def test_short_video_input_names_the_sample(generator, tmp_path):
+    path = tmp_path / "short.mp4"
+    frames = np.zeros((3, 64, 96, 3), np.uint8)
+    path.write_bytes(write_mp4(frames, fps=16))
+    with pytest.raises(MediaError, match="sample 'video2world-test': input video .* has 3 frames"):
+        generator(make_spec("video2world", input_path=str(path)))
+
+
+def test_too_few_output_frames_for_the_conditional_frames(generator):
+    with pytest.raises(SpecError, match="sample 'video2world-test': field 'num_output_frames' 1 frames make 1 latent"):
+        generator(make_spec("video2world", num_output_frames=1))
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({}, "expected one DiT checkpoint in"),
+    ({"base/post-trained/dit_ema_bf16.pt": b""}, "has no tokenizer.pth"),
+    ({"transformer/config.json": b"{}"}, "has no vae/diffusion_pytorch_model.safetensors"),
+])
+def test_checkpoint_folder_errors(tmp_path, layout, message):
+    for name, content in layout.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    with pytest.raises(FileNotFoundError, match=message):
+        Generator.from_pretrained(str(tmp_path), device="cpu")
+    with pytest.raises(FileNotFoundError, match="neither 'tiny' nor an existing checkpoint folder"):
+        Generator.from_pretrained(str(tmp_path / "absent"), device="cpu")
+
+
+# --- a parallel group --------------------------------------------------------------------------------------
+
+PARALLEL_SPECS = (make_spec("video2world", seed=3), make_spec("text2world", guidance=0))  # cfg split, Ulysses
+
+
+def _generate_on_rank(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    with ParallelContext.init(rank, world_size, f"file://{init_file}", backend="gloo") as ctx:
+        generator = Generator.from_pretrained("tiny", parallel=ctx)
+        results = [generator(spec) for spec in PARALLEL_SPECS]
+        torch.save([None if r is None else r.frames for r in results], f"{out_dir}/rank{rank}.pt")
+
+
+def test_a_parallel_group_makes_the_single_process_video(generator, tmp_path):
+    """Two gloo ranks (guidance split for guidance 7, Ulysses for guidance 0, split decode): rank 0 returns
+    the video one process makes, rank 1 returns None."""
+    mp.spawn(_generate_on_rank, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2))
+    assert rank1 == [None, None]
+    for frames, spec in zip(rank0, PARALLEL_SPECS):
+        single = generator(spec).frames
+        assert frames.shape == single.shape
+        assert np.abs(frames.astype(int) - single).max() <= 1
+
+
+# --- end-to-end parity with diffusers' Cosmos2_5_PredictBasePipeline ---------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+@torch.no_grad()
+def test_video_matches_diffusers_pipeline(generator, kind):
+    """Same weights (through our key tables), text embeddings and initial noise: the same float video.
+
+    diffusers feeds the DiT exact sigmas, so ours runs with unquantized timesteps here.
+    """
+    from bench.generate import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
+    ours = Generator(generator.dit, generator.vae, generator.text_encoder, generator.info,
+                     SamplerConfig(ScheduleConfig(quantize_timesteps=False)), device=generator.device,
+                     dtype=generator.dtype)
+    spec = make_spec(kind)
+    latents = ours.generate_latents(spec)
+    video = (ours.decode(latents) + 1) / 2  # (1, 3, T, H, W) in [0, 1]
+
+    num_latent = spec.num_conditional_frames
+    conditioning = None
+    if num_latent:
+        frames = read_conditioning(spec, 1 + 4 * (num_latent - 1), 64, 96)
+        conditioning = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    pipeline = diffusers_pipeline(generator.dit, generator.vae)
+    theirs = pipeline(
+        video=conditioning, prompt_embeds=generator.text_encoder.encode([spec.prompt]),
+        negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]), height=64, width=96,
+        num_frames=spec.num_output_frames, num_inference_steps=spec.num_steps + 1, guidance_scale=spec.guidance,
+        latents=initial_noise(spec.seed, tuple(latents.shape)), output_type="pt",
+        num_latent_conditional_frames=max(num_latent, 1),
+    ).frames  # (1, T, 3, H, W) in [0, 1]
+    theirs = theirs.permute(0, 2, 1, 3, 4)
+    assert ((video - theirs).norm() / theirs.norm()).item() < 1e-4
+
+
+# --- the local CLI -------------------------------------------------------------------------------------------
+
+def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
+    specs = tmp_path / "specs.jsonl"
+    rows = [make_spec("text2world", name="t2w", guidance=0).to_dict(),
+            make_spec("image2world", name="i2w", fps=8).to_dict()]
+    specs.write_text("\n".join(json.dumps(row) for row in rows))
+    out = tmp_path / "out"
+    assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
+    for row in rows:
+        spec = GenerationSpec.from_dict(row)
+        record = json.loads((out / "meta" / f"{spec.sample_id}.json").read_text())
+        assert record["status"] == "ok" and record["metadata"]["seed"] == spec.seed
+        reader = imageio_ffmpeg.read_frames(str(out / "videos" / f"{spec.sample_id}.mp4"))
+        meta = next(reader)
+        assert (meta["fps"], meta["size"], sum(1 for _ in reader)) == (spec.fps, (96, 64), 9)
+    assert "2 ok, 0 skipped, 0 failed" in capsys.readouterr().out
+
+    short = tmp_path / "short.mp4"
+    short.write_bytes(write_mp4(np.zeros((2, 64, 96, 3), np.uint8), fps=16))
+    specs.write_text(specs.read_text() + "\n" + json.dumps(make_spec("video2world", name="v2w",
+                                                                     input_path=str(short)).to_dict()))
+    assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
+    captured = capsys.readouterr()
+    assert "0 ok, 2 skipped, 1 failed" in captured.out
+    assert "v2w: failed: sample 'v2w': input video" in captured.err
+
+
+def test_cli_needs_a_model(capsys):
+    with pytest.raises(SystemExit):
+        generate.parse_args(["-i", "specs.json", "-o", "out"])
+    assert "one of the arguments --preset --checkpoint-dir is required" in capsys.readouterr().err
+
+
+def test_benchmark_smoke_runs(tmp_path):
+    from bench.generate import main as bench_main
+
+    out = tmp_path / "generate.jsonl"
+    bench_main(["--device", "cpu", "--smoke", "--types", "video2world", "--out", str(out)])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["impl"] for r in records] == ["ours", "diffusers"]
+    for record in records:
+        assert record["evaluations"] == 3 and record["ms_per_evaluation"] > 0 and record["ms_decode"] > 0
+    assert records[1]["frames_rel_err_vs_ours"] < 0.01
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM_PRESETS))
+def test_random_presets_fit_together(name):
+    """A random preset's DiT reads exactly the text encoder's embedding width and its resolution fits the VAE x patch."""
+    preset = RANDOM_PRESETS[name]
+    dit_cfg = DiTConfig.preset(preset.dit)
+    assert dit_cfg.crossattn_proj_in_channels == TextEncoderConfig.preset(preset.text).embed_dim
+    stride = VAEConfig.preset(preset.vae).spatial_compression * dit_cfg.patch_spatial
+    assert all(size % stride == 0 for size in preset.trained_resolution)
