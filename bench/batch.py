@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=int, default=7)
     parser.add_argument("--resolution", default="none", help='"H,W", or "none" for the trained resolution')
     parser.add_argument("--dtype", default=None, help="compute dtype (default: the generator's)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu starts a local Ray with logical GPUs")
     parser.add_argument("--smoke", action="store_true", help="tiny preset, 4 short samples, layouts 1x2,2x1")
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             output = Path(workdir) / f"out-{gpus_per_group}x{groups}"
             config = BatchConfig(manifest=str(manifest), output=str(output), groups=groups,
                                  group=GroupConfig(gpus_per_group=gpus_per_group, dtype=args.dtype,
-                                                   source=args.checkpoint_dir or args.preset))
+                                                   compile=args.compile, source=args.checkpoint_dir or args.preset))
             summary = run(config)
             records = [r for r in OutputStore(str(output)).read_run_table(summary.run_id) if r.status == OK]
             group_gpu_s = sum(stage_s(r, "group_call") for r in records) * gpus_per_group
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
                      for stage in STAGES} if records else {}
             recorder.emit(
                 "batch_run", layout=f"{gpus_per_group}x{groups}", gpus=summary.gpus, samples=args.samples,
+                compile=args.compile,
                 ok=summary.ok, failed=summary.failed, frames=args.frames, steps=args.steps,
                 resolution=args.resolution, guidance=args.guidance, wall_s=round(summary.wall_s, 2),
                 videos_per_hour=round(summary.videos_per_hour, 2),

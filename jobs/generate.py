@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--checkpoint-dir", metavar="DIR",
                        help="folder holding the official checkpoint files (on every GPU node)")
     parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the generator's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the DiT blocks in every replica: a slower start, faster steps")
     parser.add_argument("--gpus-per-group", type=_at_least(1), default=1, metavar="N",
                         help="GPUs per model replica, all on one node; N > 1 runs context-parallel denoising "
                              "(default 1: one replica per GPU)")
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             manifest=args.manifest,
             output=args.output,
             group=GroupConfig(gpus_per_group=args.gpus_per_group, source=args.checkpoint_dir or args.preset,
-                              dtype=args.dtype, embedding_cache_url=args.embedding_cache,
+                              dtype=args.dtype, compile=args.compile, embedding_cache_url=args.embedding_cache,
                               storage_options=args.storage_options),
             groups=args.autoscale or args.groups or _groups_that_fit(args.gpus_per_group),
             limit=args.limit,

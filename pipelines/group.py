@@ -50,6 +50,7 @@ class GroupConfig:
     gpus_per_group: int = 1
     source: str = "tiny"  # `Generator.from_pretrained` source: a preset name or a checkpoint folder
     dtype: str | None = None  # one of DTYPES; None: the generator's default
+    compile: bool = False  # torch.compile the DiT blocks: a slower start for faster steps on every sample
     embedding_cache_url: str | None = None  # fsspec folder shared by all groups: each prompt is encoded once
     storage_options: dict | None = None  # fsspec options for conditioning inputs (input_path)
     cpus_per_rank: float = 1.0
@@ -114,6 +115,7 @@ class RankWorker:
             parallel = ParallelContext.init(self.rank, world_size, init_method, backend=backend, device=device)
         dtype = getattr(torch, self.config.dtype) if self.config.dtype else None
         self.generator = Generator.from_pretrained(self.config.source, device=device, dtype=dtype, parallel=parallel,
+                                                   compile=self.config.compile,
                                                    cache_url=self.config.embedding_cache_url,
                                                    storage_options=self.config.storage_options)
 

@@ -211,7 +211,7 @@ def test_help_explains_every_option(capsys):
         generate_main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    for option in ("--manifest", "--output", "--preset", "--checkpoint-dir", "--dtype", "--gpus-per-group",
+    for option in ("--manifest", "--output", "--preset", "--checkpoint-dir", "--dtype", "--compile", "--gpus-per-group",
                    "--groups", "--autoscale", "--embedding-cache", "--limit", "--run-id", "--storage-option",
                    "--address", "--logical-gpus"):
         assert option in help_text
