@@ -46,6 +46,22 @@ def time_ms(fn: Callable[[], object], device: torch.device, warmup: int, iters: 
     return statistics.median(times)
 
 
+def time_ms_and_peak_gib(fn: Callable[[], object], device: torch.device, warmup: int,
+                         iters: int) -> tuple[float, float | None]:
+    """(median ms, peak GiB allocated during the timed calls beyond what was allocated before; None on CPU)."""
+    for _ in range(warmup):
+        fn()
+    before = 0
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+    ms = time_ms(fn, device, warmup=0, iters=iters)
+    peak = (torch.cuda.max_memory_allocated(device) - before) / 2**30 if device.type == "cuda" else None
+    return ms, peak
+
+
 def tflops(flops: float, ms: float) -> float:
     return flops / (ms * 1e-3) / 1e12
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from types import SimpleNamespace
 
 import torch
 
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
+from bench.common import time_ms_and_peak_gib
 
 
 def build_models(config: TextEncoderConfig, device: torch.device, dtype: torch.dtype):
@@ -51,27 +50,6 @@ def language_model_flops(config: TextEncoderConfig, batch: int) -> float:
     linear = 2 * length * per_layer * config.num_layers
     attention = 2 * length * length * config.hidden_size * config.num_layers  # QK^T + PV, causal half
     return batch * (linear + attention)
-
-
-def measure(fn, device: torch.device, warmup: int, iters: int) -> tuple[float, float | None]:
-    """(median ms, peak GiB allocated on CUDA, else None) of `fn()`."""
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(iters):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    return statistics.median(times), peak
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         ours.encode(prompts)  # fill the cache for the cached measurement
         for name, fn in [("ours.encode", ours_uncached), ("diffusers._get_prompt_embeds", diffusers_encode),
                          ("ours.encode_cached", ours.encode)]:
-            ms, peak = measure(lambda: fn(prompts), device, args.warmup, args.iters)
+            ms, peak = time_ms_and_peak_gib(lambda: fn(prompts), device, args.warmup, args.iters)
             record = {"name": name, "shape": [batch, config.max_length, config.embed_dim], "ms": round(ms, 3),
                       "prompts_per_s": round(batch / ms * 1e3, 2),
                       "tflops": None if name.endswith("cached") else

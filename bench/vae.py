@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 from functools import partial
 
@@ -27,6 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cosmos_ray.models.vae import VAEConfig, WanVAE
+from bench.common import time_ms_and_peak_gib
 
 
 def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
@@ -79,31 +78,6 @@ def count_flops(cfg: VAEConfig, method: str, shape: tuple[int, ...], **kwargs) -
     with FlopCounterMode(display=False) as counter:
         getattr(vae, method)(torch.empty(shape, device="meta"), **kwargs)
     return counter.get_total_flops()
-
-
-def measure(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int,
-            iters: int) -> tuple[float, float | None]:
-    """(median ms, peak GiB allocated during the calls beyond what was allocated before, or None on CPU)."""
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        fn()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-    times = []
-    for _ in range(iters):
-        sync()
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    peak = (torch.cuda.max_memory_allocated(device) - before) / 2**30 if device.type == "cuda" else None
-    return statistics.median(times), peak
 
 
 def timing(flops: float, ms: float, peak_gib: float | None) -> dict:
@@ -171,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         for impl, methods in calls.items():
             fn = methods[method]
             err = None if reference is None or impl == "diffusers" else rel_err(fn(x), reference)
-            ms, peak = measure(lambda: fn(x), device, args.warmup, args.iters)
+            ms, peak = time_ms_and_peak_gib(lambda: fn(x), device, args.warmup, args.iters)
             emit({"name": f"vae.{method}", "impl": impl, "shape": list(x.shape), **timing(flops, ms, peak),
                   "rel_err_vs_diffusers": err})
         del reference
@@ -182,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         columns = slice(middle * width // strips, (middle + 1) * width // strips)
         fn = partial(run_ours, ours, "decode", torch.channels_last_3d, latents, columns=columns)
         flops = count_flops(cfg, "decode", tuple(latents.shape), columns=columns)
-        ms, peak = measure(fn, device, args.warmup, args.iters)
+        ms, peak = time_ms_and_peak_gib(fn, device, args.warmup, args.iters)
         emit({"name": "vae.decode_columns", "impl": "ours", "shape": list(latents.shape), "strips": strips,
               "columns": [columns.start, columns.stop], **timing(flops, ms, peak)})
     if args.out:

@@ -19,6 +19,7 @@ from cosmos_ray.parallel.config import ParallelConfig, ParallelLayoutError
 from cosmos_ray.parallel.context import ParallelContext
 from cosmos_ray.parallel.dit import ParallelDiT, split_sizes
 from cosmos_ray.parallel.ulysses import ulysses_attention
+from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 
 ATTENTION_FRAMES = (4, 5)  # an even and an uneven split over 2 and 4 ranks
 TOKENS_PER_FRAME = 3
@@ -102,10 +103,9 @@ def _dit_inputs(case: str) -> dict[str, torch.Tensor]:
     text2world: cond + uncond (batch 2), 4 latent frames, one timestep per sample.
     video2world: cond + uncond, 5 latent frames (an uneven split), the first conditional (condition
     mask 1, timestep near 0), per-frame timesteps, a padding mask.
-    guidance0: text2world with the conditional pass only (batch 1).
     """
     gen = torch.Generator().manual_seed(1)
-    batch, frames = {"text2world": (2, 4), "video2world": (2, 5), "guidance0": (1, 4)}[case]
+    batch, frames = {"text2world": (2, 4), "video2world": (2, 5)}[case]
     args = dict(x=torch.randn(batch, 16, frames, 8, 12, generator=gen),
                 timesteps=torch.full((batch,), 700.0),
                 crossattn_emb=torch.randn(batch, 16, 96, generator=gen))
@@ -119,25 +119,47 @@ def _dit_inputs(case: str) -> dict[str, torch.Tensor]:
 
 
 DIT_CASES = ("text2world", "video2world")
+SAMPLE_STEPS = 3
 
 
-def _run_dit_cases(ctx: ParallelContext, dit: MiniTrainDiT, cases: tuple[str, ...]) -> dict[str, torch.Tensor]:
+def _sample(velocity_model, case: str, guidance: int) -> torch.Tensor:
+    """A short run of the sampler over 5 latent frames (an uneven split): text2world from noise alone,
+    video2world with the first latent frame held as conditioning."""
+    gen = torch.Generator().manual_seed(2)
+    prompt, negative = torch.randn(2, 1, 16, 96, generator=gen)
+    conditional = torch.randn(1, 16, 1, 8, 12, generator=gen) if case == "video2world" else None
+    return sample(velocity_model, initial_noise(0, (1, 16, 5, 8, 12)), prompt, negative,
+                  config=SamplerConfig.preset("post-trained"), num_steps=SAMPLE_STEPS, guidance=guidance,
+                  conditional_latents=conditional)
+
+
+# One group serving specs with and without guidance: the layout is chosen per call.
+MIXED_SAMPLES = (("text2world", 0), ("video2world", 7))
+
+
+def _run_fixed_layout_cases(ctx: ParallelContext, dit: MiniTrainDiT) -> dict[str, torch.Tensor]:
+    """Velocities and guided sampler runs of every case under the context's fixed layout."""
     velocity = ParallelDiT(dit, ctx)
-    return {f"dit/{ctx.config}/{case}/rank{ctx.rank}": velocity(**_dit_inputs(case)) for case in cases}
+    results = {}
+    for case in DIT_CASES:
+        results[f"dit/{ctx.config}/{case}/rank{ctx.rank}"] = velocity(**_dit_inputs(case))
+        results[f"latents/{ctx.config}/{case}/rank{ctx.rank}"] = _sample(velocity, case, guidance=7)
+    return results
 
 
 def _worker(rank: int, world_size: int, out_dir: str) -> None:
-    """Every case of one world size: attention and a guidance-0 DiT call with the layout chosen per
-    call, then the batch-2 DiT calls under each fixed layout (one context after the other)."""
+    """Every case of one world size: attention and mixed-guidance sampler runs with the layout chosen
+    per call, then the DiT cases under each fixed layout (one context after the other)."""
     torch.set_num_threads(1)
     dit = _tiny_dit()
     init = partial(ParallelContext.init, rank, world_size, backend="gloo")
     with init(f"file://{out_dir}/rendezvous-auto") as ctx:
         results = _run_attention_cases(ctx)
-        results.update(_run_dit_cases(ctx, dit, ("guidance0",)))
+        for case, guidance in MIXED_SAMPLES:
+            results[f"latents/auto/{case}/{guidance}/rank{rank}"] = _sample(ParallelDiT(dit, ctx), case, guidance)
     for i, config in enumerate(ParallelConfig.layouts(world_size)):
         with init(f"file://{out_dir}/rendezvous-{i}", config=config) as ctx:
-            results.update(_run_dit_cases(ctx, dit, DIT_CASES))
+            results.update(_run_fixed_layout_cases(ctx, dit))
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
@@ -176,8 +198,18 @@ def test_every_layout_gives_the_single_process_velocity(spawned, case):
             assert rel_err(got, expected) < 1e-5, f"{config}, rank {rank}"
 
 
-def test_a_guidance0_call_on_a_per_call_layout_matches_single_process(spawned):
+@pytest.mark.parametrize("case", DIT_CASES)
+def test_every_layout_gives_the_single_process_latents(spawned, case):
     world_size, results = spawned
-    expected = _tiny_dit()(**_dit_inputs("guidance0"))
+    expected = _sample(_tiny_dit(), case, guidance=7)
+    for config in ParallelConfig.layouts(world_size):
+        for rank in range(world_size):
+            assert rel_err(results[f"latents/{config}/{case}/rank{rank}"], expected) < 1e-5, f"{config}, rank {rank}"
+
+
+@pytest.mark.parametrize("case, guidance", MIXED_SAMPLES)
+def test_layouts_chosen_per_call_give_the_single_process_latents(spawned, case, guidance):
+    world_size, results = spawned
+    expected = _sample(_tiny_dit(), case, guidance)
     for rank in range(world_size):
-        assert rel_err(results[f"dit/None/guidance0/rank{rank}"], expected) < 1e-5, f"rank {rank}"
+        assert rel_err(results[f"latents/auto/{case}/{guidance}/rank{rank}"], expected) < 1e-5, f"rank {rank}"

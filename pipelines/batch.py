@@ -1,0 +1,309 @@
+"""The batch job: a Parquet manifest of specs in, videos and their records out, on a pool of GPU groups.
+
+    driver: read manifest --> check_rows (CPU tasks: spec valid? already done?) --> plan
+    pending rows, one per block --> GroupActor x M (one GPUGroup each) --> frames
+                                --> write_outputs (CPU tasks: mp4 encode, video then meta) --> records
+    driver: one log line per sample, then runs/{run_id}/metadata.parquet and a Summary
+
+Invalid rows and failed samples become records with the error; only a job that cannot run raises. Rows
+already done (their meta says ok) are skipped, so rerunning a job, or resuming a killed one, generates exactly
+the missing samples. docs/architecture.md has the reasoning behind the layout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import ray
+
+from cosmos_ray.manifest import read_manifest, spec_from_row
+from cosmos_ray.media import write_mp4
+from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.spec import SpecError
+from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
+
+logger = logging.getLogger(__name__)
+
+PENDING, INVALID = "pending", "invalid"  # the check stage's verdicts, besides SKIPPED (already done)
+
+GROUP_ACTOR_CPUS = 0.5  # the pool actor only relays specs and frames; the ranks hold the GPUs
+# Ray Data's defaults restart a dead pool actor and retry its task forever (-1). A group's sample errors are
+# caught and become error rows, so a pool actor dies only with its process or node: retry that a few times,
+# and let a sample that keeps killing its actor fail the job instead of looping.
+GROUP_ACTOR_MAX_RESTARTS = 3
+GROUP_ACTOR_MAX_TASK_RETRIES = 3
+CHECK_BATCH_SIZE = 64  # manifest rows per check task (each row costs one read of its meta file)
+
+CHECKED_SCHEMA = pa.schema([
+    ("row", pa.int64()),  # position in the manifest
+    ("source", pa.string()),
+    ("name", pa.string()),
+    ("spec_json", pa.string()),
+    ("sample_id", pa.string()),
+    ("status", pa.string()),  # PENDING | SKIPPED | INVALID
+    ("error", pa.string()),
+])
+
+GENERATED_SCHEMA = pa.schema([
+    ("row", pa.int64()),  # position in the manifest
+    ("source", pa.string()),
+    ("spec_json", pa.string()),
+    ("error", pa.string()),  # null when generated
+    ("frames", pa.large_binary()),  # uint8 (T, H, W, 3) as raw bytes; empty on error
+    ("frames_shape", pa.list_(pa.int64())),
+    ("fps", pa.int64()),
+    ("metadata_json", pa.string()),
+    ("generate_s", pa.float64()),  # wall time of the group call
+])
+
+WRITTEN_SCHEMA = RUN_TABLE_SCHEMA.insert(0, pa.field("row", pa.int64()))
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """One batch job."""
+
+    manifest: str  # Parquet manifest URL (docs/manifest.md)
+    output: str  # output root URL (docs/outputs.md)
+    group: GroupConfig = field(default_factory=GroupConfig)
+    groups: int | tuple[int, int] = 1  # GPU groups: a fixed pool size, or (min, max) to autoscale
+    limit: int | None = None  # use only the first `limit` manifest rows
+    storage_options: dict | None = None  # fsspec options for the manifest and output URLs
+    run_id: str | None = None  # default: UTC time + random suffix
+    writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task
+
+    def __post_init__(self) -> None:
+        sizes = self.groups if isinstance(self.groups, tuple) else (self.groups, self.groups)
+        if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1]:
+            raise ValueError(f"groups must be a count >= 1 or (min, max) with 1 <= min <= max, got {self.groups}")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"limit must be >= 0, got {self.limit}")
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a run did."""
+
+    run_id: str
+    ok: int
+    failed: int
+    skipped: int
+    wall_s: float
+    run_table_url: str
+    gpus: int  # GPUs the run's groups held (largest pool size x GPUs per group); 0 if nothing was generated
+    denoising_gpu_s: float  # sum over generated samples of denoising time x GPUs of its group
+
+    @property
+    def videos_per_hour(self) -> float:
+        return self.ok * 3600.0 / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def denoising_share(self) -> float:
+        """Share of the run's GPU time (wall time x GPUs, model loading included) spent denoising."""
+        return self.denoising_gpu_s / (self.wall_s * self.gpus) if self.wall_s > 0 and self.gpus else 0.0
+
+    def __str__(self) -> str:
+        return (f"run {self.run_id}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped in "
+                f"{self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs denoising "
+                f"{self.denoising_share:.0%} of the time); table: {self.run_table_url}")
+
+
+def run(config: BatchConfig) -> Summary:
+    """Run the job on the connected Ray cluster and write its run table."""
+    started = time.monotonic()
+    run_id = config.run_id or new_run_id()
+    store = OutputStore(config.output, config.storage_options)
+    checked = _check_manifest(config)
+    records, pending = _plan(checked, store)
+    logger.info("run %s: %d manifest rows, %d to generate, %d already done, %d invalid", run_id, len(checked),
+                len(pending), sum(r.status == SKIPPED for r in records.values()),
+                sum(r.status == FAILED for r in records.values()))
+    generated = _generate(config, run_id, pending) if pending else {}
+    records.update(generated)
+    table_url = store.write_run_table(run_id, [records[row] for row in sorted(records)])
+    statuses = [record.status for record in records.values()]
+    return Summary(run_id=run_id, ok=statuses.count(OK), failed=statuses.count(FAILED),
+                   skipped=statuses.count(SKIPPED), wall_s=time.monotonic() - started, run_table_url=table_url,
+                   gpus=_pool_size(config.groups, len(pending))[1] * config.group.gpus_per_group,
+                   denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated.values()))
+
+
+def _denoising_gpu_s(record: OutputRecord) -> float:
+    metadata = record.metadata
+    return metadata.get("timings_s", {}).get("sampling", 0.0) * metadata.get("world_size", 1)
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: `20250101T120000Z-1a2b3c`."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def _check_manifest(config: BatchConfig) -> list[dict[str, Any]]:
+    """Every manifest row, in order, with its spec checked and its resume status (parallel CPU tasks).
+
+    The driver reads the manifest (one Parquet file of small rows); the checks, one read of a meta file per
+    row, run as Ray Data tasks.
+    """
+    rows = read_manifest(config.manifest, storage_options=config.storage_options)[:config.limit]
+    if not rows:
+        return []
+    items = [{"row": index, **row} for index, row in enumerate(rows)]
+    checked = ray.data.from_items(items).map_batches(
+        check_rows, batch_size=CHECK_BATCH_SIZE, batch_format="pyarrow",
+        fn_kwargs={"output": config.output, "storage_options": config.storage_options})
+    return sorted(checked.take_all(), key=lambda row: row["row"])
+
+
+def check_rows(batch: pa.Table, *, output: str, storage_options: dict | None) -> pa.Table:
+    """Check stage: each manifest row -> its canonical spec and PENDING, SKIPPED (done) or INVALID."""
+    store = OutputStore(output, storage_options)
+    return pa.Table.from_pylist([_check_row(row, store) for row in batch.to_pylist()], schema=CHECKED_SCHEMA)
+
+
+def _check_row(row: dict[str, Any], store: OutputStore) -> dict[str, Any]:
+    try:
+        spec = spec_from_row(row)
+    except SpecError as error:
+        return {**row, "sample_id": None, "status": INVALID, "error": str(error)}
+    status = SKIPPED if store.is_done(spec.sample_id) else PENDING
+    return {"row": row["row"], "source": row["source"], "name": spec.name, "spec_json": spec.to_json(),
+            "sample_id": spec.sample_id, "status": status, "error": None}
+
+
+def _plan(checked: list[dict[str, Any]], store: OutputStore) -> tuple[dict[int, OutputRecord], list[dict]]:
+    """Records of the rows that need no GPU (invalid, done, repeated), and the rows to generate.
+
+    A sample id that appears twice is generated once; later rows are recorded as skipped. The rows to
+    generate are ordered by prompt, so a group meets a prompt again while its embedding is still cached.
+    """
+    records: dict[int, OutputRecord] = {}
+    pending: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for row in checked:
+        if row["status"] == INVALID:
+            records[row["row"]] = store.write_failure(row, row["error"])
+        elif row["status"] == SKIPPED or row["sample_id"] in seen:
+            records[row["row"]] = store.skipped(spec_from_row(row), source=row["source"])
+        else:
+            seen.add(row["sample_id"])
+            pending.append({"row": row["row"], "source": row["source"], "spec_json": row["spec_json"]})
+    pending.sort(key=lambda item: _prompt_key(item["spec_json"]))
+    return records, pending
+
+
+def _prompt_key(spec_json: str) -> tuple[str, str]:
+    spec = json.loads(spec_json)
+    return spec["prompt"], spec["negative_prompt"]
+
+
+def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -> dict[int, OutputRecord]:
+    """GPU stage and writer stage over the pending rows; returns their records as they finish."""
+    # One row per block: the actor pool hands out blocks, so this is what spreads samples over the groups.
+    samples = ray.data.from_items(pending, override_num_blocks=len(pending))
+    placement_group_prefix = f"cosmos-ray-{run_id}-"
+    min_groups, max_groups = _pool_size(config.groups, len(pending))
+    generated = samples.map_batches(
+        GroupActor,
+        fn_constructor_kwargs={"config": config.group, "placement_group_prefix": placement_group_prefix},
+        batch_size=1,
+        batch_format="pyarrow",
+        # One task in flight per actor: a sample waits in the shared queue, not behind another group's sample.
+        compute=ray.data.ActorPoolStrategy(min_size=min_groups, max_size=max_groups,
+                                           max_tasks_in_flight_per_actor=1),
+        num_cpus=GROUP_ACTOR_CPUS,
+        max_restarts=GROUP_ACTOR_MAX_RESTARTS,  # no named parameter for these two in Ray 2.60
+        max_task_retries=GROUP_ACTOR_MAX_TASK_RETRIES,
+    )
+    written = generated.map_batches(
+        write_outputs,
+        batch_size=1,
+        batch_format="pyarrow",
+        num_cpus=config.writer_cpus,
+        fn_kwargs={"output": config.output, "storage_options": config.storage_options, "run_id": run_id},
+    )
+    records: dict[int, OutputRecord] = {}
+    try:
+        for row in written.iter_rows():
+            record = OutputRecord.from_row({name: row[name] for name in RUN_TABLE_SCHEMA.names})
+            records[row["row"]] = record
+            _log_record(record, len(records), len(pending))
+    finally:
+        # Pool actors end asynchronously after the dataset is done; free their GPUs now.
+        remove_placement_groups(placement_group_prefix)
+    return records
+
+
+def _pool_size(groups: int | tuple[int, int], samples: int) -> tuple[int, int]:
+    """(min, max) GPU groups: as configured, but never more than the samples (each group loads the model)."""
+    low, high = groups if isinstance(groups, tuple) else (groups, groups)
+    return min(low, samples), min(high, samples)
+
+
+def _log_record(record: OutputRecord, done: int, total: int) -> None:
+    timings = record.metadata.get("timings_s", {})
+    took = f" in {timings['group_call']:.1f}s" if "group_call" in timings else ""
+    error = f": {record.error}" if record.error else ""
+    logger.info("[%d/%d] %s %s%s%s", done, total, record.status, record.sample_id, took, error)
+
+
+class GroupActor:
+    """GPU stage of `map_batches`: owns one `GPUGroup` and generates one sample per call."""
+
+    def __init__(self, config: GroupConfig, placement_group_prefix: str):
+        # Named by actor id, so a restarted actor removes the placement group of its previous incarnation.
+        name = placement_group_prefix + ray.get_runtime_context().get_actor_id()
+        self.group = GPUGroup(config, name=name)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([self._generate(row) for row in batch.to_pylist()], schema=GENERATED_SCHEMA)
+
+    def _generate(self, row: dict[str, Any]) -> dict[str, Any]:
+        spec = spec_from_row(row)
+        started = time.monotonic()
+        try:
+            result = self.group.generate(spec)
+        except SampleError as error:
+            return {**row, "error": str(error), "frames": b"", "frames_shape": [], "fps": spec.fps,
+                    "metadata_json": "{}", "generate_s": time.monotonic() - started}
+        return {**row, "error": None, "frames": result.frames.tobytes(), "frames_shape": list(result.frames.shape),
+                "fps": result.fps, "metadata_json": json.dumps(result.metadata),
+                "generate_s": time.monotonic() - started}
+
+    def __del__(self) -> None:  # Ray Data calls this when it ends the actor gracefully
+        group = getattr(self, "group", None)
+        if group is not None:
+            group.shutdown()
+
+
+def write_outputs(batch: pa.Table, *, output: str, storage_options: dict | None, run_id: str) -> pa.Table:
+    """Writer stage (CPU): encode each generated sample to mp4 and commit it, or record its failure."""
+    store = OutputStore(output, storage_options)
+    rows = [{"row": row["row"], **_write_one(store, row, run_id).to_row()} for row in batch.to_pylist()]
+    return pa.Table.from_pylist(rows, schema=WRITTEN_SCHEMA)
+
+
+def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRecord:
+    spec = spec_from_row(row)
+    metadata = {**json.loads(row["metadata_json"]), "run_id": run_id}
+    timings = metadata.setdefault("timings_s", {})  # the generator's stages, plus the pipeline's two
+    timings["group_call"] = round(row["generate_s"], 4)
+    if row["error"] is not None:
+        return store.write_failure(spec, row["error"], metadata=metadata, source=row["source"])
+    try:
+        frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["frames_shape"])
+        started = time.monotonic()
+        mp4 = write_mp4(frames, row["fps"])
+        timings["mp4_encode"] = round(time.monotonic() - started, 4)
+        return store.write_ok(spec, mp4, metadata, source=row["source"])
+    except Exception as error:  # encoding or storage failed: this sample fails (no meta, so a rerun retries it)
+        return OutputRecord(sample_id=spec.sample_id, name=spec.name, status=FAILED, source=row["source"],
+                            error=f"writing the outputs failed: {type(error).__name__}: {error}",
+                            spec_json=spec.to_json(), metadata=metadata)

@@ -1,0 +1,250 @@
+"""GPU groups: N rank workers on N GPUs of one node that together run one `Generator`.
+
+A `GPUGroup` lives inside another actor (the batch pipeline's pool actor, or a Serve replica). It holds a
+`STRICT_PACK` placement group of N bundles {GPU: 1, CPU: 1}, starts one `RankWorker` per bundle, joins them
+into one torch process group (rank 0's node IP and a free port; NCCL on GPUs, gloo on CPU) and gives each a
+`Generator` built with its `ParallelContext`. `generate(spec)` runs the spec on every rank (context-parallel
+denoising) and returns rank 0's result.
+
+Failures are per sample: an exception on any rank becomes a `SampleError` and the group serves the next
+sample. A rank that dies, or that is still busy `failure_grace_s` after another rank failed (it waits in a
+collective for a peer that is gone), breaks the group: its workers are killed and started again, in the same
+placement group, before the next sample. Rank workers never restart on their own: a restarted rank could not
+rejoin the process group of the others.
+
+The placement group is created by the group, not by Ray Data's `ray_remote_args_fn`, so its lifetime is the
+owning actor's: `shutdown()` removes it, and Ray removes it when the owning actor dies (a placement group
+fate-shares with its creator). docs/architecture.md explains the choice.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from ray.util.placement_group import PlacementGroup
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from cosmos_ray.spec import GenerationSpec
+
+if TYPE_CHECKING:  # torch and the engine load only in rank workers, never in the owning actor
+    from cosmos_ray.generator import GenerationResult
+
+logger = logging.getLogger(__name__)
+
+DTYPES = ("bfloat16", "float16", "float32")
+PLACEMENT_WAIT_LOG_S = 60.0  # while a placement group is pending, log that the group waits this often
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """What a GPU group runs and how it is laid out."""
+
+    gpus_per_group: int = 1
+    source: str = "tiny"  # `Generator.from_pretrained` source: a preset name or a checkpoint folder
+    dtype: str | None = None  # one of DTYPES; None: the generator's default
+    compile: bool = False  # torch.compile the DiT blocks: a slower start for faster steps on every sample
+    embedding_cache_url: str | None = None  # fsspec folder shared by all groups: each prompt is encoded once
+    storage_options: dict | None = None  # fsspec options for conditioning inputs (input_path)
+    cpus_per_rank: float = 1.0
+    failure_grace_s: float = 60.0  # after one rank fails, how long the others may run before the group is broken
+
+    def __post_init__(self) -> None:
+        if self.gpus_per_group < 1:
+            raise ValueError(f"gpus_per_group must be at least 1, got {self.gpus_per_group}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or None, got {self.dtype!r}")
+        if self.cpus_per_rank <= 0 or self.failure_grace_s <= 0:
+            raise ValueError("cpus_per_rank and failure_grace_s must be positive")
+
+    @property
+    def bundles(self) -> list[dict[str, float]]:
+        """The placement group bundles: one {GPU, CPU} bundle per rank."""
+        return [{"GPU": 1, "CPU": self.cpus_per_rank} for _ in range(self.gpus_per_group)]
+
+
+class SampleError(RuntimeError):
+    """Generating one sample failed. `group_broken`: the group restarts its workers before the next sample."""
+
+    def __init__(self, message: str, *, group_broken: bool = False):
+        super().__init__(message)
+        self.group_broken = group_broken
+
+
+class GroupStartError(RuntimeError):
+    """The group's workers could not be started."""
+
+
+@ray.remote(max_restarts=0)
+class RankWorker:
+    """One rank of a GPU group: a process on one GPU holding a `Generator` and its `ParallelContext`."""
+
+    def __init__(self, config: GroupConfig, rank: int):
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        self.config = config
+        self.rank = rank
+        self.generator = None
+
+    def rendezvous_address(self) -> str:
+        """A tcp:// address on this node with a free port, where the group's process group meets."""
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            port = sock.getsockname()[1]
+        return f"tcp://{ray.util.get_node_ip_address()}:{port}"
+
+    def load(self, init_method: str | None) -> None:
+        """Join the process group at `init_method` (None for a group of one) and build the generator."""
+        import torch
+
+        from cosmos_ray.generator import Generator
+        from cosmos_ray.parallel import ParallelContext
+
+        on_gpu = torch.cuda.is_available()  # Ray sets CUDA_VISIBLE_DEVICES to this rank's GPU
+        device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
+        world_size = self.config.gpus_per_group
+        parallel = None
+        if world_size > 1:
+            backend = "nccl" if on_gpu else "gloo"
+            parallel = ParallelContext.init(self.rank, world_size, init_method, backend=backend, device=device)
+        dtype = getattr(torch, self.config.dtype) if self.config.dtype else None
+        self.generator = Generator.from_pretrained(self.config.source, device=device, dtype=dtype, parallel=parallel,
+                                                   compile=self.config.compile,
+                                                   cache_url=self.config.embedding_cache_url,
+                                                   storage_options=self.config.storage_options)
+
+    def generate(self, spec: GenerationSpec) -> GenerationResult | None:
+        """Run `spec` on this rank; rank 0 returns the result, the others None."""
+        progress = functools.partial(_log_step, spec.name) if self.rank == 0 else None
+        return self.generator(spec, progress)
+
+
+def _log_step(name: str, step: int, total: int) -> None:
+    """Progress callback of rank 0: logs the first and last step and every fifth of the run."""
+    if step in (1, total) or step % max(1, total // 5) == 0:
+        logger.info("%s: step %d/%d", name, step, total)
+
+
+class GPUGroup:
+    """N rank workers on one node, used as one generator: `generate(spec) -> GenerationResult`.
+
+    Calls from several threads run one at a time, so every rank sees the samples in the same order (ranks
+    that started different samples would wait for each other in their collectives forever).
+
+    `placement_group`: run in this existing group (e.g. a Serve replica's; it must have one free {GPU: 1}
+    bundle per rank) instead of creating one. `name` names the created placement group; a placement group
+    left with that name by an earlier incarnation of the owning actor is removed first.
+    """
+
+    def __init__(self, config: GroupConfig, *, placement_group: PlacementGroup | None = None,
+                 name: str | None = None):
+        self.config = config
+        self.name = name
+        self._owns_placement_group = placement_group is None
+        self._placement_group = placement_group or self._create_placement_group()
+        self.workers: list[ray.actor.ActorHandle] = []  # rank order; empty while the group is broken
+        self.restarts = 0
+        self._one_sample_at_a_time = threading.Lock()
+        self._start_workers()
+
+    def generate(self, spec: GenerationSpec) -> GenerationResult:
+        """Generate `spec` on every rank and return rank 0's result; raises `SampleError` if it failed."""
+        with self._one_sample_at_a_time:
+            if not self.workers:  # broken by the previous sample
+                self.restarts += 1
+                self._start_workers()
+            refs = [worker.generate.remote(spec) for worker in self.workers]
+            try:
+                wait_for_ranks(refs, self.config.failure_grace_s)
+            except SampleError as error:
+                if error.group_broken:
+                    self._kill_workers()
+                raise
+            return ray.get(refs[0])
+
+    def shutdown(self) -> None:
+        """Kill the workers and remove the placement group if this group created it. Idempotent."""
+        self._kill_workers()
+        if self._owns_placement_group and self._placement_group is not None:
+            ray.util.remove_placement_group(self._placement_group)
+            self._placement_group = None
+
+    def _create_placement_group(self) -> PlacementGroup:
+        if self.name:
+            _remove_placement_group_named(self.name)
+        group = ray.util.placement_group(self.config.bundles, strategy="STRICT_PACK", name=self.name or "")
+        while not group.wait(timeout_seconds=PLACEMENT_WAIT_LOG_S):  # pending until a node has N free GPUs
+            logger.warning("GPU group %s waits for %d GPUs on one node", self.name or "", self.config.gpus_per_group)
+        return group
+
+    def _start_workers(self) -> None:
+        strategy = PlacementGroupSchedulingStrategy(self._placement_group, placement_group_capture_child_tasks=True)
+        self.workers = [
+            RankWorker.options(num_gpus=1, num_cpus=self.config.cpus_per_rank, scheduling_strategy=strategy)
+            .remote(self.config, rank)
+            for rank in range(self.config.gpus_per_group)
+        ]
+        try:
+            init_method = ray.get(self.workers[0].rendezvous_address.remote()) if len(self.workers) > 1 else None
+            ray.get([worker.load.remote(init_method) for worker in self.workers])
+        except (RayActorError, RayTaskError) as error:
+            self._kill_workers()
+            raise GroupStartError(f"GPU group {self.name or ''} could not start: {_describe(error)}") from error
+
+    def _kill_workers(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker, no_restart=True)
+        self.workers = []
+
+
+def wait_for_ranks(refs: list[ray.ObjectRef], failure_grace_s: float) -> None:
+    """Wait until every rank's call has finished; raise `SampleError` for the first failure.
+
+    The group is broken when a rank died, or when ranks are still running `failure_grace_s` after another
+    rank failed: they wait in a collective for a peer that has left it.
+    """
+    pending = list(refs)
+    first_error: RayTaskError | None = None
+    deadline = None
+    while pending:
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
+        if not done:
+            raise SampleError(f"{_describe(first_error)} (and {len(pending)} rank(s) still running "
+                              f"{failure_grace_s:g}s later)", group_broken=True)
+        try:
+            ray.get(done[0])
+        except RayActorError as error:
+            raise SampleError(f"a rank worker died: {_describe(error)}", group_broken=True) from None
+        except RayTaskError as error:
+            first_error = first_error or error
+            deadline = deadline or time.monotonic() + failure_grace_s
+    if first_error is not None:
+        raise SampleError(_describe(first_error))
+
+
+def remove_placement_groups(name_prefix: str) -> None:
+    """Remove every live placement group whose name starts with `name_prefix`."""
+    for info in ray.util.placement_group_table().values():
+        if info["name"].startswith(name_prefix) and info["state"] != "REMOVED":
+            _remove_placement_group_named(info["name"])
+
+
+def _remove_placement_group_named(name: str) -> None:
+    try:
+        ray.util.remove_placement_group(ray.util.get_placement_group(name))
+    except ValueError:  # no placement group has that name
+        pass
+
+
+def _describe(error: BaseException) -> str:
+    """`Type: message` of the exception a remote call raised, without Ray's wrapping and traceback."""
+    cause = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
+    lines = str(cause).strip().splitlines() or [""]
+    return f"{type(cause).__name__}: {lines[0]}"  # Ray's actor errors go on with ids and addresses

@@ -1,0 +1,249 @@
+"""The batch job end to end on a local Ray with logical GPUs and the tiny preset.
+
+One run over S3 (moto server): manifest, input media and outputs all in a bucket, 2 groups of 2 ranks, rows of
+all three types plus an invalid row and a sample whose input is missing. Then, on local paths, a job killed
+midway (SIGKILL to its driver process) and resumed.
+"""
+
+import io
+import json
+import logging
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import fsspec
+import imageio_ffmpeg
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import ray
+
+from cosmos_ray.manifest import MANIFEST_SCHEMA
+from cosmos_ray.outputs import OutputStore
+from jobs.generate import main as generate_main
+from jobs.generate import parse_args
+from pipelines.batch import GENERATED_SCHEMA, BatchConfig, run, write_outputs
+from pipelines.group import GroupConfig
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO / "examples" / "media"
+TINY_HW = (64, 96)
+PROMPT = "A small orange square slides across a grey floor."
+
+
+def spec(name: str, inference_type: str = "text2world", **fields) -> dict:
+    return {"inference_type": inference_type, "name": name, "prompt": PROMPT, "num_output_frames": 9,
+            "num_steps": 2, **fields}
+
+
+def manifest_row(data: dict | str, source: str) -> dict:
+    spec_json = data if isinstance(data, str) else json.dumps(data)
+    name = "" if isinstance(data, str) else data["name"]
+    return {"spec_json": spec_json, "name": name, "inference_type": "", "source": source}
+
+
+def write_manifest(url: str, rows: list[dict], storage_options: dict | None = None) -> None:
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), buffer)
+    with fsspec.open(url, "wb", **(storage_options or {})) as f:
+        f.write(buffer.getvalue())
+
+
+def decode(data: bytes) -> tuple[int, tuple[int, int], float]:
+    """(frame count, (width, height), fps) of mp4 bytes, by ffmpeg."""
+    with tempfile.NamedTemporaryFile(suffix=".mp4") as video:
+        video.write(data)
+        video.flush()
+        reader = imageio_ffmpeg.read_frames(video.name)
+        info = next(reader)
+        return sum(1 for _ in reader), tuple(info["size"]), info["fps"]
+
+
+def live_placement_groups(prefix: str) -> list[str]:
+    return [info["name"] for info in ray.util.placement_group_table().values()
+            if info["name"].startswith(prefix) and info["state"] != "REMOVED"]
+
+
+# --- one run with everything in S3 --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def s3_job(ray_session, s3_endpoint):
+    options = s3_endpoint.storage_options
+    bucket = s3_endpoint.bucket("batch-job")
+    fs = fsspec.filesystem("s3", **options)
+    fs.put(str(MEDIA / "square.png"), f"{bucket}/media/square.png")
+    fs.put(str(MEDIA / "square.mp4"), f"{bucket}/media/square.mp4")
+    image, video = f"{bucket}/media/square.png", f"{bucket}/media/square.mp4"
+    specs = [
+        spec("t2w-plain", seed=1),
+        spec("t2w-24fps-small", seed=2, fps=24, resolution="48,64"),
+        spec("t2w-guided", seed=3, guidance=7),
+        spec("t2w-same-prompt", seed=4, guidance=0),
+        spec("i2w-a", "image2world", input_path=image),
+        spec("i2w-square", "image2world", input_path=image, resolution="64,64"),
+        spec("i2w-short", "image2world", input_path=image, num_output_frames=5),
+        spec("v2w-a", "video2world", input_path=video),
+        spec("v2w-one-latent", "video2world", input_path=video, num_conditional_frames=1),
+        spec("v2w-12fps", "video2world", input_path=video, fps=12),
+        spec("bad-guidance", guidance=9),  # invalid: rejected by the check stage, no GPU time
+        spec("missing-input", "image2world", input_path=f"{bucket}/media/missing.png"),  # fails in its group
+    ]
+    manifest = f"{bucket}/manifests/run.parquet"
+    write_manifest(manifest, [manifest_row(data, f"specs.jsonl:{i + 1}") for i, data in enumerate(specs)], options)
+    config = BatchConfig(manifest=manifest, output=f"{bucket}/out", storage_options=options, groups=2,
+                         group=GroupConfig(gpus_per_group=2, source="tiny", storage_options=options))
+    summary = run(config)
+    return {"specs": specs, "summary": summary, "store": OutputStore(config.output, options), "fs": fs}
+
+
+def test_every_valid_row_is_generated_and_bad_rows_are_reported(s3_job):
+    summary = s3_job["summary"]
+    assert (summary.ok, summary.failed, summary.skipped) == (10, 2, 0)
+    assert summary.gpus == 4
+    assert summary.videos_per_hour > 0
+
+
+def test_the_run_table_has_every_row_in_manifest_order(s3_job):
+    table = s3_job["store"].read_run_table(s3_job["summary"].run_id)
+    assert [record.source for record in table] == [f"specs.jsonl:{i + 1}" for i in range(12)]
+    assert [record.status for record in table] == ["ok"] * 10 + ["failed"] * 2
+    invalid, missing = table[10], table[11]
+    assert invalid.sample_id is None and "bad-guidance" in invalid.error and "'guidance'" in invalid.error
+    assert missing.sample_id is not None and "MediaError" in missing.error and "missing.png" in missing.error
+
+
+def test_videos_decode_with_the_frame_count_size_and_fps_of_their_spec(s3_job):
+    table = s3_job["store"].read_run_table(s3_job["summary"].run_id)
+    for record, data in zip(table[:10], s3_job["specs"]):
+        frames, size, fps = decode(s3_job["fs"].cat_file(record.video_url))
+        height, width = map(int, data["resolution"].split(",")) if "resolution" in data else TINY_HW
+        assert (frames, size, fps) == (data["num_output_frames"], (width, height), data.get("fps", 16)), data["name"]
+
+
+def test_each_sample_has_a_committed_record_with_its_metadata(s3_job):
+    store, summary = s3_job["store"], s3_job["summary"]
+    for data in s3_job["specs"][:10]:
+        record = store.read_record(run_table_id(s3_job, data["name"]))
+        assert record.status == "ok"
+        metadata = record.metadata
+        assert metadata["run_id"] == summary.run_id
+        assert metadata["seed"] == data.get("seed", 0) and metadata["world_size"] == 2
+        assert {"sampling", "decode", "group_call", "mp4_encode"} <= set(metadata["timings_s"])
+    failed = store.read_record(run_table_id(s3_job, "missing-input"))
+    assert failed.status == "failed" and "MediaError" in failed.error
+
+
+def run_table_id(job: dict, name: str) -> str:
+    (record,) = [r for r in job["store"].read_run_table(job["summary"].run_id) if r.name == name]
+    return record.sample_id
+
+
+def test_the_groups_placement_groups_are_released(s3_job):
+    assert live_placement_groups(f"cosmos-ray-{s3_job['summary'].run_id}-") == []
+
+
+def test_a_sample_whose_outputs_cannot_be_written_fails_alone(s3_endpoint):
+    frames = np.zeros((1, 16, 16, 3), np.uint8)
+    row = {"row": 3, "source": "specs.jsonl:4", "spec_json": json.dumps(spec("unwritable")), "error": None,
+           "frames": frames.tobytes(), "frames_shape": list(frames.shape), "fps": 16,
+           "metadata_json": json.dumps({"seed": 0}), "generate_s": 1.0}
+    written = write_outputs(pa.Table.from_pylist([row], schema=GENERATED_SCHEMA), run_id="r",
+                            output="s3://no-such-bucket/out", storage_options=s3_endpoint.storage_options)
+    (record,) = written.to_pylist()
+    assert (record["row"], record["status"], record["source"]) == (3, "failed", "specs.jsonl:4")
+    assert record["error"].startswith("writing the outputs failed") and "unwritable" in record["sample_id"]
+
+
+# --- a job killed midway, resumed ---------------------------------------------------------------------------
+
+def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
+    specs = [spec(f"resume-{i}", seed=i, guidance=0) for i in range(6)]
+    manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
+    write_manifest(str(manifest), [manifest_row(data, f"resume.jsonl:{i + 1}") for i, data in enumerate(specs)])
+    command = [sys.executable, "-m", "jobs.generate", "--manifest", str(manifest), "--output", str(output),
+               "--preset", "tiny", "--groups", "1", "--run-id", "killed",
+               "--address", ray_session.address_info["gcs_address"]]
+    with open(tmp_path / "killed.log", "wb") as log:
+        job = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: any((output / "meta").glob("*.json")) or job.poll() is not None, timeout_s=300)
+        finally:
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+    done_before = len(list((output / "meta").glob("*.json")))
+    assert 1 <= done_before < len(specs), (tmp_path / "killed.log").read_text()[-3000:]
+
+    config = BatchConfig(manifest=str(manifest), output=str(output), groups=1, run_id="resumed",
+                         group=GroupConfig(gpus_per_group=1, source="tiny"))
+    resumed = run(config)
+    assert (resumed.ok, resumed.skipped, resumed.failed) == (len(specs) - done_before, done_before, 0)
+
+    store = OutputStore(str(output))
+    records = store.read_run_table("resumed")
+    assert sorted(record.name for record in records) == [data["name"] for data in specs]
+    assert all(store.is_done(record.sample_id) for record in records)
+    videos = sorted(path.name for path in (output / "videos").iterdir())
+    metas = sorted(path.name for path in (output / "meta").iterdir())
+    assert videos == sorted(f"{r.sample_id}.mp4" for r in records)  # one video each, no temporary leftovers
+    assert metas == sorted(f"{r.sample_id}.json" for r in records)
+
+    again = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
+    assert (again.ok, again.skipped, again.failed, again.gpus) == (0, len(specs), 0, 0)
+    wait_for(lambda: not live_placement_groups("cosmos-ray-killed-"), timeout_s=60)  # died with the killed job
+
+
+def wait_for(condition, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        generate_main(["--help"])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ("--manifest", "--output", "--preset", "--checkpoint-dir", "--dtype", "--compile", "--gpus-per-group",
+                   "--groups", "--autoscale", "--embedding-cache", "--limit", "--run-id", "--storage-option",
+                   "--address", "--logical-gpus"):
+        assert option in help_text
+
+
+def test_storage_options_nest_and_parse_json_values():
+    args = parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", "--autoscale", "2..8",
+                       "--storage-option", "client_kwargs.endpoint_url=http://127.0.0.1:9000",
+                       "--storage-option", "client_kwargs.region_name=us-east-1", "--storage-option", "anon=true"])
+    assert args.autoscale == (2, 8)
+    assert args.storage_options == {
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"}, "anon": True}
+
+
+@pytest.mark.parametrize("argv", [
+    ["--autoscale", "3..2"],
+    ["--autoscale", "4"],
+    ["--groups", "0"],
+    ["--groups", "2", "--autoscale", "1..2"],
+    ["--storage-option", "no-equals-sign"],
+    ["--logical-gpus", "4", "--address", "auto"],
+])
+def test_bad_arguments_exit_with_status_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", *argv])
+    assert exit_info.value.code == 2
+
+
+def test_a_job_that_cannot_run_exits_1(ray_session, tmp_path, caplog):
+    missing = tmp_path / "missing.parquet"
+    with caplog.at_level(logging.ERROR):
+        status = generate_main(["--manifest", str(missing), "--output", str(tmp_path / "out"), "--preset", "tiny",
+                                "--groups", "1"])
+    assert status == 1
+    assert "could not run" in caplog.text and "missing.parquet" in caplog.text

@@ -1,0 +1,120 @@
+"""GPUGroup on a local Ray with logical GPUs: two tiny-preset ranks on CPU (gloo), failures per sample."""
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import ray
+
+from cosmos_ray.spec import GenerationSpec
+from pipelines.group import GPUGroup, GroupConfig, SampleError, wait_for_ranks
+
+GROUP_NAME = "test-group"
+
+
+def tiny_spec(**fields) -> GenerationSpec:
+    data = {"inference_type": "text2world", "name": "group-test", "prompt": "A red ball rolls across a table.",
+            "num_output_frames": 9, "num_steps": 2, "guidance": 0, **fields}
+    return GenerationSpec.from_dict(data)
+
+
+def placement_group_state(name: str) -> str | None:
+    states = [info["state"] for info in ray.util.placement_group_table().values() if info["name"] == name]
+    return states[-1] if states else None
+
+
+@pytest.fixture(scope="module")
+def group(ray_session):
+    group = GPUGroup(GroupConfig(gpus_per_group=2, source="tiny", failure_grace_s=5), name=GROUP_NAME)
+    yield group
+    group.shutdown()
+
+
+def test_group_holds_a_strict_pack_placement_group_of_one_gpu_per_rank(group):
+    (info,) = [info for info in ray.util.placement_group_table().values() if info["name"] == GROUP_NAME]
+    assert info["state"] == "CREATED"
+    assert info["strategy"] == "STRICT_PACK"
+    assert list(info["bundles"].values()) == [{"GPU": 1.0, "CPU": 1.0}] * 2
+    assert len(group.workers) == 2
+
+
+def test_generate_returns_rank_zero_video_from_both_ranks(group):
+    result = group.generate(tiny_spec(fps=24))
+    assert result.frames.dtype == np.uint8 and result.frames.shape == (9, 64, 96, 3)
+    assert result.fps == 24
+    assert result.metadata["world_size"] == 2
+    assert result.metadata["timings_s"]["sampling"] > 0
+
+
+def test_calls_from_two_threads_both_complete(group):
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(group.generate, tiny_spec(seed=seed)) for seed in (1, 2)]
+        first, second = (future.result(timeout=300) for future in futures)  # ranks in different samples would hang
+    assert first.metadata["seed"] == 1 and second.metadata["seed"] == 2
+    assert not np.array_equal(first.frames, second.frames)
+
+
+def test_a_failing_spec_is_a_sample_error_and_the_group_goes_on(group, tmp_path):
+    missing = tmp_path / "missing.png"
+    with pytest.raises(SampleError, match="MediaError.*missing.png") as error:
+        group.generate(tiny_spec(inference_type="image2world", input_path=str(missing)))
+    assert not error.value.group_broken
+    assert group.restarts == 0
+    assert group.generate(tiny_spec()).frames.shape == (9, 64, 96, 3)
+
+
+def test_a_dead_rank_fails_its_sample_and_the_group_restarts(group):
+    workers_before = list(group.workers)
+    ray.kill(group.workers[1])
+    with pytest.raises(SampleError, match="a rank worker died") as error:
+        group.generate(tiny_spec())
+    assert error.value.group_broken
+    assert group.workers == []  # every rank of the broken group is gone ...
+    result = group.generate(tiny_spec())  # ... and the next sample starts new ones in the same placement group
+    assert result.frames.shape == (9, 64, 96, 3)
+    assert group.restarts == 1
+    assert set(group.workers).isdisjoint(workers_before)
+    assert placement_group_state(GROUP_NAME) == "CREATED"
+
+
+@ray.remote
+def _fail() -> None:
+    raise ValueError("rank 1 fails")
+
+
+@ray.remote
+def _sleep(seconds: float) -> str:
+    time.sleep(seconds)
+    return "done"
+
+
+def test_ranks_still_running_after_a_failure_break_the_group(ray_session):
+    stuck = _sleep.remote(600)  # a rank waiting in a collective for the failed one
+    with pytest.raises(SampleError, match=r"ValueError: rank 1 fails \(and 1 rank\(s\) still running") as error:
+        wait_for_ranks([stuck, _fail.remote()], failure_grace_s=1)
+    assert error.value.group_broken
+    assert ray.wait([stuck], timeout=0)[1] == [stuck]  # gave up on it instead of waiting
+    ray.cancel(stuck, force=True)
+
+
+def test_ranks_that_all_fail_leave_the_group_usable(ray_session):
+    with pytest.raises(SampleError, match="ValueError: rank 1 fails") as error:
+        wait_for_ranks([_fail.remote(), _sleep.remote(0)], failure_grace_s=30)
+    assert not error.value.group_broken
+
+
+def test_group_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="gpus_per_group"):
+        GroupConfig(gpus_per_group=0)
+    with pytest.raises(ValueError, match="dtype"):
+        GroupConfig(dtype="int8")
+
+
+def test_shutdown_kills_the_ranks_and_removes_the_placement_group(group):  # last: it ends the module's group
+    workers = list(group.workers)
+    group.shutdown()
+    group.shutdown()  # idempotent
+    assert placement_group_state(GROUP_NAME) == "REMOVED"
+    with pytest.raises(ray.exceptions.RayActorError):
+        ray.get(workers[0].rendezvous_address.remote())
