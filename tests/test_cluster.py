@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -173,6 +174,7 @@ def ray_head():
         os.killpg(head.pid, signal.SIGKILL)  # the head and every process it started share its group
         head.wait()
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _wait_for_dashboard(address: str, head: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
