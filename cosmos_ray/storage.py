@@ -8,12 +8,15 @@ reads local specs and writes to a bucket. Callers thread it from the job's comma
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import re
 import tempfile
+from collections.abc import Iterable
 
 import fsspec
+import pyarrow.fs
 from fsspec.implementations.local import LocalFileSystem
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -67,6 +70,38 @@ def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.Ab
     """The fsspec filesystem for `url` and the path inside it; `storage_options` only reach remote ones."""
     options = {} if is_local(url) else (storage_options or {})
     return fsspec.core.url_to_fs(url, **options)
+
+
+def arrow_filesystem(url: str, storage_options: dict | None = None) -> tuple[pyarrow.fs.FileSystem, str]:
+    """`filesystem(url, storage_options)` wrapped for pyarrow readers (and Ray Data's), and the path inside it."""
+    fs, path = filesystem(url, storage_options)
+    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
+
+
+def parse_storage_options(pairs: Iterable[str]) -> dict | None:
+    """Storage options from `KEY=VALUE` strings, as the jobs' repeatable `--storage-option` flag takes them.
+
+    VALUE is parsed as JSON when it can be (`anon=true` -> True), else kept as a string; dotted keys nest
+    (`client_kwargs.endpoint_url=http://...` -> `{"client_kwargs": {"endpoint_url": ...}}`); later pairs win.
+    Returns None for no pairs; raises ValueError for a pair without `=` or without a key.
+    """
+    options: dict = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE, got {pair!r}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        *parents, leaf = key.split(".")
+        target = options
+        for part in parents:
+            if not isinstance(target.get(part), dict):
+                target[part] = {}
+            target = target[part]
+        target[leaf] = value
+    return options or None
 
 
 def read_bytes(url: str, storage_options: dict | None = None) -> bytes:

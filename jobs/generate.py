@@ -12,13 +12,13 @@ in the run table); 1 when it could not run; 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
 
 import ray
 
+from cosmos_ray.storage import parse_storage_options
 from pipelines.batch import BatchConfig, run
 from pipelines.group import DTYPES, GroupConfig
 
@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     parser.add_argument("--storage-option", dest="storage_options", action="append", default=[],
-                        type=_storage_option, metavar="KEY=VALUE",
+                        metavar="KEY=VALUE",
                         help="fsspec option for the manifest, output and input media URLs, repeatable; VALUE is "
                              "parsed as JSON when it can be, dotted keys nest: "
                              "client_kwargs.endpoint_url=http://...")
@@ -67,7 +67,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.logical_gpus is not None and args.address is not None:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
-    args.storage_options = _merge(args.storage_options)
+    try:
+        args.storage_options = parse_storage_options(args.storage_options)
+    except ValueError as error:
+        parser.error(f"--storage-option: {error}")
     return args
 
 
@@ -133,35 +136,6 @@ def _min_max(text: str) -> tuple[int, int]:
     if not sep or bounds is None or not 1 <= bounds[0] <= bounds[1]:
         raise argparse.ArgumentTypeError(f"expected MIN..MAX with 1 <= MIN <= MAX, got {text!r}")
     return bounds
-
-
-def _storage_option(text: str) -> dict:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        parsed = json.loads(value)
-    except ValueError:
-        parsed = value
-    for part in reversed(key.split(".")):
-        parsed = {part: parsed}
-    return parsed
-
-
-def _merge(options: list[dict]) -> dict | None:
-    """Deep-merge the parsed --storage-option values (later ones win)."""
-    merged: dict = {}
-    for option in options:
-        _merge_into(merged, option)
-    return merged or None
-
-
-def _merge_into(target: dict, source: dict) -> None:
-    for key, value in source.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge_into(target[key], value)
-        else:
-            target[key] = value
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
     python -m jobs.make_manifest examples/*.json examples/specs.jsonl -o manifests/examples.parquet
     cosmos-ray-make-manifest 's3://bucket/specs/*.jsonl' -o s3://bucket/manifests/run1.parquet \
-        --storage-options '{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}'
+        --storage-option client_kwargs.endpoint_url=http://127.0.0.1:9000
 
 Every spec is validated first; on any problem all of them are printed and no manifest is written.
 """
@@ -10,20 +10,10 @@ Every spec is validated first; on any problem all of them are printed and no man
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from cosmos_ray.manifest import ManifestError, make_manifest
-
-
-def _json_object(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return value
+from cosmos_ray.storage import parse_storage_options
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,11 +21,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("sources", nargs="+", metavar="SRC",
                         help="spec files (.json, .jsonl) or globs of them; local paths or fsspec URLs")
     parser.add_argument("-o", "--output", required=True, metavar="URL", help="where to write the .parquet manifest")
-    parser.add_argument("--storage-options", type=_json_object, default=None, metavar="JSON",
-                        help="fsspec options for remote URLs, as a JSON object")
+    parser.add_argument("--storage-option", dest="storage_options", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="fsspec option for remote URLs, repeatable; VALUE is parsed as JSON when it can be, "
+                             "dotted keys nest: client_kwargs.endpoint_url=http://...")
     parser.add_argument("--no-check-inputs", action="store_true",
                         help="do not check that every input_path exists")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.storage_options = parse_storage_options(args.storage_options)
+    except ValueError as error:
+        parser.error(f"--storage-option: {error}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

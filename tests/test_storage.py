@@ -1,7 +1,10 @@
 """fsspec helpers on local paths, file:// URLs, memory:// and a moto S3 server."""
 
+import io
 import os
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from cosmos_ray import storage
@@ -61,6 +64,21 @@ def test_storage_options_only_reach_remote_filesystems(tmp_path):
     assert storage.read_bytes(str(tmp_path / "x"), s3_options) == b"local"
 
 
+def test_parse_storage_options_nests_dotted_keys_and_parses_json_values():
+    options = storage.parse_storage_options([
+        "client_kwargs.endpoint_url=http://127.0.0.1:9000", "client_kwargs.region_name=us-east-1",
+        "anon=true", "key=k=with=equals", "config_kwargs={\"retries\": {\"max_attempts\": 3}}", "anon=false"])
+    assert options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"},
+                       "anon": False, "key": "k=with=equals", "config_kwargs": {"retries": {"max_attempts": 3}}}
+    assert storage.parse_storage_options([]) is None
+
+
+@pytest.mark.parametrize("pair", ["no-equals-sign", "=value"])
+def test_parse_storage_options_rejects_pairs_without_a_key(pair):
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        storage.parse_storage_options([pair])
+
+
 def test_glob_urls(tmp_path):
     for name in ("b.json", "a.json", "c.jsonl"):
         storage.write_bytes_atomic(str(tmp_path / name), b"{}")
@@ -91,3 +109,13 @@ def test_s3_missing_object_raises(s3_bucket):
     root, options = s3_bucket
     with pytest.raises(FileNotFoundError):
         storage.read_bytes(storage.join_url(root, "nope.bin"), options)
+
+
+def test_arrow_filesystem_reads_parquet_with_the_storage_options(s3_bucket):
+    root, options = s3_bucket
+    url = storage.join_url(root, "tables", "t.parquet")
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"x": [1, 2, 3]}), buffer)
+    storage.write_bytes_atomic(url, buffer.getvalue(), options)
+    filesystem, path = storage.arrow_filesystem(url, options)
+    assert pq.read_table(path, filesystem=filesystem).column("x").to_pylist() == [1, 2, 3]
