@@ -115,10 +115,15 @@ def write_manifest(
 def read_manifest(url: str, *, storage_options: dict | None = None) -> list[dict[str, Any]]:
     """The rows of a manifest as dicts (the batch job reads it with `ray.data.read_parquet` instead)."""
     table = pq.read_table(pa.BufferReader(storage.read_bytes(url, storage_options)))
-    missing = set(MANIFEST_SCHEMA.names) - set(table.column_names)
+    require_manifest_columns(table.column_names, url)
+    return table.select(MANIFEST_SCHEMA.names).to_pylist()
+
+
+def require_manifest_columns(column_names: Sequence[str], url: str) -> None:
+    """Raise ValueError unless a table with these columns (read from `url`) is a manifest."""
+    missing = set(MANIFEST_SCHEMA.names) - set(column_names)
     if missing:
         raise ValueError(f"{url} is not a cosmos-ray manifest: missing column(s) {', '.join(sorted(missing))}")
-    return table.select(MANIFEST_SCHEMA.names).to_pylist()
 
 
 def spec_from_row(row: Mapping[str, Any]) -> GenerationSpec:

@@ -1,6 +1,6 @@
 """The batch job: a Parquet manifest of specs in, videos and their records out, on a pool of GPU groups.
 
-    driver: read manifest --> check_rows (CPU tasks: spec valid? already done?) --> plan
+    read_parquet(manifest) --> check_rows (CPU tasks: spec valid? already done?) --> driver: plan
     pending rows, one per block --> GroupActor x M (one GPUGroup each) --> frames
                                 --> write_outputs (CPU tasks: mp4 encode, video then meta) --> records
     driver: one log line per sample, then runs/{run_id}/metadata.parquet and a Summary
@@ -17,6 +17,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,7 +25,8 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from cosmos_ray.manifest import read_manifest, spec_from_row
+from cosmos_ray import storage
+from cosmos_ray.manifest import require_manifest_columns, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.spec import SpecError
@@ -41,9 +43,9 @@ GROUP_ACTOR_CPUS = 0.5  # the pool actor only relays specs and frames; the ranks
 GROUP_ACTOR_MAX_RESTARTS = 3
 GROUP_ACTOR_MAX_TASK_RETRIES = 3
 CHECK_BATCH_SIZE = 64  # manifest rows per check task (each row costs one read of its meta file)
+CHECK_COLUMNS = ["spec_json", "name", "source"]  # the manifest columns the check stage reads
 
 CHECKED_SCHEMA = pa.schema([
-    ("row", pa.int64()),  # position in the manifest
     ("source", pa.string()),
     ("name", pa.string()),
     ("spec_json", pa.string()),
@@ -121,10 +123,9 @@ def run(config: BatchConfig) -> Summary:
     started = time.monotonic()
     run_id = config.run_id or new_run_id()
     store = OutputStore(config.output, config.storage_options)
-    checked = _check_manifest(config)
-    records, pending = _plan(checked, store)
-    logger.info("run %s: %d manifest rows, %d to generate, %d already done, %d invalid", run_id, len(checked),
-                len(pending), sum(r.status == SKIPPED for r in records.values()),
+    records, pending = _plan(_check_manifest(config), store)
+    logger.info("run %s: %d manifest rows, %d to generate, %d already done, %d invalid", run_id,
+                len(records) + len(pending), len(pending), sum(r.status == SKIPPED for r in records.values()),
                 sum(r.status == FAILED for r in records.values()))
     generated = _generate(config, run_id, pending) if pending else {}
     records.update(generated)
@@ -146,20 +147,25 @@ def new_run_id() -> str:
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def _check_manifest(config: BatchConfig) -> list[dict[str, Any]]:
-    """Every manifest row, in order, with its spec checked and its resume status (parallel CPU tasks).
+def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
+    """Every manifest row, in manifest order and numbered, with its spec checked and its resume status.
 
-    The driver reads the manifest (one Parquet file of small rows); the checks, one read of a meta file per
-    row, run as Ray Data tasks.
+    Ray Data reads the manifest (the driver never holds it whole) and checks its rows in parallel CPU tasks,
+    one read of a meta file per row. This dataset alone preserves order (`read_parquet` gives it its own copy
+    of the DataContext; the GPU stage stays unordered), so `limit` keeps the first rows and the rows arrive in
+    manifest order: the driver numbers them as they come, and the number is the row's manifest position.
     """
-    rows = read_manifest(config.manifest, storage_options=config.storage_options)[:config.limit]
-    if not rows:
-        return []
-    items = [{"row": index, **row} for index, row in enumerate(rows)]
-    checked = ray.data.from_items(items).map_batches(
+    filesystem, path = storage.arrow_filesystem(config.manifest, config.storage_options)
+    manifest = ray.data.read_parquet(path, filesystem=filesystem)
+    require_manifest_columns(manifest.schema().names, config.manifest)  # from the Parquet footer, no rows read
+    manifest.context.execution_options.preserve_order = True
+    if config.limit is not None:
+        manifest = manifest.limit(config.limit)
+    checked = manifest.select_columns(CHECK_COLUMNS).map_batches(
         check_rows, batch_size=CHECK_BATCH_SIZE, batch_format="pyarrow",
         fn_kwargs={"output": config.output, "storage_options": config.storage_options})
-    return sorted(checked.take_all(), key=lambda row: row["row"])
+    for position, row in enumerate(checked.iter_rows()):
+        yield {"row": position, **row}
 
 
 def check_rows(batch: pa.Table, *, output: str, storage_options: dict | None) -> pa.Table:
@@ -174,15 +180,18 @@ def _check_row(row: dict[str, Any], store: OutputStore) -> dict[str, Any]:
     except SpecError as error:
         return {**row, "sample_id": None, "status": INVALID, "error": str(error)}
     status = SKIPPED if store.is_done(spec.sample_id) else PENDING
-    return {"row": row["row"], "source": row["source"], "name": spec.name, "spec_json": spec.to_json(),
+    return {"source": row["source"], "name": spec.name, "spec_json": spec.to_json(),
             "sample_id": spec.sample_id, "status": status, "error": None}
 
 
-def _plan(checked: list[dict[str, Any]], store: OutputStore) -> tuple[dict[int, OutputRecord], list[dict]]:
+def _plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> tuple[dict[int, OutputRecord], list[dict]]:
     """Records of the rows that need no GPU (invalid, done, repeated), and the rows to generate.
 
     A sample id that appears twice is generated once; later rows are recorded as skipped. The rows to
     generate are ordered by prompt, so a group meets a prompt again while its embedding is still cached.
+    The driver holds one entry per manifest row: a run-table record (sample id, name, status, source,
+    spec JSON, error) for rows that need no GPU, or (row number, source, spec JSON) for a row to generate,
+    plus the set of pending sample ids; the manifest's other columns are never collected.
     """
     records: dict[int, OutputRecord] = {}
     pending: list[dict[str, Any]] = []

@@ -159,6 +159,27 @@ def test_a_sample_whose_outputs_cannot_be_written_fails_alone(s3_endpoint):
     assert record["error"].startswith("writing the outputs failed") and "unwritable" in record["sample_id"]
 
 
+# --- reading the manifest (rows that need no GPU) -----------------------------------------------------------
+
+def test_limit_keeps_the_first_rows_in_manifest_order(ray_session, tmp_path):
+    rows = [manifest_row(spec(f"bad-{i}", guidance=9), f"rows.jsonl:{i + 1}") for i in range(300)]
+    manifest = tmp_path / "manifest.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), manifest, row_group_size=32)
+    summary = run(BatchConfig(manifest=str(manifest), output=str(tmp_path / "out"), limit=200, run_id="limited",
+                              group=GroupConfig(source="tiny")))
+    assert (summary.ok, summary.failed, summary.skipped, summary.gpus) == (0, 200, 0, 0)
+    table = OutputStore(str(tmp_path / "out")).read_run_table("limited")
+    assert [record.source for record in table] == [f"rows.jsonl:{i + 1}" for i in range(200)]
+    assert all(f"bad-{i}" in record.error for i, record in enumerate(table))
+
+
+def test_a_table_without_the_manifest_columns_is_refused(ray_session, tmp_path):
+    manifest = tmp_path / "not-a-manifest.parquet"
+    pq.write_table(pa.table({"spec_json": [json.dumps(spec("a"))]}), manifest)
+    with pytest.raises(ValueError, match="not-a-manifest.parquet is not a cosmos-ray manifest: missing column"):
+        run(BatchConfig(manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(source="tiny")))
+
+
 # --- a job killed midway, resumed ---------------------------------------------------------------------------
 
 def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
