@@ -16,8 +16,8 @@ import json
 import logging
 import secrets
 import time
-from dataclasses import dataclass, field
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
