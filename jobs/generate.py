@@ -18,9 +18,9 @@ import sys
 
 import ray
 
-from cosmos_ray.storage import parse_storage_options
 from pipelines.batch import BatchConfig, run
 from pipelines.group import DTYPES, GroupConfig
+from jobs.options import add_storage_option, storage_options_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,21 +56,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "replica keeps its own in memory")
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
-    parser.add_argument("--storage-option", dest="storage_options", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="fsspec option for the manifest, output and input media URLs, repeatable; VALUE is "
-                             "parsed as JSON when it can be, dotted keys nest: "
-                             "client_kwargs.endpoint_url=http://...")
+    add_storage_option(parser, "the manifest, output and input media URLs")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
     parser.add_argument("--logical-gpus", type=_at_least(1), metavar="N",
                         help="start a local Ray that pretends to have N GPUs (CPU-only runs of --preset tiny)")
     args = parser.parse_args(argv)
     if args.logical_gpus is not None and args.address is not None:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
-    try:
-        args.storage_options = parse_storage_options(args.storage_options)
-    except ValueError as error:
-        parser.error(f"--storage-option: {error}")
+    args.storage_options = storage_options_of(parser, args)
     return args
 
 

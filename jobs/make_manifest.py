@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from cosmos_ray.manifest import ManifestError, make_manifest
-from cosmos_ray.storage import parse_storage_options
+from jobs.options import add_storage_option, storage_options_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,17 +21,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("sources", nargs="+", metavar="SRC",
                         help="spec files (.json, .jsonl) or globs of them; local paths or fsspec URLs")
     parser.add_argument("-o", "--output", required=True, metavar="URL", help="where to write the .parquet manifest")
-    parser.add_argument("--storage-option", dest="storage_options", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="fsspec option for remote URLs, repeatable; VALUE is parsed as JSON when it can be, "
-                             "dotted keys nest: client_kwargs.endpoint_url=http://...")
+    add_storage_option(parser, "remote URLs")
     parser.add_argument("--no-check-inputs", action="store_true",
                         help="do not check that every input_path exists")
     args = parser.parse_args(argv)
-    try:
-        args.storage_options = parse_storage_options(args.storage_options)
-    except ValueError as error:
-        parser.error(f"--storage-option: {error}")
+    args.storage_options = storage_options_of(parser, args)
     return args
 
 
