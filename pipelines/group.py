@@ -9,9 +9,10 @@ into one torch process group (rank 0's node IP and a free port; NCCL on GPUs, gl
 caller's process, so the callback need not be picklable.
 
 Failures are per sample: an exception on any rank becomes a `SampleError` (keeping that exception as `cause`,
-so callers can tell a bad spec or input from an internal failure) and the group serves the next sample. A rank that dies, or that is still busy `failure_grace_s` after another rank failed (it waits in a
-collective for a peer that is gone), breaks the group: its workers are killed and started again, in the same
-placement group, before the next sample. Rank workers never restart on their own: a restarted rank could not
+so callers can tell a bad spec or input from an internal failure) and the group serves the next sample. A
+rank that dies, or that is still busy `failure_grace_s` after another rank failed (it waits in a collective
+for a peer that is gone), breaks the group: its workers are killed and started again, in the same placement
+group, before the next sample. Rank workers never restart on their own: a restarted rank could not
 rejoin the process group of the others.
 
 The placement group is created by the group, not by Ray Data's `ray_remote_args_fn`, so its lifetime is the
@@ -111,6 +112,9 @@ class RankWorker:
         self.config = config
         self.rank = rank
         self.generator = None
+        # Rank 0 generates here while its actor thread streams the steps; one long-lived thread, so that
+        # per-thread CUDA state (streams, cuBLAS handles) is made once.
+        self._generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
     def rendezvous_address(self) -> str:
         """A tcp:// address on this node with a free port, where the group's process group meets."""
@@ -152,13 +156,11 @@ class RankWorker:
             _log_step(spec.name, step, total)
             steps.put(Step(step, total))
 
-        # The generator reports through a callback; it runs in a thread so that this method can yield meanwhile.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate") as thread:
-            generation = thread.submit(self.generator, spec, report)
-            generation.add_done_callback(lambda _: steps.put(None))
-            for step in iter(steps.get, None):  # not `yield from`: Ray drives this generator with send()
-                yield step
-            yield generation.result()  # re-raises the generator's exception
+        generation = self._generation_thread.submit(self.generator, spec, report)
+        generation.add_done_callback(lambda _: steps.put(None))
+        for step in iter(steps.get, None):  # not `yield from`: Ray drives this generator with send()
+            yield step
+        yield generation.result()  # re-raises the generator's exception
 
 
 def _log_step(name: str, step: int, total: int) -> None:
