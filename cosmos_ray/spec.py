@@ -72,6 +72,9 @@ class SpecError(ValueError):
         where = f"field '{field}' " if field else ""
         super().__init__(f"sample {sample}: {where}{reason}")
 
+    def __reduce__(self):  # pickles with its fields, so it crosses process boundaries (e.g. from a Ray worker)
+        return SpecError, (self.sample, self.field, self.reason)
+
 
 @dataclass(frozen=True)
 class GenerationSpec:

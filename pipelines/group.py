@@ -3,13 +3,16 @@
 A `GPUGroup` lives inside another actor (the batch pipeline's pool actor, or a Serve replica). It holds a
 `STRICT_PACK` placement group of N bundles {GPU: 1, CPU: 1}, starts one `RankWorker` per bundle, joins them
 into one torch process group (rank 0's node IP and a free port; NCCL on GPUs, gloo on CPU) and gives each a
-`Generator` built with its `ParallelContext`. `generate(spec)` runs the spec on every rank (context-parallel
-denoising) and returns rank 0's result.
+`Generator` built with its `ParallelContext`. `generate(spec, progress)` runs the spec on every rank
+(context-parallel denoising) and returns rank 0's result. Rank 0 streams a `Step` after each denoising step
+(a Ray generator: one small object per step, no extra actor); the group hands them to `progress` in the
+caller's process, so the callback need not be picklable.
 
-Failures are per sample: an exception on any rank becomes a `SampleError` and the group serves the next
-sample. A rank that dies, or that is still busy `failure_grace_s` after another rank failed (it waits in a
-collective for a peer that is gone), breaks the group: its workers are killed and started again, in the same
-placement group, before the next sample. Rank workers never restart on their own: a restarted rank could not
+Failures are per sample: an exception on any rank becomes a `SampleError` (keeping that exception as `cause`,
+so callers can tell a bad spec or input from an internal failure) and the group serves the next sample. A
+rank that dies, or that is still busy `failure_grace_s` after another rank failed (it waits in a collective
+for a peer that is gone), breaks the group: its workers are killed and started again, in the same placement
+group, before the next sample. Rank workers never restart on their own: a restarted rank could not
 rejoin the process group of the others.
 
 The placement group is created by the group, not by Ray Data's `ray_remote_args_fn`, so its lifetime is the
@@ -19,15 +22,17 @@ fate-shares with its creator). docs/architecture.md explains the choice.
 
 from __future__ import annotations
 
-import functools
 import logging
+import queue
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import ray
+from ray import ObjectRef, ObjectRefGenerator
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -70,11 +75,27 @@ class GroupConfig:
         return [{"GPU": 1, "CPU": self.cpus_per_rank} for _ in range(self.gpus_per_group)]
 
 
-class SampleError(RuntimeError):
-    """Generating one sample failed. `group_broken`: the group restarts its workers before the next sample."""
+Progress = Callable[[int, int], None]  # progress(step, total) after each denoising step of rank 0
 
-    def __init__(self, message: str, *, group_broken: bool = False):
+
+@dataclass(frozen=True)
+class Step:
+    """Rank 0 finished denoising step `step` of `total`."""
+
+    step: int
+    total: int
+
+
+class SampleError(RuntimeError):
+    """Generating one sample failed.
+
+    `cause`: the exception a rank raised (e.g. a `SpecError` or `MediaError` for the sample's own spec or
+    input), None when a rank died. `group_broken`: the group restarts its workers before the next sample.
+    """
+
+    def __init__(self, message: str, *, cause: BaseException | None = None, group_broken: bool = False):
         super().__init__(message)
+        self.cause = cause
         self.group_broken = group_broken
 
 
@@ -91,6 +112,9 @@ class RankWorker:
         self.config = config
         self.rank = rank
         self.generator = None
+        # Rank 0 generates here while its actor thread streams the steps; one long-lived thread, so that
+        # per-thread CUDA state (streams, cuBLAS handles) is made once.
+        self._generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
 
     def rendezvous_address(self) -> str:
         """A tcp:// address on this node with a free port, where the group's process group meets."""
@@ -119,10 +143,24 @@ class RankWorker:
                                                    cache_url=self.config.embedding_cache_url,
                                                    storage_options=self.config.storage_options)
 
-    def generate(self, spec: GenerationSpec) -> GenerationResult | None:
-        """Run `spec` on this rank; rank 0 returns the result, the others None."""
-        progress = functools.partial(_log_step, spec.name) if self.rank == 0 else None
-        return self.generator(spec, progress)
+    def generate(self, spec: GenerationSpec) -> None:
+        """Run this rank's share of `spec` (ranks other than 0; rank 0 runs `generate_streaming`)."""
+        self.generator(spec)
+
+    @ray.method(num_returns="streaming")
+    def generate_streaming(self, spec: GenerationSpec) -> Iterator[Step | GenerationResult]:
+        """Rank 0: run `spec`, yielding a `Step` after each denoising step and the result last."""
+        steps: queue.SimpleQueue[Step | None] = queue.SimpleQueue()
+
+        def report(step: int, total: int) -> None:
+            _log_step(spec.name, step, total)
+            steps.put(Step(step, total))
+
+        generation = self._generation_thread.submit(self.generator, spec, report)
+        generation.add_done_callback(lambda _: steps.put(None))
+        for step in iter(steps.get, None):  # not `yield from`: Ray drives this generator with send()
+            yield step
+        yield generation.result()  # re-raises the generator's exception
 
 
 def _log_step(name: str, step: int, total: int) -> None:
@@ -132,7 +170,7 @@ def _log_step(name: str, step: int, total: int) -> None:
 
 
 class GPUGroup:
-    """N rank workers on one node, used as one generator: `generate(spec) -> GenerationResult`.
+    """N rank workers on one node, used as one generator: `generate(spec, progress) -> GenerationResult`.
 
     Calls from several threads run one at a time, so every rank sees the samples in the same order (ranks
     that started different samples would wait for each other in their collectives forever).
@@ -153,20 +191,23 @@ class GPUGroup:
         self._one_sample_at_a_time = threading.Lock()
         self._start_workers()
 
-    def generate(self, spec: GenerationSpec) -> GenerationResult:
-        """Generate `spec` on every rank and return rank 0's result; raises `SampleError` if it failed."""
+    def generate(self, spec: GenerationSpec, progress: Progress | None = None) -> GenerationResult:
+        """Generate `spec` on every rank and return rank 0's result; raises `SampleError` if it failed.
+
+        `progress(step, total)` is called in this process, from the calling thread, after each denoising step.
+        """
         with self._one_sample_at_a_time:
             if not self.workers:  # broken by the previous sample
                 self.restarts += 1
                 self._start_workers()
-            refs = [worker.generate.remote(spec) for worker in self.workers]
+            rank0, *others = self.workers
+            calls = [rank0.generate_streaming.remote(spec)] + [worker.generate.remote(spec) for worker in others]
             try:
-                wait_for_ranks(refs, self.config.failure_grace_s)
+                return wait_for_ranks(calls, self.config.failure_grace_s, progress)
             except SampleError as error:
                 if error.group_broken:
                     self._kill_workers()
                 raise
-            return ray.get(refs[0])
 
     def shutdown(self) -> None:
         """Kill the workers and remove the placement group if this group created it. Idempotent."""
@@ -203,13 +244,17 @@ class GPUGroup:
         self.workers = []
 
 
-def wait_for_ranks(refs: list[ray.ObjectRef], failure_grace_s: float) -> None:
-    """Wait until every rank's call has finished; raise `SampleError` for the first failure.
+def wait_for_ranks(calls: list[ObjectRef | ObjectRefGenerator], failure_grace_s: float,
+                   progress: Progress | None = None) -> Any:
+    """Wait until every rank's call has finished and return the first call's (rank 0's) value; raise
+    `SampleError` for the first failure.
 
-    The group is broken when a rank died, or when ranks are still running `failure_grace_s` after another
-    rank failed: they wait in a collective for a peer that has left it.
+    A call may be a streaming generator (rank 0's `generate_streaming`): its `Step`s go to `progress` as they
+    arrive, its last item is its value. The group is broken when a rank died, or when ranks are still running
+    `failure_grace_s` after another rank failed: they wait in a collective for a peer that has left it.
     """
-    pending = list(refs)
+    pending = list(calls)
+    value = None
     first_error: RayTaskError | None = None
     deadline = None
     while pending:
@@ -217,16 +262,25 @@ def wait_for_ranks(refs: list[ray.ObjectRef], failure_grace_s: float) -> None:
         done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
         if not done:
             raise SampleError(f"{_describe(first_error)} (and {len(pending)} rank(s) still running "
-                              f"{failure_grace_s:g}s later)", group_broken=True)
+                              f"{failure_grace_s:g}s later)", cause=_cause(first_error), group_broken=True)
+        call = done[0]
         try:
-            ray.get(done[0])
+            item = ray.get(next(call) if isinstance(call, ObjectRefGenerator) else call)
         except RayActorError as error:
             raise SampleError(f"a rank worker died: {_describe(error)}", group_broken=True) from None
         except RayTaskError as error:
             first_error = first_error or error
             deadline = deadline or time.monotonic() + failure_grace_s
+            continue
+        if isinstance(item, Step):
+            if progress is not None:
+                progress(item.step, item.total)
+            pending.append(call)  # the generator goes on
+        elif call is calls[0]:
+            value = item
     if first_error is not None:
-        raise SampleError(_describe(first_error))
+        raise SampleError(_describe(first_error), cause=_cause(first_error))
+    return value
 
 
 def remove_placement_groups(name_prefix: str) -> None:
@@ -243,8 +297,13 @@ def _remove_placement_group_named(name: str) -> None:
         pass
 
 
+def _cause(error: BaseException) -> BaseException:
+    """The exception a remote call raised, without Ray's wrapping."""
+    return error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
+
+
 def _describe(error: BaseException) -> str:
     """`Type: message` of the exception a remote call raised, without Ray's wrapping and traceback."""
-    cause = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error
+    cause = _cause(error)
     lines = str(cause).strip().splitlines() or [""]
     return f"{type(cause).__name__}: {lines[0]}"  # Ray's actor errors go on with ids and addresses

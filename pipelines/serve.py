@@ -16,8 +16,10 @@ mp4 encoding then overlaps the next denoising). Beyond that, up to `max_queued_r
 ingress; further ones get 503 with Retry-After. Async jobs wait in the JobBoard instead and are dispatched
 first in, first out.
 
-Progress of a job is its stage (queued 0, running, done 1): `GPUGroup.generate` does not report the
-denoising steps of its rank 0 to the caller.
+A replica streams the denoising steps of its group's rank 0 to its caller, so a job's `progress` is the share
+of steps done. A generation that fails because of the request itself (a `SpecError` or `MediaError` from the
+generator, e.g. a video too short for its conditional frames) is a 422 with the field and reason; any other
+failure is a 500.
 """
 
 # No `from __future__ import annotations`: Serve's class-based FastAPI views need real annotations.
@@ -30,7 +32,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 from urllib.parse import unquote
 
 from fastapi import FastAPI, Request
@@ -43,10 +45,13 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from cosmos_ray import storage
-from cosmos_ray.media import write_mp4
+from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.outputs import OK, OutputRecord, OutputStore
 from cosmos_ray.spec import GenerationSpec, SpecError
-from pipelines.group import GPUGroup, GroupConfig, SampleError
+from pipelines.group import GPUGroup, GroupConfig, SampleError, Step
+
+if TYPE_CHECKING:
+    from cosmos_ray.generator import GenerationResult
 
 logger = logging.getLogger("ray.serve")
 
@@ -196,10 +201,23 @@ class Finished:
 
 @dataclass(frozen=True)
 class Failed:
-    reason: str  # for the client: no traceback, no server internals
+    """What the client is told: 422 (with the field) for its own spec or input, 500 otherwise."""
+
+    status: int
+    field: str | None
+    reason: str  # no traceback, no server internals
 
 
-ReplicaEvent = Started | Finished | Failed
+ReplicaEvent = Started | Step | Finished | Failed
+
+
+def failure(error: SampleError) -> Failed:
+    """The client's view of a failed generation: was it the request's spec or input, or the server?"""
+    if isinstance(error.cause, SpecError):
+        return Failed(422, error.cause.field or None, error.cause.reason)
+    if isinstance(error.cause, MediaError):
+        return Failed(422, "input_path", str(error.cause))
+    return Failed(500, None, f"generation failed: {error}")  # already "Type: message", without Ray's traceback
 
 
 class GroupReplica:
@@ -212,20 +230,38 @@ class GroupReplica:
         self._gpus = asyncio.Lock()
 
     async def generate(self, spec: GenerationSpec) -> AsyncIterator[ReplicaEvent]:
-        """Stream `Started`, then `Finished` or `Failed`."""
+        """Stream `Started`, a `Step` per denoising step, then `Finished` or `Failed`."""
         try:
             async with self._gpus:
                 yield Started()
-                result = await asyncio.to_thread(self._group.generate, spec)
+                async for event in self._steps_then_result(spec):
+                    if isinstance(event, Step):
+                        yield event
+                    else:
+                        result = event
             mp4 = await asyncio.to_thread(write_mp4, result.frames, result.fps)
-        except SampleError as error:  # already "sample X: Type: message", without Ray's traceback
-            yield Failed(f"generation failed: {error}")
+        except SampleError as error:
+            yield failure(error)
             return
         except Exception as error:  # noqa: BLE001 - reported to the client without internals, logged here
             logger.exception("generation of %s failed", spec.sample_id)
-            yield Failed(f"generation failed ({type(error).__name__}); see the server log")
+            yield Failed(500, None, f"generation failed ({type(error).__name__}); see the server log")
             return
         yield Finished(mp4, result.metadata)
+
+    async def _steps_then_result(self, spec: GenerationSpec) -> AsyncIterator["Step | GenerationResult"]:
+        """Run `spec` on the group in a thread; yield each `Step` as rank 0 reports it, then the result."""
+        loop = asyncio.get_running_loop()
+        steps: asyncio.Queue[Step | None] = asyncio.Queue()
+
+        def report(step: int, total: int) -> None:  # called in the generating thread
+            loop.call_soon_threadsafe(steps.put_nowait, Step(step, total))
+
+        generation = asyncio.ensure_future(asyncio.to_thread(self._group.generate, spec, report))
+        generation.add_done_callback(lambda _: steps.put_nowait(None))  # queued after every step reported
+        while (step := await steps.get()) is not None:
+            yield step
+        yield await generation  # raises the group's SampleError
 
     def check_health(self) -> None:
         """Called by Serve every `health_check_period_s`; raising replaces the replica, group and all.
@@ -252,7 +288,7 @@ async def run_on_replica(
         on_event(event)
         if isinstance(event, (Finished, Failed)):
             return event
-    return Failed("the replica ended the request without a result")
+    return Failed(500, None, "the replica ended the request without a result")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -288,7 +324,8 @@ class Job:
     id: str
     sample_id: str
     status: str = "queued"  # queued -> running -> succeeded | failed
-    progress: float = 0.0
+    step: int = 0  # denoising steps done by the group's rank 0, of `total_steps` (known once running)
+    total_steps: int | None = None
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     result: dict | None = None
@@ -297,12 +334,20 @@ class Job:
 
     def to_json(self) -> dict:
         data = {"id": self.id, "sample_id": self.sample_id, "status": self.status, "progress": self.progress,
+                "step": self.step, "total_steps": self.total_steps,
                 "created_at": self.created_at, "finished_at": self.finished_at}
         if self.result is not None:
             data["result"] = self.result
         if self.error is not None:
             data["error"] = self.error
         return data
+
+    @property
+    def progress(self) -> float:
+        """1 once succeeded; before that the share of denoising steps done (decoding and storing follow)."""
+        if self.status == "succeeded":
+            return 1.0
+        return self.step / self.total_steps if self.total_steps else 0.0
 
 
 class JobBoard:
@@ -348,17 +393,21 @@ class JobBoard:
             accepted.set()
             if isinstance(event, Started):
                 job.status = "running"
+            elif isinstance(event, Step):
+                job.step, job.total_steps = event.step, event.total
 
         try:
             outcome = await self._dispatched(spec, follow, accepted)
             if isinstance(outcome, Finished):
                 job.result = await self._keep(job, spec, outcome, output_url)
-                job.status, job.progress = "succeeded", 1.0
+                job.status = "succeeded"
             else:
-                job.status, job.error = "failed", {"reason": outcome.reason}
+                job.status = "failed"
+                job.error = {"status": outcome.status, "field": outcome.field, "reason": outcome.reason}
         except Exception as error:  # noqa: BLE001 - the job records the failure; the board keeps running
             logger.exception("job %s failed", job.id)
-            job.status, job.error = "failed", {"reason": f"{type(error).__name__} (see the server log)"}
+            job.status = "failed"
+            job.error = {"status": 500, "field": None, "reason": f"{type(error).__name__} (see the server log)"}
         finally:
             job.finished_at = time.time()
 
@@ -458,7 +507,7 @@ class ApiIngress:
         except BackPressureError:
             raise ApiError(503, None, "all GPU groups are busy; retry later", self._busy) from None
         if isinstance(outcome, Failed):
-            raise ApiError(500, None, outcome.reason)
+            raise ApiError(outcome.status, outcome.field, outcome.reason)
         if output_url is None:
             return Response(outcome.mp4, media_type="video/mp4",
                             headers={"X-Sample-Id": spec.sample_id, "Content-Disposition":
@@ -479,7 +528,8 @@ class ApiIngress:
 
     @api.get("/v1/jobs/{job_id}")
     async def job_status(self, job_id: str) -> JSONResponse:
-        """Status (queued, running, succeeded, failed), progress in [0, 1], and the result or error."""
+        """Status (queued, running, succeeded, failed), progress in [0, 1] (denoising `step` of `total_steps`
+        while running), and the result or the error (status, field, reason)."""
         job = await self._jobs.get.remote(job_id)
         if job is None:
             raise ApiError(404, "job_id", f"no job {job_id!r} (unknown, or finished long ago)")

@@ -1,5 +1,6 @@
 """GPUGroup on a local Ray with logical GPUs: two tiny-preset ranks on CPU (gloo), failures per sample."""
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 import ray
 
-from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.media import MediaError
+from cosmos_ray.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, wait_for_ranks
 
 GROUP_NAME = "test-group"
@@ -47,6 +49,20 @@ def test_generate_returns_rank_zero_video_from_both_ranks(group):
     assert result.metadata["timings_s"]["sampling"] > 0
 
 
+def test_progress_reports_each_step_of_rank_zero_in_the_calling_thread(group):
+    steps, threads = [], set()
+
+    def progress(step: int, total: int) -> None:
+        steps.append((step, total))
+        threads.add(threading.get_ident())
+
+    group.generate(tiny_spec(num_steps=3), progress=progress)
+    total = steps[-1][1]
+    assert total >= 3  # the sampler's model evaluations: at least one per step
+    assert steps == [(step, total) for step in range(1, total + 1)]
+    assert threads == {threading.get_ident()}
+
+
 def test_calls_from_two_threads_both_complete(group):
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [pool.submit(group.generate, tiny_spec(seed=seed)) for seed in (1, 2)]
@@ -59,9 +75,18 @@ def test_a_failing_spec_is_a_sample_error_and_the_group_goes_on(group, tmp_path)
     missing = tmp_path / "missing.png"
     with pytest.raises(SampleError, match="MediaError.*missing.png") as error:
         group.generate(tiny_spec(inference_type="image2world", input_path=str(missing)))
+    assert isinstance(error.value.cause, MediaError)  # the rank's own exception, for callers to classify
     assert not error.value.group_broken
     assert group.restarts == 0
     assert group.generate(tiny_spec()).frames.shape == (9, 64, 96, 3)
+
+
+def test_a_spec_the_generator_refuses_keeps_its_field(group, tmp_path):
+    too_few_frames = tiny_spec(inference_type="video2world", input_path=str(tmp_path / "clip.mp4"), num_output_frames=1)
+    with pytest.raises(SampleError, match="SpecError") as error:
+        group.generate(too_few_frames)
+    assert isinstance(error.value.cause, SpecError) and error.value.cause.field == "num_output_frames"
+    assert not error.value.group_broken
 
 
 def test_a_dead_rank_fails_its_sample_and_the_group_restarts(group):
@@ -102,6 +127,7 @@ def test_ranks_that_all_fail_leave_the_group_usable(ray_session):
     with pytest.raises(SampleError, match="ValueError: rank 1 fails") as error:
         wait_for_ranks([_fail.remote(), _sleep.remote(0)], failure_grace_s=30)
     assert not error.value.group_broken
+    assert isinstance(error.value.cause, ValueError) and str(error.value.cause) == "rank 1 fails"
 
 
 def test_group_config_rejects_bad_values():

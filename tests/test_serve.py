@@ -21,7 +21,12 @@ from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 from ray.serve._private.build_app import build_app as build_serve_app
 from ray.serve.schema import ServeDeploySchema
 
-from pipelines.serve import ApiError, RequestPolicy, ServeArgs, app, build_app, check_allowed_url, parse_spec
+from cosmos_ray.spec import SpecError
+
+from cosmos_ray.media import MediaError
+from pipelines.group import SampleError
+from pipelines.serve import (ApiError, Failed, RequestPolicy, ServeArgs, app, build_app, check_allowed_url, failure,
+                             parse_spec)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,6 +117,21 @@ def test_local_prefix_follows_symlinks(tmp_path):
     assert error.status == 403
 
 
+@pytest.mark.parametrize(
+    "cause, expected",
+    [
+        (SpecError("'x'", "num_output_frames", "makes too few latent frames"),
+         Failed(422, "num_output_frames", "makes too few latent frames")),
+        (MediaError("sample 'x': input video a.mp4 has 3 frames"),
+         Failed(422, "input_path", "sample 'x': input video a.mp4 has 3 frames")),
+        (RuntimeError("CUDA out of memory"), Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),
+        (None, Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),  # a rank died
+    ],
+)
+def test_failed_generations_blame_the_request_only_for_its_spec_or_input(cause, expected):
+    assert failure(SampleError("RuntimeError: CUDA out of memory", cause=cause)) == expected
+
+
 def test_parse_spec_applies_the_input_allow_list():
     body = _body(inference_type="image2world", input_path="s3://bucket/private/a.png")
     error = _api_error(parse_spec, body, RequestPolicy(allowed_input_prefixes=("s3://bucket/inputs/",)))
@@ -166,13 +186,18 @@ def media_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("inputs")
     frames = np.random.default_rng(0).integers(0, 255, (9, 64, 96, 3), dtype=np.uint8)
     Image.fromarray(frames[0]).save(folder / "cube.png")
-    writer = imageio_ffmpeg.write_frames(str(folder / "cube.mp4"), (96, 64), fps=16, macro_block_size=1)
+    _write_video(folder / "cube.mp4", frames)
+    _write_video(folder / "short.mp4", frames[:3])  # video2world needs the last 5 frames of its input
+    (folder / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+def _write_video(path: Path, frames: np.ndarray) -> None:
+    writer = imageio_ffmpeg.write_frames(str(path), (96, 64), fps=16, macro_block_size=1)
     writer.send(None)
     for frame in frames:
         writer.send(np.ascontiguousarray(frame))
     writer.close()
-    (folder / "broken.png").write_bytes(b"not an image")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +287,23 @@ def test_bad_requests_get_the_field_and_reason(server, media_dir, spec, params, 
     assert "Traceback" not in response.text
 
 
+@pytest.mark.parametrize(
+    "spec, field, words",
+    [
+        (_spec("video2world", input_path="INPUTS/short.mp4"), "input_path", "has 3 frames"),  # MediaError
+        (_spec("video2world", input_path="INPUTS/cube.mp4", num_output_frames=1), "num_output_frames",
+         "fewer than the 2 conditional latent frames"),  # SpecError raised by the generator
+    ],
+)
+def test_inputs_the_generator_refuses_are_client_errors(server, media_dir, spec, field, words):
+    spec = {**spec, "input_path": spec["input_path"].replace("INPUTS", str(media_dir))}
+    response = requests.post(f"{server}/v1/generate", json=spec, timeout=120)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and words in error["reason"]
+    assert "Traceback" not in response.text
+
+
 def test_oversized_and_malformed_bodies_are_refused(server):
     huge = _spec(prompt="x" * 100_000)
     assert requests.post(f"{server}/v1/generate", json=huge, timeout=60).status_code == 413
@@ -296,19 +338,36 @@ def test_async_jobs_run_in_order_and_report_status(server, media_dir, tmp_path):
     assert [job["status"] for job in finished] == ["succeeded"] * 4 + ["failed"]
     done_at = [job["finished_at"] for job in finished[:4]]
     assert done_at == sorted(done_at)  # one replica, first in first out
-    assert finished[-1]["error"]["reason"].startswith("generation failed")
+    assert finished[-1]["error"]["status"] == 422 and finished[-1]["error"]["field"] == "input_path"
+    assert "cannot read input_path" in finished[-1]["error"]["reason"]
     video = requests.get(server + finished[0]["result"]["video_url"], timeout=60)
     assert video.status_code == 200 and _frames(video.content, tmp_path)[0] == 5
     assert requests.get(f"{server}/v1/jobs/nonexistent", timeout=60).status_code == 404
 
 
-def _wait_for_job(server: str, job_id: str, timeout_s: float = 240) -> dict:
+def test_a_running_job_reports_its_denoising_steps(server):
+    job = requests.post(f"{server}/v1/jobs", json=_spec(seed=300, num_steps=6), timeout=60).json()
+    seen = []
+    finished = _wait_for_job(server, job["id"], seen=seen)
+    assert finished["status"] == "succeeded"
+    assert finished["step"] == finished["total_steps"] >= 6  # the sampler's model evaluations, at least one a step
+    assert finished["progress"] == 1.0
+    steps = [polled["step"] for polled in seen]
+    assert steps == sorted(steps)  # monotonic
+    progress = [polled["progress"] for polled in seen]
+    assert progress == sorted(progress) and all(0 <= value <= 1 for value in progress)
+
+
+def _wait_for_job(server: str, job_id: str, timeout_s: float = 240, seen: list | None = None) -> dict:
+    """The job once finished; `seen` collects every state polled on the way."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         job = requests.get(f"{server}/v1/jobs/{job_id}", timeout=60).json()
+        if seen is not None:
+            seen.append(job)
         if job["status"] in ("succeeded", "failed"):
             return job
-        time.sleep(0.2)
+        time.sleep(0.05 if seen is not None else 0.2)
     raise AssertionError(f"job {job_id} did not finish in {timeout_s}s")
 
 

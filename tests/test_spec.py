@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import pickle
 import re
 
 import pytest
@@ -208,6 +209,11 @@ def test_missing_input_path(base):
     rejects(data, f"sample '{base['name']}': field 'input_path' is required for {base['inference_type']}")
     rejects({**data, "input_path": ""}, "field 'input_path' is required")
     rejects({**data, "input_path": None}, "field 'input_path' is required")
+
+
+def test_spec_error_pickles_with_its_fields():  # it crosses from Ray rank workers to their callers
+    error = pickle.loads(pickle.dumps(rejects({**TEXT, "guidance": 9}, "guidance")))
+    assert (error.field, str(error)) == ("guidance", f"sample 'snowy_stop_light': field 'guidance' {error.reason}")
 
 
 def test_unknown_field():
