@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 
 import pytest
 
@@ -72,6 +73,15 @@ def s3_endpoint():
             else:
                 os.environ[key] = value
         server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint) -> tuple[str, dict]:
+    """(`s3://<fresh bucket>`, storage_options) for one test."""
+    url = s3_endpoint.bucket(f"test-{uuid.uuid4().hex[:12]}")
+    options = {"key": "testing", "secret": "testing",
+               "client_kwargs": {"endpoint_url": s3_endpoint.url, "region_name": "us-east-1"}}
+    return url, options
 
 
 @pytest.fixture(scope="session")

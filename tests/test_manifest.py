@@ -11,7 +11,6 @@ from cosmos_ray.manifest import (
 )
 from cosmos_ray.spec import GenerationSpec, SpecError
 from jobs import make_manifest as cli
-pytest_plugins = ("tests.moto_s3",)  # the s3_bucket fixture
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 

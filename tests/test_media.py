@@ -11,7 +11,6 @@ from PIL import Image
 from cosmos_ray.media import MediaError, read_conditioning, read_image, read_video, resize_and_center_crop, write_mp4
 from cosmos_ray.spec import GenerationSpec
 
-pytest_plugins = ("tests.moto_s3",)
 
 HEIGHT, WIDTH = 32, 48
 

@@ -8,7 +8,6 @@ import pytest
 from cosmos_ray import outputs, storage
 from cosmos_ray.outputs import OutputRecord, OutputStore
 from cosmos_ray.spec import GenerationSpec
-pytest_plugins = ("tests.moto_s3",)  # the s3_bucket fixture
 
 SPEC = GenerationSpec.from_dict({"inference_type": "text2world", "name": "snowy stop", "prompt": "Snow."})
 OTHER = GenerationSpec.from_dict({"inference_type": "text2world", "name": "rain", "prompt": "Rain."})

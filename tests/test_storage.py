@@ -8,7 +8,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from cosmos_ray import storage
-pytest_plugins = ("tests.moto_s3",)  # the s3_bucket fixture
 
 
 def test_url_scheme_and_is_local():
