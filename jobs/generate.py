@@ -36,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="output root: videos/, meta/ and runs/{run_id}/metadata.parquet go under it")
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--preset", metavar="NAME",
-                       help="model preset with random weights: 'tiny' (tests and CPU smoke runs) or 'random-2B' (the released shapes, for GPU trials and benchmarks)")
+                       help="model preset with random weights: 'tiny' (tests and CPU smoke runs) or "
+                            "'random-2B' (the released shapes, for GPU trials and benchmarks)")
     model.add_argument("--checkpoint-dir", metavar="DIR",
                        help="folder holding the official checkpoint files (on every GPU node)")
     parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the generator's)")
