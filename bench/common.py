@@ -20,6 +20,16 @@ def add_common_args(parser: argparse.ArgumentParser, warmup: int = 2, iters: int
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
 
 
+def add_dtype_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
+                        help="default: bfloat16 on CUDA, float32 on CPU")
+
+
+def default_dtype_name(name: str | None, device: torch.device) -> str:
+    """The `--dtype` given, else bfloat16 on CUDA and float32 on CPU."""
+    return name or ("bfloat16" if device.type == "cuda" else "float32")
+
+
 def device_info(device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     return {"device": name, "torch": torch.__version__, "cuda": torch.version.cuda}

@@ -5,7 +5,7 @@ runs its language model, diffusers' `_get_prompt_embeds` runs the whole Qwen2.5-
 does (it also computes the LM head's logits). Prompts are tokenized with the tiny byte-level tokenizer:
 every sequence is padded to 512 tokens, so the model's work is the same as with the real tokenizer.
 
-    python -m bench.text_encoder --device cuda --out text.json
+    python -m bench.text_encoder --device cuda --out text.jsonl
     python -m bench.text_encoder --device cpu --smoke
 
 Prints one JSON line per measurement: median ms per call, prompts/s, TFLOP/s of the language model
@@ -22,7 +22,7 @@ import torch
 
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
-from bench.common import time_ms_and_peak_gib
+from bench.common import add_common_args, add_dtype_arg, default_dtype_name, time_ms_and_peak_gib
 
 
 def build_models(config: TextEncoderConfig, device: torch.device, dtype: torch.dtype):
@@ -54,21 +54,16 @@ def language_model_flops(config: TextEncoderConfig, batch: int) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
-                        help="default: bfloat16 on CUDA, float32 on CPU")
+    add_common_args(parser, warmup=2, iters=10)
+    add_dtype_arg(parser)
     parser.add_argument("--config", choices=["reason1", "tiny"], default="reason1")
     parser.add_argument("--batch-sizes", default="1,8")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=10)
-    parser.add_argument("--smoke", action="store_true", help="tiny config, 1 warmup, 2 iterations")
-    parser.add_argument("--out", help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.smoke:
         args.config, args.warmup, args.iters = "tiny", 1, 2
 
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype else (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    dtype = getattr(torch, default_dtype_name(args.dtype, device))
     config = TextEncoderConfig.preset(args.config)
     full, tokenizer, ours = build_models(config, device, dtype)
     from diffusers import Cosmos2_5_PredictBasePipeline
@@ -105,8 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             print(json.dumps(record), flush=True)
             records.append(record)
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(records, f, indent=1)
+        with open(args.out, "a") as f:
+            f.writelines(json.dumps(record) + "\n" for record in records)
 
 
 if __name__ == "__main__":

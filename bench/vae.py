@@ -5,7 +5,7 @@ Workloads at the 720p default (704x1280): encode 1 frame (image2world conditioni
 channels_last_3d (its default) and in the contiguous layout; diffusers as the Cosmos2.5 pipeline calls
 it (encode -> latent_dist.mode(), decode -> .sample), with the latent normalization applied outside.
 
-    python -m bench.vae --out vae.json
+    python -m bench.vae --out vae.jsonl
     python -m bench.vae --smoke --device cpu
 
 Also times ours decoding one middle column strip of 1/N of the width (`decode(columns=...)`), the work
@@ -25,7 +25,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from cosmos_ray.models.vae import VAEConfig, WanVAE
-from bench.common import time_ms_and_peak_gib
+from bench.common import add_common_args, add_dtype_arg, default_dtype_name, time_ms_and_peak_gib
 
 
 def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
@@ -91,28 +91,23 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
-                        help="default: bfloat16 on CUDA, float32 on CPU")
+    add_common_args(parser, warmup=1, iters=3)
+    add_dtype_arg(parser)
     parser.add_argument("--config", choices=["wan2.1", "tiny"], default="wan2.1")
     parser.add_argument("--height", type=int, default=704)
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--frames", type=int, default=93, help="pixel frames of the long encode and the decode")
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its conv algorithms")
     parser.add_argument("--skip-diffusers", action="store_true")
     parser.add_argument("--strips", default="2,4,8",
                         help="also time ours decoding one middle column strip of 1/N of the width, per N")
-    parser.add_argument("--smoke", action="store_true", help="tiny config, 64x96, 9 frames, 1 iteration")
-    parser.add_argument("--out", help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     if args.smoke:
         args.config, args.height, args.width, args.frames, args.warmup, args.iters = "tiny", 64, 96, 9, 0, 1
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     device = torch.device(args.device)
-    args.dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    args.dtype = default_dtype_name(args.dtype, device)
     dtype = getattr(torch, args.dtype)
     cfg = VAEConfig.preset(args.config)
     ours, theirs = build_pair(cfg, device, dtype)
@@ -160,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
         emit({"name": "vae.decode_columns", "impl": "ours", "shape": list(latents.shape), "strips": strips,
               "columns": [columns.start, columns.stop], **timing(flops, ms, peak)})
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(records, f, indent=1)
+        with open(args.out, "a") as f:
+            f.writelines(json.dumps(record) + "\n" for record in records)
 
 
 if __name__ == "__main__":
