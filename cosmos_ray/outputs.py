@@ -109,16 +109,7 @@ class OutputStore:
         self, spec: GenerationSpec, mp4_bytes: bytes, metadata: Mapping[str, Any], *, source: str = ""
     ) -> OutputRecord:
         """Write the video, then its record (the commit marker). Returns the record."""
-        record = OutputRecord(
-            sample_id=spec.sample_id,
-            name=spec.name,
-            status=OK,
-            video_url=self.video_url(spec.sample_id),
-            source=source,
-            spec_json=spec.to_json(),
-            metadata=_json_ready(metadata, spec.sample_id),
-            finished_at=_now(),
-        )
+        record = self._video_record(spec, OK, source, metadata=_json_ready(metadata, spec.sample_id))
         storage.write_bytes_atomic(record.video_url, mp4_bytes, self.storage_options)
         storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json(), self.storage_options)
         return record
@@ -158,15 +149,13 @@ class OutputStore:
 
     def skipped(self, spec: GenerationSpec, *, source: str = "") -> OutputRecord:
         """The run-table record of a sample that was already done (nothing is written)."""
-        return OutputRecord(
-            sample_id=spec.sample_id,
-            name=spec.name,
-            status=SKIPPED,
-            video_url=self.video_url(spec.sample_id),
-            source=source,
-            spec_json=spec.to_json(),
-            finished_at=_now(),
-        )
+        return self._video_record(spec, SKIPPED, source)
+
+    def _video_record(self, spec: GenerationSpec, status: str, source: str, **fields: Any) -> OutputRecord:
+        """The record of a spec whose video is (or already was) at its place in the store."""
+        return OutputRecord(sample_id=spec.sample_id, name=spec.name, status=status,
+                            video_url=self.video_url(spec.sample_id), source=source, spec_json=spec.to_json(),
+                            finished_at=_now(), **fields)
 
     def write_run_table(self, run_id: str, records: Iterable[OutputRecord]) -> str:
         """Write every record of a run to `runs/{run_id}/metadata.parquet` atomically; returns its URL."""
