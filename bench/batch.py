@@ -47,8 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--resolution", default="none", help='"H,W", or "none" for the trained resolution')
     parser.add_argument("--dtype", default=None, help="compute dtype (default: the generator's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="cpu starts a local Ray with logical GPUs")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cpu starts a local Ray with logical GPUs",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny preset, 4 short samples, layouts 1x2,2x1")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
@@ -70,34 +73,66 @@ def main(argv: list[str] | None = None) -> None:
         write_manifest(manifest, args)
         for gpus_per_group, groups in layouts:
             output = Path(workdir) / f"out-{gpus_per_group}x{groups}"
-            config = BatchConfig(manifest=str(manifest), output=str(output), groups=groups,
-                                 group=GroupConfig(gpus_per_group=gpus_per_group, dtype=args.dtype,
-                                                   compile=args.compile, source=args.checkpoint_dir or args.preset))
+            config = BatchConfig(
+                manifest=str(manifest),
+                output=str(output),
+                groups=groups,
+                group=GroupConfig(
+                    gpus_per_group=gpus_per_group,
+                    dtype=args.dtype,
+                    compile=args.compile,
+                    source=args.checkpoint_dir or args.preset,
+                ),
+            )
             summary = run(config)
             records = [r for r in OutputStore(str(output)).read_run_table(summary.run_id) if r.status == OK]
             group_gpu_s = sum(stage_s(r, "group_call") for r in records) * gpus_per_group
-            means = {f"mean_{stage}_s": round(statistics.fmean(stage_s(r, stage) for r in records), 3)
-                     for stage in STAGES} if records else {}
+            means = (
+                {f"mean_{stage}_s": round(statistics.fmean(stage_s(r, stage) for r in records), 3) for stage in STAGES}
+                if records
+                else {}
+            )
             recorder.emit(
-                "batch_run", layout=f"{gpus_per_group}x{groups}", gpus=summary.gpus, samples=args.samples,
+                "batch_run",
+                layout=f"{gpus_per_group}x{groups}",
+                gpus=summary.gpus,
+                samples=args.samples,
                 compile=args.compile,
-                ok=summary.ok, failed=summary.failed, frames=args.frames, steps=args.steps,
-                resolution=args.resolution, guidance=args.guidance, wall_s=round(summary.wall_s, 2),
+                ok=summary.ok,
+                failed=summary.failed,
+                frames=args.frames,
+                steps=args.steps,
+                resolution=args.resolution,
+                guidance=args.guidance,
+                wall_s=round(summary.wall_s, 2),
                 videos_per_hour=round(summary.videos_per_hour, 2),
                 denoising_share=round(summary.denoising_share, 4),
-                group_call_share=round(group_gpu_s / (summary.wall_s * summary.gpus), 4), **means,
+                group_call_share=round(group_gpu_s / (summary.wall_s * summary.gpus), 4),
+                **means,
             )
 
 
 def write_manifest(path: Path, args: argparse.Namespace) -> None:
     rows = []
     for index in range(args.samples):
-        spec = {"inference_type": "text2world", "name": f"bench-{index}", "seed": index,
-                "prompt": f"Prompt {index % args.prompts}: a robot arm stacks coloured blocks on a table.",
-                "num_output_frames": args.frames, "num_steps": args.steps, "guidance": args.guidance,
-                "resolution": args.resolution}
-        rows.append({"spec_json": json.dumps(spec), "name": spec["name"], "inference_type": "text2world",
-                     "source": f"bench:{index}"})
+        spec = {
+            "inference_type": "text2world",
+            "name": f"bench-{index}",
+            "seed": index,
+            "prompt": f"Prompt {index % args.prompts}: a robot arm stacks coloured blocks on a table.",
+            "num_output_frames": args.frames,
+            "num_steps": args.steps,
+            "guidance": args.guidance,
+            "resolution": args.resolution,
+        }
+        rows.append(
+            {
+                "spec_json": json.dumps(spec),
+                "name": spec["name"],
+                "inference_type": "text2world",
+                "source": f"bench:{index}",
+            }
+        )
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), path)
 
 

@@ -21,8 +21,9 @@ def add_common_args(parser: argparse.ArgumentParser, warmup: int = 2, iters: int
 
 
 def add_dtype_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dtype", choices=["bfloat16", "float32"], default=None,
-                        help="default: bfloat16 on CUDA, float32 on CPU")
+    parser.add_argument(
+        "--dtype", choices=["bfloat16", "float32"], default=None, help="default: bfloat16 on CUDA, float32 on CPU"
+    )
 
 
 def default_dtype_name(name: str | None, device: torch.device) -> str:
@@ -56,8 +57,9 @@ def time_ms(fn: Callable[[], object], device: torch.device, warmup: int, iters: 
     return statistics.median(times)
 
 
-def time_ms_and_peak_gib(fn: Callable[[], object], device: torch.device, warmup: int,
-                         iters: int) -> tuple[float, float | None]:
+def time_ms_and_peak_gib(
+    fn: Callable[[], object], device: torch.device, warmup: int, iters: int
+) -> tuple[float, float | None]:
     """(median ms, peak GiB allocated during the timed calls beyond what was allocated before; None on CPU)."""
     for _ in range(warmup):
         fn()

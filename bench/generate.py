@@ -60,25 +60,36 @@ class NoSafetyChecker:
 def diffusers_vae(vae: WanVAE) -> AutoencoderKLWan:
     """diffusers' AutoencoderKLWan holding `vae`'s weights (diffusers' own converter), same device and dtype."""
     cfg = vae.cfg
-    twin = AutoencoderKLWan(base_dim=cfg.base_channels, z_dim=cfg.latent_channels,
-                            dim_mult=list(cfg.channel_multipliers), num_res_blocks=cfg.num_res_blocks,
-                            temperal_downsample=list(cfg.temporal_downsample),
-                            latents_mean=list(cfg.latent_mean), latents_std=list(cfg.latent_std))
+    twin = AutoencoderKLWan(
+        base_dim=cfg.base_channels,
+        z_dim=cfg.latent_channels,
+        dim_mult=list(cfg.channel_multipliers),
+        num_res_blocks=cfg.num_res_blocks,
+        temperal_downsample=list(cfg.temporal_downsample),
+        latents_mean=list(cfg.latent_mean),
+        latents_std=list(cfg.latent_std),
+    )
     twin.load_state_dict(convert_wan_vae_to_diffusers(vae.state_dict()), strict=True)
     return twin.to(device=vae.conv2.weight.device, dtype=vae.dtype).eval().requires_grad_(False)
 
 
 def diffusers_scheduler() -> UniPCMultistepScheduler:
     """The scheduler diffusers' conversion script gives Cosmos-Predict2.5."""
-    return UniPCMultistepScheduler(use_karras_sigmas=True, use_flow_sigmas=True, prediction_type="flow_prediction",
-                                   sigma_max=200.0, sigma_min=0.01)
+    return UniPCMultistepScheduler(
+        use_karras_sigmas=True, use_flow_sigmas=True, prediction_type="flow_prediction", sigma_max=200.0, sigma_min=0.01
+    )
 
 
 def diffusers_pipeline(dit: MiniTrainDiT, vae: WanVAE) -> Cosmos2_5_PredictBasePipeline:
     """diffusers' pipeline holding our DiT's and VAE's weights (the DiT twin in the VAE's dtype)."""
     pipeline = Cosmos2_5_PredictBasePipeline(
-        text_encoder=None, tokenizer=None, transformer=diffusers_twin(dit).to(vae.dtype), vae=diffusers_vae(vae),
-        scheduler=diffusers_scheduler(), safety_checker=NoSafetyChecker())
+        text_encoder=None,
+        tokenizer=None,
+        transformer=diffusers_twin(dit).to(vae.dtype),
+        vae=diffusers_vae(vae),
+        scheduler=diffusers_scheduler(),
+        safety_checker=NoSafetyChecker(),
+    )
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -90,8 +101,12 @@ def synced_clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-def run_diffusers(pipeline: Cosmos2_5_PredictBasePipeline, generator: Generator, spec: GenerationSpec,
-                  conditioning: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
+def run_diffusers(
+    pipeline: Cosmos2_5_PredictBasePipeline,
+    generator: Generator,
+    spec: GenerationSpec,
+    conditioning: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One pipeline call, with stage times in ms estimated from its step-end callbacks: the time between the
     first and the last step end gives the per-evaluation time; what precedes the first evaluation is the
     prompt/conditioning preparation; what follows the last is the decode."""
@@ -105,17 +120,27 @@ def run_diffusers(pipeline: Cosmos2_5_PredictBasePipeline, generator: Generator,
 
     start = synced_clock(generator.device)
     video = pipeline(
-        video=conditioning, prompt_embeds=generator.text_encoder.encode([spec.prompt]),
-        negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]), height=height, width=width,
-        num_frames=spec.num_output_frames, num_inference_steps=spec.num_steps + 1,
-        guidance_scale=spec.guidance, latents=initial_noise(spec.seed, latent_shape, generator.device),
-        output_type="pt", num_latent_conditional_frames=max(spec.num_conditional_frames, 1),
+        video=conditioning,
+        prompt_embeds=generator.text_encoder.encode([spec.prompt]),
+        negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]),
+        height=height,
+        width=width,
+        num_frames=spec.num_output_frames,
+        num_inference_steps=spec.num_steps + 1,
+        guidance_scale=spec.guidance,
+        latents=initial_noise(spec.seed, latent_shape, generator.device),
+        output_type="pt",
+        num_latent_conditional_frames=max(spec.num_conditional_frames, 1),
         callback_on_step_end=on_step_end,
     ).frames  # (1, T, 3, H, W) in [0, 1]
     end = synced_clock(generator.device)
     per_evaluation = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
-    timings = {"conditioning": step_ends[0] - start - per_evaluation, "sampling": per_evaluation * len(step_ends),
-               "decode": end - step_ends[-1], "total": end - start}
+    timings = {
+        "conditioning": step_ends[0] - start - per_evaluation,
+        "sampling": per_evaluation * len(step_ends),
+        "decode": end - step_ends[-1],
+        "total": end - start,
+    }
     return video.permute(0, 2, 1, 3, 4).float(), {stage: seconds * 1e3 for stage, seconds in timings.items()}
 
 
@@ -129,8 +154,13 @@ def conditioning_pixels(spec: GenerationSpec, generator: Generator) -> torch.Ten
     return video.to(generator.dtype) / 127.5 - 1.0
 
 
-def bench_spec(spec: GenerationSpec, generator: Generator, pipeline: Cosmos2_5_PredictBasePipeline | None,
-               run_ours: bool, emit: Callable[..., None]) -> None:
+def bench_spec(
+    spec: GenerationSpec,
+    generator: Generator,
+    pipeline: Cosmos2_5_PredictBasePipeline | None,
+    run_ours: bool,
+    emit: Callable[..., None],
+) -> None:
     """Times ours (if `run_ours`) and diffusers (if `pipeline`) on `spec`, each after a 1-step warm-up."""
     warm_up = GenerationSpec(**{**spec.to_dict(), "num_steps": 1})
     ours_frames = None
@@ -178,14 +208,23 @@ def main(argv: list[str] | None = None) -> None:
     with torch.device(device):
         dit = MiniTrainDiT(dit_cfg)
         vae = WanVAE(vae_cfg).to(dtype).eval().requires_grad_(False)
-        embeddings = {text: torch.randn(MAX_LENGTH, dit_cfg.crossattn_proj_in_channels, dtype=dtype)
-                      for text in ("prompt", "negative")}
+        embeddings = {
+            text: torch.randn(MAX_LENGTH, dit_cfg.crossattn_proj_in_channels, dtype=dtype)
+            for text in ("prompt", "negative")
+        }
     pipeline = diffusers_pipeline(dit, vae) if "diffusers" in args.impl else None  # before `dit` is cast
     dit.cast(dtype).eval().requires_grad_(False)
     if args.compile:
         dit.compile_blocks(dynamic=False)
-    generator = Generator(dit, vae, FixedTextEncoder(embeddings), ModelInfo("random", "post-trained", (height, width)),
-                          SamplerConfig.preset("post-trained"), device=device, dtype=dtype)
+    generator = Generator(
+        dit,
+        vae,
+        FixedTextEncoder(embeddings),
+        ModelInfo("random", "post-trained", (height, width)),
+        SamplerConfig.preset("post-trained"),
+        device=device,
+        dtype=dtype,
+    )
 
     recorder = Recorder(device, args.out)
     tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)  # 8x VAE, 2x2 patches
@@ -193,21 +232,43 @@ def main(argv: list[str] | None = None) -> None:
     evaluations = make_schedule(generator.sampler_config.schedule, steps).num_evaluations
     inputs = {"text2world": None, "image2world": str(INPUTS / "square.png"), "video2world": str(INPUTS / "square.mp4")}
     for kind in args.types:
-        spec = GenerationSpec(inference_type=kind, name=f"bench-{kind}", prompt="prompt", negative_prompt="negative",
-                              input_path=inputs[kind], guidance=args.guidance, num_output_frames=frames,
-                              num_steps=steps, resolution=f"{height},{width}")
-        common = dict(config="tiny" if args.smoke else "2B", inference_type=kind, frames=frames,
-                      resolution=[height, width], tokens=tokens, steps=steps, evaluations=evaluations,
-                      guidance=spec.guidance, dtype=str(dtype).removeprefix("torch."))
+        spec = GenerationSpec(
+            inference_type=kind,
+            name=f"bench-{kind}",
+            prompt="prompt",
+            negative_prompt="negative",
+            input_path=inputs[kind],
+            guidance=args.guidance,
+            num_output_frames=frames,
+            num_steps=steps,
+            resolution=f"{height},{width}",
+        )
+        common = dict(
+            config="tiny" if args.smoke else "2B",
+            inference_type=kind,
+            frames=frames,
+            resolution=[height, width],
+            tokens=tokens,
+            steps=steps,
+            evaluations=evaluations,
+            guidance=spec.guidance,
+            dtype=str(dtype).removeprefix("torch."),
+        )
         flops = evaluations * (2 if spec.guidance else 1) * flops_per_pass
 
         def emit(impl: str, timings: dict[str, float], **extra) -> None:
             per_evaluation = timings["sampling"] / evaluations
             projected = timings["total"] + per_evaluation * (OFFICIAL_STEPS + 1 - evaluations)
-            recorder.emit("generate", impl=impl, **common, **{f"ms_{k}": round(v, 1) for k, v in timings.items()},
-                          ms_per_evaluation=round(per_evaluation, 1),
-                          sampling_tflops=_3g(tflops(flops, timings["sampling"])),
-                          projected_ms_35_steps=round(projected, 1), **extra)
+            recorder.emit(
+                "generate",
+                impl=impl,
+                **common,
+                **{f"ms_{k}": round(v, 1) for k, v in timings.items()},
+                ms_per_evaluation=round(per_evaluation, 1),
+                sampling_tflops=_3g(tflops(flops, timings["sampling"])),
+                projected_ms_35_steps=round(projected, 1),
+                **extra,
+            )
 
         with torch.no_grad():
             bench_spec(spec, generator, pipeline, "ours" in args.impl, emit)

@@ -20,7 +20,7 @@ import os
 import torch
 import torch.distributed as dist
 
-from bench.common import Recorder, add_common_args, time_ms, tflops
+from bench.common import Recorder, add_common_args, tflops, time_ms
 from bench.dit_step import diffusers_twin, forward_flops, make_inputs
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.parallel import ParallelConfig, ParallelContext, ParallelDiT
@@ -40,9 +40,14 @@ def rel_err(got: torch.Tensor, expected: torch.Tensor) -> float:
 def run_diffusers(twin: torch.nn.Module, inputs: dict) -> torch.Tensor:
     """diffusers' forward on our DiT's arguments (its timesteps are in the net's scaled units)."""
     height, width = inputs["x"].shape[-2:]
-    return twin(inputs["x"], inputs["timesteps"] * DiTConfig.timestep_scale, inputs["crossattn_emb"],
-                condition_mask=inputs["condition_mask"], padding_mask=inputs["x"].new_zeros(1, 1, height, width),
-                return_dict=False)[0]
+    return twin(
+        inputs["x"],
+        inputs["timesteps"] * DiTConfig.timestep_scale,
+        inputs["crossattn_emb"],
+        condition_mask=inputs["condition_mask"],
+        padding_mask=inputs["x"].new_zeros(1, 1, height, width),
+        return_dict=False,
+    )[0]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -73,8 +78,15 @@ def main(argv: list[str] | None = None) -> None:
     tokens = latent[0] * latent[1] * latent[2] // (cfg.patch_temporal * cfg.patch_spatial**2)
     step_flops = 2 * sum(forward_flops(cfg, tokens, text_len).values())  # cond + uncond
     recorder = Recorder(device, args.out)
-    common = dict(config="tiny" if args.smoke else "2B", latent=list(latent), tokens=tokens, text_len=text_len,
-                  dtype=str(dtype).removeprefix("torch."), backend=args.backend, compile=args.compile)
+    common = dict(
+        config="tiny" if args.smoke else "2B",
+        latent=list(latent),
+        tokens=tokens,
+        text_len=text_len,
+        dtype=str(dtype).removeprefix("torch."),
+        backend=args.backend,
+        compile=args.compile,
+    )
 
     torch.manual_seed(0)  # the same weights and inputs on every rank
     with torch.device(device):
@@ -90,12 +102,26 @@ def main(argv: list[str] | None = None) -> None:
         if rank == 0:
             baseline_ms = time_ms(lambda: dit(**inputs), device, args.warmup, args.iters)
             expected = dit(**inputs)
-            recorder.emit("parallel_step", impl="ours", layout="plain DiT", world_size=1, ms=round(baseline_ms, 2),
-                          tflops=round(tflops(step_flops, baseline_ms), 1), **common)
+            recorder.emit(
+                "parallel_step",
+                impl="ours",
+                layout="plain DiT",
+                world_size=1,
+                ms=round(baseline_ms, 2),
+                tflops=round(tflops(step_flops, baseline_ms), 1),
+                **common,
+            )
             if twin is not None:
                 diffusers_ms = time_ms(lambda: run_diffusers(twin, inputs), device, args.warmup, args.iters)
-                recorder.emit("parallel_step", impl="diffusers", layout="plain DiT", world_size=1,
-                              ms=round(diffusers_ms, 2), tflops=round(tflops(step_flops, diffusers_ms), 1), **common)
+                recorder.emit(
+                    "parallel_step",
+                    impl="diffusers",
+                    layout="plain DiT",
+                    world_size=1,
+                    ms=round(diffusers_ms, 2),
+                    tflops=round(tflops(step_flops, diffusers_ms), 1),
+                    **common,
+                )
                 del twin
         dist.barrier()
 
@@ -107,11 +133,19 @@ def main(argv: list[str] | None = None) -> None:
                 if rank == 0:
                     speedup = baseline_ms / ms
                     vs_diffusers = {} if diffusers_ms is None else {"speedup_vs_diffusers": round(diffusers_ms / ms, 3)}
-                    recorder.emit("parallel_step", impl="ours", layout=str(config), world_size=world_size,
-                                  ms=round(ms, 2), speedup=round(speedup, 3), efficiency=round(speedup / world_size, 3),
-                                  **vs_diffusers,
-                                  tflops=round(tflops(step_flops, ms), 1), rel_err_vs_single=rel_err(out, expected),
-                                  **common)
+                    recorder.emit(
+                        "parallel_step",
+                        impl="ours",
+                        layout=str(config),
+                        world_size=world_size,
+                        ms=round(ms, 2),
+                        speedup=round(speedup, 3),
+                        efficiency=round(speedup / world_size, 3),
+                        **vs_diffusers,
+                        tflops=round(tflops(step_flops, ms), 1),
+                        rel_err_vs_single=rel_err(out, expected),
+                        **common,
+                    )
     group.destroy()
 
 

@@ -20,9 +20,9 @@ from types import SimpleNamespace
 
 import torch
 
+from bench.common import add_common_args, add_dtype_arg, default_dtype_name, time_ms_and_peak_gib
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
-from bench.common import add_common_args, add_dtype_arg, default_dtype_name, time_ms_and_peak_gib
 
 
 def build_models(config: TextEncoderConfig, device: torch.device, dtype: torch.dtype):
@@ -44,9 +44,11 @@ def build_models(config: TextEncoderConfig, device: torch.device, dtype: torch.d
 def language_model_flops(config: TextEncoderConfig, batch: int) -> float:
     length = config.max_length
     head_dim = config.hidden_size // config.num_heads
-    per_layer = (2 * config.hidden_size * config.hidden_size  # q, o
-                 + 2 * config.hidden_size * config.num_kv_heads * head_dim  # k, v
-                 + 3 * config.hidden_size * config.intermediate_size)  # gate, up, down
+    per_layer = (
+        2 * config.hidden_size * config.hidden_size  # q, o
+        + 2 * config.hidden_size * config.num_kv_heads * head_dim  # k, v
+        + 3 * config.hidden_size * config.intermediate_size
+    )  # gate, up, down
     linear = 2 * length * per_layer * config.num_layers
     attention = 2 * length * length * config.hidden_size * config.num_layers  # QK^T + PV, causal half
     return batch * (linear + attention)
@@ -73,30 +75,45 @@ def main(argv: list[str] | None = None) -> None:
     def diffusers_encode(prompts):
         with torch.no_grad():
             return Cosmos2_5_PredictBasePipeline._get_prompt_embeds(
-                pipe, prompt=prompts, max_sequence_length=config.max_length, device=device, dtype=dtype)
+                pipe, prompt=prompts, max_sequence_length=config.max_length, device=device, dtype=dtype
+            )
 
     def ours_uncached(prompts):
         ours.cache = EmbeddingCache()
         return ours.encode(prompts)
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    common = {"config": args.config, "dtype": str(dtype).removeprefix("torch."), "device": device_name,
-              "torch": torch.__version__}
+    common = {
+        "config": args.config,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": device_name,
+        "torch": torch.__version__,
+    }
     records = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         prompts = [f"Prompt {i}: a robot arm stacks colored blocks on a wooden table." for i in range(batch)]
         ours_out, theirs = ours_uncached(prompts).float(), diffusers_encode(prompts).float()
-        agreement = {"max_abs_diff_vs_diffusers": (ours_out - theirs).abs().max().item(),
-                     "rel_err_vs_diffusers": ((ours_out - theirs).norm() / theirs.norm()).item()}
+        agreement = {
+            "max_abs_diff_vs_diffusers": (ours_out - theirs).abs().max().item(),
+            "rel_err_vs_diffusers": ((ours_out - theirs).norm() / theirs.norm()).item(),
+        }
         ours.encode(prompts)  # fill the cache for the cached measurement
-        for name, fn in [("ours.encode", ours_uncached), ("diffusers._get_prompt_embeds", diffusers_encode),
-                         ("ours.encode_cached", ours.encode)]:
+        for name, fn in [
+            ("ours.encode", ours_uncached),
+            ("diffusers._get_prompt_embeds", diffusers_encode),
+            ("ours.encode_cached", ours.encode),
+        ]:
             ms, peak = time_ms_and_peak_gib(lambda: fn(prompts), device, args.warmup, args.iters)
-            record = {"name": name, "shape": [batch, config.max_length, config.embed_dim], "ms": round(ms, 3),
-                      "prompts_per_s": round(batch / ms * 1e3, 2),
-                      "tflops": None if name.endswith("cached") else
-                      round(language_model_flops(config, batch) / ms / 1e9, 4),
-                      "peak_mem_gib": None if peak is None else round(peak, 3), **agreement, **common}
+            record = {
+                "name": name,
+                "shape": [batch, config.max_length, config.embed_dim],
+                "ms": round(ms, 3),
+                "prompts_per_s": round(batch / ms * 1e3, 2),
+                "tflops": None if name.endswith("cached") else round(language_model_flops(config, batch) / ms / 1e9, 4),
+                "peak_mem_gib": None if peak is None else round(peak, 3),
+                **agreement,
+                **common,
+            }
             print(json.dumps(record), flush=True)
             records.append(record)
     if args.out:

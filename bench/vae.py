@@ -24,8 +24,8 @@ from functools import partial
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cosmos_ray.models.vae import VAEConfig, WanVAE
 from bench.common import add_common_args, add_dtype_arg, default_dtype_name, time_ms_and_peak_gib
+from cosmos_ray.models.vae import VAEConfig, WanVAE
 
 
 def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
@@ -38,8 +38,11 @@ def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
     torch.manual_seed(0)
     ours = WanVAE(cfg).eval()
     theirs = AutoencoderKLWan(
-        base_dim=cfg.base_channels, z_dim=cfg.latent_channels, dim_mult=list(cfg.channel_multipliers),
-        num_res_blocks=cfg.num_res_blocks, temperal_downsample=list(cfg.temporal_downsample),
+        base_dim=cfg.base_channels,
+        z_dim=cfg.latent_channels,
+        dim_mult=list(cfg.channel_multipliers),
+        num_res_blocks=cfg.num_res_blocks,
+        temperal_downsample=list(cfg.temporal_downsample),
     ).eval()
     theirs.load_state_dict(convert_wan_vae_to_diffusers(ours.state_dict()), strict=True)
     return ours.to(device, dtype).requires_grad_(False), theirs.to(device, dtype).requires_grad_(False)
@@ -47,6 +50,7 @@ def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
 
 def diffusers_calls(vae, cfg: VAEConfig) -> tuple[Callable, Callable]:
     """encode/decode with diffusers' VAE, normalizing latents as the Cosmos2.5 pipeline does."""
+
     def stats(like):
         shape = (1, cfg.latent_channels, 1, 1, 1)
         mean = torch.tensor(cfg.latent_mean, device=like.device).view(shape)
@@ -81,8 +85,11 @@ def count_flops(cfg: VAEConfig, method: str, shape: tuple[int, ...], **kwargs) -
 
 
 def timing(flops: float, ms: float, peak_gib: float | None) -> dict:
-    return {"ms": round(ms, 2), "tflops": float(f"{flops / ms / 1e9:.4g}"),
-            "peak_mem_gib": None if peak_gib is None else round(peak_gib, 3)}
+    return {
+        "ms": round(ms, 2),
+        "tflops": float(f"{flops / ms / 1e9:.4g}"),
+        "peak_mem_gib": None if peak_gib is None else round(peak_gib, 3),
+    }
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -99,8 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=93, help="pixel frames of the long encode and the decode")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its conv algorithms")
     parser.add_argument("--skip-diffusers", action="store_true")
-    parser.add_argument("--strips", default="2,4,8",
-                        help="also time ours decoding one middle column strip of 1/N of the width, per N")
+    parser.add_argument(
+        "--strips", default="2,4,8", help="also time ours decoding one middle column strip of 1/N of the width, per N"
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.config, args.height, args.width, args.frames, args.warmup, args.iters = "tiny", 64, 96, 9, 0, 1
@@ -116,18 +124,26 @@ def main(argv: list[str] | None = None) -> None:
     latent_frames = 1 + (args.frames - 1) // r
     g = torch.Generator(device).manual_seed(0)
     video = torch.rand(1, 3, args.frames, args.height, args.width, generator=g, device=device).to(dtype) * 2 - 1
-    latents = torch.randn(1, cfg.latent_channels, latent_frames, args.height // s, args.width // s,
-                          generator=g, device=device).to(dtype)
+    latents = torch.randn(
+        1, cfg.latent_channels, latent_frames, args.height // s, args.width // s, generator=g, device=device
+    ).to(dtype)
     workloads = [("encode", video[:, :, :1]), ("encode", video), ("decode", latents)]
 
-    calls = {impl: {m: partial(run_ours, ours, m, fmt) for m in ("encode", "decode")}
-             for impl, fmt in (("ours", torch.channels_last_3d), ("ours_contiguous", torch.contiguous_format))}
+    calls = {
+        impl: {m: partial(run_ours, ours, m, fmt) for m in ("encode", "decode")}
+        for impl, fmt in (("ours", torch.channels_last_3d), ("ours_contiguous", torch.contiguous_format))
+    }
     if not args.skip_diffusers:
         calls["diffusers"] = {"encode": diffusers_encode, "decode": diffusers_decode}
 
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    common = {"config": args.config, "dtype": args.dtype, "device": device_name, "torch": torch.__version__,
-              "cudnn_benchmark": args.cudnn_benchmark}
+    common = {
+        "config": args.config,
+        "dtype": args.dtype,
+        "device": device_name,
+        "torch": torch.__version__,
+        "cudnn_benchmark": args.cudnn_benchmark,
+    }
     records = []
 
     def emit(record: dict) -> None:
@@ -141,8 +157,15 @@ def main(argv: list[str] | None = None) -> None:
             fn = methods[method]
             err = None if reference is None or impl == "diffusers" else rel_err(fn(x), reference)
             ms, peak = time_ms_and_peak_gib(lambda: fn(x), device, args.warmup, args.iters)
-            emit({"name": f"vae.{method}", "impl": impl, "shape": list(x.shape), **timing(flops, ms, peak),
-                  "rel_err_vs_diffusers": err})
+            emit(
+                {
+                    "name": f"vae.{method}",
+                    "impl": impl,
+                    "shape": list(x.shape),
+                    **timing(flops, ms, peak),
+                    "rel_err_vs_diffusers": err,
+                }
+            )
         del reference
 
     width = latents.shape[-1]
@@ -152,8 +175,16 @@ def main(argv: list[str] | None = None) -> None:
         fn = partial(run_ours, ours, "decode", torch.channels_last_3d, latents, columns=columns)
         flops = count_flops(cfg, "decode", tuple(latents.shape), columns=columns)
         ms, peak = time_ms_and_peak_gib(fn, device, args.warmup, args.iters)
-        emit({"name": "vae.decode_columns", "impl": "ours", "shape": list(latents.shape), "strips": strips,
-              "columns": [columns.start, columns.stop], **timing(flops, ms, peak)})
+        emit(
+            {
+                "name": "vae.decode_columns",
+                "impl": "ours",
+                "shape": list(latents.shape),
+                "strips": strips,
+                "columns": [columns.start, columns.stop],
+                **timing(flops, ms, peak),
+            }
+        )
     if args.out:
         with open(args.out, "a") as f:
             f.writelines(json.dumps(record) + "\n" for record in records)

@@ -29,17 +29,28 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cosmos_ray.generate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("-i", "--input", nargs="+", required=True, metavar="SPECS",
-                        help="spec files (.json, .jsonl, .yaml) or globs of them; local paths or fsspec URLs")
+    parser.add_argument(
+        "-i",
+        "--input",
+        nargs="+",
+        required=True,
+        metavar="SPECS",
+        help="spec files (.json, .jsonl, .yaml) or globs of them; local paths or fsspec URLs",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="URL", help="output root (local path or fsspec URL)")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--preset", choices=sorted(RANDOM_PRESETS), default=None,
-                       help="random-weight model: tiny (tests, CPU), random-2B (released shapes, GPU benchmarks)")
+    model.add_argument(
+        "--preset",
+        choices=sorted(RANDOM_PRESETS),
+        default=None,
+        help="random-weight model: tiny (tests, CPU), random-2B (released shapes, GPU benchmarks)",
+    )
     model.add_argument("--checkpoint-dir", metavar="DIR", help="official or diffusers-layout checkpoint folder")
     parser.add_argument("--variant", choices=VARIANTS, default="post-trained", help="default: %(default)s")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default=None,
-                        help="default: bfloat16 on cuda, float32 on cpu")
+    parser.add_argument(
+        "--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu"
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (faster on GPU)")
     parser.add_argument("--quality", type=float, default=5, help="mp4 quality 1..10 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate samples that are already done")
@@ -60,8 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     store = OutputStore(args.output)
     generator = Generator.from_pretrained(
-        args.checkpoint_dir or args.preset, device=args.device, dtype=DTYPES[args.dtype] if args.dtype else None,
-        variant=args.variant, cache_url=args.cache_url, allow_http=args.allow_http, compile=args.compile)
+        args.checkpoint_dir or args.preset,
+        device=args.device,
+        dtype=DTYPES[args.dtype] if args.dtype else None,
+        variant=args.variant,
+        cache_url=args.cache_url,
+        allow_http=args.allow_http,
+        compile=args.compile,
+    )
     run_id = "local-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     records = []
     for index, (spec, source) in enumerate(specs, start=1):
@@ -77,8 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if counts[FAILED] else 0
 
 
-def _generate_one(generator: Generator, store: OutputStore, spec: GenerationSpec, source: str, label: str,
-                  quality: float) -> OutputRecord:
+def _generate_one(
+    generator: Generator, store: OutputStore, spec: GenerationSpec, source: str, label: str, quality: float
+) -> OutputRecord:
     start = time.perf_counter()
 
     def progress(step: int, total: int) -> None:

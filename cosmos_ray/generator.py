@@ -84,10 +84,20 @@ class ModelInfo:
 class Generator:
     """Text encoder, DiT, VAE and sampler settings for one model, on one device."""
 
-    def __init__(self, dit: MiniTrainDiT, vae: WanVAE, text_encoder: TextEncoder, info: ModelInfo,
-                 sampler_config: SamplerConfig, *, device: torch.device, dtype: torch.dtype,
-                 parallel: ParallelContext | None = None, storage_options: dict | None = None,
-                 allow_http: bool = False):
+    def __init__(
+        self,
+        dit: MiniTrainDiT,
+        vae: WanVAE,
+        text_encoder: TextEncoder,
+        info: ModelInfo,
+        sampler_config: SamplerConfig,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        parallel: ParallelContext | None = None,
+        storage_options: dict | None = None,
+        allow_http: bool = False,
+    ):
         self.dit = dit
         self.vae = vae
         self.text_encoder = text_encoder
@@ -137,13 +147,24 @@ class Generator:
             dit_path, vae_path = _locate_weights(folder, variant)
             dit = load_dit(dit_path, DiTConfig.preset("2B"), device=device, dtype=dtype)
             vae = load_vae(vae_path, VAEConfig.preset("wan2.1"), device=device, dtype=dtype)
-            text_encoder = TextEncoder.from_pretrained(str(_text_encoder_folder(folder)), device=device,
-                                                       dtype=dtype, cache_url=cache_url)
+            text_encoder = TextEncoder.from_pretrained(
+                str(_text_encoder_folder(folder)), device=device, dtype=dtype, cache_url=cache_url
+            )
             info = ModelInfo(dit_path.name, variant, RESOLUTION_720P)
         if compile:
             dit.compile_blocks()
-        return cls(dit, vae, text_encoder, info, sampler_config, device=device, dtype=dtype, parallel=parallel,
-                   storage_options=storage_options, allow_http=allow_http)
+        return cls(
+            dit,
+            vae,
+            text_encoder,
+            info,
+            sampler_config,
+            device=device,
+            dtype=dtype,
+            parallel=parallel,
+            storage_options=storage_options,
+            allow_http=allow_http,
+        )
 
     @property
     def is_output_rank(self) -> bool:
@@ -166,19 +187,28 @@ class Generator:
         """(H, W) of the spec's video: its `resolution`, or the model's trained one for "none"."""
         return spec.height_width or self.info.trained_resolution
 
-    def generate_latents(self, spec: GenerationSpec, progress: Progress | None = None,
-                         timings: dict[str, float] | None = None) -> torch.Tensor:
+    def generate_latents(
+        self, spec: GenerationSpec, progress: Progress | None = None, timings: dict[str, float] | None = None
+    ) -> torch.Tensor:
         """The spec's clean latents (1, C, T, H/8, W/8), float32; identical on every rank of a group."""
         timings = {} if timings is None else timings
         height, width = self.resolution(spec)
         vae_cfg = self.vae.cfg
         latent_frames = (spec.num_output_frames - 1) // vae_cfg.temporal_compression + 1
         if spec.num_conditional_frames > latent_frames:
-            raise SpecError(repr(spec.name), "num_output_frames",
-                            f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
-                            f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}")
-        shape = (1, vae_cfg.latent_channels, latent_frames,
-                 height // vae_cfg.spatial_compression, width // vae_cfg.spatial_compression)
+            raise SpecError(
+                repr(spec.name),
+                "num_output_frames",
+                f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
+                f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}",
+            )
+        shape = (
+            1,
+            vae_cfg.latent_channels,
+            latent_frames,
+            height // vae_cfg.spatial_compression,
+            width // vae_cfg.spatial_compression,
+        )
         with self._timed("text_encode", timings):
             prompt = self.text_encoder.encode([spec.prompt])
             negative = self.text_encoder.encode([spec.negative_prompt]) if spec.guidance != 0 else None
@@ -186,9 +216,18 @@ class Generator:
             conditional = self.encode_conditioning(spec, height, width)
         with self._timed("sampling", timings):
             noise = initial_noise(spec.seed, shape, self.device)
-            return sample(self.velocity_model, noise, prompt, negative, config=self.sampler_config,
-                          num_steps=spec.num_steps, guidance=spec.guidance, conditional_latents=conditional,
-                          model_dtype=self.dtype, progress=progress)
+            return sample(
+                self.velocity_model,
+                noise,
+                prompt,
+                negative,
+                config=self.sampler_config,
+                num_steps=spec.num_steps,
+                guidance=spec.guidance,
+                conditional_latents=conditional,
+                model_dtype=self.dtype,
+                progress=progress,
+            )
 
     def encode_conditioning(self, spec: GenerationSpec, height: int, width: int) -> torch.Tensor | None:
         """Clean latents (1, C, n, H/8, W/8) of the spec's n conditional frames, or None for text2world.
@@ -200,8 +239,9 @@ class Generator:
         if num_latent == 0:
             return None
         num_pixel = 1 + self.vae.cfg.temporal_compression * (num_latent - 1)
-        frames = media.read_conditioning(spec, num_pixel, height, width, storage_options=self.storage_options,
-                                         allow_http=self.allow_http)  # uint8 (n, H, W, 3)
+        frames = media.read_conditioning(
+            spec, num_pixel, height, width, storage_options=self.storage_options, allow_http=self.allow_http
+        )  # uint8 (n, H, W, 3)
         video = torch.from_numpy(frames).to(self.device).permute(3, 0, 1, 2)[None]  # (1, 3, n, H, W)
         video = video.to(self.vae.dtype) / 127.5 - 1.0  # the reference's uint8 -> [-1, 1], in the model dtype
         return self.vae.encode(video).float()
@@ -262,8 +302,9 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
     return video.to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
-def _random_models(preset: RandomPreset, device: torch.device, dtype: torch.dtype,
-                   cache_url: str | None) -> tuple[MiniTrainDiT, WanVAE, TextEncoder]:
+def _random_models(
+    preset: RandomPreset, device: torch.device, dtype: torch.dtype, cache_url: str | None
+) -> tuple[MiniTrainDiT, WanVAE, TextEncoder]:
     """The preset's DiT, VAE and text encoder with random weights drawn from `RANDOM_SEED`."""
     draw_device = torch.device("cpu") if preset.draw_on_cpu else device
     with torch.random.fork_rng(devices=[draw_device] if draw_device.type == "cuda" else []), draw_device:
@@ -275,10 +316,15 @@ def _random_models(preset: RandomPreset, device: torch.device, dtype: torch.dtyp
     if preset.text == "tiny":
         text_encoder = TextEncoder.from_pretrained("tiny", device=device, dtype=dtype, cache_url=cache_url)
     else:
-        text_encoder = TextEncoder.from_random(TextEncoderConfig.preset(preset.text), build_tiny_tokenizer(),
-                                               seed=RANDOM_SEED, device=device, dtype=dtype,
-                                               model_id=f"random-{preset.text}",
-                                               cache=EmbeddingCache(url=cache_url))
+        text_encoder = TextEncoder.from_random(
+            TextEncoderConfig.preset(preset.text),
+            build_tiny_tokenizer(),
+            seed=RANDOM_SEED,
+            device=device,
+            dtype=dtype,
+            model_id=f"random-{preset.text}",
+            cache=EmbeddingCache(url=cache_url),
+        )
     return dit, vae, text_encoder
 
 
@@ -292,8 +338,9 @@ def _locate_weights(folder: Path, variant: str) -> tuple[Path, Path]:
         return folder / "transformer", folder / "vae"
     dit_files = sorted((folder / "base" / variant).glob("*.pt"))
     if len(dit_files) != 1:
-        raise FileNotFoundError(f"expected one DiT checkpoint in {folder / 'base' / variant}, "
-                                f"found {[p.name for p in dit_files] or 'none'}")
+        raise FileNotFoundError(
+            f"expected one DiT checkpoint in {folder / 'base' / variant}, found {[p.name for p in dit_files] or 'none'}"
+        )
     vae_file = folder / "tokenizer.pth"
     if not vae_file.is_file():
         raise FileNotFoundError(f"official checkpoint {folder} has no tokenizer.pth (the Wan2.1 VAE)")

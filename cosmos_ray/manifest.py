@@ -32,6 +32,7 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 
+
 class ManifestError(ValueError):
     """Spec files that cannot become a manifest; `problems` lists each one (file, index, field, reason)."""
 
@@ -78,14 +79,16 @@ def load_specs(
     specs: list[tuple[GenerationSpec, str]] = []
     for entry in entries:
         try:
-            spec = GenerationSpec.from_dict(entry.data, source=entry.source, base_dir=entry.folder,
-                                            storage_options=storage_options)
+            spec = GenerationSpec.from_dict(
+                entry.data, source=entry.source, base_dir=entry.folder, storage_options=storage_options
+            )
         except SpecError as error:
             problems.append(str(error))
             continue
         if check_inputs and spec.input_path and not storage.exists(spec.input_path, storage_options):
-            problems.append(str(SpecError(f"{spec.name!r} ({entry.source})", "input_path",
-                                          f"has no file at {spec.input_path}")))
+            problems.append(
+                str(SpecError(f"{spec.name!r} ({entry.source})", "input_path", f"has no file at {spec.input_path}"))
+            )
             continue
         specs.append((spec, entry.source))
     problems.extend(_duplicate_names(specs))
@@ -142,8 +145,10 @@ def expand_legacy(data: Mapping[str, Any]) -> dict[str, Any]:
     samples = data["samples"]
     if not isinstance(samples, dict):
         raise ValueError(f"'samples' must map names to sample objects, got {type(samples).__name__}")
-    return {name: {**shared, "name": name, **sample} if isinstance(sample, dict) else sample
-            for name, sample in samples.items()}
+    return {
+        name: {**shared, "name": name, **sample} if isinstance(sample, dict) else sample
+        for name, sample in samples.items()
+    }
 
 
 def _expand_sources(sources: Sequence[str], storage_options: dict | None, problems: list[str]) -> list[str]:
@@ -218,8 +223,9 @@ def _duplicate_names(specs: Sequence[tuple[GenerationSpec, str]]) -> list[str]:
     problems = []
     for spec, source in specs:
         if spec.name in first_source:
-            problems.append(f"sample {spec.name!r} ({source}): field 'name' is not unique "
-                            f"(also used in {first_source[spec.name]})")
+            problems.append(
+                f"sample {spec.name!r} ({source}): field 'name' is not unique (also used in {first_source[spec.name]})"
+            )
         else:
             first_source[spec.name] = source
     return problems

@@ -84,7 +84,7 @@ def resize_and_center_crop(frames: np.ndarray, height: int, width: int) -> np.nd
         video = F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True)
     top = int(round((size[0] - height) / 2.0))
     left = int(round((size[1] - width) / 2.0))
-    video = video[:, :, top:top + height, left:left + width].round().to(torch.uint8)
+    video = video[:, :, top : top + height, left : left + width].round().to(torch.uint8)
     return video.permute(0, 2, 3, 1).numpy()  # (T, height, width, 3)
 
 
@@ -105,8 +105,10 @@ def read_conditioning(
     if url is None:
         raise MediaError(f"sample {spec.name!r}: {spec.inference_type} needs an input_path")
     if storage.url_scheme(url) in HTTP_SCHEMES and not allow_http:
-        raise MediaError(f"sample {spec.name!r}: input_path {url} is an http(s) URL, which is off by default "
-                         "(allow it explicitly, or copy the input to a file system or bucket)")
+        raise MediaError(
+            f"sample {spec.name!r}: input_path {url} is an http(s) URL, which is off by default "
+            "(allow it explicitly, or copy the input to a file system or bucket)"
+        )
     extension = posixpath.splitext(_url_path(url))[1].lower()
     try:
         if extension in IMAGE_EXTENSIONS:
@@ -114,13 +116,17 @@ def read_conditioning(
         elif extension in VIDEO_EXTENSIONS:
             frames = read_video(url, last=num_frames, storage_options=storage_options)
         else:
-            raise ValueError(f"extension {extension!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) "
-                             f"nor a video ({', '.join(VIDEO_EXTENSIONS)})")
+            raise ValueError(
+                f"extension {extension!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) "
+                f"nor a video ({', '.join(VIDEO_EXTENSIONS)})"
+            )
     except (OSError, ValueError, RuntimeError) as error:
         raise MediaError(f"sample {spec.name!r}: cannot read input_path {url}: {error}") from error
     if extension in VIDEO_EXTENSIONS and len(frames) < num_frames:
-        raise MediaError(f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "
-                         f"{spec.num_conditional_frames} conditional latent frames need its last {num_frames}")
+        raise MediaError(
+            f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "
+            f"{spec.num_conditional_frames} conditional latent frames need its last {num_frames}"
+        )
     frames = resize_and_center_crop(frames, height, width)
     black = np.zeros((num_frames - len(frames), height, width, 3), dtype=np.uint8)
     return np.concatenate([frames, black])
@@ -132,12 +138,22 @@ def write_mp4(frames: np.ndarray, fps: int, quality: float = 5) -> bytes:
         raise MediaError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
     num_frames, height, width, _ = frames.shape
     if num_frames == 0 or height % 2 or width % 2:
-        raise MediaError(f"H.264 yuv420p needs at least one frame and an even height and width, got {num_frames} "
-                         f"frames of {height}x{width}")
+        raise MediaError(
+            f"H.264 yuv420p needs at least one frame and an even height and width, got {num_frames} "
+            f"frames of {height}x{width}"
+        )
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "video.mp4")
-        writer = imageio_ffmpeg.write_frames(path, (width, height), fps=fps, quality=quality, codec="libx264",
-                                             pix_fmt_in="rgb24", pix_fmt_out="yuv420p", macro_block_size=1)
+        writer = imageio_ffmpeg.write_frames(
+            path,
+            (width, height),
+            fps=fps,
+            quality=quality,
+            codec="libx264",
+            pix_fmt_in="rgb24",
+            pix_fmt_out="yuv420p",
+            macro_block_size=1,
+        )
         writer.send(None)  # start ffmpeg
         for frame in frames:
             writer.send(np.ascontiguousarray(frame))

@@ -153,9 +153,16 @@ class OutputStore:
 
     def _video_record(self, spec: GenerationSpec, status: str, source: str, **fields: Any) -> OutputRecord:
         """The record of a spec whose video is (or already was) at its place in the store."""
-        return OutputRecord(sample_id=spec.sample_id, name=spec.name, status=status,
-                            video_url=self.video_url(spec.sample_id), source=source, spec_json=spec.to_json(),
-                            finished_at=_now(), **fields)
+        return OutputRecord(
+            sample_id=spec.sample_id,
+            name=spec.name,
+            status=status,
+            video_url=self.video_url(spec.sample_id),
+            source=source,
+            spec_json=spec.to_json(),
+            finished_at=_now(),
+            **fields,
+        )
 
     def write_run_table(self, run_id: str, records: Iterable[OutputRecord]) -> str:
         """Write every record of a run to `runs/{run_id}/metadata.parquet` atomically; returns its URL."""

@@ -50,15 +50,34 @@ UNSUPPORTED_FIELDS = {
 
 # Official run-level settings: valid on the official command line, never inside a sample.
 RUN_SETTINGS = (
-    "output_dir", "model", "checkpoint_path", "experiment", "config_file", "context_parallel_size",
-    "offload_diffusion_model", "offload_tokenizer", "offload_text_encoder", "disable_guardrails",
-    "offload_guardrail_models", "keep_going", "profile",
+    "output_dir",
+    "model",
+    "checkpoint_path",
+    "experiment",
+    "config_file",
+    "context_parallel_size",
+    "offload_diffusion_model",
+    "offload_tokenizer",
+    "offload_text_encoder",
+    "disable_guardrails",
+    "offload_guardrail_models",
+    "keep_going",
+    "profile",
 )
 
 # Fields of the official multiview inference format.
 MULTIVIEW_FIELDS = (
-    "n_views", "num_input_frames", "control_weight", "stack_mode",
-    "front_wide", "rear", "rear_left", "rear_right", "cross_left", "cross_right", "front_tele",
+    "n_views",
+    "num_input_frames",
+    "control_weight",
+    "stack_mode",
+    "front_wide",
+    "rear",
+    "rear_left",
+    "rear_right",
+    "cross_left",
+    "cross_right",
+    "front_tele",
 )
 
 
@@ -97,8 +116,9 @@ class GenerationSpec:
         sample = repr(self.name)
         _check_types(self, sample)
         if self.inference_type not in INFERENCE_TYPES:
-            raise SpecError(sample, "inference_type",
-                            f"must be one of {', '.join(INFERENCE_TYPES)}, got {self.inference_type!r}")
+            raise SpecError(
+                sample, "inference_type", f"must be one of {', '.join(INFERENCE_TYPES)}, got {self.inference_type!r}"
+            )
         if self.inference_type == "text2world":
             object.__setattr__(self, "input_path", None)  # official: optional and ignored for text2world
         if self.num_conditional_frames is None:
@@ -153,7 +173,7 @@ class GenerationSpec:
 
     @property
     def sample_id(self) -> str:
-        """"{safe name}-{12 hex}": the hash covers every field that changes the output (all but `name`)."""
+        """ "{safe name}-{12 hex}": the hash covers every field that changes the output (all but `name`)."""
         content = self.to_dict()
         del content["name"]
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -210,8 +230,9 @@ def _check_values(spec: GenerationSpec, sample: str) -> None:
     if not 0 <= spec.guidance <= MAX_GUIDANCE:
         raise SpecError(sample, "guidance", f"must be in 0..{MAX_GUIDANCE}, got {spec.guidance}")
     if spec.num_output_frames < 1 or (spec.num_output_frames - 1) % 4:
-        raise SpecError(sample, "num_output_frames",
-                        f"must be 1 + 4k (1, 5, ..., 77, 93), got {spec.num_output_frames}")
+        raise SpecError(
+            sample, "num_output_frames", f"must be 1 + 4k (1, 5, ..., 77, 93), got {spec.num_output_frames}"
+        )
     if spec.num_steps < 1:
         raise SpecError(sample, "num_steps", f"must be at least 1, got {spec.num_steps}")
     if not 1 <= spec.fps <= MAX_FPS:
@@ -219,8 +240,11 @@ def _check_values(spec: GenerationSpec, sample: str) -> None:
     allowed = CONDITIONAL_FRAMES[spec.inference_type]
     if spec.num_conditional_frames not in allowed:
         choices = " or ".join(str(n) for n in sorted(allowed))
-        raise SpecError(sample, "num_conditional_frames",
-                        f"must be {choices} for {spec.inference_type}, got {spec.num_conditional_frames}")
+        raise SpecError(
+            sample,
+            "num_conditional_frames",
+            f"must be {choices} for {spec.inference_type}, got {spec.num_conditional_frames}",
+        )
 
 
 def _check_input_path(spec: GenerationSpec, sample: str) -> None:
@@ -230,17 +254,25 @@ def _check_input_path(spec: GenerationSpec, sample: str) -> None:
         raise SpecError(sample, "input_path", f"is required for {spec.inference_type}")
     scheme = storage.url_scheme(spec.input_path)
     if scheme is not None and scheme not in URL_SCHEMES:
-        raise SpecError(sample, "input_path", f"has URL scheme '{scheme}://', which is not supported "
-                                              f"(use a local path or one of {', '.join(URL_SCHEMES)})")
+        raise SpecError(
+            sample,
+            "input_path",
+            f"has URL scheme '{scheme}://', which is not supported "
+            f"(use a local path or one of {', '.join(URL_SCHEMES)})",
+        )
     path = urlsplit(spec.input_path).path if scheme in ("http", "https") else spec.input_path  # drop ?query
     extension = posixpath.splitext(path)[1].lower()
     if extension not in INPUT_EXTENSIONS:
-        raise SpecError(sample, "input_path", f"has extension {extension or '(none)'!r}, which is not an image or "
-                                              f"video (one of {', '.join(INPUT_EXTENSIONS)})")
+        raise SpecError(
+            sample,
+            "input_path",
+            f"has extension {extension or '(none)'!r}, which is not an image or "
+            f"video (one of {', '.join(INPUT_EXTENSIONS)})",
+        )
 
 
 def _normalize_resolution(resolution: str, sample: str) -> str:
-    """"none", or "H,W" with both multiples of 16 (spaces around the numbers are dropped)."""
+    """ "none", or "H,W" with both multiples of 16 (spaces around the numbers are dropped)."""
     if resolution == "none":
         return resolution
     match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", resolution)
@@ -248,7 +280,9 @@ def _normalize_resolution(resolution: str, sample: str) -> str:
         raise SpecError(sample, "resolution", f'must be "none" or "H,W" (e.g. "704,1280"), got {resolution!r}')
     height, width = int(match.group(1)), int(match.group(2))
     if height < 16 or width < 16 or height % 16 or width % 16:
-        raise SpecError(sample, "resolution", f"must have a height and width that are positive multiples of 16, got {resolution!r}")
+        raise SpecError(
+            sample, "resolution", f"must have a height and width that are positive multiples of 16, got {resolution!r}"
+        )
     return f"{height},{width}"
 
 
@@ -260,15 +294,24 @@ def _drop_unsupported(data: dict, sample: str) -> dict:
         if key in UNSUPPORTED_FIELDS:
             default, reason = UNSUPPORTED_FIELDS[key]
             if value != default or type(value) is not type(default):
-                raise SpecError(sample, key, f"is not supported by cosmos-ray: {reason} (only {json.dumps(default)} is accepted)")
+                raise SpecError(
+                    sample, key, f"is not supported by cosmos-ray: {reason} (only {json.dumps(default)} is accepted)"
+                )
         elif key in RUN_SETTINGS:
-            raise SpecError(sample, key, "is a run setting of the official CLI, not a sample field; "
-                                         "pass it to the cosmos-ray job instead")
+            raise SpecError(
+                sample,
+                key,
+                "is a run setting of the official CLI, not a sample field; pass it to the cosmos-ray job instead",
+            )
         elif key in MULTIVIEW_FIELDS:
             raise SpecError(sample, key, "belongs to the official multiview format, which cosmos-ray does not support")
         elif key == "samples":
-            raise SpecError(sample, key, "belongs to the older official multi-sample file format; "
-                                         "cosmos_ray.manifest.load_spec_file expands such files")
+            raise SpecError(
+                sample,
+                key,
+                "belongs to the older official multi-sample file format; "
+                "cosmos_ray.manifest.load_spec_file expands such files",
+            )
         elif key not in known:
             raise SpecError(sample, key, f"is not a known field (known: {', '.join(sorted(known))})")
         else:

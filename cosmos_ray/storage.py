@@ -47,7 +47,7 @@ def parent_url(url: str) -> str:
     if scheme is None:
         return os.path.dirname(os.path.abspath(url))
     prefix = f"{scheme}://"
-    return prefix + posixpath.dirname(url[len(prefix):].rstrip("/"))
+    return prefix + posixpath.dirname(url[len(prefix) :].rstrip("/"))
 
 
 def resolve_url(path: str, base: str | None = None) -> str:
@@ -160,4 +160,4 @@ def _write_local_atomic(path: str, data: bytes) -> None:
 
 
 def _local_path(url: str) -> str:
-    return url[len("file://"):] if url.startswith("file://") else os.path.expanduser(url)
+    return url[len("file://") :] if url.startswith("file://") else os.path.expanduser(url)

@@ -28,14 +28,20 @@ def frame(index: int) -> np.ndarray:
     image[..., 2] = np.linspace(200, 80, HEIGHT, dtype=np.uint8)[:, None]
     left = 8 + index * (WIDTH - SQUARE - 16) // (NUM_FRAMES - 1)
     top = (HEIGHT - SQUARE) // 2
-    image[top:top + SQUARE, left:left + SQUARE] = (240, 140, 30)
+    image[top : top + SQUARE, left : left + SQUARE] = (240, 140, 30)
     return image
 
 
 def write_mp4(path: str, frames: list[np.ndarray]) -> None:
     writer = imageio_ffmpeg.write_frames(
-        path, (WIDTH, HEIGHT), fps=FPS, codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
-        macro_block_size=16, output_params=["-crf", "28", "-bitexact"],
+        path,
+        (WIDTH, HEIGHT),
+        fps=FPS,
+        codec="libx264",
+        pix_fmt_in="rgb24",
+        pix_fmt_out="yuv420p",
+        macro_block_size=16,
+        output_params=["-crf", "28", "-bitexact"],
     )
     writer.send(None)  # start the generator
     for image in frames:

@@ -18,49 +18,84 @@ import sys
 
 import ray
 
+from jobs.options import add_storage_option, storage_options_of
 from pipelines.batch import BatchConfig, run
 from pipelines.group import DTYPES, GroupConfig
-from jobs.options import add_storage_option, storage_options_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.generate",
         description="Generate the videos of a Parquet manifest (see docs/manifest.md) on a Ray cluster and write "
-                    "them, their records and a run table under --output (see docs/outputs.md). Samples already "
-                    "done under --output are skipped, so rerunning a job resumes it.",
+        "them, their records and a run table under --output (see docs/outputs.md). Samples already "
+        "done under --output are skipped, so rerunning a job resumes it.",
     )
-    parser.add_argument("--manifest", required=True, metavar="URL",
-                        help="Parquet manifest, a local path or an fsspec URL (s3://, gs://, ...)")
-    parser.add_argument("--output", required=True, metavar="URL",
-                        help="output root: videos/, meta/ and runs/{run_id}/metadata.parquet go under it")
+    parser.add_argument(
+        "--manifest",
+        required=True,
+        metavar="URL",
+        help="Parquet manifest, a local path or an fsspec URL (s3://, gs://, ...)",
+    )
+    parser.add_argument(
+        "--output",
+        required=True,
+        metavar="URL",
+        help="output root: videos/, meta/ and runs/{run_id}/metadata.parquet go under it",
+    )
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--preset", metavar="NAME",
-                       help="model preset with random weights: 'tiny' (tests and CPU smoke runs) or "
-                            "'random-2B' (the released shapes, for GPU trials and benchmarks)")
-    model.add_argument("--checkpoint-dir", metavar="DIR",
-                       help="folder holding the official checkpoint files (on every GPU node)")
+    model.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="model preset with random weights: 'tiny' (tests and CPU smoke runs) or "
+        "'random-2B' (the released shapes, for GPU trials and benchmarks)",
+    )
+    model.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="folder holding the official checkpoint files (on every GPU node)"
+    )
     parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the generator's)")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the DiT blocks in every replica: a slower start, faster steps")
-    parser.add_argument("--gpus-per-group", type=_at_least(1), default=1, metavar="N",
-                        help="GPUs per model replica, all on one node; N > 1 runs context-parallel denoising "
-                             "(default 1: one replica per GPU)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the DiT blocks in every replica: a slower start, faster steps",
+    )
+    parser.add_argument(
+        "--gpus-per-group",
+        type=_at_least(1),
+        default=1,
+        metavar="N",
+        help="GPUs per model replica, all on one node; N > 1 runs context-parallel denoising "
+        "(default 1: one replica per GPU)",
+    )
     pool = parser.add_mutually_exclusive_group()
-    pool.add_argument("--groups", type=_at_least(1), metavar="M",
-                      help="number of replicas (default: as many as the cluster's GPUs allow)")
-    pool.add_argument("--autoscale", type=_min_max, metavar="MIN..MAX",
-                      help="let the replica count follow the queue between MIN and MAX")
-    parser.add_argument("--embedding-cache", metavar="URL",
-                        help="fsspec folder where replicas share prompt embeddings, so each distinct prompt is "
-                             "encoded once per dataset (a Reason1 embedding is about 100 MB); default: each "
-                             "replica keeps its own in memory")
+    pool.add_argument(
+        "--groups",
+        type=_at_least(1),
+        metavar="M",
+        help="number of replicas (default: as many as the cluster's GPUs allow)",
+    )
+    pool.add_argument(
+        "--autoscale",
+        type=_min_max,
+        metavar="MIN..MAX",
+        help="let the replica count follow the queue between MIN and MAX",
+    )
+    parser.add_argument(
+        "--embedding-cache",
+        metavar="URL",
+        help="fsspec folder where replicas share prompt embeddings, so each distinct prompt is "
+        "encoded once per dataset (a Reason1 embedding is about 100 MB); default: each "
+        "replica keeps its own in memory",
+    )
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output and input media URLs")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
-    parser.add_argument("--logical-gpus", type=_at_least(1), metavar="N",
-                        help="start a local Ray that pretends to have N GPUs (CPU-only runs of --preset tiny)")
+    parser.add_argument(
+        "--logical-gpus",
+        type=_at_least(1),
+        metavar="N",
+        help="start a local Ray that pretends to have N GPUs (CPU-only runs of --preset tiny)",
+    )
     args = parser.parse_args(argv)
     if args.logical_gpus is not None and args.address is not None:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
@@ -76,9 +111,14 @@ def main(argv: list[str] | None = None) -> int:
         config = BatchConfig(
             manifest=args.manifest,
             output=args.output,
-            group=GroupConfig(gpus_per_group=args.gpus_per_group, source=args.checkpoint_dir or args.preset,
-                              dtype=args.dtype, compile=args.compile, embedding_cache_url=args.embedding_cache,
-                              storage_options=args.storage_options),
+            group=GroupConfig(
+                gpus_per_group=args.gpus_per_group,
+                source=args.checkpoint_dir or args.preset,
+                dtype=args.dtype,
+                compile=args.compile,
+                embedding_cache_url=args.embedding_cache,
+                storage_options=args.storage_options,
+            ),
             groups=args.autoscale or args.groups or _groups_that_fit(args.gpus_per_group),
             limit=args.limit,
             storage_options=args.storage_options,
@@ -104,8 +144,10 @@ def _init_ray(address: str | None, logical_gpus: int | None) -> None:
 def _groups_that_fit(gpus_per_group: int) -> int:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if gpus < gpus_per_group:
-        raise RuntimeError(f"the cluster has {gpus} GPU(s) now, fewer than --gpus-per-group {gpus_per_group}: pass "
-                           "--groups or --autoscale to wait for GPU nodes, or --logical-gpus for a CPU-only run")
+        raise RuntimeError(
+            f"the cluster has {gpus} GPU(s) now, fewer than --gpus-per-group {gpus_per_group}: pass "
+            "--groups or --autoscale to wait for GPU nodes, or --logical-gpus for a CPU-only run"
+        )
     return gpus // gpus_per_group
 
 
@@ -118,6 +160,7 @@ def _at_least(minimum: int):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
         return value
+
     return parse
 
 

@@ -18,12 +18,15 @@ from jobs.options import add_storage_option, storage_options_of
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="cosmos-ray-make-manifest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("sources", nargs="+", metavar="SRC",
-                        help="spec files (.json, .jsonl) or globs of them; local paths or fsspec URLs")
+    parser.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SRC",
+        help="spec files (.json, .jsonl) or globs of them; local paths or fsspec URLs",
+    )
     parser.add_argument("-o", "--output", required=True, metavar="URL", help="where to write the .parquet manifest")
     add_storage_option(parser, "remote URLs")
-    parser.add_argument("--no-check-inputs", action="store_true",
-                        help="do not check that every input_path exists")
+    parser.add_argument("--no-check-inputs", action="store_true", help="do not check that every input_path exists")
     args = parser.parse_args(argv)
     args.storage_options = storage_options_of(parser, args)
     return args
@@ -32,8 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        specs = make_manifest(args.sources, args.output, storage_options=args.storage_options,
-                              check_inputs=not args.no_check_inputs)
+        specs = make_manifest(
+            args.sources, args.output, storage_options=args.storage_options, check_inputs=not args.no_check_inputs
+        )
     except ManifestError as error:
         print(f"error: {error}\nno manifest was written", file=sys.stderr)
         return 1

@@ -45,26 +45,30 @@ GROUP_ACTOR_MAX_TASK_RETRIES = 3
 CHECK_BATCH_SIZE = 64  # manifest rows per check task (each row costs one read of its meta file)
 CHECK_COLUMNS = ["spec_json", "name", "source"]  # the manifest columns the check stage reads
 
-CHECKED_SCHEMA = pa.schema([
-    ("source", pa.string()),
-    ("name", pa.string()),
-    ("spec_json", pa.string()),
-    ("sample_id", pa.string()),
-    ("status", pa.string()),  # PENDING | SKIPPED | INVALID
-    ("error", pa.string()),
-])
+CHECKED_SCHEMA = pa.schema(
+    [
+        ("source", pa.string()),
+        ("name", pa.string()),
+        ("spec_json", pa.string()),
+        ("sample_id", pa.string()),
+        ("status", pa.string()),  # PENDING | SKIPPED | INVALID
+        ("error", pa.string()),
+    ]
+)
 
-GENERATED_SCHEMA = pa.schema([
-    ("row", pa.int64()),  # position in the manifest
-    ("source", pa.string()),
-    ("spec_json", pa.string()),
-    ("error", pa.string()),  # null when generated
-    ("frames", pa.large_binary()),  # uint8 (T, H, W, 3) as raw bytes; empty on error
-    ("frames_shape", pa.list_(pa.int64())),
-    ("fps", pa.int64()),
-    ("metadata_json", pa.string()),
-    ("generate_s", pa.float64()),  # wall time of the group call
-])
+GENERATED_SCHEMA = pa.schema(
+    [
+        ("row", pa.int64()),  # position in the manifest
+        ("source", pa.string()),
+        ("spec_json", pa.string()),
+        ("error", pa.string()),  # null when generated
+        ("frames", pa.large_binary()),  # uint8 (T, H, W, 3) as raw bytes; empty on error
+        ("frames_shape", pa.list_(pa.int64())),
+        ("fps", pa.int64()),
+        ("metadata_json", pa.string()),
+        ("generate_s", pa.float64()),  # wall time of the group call
+    ]
+)
 
 WRITTEN_SCHEMA = RUN_TABLE_SCHEMA.insert(0, pa.field("row", pa.int64()))
 
@@ -113,9 +117,11 @@ class Summary:
         return self.denoising_gpu_s / (self.wall_s * self.gpus) if self.wall_s > 0 and self.gpus else 0.0
 
     def __str__(self) -> str:
-        return (f"run {self.run_id}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped in "
-                f"{self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs denoising "
-                f"{self.denoising_share:.0%} of the time); table: {self.run_table_url}")
+        return (
+            f"run {self.run_id}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped in "
+            f"{self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs denoising "
+            f"{self.denoising_share:.0%} of the time); table: {self.run_table_url}"
+        )
 
 
 def run(config: BatchConfig) -> Summary:
@@ -124,17 +130,28 @@ def run(config: BatchConfig) -> Summary:
     run_id = config.run_id or new_run_id()
     store = OutputStore(config.output, config.storage_options)
     records, pending = _plan(_check_manifest(config), store)
-    logger.info("run %s: %d manifest rows, %d to generate, %d already done, %d invalid", run_id,
-                len(records) + len(pending), len(pending), sum(r.status == SKIPPED for r in records.values()),
-                sum(r.status == FAILED for r in records.values()))
+    logger.info(
+        "run %s: %d manifest rows, %d to generate, %d already done, %d invalid",
+        run_id,
+        len(records) + len(pending),
+        len(pending),
+        sum(r.status == SKIPPED for r in records.values()),
+        sum(r.status == FAILED for r in records.values()),
+    )
     generated = _generate(config, run_id, pending) if pending else {}
     records.update(generated)
     table_url = store.write_run_table(run_id, [records[row] for row in sorted(records)])
     statuses = [record.status for record in records.values()]
-    return Summary(run_id=run_id, ok=statuses.count(OK), failed=statuses.count(FAILED),
-                   skipped=statuses.count(SKIPPED), wall_s=time.monotonic() - started, run_table_url=table_url,
-                   gpus=_pool_size(config.groups, len(pending))[1] * config.group.gpus_per_group,
-                   denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated.values()))
+    return Summary(
+        run_id=run_id,
+        ok=statuses.count(OK),
+        failed=statuses.count(FAILED),
+        skipped=statuses.count(SKIPPED),
+        wall_s=time.monotonic() - started,
+        run_table_url=table_url,
+        gpus=_pool_size(config.groups, len(pending))[1] * config.group.gpus_per_group,
+        denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated.values()),
+    )
 
 
 def _denoising_gpu_s(record: OutputRecord) -> float:
@@ -162,8 +179,11 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
     if config.limit is not None:
         manifest = manifest.limit(config.limit)
     checked = manifest.select_columns(CHECK_COLUMNS).map_batches(
-        check_rows, batch_size=CHECK_BATCH_SIZE, batch_format="pyarrow",
-        fn_kwargs={"output": config.output, "storage_options": config.storage_options})
+        check_rows,
+        batch_size=CHECK_BATCH_SIZE,
+        batch_format="pyarrow",
+        fn_kwargs={"output": config.output, "storage_options": config.storage_options},
+    )
     for position, row in enumerate(checked.iter_rows()):
         yield {"row": position, **row}
 
@@ -180,8 +200,14 @@ def _check_row(row: dict[str, Any], store: OutputStore) -> dict[str, Any]:
     except SpecError as error:
         return {**row, "sample_id": None, "status": INVALID, "error": str(error)}
     status = SKIPPED if store.is_done(spec.sample_id) else PENDING
-    return {"source": row["source"], "name": spec.name, "spec_json": spec.to_json(),
-            "sample_id": spec.sample_id, "status": status, "error": None}
+    return {
+        "source": row["source"],
+        "name": spec.name,
+        "spec_json": spec.to_json(),
+        "sample_id": spec.sample_id,
+        "status": status,
+        "error": None,
+    }
 
 
 def _plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> tuple[dict[int, OutputRecord], list[dict]]:
@@ -225,8 +251,7 @@ def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -
         batch_size=1,
         batch_format="pyarrow",
         # One task in flight per actor: a sample waits in the shared queue, not behind another group's sample.
-        compute=ray.data.ActorPoolStrategy(min_size=min_groups, max_size=max_groups,
-                                           max_tasks_in_flight_per_actor=1),
+        compute=ray.data.ActorPoolStrategy(min_size=min_groups, max_size=max_groups, max_tasks_in_flight_per_actor=1),
         num_cpus=GROUP_ACTOR_CPUS,
         max_restarts=GROUP_ACTOR_MAX_RESTARTS,  # no named parameter for these two in Ray 2.60
         max_task_retries=GROUP_ACTOR_MAX_TASK_RETRIES,
@@ -280,11 +305,24 @@ class GroupActor:
         try:
             result = self.group.generate(spec)
         except SampleError as error:
-            return {**row, "error": str(error), "frames": b"", "frames_shape": [], "fps": spec.fps,
-                    "metadata_json": "{}", "generate_s": time.monotonic() - started}
-        return {**row, "error": None, "frames": result.frames.tobytes(), "frames_shape": list(result.frames.shape),
-                "fps": result.fps, "metadata_json": json.dumps(result.metadata),
-                "generate_s": time.monotonic() - started}
+            return {
+                **row,
+                "error": str(error),
+                "frames": b"",
+                "frames_shape": [],
+                "fps": spec.fps,
+                "metadata_json": "{}",
+                "generate_s": time.monotonic() - started,
+            }
+        return {
+            **row,
+            "error": None,
+            "frames": result.frames.tobytes(),
+            "frames_shape": list(result.frames.shape),
+            "fps": result.fps,
+            "metadata_json": json.dumps(result.metadata),
+            "generate_s": time.monotonic() - started,
+        }
 
     def __del__(self) -> None:  # Ray Data calls this when it ends the actor gracefully
         group = getattr(self, "group", None)
@@ -312,7 +350,13 @@ def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRe
         mp4 = write_mp4(frames, row["fps"])
         timings["mp4_encode"] = round(time.monotonic() - started, 4)
         return store.write_ok(spec, mp4, metadata, source=row["source"])
-    except Exception as error:  # encoding or storage failed: this sample fails (no meta, so a rerun retries it)
-        return OutputRecord(sample_id=spec.sample_id, name=spec.name, status=FAILED, source=row["source"],
-                            error=f"writing the outputs failed: {type(error).__name__}: {error}",
-                            spec_json=spec.to_json(), metadata=metadata)
+    except Exception as error:  # noqa: BLE001 - encoding or storage failed: this sample fails (no meta, so a rerun retries it)
+        return OutputRecord(
+            sample_id=spec.sample_id,
+            name=spec.name,
+            status=FAILED,
+            source=row["source"],
+            error=f"writing the outputs failed: {type(error).__name__}: {error}",
+            spec_json=spec.to_json(),
+            metadata=metadata,
+        )

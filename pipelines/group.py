@@ -27,9 +27,10 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import ray
 from ray import ObjectRef, ObjectRefGenerator
@@ -138,10 +139,15 @@ class RankWorker:
             backend = "nccl" if on_gpu else "gloo"
             parallel = ParallelContext.init(self.rank, world_size, init_method, backend=backend, device=device)
         dtype = getattr(torch, self.config.dtype) if self.config.dtype else None
-        self.generator = Generator.from_pretrained(self.config.source, device=device, dtype=dtype, parallel=parallel,
-                                                   compile=self.config.compile,
-                                                   cache_url=self.config.embedding_cache_url,
-                                                   storage_options=self.config.storage_options)
+        self.generator = Generator.from_pretrained(
+            self.config.source,
+            device=device,
+            dtype=dtype,
+            parallel=parallel,
+            compile=self.config.compile,
+            cache_url=self.config.embedding_cache_url,
+            storage_options=self.config.storage_options,
+        )
 
     def generate(self, spec: GenerationSpec) -> None:
         """Run this rank's share of `spec` (ranks other than 0; rank 0 runs `generate_streaming`)."""
@@ -158,7 +164,7 @@ class RankWorker:
 
         generation = self._generation_thread.submit(self.generator, spec, report)
         generation.add_done_callback(lambda _: steps.put(None))
-        for step in iter(steps.get, None):  # not `yield from`: Ray drives this generator with send()
+        for step in iter(steps.get, None):  # noqa: UP028 - not `yield from`: Ray drives this generator with send()
             yield step
         yield generation.result()  # re-raises the generator's exception
 
@@ -180,8 +186,7 @@ class GPUGroup:
     left with that name by an earlier incarnation of the owning actor is removed first.
     """
 
-    def __init__(self, config: GroupConfig, *, placement_group: PlacementGroup | None = None,
-                 name: str | None = None):
+    def __init__(self, config: GroupConfig, *, placement_group: PlacementGroup | None = None, name: str | None = None):
         self.config = config
         self.name = name
         self._owns_placement_group = placement_group is None
@@ -227,8 +232,9 @@ class GPUGroup:
     def _start_workers(self) -> None:
         strategy = PlacementGroupSchedulingStrategy(self._placement_group, placement_group_capture_child_tasks=True)
         self.workers = [
-            RankWorker.options(num_gpus=1, num_cpus=self.config.cpus_per_rank, scheduling_strategy=strategy)
-            .remote(self.config, rank)
+            RankWorker.options(num_gpus=1, num_cpus=self.config.cpus_per_rank, scheduling_strategy=strategy).remote(
+                self.config, rank
+            )
             for rank in range(self.config.gpus_per_group)
         ]
         try:
@@ -244,8 +250,9 @@ class GPUGroup:
         self.workers = []
 
 
-def wait_for_ranks(calls: list[ObjectRef | ObjectRefGenerator], failure_grace_s: float,
-                   progress: Progress | None = None) -> Any:
+def wait_for_ranks(
+    calls: list[ObjectRef | ObjectRefGenerator], failure_grace_s: float, progress: Progress | None = None
+) -> Any:
     """Wait until every rank's call has finished and return the first call's (rank 0's) value; raise
     `SampleError` for the first failure.
 
@@ -261,8 +268,11 @@ def wait_for_ranks(calls: list[ObjectRef | ObjectRefGenerator], failure_grace_s:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
         if not done:
-            raise SampleError(f"{_describe(first_error)} (and {len(pending)} rank(s) still running "
-                              f"{failure_grace_s:g}s later)", cause=_cause(first_error), group_broken=True)
+            raise SampleError(
+                f"{_describe(first_error)} (and {len(pending)} rank(s) still running {failure_grace_s:g}s later)",
+                cause=_cause(first_error),
+                group_broken=True,
+            )
         call = done[0]
         try:
             item = ray.get(next(call) if isinstance(call, ObjectRefGenerator) else call)

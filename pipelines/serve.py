@@ -31,15 +31,16 @@ import re
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
-import ray
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -142,11 +143,17 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
 def check_limits(spec: GenerationSpec, policy: RequestPolicy) -> None:
     """Frames, resolution and steps within what the operator allows per request."""
     if spec.num_output_frames > policy.max_num_output_frames:
-        raise ApiError(422, "num_output_frames", f"must be at most {policy.max_num_output_frames} on this server, "
-                                                 f"got {spec.num_output_frames}")
+        raise ApiError(
+            422,
+            "num_output_frames",
+            f"must be at most {policy.max_num_output_frames} on this server, got {spec.num_output_frames}",
+        )
     if spec.height_width is not None and spec.height_width[0] * spec.height_width[1] > policy.max_pixels:
-        raise ApiError(422, "resolution", f"must have at most {policy.max_pixels} pixels (height x width) on this "
-                                          f"server, got {spec.resolution}")
+        raise ApiError(
+            422,
+            "resolution",
+            f"must have at most {policy.max_pixels} pixels (height x width) on this server, got {spec.resolution}",
+        )
     if spec.num_steps > policy.max_num_steps:
         raise ApiError(422, "num_steps", f"must be at most {policy.max_num_steps} on this server, got {spec.num_steps}")
 
@@ -167,17 +174,20 @@ def check_allowed_url(url: str, allowed_prefixes: tuple[str, ...], field: str) -
         raise ApiError(403, field, "must not contain '..' path segments")
     target = _canonical_url(url)
     if not any(target.startswith(_canonical_prefix(prefix)) for prefix in allowed_prefixes):
-        raise ApiError(403, field, f"{url!r} is not under a location this server may access "
-                                   "(the operator configures the allowed prefixes)")
+        raise ApiError(
+            403,
+            field,
+            f"{url!r} is not under a location this server may access (the operator configures the allowed prefixes)",
+        )
 
 
 def _canonical_url(url: str) -> str:
     """Local paths and file:// URLs as file:// of their real path; other URLs with a lower-case scheme."""
     scheme = storage.url_scheme(url)
     if scheme in (None, "file"):
-        path = url[len("file://"):] if scheme == "file" else url
+        path = url[len("file://") :] if scheme == "file" else url
         return "file://" + os.path.realpath(os.path.expanduser(path))
-    return scheme + url[len(scheme):]
+    return scheme + url[len(scheme) :]
 
 
 def _canonical_prefix(prefix: str) -> str:
@@ -309,8 +319,13 @@ def stored_result(output_url: str, storage_options: dict, spec: GenerationSpec) 
 
 
 def _result_json(store: OutputStore, record: OutputRecord, cached: bool) -> dict:
-    return {"sample_id": record.sample_id, "video_url": record.video_url,
-            "metadata_url": store.meta_url(record.sample_id), "metadata": record.metadata, "cached": cached}
+    return {
+        "sample_id": record.sample_id,
+        "video_url": record.video_url,
+        "metadata_url": store.meta_url(record.sample_id),
+        "metadata": record.metadata,
+        "cached": cached,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -333,9 +348,16 @@ class Job:
     video: bytes | None = None
 
     def to_json(self) -> dict:
-        data = {"id": self.id, "sample_id": self.sample_id, "status": self.status, "progress": self.progress,
-                "step": self.step, "total_steps": self.total_steps,
-                "created_at": self.created_at, "finished_at": self.finished_at}
+        data = {
+            "id": self.id,
+            "sample_id": self.sample_id,
+            "status": self.status,
+            "progress": self.progress,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "created_at": self.created_at,
+            "finished_at": self.finished_at,
+        }
         if self.result is not None:
             data["result"] = self.result
         if self.error is not None:
@@ -449,11 +471,19 @@ api = FastAPI(
 _SPEC_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"application/json": {
-            "schema": {"type": "object", "description": "one sample of the official inference JSON"},
-            "example": {"inference_type": "text2world", "name": "robot", "prompt": "A robot arm stacks cubes.",
-                        "num_output_frames": 93, "guidance": 7, "seed": 0},
-        }},
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "description": "one sample of the official inference JSON"},
+                "example": {
+                    "inference_type": "text2world",
+                    "name": "robot",
+                    "prompt": "A robot arm stacks cubes.",
+                    "num_output_frames": 93,
+                    "guidance": 7,
+                    "seed": 0,
+                },
+            }
+        },
     }
 }
 
@@ -491,8 +521,11 @@ class ApiIngress:
         self._storage_options = args.storage_options
         self._busy = {"Retry-After": str(args.retry_after_s)}
 
-    @api.post("/v1/generate", openapi_extra=_SPEC_BODY,
-              responses={200: {"content": {"video/mp4": {}, "application/json": {}}}})
+    @api.post(
+        "/v1/generate",
+        openapi_extra=_SPEC_BODY,
+        responses={200: {"content": {"video/mp4": {}, "application/json": {}}}},
+    )
     async def generate(self, request: Request, output: str | None = None) -> Response:
         """Generate one video. Returns the mp4, or JSON with its stored URL when an output location applies."""
         spec = parse_spec(await self._body(request), self._policy)
@@ -509,9 +542,14 @@ class ApiIngress:
         if isinstance(outcome, Failed):
             raise ApiError(outcome.status, outcome.field, outcome.reason)
         if output_url is None:
-            return Response(outcome.mp4, media_type="video/mp4",
-                            headers={"X-Sample-Id": spec.sample_id, "Content-Disposition":
-                                     f'inline; filename="{spec.sample_id}.mp4"'})
+            return Response(
+                outcome.mp4,
+                media_type="video/mp4",
+                headers={
+                    "X-Sample-Id": spec.sample_id,
+                    "Content-Disposition": f'inline; filename="{spec.sample_id}.mp4"',
+                },
+            )
         stored = await asyncio.to_thread(store_result, output_url, self._storage_options, spec, outcome)
         return JSONResponse(stored)
 
@@ -549,8 +587,9 @@ class ApiIngress:
         status = serve.status().applications[serve.get_replica_context().app_name]
         deployments = {name: info.status.value for name, info in status.deployments.items()}
         healthy = all(info.status in ("HEALTHY", "UPSCALING", "DOWNSCALING") for info in status.deployments.values())
-        return JSONResponse({"status": "ok" if healthy else "degraded", "deployments": deployments},
-                            200 if healthy else 503)
+        return JSONResponse(
+            {"status": "ok" if healthy else "degraded", "deployments": deployments}, 200 if healthy else 503
+        )
 
     async def _body(self, request: Request) -> bytes:
         """The request body, refusing (413) anything larger than the configured limit without reading it all."""
@@ -591,32 +630,48 @@ def build_app(args: ServeArgs) -> serve.Application:
     """Bind the three deployments from `args` (Serve validates `key=value` arguments against ServeArgs)."""
     if args.min_replicas > args.max_replicas:
         raise ValueError(f"min_replicas ({args.min_replicas}) exceeds max_replicas ({args.max_replicas})")
-    group_config = GroupConfig(gpus_per_group=args.gpus_per_replica, source=args.checkpoint_dir or args.preset,
-                               dtype=args.dtype, storage_options=args.storage_options)
-    replicas = serve.deployment(GroupReplica).options(
-        # The replica actor takes no resources itself; its group's rank workers fill the bundles.
-        ray_actor_options={"num_cpus": 0},
-        placement_group_bundles=group_config.bundles,
-        placement_group_strategy="STRICT_PACK",
-        autoscaling_config={
-            "min_replicas": args.min_replicas,
-            "initial_replicas": max(args.min_replicas, 1),
-            "max_replicas": args.max_replicas,
-            "target_ongoing_requests": 1,
-            "upscale_delay_s": 5,
-            "downscale_delay_s": 300,  # loading a model takes a while; don't drop a replica on a short lull
-        },
-        max_ongoing_requests=2,  # one generating, one waiting for the GPUs
-        max_queued_requests=args.max_queued_requests,
-        health_check_period_s=30,
-        health_check_timeout_s=60,
-        graceful_shutdown_timeout_s=600,  # let a running generation finish on scale-down
-    ).bind(group_config)
-    jobs = serve.deployment(JobBoard).options(
-        num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000,
-    ).bind(replicas, args.output_url, args.storage_options, args.max_jobs)
+    group_config = GroupConfig(
+        gpus_per_group=args.gpus_per_replica,
+        source=args.checkpoint_dir or args.preset,
+        dtype=args.dtype,
+        storage_options=args.storage_options,
+    )
+    replicas = (
+        serve.deployment(GroupReplica)
+        .options(
+            # The replica actor takes no resources itself; its group's rank workers fill the bundles.
+            ray_actor_options={"num_cpus": 0},
+            placement_group_bundles=group_config.bundles,
+            placement_group_strategy="STRICT_PACK",
+            autoscaling_config={
+                "min_replicas": args.min_replicas,
+                "initial_replicas": max(args.min_replicas, 1),
+                "max_replicas": args.max_replicas,
+                "target_ongoing_requests": 1,
+                "upscale_delay_s": 5,
+                "downscale_delay_s": 300,  # loading a model takes a while; don't drop a replica on a short lull
+            },
+            max_ongoing_requests=2,  # one generating, one waiting for the GPUs
+            max_queued_requests=args.max_queued_requests,
+            health_check_period_s=30,
+            health_check_timeout_s=60,
+            graceful_shutdown_timeout_s=600,  # let a running generation finish on scale-down
+        )
+        .bind(group_config)
+    )
+    jobs = (
+        serve.deployment(JobBoard)
+        .options(
+            num_replicas=1,
+            ray_actor_options={"num_cpus": 0},
+            max_ongoing_requests=1000,
+        )
+        .bind(replicas, args.output_url, args.storage_options, args.max_jobs)
+    )
     ingress = serve.deployment(ApiIngress).options(
-        num_replicas=1, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000,
+        num_replicas=1,
+        ray_actor_options={"num_cpus": 0.5},
+        max_ongoing_requests=1000,
     )
     return ingress.bind(replicas, jobs, args)
 

@@ -79,8 +79,11 @@ def s3_endpoint():
 def s3_bucket(s3_endpoint) -> tuple[str, dict]:
     """(`s3://<fresh bucket>`, storage_options) for one test."""
     url = s3_endpoint.bucket(f"test-{uuid.uuid4().hex[:12]}")
-    options = {"key": "testing", "secret": "testing",
-               "client_kwargs": {"endpoint_url": s3_endpoint.url, "region_name": "us-east-1"}}
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": s3_endpoint.url, "region_name": "us-east-1"},
+    }
     return url, options
 
 

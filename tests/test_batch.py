@@ -37,8 +37,14 @@ PROMPT = "A small orange square slides across a grey floor."
 
 
 def spec(name: str, inference_type: str = "text2world", **fields) -> dict:
-    return {"inference_type": inference_type, "name": name, "prompt": PROMPT, "num_output_frames": 9,
-            "num_steps": 2, **fields}
+    return {
+        "inference_type": inference_type,
+        "name": name,
+        "prompt": PROMPT,
+        "num_output_frames": 9,
+        "num_steps": 2,
+        **fields,
+    }
 
 
 def manifest_row(data: dict | str, source: str) -> dict:
@@ -65,11 +71,15 @@ def decode(data: bytes) -> tuple[int, tuple[int, int], float]:
 
 
 def live_placement_groups(prefix: str) -> list[str]:
-    return [info["name"] for info in ray.util.placement_group_table().values()
-            if info["name"].startswith(prefix) and info["state"] != "REMOVED"]
+    return [
+        info["name"]
+        for info in ray.util.placement_group_table().values()
+        if info["name"].startswith(prefix) and info["state"] != "REMOVED"
+    ]
 
 
 # --- one run with everything in S3 --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def s3_job(ray_session, s3_endpoint):
@@ -95,8 +105,13 @@ def s3_job(ray_session, s3_endpoint):
     ]
     manifest = f"{bucket}/manifests/run.parquet"
     write_manifest(manifest, [manifest_row(data, f"specs.jsonl:{i + 1}") for i, data in enumerate(specs)], options)
-    config = BatchConfig(manifest=manifest, output=f"{bucket}/out", storage_options=options, groups=2,
-                         group=GroupConfig(gpus_per_group=2, source="tiny", storage_options=options))
+    config = BatchConfig(
+        manifest=manifest,
+        output=f"{bucket}/out",
+        storage_options=options,
+        groups=2,
+        group=GroupConfig(gpus_per_group=2, source="tiny", storage_options=options),
+    )
     summary = run(config)
     return {"specs": specs, "summary": summary, "store": OutputStore(config.output, options), "fs": fs}
 
@@ -149,11 +164,23 @@ def test_the_groups_placement_groups_are_released(s3_job):
 
 def test_a_sample_whose_outputs_cannot_be_written_fails_alone(s3_endpoint):
     frames = np.zeros((1, 16, 16, 3), np.uint8)
-    row = {"row": 3, "source": "specs.jsonl:4", "spec_json": json.dumps(spec("unwritable")), "error": None,
-           "frames": frames.tobytes(), "frames_shape": list(frames.shape), "fps": 16,
-           "metadata_json": json.dumps({"seed": 0}), "generate_s": 1.0}
-    written = write_outputs(pa.Table.from_pylist([row], schema=GENERATED_SCHEMA), run_id="r",
-                            output="s3://no-such-bucket/out", storage_options=s3_endpoint.storage_options)
+    row = {
+        "row": 3,
+        "source": "specs.jsonl:4",
+        "spec_json": json.dumps(spec("unwritable")),
+        "error": None,
+        "frames": frames.tobytes(),
+        "frames_shape": list(frames.shape),
+        "fps": 16,
+        "metadata_json": json.dumps({"seed": 0}),
+        "generate_s": 1.0,
+    }
+    written = write_outputs(
+        pa.Table.from_pylist([row], schema=GENERATED_SCHEMA),
+        run_id="r",
+        output="s3://no-such-bucket/out",
+        storage_options=s3_endpoint.storage_options,
+    )
     (record,) = written.to_pylist()
     assert (record["row"], record["status"], record["source"]) == (3, "failed", "specs.jsonl:4")
     assert record["error"].startswith("writing the outputs failed") and "unwritable" in record["sample_id"]
@@ -161,12 +188,20 @@ def test_a_sample_whose_outputs_cannot_be_written_fails_alone(s3_endpoint):
 
 # --- reading the manifest (rows that need no GPU) -----------------------------------------------------------
 
+
 def test_limit_keeps_the_first_rows_in_manifest_order(ray_session, tmp_path):
     rows = [manifest_row(spec(f"bad-{i}", guidance=9), f"rows.jsonl:{i + 1}") for i in range(300)]
     manifest = tmp_path / "manifest.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), manifest, row_group_size=32)
-    summary = run(BatchConfig(manifest=str(manifest), output=str(tmp_path / "out"), limit=200, run_id="limited",
-                              group=GroupConfig(source="tiny")))
+    summary = run(
+        BatchConfig(
+            manifest=str(manifest),
+            output=str(tmp_path / "out"),
+            limit=200,
+            run_id="limited",
+            group=GroupConfig(source="tiny"),
+        )
+    )
     assert (summary.ok, summary.failed, summary.skipped, summary.gpus) == (0, 200, 0, 0)
     table = OutputStore(str(tmp_path / "out")).read_run_table("limited")
     assert [record.source for record in table] == [f"rows.jsonl:{i + 1}" for i in range(200)]
@@ -182,13 +217,28 @@ def test_a_table_without_the_manifest_columns_is_refused(ray_session, tmp_path):
 
 # --- a job killed midway, resumed ---------------------------------------------------------------------------
 
+
 def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     specs = [spec(f"resume-{i}", seed=i, guidance=0) for i in range(6)]
     manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
     write_manifest(str(manifest), [manifest_row(data, f"resume.jsonl:{i + 1}") for i, data in enumerate(specs)])
-    command = [sys.executable, "-m", "jobs.generate", "--manifest", str(manifest), "--output", str(output),
-               "--preset", "tiny", "--groups", "1", "--run-id", "killed",
-               "--address", ray_session.address_info["gcs_address"]]
+    command = [
+        sys.executable,
+        "-m",
+        "jobs.generate",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(output),
+        "--preset",
+        "tiny",
+        "--groups",
+        "1",
+        "--run-id",
+        "killed",
+        "--address",
+        ray_session.address_info["gcs_address"],
+    ]
     with open(tmp_path / "killed.log", "wb") as log:
         job = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -199,8 +249,13 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     done_before = len(list((output / "meta").glob("*.json")))
     assert 1 <= done_before < len(specs), (tmp_path / "killed.log").read_text()[-3000:]
 
-    config = BatchConfig(manifest=str(manifest), output=str(output), groups=1, run_id="resumed",
-                         group=GroupConfig(gpus_per_group=1, source="tiny"))
+    config = BatchConfig(
+        manifest=str(manifest),
+        output=str(output),
+        groups=1,
+        run_id="resumed",
+        group=GroupConfig(gpus_per_group=1, source="tiny"),
+    )
     resumed = run(config)
     assert (resumed.ok, resumed.skipped, resumed.failed) == (len(specs) - done_before, done_before, 0)
 
@@ -227,34 +282,69 @@ def wait_for(condition, timeout_s: float) -> None:
 
 # --- the command line ---------------------------------------------------------------------------------------
 
+
 def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit) as exit_info:
         generate_main(["--help"])
     assert exit_info.value.code == 0
     help_text = capsys.readouterr().out
-    for option in ("--manifest", "--output", "--preset", "--checkpoint-dir", "--dtype", "--compile", "--gpus-per-group",
-                   "--groups", "--autoscale", "--embedding-cache", "--limit", "--run-id", "--storage-option",
-                   "--address", "--logical-gpus"):
+    for option in (
+        "--manifest",
+        "--output",
+        "--preset",
+        "--checkpoint-dir",
+        "--dtype",
+        "--compile",
+        "--gpus-per-group",
+        "--groups",
+        "--autoscale",
+        "--embedding-cache",
+        "--limit",
+        "--run-id",
+        "--storage-option",
+        "--address",
+        "--logical-gpus",
+    ):
         assert option in help_text
 
 
 def test_storage_options_nest_and_parse_json_values():
-    args = parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", "--autoscale", "2..8",
-                       "--storage-option", "client_kwargs.endpoint_url=http://127.0.0.1:9000",
-                       "--storage-option", "client_kwargs.region_name=us-east-1", "--storage-option", "anon=true"])
+    args = parse_args(
+        [
+            "--manifest",
+            "m",
+            "--output",
+            "o",
+            "--preset",
+            "tiny",
+            "--autoscale",
+            "2..8",
+            "--storage-option",
+            "client_kwargs.endpoint_url=http://127.0.0.1:9000",
+            "--storage-option",
+            "client_kwargs.region_name=us-east-1",
+            "--storage-option",
+            "anon=true",
+        ]
+    )
     assert args.autoscale == (2, 8)
     assert args.storage_options == {
-        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"}, "anon": True}
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"},
+        "anon": True,
+    }
 
 
-@pytest.mark.parametrize("argv", [
-    ["--autoscale", "3..2"],
-    ["--autoscale", "4"],
-    ["--groups", "0"],
-    ["--groups", "2", "--autoscale", "1..2"],
-    ["--storage-option", "no-equals-sign"],
-    ["--logical-gpus", "4", "--address", "auto"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--autoscale", "3..2"],
+        ["--autoscale", "4"],
+        ["--groups", "0"],
+        ["--groups", "2", "--autoscale", "1..2"],
+        ["--storage-option", "no-equals-sign"],
+        ["--logical-gpus", "4", "--address", "auto"],
+    ],
+)
 def test_bad_arguments_exit_with_status_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", *argv])
@@ -264,7 +354,8 @@ def test_bad_arguments_exit_with_status_2(argv, capsys):
 def test_a_job_that_cannot_run_exits_1(ray_session, tmp_path, caplog):
     missing = tmp_path / "missing.parquet"
     with caplog.at_level(logging.ERROR):
-        status = generate_main(["--manifest", str(missing), "--output", str(tmp_path / "out"), "--preset", "tiny",
-                                "--groups", "1"])
+        status = generate_main(
+            ["--manifest", str(missing), "--output", str(tmp_path / "out"), "--preset", "tiny", "--groups", "1"]
+        )
     assert status == 1
     assert "could not run" in caplog.text and "missing.parquet" in caplog.text

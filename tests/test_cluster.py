@@ -41,8 +41,7 @@ def _ray_schema() -> dict:
 
 
 def _gpu_node_types(cluster: dict) -> dict[str, dict]:
-    return {name: node for name, node in cluster["available_node_types"].items()
-            if node["resources"].get("GPU", 0) > 0}
+    return {name: node for name, node in cluster["available_node_types"].items() if node["resources"].get("GPU", 0) > 0}
 
 
 # --- cluster.yaml -----------------------------------------------------------------------------------------
@@ -55,12 +54,15 @@ def test_cluster_yaml_matches_rays_schema(cluster):
     validate_config(prepare_config(copy.deepcopy(cluster)))  # what `ray up` does with the file
 
 
-@pytest.mark.parametrize("break_it", [
-    lambda c: c.update(max_workers="eight"),
-    lambda c: c["available_node_types"]["gpu_8x"].pop("resources"),
-    lambda c: c["docker"].update(imag="typo"),
-    lambda c: c.update(idle_timeout="10"),
-])
+@pytest.mark.parametrize(
+    "break_it",
+    [
+        lambda c: c.update(max_workers="eight"),
+        lambda c: c["available_node_types"]["gpu_8x"].pop("resources"),
+        lambda c: c["docker"].update(imag="typo"),
+        lambda c: c.update(idle_timeout="10"),
+    ],
+)
 def test_schema_check_catches_mistakes(cluster, break_it):
     broken = copy.deepcopy(cluster)
     break_it(broken)
@@ -76,7 +78,8 @@ def test_gpu_nodes_hold_whole_groups(cluster):
     job_gpus = parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny"]).gpus_per_group
     serve_config = _load("jobs/serve_config.yaml")
     group_sizes = {job_gpus, ServeArgs().gpus_per_replica} | {
-        ServeArgs.model_validate(app["args"]).gpus_per_replica for app in serve_config["applications"]}
+        ServeArgs.model_validate(app["args"]).gpus_per_replica for app in serve_config["applications"]
+    }
     nodes = _gpu_node_types(cluster)
     node_gpus = {name: node["resources"]["GPU"] for name, node in nodes.items()}
     assert set(node_gpus.values()) >= {8, 1}
@@ -99,8 +102,10 @@ def test_head_is_cpu_only_and_autoscales_gpu_nodes(cluster):
 def test_every_node_installs_this_checkout(cluster):
     (remote,) = [remote for remote, local in cluster["file_mounts"].items() if local == "."]
     remote_in_shell = remote.replace("~", "$HOME")
-    assert any(re.search(rf"pip install .*-e \"?{re.escape(remote_in_shell)}(\[[a-z,]+\])?\"?", command)
-               for command in cluster["setup_commands"])
+    assert any(
+        re.search(rf"pip install .*-e \"?{re.escape(remote_in_shell)}(\[[a-z,]+\])?\"?", command)
+        for command in cluster["setup_commands"]
+    )
 
 
 def test_docker_image_is_pinned_to_a_supported_ray(cluster):
@@ -153,14 +158,36 @@ def ray_head():
     """
     temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     dashboard_port = _free_port()
-    ports = {name: _free_port() for name in ("port", "ray-client-server-port", "node-manager-port",
-                                             "object-manager-port", "dashboard-agent-listen-port",
-                                             "dashboard-agent-grpc-port", "metrics-export-port",
-                                             "runtime-env-agent-port")}
-    command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-               "--node-ip-address=127.0.0.1", "--num-cpus=4", "--num-gpus=2", "--disable-usage-stats",
-               "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard_port}",
-               f"--temp-dir={temp_dir}", *(f"--{name}={port}" for name, port in ports.items())]
+    ports = {
+        name: _free_port()
+        for name in (
+            "port",
+            "ray-client-server-port",
+            "node-manager-port",
+            "object-manager-port",
+            "dashboard-agent-listen-port",
+            "dashboard-agent-grpc-port",
+            "metrics-export-port",
+            "runtime-env-agent-port",
+        )
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=4",
+        "--num-gpus=2",
+        "--disable-usage-stats",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--temp-dir={temp_dir}",
+        *(f"--{name}={port}" for name, port in ports.items()),
+    ]
     # The job's `python` must be this interpreter, as it would be in an activated environment.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": path}
@@ -196,14 +223,44 @@ def test_ray_job_submit_runs_the_tiny_job(ray_head, tmp_path):
     from cosmos_ray.spec import GenerationSpec
 
     address, env = ray_head
-    spec = GenerationSpec.from_dict({"inference_type": "text2world", "name": "submitted", "prompt": "a cube",
-                                     "num_output_frames": 5, "num_steps": 2})
+    spec = GenerationSpec.from_dict(
+        {
+            "inference_type": "text2world",
+            "name": "submitted",
+            "prompt": "a cube",
+            "num_output_frames": 5,
+            "num_steps": 2,
+        }
+    )
     manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
     write_manifest([(spec, "test")], str(manifest))
-    submit = [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", address,
-              "--working-dir", ".", "--runtime-env", "jobs/runtime_env.yaml", "--",
-              "python", "-m", "jobs.generate", "--manifest", str(manifest), "--output", str(output),
-              "--preset", "tiny", "--gpus-per-group", "1", "--groups", "1"]
+    submit = [
+        sys.executable,
+        "-m",
+        "ray.scripts.scripts",
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        ".",
+        "--runtime-env",
+        "jobs/runtime_env.yaml",
+        "--",
+        "python",
+        "-m",
+        "jobs.generate",
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(output),
+        "--preset",
+        "tiny",
+        "--gpus-per-group",
+        "1",
+        "--groups",
+        "1",
+    ]
     finished = subprocess.run(submit, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stdout[-4000:] + finished.stderr[-4000:]
     assert OutputStore(str(output)).is_done(spec.sample_id)

@@ -35,9 +35,11 @@ def random_dit(cfg: DiTConfig = TINY, seed: int = 0) -> MiniTrainDiT:
 
 def random_inputs(cfg: DiTConfig, b: int, t: int, h: int, w: int, seed: int = 1) -> dict:
     g = torch.Generator().manual_seed(seed)
-    return dict(x=torch.randn(b, cfg.in_channels, t, h, w, generator=g),
-                timesteps=torch.rand(b, generator=g) * 1000,
-                crossattn_emb=torch.randn(b, 20, cfg.crossattn_proj_in_channels, generator=g))
+    return dict(
+        x=torch.randn(b, cfg.in_channels, t, h, w, generator=g),
+        timesteps=torch.rand(b, generator=g) * 1000,
+        crossattn_emb=torch.randn(b, 20, cfg.crossattn_proj_in_channels, generator=g),
+    )
 
 
 def rel_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
@@ -62,8 +64,16 @@ PARITY_CASES = {
     "t2w-b1": ({}, 1, 3, 8, 12, False, 0, None),
     "v2w-b2-odd-nonsquare": ({}, 2, 5, 6, 10, True, 2, None),
     "i2w-b2-square": ({}, 2, 3, 10, 10, True, 1, None),
-    "rope-t-extrapolation": (dict(rope_t_extrapolation_ratio=2.0, rope_h_extrapolation_ratio=1.0), 1, 4, 8, 8,
-                             False, 0, None),
+    "rope-t-extrapolation": (
+        dict(rope_t_extrapolation_ratio=2.0, rope_h_extrapolation_ratio=1.0),
+        1,
+        4,
+        8,
+        8,
+        False,
+        0,
+        None,
+    ),
     "fps-modulation-16": (dict(rope_enable_fps_modulation=True), 2, 4, 8, 12, False, 1, 16),
     "fps-modulation-30": (dict(rope_enable_fps_modulation=True), 2, 4, 8, 12, False, 1, 30),
 }
@@ -85,13 +95,21 @@ def test_forward_matches_diffusers(diffusers_twin, case):
     padding_mask[..., : 8 * h // 3, : 8 * w // 2] = 1.0
 
     with torch.no_grad():
-        ours = model(**inputs, fps=fps, padding_mask=padding_mask,
-                     condition_mask=condition_mask if cond_frames else None)
+        ours = model(
+            **inputs, fps=fps, padding_mask=padding_mask, condition_mask=condition_mask if cond_frames else None
+        )
         diffusers_timesteps = inputs["timesteps"] * cfg.timestep_scale
         if per_frame:
             diffusers_timesteps = diffusers_timesteps.view(b, 1, t, 1, 1)
-        reference = twin(inputs["x"], diffusers_timesteps, inputs["crossattn_emb"], fps=fps,
-                         condition_mask=condition_mask, padding_mask=padding_mask, return_dict=False)[0]
+        reference = twin(
+            inputs["x"],
+            diffusers_timesteps,
+            inputs["crossattn_emb"],
+            fps=fps,
+            condition_mask=condition_mask,
+            padding_mask=padding_mask,
+            return_dict=False,
+        )[0]
     assert ours.shape == reference.shape == (b, cfg.out_channels, t, h, w)
     assert rel_error(ours, reference) < 1e-5
 
@@ -134,9 +152,14 @@ def reference_2b_shapes() -> dict[str, tuple[int, ...]]:
         block[f"adaln_modulation_{name}.1.weight"] = (lora, d)
         block[f"adaln_modulation_{name}.2.weight"] = (3 * d, lora)
     for name, context in (("self_attn", d), ("cross_attn", ctx)):
-        block |= {f"{name}.q_proj.weight": (d, d), f"{name}.k_proj.weight": (d, context),
-                  f"{name}.v_proj.weight": (d, context), f"{name}.output_proj.weight": (d, d),
-                  f"{name}.q_norm.weight": (head,), f"{name}.k_norm.weight": (head,)}
+        block |= {
+            f"{name}.q_proj.weight": (d, d),
+            f"{name}.k_proj.weight": (d, context),
+            f"{name}.v_proj.weight": (d, context),
+            f"{name}.output_proj.weight": (d, d),
+            f"{name}.q_norm.weight": (head,),
+            f"{name}.k_norm.weight": (head,),
+        }
     block |= {"mlp.layer1.weight": (4 * d, d), "mlp.layer2.weight": (d, 4 * d)}
     return top | {f"blocks.{i}.{name}": shape for i in range(28) for name, shape in block.items()}
 
@@ -180,8 +203,10 @@ def official_checkpoint(regular: MiniTrainDiT, ema: MiniTrainDiT) -> dict:
     """A training-style checkpoint: regular and EMA nets, counters and extra state, nested under "model"."""
     state = {f"net.{k}": v for k, v in regular.state_dict().items()}
     state |= {f"net_ema.{k}": v for k, v in ema.state_dict().items()}
-    state |= {"net.accum_video_sample_counter": torch.tensor(3),
-              "net.blocks.0.self_attn.q_norm._extra_state": torch.tensor(0)}
+    state |= {
+        "net.accum_video_sample_counter": torch.tensor(3),
+        "net.blocks.0.self_attn.q_norm._extra_state": torch.tensor(0),
+    }
     return {"model": state}
 
 
@@ -201,9 +226,11 @@ def test_load_diffusers_layout_from_sharded_folder(tmp_path):
     model = random_dit()
     state = rename_keys(model.state_dict(), official_to_diffusers_key)
     keys = sorted(state)
-    for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2:])):
-        safetensors.save_file({k: state[k].contiguous() for k in part},
-                              str(tmp_path / f"diffusion_pytorch_model-0000{i + 1}-of-00002.safetensors"))
+    for i, part in enumerate((keys[: len(keys) // 2], keys[len(keys) // 2 :])):
+        safetensors.save_file(
+            {k: state[k].contiguous() for k in part},
+            str(tmp_path / f"diffusion_pytorch_model-0000{i + 1}-of-00002.safetensors"),
+        )
 
     loaded = load_dit(tmp_path, TINY, dtype=torch.float32)
     inputs = random_inputs(TINY, 2, 3, 8, 12)
@@ -256,8 +283,14 @@ def test_prepare_blocks_finalize_is_forward_and_attention_is_swappable():
         prepared = model.prepare(**inputs)
         tokens = prepared.x
         for block in model.blocks:
-            tokens = block(tokens, prepared.emb, prepared.adaln_lora, prepared.context, prepared.rope,
-                           attention_fn=recording_attention)
+            tokens = block(
+                tokens,
+                prepared.emb,
+                prepared.adaln_lora,
+                prepared.context,
+                prepared.rope,
+                attention_fn=recording_attention,
+            )
         assert torch.equal(model.finalize(tokens, prepared), model(**inputs))
         assert calls == [(2, 3 * 4 * 6, TINY.num_heads, TINY.head_dim)] * TINY.num_blocks
 
@@ -270,19 +303,23 @@ def test_prepare_blocks_finalize_is_forward_and_attention_is_swappable():
 def test_block_traces_without_graph_breaks():
     model = random_dit()
     prepared = model.prepare(**random_inputs(TINY, 1, 3, 8, 12))
-    explanation = torch._dynamo.explain(model.blocks[0])(prepared.x, prepared.emb, prepared.adaln_lora,
-                                                           prepared.context, prepared.rope)
+    explanation = torch._dynamo.explain(model.blocks[0])(
+        prepared.x, prepared.emb, prepared.adaln_lora, prepared.context, prepared.rope
+    )
     assert explanation.graph_break_count == 0, explanation.break_reasons
 
 
-@pytest.mark.parametrize("change, field", [
-    (dict(x=torch.zeros(1, 17, 3, 8, 12)), "x:"),
-    (dict(x=torch.zeros(1, 16, 3, 7, 12)), "not divisible by the patch size"),
-    (dict(timesteps=torch.zeros(2)), "timesteps:"),
-    (dict(crossattn_emb=torch.zeros(1, 20, 95)), "crossattn_emb:"),
-    (dict(condition_mask=torch.zeros(1, 1, 2, 8, 12)), "condition_mask:"),
-    (dict(x=torch.zeros(1, 16, 3, 8, 484)), "exceeds the RoPE table"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (dict(x=torch.zeros(1, 17, 3, 8, 12)), "x:"),
+        (dict(x=torch.zeros(1, 16, 3, 7, 12)), "not divisible by the patch size"),
+        (dict(timesteps=torch.zeros(2)), "timesteps:"),
+        (dict(crossattn_emb=torch.zeros(1, 20, 95)), "crossattn_emb:"),
+        (dict(condition_mask=torch.zeros(1, 1, 2, 8, 12)), "condition_mask:"),
+        (dict(x=torch.zeros(1, 16, 3, 8, 484)), "exceeds the RoPE table"),
+    ],
+)
 def test_bad_inputs_name_the_field(change, field):
     inputs = random_inputs(TINY, 1, 3, 8, 12) | change
     with pytest.raises(ValueError, match=field):
@@ -319,8 +356,21 @@ def test_attention_backend_choice():
 def test_benchmark_smoke_runs(diffusers_twin, capsys, tmp_path):
     from bench.dit_step import main
 
-    main(["--device", "cpu", "--smoke", "--batch", "2", "--warmup", "0", "--iters", "1",
-          "--out", str(tmp_path / "r.jsonl")])
+    main(
+        [
+            "--device",
+            "cpu",
+            "--smoke",
+            "--batch",
+            "2",
+            "--warmup",
+            "0",
+            "--iters",
+            "1",
+            "--out",
+            str(tmp_path / "r.jsonl"),
+        ]
+    )
     records = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     forwards = {r["impl"]: r for r in records if r["name"] == "dit_forward"}
     assert set(forwards) == {"ours", "diffusers"}

@@ -11,10 +11,10 @@ import torch.multiprocessing as mp
 
 from cosmos_ray import generate
 from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
+from cosmos_ray.media import MediaError, read_conditioning, write_mp4
 from cosmos_ray.models.dit import DiTConfig
 from cosmos_ray.models.text import TextEncoderConfig
 from cosmos_ray.models.vae import VAEConfig
-from cosmos_ray.media import MediaError, read_conditioning, write_mp4
 from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import ScheduleConfig
@@ -33,8 +33,14 @@ def generator() -> Generator:
 
 
 def make_spec(kind: str, **fields) -> GenerationSpec:
-    defaults = dict(inference_type=kind, name=f"{kind}-test", prompt=f"a {kind} prompt", input_path=INPUTS[kind],
-                    num_output_frames=9, num_steps=3)
+    defaults = dict(
+        inference_type=kind,
+        name=f"{kind}-test",
+        prompt=f"a {kind} prompt",
+        input_path=INPUTS[kind],
+        num_output_frames=9,
+        num_steps=3,
+    )
     return GenerationSpec(**{**defaults, **fields})
 
 
@@ -99,11 +105,14 @@ def test_too_few_output_frames_for_the_conditional_frames(generator):
         generator(make_spec("video2world", num_output_frames=1))
 
 
-@pytest.mark.parametrize("layout, message", [
-    ({}, "expected one DiT checkpoint in"),
-    ({"base/post-trained/dit_ema_bf16.pt": b""}, "has no tokenizer.pth"),
-    ({"transformer/config.json": b"{}"}, "has no vae/diffusion_pytorch_model.safetensors"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ({}, "expected one DiT checkpoint in"),
+        ({"base/post-trained/dit_ema_bf16.pt": b""}, "has no tokenizer.pth"),
+        ({"transformer/config.json": b"{}"}, "has no vae/diffusion_pytorch_model.safetensors"),
+    ],
+)
 def test_checkpoint_folder_errors(tmp_path, layout, message):
     for name, content in layout.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -141,6 +150,7 @@ def test_a_parallel_group_makes_the_single_process_video(generator, tmp_path):
 
 # --- end-to-end parity with diffusers' Cosmos2_5_PredictBasePipeline ---------------------------------------
 
+
 @pytest.mark.parametrize("kind", KINDS)
 @torch.no_grad()
 def test_video_matches_diffusers_pipeline(generator, kind):
@@ -149,9 +159,16 @@ def test_video_matches_diffusers_pipeline(generator, kind):
     diffusers feeds the DiT exact sigmas, so ours runs with unquantized timesteps here.
     """
     from bench.generate import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
-    ours = Generator(generator.dit, generator.vae, generator.text_encoder, generator.info,
-                     SamplerConfig(ScheduleConfig(quantize_timesteps=False)), device=generator.device,
-                     dtype=generator.dtype)
+
+    ours = Generator(
+        generator.dit,
+        generator.vae,
+        generator.text_encoder,
+        generator.info,
+        SamplerConfig(ScheduleConfig(quantize_timesteps=False)),
+        device=generator.device,
+        dtype=generator.dtype,
+    )
     spec = make_spec(kind)
     latents = ours.generate_latents(spec)
     video = (ours.decode(latents) + 1) / 2  # (1, 3, T, H, W) in [0, 1]
@@ -163,10 +180,16 @@ def test_video_matches_diffusers_pipeline(generator, kind):
         conditioning = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
     pipeline = diffusers_pipeline(generator.dit, generator.vae)
     theirs = pipeline(
-        video=conditioning, prompt_embeds=generator.text_encoder.encode([spec.prompt]),
-        negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]), height=64, width=96,
-        num_frames=spec.num_output_frames, num_inference_steps=spec.num_steps + 1, guidance_scale=spec.guidance,
-        latents=initial_noise(spec.seed, tuple(latents.shape)), output_type="pt",
+        video=conditioning,
+        prompt_embeds=generator.text_encoder.encode([spec.prompt]),
+        negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]),
+        height=64,
+        width=96,
+        num_frames=spec.num_output_frames,
+        num_inference_steps=spec.num_steps + 1,
+        guidance_scale=spec.guidance,
+        latents=initial_noise(spec.seed, tuple(latents.shape)),
+        output_type="pt",
         num_latent_conditional_frames=max(num_latent, 1),
     ).frames  # (1, T, 3, H, W) in [0, 1]
     theirs = theirs.permute(0, 2, 1, 3, 4)
@@ -175,10 +198,13 @@ def test_video_matches_diffusers_pipeline(generator, kind):
 
 # --- the local CLI -------------------------------------------------------------------------------------------
 
+
 def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     specs = tmp_path / "specs.jsonl"
-    rows = [make_spec("text2world", name="t2w", guidance=0).to_dict(),
-            make_spec("image2world", name="i2w", fps=8).to_dict()]
+    rows = [
+        make_spec("text2world", name="t2w", guidance=0).to_dict(),
+        make_spec("image2world", name="i2w", fps=8).to_dict(),
+    ]
     specs.write_text("\n".join(json.dumps(row) for row in rows))
     out = tmp_path / "out"
     assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
@@ -193,8 +219,9 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
 
     short = tmp_path / "short.mp4"
     short.write_bytes(write_mp4(np.zeros((2, 64, 96, 3), np.uint8), fps=16))
-    specs.write_text(specs.read_text() + "\n" + json.dumps(make_spec("video2world", name="v2w",
-                                                                     input_path=str(short)).to_dict()))
+    specs.write_text(
+        specs.read_text() + "\n" + json.dumps(make_spec("video2world", name="v2w", input_path=str(short)).to_dict())
+    )
     assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
     captured = capsys.readouterr()
     assert "0 ok, 2 skipped, 1 failed" in captured.out
@@ -221,7 +248,7 @@ def test_benchmark_smoke_runs(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(RANDOM_PRESETS))
 def test_random_presets_fit_together(name):
-    """A random preset's DiT reads exactly the text encoder's embedding width and its resolution fits the VAE x patch."""
+    """A random preset's DiT reads exactly the text encoder's embedding width; its resolution fits VAE x patch."""
     preset = RANDOM_PRESETS[name]
     dit_cfg = DiTConfig.preset(preset.dit)
     assert dit_cfg.crossattn_proj_in_channels == TextEncoderConfig.preset(preset.text).embed_dim

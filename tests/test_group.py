@@ -16,8 +16,15 @@ GROUP_NAME = "test-group"
 
 
 def tiny_spec(**fields) -> GenerationSpec:
-    data = {"inference_type": "text2world", "name": "group-test", "prompt": "A red ball rolls across a table.",
-            "num_output_frames": 9, "num_steps": 2, "guidance": 0, **fields}
+    data = {
+        "inference_type": "text2world",
+        "name": "group-test",
+        "prompt": "A red ball rolls across a table.",
+        "num_output_frames": 9,
+        "num_steps": 2,
+        "guidance": 0,
+        **fields,
+    }
     return GenerationSpec.from_dict(data)
 
 

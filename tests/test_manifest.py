@@ -7,7 +7,13 @@ import pytest
 
 from cosmos_ray import storage
 from cosmos_ray.manifest import (
-    MANIFEST_SCHEMA, ManifestError, expand_legacy, load_specs, make_manifest, read_manifest, spec_from_row,
+    MANIFEST_SCHEMA,
+    ManifestError,
+    expand_legacy,
+    load_specs,
+    make_manifest,
+    read_manifest,
+    spec_from_row,
 )
 from cosmos_ray.spec import GenerationSpec, SpecError
 from jobs import make_manifest as cli
@@ -60,27 +66,46 @@ def test_manifest_schema(tmp_path):
 def test_relative_paths_resolve_against_each_file(tmp_path):
     write(tmp_path / "a" / "media" / "x.png", "png")
     write(tmp_path / "a" / "prompt.txt", "  From a file.\n")
-    write(tmp_path / "a" / "one.json", {"inference_type": "image2world", "name": "one",
-                                        "prompt_path": "prompt.txt", "input_path": "media/x.png"})
+    write(
+        tmp_path / "a" / "one.json",
+        {"inference_type": "image2world", "name": "one", "prompt_path": "prompt.txt", "input_path": "media/x.png"},
+    )
     write(tmp_path / "b" / "x.png", "png")
-    write(tmp_path / "b" / "more.jsonl",
-          '{"inference_type": "image2world", "name": "two", "prompt": "p", "input_path": "x.png"}\n\n')
-    specs = dict((s.name, s) for s, _ in load_specs([str(tmp_path / "a" / "one.json"), str(tmp_path / "b" / "*.jsonl")]))
+    write(
+        tmp_path / "b" / "more.jsonl",
+        '{"inference_type": "image2world", "name": "two", "prompt": "p", "input_path": "x.png"}\n\n',
+    )
+    specs = dict(
+        (s.name, s) for s, _ in load_specs([str(tmp_path / "a" / "one.json"), str(tmp_path / "b" / "*.jsonl")])
+    )
     assert specs["one"].input_path == str(tmp_path / "a" / "media" / "x.png")
     assert specs["one"].prompt == "From a file."
     assert specs["two"].input_path == str(tmp_path / "b" / "x.png")
 
 
 def test_json_list_and_older_samples_format(tmp_path):
-    write(tmp_path / "list.json", [{"inference_type": "text2world", "name": "l0", "prompt": "a"},
-                                   {"inference_type": "text2world", "name": "l1", "prompt": "b"}])
+    write(
+        tmp_path / "list.json",
+        [
+            {"inference_type": "text2world", "name": "l0", "prompt": "a"},
+            {"inference_type": "text2world", "name": "l1", "prompt": "b"},
+        ],
+    )
     write(tmp_path / "old.txt", "Old prompt.")
-    write(tmp_path / "legacy.json", {"inference_type": "text2world", "seed": 5,
-                                     "samples": {"first": {"prompt": "x"}, "second": {"prompt_path": "old.txt"}}})
+    write(
+        tmp_path / "legacy.json",
+        {
+            "inference_type": "text2world",
+            "seed": 5,
+            "samples": {"first": {"prompt": "x"}, "second": {"prompt_path": "old.txt"}},
+        },
+    )
     loaded = load_specs([str(tmp_path / "*.json")])
     assert [(s.name, source.rsplit("/", 1)[1]) for s, source in loaded] == [
-        ("first", "legacy.json:samples.first"), ("second", "legacy.json:samples.second"),
-        ("l0", "list.json:0"), ("l1", "list.json:1"),
+        ("first", "legacy.json:samples.first"),
+        ("second", "legacy.json:samples.second"),
+        ("l0", "list.json:0"),
+        ("l1", "list.json:1"),
     ]
     assert [s.seed for s, _ in loaded[:2]] == [5, 5] and loaded[1][0].prompt == "Old prompt."
 
@@ -96,26 +121,35 @@ def test_yaml_spec_files(tmp_path):
 
 def test_expand_legacy():
     data = {"inference_type": "image2world", "guidance": 3, "samples": {"a": {"prompt": "p", "input_path": "a.jpg"}}}
-    assert expand_legacy(data) == {"a": {"inference_type": "image2world", "guidance": 3, "name": "a",
-                                         "prompt": "p", "input_path": "a.jpg"}}
+    assert expand_legacy(data) == {
+        "a": {"inference_type": "image2world", "guidance": 3, "name": "a", "prompt": "p", "input_path": "a.jpg"}
+    }
     with pytest.raises(ValueError, match="'samples' must map names to sample objects, got list"):
         expand_legacy({"samples": []})
 
 
 def test_bad_files_are_all_reported_and_nothing_is_written(tmp_path):
     good = write(tmp_path / "good.json", {"inference_type": "text2world", "name": "ok", "prompt": "p"})
-    bad_jsonl = write(tmp_path / "bad.jsonl", "\n".join([
-        json.dumps({"inference_type": "text2world", "name": "g9", "prompt": "p", "guidance": 9}),
-        "{not json",
-        json.dumps({"inference_type": "image2world", "name": "img", "prompt": "p", "input_path": "missing.png"}),
-        json.dumps({"inference_type": "text2world", "name": "ok", "prompt": "again"}),
-    ]))
+    bad_jsonl = write(
+        tmp_path / "bad.jsonl",
+        "\n".join(
+            [
+                json.dumps({"inference_type": "text2world", "name": "g9", "prompt": "p", "guidance": 9}),
+                "{not json",
+                json.dumps(
+                    {"inference_type": "image2world", "name": "img", "prompt": "p", "input_path": "missing.png"}
+                ),
+                json.dumps({"inference_type": "text2world", "name": "ok", "prompt": "again"}),
+            ]
+        ),
+    )
     broken = write(tmp_path / "broken.json", "{")
     other = write(tmp_path / "notes.txt", "a: 1")
     out = tmp_path / "out" / "m.parquet"
     with pytest.raises(ManifestError) as info:
-        make_manifest([good, bad_jsonl, broken, other, str(tmp_path / "nope.json"),
-                       str(tmp_path / "none-*.jsonl")], str(out))
+        make_manifest(
+            [good, bad_jsonl, broken, other, str(tmp_path / "nope.json"), str(tmp_path / "none-*.jsonl")], str(out)
+        )
     problems = info.value.problems
     assert problems == [
         f"{tmp_path}/nope.json: no such file",
@@ -132,8 +166,10 @@ def test_bad_files_are_all_reported_and_nothing_is_written(tmp_path):
 
 
 def test_input_check_can_be_skipped(tmp_path):
-    spec = write(tmp_path / "s.json", {"inference_type": "video2world", "name": "v", "prompt": "p",
-                                       "input_path": "s3://bucket/v.mp4"})
+    spec = write(
+        tmp_path / "s.json",
+        {"inference_type": "video2world", "name": "v", "prompt": "p", "input_path": "s3://bucket/v.mp4"},
+    )
     assert load_specs([spec], check_inputs=False)[0][0].input_path == "s3://bucket/v.mp4"
 
 
@@ -149,8 +185,12 @@ def test_spec_from_row_errors():
     with pytest.raises(SpecError, match=r"^sample manifest row: field 'spec_json' is not valid spec JSON"):
         spec_from_row({"name": "x"})
     with pytest.raises(SpecError, match=r"sample 'x' \(m.jsonl:3\): field 'seed' must be an integer"):
-        spec_from_row({"spec_json": '{"inference_type": "text2world", "name": "x", "prompt": "p", "seed": "1"}',
-                       "source": "m.jsonl:3"})
+        spec_from_row(
+            {
+                "spec_json": '{"inference_type": "text2world", "name": "x", "prompt": "p", "seed": "1"}',
+                "source": "m.jsonl:3",
+            }
+        )
 
 
 def test_read_manifest_rejects_other_tables(tmp_path):
@@ -175,8 +215,17 @@ def test_cli(tmp_path, capsys):
 
 
 def test_cli_storage_options_nest_like_the_generate_job():
-    args = cli.parse_args(["a.json", "-o", "m.parquet", "--storage-option", "client_kwargs.region_name=us-east-1",
-                           "--storage-option", "anon=true"])
+    args = cli.parse_args(
+        [
+            "a.json",
+            "-o",
+            "m.parquet",
+            "--storage-option",
+            "client_kwargs.region_name=us-east-1",
+            "--storage-option",
+            "anon=true",
+        ]
+    )
     assert args.storage_options == {"client_kwargs": {"region_name": "us-east-1"}, "anon": True}
     assert cli.parse_args(["a.json", "-o", "m.parquet"]).storage_options is None
 

@@ -11,7 +11,6 @@ from PIL import Image
 from cosmos_ray.media import MediaError, read_conditioning, read_image, read_video, resize_and_center_crop, write_mp4
 from cosmos_ray.spec import GenerationSpec
 
-
 HEIGHT, WIDTH = 32, 48
 
 
@@ -35,8 +34,9 @@ def mp4_stream(path: str) -> tuple[str, str, float, int]:
 
 
 def spec_for(input_path: str, inference_type: str = "video2world", **fields) -> GenerationSpec:
-    return GenerationSpec(inference_type=inference_type, name="sample-7", prompt="a test", input_path=input_path,
-                          **fields)
+    return GenerationSpec(
+        inference_type=inference_type, name="sample-7", prompt="a test", input_path=input_path, **fields
+    )
 
 
 def test_write_mp4_round_trip(tmp_path):
@@ -111,13 +111,17 @@ def test_image_conditioning_is_followed_by_black_frames(tmp_path):
 def test_too_short_video_names_the_sample(tmp_path):
     path = tmp_path / "short.mp4"
     path.write_bytes(write_mp4(gradient_frames(3), fps=16))
-    with pytest.raises(MediaError, match=r"sample 'sample-7': input video .*short.mp4 has 3 frames, but 2 "
-                                         r"conditional latent frames need its last 5"):
+    with pytest.raises(
+        MediaError,
+        match=r"sample 'sample-7': input video .*short.mp4 has 3 frames, but 2 "
+        r"conditional latent frames need its last 5",
+    ):
         read_conditioning(spec_for(str(path)), 5, HEIGHT, WIDTH)
 
 
-@pytest.mark.parametrize("name, content", [("broken.mp4", b"not a video"), ("broken.png", b"\x89PNG nope"),
-                                           ("missing.mp4", None)])
+@pytest.mark.parametrize(
+    "name, content", [("broken.mp4", b"not a video"), ("broken.png", b"\x89PNG nope"), ("missing.mp4", None)]
+)
 def test_unreadable_input_names_the_sample(tmp_path, name, content):
     path = tmp_path / name
     if content is not None:
@@ -149,7 +153,12 @@ def test_resize_rounds_the_scaled_size_up():
     # 96 / 187 * 187 is 96.00000000000001 in floating point: the reference resizes 138 x 187 to 71 x 97 (both
     # rounded up) and crops rows 4..67 (round(3.5) == 4) and columns 0..95 (round(0.5) == 0).
     frames = np.random.default_rng(0).integers(0, 256, (1, 138, 187, 3), dtype=np.uint8)
-    resized = F.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(71, 97), mode="bilinear",
-                            align_corners=False, antialias=True)
+    resized = F.interpolate(
+        torch.from_numpy(frames).permute(0, 3, 1, 2).float(),
+        size=(71, 97),
+        mode="bilinear",
+        align_corners=False,
+        antialias=True,
+    )
     expected = resized[:, :, 4:68, :96].round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(resize_and_center_crop(frames, 64, 96), expected)

@@ -23,9 +23,15 @@ def test_write_ok_layout_and_record(tmp_path):
     meta = tmp_path / "meta" / f"{SPEC.sample_id}.json"
     assert video.read_bytes() == MP4
     assert json.loads(meta.read_bytes()) == {
-        "sample_id": SPEC.sample_id, "name": "snowy stop", "status": "ok", "video_url": str(video),
-        "error": None, "source": "specs.jsonl:0", "spec_json": SPEC.to_json(),
-        "metadata": {"seed": 0, "timings_s": {"dit": 1.5}}, "finished_at": record.finished_at,
+        "sample_id": SPEC.sample_id,
+        "name": "snowy stop",
+        "status": "ok",
+        "video_url": str(video),
+        "error": None,
+        "source": "specs.jsonl:0",
+        "spec_json": SPEC.to_json(),
+        "metadata": {"seed": 0, "timings_s": {"dit": 1.5}},
+        "finished_at": record.finished_at,
     }
     assert record.finished_at.endswith("+00:00")
     assert store.is_done(SPEC.sample_id)

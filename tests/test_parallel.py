@@ -32,6 +32,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------------------------------- layouts (no spawn)
 
+
 def test_auto_prefers_guidance_parallel_when_there_are_two_passes():
     assert ParallelConfig.auto(2, num_heads=16, latent_frames=24, guidance=7) == ParallelConfig(2, 1)
     assert ParallelConfig.auto(8, num_heads=16, latent_frames=24, guidance=7) == ParallelConfig(2, 4)
@@ -70,6 +71,7 @@ def test_init_rejects_a_config_for_another_world_size():
 
 # ------------------------------------------------------------------------------- distributed cases (spawned)
 
+
 def _attention_inputs(frames: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v (B, frames * TOKENS_PER_FRAME, H, D) of one cfg half."""
     gen = torch.Generator().manual_seed(seed)
@@ -85,7 +87,7 @@ def _run_attention_cases(ctx: ParallelContext) -> dict[str, torch.Tensor]:
         for frames in ATTENTION_FRAMES:
             q, k, v = _attention_inputs(frames, seed=groups.cfg_rank)
             seq_lens = [n * TOKENS_PER_FRAME for n in split_sizes(frames, config.ulysses_degree)]
-            start = sum(seq_lens[:groups.ulysses_rank])
+            start = sum(seq_lens[: groups.ulysses_rank])
             local = slice(start, start + seq_lens[groups.ulysses_rank])
             out = ulysses_attention(q[:, local], k[:, local], v[:, local], groups.ulysses_group, seq_lens)
             results[f"attention/{config}/{frames}/rank{ctx.rank}"] = out
@@ -106,9 +108,11 @@ def _dit_inputs(case: str) -> dict[str, torch.Tensor]:
     """
     gen = torch.Generator().manual_seed(1)
     batch, frames = {"text2world": (2, 4), "video2world": (2, 5)}[case]
-    args = dict(x=torch.randn(batch, 16, frames, 8, 12, generator=gen),
-                timesteps=torch.full((batch,), 700.0),
-                crossattn_emb=torch.randn(batch, 16, 96, generator=gen))
+    args = dict(
+        x=torch.randn(batch, 16, frames, 8, 12, generator=gen),
+        timesteps=torch.full((batch,), 700.0),
+        crossattn_emb=torch.randn(batch, 16, 96, generator=gen),
+    )
     if case == "video2world":
         args["timesteps"] = torch.full((batch, frames), 700.0)
         args["timesteps"][:, 0] = 0.1
@@ -128,9 +132,16 @@ def _sample(velocity_model, case: str, guidance: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(2)
     prompt, negative = torch.randn(2, 1, 16, 96, generator=gen)
     conditional = torch.randn(1, 16, 1, 8, 12, generator=gen) if case == "video2world" else None
-    return sample(velocity_model, initial_noise(0, (1, 16, 5, 8, 12)), prompt, negative,
-                  config=SamplerConfig.preset("post-trained"), num_steps=SAMPLE_STEPS, guidance=guidance,
-                  conditional_latents=conditional)
+    return sample(
+        velocity_model,
+        initial_noise(0, (1, 16, 5, 8, 12)),
+        prompt,
+        negative,
+        config=SamplerConfig.preset("post-trained"),
+        num_steps=SAMPLE_STEPS,
+        guidance=guidance,
+        conditional_latents=conditional,
+    )
 
 
 # One group serving specs with and without guidance: the layout is chosen per call.

@@ -126,16 +126,21 @@ def as_velocity_model(transformer: CosmosTransformer3DModel):
     def model(x, timesteps, crossattn_emb, *, condition_mask):
         batch, _, frames, height, width = x.shape
         padding_mask = x.new_zeros(1, 1, height * 8, width * 8)
-        return transformer(hidden_states=x, condition_mask=condition_mask,
-                           timestep=timesteps.view(batch, 1, frames, 1, 1) * 0.001, encoder_hidden_states=crossattn_emb,
-                           padding_mask=padding_mask, return_dict=False)[0]
+        return transformer(
+            hidden_states=x,
+            condition_mask=condition_mask,
+            timestep=timesteps.view(batch, 1, frames, 1, 1) * 0.001,
+            encoder_hidden_states=crossattn_emb,
+            padding_mask=padding_mask,
+            return_dict=False,
+        )[0]
 
     return model
 
 
 def diffusers_conditional_latents(vae: AutoencoderKLWan, video: torch.Tensor, num_latent: int) -> torch.Tensor:
     """The clean latents diffusers' pipeline conditions on: last 1 + 4 (n - 1) frames, padded, encoded, normalized."""
-    kept = video[:, :, -(4 * (num_latent - 1) + 1):]
+    kept = video[:, :, -(4 * (num_latent - 1) + 1) :]
     padded = torch.cat([kept, kept[:, :, -1:].repeat(1, 1, FRAMES - kept.shape[2], 1, 1)], dim=2)
     mean = torch.tensor(vae.config.latents_mean).view(1, 16, 1, 1, 1)
     inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, 16, 1, 1, 1)
@@ -155,9 +160,16 @@ def test_sampler_matches_diffusers_pipeline(num_latent_conditional, guidance):
     num_steps = 3  # diffusers counts model evaluations: 4
 
     theirs = pipeline(
-        video=video if num_latent_conditional else None, prompt_embeds=prompt, negative_prompt_embeds=negative,
-        height=HEIGHT, width=WIDTH, num_frames=FRAMES, num_inference_steps=num_steps + 1,
-        guidance_scale=guidance, latents=noise.clone(), output_type="latent",
+        video=video if num_latent_conditional else None,
+        prompt_embeds=prompt,
+        negative_prompt_embeds=negative,
+        height=HEIGHT,
+        width=WIDTH,
+        num_frames=FRAMES,
+        num_inference_steps=num_steps + 1,
+        guidance_scale=guidance,
+        latents=noise.clone(),
+        output_type="latent",
         num_latent_conditional_frames=max(num_latent_conditional, 1),
     ).frames
 
@@ -165,8 +177,16 @@ def test_sampler_matches_diffusers_pipeline(num_latent_conditional, guidance):
     if num_latent_conditional:
         conditional = diffusers_conditional_latents(pipeline.vae, video, num_latent_conditional)
     config = SamplerConfig(ScheduleConfig(quantize_timesteps=False))  # diffusers feeds exact sigmas
-    ours = sample(as_velocity_model(pipeline.transformer), noise, prompt, negative, config=config, num_steps=num_steps,
-                  guidance=guidance, conditional_latents=conditional)
+    ours = sample(
+        as_velocity_model(pipeline.transformer),
+        noise,
+        prompt,
+        negative,
+        config=config,
+        num_steps=num_steps,
+        guidance=guidance,
+        conditional_latents=conditional,
+    )
     assert rel_err(ours, theirs) < 1e-5
 
 
@@ -177,8 +197,14 @@ class RecordingModel:
         self.calls = []
 
     def __call__(self, x, timesteps, crossattn_emb, *, condition_mask):
-        self.calls.append(dict(x=x.clone(), timesteps=timesteps.clone(), context=crossattn_emb.clone(),
-                               condition_mask=condition_mask.clone()))
+        self.calls.append(
+            dict(
+                x=x.clone(),
+                timesteps=timesteps.clone(),
+                context=crossattn_emb.clone(),
+                condition_mask=condition_mask.clone(),
+            )
+        )
         text = crossattn_emb.mean(dim=(1, 2)).view(-1, 1, 1, 1, 1)
         return 0.5 * x + text + 0.001 * timesteps.view(*timesteps.shape, 1, 1).unsqueeze(1)
 
@@ -188,8 +214,17 @@ def run_recorded(guidance=7.0, conditional=None, variant="post-trained", num_ste
     noise = torch.randn(LATENT_SHAPE, generator=gen)
     prompt, negative = torch.randn(2, 1, 16, TEXT_WIDTH, generator=gen).unbind(0)
     model = RecordingModel()
-    latents = sample(model, noise, prompt, negative, config=SamplerConfig.preset(variant), num_steps=num_steps,
-                     guidance=guidance, conditional_latents=conditional, progress=progress)
+    latents = sample(
+        model,
+        noise,
+        prompt,
+        negative,
+        config=SamplerConfig.preset(variant),
+        num_steps=num_steps,
+        guidance=guidance,
+        conditional_latents=conditional,
+        progress=progress,
+    )
     return model, noise, prompt, negative, latents
 
 
@@ -252,8 +287,15 @@ def test_non_finite_latents_raise():
 
 def test_guidance_needs_a_negative_embedding():
     with pytest.raises(ValueError, match="guidance 7 needs a negative prompt embedding"):
-        sample(RecordingModel(), torch.zeros(LATENT_SHAPE), torch.zeros(1, 16, TEXT_WIDTH), None,
-               config=SamplerConfig(), num_steps=1, guidance=7)
+        sample(
+            RecordingModel(),
+            torch.zeros(LATENT_SHAPE),
+            torch.zeros(1, 16, TEXT_WIDTH),
+            None,
+            config=SamplerConfig(),
+            num_steps=1,
+            guidance=7,
+        )
 
 
 def test_initial_noise_is_numpy_randomstate_float32():

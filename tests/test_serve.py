@@ -21,12 +21,20 @@ from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 from ray.serve._private.build_app import build_app as build_serve_app
 from ray.serve.schema import ServeDeploySchema
 
-from cosmos_ray.spec import SpecError
-
 from cosmos_ray.media import MediaError
+from cosmos_ray.spec import SpecError
 from pipelines.group import SampleError
-from pipelines.serve import (ApiError, Failed, RequestPolicy, ServeArgs, app, build_app, check_allowed_url, failure,
-                             parse_spec)
+from pipelines.serve import (
+    ApiError,
+    Failed,
+    RequestPolicy,
+    ServeArgs,
+    app,
+    build_app,
+    check_allowed_url,
+    failure,
+    parse_spec,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,10 +128,14 @@ def test_local_prefix_follows_symlinks(tmp_path):
 @pytest.mark.parametrize(
     "cause, expected",
     [
-        (SpecError("'x'", "num_output_frames", "makes too few latent frames"),
-         Failed(422, "num_output_frames", "makes too few latent frames")),
-        (MediaError("sample 'x': input video a.mp4 has 3 frames"),
-         Failed(422, "input_path", "sample 'x': input video a.mp4 has 3 frames")),
+        (
+            SpecError("'x'", "num_output_frames", "makes too few latent frames"),
+            Failed(422, "num_output_frames", "makes too few latent frames"),
+        ),
+        (
+            MediaError("sample 'x': input video a.mp4 has 3 frames"),
+            Failed(422, "input_path", "sample 'x': input video a.mp4 has 3 frames"),
+        ),
         (RuntimeError("CUDA out of memory"), Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),
         (None, Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),  # a rank died
     ],
@@ -158,7 +170,8 @@ def test_serve_config_file_is_valid_and_builds():
 def test_serve_run_arguments_build_the_app():
     """`serve run pipelines.serve:app preset=tiny gpus_per_replica=2 max_replicas=3` (arguments are strings)."""
     built = call_user_app_builder_with_args_if_necessary(
-        app, {"preset": "tiny", "gpus_per_replica": "2", "max_replicas": "3"})
+        app, {"preset": "tiny", "gpus_per_replica": "2", "max_replicas": "3"}
+    )
     replicas = _deployments(built)["GroupReplica"]
     assert len(replicas._replica_config.placement_group_bundles) == 2
     assert replicas._deployment_config.autoscaling_config.max_replicas == 3
@@ -225,8 +238,13 @@ def server(ray_session, s3_endpoint, media_dir):
 
 
 def _spec(inference_type="text2world", **fields) -> dict:
-    return {"inference_type": inference_type, "name": f"{inference_type}-test", "prompt": "a red cube slides",
-            **TINY, **fields}
+    return {
+        "inference_type": inference_type,
+        "name": f"{inference_type}-test",
+        "prompt": "a red cube slides",
+        **TINY,
+        **fields,
+    }
 
 
 def _frames(mp4: bytes, tmp_path: Path) -> tuple[int, tuple[int, int]]:
@@ -238,8 +256,9 @@ def _frames(mp4: bytes, tmp_path: Path) -> tuple[int, tuple[int, int]]:
     return sum(1 for _ in reader), tuple(meta["size"])
 
 
-@pytest.mark.parametrize("inference_type, input_name", [("text2world", None), ("image2world", "cube.png"),
-                                                         ("video2world", "cube.mp4")])
+@pytest.mark.parametrize(
+    "inference_type, input_name", [("text2world", None), ("image2world", "cube.png"), ("video2world", "cube.mp4")]
+)
 def test_generate_returns_the_video(server, media_dir, tmp_path, inference_type, input_name):
     extra = {"input_path": str(media_dir / input_name)} if input_name else {}
     response = requests.post(f"{server}/v1/generate", json=_spec(inference_type, **extra), timeout=120)
@@ -291,8 +310,11 @@ def test_bad_requests_get_the_field_and_reason(server, media_dir, spec, params, 
     "spec, field, words",
     [
         (_spec("video2world", input_path="INPUTS/short.mp4"), "input_path", "has 3 frames"),  # MediaError
-        (_spec("video2world", input_path="INPUTS/cube.mp4", num_output_frames=1), "num_output_frames",
-         "fewer than the 2 conditional latent frames"),  # SpecError raised by the generator
+        (
+            _spec("video2world", input_path="INPUTS/cube.mp4", num_output_frames=1),
+            "num_output_frames",
+            "fewer than the 2 conditional latent frames",
+        ),  # SpecError raised by the generator
     ],
 )
 def test_inputs_the_generator_refuses_are_client_errors(server, media_dir, spec, field, words):
@@ -307,8 +329,9 @@ def test_inputs_the_generator_refuses_are_client_errors(server, media_dir, spec,
 def test_oversized_and_malformed_bodies_are_refused(server):
     huge = _spec(prompt="x" * 100_000)
     assert requests.post(f"{server}/v1/generate", json=huge, timeout=60).status_code == 413
-    malformed = requests.post(f"{server}/v1/generate", data=b"{", headers={"content-type": "application/json"},
-                              timeout=60)
+    malformed = requests.post(
+        f"{server}/v1/generate", data=b"{", headers={"content-type": "application/json"}, timeout=60
+    )
     assert malformed.status_code == 400 and "JSON" in malformed.json()["error"]["reason"]
 
 

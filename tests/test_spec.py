@@ -41,8 +41,17 @@ def test_conditional_frames_default_by_inference_type(base, frames):
 
 
 def test_every_field_is_kept():
-    data = {**VIDEO, "negative_prompt": "blurry", "seed": 42, "guidance": 0, "resolution": "480,640",
-            "num_output_frames": 93, "num_steps": 4, "fps": 24, "num_conditional_frames": 1}
+    data = {
+        **VIDEO,
+        "negative_prompt": "blurry",
+        "seed": 42,
+        "guidance": 0,
+        "resolution": "480,640",
+        "num_output_frames": 93,
+        "num_steps": 4,
+        "fps": 24,
+        "num_conditional_frames": 1,
+    }
     spec = parse(data)
     assert spec.to_dict() == data
     assert spec.height_width == (480, 640)
@@ -135,8 +144,10 @@ LABEL = r"sample 'snowy_stop_light' \(specs.jsonl:4\): "
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"inference_type": "world2world"}, "field 'inference_type' must be one of text2world, image2world, "
-                                            "video2world, got 'world2world'"),
+        (
+            {"inference_type": "world2world"},
+            "field 'inference_type' must be one of text2world, image2world, video2world, got 'world2world'",
+        ),
         ({"seed": -1}, r"field 'seed' must be in 0..4294967295 \(a numpy RandomState seed\), got -1"),
         ({"seed": 2**32}, "field 'seed' must be in 0..4294967295"),
         ({"guidance": -1}, r"field 'guidance' must be in 0..7, got -1"),
@@ -147,9 +158,11 @@ LABEL = r"sample 'snowy_stop_light' \(specs.jsonl:4\): "
         ({"fps": 0}, r"field 'fps' must be in 1..240, got 0"),
         ({"fps": 241}, r"field 'fps' must be in 1..240, got 241"),
         ({"num_conditional_frames": 1}, "field 'num_conditional_frames' must be 0 for text2world, got 1"),
-        ({"resolution": "720p"}, "field 'resolution' must be \"none\" or \"H,W\""),
-        ({"resolution": "704,1281"}, "field 'resolution' must have a height and width that are positive "
-                                     "multiples of 16, got '704,1281'"),
+        ({"resolution": "720p"}, 'field \'resolution\' must be "none" or "H,W"'),
+        (
+            {"resolution": "704,1281"},
+            "field 'resolution' must have a height and width that are positive multiples of 16, got '704,1281'",
+        ),
         ({"resolution": "0,1280"}, "field 'resolution' must have a height and width that are positive"),
     ],
 )
@@ -182,8 +195,9 @@ def test_wrong_type(field, value, expected):
 
 
 def test_wrong_type_name_and_input_path():
-    rejects({**TEXT, "name": 5}, r"sample specs.jsonl:4: field 'name' must be a string, got int 5",
-            source="specs.jsonl:4")
+    rejects(
+        {**TEXT, "name": 5}, r"sample specs.jsonl:4: field 'name' must be a string, got int 5", source="specs.jsonl:4"
+    )
     rejects({**IMAGE, "input_path": 5}, r"field 'input_path' must be a string or null, got int 5")
 
 
@@ -217,8 +231,11 @@ def test_spec_error_pickles_with_its_fields():  # it crosses from Ray rank worke
 
 
 def test_unknown_field():
-    rejects({**TEXT, "guidence": 3}, LABEL + r"field 'guidence' is not a known field \(known: .*guidance",
-            source="specs.jsonl:4")
+    rejects(
+        {**TEXT, "guidence": 3},
+        LABEL + r"field 'guidence' is not a known field \(known: .*guidance",
+        source="specs.jsonl:4",
+    )
 
 
 @pytest.mark.parametrize(
@@ -254,8 +271,18 @@ def test_unsupported_url_scheme(url):
 
 
 @pytest.mark.parametrize(
-    "url", ["file:///d/a.mp4", "s3://b/a.mp4", "gs://b/a.png", "gcs://b/a.jpg", "az://c/a.jpeg",
-            "abfs://c/a.webp", "memory://a.mp4", "http://h/a.mp4", "https://h/a.PNG"],
+    "url",
+    [
+        "file:///d/a.mp4",
+        "s3://b/a.mp4",
+        "gs://b/a.png",
+        "gcs://b/a.jpg",
+        "az://c/a.jpeg",
+        "abfs://c/a.webp",
+        "memory://a.mp4",
+        "http://h/a.mp4",
+        "https://h/a.PNG",
+    ],
 )
 def test_supported_url_schemes(url):
     assert parse(VIDEO, input_path=url).input_path == url
@@ -279,8 +306,11 @@ def test_video2world_conditional_frames():
 
 def test_prompt_path_errors(tmp_path):
     base = {"inference_type": "text2world", "name": "p"}
-    rejects({**base, "prompt_path": "missing.txt"},
-            f"sample 'p': field 'prompt_path' cannot be read from {tmp_path}/missing.txt", base_dir=str(tmp_path))
+    rejects(
+        {**base, "prompt_path": "missing.txt"},
+        f"sample 'p': field 'prompt_path' cannot be read from {tmp_path}/missing.txt",
+        base_dir=str(tmp_path),
+    )
     rejects({**base, "prompt_path": 3}, "field 'prompt_path' must be a non-empty string, got 3")
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
     rejects({**base, "prompt_path": "bad.txt"}, "field 'prompt_path' cannot be read", base_dir=str(tmp_path))

@@ -64,11 +64,22 @@ def test_storage_options_only_reach_remote_filesystems(tmp_path):
 
 
 def test_parse_storage_options_nests_dotted_keys_and_parses_json_values():
-    options = storage.parse_storage_options([
-        "client_kwargs.endpoint_url=http://127.0.0.1:9000", "client_kwargs.region_name=us-east-1",
-        "anon=true", "key=k=with=equals", "config_kwargs={\"retries\": {\"max_attempts\": 3}}", "anon=false"])
-    assert options == {"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"},
-                       "anon": False, "key": "k=with=equals", "config_kwargs": {"retries": {"max_attempts": 3}}}
+    options = storage.parse_storage_options(
+        [
+            "client_kwargs.endpoint_url=http://127.0.0.1:9000",
+            "client_kwargs.region_name=us-east-1",
+            "anon=true",
+            "key=k=with=equals",
+            'config_kwargs={"retries": {"max_attempts": 3}}',
+            "anon=false",
+        ]
+    )
+    assert options == {
+        "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"},
+        "anon": False,
+        "key": "k=with=equals",
+        "config_kwargs": {"retries": {"max_attempts": 3}},
+    }
     assert storage.parse_storage_options([]) is None
 
 

@@ -32,8 +32,13 @@ def tiny():
 
 def fresh(encoder, **cache_kwargs):
     """The same model and tokenizer with an empty cache."""
-    return TextEncoder(encoder.config, encoder.model, encoder.tokenizer, model_id=encoder.model_id,
-                       cache=EmbeddingCache(**cache_kwargs))
+    return TextEncoder(
+        encoder.config,
+        encoder.model,
+        encoder.tokenizer,
+        model_id=encoder.model_id,
+        cache=EmbeddingCache(**cache_kwargs),
+    )
 
 
 def rel_err(a, b):
@@ -41,6 +46,7 @@ def rel_err(a, b):
 
 
 # --- config and tokenization ---
+
 
 def test_presets_output_widths():
     assert TextEncoderConfig.preset("reason1").embed_dim == 28 * 3584 == 100352
@@ -50,8 +56,10 @@ def test_presets_output_widths():
 
 
 def test_chat_template_is_qwen_system_then_user_turn(tiny):
-    conversation = [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
-                    {"role": "user", "content": [{"type": "text", "text": "a cat"}]}]
+    conversation = [
+        {"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]},
+        {"role": "user", "content": [{"type": "text", "text": "a cat"}]},
+    ]
     text = tiny.tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False)
     assert text == f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\na cat<|im_end|>\n"
 
@@ -72,6 +80,7 @@ def test_tokenize_truncates_long_prompts_to_512(tiny):
 
 
 # --- encoding ---
+
 
 def test_encode_shape_dtype_device(tiny):
     embeds = tiny.encode(PROMPTS)
@@ -134,14 +143,19 @@ def test_encode_rejects_bad_input(tiny):
 
 # --- parity with diffusers, through the checkpoint-folder loader ---
 
+
 def tiny_qwen_vl(seed=0):
     """A random Qwen2.5-VL (vision tower included) shaped like the tiny preset."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     text = TextEncoderConfig.preset("tiny").to_transformers().to_dict()
     text["initializer_range"] = 0.2  # large weights, so every layer changes the hidden states
-    config = Qwen2_5_VLConfig(text_config=text, vision_config=dict(
-        depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32, fullatt_block_indexes=[0]))
+    config = Qwen2_5_VLConfig(
+        text_config=text,
+        vision_config=dict(
+            depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=32, fullatt_block_indexes=[0]
+        ),
+    )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
     with torch.no_grad():  # non-trivial norm weights and biases, so that loading them is checked too
@@ -189,7 +203,8 @@ def diffusers_embeds(model, tokenizer, prompts):
     pipe = SimpleNamespace(tokenizer=tokenizer, text_encoder=model)
     with torch.no_grad():
         return Cosmos2_5_PredictBasePipeline._get_prompt_embeds(
-            pipe, prompt=prompts, max_sequence_length=512, device=torch.device("cpu"), dtype=torch.float32)
+            pipe, prompt=prompts, max_sequence_length=512, device=torch.device("cpu"), dtype=torch.float32
+        )
 
 
 @pytest.mark.parametrize("layout", ["hf", "diffusers", "legacy"])
@@ -233,6 +248,7 @@ def test_incomplete_folders_raise_clear_errors(checkpoint, tmp_path):
 
 # --- cache ---
 
+
 def count_forwards(encoder):
     calls = []
     encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
@@ -246,8 +262,7 @@ def test_repeated_prompts_are_encoded_once(tiny):
     again = encoder.encode([PROMPTS[1]])
     assert calls == [2]  # one batch of the two distinct prompts; the second call is a hit
     assert torch.equal(first[0], first[2]) and torch.equal(again[0], first[1])
-    torch.testing.assert_close(first, tiny(tiny.tokenize([PROMPTS[0], PROMPTS[1], PROMPTS[0]])),
-                               atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(first, tiny(tiny.tokenize([PROMPTS[0], PROMPTS[1], PROMPTS[0]])), atol=1e-6, rtol=1e-6)
 
 
 def test_cache_is_keyed_by_model_and_dtype(tiny):

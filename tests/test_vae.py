@@ -8,8 +8,7 @@ from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from einops import rearrange
 from safetensors.torch import save_file
 
-from cosmos_ray.models.vae import (RMSNorm, VAEConfig, WanVAE, diffusers_key, interleave_frames, load_vae,
-                                   per_frame)
+from cosmos_ray.models.vae import RMSNorm, VAEConfig, WanVAE, diffusers_key, interleave_frames, load_vae, per_frame
 from cosmos_ray.models.weights import CheckpointMismatchError
 
 TINY = VAEConfig.preset("tiny")
@@ -274,8 +273,10 @@ def test_load_official_checkpoint(pair, tmp_path):
 def test_load_diffusers_checkpoint(pair, tmp_path):
     vae, ref = pair
     (tmp_path / "vae").mkdir()
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()},
-              str(tmp_path / "vae" / "diffusion_pytorch_model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in ref.state_dict().items()},
+        str(tmp_path / "vae" / "diffusion_pytorch_model.safetensors"),
+    )
     for source in (tmp_path / "vae", tmp_path / "vae" / "diffusion_pytorch_model.safetensors", ref.state_dict()):
         loaded = load_vae(source, TINY, dtype=torch.float32)
         for key, value in vae.state_dict().items():

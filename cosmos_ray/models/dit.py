@@ -19,8 +19,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -63,8 +63,14 @@ class DiTConfig:
         if name == "2B":
             return cls()
         if name == "tiny":
-            return cls(model_channels=128, num_blocks=2, num_heads=4, adaln_lora_dim=32,
-                       crossattn_proj_in_channels=96, crossattn_emb_channels=64)
+            return cls(
+                model_channels=128,
+                num_blocks=2,
+                num_heads=4,
+                adaln_lora_dim=32,
+                crossattn_proj_in_channels=96,
+                crossattn_emb_channels=64,
+            )
         raise ValueError(f"unknown DiT preset {name!r}; expected '2B' or 'tiny'")
 
     @property
@@ -98,8 +104,10 @@ class Patchify(nn.Module):
 class PatchEmbed(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
-        self.proj = nn.Sequential(Patchify(cfg.patch_temporal, cfg.patch_spatial),
-                                  nn.Linear(cfg.patch_in_features, cfg.model_channels, bias=False))
+        self.proj = nn.Sequential(
+            Patchify(cfg.patch_temporal, cfg.patch_spatial),
+            nn.Linear(cfg.patch_in_features, cfg.model_channels, bias=False),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C+2, T, H, W) -> (B, T', H'W', D), computed in the weight's dtype."""
@@ -107,10 +115,16 @@ class PatchEmbed(nn.Module):
 
 
 def build_rope(cfg: DiTConfig) -> VideoRope3D:
-    return VideoRope3D(cfg.head_dim, cfg.max_frames // cfg.patch_temporal, cfg.max_img_h // cfg.patch_spatial,
-                       cfg.max_img_w // cfg.patch_spatial, cfg.rope_h_extrapolation_ratio,
-                       cfg.rope_w_extrapolation_ratio, cfg.rope_t_extrapolation_ratio,
-                       cfg.rope_enable_fps_modulation)
+    return VideoRope3D(
+        cfg.head_dim,
+        cfg.max_frames // cfg.patch_temporal,
+        cfg.max_img_h // cfg.patch_spatial,
+        cfg.max_img_w // cfg.patch_spatial,
+        cfg.rope_h_extrapolation_ratio,
+        cfg.rope_w_extrapolation_ratio,
+        cfg.rope_t_extrapolation_ratio,
+        cfg.rope_enable_fps_modulation,
+    )
 
 
 class SinusoidalTimesteps(nn.Module):
@@ -142,8 +156,7 @@ class TimestepEmbedding(nn.Module):
 
 def adaln_lora_layers(dim: int, lora_dim: int, chunks: int) -> nn.Sequential:
     """SiLU -> down to `lora_dim` -> up to `chunks` x dim (shift, scale[, gate])."""
-    return nn.Sequential(nn.SiLU(), nn.Linear(dim, lora_dim, bias=False),
-                         nn.Linear(lora_dim, chunks * dim, bias=False))
+    return nn.Sequential(nn.SiLU(), nn.Linear(dim, lora_dim, bias=False), nn.Linear(lora_dim, chunks * dim, bias=False))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -164,8 +177,9 @@ class Attention(nn.Module):
         self.k_norm = nn.RMSNorm(head_dim, eps=1e-6)
         self.output_proj = nn.Linear(dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, rope: Rope | None,
-                attention_fn: AttentionFn) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor, rope: Rope | None, attention_fn: AttentionFn
+    ) -> torch.Tensor:
         """x (B, S, D), context (B, N, Dc) -> (B, S, D)."""
         q = self.q_norm(self.q_proj(x).unflatten(-1, (self.num_heads, -1)))  # (B, S, H, Dh)
         k = self.k_norm(self.k_proj(context).unflatten(-1, (self.num_heads, -1)))  # (B, N, H, Dh)
@@ -186,8 +200,9 @@ class FeedForward(nn.Module):
         return self.layer2(self.activation(self.layer1(x)))
 
 
-def shift_scale_gate(adaln: nn.Sequential, emb: torch.Tensor, adaln_lora: torch.Tensor,
-                     dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+def shift_scale_gate(
+    adaln: nn.Sequential, emb: torch.Tensor, adaln_lora: torch.Tensor, dtype: torch.dtype
+) -> tuple[torch.Tensor, ...]:
     """shift, scale, gate: 3 x (B, T, 1, D), computed in emb's dtype (float32 with fp32_modulation)."""
     return (adaln(emb) + adaln_lora).to(dtype).unsqueeze(2).chunk(3, dim=-1)
 
@@ -208,9 +223,16 @@ class Block(nn.Module):
         self.adaln_modulation_cross_attn = adaln_lora_layers(dim, cfg.adaln_lora_dim, 3)
         self.adaln_modulation_mlp = adaln_lora_layers(dim, cfg.adaln_lora_dim, 3)
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, adaln_lora: torch.Tensor, context: torch.Tensor,
-                rope: Rope, attention_fn: AttentionFn = attention,
-                cross_attention_fn: AttentionFn = attention) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        emb: torch.Tensor,
+        adaln_lora: torch.Tensor,
+        context: torch.Tensor,
+        rope: Rope,
+        attention_fn: AttentionFn = attention,
+        cross_attention_fn: AttentionFn = attention,
+    ) -> torch.Tensor:
         """x (B, T, HW, D) tokens; emb (B, T, D); adaln_lora (B, T, 3D); context (B, N, Dc).
 
         `attention_fn` computes self-attention (a context-parallel wrapper goes here); cross-attention
@@ -267,9 +289,13 @@ class DiTInputs:
         """The inputs of latent frames [start, stop) (a context-parallel shard along time)."""
         tokens_per_frame = self.grid[1] * self.grid[2]
         rows = slice(start * tokens_per_frame, stop * tokens_per_frame)
-        return dataclasses.replace(self, x=self.x[:, start:stop], emb=self.emb[:, start:stop],
-                                   adaln_lora=self.adaln_lora[:, start:stop],
-                                   rope=(self.rope[0][rows], self.rope[1][rows]))
+        return dataclasses.replace(
+            self,
+            x=self.x[:, start:stop],
+            emb=self.emb[:, start:stop],
+            adaln_lora=self.adaln_lora[:, start:stop],
+            rope=(self.rope[0][rows], self.rope[1][rows]),
+        )
 
 
 class MiniTrainDiT(nn.Module):
@@ -285,14 +311,21 @@ class MiniTrainDiT(nn.Module):
         self.pos_embedder = build_rope(cfg)
         self.t_embedder = nn.Sequential(SinusoidalTimesteps(dim), TimestepEmbedding(dim))
         self.t_embedding_norm = nn.RMSNorm(dim, eps=1e-6)
-        self.crossattn_proj = nn.Sequential(nn.Linear(cfg.crossattn_proj_in_channels, cfg.crossattn_emb_channels),
-                                            nn.GELU())
+        self.crossattn_proj = nn.Sequential(
+            nn.Linear(cfg.crossattn_proj_in_channels, cfg.crossattn_emb_channels), nn.GELU()
+        )
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_blocks))
         self.final_layer = FinalLayer(cfg)
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor,
-                fps: float | None = None, padding_mask: torch.Tensor | None = None,
-                condition_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        crossattn_emb: torch.Tensor,
+        fps: float | None = None,
+        padding_mask: torch.Tensor | None = None,
+        condition_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Velocity (B, out_channels, T, H, W) for latents x (B, in_channels, T, H, W).
 
         timesteps: (B,) or (B, T), in the units the reference sampler passes (flow time x 1000; the net
@@ -304,17 +337,24 @@ class MiniTrainDiT(nn.Module):
         inputs = self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask)
         tokens = inputs.x
         for block in self.blocks:
-            tokens = block(tokens, inputs.emb, inputs.adaln_lora, inputs.context, inputs.rope,
-                           self.attention_fn, self.attention_fn)
+            tokens = block(
+                tokens, inputs.emb, inputs.adaln_lora, inputs.context, inputs.rope, self.attention_fn, self.attention_fn
+            )
         return self.finalize(tokens, inputs)
 
     def attention_fn(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """`attention` with this model's backend."""
         return attention(q, k, v, backend=self.attention_backend)
 
-    def prepare(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor,
-                fps: float | None = None, padding_mask: torch.Tensor | None = None,
-                condition_mask: torch.Tensor | None = None) -> DiTInputs:
+    def prepare(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        crossattn_emb: torch.Tensor,
+        fps: float | None = None,
+        padding_mask: torch.Tensor | None = None,
+        condition_mask: torch.Tensor | None = None,
+    ) -> DiTInputs:
         """Patch tokens, timestep embedding, text context and RoPE (see `forward` for the arguments)."""
         self.check_inputs(x, timesteps, crossattn_emb, condition_mask)
         b, _, t, h, w = x.shape
@@ -353,18 +393,20 @@ class MiniTrainDiT(nn.Module):
         out = out.permute(0, 7, 1, 6, 2, 4, 3, 5)  # (B, C, T', r, H', p1, W', p2)
         return out.reshape(b, cfg.out_channels, t * r, h * p, w * p)
 
-    def check_inputs(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor,
-                     condition_mask: torch.Tensor | None) -> None:
+    def check_inputs(
+        self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor, condition_mask: torch.Tensor | None
+    ) -> None:
         cfg = self.cfg
         if x.ndim != 5 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"x: expected (B, {cfg.in_channels}, T, H, W) latents, got {tuple(x.shape)}")
         b, _, t, h, w = x.shape
         if h % cfg.patch_spatial or w % cfg.patch_spatial or t % cfg.patch_temporal:
-            raise ValueError(f"x: latent size (T={t}, H={h}, W={w}) is not divisible by the patch size "
-                             f"(t={cfg.patch_temporal}, h=w={cfg.patch_spatial})")
+            raise ValueError(
+                f"x: latent size (T={t}, H={h}, W={w}) is not divisible by the patch size "
+                f"(t={cfg.patch_temporal}, h=w={cfg.patch_spatial})"
+            )
         if timesteps.shape not in ((b,), (b, 1), (b, t)):
-            raise ValueError(f"timesteps: expected shape ({b},), ({b}, 1) or ({b}, {t}), "
-                             f"got {tuple(timesteps.shape)}")
+            raise ValueError(f"timesteps: expected shape ({b},), ({b}, 1) or ({b}, {t}), got {tuple(timesteps.shape)}")
         width = cfg.crossattn_proj_in_channels
         if crossattn_emb.ndim != 3 or crossattn_emb.shape[0] != b or crossattn_emb.shape[2] != width:
             raise ValueError(f"crossattn_emb: expected ({b}, N, {width}), got {tuple(crossattn_emb.shape)}")
@@ -375,8 +417,7 @@ class MiniTrainDiT(nn.Module):
         """The modules the reference runs in float32 under `use_wan_fp32_strategy`."""
         modules = [self.t_embedder, self.t_embedding_norm, self.final_layer]
         for block in self.blocks:
-            modules += [block.adaln_modulation_self_attn, block.adaln_modulation_cross_attn,
-                        block.adaln_modulation_mlp]
+            modules += [block.adaln_modulation_self_attn, block.adaln_modulation_cross_attn, block.adaln_modulation_mlp]
         return modules
 
     def cast(self, dtype: torch.dtype) -> MiniTrainDiT:
@@ -462,8 +503,7 @@ def diffusers_config(cfg: DiTConfig) -> dict:
         adaln_lora_dim=cfg.adaln_lora_dim,
         max_size=(cfg.max_frames, cfg.max_img_h, cfg.max_img_w),
         patch_size=(cfg.patch_temporal, cfg.patch_spatial, cfg.patch_spatial),
-        rope_scale=(cfg.rope_t_extrapolation_ratio, cfg.rope_h_extrapolation_ratio,
-                    cfg.rope_w_extrapolation_ratio),
+        rope_scale=(cfg.rope_t_extrapolation_ratio, cfg.rope_h_extrapolation_ratio, cfg.rope_w_extrapolation_ratio),
         concat_padding_mask=True,
         extra_pos_embed_type=None,
         use_crossattn_projection=True,
@@ -495,9 +535,14 @@ def read_dit_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor]) 
     return state
 
 
-def load_dit(source: str | os.PathLike | Mapping[str, torch.Tensor], cfg: DiTConfig,
-             device: torch.device | str = "cpu", dtype: torch.dtype = torch.bfloat16,
-             attention_backend: str = "auto", compile: bool = False) -> MiniTrainDiT:
+def load_dit(
+    source: str | os.PathLike | Mapping[str, torch.Tensor],
+    cfg: DiTConfig,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.bfloat16,
+    attention_backend: str = "auto",
+    compile: bool = False,
+) -> MiniTrainDiT:
     """Builds the DiT on `meta`, assigns the checkpoint's tensors (no second host copy), moves and casts.
 
     Raises CheckpointMismatchError listing missing/unexpected keys and shape mismatches.

@@ -20,9 +20,18 @@ Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T*H*W, 1, head_dim) float
 
 
 class VideoRope3D(nn.Module):
-    def __init__(self, head_dim: int, max_t: int, max_h: int, max_w: int,
-                 h_extrapolation_ratio: float, w_extrapolation_ratio: float, t_extrapolation_ratio: float,
-                 fps_modulation: bool, base_fps: int = 24):
+    def __init__(
+        self,
+        head_dim: int,
+        max_t: int,
+        max_h: int,
+        max_w: int,
+        h_extrapolation_ratio: float,
+        w_extrapolation_ratio: float,
+        t_extrapolation_ratio: float,
+        fps_modulation: bool,
+        base_fps: int = 24,
+    ):
         super().__init__()
         dim_h = head_dim // 6 * 2
         dim_t = head_dim - 2 * dim_h
@@ -39,8 +48,10 @@ class VideoRope3D(nn.Module):
     def forward(self, t: int, h: int, w: int, fps: float | None = None) -> Rope:
         """cos and sin of the angles of a (t, h, w) patch grid, frame-major, in float32."""
         if t > self.max_t or h > self.max_h or w > self.max_w:
-            raise ValueError(f"patch grid (t={t}, h={h}, w={w}) exceeds the RoPE table "
-                             f"(t={self.max_t}, h={self.max_h}, w={self.max_w})")
+            raise ValueError(
+                f"patch grid (t={t}, h={h}, w={w}) exceeds the RoPE table "
+                f"(t={self.max_t}, h={self.max_h}, w={self.max_w})"
+            )
         seq = self.seq.float()
         h_freqs = 1.0 / (self.h_theta ** self.dim_spatial_range.float())
         w_freqs = 1.0 / (self.w_theta ** self.dim_spatial_range.float())

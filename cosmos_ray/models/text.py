@@ -24,8 +24,14 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import (AutoConfig, AutoTokenizer, PreTrainedTokenizerBase, Qwen2_5_VLTextConfig,
-                          Qwen2_5_VLTextModel, Qwen2Tokenizer)
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+    Qwen2_5_VLTextConfig,
+    Qwen2_5_VLTextModel,
+    Qwen2Tokenizer,
+)
 
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.weights import load_into
@@ -72,10 +78,25 @@ class TextEncoderConfig:
     @classmethod
     def preset(cls, name: str) -> TextEncoderConfig:
         presets = {
-            "reason1": cls(vocab_size=152_064, hidden_size=3584, intermediate_size=18_944, num_layers=28,
-                           num_heads=28, num_kv_heads=4, mrope_section=(16, 24, 24)),
-            "tiny": cls(vocab_size=TINY_VOCAB_SIZE, hidden_size=32, intermediate_size=64, num_layers=3,
-                        num_heads=4, num_kv_heads=2, mrope_section=(2, 1, 1), max_position_embeddings=MAX_LENGTH),
+            "reason1": cls(
+                vocab_size=152_064,
+                hidden_size=3584,
+                intermediate_size=18_944,
+                num_layers=28,
+                num_heads=28,
+                num_kv_heads=4,
+                mrope_section=(16, 24, 24),
+            ),
+            "tiny": cls(
+                vocab_size=TINY_VOCAB_SIZE,
+                hidden_size=32,
+                intermediate_size=64,
+                num_layers=3,
+                num_heads=4,
+                num_kv_heads=2,
+                mrope_section=(2, 1, 1),
+                max_position_embeddings=MAX_LENGTH,
+            ),
         }
         if name not in presets:
             raise ValueError(f"unknown text encoder preset {name!r}; expected one of {sorted(presets)}")
@@ -110,8 +131,11 @@ class TextEncoderConfig:
             num_key_value_heads=self.num_kv_heads,
             rms_norm_eps=self.rms_norm_eps,
             max_position_embeddings=self.max_position_embeddings,
-            rope_parameters={"rope_type": "default", "rope_theta": self.rope_theta,
-                             "mrope_section": list(self.mrope_section)},
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": self.rope_theta,
+                "mrope_section": list(self.mrope_section),
+            },
             bos_token_id=None,
             eos_token_id=None,
             use_cache=False,
@@ -142,9 +166,15 @@ def normalize_per_token(hidden: torch.Tensor) -> torch.Tensor:
 class TextEncoder(nn.Module):
     """Reason1 (Qwen2.5-VL language model) prompt encoder: `encode(prompts) -> (B, 512, embed_dim)`."""
 
-    def __init__(self, config: TextEncoderConfig, model: Qwen2_5_VLTextModel, tokenizer: PreTrainedTokenizerBase,
-                 *, model_id: str,
-                 cache: EmbeddingCache | None = None):
+    def __init__(
+        self,
+        config: TextEncoderConfig,
+        model: Qwen2_5_VLTextModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        model_id: str,
+        cache: EmbeddingCache | None = None,
+    ):
         super().__init__()
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token; Reason1 pads prompts with it to 512 tokens")
@@ -163,8 +193,13 @@ class TextEncoder(nn.Module):
         return self.model.embed_tokens.weight.dtype
 
     @classmethod
-    def from_pretrained(cls, source: str = "tiny", device: torch.device | str | None = None,
-                        dtype: torch.dtype | None = None, cache_url: str | None = None) -> TextEncoder:
+    def from_pretrained(
+        cls,
+        source: str = "tiny",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        cache_url: str | None = None,
+    ) -> TextEncoder:
         """Builds the encoder from "tiny" (random weights, seed 0) or a local checkpoint folder.
 
         A folder is either a Qwen2.5-VL / Reason1 folder in Hugging Face layout (config.json, safetensors
@@ -176,18 +211,34 @@ class TextEncoder(nn.Module):
         cache = EmbeddingCache(url=cache_url)
         if source == "tiny":
             # Drawn on the CPU so that seed 0 gives the same tiny model on every device.
-            encoder = cls.from_random(TextEncoderConfig.preset("tiny"), build_tiny_tokenizer(), seed=0,
-                                      device="cpu", dtype=dtype, model_id="tiny", cache=cache)
+            encoder = cls.from_random(
+                TextEncoderConfig.preset("tiny"),
+                build_tiny_tokenizer(),
+                seed=0,
+                device="cpu",
+                dtype=dtype,
+                model_id="tiny",
+                cache=cache,
+            )
             return encoder.to(device)
         if not Path(source).is_dir():
             raise FileNotFoundError(
-                f"text encoder source {source!r} is neither 'tiny' nor an existing checkpoint folder")
+                f"text encoder source {source!r} is neither 'tiny' nor an existing checkpoint folder"
+            )
         return cls._from_folder(Path(source), device, dtype, cache)
 
     @classmethod
-    def from_random(cls, config: TextEncoderConfig, tokenizer: PreTrainedTokenizerBase, *, seed: int = 0,
-                    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                    model_id: str | None = None, cache: EmbeddingCache | None = None) -> TextEncoder:
+    def from_random(
+        cls,
+        config: TextEncoderConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        model_id: str | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> TextEncoder:
         """Random weights (transformers' Qwen2.5-VL init) drawn on `device` from `seed`."""
         device = torch.device(device)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.device(device):
@@ -197,8 +248,7 @@ class TextEncoder(nn.Module):
         return cls(config, model, tokenizer, model_id=model_id, cache=cache)
 
     @classmethod
-    def _from_folder(cls, folder: Path, device: torch.device, dtype: torch.dtype,
-                     cache: EmbeddingCache) -> TextEncoder:
+    def _from_folder(cls, folder: Path, device: torch.device, dtype: torch.dtype, cache: EmbeddingCache) -> TextEncoder:
         model_dir, tokenizer_dir = _locate_checkpoint(folder)
         hf_config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
         config = TextEncoderConfig.from_transformers(getattr(hf_config, "text_config", hf_config))
@@ -212,8 +262,12 @@ class TextEncoder(nn.Module):
         # Non-persistent buffers (the RoPE frequencies) are not in the checkpoint: rebuild them on `device`.
         model.rotary_emb = type(model.rotary_emb)(model.config).to(device)
 
-        model_id = "qwen2.5-vl-" + _digest({"config": (model_dir / "config.json").read_text(),
-                                            "weights": [(p.name, p.stat().st_size) for p in weight_files]})
+        model_id = "qwen2.5-vl-" + _digest(
+            {
+                "config": (model_dir / "config.json").read_text(),
+                "weights": [(p.name, p.stat().st_size) for p in weight_files],
+            }
+        )
         return cls(config, model, tokenizer, model_id=model_id, cache=cache)
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
@@ -224,8 +278,9 @@ class TextEncoder(nn.Module):
                 {"role": "system", "content": [{"type": "text", "text": self.config.system_prompt}]},
                 {"role": "user", "content": [{"type": "text", "text": prompt}]},
             ]
-            text = self.tokenizer.apply_chat_template(conversation, chat_template=QWEN_CHAT_TEMPLATE,
-                                                      tokenize=False, add_generation_prompt=False)
+            text = self.tokenizer.apply_chat_template(
+                conversation, chat_template=QWEN_CHAT_TEMPLATE, tokenize=False, add_generation_prompt=False
+            )
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.config.max_length]
             rows.append(ids + [self.tokenizer.pad_token_id] * (self.config.max_length - len(ids)))
         return torch.tensor(rows, dtype=torch.long)
@@ -253,8 +308,9 @@ class TextEncoder(nn.Module):
         outputs = self.model(input_ids=input_ids.to(self.device), output_hidden_states=True, use_cache=False)
         layers = outputs.hidden_states[1:]  # num_layers x (B, L, hidden); the last is after the final norm
         if len(layers) != self.config.num_layers:
-            raise RuntimeError(f"expected {self.config.num_layers + 1} hidden states from transformers, "
-                               f"got {len(layers) + 1}")
+            raise RuntimeError(
+                f"expected {self.config.num_layers + 1} hidden states from transformers, got {len(layers) + 1}"
+            )
         return torch.cat([normalize_per_token(hidden).to(self.dtype) for hidden in layers], dim=-1)
 
 
@@ -271,10 +327,12 @@ def _locate_checkpoint(folder: Path) -> tuple[Path, Path]:
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"text encoder checkpoint {model_dir} has no config.json")
     has_tokenizer = (tokenizer_dir / "tokenizer.json").is_file() or all(
-        (tokenizer_dir / name).is_file() for name in ("vocab.json", "merges.txt"))
+        (tokenizer_dir / name).is_file() for name in ("vocab.json", "merges.txt")
+    )
     if not has_tokenizer:
         raise FileNotFoundError(
-            f"no tokenizer in {tokenizer_dir}: expected tokenizer.json (or vocab.json + merges.txt)")
+            f"no tokenizer in {tokenizer_dir}: expected tokenizer.json (or vocab.json + merges.txt)"
+        )
     return model_dir, tokenizer_dir
 
 
@@ -285,13 +343,15 @@ def _weight_files(model_dir: Path) -> list[Path]:
         names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
         absent = [name for name in names if not (model_dir / name).is_file()]
         if absent:
-            raise FileNotFoundError(f"text encoder checkpoint {model_dir} lacks shards listed in {index.name}: "
-                                    + ", ".join(absent))
+            raise FileNotFoundError(
+                f"text encoder checkpoint {model_dir} lacks shards listed in {index.name}: " + ", ".join(absent)
+            )
         return [model_dir / name for name in names]
     single = model_dir / "model.safetensors"
     if not single.is_file():
         raise FileNotFoundError(
-            f"no weights in {model_dir}: expected model.safetensors or model.safetensors.index.json")
+            f"no weights in {model_dir}: expected model.safetensors or model.safetensors.index.json"
+        )
     return [single]
 
 
@@ -303,7 +363,7 @@ def language_model_key(key: str) -> str | None:
     """
     for prefix in ("model.language_model.", "model."):
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
             return None if key.startswith("visual.") else key
     return None
 

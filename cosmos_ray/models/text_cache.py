@@ -99,7 +99,7 @@ class EmbeddingCache:
         try:
             embedding = load(data)["embedding"]
             meta = _metadata(data)
-        except Exception as error:  # a partial or foreign file: recompute instead of failing the sample
+        except Exception as error:  # noqa: BLE001 - a partial or foreign file: recompute instead of failing the sample
             log.warning("ignoring unreadable embedding cache file %s: %s", path, error)
             return None
         if meta.get("model_id") != model_id or meta.get("prompt") != prompt:
@@ -111,8 +111,9 @@ class EmbeddingCache:
         from safetensors.torch import save
 
         path = self._path(key)
-        data = save({"embedding": embedding.detach().contiguous().cpu()},
-                    metadata={"model_id": model_id, "prompt": prompt})
+        data = save(
+            {"embedding": embedding.detach().contiguous().cpu()}, metadata={"model_id": model_id, "prompt": prompt}
+        )
         self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
         self._fs.pipe_file(path, data)
 

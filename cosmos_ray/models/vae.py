@@ -225,9 +225,7 @@ def _middle(channels: int) -> nn.ModuleList:
 
 def _head(in_channels: int, out_channels: int) -> nn.Sequential:
     # The official layout: norm, SiLU, conv.
-    return nn.Sequential(
-        RMSNorm(in_channels, spatial_dims=3), nn.SiLU(), CausalConv3d(in_channels, out_channels, 3)
-    )
+    return nn.Sequential(RMSNorm(in_channels, spatial_dims=3), nn.SiLU(), CausalConv3d(in_channels, out_channels, 3))
 
 
 def _apply_head(head: nn.Sequential, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:

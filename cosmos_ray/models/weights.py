@@ -19,8 +19,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-TRAINING_ONLY_SUFFIXES = ("_extra_state", "accum_video_sample_counter", "accum_image_sample_counter",
-                          "accum_iteration", "accum_train_in_hours")
+TRAINING_ONLY_SUFFIXES = (
+    "_extra_state",
+    "accum_video_sample_counter",
+    "accum_image_sample_counter",
+    "accum_iteration",
+    "accum_train_in_hours",
+)
 
 
 class CheckpointMismatchError(ValueError):
@@ -50,7 +55,7 @@ def select_prefix(state: Mapping[str, torch.Tensor], prefixes: Iterable[str]) ->
     state dict). Pass e.g. ("net_ema.", "net.") to prefer EMA weights when a file holds both.
     """
     for prefix in prefixes:
-        picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        picked = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if picked:
             return picked
     return dict(state)
@@ -85,6 +90,7 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str
         if tuple(state[k].shape) != tuple(expected[k])
     )
     if missing or unexpected or wrong_shape:
+
         def listing(title: str, items: list[str]) -> str:
             if not items:
                 return ""

@@ -5,5 +5,11 @@ from cosmos_ray.parallel.context import LayoutGroups, ParallelContext
 from cosmos_ray.parallel.dit import ParallelDiT
 from cosmos_ray.parallel.ulysses import ulysses_attention
 
-__all__ = ["LayoutGroups", "ParallelConfig", "ParallelContext", "ParallelDiT", "ParallelLayoutError",
-           "ulysses_attention"]
+__all__ = [
+    "LayoutGroups",
+    "ParallelConfig",
+    "ParallelContext",
+    "ParallelDiT",
+    "ParallelLayoutError",
+    "ulysses_attention",
+]

@@ -43,15 +43,21 @@ class ParallelConfig:
     def problem(self, num_heads: int, latent_frames: int, batch_size: int) -> str | None:
         """Why this layout cannot split the given shape (the first dimension that fails), or None."""
         if batch_size % self.cfg_degree:
-            return (f"{self}: a batch of {batch_size} cannot be split over {self.cfg_degree} cfg halves; "
-                    "guidance parallelism needs both the conditional and the unconditional pass (guidance > 0)")
+            return (
+                f"{self}: a batch of {batch_size} cannot be split over {self.cfg_degree} cfg halves; "
+                "guidance parallelism needs both the conditional and the unconditional pass (guidance > 0)"
+            )
         if num_heads % self.ulysses_degree:
             divisors = [d for d in range(1, num_heads + 1) if num_heads % d == 0]
-            return (f"{self}: {num_heads} attention heads cannot be split over ulysses_degree "
-                    f"{self.ulysses_degree}; ulysses degrees that divide {num_heads}: {divisors}")
+            return (
+                f"{self}: {num_heads} attention heads cannot be split over ulysses_degree "
+                f"{self.ulysses_degree}; ulysses degrees that divide {num_heads}: {divisors}"
+            )
         if latent_frames < self.ulysses_degree:
-            return (f"{self}: {latent_frames} latent frames cannot be split over ulysses_degree "
-                    f"{self.ulysses_degree}; every Ulysses rank needs at least one frame")
+            return (
+                f"{self}: {latent_frames} latent frames cannot be split over ulysses_degree "
+                f"{self.ulysses_degree}; every Ulysses rank needs at least one frame"
+            )
         return None
 
     def check(self, num_heads: int, latent_frames: int, batch_size: int) -> None:
@@ -61,17 +67,17 @@ class ParallelConfig:
             raise ParallelLayoutError(problem)
 
     @classmethod
-    def layouts(cls, world_size: int) -> list["ParallelConfig"]:
+    def layouts(cls, world_size: int) -> list[ParallelConfig]:
         """Every layout of `world_size` ranks, guidance-parallel first."""
         return [cls(cfg, world_size // cfg) for cfg in reversed(CFG_DEGREES) if world_size % cfg == 0]
 
     @classmethod
-    def auto(cls, world_size: int, num_heads: int, latent_frames: int, guidance: float) -> "ParallelConfig":
+    def auto(cls, world_size: int, num_heads: int, latent_frames: int, guidance: float) -> ParallelConfig:
         """Picks the layout for `world_size` ranks and a spec's guidance (> 0 means two passes per step)."""
         return cls.for_batch(world_size, num_heads, latent_frames, batch_size=2 if guidance > 0 else 1)
 
     @classmethod
-    def for_batch(cls, world_size: int, num_heads: int, latent_frames: int, batch_size: int) -> "ParallelConfig":
+    def for_batch(cls, world_size: int, num_heads: int, latent_frames: int, batch_size: int) -> ParallelConfig:
         """Picks the layout for `world_size` ranks: guidance parallel whenever it applies, Ulysses for the rest.
 
         Guidance parallelism has no attention traffic, so it is preferred when the batch (cond + uncond)
@@ -86,11 +92,15 @@ class ParallelConfig:
             if problem is None:
                 return config
             problems.append(problem)
-        working = [n for n in range(1, 2 * num_heads + 1)
-                   if any(c.problem(num_heads, latent_frames, batch_size) is None for c in cls.layouts(n))]
+        working = [
+            n
+            for n in range(1, 2 * num_heads + 1)
+            if any(c.problem(num_heads, latent_frames, batch_size) is None for c in cls.layouts(n))
+        ]
         raise ParallelLayoutError(
             f"no layout of {world_size} ranks fits {num_heads} heads, {latent_frames} latent frames and a "
-            f"batch of {batch_size}: {'; '.join(problems)}. World sizes that work: {working}")
+            f"batch of {batch_size}: {'; '.join(problems)}. World sizes that work: {working}"
+        )
 
     def __str__(self) -> str:
         return f"cfg {self.cfg_degree} x ulysses {self.ulysses_degree}"

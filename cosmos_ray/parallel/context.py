@@ -24,16 +24,23 @@ class LayoutGroups:
     """What one rank needs to run one layout: its place in the layout and the groups it belongs to."""
 
     config: ParallelConfig
-    cfg_rank: int                      # which cfg half (batch half) this rank computes
-    ulysses_rank: int                  # which slice of latent frames this rank holds
-    ulysses_group: dist.ProcessGroup   # the ranks of this cfg half, in latent-frame order
+    cfg_rank: int  # which cfg half (batch half) this rank computes
+    ulysses_rank: int  # which slice of latent frames this rank holds
+    ulysses_group: dist.ProcessGroup  # the ranks of this cfg half, in latent-frame order
 
 
 class ParallelContext:
     """One rank's view of its group: rank, world size, device and the process groups of each layout."""
 
-    def __init__(self, rank: int, world_size: int, device: torch.device, config: ParallelConfig | None,
-                 layouts: dict[ParallelConfig, LayoutGroups], owns_default_group: bool):
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        config: ParallelConfig | None,
+        layouts: dict[ParallelConfig, LayoutGroups],
+        owns_default_group: bool,
+    ):
         self.rank = rank
         self.world_size = world_size
         self.device = device
@@ -42,9 +49,16 @@ class ParallelContext:
         self._owns_default_group = owns_default_group
 
     @classmethod
-    def init(cls, rank: int, world_size: int, init_method: str = "env://", backend: str = "nccl",
-             config: ParallelConfig | None = None, device: str | torch.device | None = None,
-             timeout: datetime.timedelta | None = None) -> "ParallelContext":
+    def init(
+        cls,
+        rank: int,
+        world_size: int,
+        init_method: str = "env://",
+        backend: str = "nccl",
+        config: ParallelConfig | None = None,
+        device: str | torch.device | None = None,
+        timeout: datetime.timedelta | None = None,
+    ) -> ParallelContext:
         """Joins the group at `init_method` (e.g. "tcp://10.0.0.1:29500", "file:///tmp/rdzv", "env://").
 
         `config` fixes the layout; None chooses it per call from the shape (see `layout_for`).
@@ -58,11 +72,19 @@ class ParallelContext:
         device = _resolve_device(backend, device)
         owns_default_group = not dist.is_initialized()
         if owns_default_group:
-            dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
-                                    timeout=timeout, device_id=device if device.type == "cuda" else None)
+            dist.init_process_group(
+                backend,
+                init_method=init_method,
+                rank=rank,
+                world_size=world_size,
+                timeout=timeout,
+                device_id=device if device.type == "cuda" else None,
+            )
         elif (dist.get_rank(), dist.get_world_size()) != (rank, world_size):
-            raise RuntimeError(f"this process already belongs to a group as rank {dist.get_rank()} of "
-                               f"{dist.get_world_size()}, not rank {rank} of {world_size}")
+            raise RuntimeError(
+                f"this process already belongs to a group as rank {dist.get_rank()} of "
+                f"{dist.get_world_size()}, not rank {rank} of {world_size}"
+            )
         configs = [config] if config is not None else ParallelConfig.layouts(world_size)
         layouts = {c: _create_layout_groups(c, rank) for c in configs}
         return cls(rank, world_size, device, config, layouts, owns_default_group)
@@ -82,7 +104,7 @@ class ParallelContext:
         if self._owns_default_group and dist.is_initialized():
             dist.destroy_process_group()
 
-    def __enter__(self) -> "ParallelContext":
+    def __enter__(self) -> ParallelContext:
         return self
 
     def __exit__(self, *exc) -> None:

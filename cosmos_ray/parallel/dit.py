@@ -30,9 +30,15 @@ class ParallelDiT:
         self.dit = dit
         self.ctx = ctx
 
-    def __call__(self, x: torch.Tensor, timesteps: torch.Tensor, crossattn_emb: torch.Tensor,
-                 fps: float | None = None, padding_mask: torch.Tensor | None = None,
-                 condition_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        crossattn_emb: torch.Tensor,
+        fps: float | None = None,
+        padding_mask: torch.Tensor | None = None,
+        condition_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Velocity (B, C, T, H, W); see `MiniTrainDiT.forward` for the arguments."""
         cfg = self.dit.cfg
         batch, _, frames, _, _ = x.shape
@@ -40,7 +46,8 @@ class ParallelDiT:
         rows_per_half = batch // layout.config.cfg_degree
         rows = slice(layout.cfg_rank * rows_per_half, (layout.cfg_rank + 1) * rows_per_half)
         x, timesteps, crossattn_emb, padding_mask, condition_mask = (
-            _rows(tensor, rows, batch) for tensor in (x, timesteps, crossattn_emb, padding_mask, condition_mask))
+            _rows(tensor, rows, batch) for tensor in (x, timesteps, crossattn_emb, padding_mask, condition_mask)
+        )
 
         inputs = self.dit.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask)
         frames_per_rank = split_sizes(inputs.grid[0], layout.config.ulysses_degree)
@@ -49,16 +56,20 @@ class ParallelDiT:
 
     def _run_slice(self, inputs: DiTInputs, layout: LayoutGroups, frames_per_rank: list[int]) -> torch.Tensor:
         """The DiT's blocks and final layer on this rank's latent frames, attending over all of them."""
-        start = sum(frames_per_rank[:layout.ulysses_rank])
+        start = sum(frames_per_rank[: layout.ulysses_rank])
         local = inputs.select_frames(start, start + frames_per_rank[layout.ulysses_rank])
         tokens_per_frame = inputs.grid[1] * inputs.grid[2]
-        self_attention = partial(ulysses_attention, group=layout.ulysses_group,
-                                 seq_lens=[n * tokens_per_frame for n in frames_per_rank],
-                                 backend=self.dit.attention_backend)
+        self_attention = partial(
+            ulysses_attention,
+            group=layout.ulysses_group,
+            seq_lens=[n * tokens_per_frame for n in frames_per_rank],
+            backend=self.dit.attention_backend,
+        )
         tokens = local.x  # (B/cfg, T_i, H*W, D)
         for block in self.dit.blocks:
-            tokens = block(tokens, local.emb, local.adaln_lora, local.context, local.rope,
-                           self_attention, self.dit.attention_fn)
+            tokens = block(
+                tokens, local.emb, local.adaln_lora, local.context, local.rope, self_attention, self.dit.attention_fn
+            )
         return self.dit.finalize(tokens, local)
 
     def _gather(self, velocity: torch.Tensor, layout: LayoutGroups, frames_per_rank: list[int]) -> torch.Tensor:
@@ -70,12 +81,14 @@ class ParallelDiT:
             return velocity
         longest = max(frames_per_rank)
         padded = velocity.new_zeros(*velocity.shape[:2], longest, *velocity.shape[3:])
-        padded[:, :, :velocity.shape[2]] = velocity
+        padded[:, :, : velocity.shape[2]] = velocity
         pieces = padded.new_empty(self.ctx.world_size * padded.shape[0], *padded.shape[1:])
         dist.all_gather_into_tensor(pieces, padded)  # rank order: cfg half, then frame slice
         pieces = pieces.view(layout.config.cfg_degree, layout.config.ulysses_degree, *padded.shape)
-        halves = [torch.cat([pieces[half, j, :, :, :frames] for j, frames in enumerate(frames_per_rank)], dim=2)
-                  for half in range(layout.config.cfg_degree)]
+        halves = [
+            torch.cat([pieces[half, j, :, :, :frames] for j, frames in enumerate(frames_per_rank)], dim=2)
+            for half in range(layout.config.cfg_degree)
+        ]
         return torch.cat(halves, dim=0)
 
 

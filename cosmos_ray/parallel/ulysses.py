@@ -17,8 +17,14 @@ import torch.distributed as dist
 from cosmos_ray.models.attention import attention
 
 
-def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: dist.ProcessGroup,
-                      seq_lens: Sequence[int] | None = None, backend: str = "auto") -> torch.Tensor:
+def ulysses_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    group: dist.ProcessGroup,
+    seq_lens: Sequence[int] | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Attention of the local query chunk over the whole sharded sequence; (B, S_i, H, D) in and out.
 
     `q`, `k`, `v` are this rank's chunk of the sequence; `seq_lens[j]` is the chunk length of rank j of
@@ -35,14 +41,20 @@ def ulysses_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group: 
     if len(seq_lens) != u or seq_lens[rank] != length:
         raise ValueError(f"ulysses_attention: rank {rank} holds {length} tokens, seq_lens says {seq_lens}")
     head_split = [heads // u] * u
-    qkv = torch.stack([q, k, v])                                          # (3, B, S_i, H, D)
-    qkv = _all_to_all(qkv, 3, head_split, 2, seq_lens, group)             # (3, B, S, H/u, D)
-    out = attention(qkv[0], qkv[1], qkv[2], backend=backend)               # (B, S, H/u, D)
-    return _all_to_all(out, 1, seq_lens, 2, head_split, group)            # (B, S_i, H, D)
+    qkv = torch.stack([q, k, v])  # (3, B, S_i, H, D)
+    qkv = _all_to_all(qkv, 3, head_split, 2, seq_lens, group)  # (3, B, S, H/u, D)
+    out = attention(qkv[0], qkv[1], qkv[2], backend=backend)  # (B, S, H/u, D)
+    return _all_to_all(out, 1, seq_lens, 2, head_split, group)  # (B, S_i, H, D)
 
 
-def _all_to_all(x: torch.Tensor, scatter_dim: int, scatter_sizes: list[int], gather_dim: int,
-                gather_sizes: list[int], group: dist.ProcessGroup) -> torch.Tensor:
+def _all_to_all(
+    x: torch.Tensor,
+    scatter_dim: int,
+    scatter_sizes: list[int],
+    gather_dim: int,
+    gather_sizes: list[int],
+    group: dist.ProcessGroup,
+) -> torch.Tensor:
     """Sends rank j the j-th piece of `x` along `scatter_dim` (pieces of `scatter_sizes`) and concatenates,
     in rank order along `gather_dim`, the pieces every rank sent here (rank j's has `gather_sizes[j]` there).
     """
@@ -58,8 +70,8 @@ def _all_to_all(x: torch.Tensor, scatter_dim: int, scatter_sizes: list[int], gat
         recv_shapes.append(shape)
     recv_numels = [math.prod(shape) for shape in recv_shapes]
     received = send.new_empty(sum(recv_numels))
-    dist.all_to_all_single(received, send.view(-1), recv_numels, [n * row_numel for n in scatter_sizes],
-                           group=group)
-    pieces = [piece.view(shape).movedim(0, scatter_dim)
-              for piece, shape in zip(received.split(recv_numels), recv_shapes)]
+    dist.all_to_all_single(received, send.view(-1), recv_numels, [n * row_numel for n in scatter_sizes], group=group)
+    pieces = [
+        piece.view(shape).movedim(0, scatter_dim) for piece, shape in zip(received.split(recv_numels), recv_shapes)
+    ]
     return torch.cat(pieces, dim=gather_dim)

@@ -4,5 +4,14 @@ from cosmos_ray.sampling.sampler import SamplerConfig, SamplingError, VelocityMo
 from cosmos_ray.sampling.schedule import Schedule, ScheduleConfig, make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
 
-__all__ = ["SamplerConfig", "SamplingError", "Schedule", "ScheduleConfig", "UniPCSolver", "VelocityModel",
-           "initial_noise", "make_schedule", "sample"]
+__all__ = [
+    "SamplerConfig",
+    "SamplingError",
+    "Schedule",
+    "ScheduleConfig",
+    "UniPCSolver",
+    "VelocityModel",
+    "initial_noise",
+    "make_schedule",
+    "sample",
+]

@@ -124,8 +124,10 @@ def sample(
         velocity = held_velocity + free * velocity
         latents = solver.step(velocity, latents)
         if not torch.isfinite(latents).all():
-            raise SamplingError(f"non-finite latents after step {step + 1}/{schedule.num_evaluations} "
-                                f"(sigma {schedule.sigmas[step]:.4g})")
+            raise SamplingError(
+                f"non-finite latents after step {step + 1}/{schedule.num_evaluations} "
+                f"(sigma {schedule.sigmas[step]:.4g})"
+            )
         if progress is not None:
             progress(step + 1, schedule.num_evaluations)
     return latents
