@@ -27,11 +27,12 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import Cosmos2_5_Pred
 
 from bench.common import Recorder, tflops
 from bench.dit_step import diffusers_twin, forward_flops
-from cosmos_ray.generator import RANDOM_PRESETS, RESOLUTION_720P, Generator, ModelInfo, to_uint8_frames
+from cosmos_ray.generator import RANDOM_PRESETS, Generator, ModelInfo, to_uint8_frames
 from cosmos_ray.media import read_conditioning
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.text import MAX_LENGTH
 from cosmos_ray.models.vae import VAEConfig, WanVAE
+from cosmos_ray.registry import get_model
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import make_schedule
 from cosmos_ray.spec import INFERENCE_TYPES, GenerationSpec
@@ -41,13 +42,16 @@ OFFICIAL_STEPS = 35
 
 
 class FixedTextEncoder:
-    """Stands in for the text encoder: one fixed random embedding per prompt."""
+    """Stands in for the text encoder: one fixed random embedding per prompt (never offloaded)."""
 
     def __init__(self, embeddings: dict[str, torch.Tensor]):
         self.embeddings = embeddings
 
-    def encode(self, prompts: list[str]) -> torch.Tensor:
+    def encode(self, prompts: list[str], running=None) -> torch.Tensor:
         return torch.stack([self.embeddings[prompt] for prompt in prompts])
+
+    def to(self, *args, **kwargs):
+        return self
 
 
 class NoSafetyChecker:
@@ -201,7 +205,9 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dit_cfg = DiTConfig.preset("tiny" if args.smoke else "2B")
     vae_cfg = VAEConfig.preset("tiny" if args.smoke else "wan2.1")
-    height, width = RANDOM_PRESETS["tiny"].trained_resolution if args.smoke else RESOLUTION_720P
+    height, width = (
+        RANDOM_PRESETS["tiny"].trained_resolution if args.smoke else get_model("2B/post-trained").trained_resolution
+    )
     frames, steps = (9, 2) if args.smoke else (args.frames, args.steps)
 
     torch.manual_seed(0)
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         dit,
         vae,
         FixedTextEncoder(embeddings),
-        ModelInfo("random", "post-trained", (height, width)),
+        ModelInfo(get_model("2B/post-trained"), "random", (height, width)),
         SamplerConfig.preset("post-trained"),
         device=device,
         dtype=dtype,

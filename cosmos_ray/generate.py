@@ -1,7 +1,7 @@
 """Run official inference spec files locally, one video at a time, without Ray.
 
-    python -m cosmos_ray.generate -i examples/text2world.json examples/specs.jsonl -o outputs/local
-    python -m cosmos_ray.generate -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt/Cosmos-Predict2.5-2B
+    python -m cosmos_ray.generate -i examples/text2world.json examples/specs.jsonl -o outputs/local --preset tiny
+    python -m cosmos_ray.generate -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt --model 2B/distilled
 
 Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use. Outputs go through
 `OutputStore` (videos/, meta/, runs/ under the output root), so a rerun skips samples already done and the
@@ -17,18 +17,25 @@ from datetime import datetime, timezone
 
 import torch
 
-from cosmos_ray.generator import RANDOM_PRESETS, Generator
+from cosmos_ray.generator import RANDOM_PRESETS, Generator, check_source
 from cosmos_ray.manifest import ManifestError, load_specs
 from cosmos_ray.media import MediaError, write_mp4
+from cosmos_ray.model_options import MODELS_EPILOG, add_model_options, offload_of
 from cosmos_ray.outputs import FAILED, OK, SKIPPED, OutputRecord, OutputStore
-from cosmos_ray.sampling.sampler import VARIANTS, SamplingError
+from cosmos_ray.registry import get_model
+from cosmos_ray.sampling.sampler import SamplingError
 from cosmos_ray.spec import GenerationSpec, SpecError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cosmos_ray.generate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cosmos_ray.generate",
+        description=__doc__.split("\n\n")[0],
+        epilog=MODELS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "-i",
         "--input",
@@ -43,10 +50,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--preset",
         choices=sorted(RANDOM_PRESETS),
         default=None,
-        help="random-weight model: tiny (tests, CPU), random-2B (released shapes, GPU benchmarks)",
+        help="random weights: tiny (tests, CPU; any model), random-2B / random-14B (the released shapes of a 2B / "
+        "14B model, for GPU benchmarks)",
     )
     model.add_argument("--checkpoint-dir", metavar="DIR", help="official or diffusers-layout checkpoint folder")
-    parser.add_argument("--variant", choices=VARIANTS, default="post-trained", help="default: %(default)s")
+    add_model_options(parser)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument(
         "--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu"
@@ -59,6 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.quality <= 10:
         parser.error(f"--quality must be in 1..10, got {args.quality}")
+    if args.preset is not None:
+        try:
+            check_source(args.preset, args.model)
+        except ValueError as error:
+            parser.error(str(error))
     return args
 
 
@@ -66,15 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         specs = load_specs(args.input)
+        check_model_supports(args.model, specs)
     except ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     store = OutputStore(args.output)
     generator = Generator.from_pretrained(
         args.checkpoint_dir or args.preset,
+        model=args.model,
         device=args.device,
         dtype=DTYPES[args.dtype] if args.dtype else None,
-        variant=args.variant,
+        offload=offload_of(args),
         cache_url=args.cache_url,
         allow_http=args.allow_http,
         compile=args.compile,
@@ -92,6 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     counts = {status: sum(record.status == status for record in records) for status in (OK, SKIPPED, FAILED)}
     print(f"{counts[OK]} ok, {counts[SKIPPED]} skipped, {counts[FAILED]} failed; run table: {table}")
     return 1 if counts[FAILED] else 0
+
+
+def check_model_supports(model: str, specs: list[tuple[GenerationSpec, str]]) -> None:
+    """ManifestError listing every spec the model cannot generate (e.g. image2world for 2B/distilled)."""
+    official = get_model(model)
+    problems = []
+    for spec, source in specs:
+        try:
+            official.check_spec(spec)
+        except SpecError as error:
+            problems.append(str(SpecError(f"{spec.name!r} ({source})", error.field, error.reason)))
+    if problems:
+        raise ManifestError(problems)
 
 
 def _generate_one(

@@ -1,19 +1,24 @@
 """Generator: a validated spec in, a decoded video out, in one process (or one rank of a GPU group).
 
-    generator = Generator.from_pretrained("tiny")                      # or a checkpoint folder
+    generator = Generator.from_pretrained("tiny", model="2B/post-trained")   # or a checkpoint folder
     result = generator(spec, progress=lambda step, total: ...)
     result.frames   # uint8 (T, H, W, 3); result.fps; result.metadata
 
-Stages, each timed in the metadata: the prompt and (when guidance is on) the negative prompt are encoded
-one at a time (so an embedding never depends on what else was in a batch); image2world / video2world
-read their conditioning frames and encode them with the VAE; the sampler denoises the official initial
-noise; the VAE decodes. With a `ParallelContext` every rank of the group makes the same calls, the DiT
-and the decode run spread over the group, and ranks other than 0 return None.
+`model` is an official model name (`cosmos_ray.registry`): it picks the DiT checkpoint of a folder, the
+net's precision and the sampler (35-step UniPC with guidance, or the distilled 4-step sampler). Stages,
+each timed in the metadata: the prompt and (when the model uses guidance and `guidance` is not 0) the
+negative prompt are encoded one at a time (so an embedding never depends on what else was in a batch);
+image2world / video2world read their conditioning frames and encode them with the VAE; the sampler
+denoises the initial noise; the VAE decodes. With a `ParallelContext` every rank makes the same calls,
+the DiT and the decode run spread over the group, and ranks other than 0 return None. With an
+`OffloadConfig`, offloaded models wait on the CPU and are on the GPU only during their stage.
 
 Checkpoint folders (`source`) come in two layouts:
-- official: `base/<variant>/*.pt` (the DiT, e.g. `81edfebe-..._ema_bf16.pt`), `tokenizer.pth` (the
+- official: the Hugging Face downloads in one folder (`cosmos_ray.registry` has the layout): the model's
+  DiT at its official path (e.g. `base/post-trained/81edfebe-..._ema_bf16.pt`), `tokenizer.pth` (the
   Wan2.1 VAE), and the Reason1 text encoder in `text_encoder/` (a Hugging Face Qwen2.5-VL folder);
-- diffusers: `transformer/`, `vae/`, `text_encoder/` and `tokenizer/` of a Cosmos-Predict2.5 pipeline.
+- diffusers: `transformer/`, `vae/`, `text_encoder/` and `tokenizer/` of a Cosmos-Predict2.5 pipeline
+  (the weights of the model named by `model`).
 """
 
 from __future__ import annotations
@@ -30,36 +35,46 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from cosmos_ray import media
-from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
+from cosmos_ray.models.dit import MiniTrainDiT, load_dit
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
+from cosmos_ray.offload import NO_OFFLOAD, OffloadConfig, Offloader
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.dit import split_sizes
+from cosmos_ray.registry import DEFAULT_MODEL, TEXT_ENCODER_FOLDER, VAE_FILE, OfficialModel, get_model
+from cosmos_ray.sampling import few_step
+from cosmos_ray.sampling.few_step import FewStepConfig, sample_few_step
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.spec import GenerationSpec, SpecError
 
 RANDOM_SEED = 0
-RESOLUTION_720P = (704, 1280)  # the 2B models' trained resolution (16:9 at 720p)
 
 
 @dataclass(frozen=True)
 class RandomPreset:
-    """A model with random weights drawn from a fixed seed: the same architecture as the released one."""
+    """Random weights drawn from a fixed seed in the architecture of an official model; the model's recipe
+    (precision, sampler, inference types) comes from the model it is combined with."""
 
-    dit: str  # DiTConfig preset
+    shapes: str  # DiTConfig preset of the net: "tiny", or the released "2B" / "14B" (then only for models of that size)
     vae: str  # VAEConfig preset
     text: str  # TextEncoderConfig preset
-    trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
-    draw_on_cpu: bool  # same weights on every device (tiny), or drawn on the device itself (fast for 2B)
+    trained_resolution: tuple[int, int] | None  # (H, W) that resolution "none" means; None: the model's
+    draw_on_cpu: bool  # same weights on every device (tiny), or drawn where they will run (fast for 2B, 14B)
+
+    @property
+    def released_size(self) -> str | None:
+        """The model size whose released shapes this preset has; None for tiny (any model)."""
+        return None if self.shapes == "tiny" else self.shapes
 
 
 RANDOM_PRESETS = {
     # tests, CI and the README's first command: runs on a CPU in seconds
     "tiny": RandomPreset("tiny", "tiny", "tiny", (64, 96), draw_on_cpu=True),
-    # the released 2B shapes (DiT 2B, Wan2.1 VAE, Reason1 7B) with random weights: GPU benchmarks of the
-    # whole pipeline without checkpoints; its videos are noise
-    "random-2B": RandomPreset("2B", "wan2.1", "reason1", RESOLUTION_720P, draw_on_cpu=False),
+    # the released shapes (DiT 2B or 14B, Wan2.1 VAE, Reason1 7B) with random weights: GPU benchmarks of the
+    # whole pipeline without checkpoints; their videos are noise
+    "random-2B": RandomPreset("2B", "wan2.1", "reason1", None, draw_on_cpu=False),
+    "random-14B": RandomPreset("14B", "wan2.1", "reason1", None, draw_on_cpu=False),
 }
 
 Progress = Callable[[int, int], None]
@@ -76,9 +91,22 @@ class GenerationResult:
 class ModelInfo:
     """What produced a video, recorded in its metadata."""
 
-    model_id: str  # "tiny" or the DiT checkpoint's file name
-    variant: str  # "post-trained" | "pre-trained"
+    model: OfficialModel  # the official model whose net, sampler and inference types these are
+    weights: str  # a random preset's name, or the DiT checkpoint's file name
     trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
+
+
+def check_source(source: str, model: str) -> None:
+    """ValueError if `model` is not an official name, or a random preset has another model size's shapes."""
+    official = get_model(model)
+    preset = RANDOM_PRESETS.get(source)
+    if preset is not None and preset.released_size not in (None, official.size):
+        matching = [name for name, p in RANDOM_PRESETS.items() if p.released_size in (None, official.size)]
+        raise ValueError(
+            f"preset {source!r} has the released {preset.released_size} shapes, but model {model!r} is a "
+            f"{official.size} model: use preset {' or '.join(map(repr, matching))}, or a "
+            f"{preset.released_size} model"
+        )
 
 
 class Generator:
@@ -90,14 +118,16 @@ class Generator:
         vae: WanVAE,
         text_encoder: TextEncoder,
         info: ModelInfo,
-        sampler_config: SamplerConfig,
+        sampler_config: SamplerConfig | FewStepConfig,
         *,
         device: torch.device,
         dtype: torch.dtype,
         parallel: ParallelContext | None = None,
+        offload: OffloadConfig = NO_OFFLOAD,
         storage_options: dict | None = None,
         allow_http: bool = False,
     ):
+        """Places the models: on `device`, or on the CPU where `offload` says so."""
         self.dit = dit
         self.vae = vae
         self.text_encoder = text_encoder
@@ -106,6 +136,11 @@ class Generator:
         self.device = device
         self.dtype = dtype
         self.parallel = parallel
+        self.offload = offload
+        self.offloader = Offloader(device)
+        self.offloader.place([dit], offload.diffusion_model)
+        self.offloader.place([*vae.encoding_modules, *vae.decoding_modules], offload.tokenizer)
+        self.offloader.place([text_encoder], offload.text_encoder)
         self.velocity_model = ParallelDiT(dit, parallel) if parallel is not None else dit
         self.storage_options = storage_options
         self.allow_http = allow_http
@@ -115,42 +150,53 @@ class Generator:
         cls,
         source: str = "tiny",
         *,
+        model: str = DEFAULT_MODEL,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         parallel: ParallelContext | None = None,
-        variant: str = "post-trained",
+        offload: OffloadConfig = NO_OFFLOAD,
         cache_url: str | None = None,
-        sampler_config: SamplerConfig | None = None,
+        sampler_config: SamplerConfig | FewStepConfig | None = None,
         storage_options: dict | None = None,
         allow_http: bool = False,
         compile: bool = False,
     ) -> Generator:
-        """Loads a random-weight preset (`RANDOM_PRESETS`: "tiny", "random-2B") or a checkpoint folder.
+        """Loads official model `model` from a random-weight preset (`RANDOM_PRESETS`) or a checkpoint folder.
 
         Defaults: the parallel context's device, else CUDA in bfloat16 when available, else CPU in
-        float32. `variant` picks the DiT weights of an official folder and the sampling recipe, which
-        `sampler_config` overrides. `cache_url` stores prompt embeddings through fsspec;
-        `storage_options` and `allow_http` apply to conditioning inputs; `compile` torch.compiles the
-        DiT's blocks.
+        float32. `model` (an official name, `cosmos_ray.registry.MODELS`) picks the DiT file of a folder,
+        the net's precision and the sampling recipe, which `sampler_config` overrides. `offload` keeps
+        models on the CPU between their stages; offloaded models are also loaded there. `cache_url`
+        stores prompt embeddings through fsspec; `storage_options` and `allow_http` apply to
+        conditioning inputs; `compile` torch.compiles the DiT's blocks.
         """
+        check_source(source, model)
+        official = get_model(model)
         if parallel is not None:
             device = parallel.device
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        sampler_config = sampler_config or SamplerConfig.preset(variant)
+        home = torch.device("cpu")
         if source in RANDOM_PRESETS:
             preset = RANDOM_PRESETS[source]
-            dit, vae, text_encoder = _random_models(preset, device, dtype, cache_url)
-            info = ModelInfo(source, variant, preset.trained_resolution)
+            dit, vae, text_encoder = _random_models(preset, official, device, dtype, cache_url, offload)
+            info = ModelInfo(official, source, preset.trained_resolution or official.trained_resolution)
         else:
             folder = Path(source)
-            dit_path, vae_path = _locate_weights(folder, variant)
-            dit = load_dit(dit_path, DiTConfig.preset("2B"), device=device, dtype=dtype)
-            vae = load_vae(vae_path, VAEConfig.preset("wan2.1"), device=device, dtype=dtype)
-            text_encoder = TextEncoder.from_pretrained(
-                str(_text_encoder_folder(folder)), device=device, dtype=dtype, cache_url=cache_url
+            dit_path, vae_path = _locate_weights(folder, official)
+            dit = load_dit(
+                dit_path, official.dit_config(), device=home if offload.diffusion_model else device, dtype=dtype
             )
-            info = ModelInfo(dit_path.name, variant, RESOLUTION_720P)
+            vae = load_vae(
+                vae_path, VAEConfig.preset("wan2.1"), device=home if offload.tokenizer else device, dtype=dtype
+            )
+            text_encoder = TextEncoder.from_pretrained(
+                str(_text_encoder_folder(folder)),
+                device=home if offload.text_encoder else device,
+                dtype=dtype,
+                cache_url=cache_url,
+            )
+            info = ModelInfo(official, dit_path.name, official.trained_resolution)
         if compile:
             dit.compile_blocks()
         return cls(
@@ -158,10 +204,11 @@ class Generator:
             vae,
             text_encoder,
             info,
-            sampler_config,
+            sampler_config or official.sampler,
             device=device,
             dtype=dtype,
             parallel=parallel,
+            offload=offload,
             storage_options=storage_options,
             allow_http=allow_http,
         )
@@ -192,6 +239,7 @@ class Generator:
     ) -> torch.Tensor:
         """The spec's clean latents (1, C, T, H/8, W/8), float32; identical on every rank of a group."""
         timings = {} if timings is None else timings
+        self.info.model.check_spec(spec)
         height, width = self.resolution(spec)
         vae_cfg = self.vae.cfg
         latent_frames = (spec.num_output_frames - 1) // vae_cfg.temporal_compression + 1
@@ -202,6 +250,8 @@ class Generator:
                 f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
                 f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}",
             )
+        if self.few_step and spec.num_conditional_frames:
+            raise SpecError(repr(spec.name), "inference_type", "the few-step (distilled) sampler holds no frames")
         shape = (
             1,
             vae_cfg.latent_channels,
@@ -210,15 +260,24 @@ class Generator:
             width // vae_cfg.spatial_compression,
         )
         with self._timed("text_encode", timings):
-            prompt = self.text_encoder.encode([spec.prompt])
-            negative = self.text_encoder.encode([spec.negative_prompt]) if spec.guidance != 0 else None
+            prompt, negative = self.encode_prompts(spec)
         with self._timed("conditioning", timings):
             conditional = self.encode_conditioning(spec, height, width)
-        with self._timed("sampling", timings):
-            noise = initial_noise(spec.seed, shape, self.device)
+        with self._timed("sampling", timings), self.offloader.running([self.dit], self.offload.diffusion_model):
+            if self.few_step:
+                return sample_few_step(
+                    self.velocity_model,
+                    few_step.initial_noise(spec.seed, shape, self.device),
+                    prompt,
+                    config=self.sampler_config,
+                    num_steps=spec.num_steps,
+                    timestep_scale=self.dit.cfg.timestep_scale,
+                    model_dtype=self.dtype,
+                    progress=progress,
+                )
             return sample(
                 self.velocity_model,
-                noise,
+                initial_noise(spec.seed, shape, self.device),
                 prompt,
                 negative,
                 config=self.sampler_config,
@@ -228,6 +287,21 @@ class Generator:
                 model_dtype=self.dtype,
                 progress=progress,
             )
+
+    @property
+    def few_step(self) -> bool:
+        """Whether the sampler is the distilled few-step one (no guidance, no negative prompt)."""
+        return isinstance(self.sampler_config, FewStepConfig)
+
+    def encode_prompts(self, spec: GenerationSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt's embedding (1, L, D) on the device, and the negative prompt's when the sampler uses
+        guidance and `guidance` is not 0 (else None). An offloaded text encoder comes to the GPU only if a
+        prompt is not in the embedding cache, once for both."""
+        with self.offloader.on_demand([self.text_encoder], self.offload.text_encoder) as bring:
+            prompt = self.text_encoder.encode([spec.prompt], bring).to(self.device)
+            if self.few_step or spec.guidance == 0:
+                return prompt, None
+            return prompt, self.text_encoder.encode([spec.negative_prompt], bring).to(self.device)
 
     def encode_conditioning(self, spec: GenerationSpec, height: int, width: int) -> torch.Tensor | None:
         """Clean latents (1, C, n, H/8, W/8) of the spec's n conditional frames, or None for text2world.
@@ -244,7 +318,8 @@ class Generator:
         )  # uint8 (n, H, W, 3)
         video = torch.from_numpy(frames).to(self.device).permute(3, 0, 1, 2)[None]  # (1, 3, n, H, W)
         video = video.to(self.vae.dtype) / 127.5 - 1.0  # the reference's uint8 -> [-1, 1], in the model dtype
-        return self.vae.encode(video).float()
+        with self.offloader.running(self.vae.encoding_modules, self.offload.tokenizer):
+            return self.vae.encode(video).float()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> video (1, 3, T, H, W) in [-1, 1], float32.
@@ -254,10 +329,12 @@ class Generator:
         """
         latents = latents.to(self.vae.dtype)
         if self.parallel is None or self.parallel.world_size == 1:
-            return self.vae.decode(latents).float()
+            with self.offloader.running(self.vae.decoding_modules, self.offload.tokenizer):
+                return self.vae.decode(latents).float()
         widths = split_sizes(latents.shape[-1], self.parallel.world_size)  # latent columns per rank
         start = sum(widths[: self.parallel.rank])
-        strip = self.vae.decode(latents, columns=slice(start, start + widths[self.parallel.rank]))
+        with self.offloader.running(self.vae.decoding_modules, self.offload.tokenizer):
+            strip = self.vae.decode(latents, columns=slice(start, start + widths[self.parallel.rank]))
         scale = self.vae.cfg.spatial_compression
         strip = F.pad(strip, (0, widths[0] * scale - strip.shape[-1]))  # equal shapes for the all-gather
         strips = strip.new_empty(self.parallel.world_size, *strip.shape[1:])  # (N, 3, T, H, W / N)
@@ -271,16 +348,18 @@ class Generator:
             "sample_id": spec.sample_id,
             "spec": spec.to_dict(),
             "seed": spec.seed,
-            "model": self.info.model_id,
-            "variant": self.info.variant,
+            "model": self.info.model.name,
+            "weights": self.info.weights,
             "resolution": [height, width],
             "num_frames": num_frames,
             "fps": spec.fps,
             "num_steps": spec.num_steps,
-            "guidance": spec.guidance,
+            "evaluations": self.sampler_config.num_evaluations(spec.num_steps),
+            "guidance": 0 if self.few_step else spec.guidance,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "world_size": 1 if self.parallel is None else self.parallel.world_size,
+            "offload": str(self.offload),
             "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
         }
 
@@ -303,24 +382,35 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 
 
 def _random_models(
-    preset: RandomPreset, device: torch.device, dtype: torch.dtype, cache_url: str | None
+    preset: RandomPreset,
+    model: OfficialModel,
+    device: torch.device,
+    dtype: torch.dtype,
+    cache_url: str | None,
+    offload: OffloadConfig,
 ) -> tuple[MiniTrainDiT, WanVAE, TextEncoder]:
-    """The preset's DiT, VAE and text encoder with random weights drawn from `RANDOM_SEED`."""
-    draw_device = torch.device("cpu") if preset.draw_on_cpu else device
+    """The preset's DiT (with `model`'s precision), VAE and text encoder, random weights from `RANDOM_SEED`.
+
+    Drawn on the CPU for tiny (the same weights everywhere) and for models that will wait there
+    (offloaded), else on `device`.
+    """
+    cpu = torch.device("cpu")
+    draw_device = cpu if preset.draw_on_cpu or offload.diffusion_model or offload.tokenizer else device
     with torch.random.fork_rng(devices=[draw_device] if draw_device.type == "cuda" else []), draw_device:
         torch.manual_seed(RANDOM_SEED)
-        dit = MiniTrainDiT(DiTConfig.preset(preset.dit))
+        dit = MiniTrainDiT(model.dit_config(preset.shapes))
         vae = WanVAE(VAEConfig.preset(preset.vae))
-    dit = dit.to(device).cast(dtype).eval().requires_grad_(False)
-    vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    dit = dit.cast(dtype).eval().requires_grad_(False)
+    vae = vae.to(dtype=dtype).eval().requires_grad_(False)
+    text_device = cpu if offload.text_encoder else device
     if preset.text == "tiny":
-        text_encoder = TextEncoder.from_pretrained("tiny", device=device, dtype=dtype, cache_url=cache_url)
+        text_encoder = TextEncoder.from_pretrained("tiny", device=text_device, dtype=dtype, cache_url=cache_url)
     else:
         text_encoder = TextEncoder.from_random(
             TextEncoderConfig.preset(preset.text),
             build_tiny_tokenizer(),
             seed=RANDOM_SEED,
-            device=device,
+            device=text_device,
             dtype=dtype,
             model_id=f"random-{preset.text}",
             cache=EmbeddingCache(url=cache_url),
@@ -328,27 +418,22 @@ def _random_models(
     return dit, vae, text_encoder
 
 
-def _locate_weights(folder: Path, variant: str) -> tuple[Path, Path]:
-    """(DiT checkpoint, VAE checkpoint) of an official or diffusers-layout folder."""
+def _locate_weights(folder: Path, model: OfficialModel) -> tuple[Path, Path]:
+    """(DiT checkpoint, VAE checkpoint) of `model` in an official or diffusers-layout folder."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"model source {str(folder)!r} is neither 'tiny' nor an existing checkpoint folder")
+        presets = ", ".join(map(repr, RANDOM_PRESETS))
+        raise FileNotFoundError(
+            f"model source {str(folder)!r} is neither a random preset ({presets}) nor an existing checkpoint folder"
+        )
     if (folder / "transformer").is_dir():
         if not (folder / "vae" / "diffusion_pytorch_model.safetensors").is_file():
             raise FileNotFoundError(f"diffusers checkpoint {folder} has no vae/diffusion_pytorch_model.safetensors")
         return folder / "transformer", folder / "vae"
-    dit_files = sorted((folder / "base" / variant).glob("*.pt"))
-    if len(dit_files) != 1:
-        raise FileNotFoundError(
-            f"expected one DiT checkpoint in {folder / 'base' / variant}, found {[p.name for p in dit_files] or 'none'}"
-        )
-    vae_file = folder / "tokenizer.pth"
-    if not vae_file.is_file():
-        raise FileNotFoundError(f"official checkpoint {folder} has no tokenizer.pth (the Wan2.1 VAE)")
-    return dit_files[0], vae_file
+    return model.dit_file.locate(folder, model.name), VAE_FILE.locate(folder, model.name)
 
 
 def _text_encoder_folder(folder: Path) -> Path:
     """The text encoder folder: a diffusers pipeline folder itself, else its `text_encoder/`."""
     if (folder / "transformer").is_dir():
         return folder
-    return folder / "text_encoder"
+    return folder / TEXT_ENCODER_FOLDER

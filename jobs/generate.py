@@ -1,7 +1,7 @@
 """`python -m jobs.generate`: generate every spec of a Parquet manifest on a Ray cluster.
 
     python -m jobs.generate --manifest s3://bucket/manifests/run1.parquet --output s3://bucket/out \\
-        --checkpoint-dir /models/cosmos-predict2.5-2b --gpus-per-group 1
+        --checkpoint-dir /models/cosmos-predict2.5 --model 2B/post-trained --gpus-per-group 1
     ray job submit --working-dir . -- python -m jobs.generate --manifest ... --output ... --preset tiny
 
 Connects to the cluster in RAY_ADDRESS (set by `ray job submit`) or `--address`, else starts a local Ray.
@@ -18,6 +18,8 @@ import sys
 
 import ray
 
+from cosmos_ray.generator import check_source
+from cosmos_ray.model_options import MODELS_EPILOG, add_model_options, offload_of
 from jobs.options import add_storage_option, storage_options_of
 from pipelines.batch import BatchConfig, run
 from pipelines.group import DTYPES, GroupConfig
@@ -29,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Generate the videos of a Parquet manifest (see docs/manifest.md) on a Ray cluster and write "
         "them, their records and a run table under --output (see docs/outputs.md). Samples already "
         "done under --output are skipped, so rerunning a job resumes it.",
+        epilog=MODELS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--manifest",
@@ -46,12 +50,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument(
         "--preset",
         metavar="NAME",
-        help="model preset with random weights: 'tiny' (tests and CPU smoke runs) or "
-        "'random-2B' (the released shapes, for GPU trials and benchmarks)",
+        help="random weights: 'tiny' (tests and CPU smoke runs; any model) or 'random-2B' / 'random-14B' (the "
+        "released shapes of a 2B / 14B model, for GPU trials and benchmarks)",
     )
     model.add_argument(
         "--checkpoint-dir", metavar="DIR", help="folder holding the official checkpoint files (on every GPU node)"
     )
+    add_model_options(parser)
     parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the generator's)")
     parser.add_argument(
         "--compile",
@@ -99,6 +104,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.logical_gpus is not None and args.address is not None:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
+    if args.preset is not None:
+        try:
+            check_source(args.preset, args.model)
+        except ValueError as error:
+            parser.error(str(error))
     args.storage_options = storage_options_of(parser, args)
     return args
 
@@ -114,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             group=GroupConfig(
                 gpus_per_group=args.gpus_per_group,
                 source=args.checkpoint_dir or args.preset,
+                model=args.model,
+                offload=offload_of(args),
                 dtype=args.dtype,
                 compile=args.compile,
                 embedding_cache_url=args.embedding_cache,

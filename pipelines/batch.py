@@ -29,6 +29,7 @@ from cosmos_ray import storage
 from cosmos_ray.manifest import require_manifest_columns, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.registry import OfficialModel, get_model
 from cosmos_ray.spec import SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 
@@ -182,21 +183,25 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
         check_rows,
         batch_size=CHECK_BATCH_SIZE,
         batch_format="pyarrow",
-        fn_kwargs={"output": config.output, "storage_options": config.storage_options},
+        fn_kwargs={"output": config.output, "storage_options": config.storage_options, "model": config.group.model},
     )
     for position, row in enumerate(checked.iter_rows()):
         yield {"row": position, **row}
 
 
-def check_rows(batch: pa.Table, *, output: str, storage_options: dict | None) -> pa.Table:
-    """Check stage: each manifest row -> its canonical spec and PENDING, SKIPPED (done) or INVALID."""
+def check_rows(batch: pa.Table, *, output: str, storage_options: dict | None, model: str) -> pa.Table:
+    """Check stage: each manifest row -> its canonical spec and PENDING, SKIPPED (done) or INVALID (a bad
+    spec, or one the official `model` cannot generate)."""
     store = OutputStore(output, storage_options)
-    return pa.Table.from_pylist([_check_row(row, store) for row in batch.to_pylist()], schema=CHECKED_SCHEMA)
+    official = get_model(model)
+    rows = [_check_row(row, store, official) for row in batch.to_pylist()]
+    return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
 
-def _check_row(row: dict[str, Any], store: OutputStore) -> dict[str, Any]:
+def _check_row(row: dict[str, Any], store: OutputStore, model: OfficialModel) -> dict[str, Any]:
     try:
         spec = spec_from_row(row)
+        model.check_spec(spec)
     except SpecError as error:
         return {**row, "sample_id": None, "status": INVALID, "error": str(error)}
     status = SKIPPED if store.is_done(spec.sample_id) else PENDING

@@ -38,9 +38,11 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from cosmos_ray.offload import NO_OFFLOAD, OffloadConfig
+from cosmos_ray.registry import DEFAULT_MODEL, get_model
 from cosmos_ray.spec import GenerationSpec
 
-if TYPE_CHECKING:  # torch and the engine load only in rank workers, never in the owning actor
+if TYPE_CHECKING:  # the generator (transformers, the models) loads only in rank workers, never in the owning actor
     from cosmos_ray.generator import GenerationResult
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class GroupConfig:
 
     gpus_per_group: int = 1
     source: str = "tiny"  # `Generator.from_pretrained` source: a preset name or a checkpoint folder
+    model: str = DEFAULT_MODEL  # official model name (`cosmos_ray.registry`)
+    offload: OffloadConfig = NO_OFFLOAD  # models that wait on the CPU between their stages, on every rank
     dtype: str | None = None  # one of DTYPES; None: the generator's default
     compile: bool = False  # torch.compile the DiT blocks: a slower start for faster steps on every sample
     embedding_cache_url: str | None = None  # fsspec folder shared by all groups: each prompt is encoded once
@@ -65,6 +69,7 @@ class GroupConfig:
     def __post_init__(self) -> None:
         if self.gpus_per_group < 1:
             raise ValueError(f"gpus_per_group must be at least 1, got {self.gpus_per_group}")
+        get_model(self.model)  # raises naming the official models
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or None, got {self.dtype!r}")
         if self.cpus_per_rank <= 0 or self.failure_grace_s <= 0:
@@ -141,6 +146,8 @@ class RankWorker:
         dtype = getattr(torch, self.config.dtype) if self.config.dtype else None
         self.generator = Generator.from_pretrained(
             self.config.source,
+            model=self.config.model,
+            offload=self.config.offload,
             device=device,
             dtype=dtype,
             parallel=parallel,

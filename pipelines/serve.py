@@ -47,7 +47,9 @@ from ray.serve.handle import DeploymentHandle
 
 from cosmos_ray import storage
 from cosmos_ray.media import MediaError, write_mp4
+from cosmos_ray.offload import OffloadConfig
 from cosmos_ray.outputs import OK, OutputRecord, OutputStore
+from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES
 from cosmos_ray.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, Step
 
@@ -66,6 +68,10 @@ class ServeArgs(BaseModel):
 
     preset: str = Field("tiny", description="model preset; ignored when checkpoint_dir is set")
     checkpoint_dir: str | None = Field(None, description="folder with the official checkpoint files")
+    model: str = Field(DEFAULT_MODEL, description=f"official model name: {', '.join(MODEL_NAMES)}")
+    offload_diffusion_model: bool = Field(False, description="keep the DiT on the CPU except while it runs")
+    offload_tokenizer: bool = Field(False, description="keep the VAE on the CPU except while it runs")
+    offload_text_encoder: bool = Field(False, description="keep the text encoder on the CPU except while it runs")
     dtype: str | None = Field(None, description="torch dtype name; default: the generator's")
     gpus_per_replica: int = Field(1, ge=1, description="GPUs in each replica's group (context parallel)")
     min_replicas: int = Field(1, ge=0, description="autoscaling lower bound (0 scales to zero)")
@@ -633,6 +639,8 @@ def build_app(args: ServeArgs) -> serve.Application:
     group_config = GroupConfig(
         gpus_per_group=args.gpus_per_replica,
         source=args.checkpoint_dir or args.preset,
+        model=args.model,
+        offload=OffloadConfig(args.offload_diffusion_model, args.offload_tokenizer, args.offload_text_encoder),
         dtype=args.dtype,
         storage_options=args.storage_options,
     )

@@ -10,12 +10,14 @@ import torch
 import torch.multiprocessing as mp
 
 from cosmos_ray import generate
-from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
+from cosmos_ray.generator import RANDOM_PRESETS, Generator, check_source, to_uint8_frames
 from cosmos_ray.media import MediaError, read_conditioning, write_mp4
-from cosmos_ray.models.dit import DiTConfig
 from cosmos_ray.models.text import TextEncoderConfig
 from cosmos_ray.models.vae import VAEConfig
+from cosmos_ray.offload import OffloadConfig
 from cosmos_ray.parallel import ParallelContext
+from cosmos_ray.registry import MODEL_NAMES, get_model
+from cosmos_ray.sampling.few_step import FewStepConfig
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import ScheduleConfig
 from cosmos_ray.spec import GenerationSpec, SpecError
@@ -52,7 +54,8 @@ def test_frames_size_fps_and_metadata(generator, kind):
     assert result.fps == 24
     meta = result.metadata
     assert meta["spec"] == spec.to_dict() and meta["sample_id"] == spec.sample_id
-    assert (meta["seed"], meta["model"], meta["variant"]) == (11, "tiny", "post-trained")
+    assert (meta["seed"], meta["model"], meta["weights"]) == (11, "2B/post-trained", "tiny")
+    assert (meta["num_steps"], meta["evaluations"], meta["guidance"], meta["offload"]) == (3, 4, 7, "none")
     assert (meta["resolution"], meta["num_frames"], meta["fps"]) == ([64, 96], 9, 24)
     assert set(meta["timings_s"]) == {"text_encode", "conditioning", "sampling", "decode", "total"}
     json.dumps(meta)  # records must be JSON
@@ -105,22 +108,79 @@ def test_too_few_output_frames_for_the_conditional_frames(generator):
         generator(make_spec("video2world", num_output_frames=1))
 
 
+POST_TRAINED_2B = "base/post-trained/81edfebe-bd6a-4039-8c1d-737df1a790bf_ema_bf16.pt"
+
+
 @pytest.mark.parametrize(
     "layout, message",
     [
-        ({}, "expected one DiT checkpoint in"),
-        ({"base/post-trained/dit_ema_bf16.pt": b""}, "has no tokenizer.pth"),
+        ({}, f"model '2B/post-trained' needs {POST_TRAINED_2B} .*it holds: nothing"),
+        (
+            {"base/post-trained/dit_ema_bf16.pt": b"", "tokenizer.pth": b""},
+            f"needs {POST_TRAINED_2B} \\(from Hugging Face nvidia/Cosmos-Predict2.5-2B\\).*it holds: base/, "
+            "tokenizer.pth, base/post-trained/dit_ema_bf16.pt",
+        ),
+        ({POST_TRAINED_2B: b""}, "needs tokenizer.pth"),
         ({"transformer/config.json": b"{}"}, "has no vae/diffusion_pytorch_model.safetensors"),
     ],
 )
-def test_checkpoint_folder_errors(tmp_path, layout, message):
+def test_checkpoint_folder_errors_name_the_model_the_file_and_what_exists(tmp_path, layout, message):
     for name, content in layout.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(content)
     with pytest.raises(FileNotFoundError, match=message):
         Generator.from_pretrained(str(tmp_path), device="cpu")
-    with pytest.raises(FileNotFoundError, match="neither 'tiny' nor an existing checkpoint folder"):
+    with pytest.raises(FileNotFoundError, match="neither a random preset .* nor an existing checkpoint folder"):
         Generator.from_pretrained(str(tmp_path / "absent"), device="cpu")
+
+
+def test_unknown_model_and_mismatched_preset_are_rejected():
+    with pytest.raises(ValueError, match="unknown model '7B/post-trained'; the official models are: 2B/pre-trained"):
+        Generator.from_pretrained("tiny", model="7B/post-trained", device="cpu")
+    with pytest.raises(ValueError, match="preset 'random-14B' has the released 14B shapes, but model '2B/distilled'"):
+        Generator.from_pretrained("random-14B", model="2B/distilled", device="cpu")
+
+
+# --- the distilled model ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def distilled() -> Generator:
+    return Generator.from_pretrained("tiny", model="2B/distilled", device="cpu")
+
+
+def test_distilled_model_takes_its_recipe_with_tiny_shapes(distilled, generator):
+    assert isinstance(distilled.sampler_config, FewStepConfig)
+    assert (distilled.dit.cfg.timestep_scale, distilled.dit.cfg.fp32_modulation) == (1.0, False)
+    assert distilled.dit.cfg.model_channels == generator.dit.cfg.model_channels  # the tiny shapes
+    assert torch.equal(distilled.dit.blocks[0].mlp.layer1.weight, generator.dit.blocks[0].mlp.layer1.weight)
+
+
+def test_distilled_model_runs_four_steps_without_guidance(distilled, monkeypatch):
+    seen, encoded = [], []
+    encode = distilled.text_encoder.encode
+    monkeypatch.setattr(
+        distilled.text_encoder, "encode", lambda prompts, *a: encoded.append(prompts) or encode(prompts, *a)
+    )
+    spec = make_spec("text2world", num_steps=35, guidance=7)
+    latents = distilled.generate_latents(spec, progress=lambda step, total: seen.append((step, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert encoded == [[spec.prompt]]  # the negative prompt is never encoded
+    assert torch.equal(distilled.generate_latents(make_spec("text2world", guidance=0, num_steps=4)), latents)
+    seen.clear()
+    distilled.generate_latents(make_spec("text2world", num_steps=2), progress=lambda step, total: seen.append(total))
+    assert seen == [2, 2]  # fewer steps take the first ones
+
+
+def test_distilled_metadata_records_what_ran(distilled):
+    meta = distilled(make_spec("text2world", num_steps=35, guidance=7)).metadata
+    assert (meta["model"], meta["num_steps"], meta["evaluations"], meta["guidance"]) == ("2B/distilled", 35, 4, 0)
+
+
+@pytest.mark.parametrize("kind", ["image2world", "video2world"])
+def test_distilled_model_refuses_conditioned_specs_naming_the_field(distilled, kind):
+    with pytest.raises(SpecError, match=f"field 'inference_type' {kind} is not supported by model 2B/distilled"):
+        distilled(make_spec(kind))
 
 
 # --- a parallel group --------------------------------------------------------------------------------------
@@ -234,6 +294,51 @@ def test_cli_needs_a_model(capsys):
     assert "one of the arguments --preset --checkpoint-dir is required" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "2B/mini"], ["invalid choice: '2B/mini' (choose from", "14B/post-trained"]),
+        (["--model", "2B/post-trained", "--preset", "random-14B"], ["preset 'random-14B' has the released 14B"]),
+    ],
+)
+def test_cli_rejects_a_wrong_model_before_loading(args, message, capsys):
+    with pytest.raises(SystemExit):
+        generate.parse_args(
+            ["-i", "specs.json", "-o", "out", *args] + ([] if "--preset" in args else ["--preset", "tiny"])
+        )
+    err = capsys.readouterr().err
+    assert all(part in err for part in message)
+
+
+def test_cli_refuses_distilled_image2world_before_any_weight_loads(tmp_path, capsys, monkeypatch):
+    specs = tmp_path / "specs.jsonl"
+    specs.write_text(json.dumps(make_spec("image2world", name="i2w").to_dict()))
+    monkeypatch.setattr(Generator, "from_pretrained", lambda *a, **k: pytest.fail("weights were loaded"))
+    argv = ["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--model", "2B/distilled"]
+    assert generate.main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        "sample 'i2w' (" in err and "field 'inference_type' image2world is not supported by model 2B/distilled" in err
+    )
+
+
+def test_cli_offload_flags_reach_the_generator(tmp_path, monkeypatch):
+    made = {}
+
+    def fake_from_pretrained(source, **kwargs):
+        made.update(kwargs, source=source)
+        raise RuntimeError("stop here")
+
+    specs = tmp_path / "specs.jsonl"
+    specs.write_text(json.dumps(make_spec("text2world").to_dict()))
+    monkeypatch.setattr(Generator, "from_pretrained", fake_from_pretrained)
+    argv = ["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "random-14B", "--model", "14B/pre-trained"]
+    with pytest.raises(RuntimeError, match="stop here"):
+        generate.main(argv + ["--offload_diffusion_model", "--offload-text-encoder"])
+    assert (made["source"], made["model"]) == ("random-14B", "14B/pre-trained")
+    assert made["offload"] == OffloadConfig(diffusion_model=True, tokenizer=False, text_encoder=True)
+
+
 def test_benchmark_smoke_runs(tmp_path):
     from bench.generate import main as bench_main
 
@@ -247,10 +352,18 @@ def test_benchmark_smoke_runs(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(RANDOM_PRESETS))
-def test_random_presets_fit_together(name):
-    """A random preset's DiT reads exactly the text encoder's embedding width; its resolution fits VAE x patch."""
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_random_presets_fit_together(name, model):
+    """A random preset combines with every model of its size (tiny: every model): its DiT reads exactly the
+    text encoder's embedding width, its resolution fits VAE x patch."""
     preset = RANDOM_PRESETS[name]
-    dit_cfg = DiTConfig.preset(preset.dit)
+    official = get_model(model)
+    if preset.released_size not in (None, official.size):
+        with pytest.raises(ValueError, match=f"preset '{name}' has the released {preset.released_size} shapes"):
+            check_source(name, model)
+        return
+    check_source(name, model)
+    dit_cfg = official.dit_config(preset.shapes)
     assert dit_cfg.crossattn_proj_in_channels == TextEncoderConfig.preset(preset.text).embed_dim
     stride = VAEConfig.preset(preset.vae).spatial_compression * dit_cfg.patch_spatial
-    assert all(size % stride == 0 for size in preset.trained_resolution)
+    assert all(size % stride == 0 for size in preset.trained_resolution or official.trained_resolution)

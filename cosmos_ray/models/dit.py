@@ -9,9 +9,11 @@ timestep embedding. A modulated final layer and the inverse of the patching give
 Parameter and buffer names are the reference's (an official state dict loads strictly after its `net.`
 prefix is removed); `official_to_diffusers_key` maps them to diffusers' `CosmosTransformer3DModel`.
 
-Precision follows the reference's bf16 inference (`use_wan_fp32_strategy=True` in the 2B configs): the
-timestep embedding, every AdaLN modulation and the final layer run in float32 (`MiniTrainDiT.cast` keeps
-those weights in float32), q and k are rotated in float32, everything else runs in the model dtype.
+Precision follows the reference's bf16 inference (`use_wan_fp32_strategy=True` in the 2B and 14B base
+configs): the timestep embedding, every AdaLN modulation and the final layer run in float32
+(`MiniTrainDiT.cast` keeps those weights in float32), q and k are rotated in float32, everything else runs
+in the model dtype. The distilled 2B net has the strategy off (`fp32_modulation=False`, see
+`cosmos_ray.registry`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from torch import nn
 from cosmos_ray.models.attention import AttentionFn, attention
 from cosmos_ray.models.rope import Rope, VideoRope3D, apply_rope
 from cosmos_ray.models.weights import drop_training_entries, load_into, read_state_dict, rename_keys, select_prefix
+
+DIT_PRESETS = ("2B", "14B", "tiny")
 
 
 @dataclass(frozen=True)
@@ -54,14 +58,18 @@ class DiTConfig:
     rope_w_extrapolation_ratio: float = 3.0
     rope_t_extrapolation_ratio: float = 1.0
     rope_enable_fps_modulation: bool = False
-    timestep_scale: float = 0.001  # the net multiplies its timestep input by this
+    timestep_scale: float = 0.001  # the net multiplies its timestep input by this (1.0 in the distilled net)
     fp32_modulation: bool = True  # reference: use_wan_fp32_strategy
 
     @classmethod
     def preset(cls, name: str) -> DiTConfig:
-        """`2B`: the official Cosmos-Predict2.5-2B net. `tiny`: same structure, small widths, for tests."""
+        """Shapes of a net: `2B` and `14B` are the official Cosmos-Predict2.5 nets (the reference's
+        `cosmos_v1_2B` / `cosmos_v1_14B` with the Reason1 rectified-flow experiment overrides, which are
+        the same for both sizes); `tiny` has the same structure with small widths, for tests."""
         if name == "2B":
             return cls()
+        if name == "14B":
+            return cls(model_channels=5120, num_heads=40, num_blocks=36)
         if name == "tiny":
             return cls(
                 model_channels=128,
@@ -71,7 +79,7 @@ class DiTConfig:
                 crossattn_proj_in_channels=96,
                 crossattn_emb_channels=64,
             )
-        raise ValueError(f"unknown DiT preset {name!r}; expected '2B' or 'tiny'")
+        raise ValueError(f"unknown DiT preset {name!r}; expected one of {', '.join(DIT_PRESETS)}")
 
     @property
     def head_dim(self) -> int:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -286,8 +287,14 @@ class TextEncoder(nn.Module):
         return torch.tensor(rows, dtype=torch.long)
 
     @torch.no_grad()
-    def encode(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Prompts -> (B, max_length, embed_dim) in the model's dtype, on its device; cached per prompt."""
+    def encode(
+        self, prompts: Sequence[str], running: Callable[[], AbstractContextManager[None]] = nullcontext
+    ) -> torch.Tensor:
+        """Prompts -> (B, max_length, embed_dim) in the model's dtype, on its device; cached per prompt.
+
+        `running()` is entered around the model call, which happens only for prompts not in the cache (the
+        generator uses it to bring an offloaded encoder to the GPU only when it has work).
+        """
         if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
             raise TypeError(f"encode expects a list of prompt strings, got {type(prompts).__name__}")
         if not prompts:
@@ -296,7 +303,9 @@ class TextEncoder(nn.Module):
         found = {prompt: self.cache.get(cache_id, prompt) for prompt in dict.fromkeys(prompts)}
         missing = [prompt for prompt, embedding in found.items() if embedding is None]
         if missing:
-            for prompt, embedding in zip(missing, self(self.tokenize(missing))):
+            with running():
+                embeddings = self(self.tokenize(missing))
+            for prompt, embedding in zip(missing, embeddings):
                 embedding = embedding.clone()  # not a view: the cache must not keep the whole batch alive
                 self.cache.put(cache_id, prompt, embedding)
                 found[prompt] = embedding

@@ -338,6 +338,16 @@ class WanVAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.conv2.weight.dtype
 
+    @property
+    def encoding_modules(self) -> tuple[nn.Module, ...]:
+        """The modules `encode` runs (what an offloader brings to the GPU for it)."""
+        return self.encoder, self.conv1
+
+    @property
+    def decoding_modules(self) -> tuple[nn.Module, ...]:
+        """The modules `decode` runs."""
+        return self.conv2, self.decoder
+
     def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shape = (1, self.cfg.latent_channels, 1, 1, 1)
         mean = torch.tensor(self.cfg.latent_mean, dtype=torch.float32, device=like.device).view(shape)

@@ -1,10 +1,13 @@
-"""Rectified-flow sampling of Cosmos-Predict2.5: sigma schedules, the UniPC solver and the guided loop."""
+"""Rectified-flow sampling of Cosmos-Predict2.5: sigma schedules, the UniPC solver, the guided loop and the
+distilled model's few-step loop."""
 
+from cosmos_ray.sampling.few_step import FewStepConfig, sample_few_step
 from cosmos_ray.sampling.sampler import SamplerConfig, SamplingError, VelocityModel, initial_noise, sample
 from cosmos_ray.sampling.schedule import Schedule, ScheduleConfig, make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
 
 __all__ = [
+    "FewStepConfig",
     "SamplerConfig",
     "SamplingError",
     "Schedule",
@@ -14,4 +17,5 @@ __all__ = [
     "initial_noise",
     "make_schedule",
     "sample",
+    "sample_few_step",
 ]

@@ -41,7 +41,10 @@ class SamplingError(RuntimeError):
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    """Sampling recipe of one Cosmos-Predict2.5 2B variant (from its official experiment config)."""
+    """Sampling recipe of a Cosmos-Predict2.5 base checkpoint (from its official experiment config).
+
+    `preset("post-trained")`: the 2B post-trained recipe; `preset("pre-trained")`: the 2B pre-trained one,
+    which the 14B checkpoints share (`cosmos_ray.registry`)."""
 
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # DiT timestep (flow time x 1000) of the held conditional frames; None: the noisy frames' timestep.
@@ -54,6 +57,10 @@ class SamplerConfig:
         if variant == "pre-trained":  # shift-5 schedule, conditional frames share the noisy timestep
             return cls(ScheduleConfig(kind="shift", shift=5.0), conditional_frame_timestep=None)
         raise ValueError(f"unknown model variant {variant!r}; expected one of {', '.join(VARIANTS)}")
+
+    def num_evaluations(self, num_steps: int) -> int:
+        """DiT evaluations (each one or two passes) of a run of `num_steps` steps."""
+        return make_schedule(self.schedule, num_steps).num_evaluations
 
 
 def initial_noise(seed: int, shape: tuple[int, ...], device: torch.device | str | None = None) -> Tensor:

@@ -1,0 +1,166 @@
+"""The official Cosmos-Predict2.5 base models by name (`--model`), and the files that hold their weights.
+
+Each entry is what the official inference derives from its `--model` name: the checkpoint (its Hugging Face
+file), the experiment it was trained or distilled under, hence the net's shapes and precision, the
+sampling recipe, the latent frames it samples (`state_t`), its trained resolution and the inference types
+it supports. Sources (official repository, commits in docs/reference-notes.md): the checkpoint database
+`packages/cosmos-oss/cosmos_oss/checkpoints_predict2.py`, the model names of `cosmos_predict2/config.py`
+and `docs/inference.md`, the experiments under `_src/predict2/configs/video2world/experiment/` and
+`_src/predict2/distill/configs/`.
+
+A checkpoint folder is the official downloads merged into one folder:
+
+    CHECKPOINTS/
+      base/pre-trained/<id>_ema_bf16.pt   the DiT of each model you use (nvidia/Cosmos-Predict2.5-2B or
+      base/post-trained/<id>_ema_bf16.pt    nvidia/Cosmos-Predict2.5-14B; the id is the checkpoint's uuid,
+      base/distilled/<id>_ema_bf16.pt       so the 2B and 14B files can sit side by side)
+      tokenizer.pth                       the Wan2.1 VAE, shared by every model (nvidia/Cosmos-Predict2.5-2B)
+      text_encoder/                       Reason1 (nvidia/Cosmos-Reason1-7B), Hugging Face layout
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from cosmos_ray.models.dit import DiTConfig
+from cosmos_ray.sampling.few_step import FewStepConfig
+from cosmos_ray.sampling.sampler import SamplerConfig
+from cosmos_ray.spec import INFERENCE_TYPES, GenerationSpec, SpecError
+
+REPOSITORY_2B = "nvidia/Cosmos-Predict2.5-2B"
+REPOSITORY_14B = "nvidia/Cosmos-Predict2.5-14B"
+TEXT_ENCODER_FOLDER = "text_encoder"  # nvidia/Cosmos-Reason1-7B, as downloaded (Hugging Face layout)
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A file of an official download: its Hugging Face repository and its path there (and in a folder)."""
+
+    repository: str
+    path: str
+
+    def locate(self, folder: Path, model: str) -> Path:
+        """The file inside `folder`; FileNotFoundError naming the model, the file and what the folder holds."""
+        path = folder / self.path
+        if path.is_file():
+            return path
+        present = [entry.name + ("/" if entry.is_dir() else "") for entry in sorted(folder.iterdir())]
+        present += sorted(str(p.relative_to(folder)) for p in (folder / "base").rglob("*.pt"))
+        raise FileNotFoundError(
+            f"model {model!r} needs {self.path} (from Hugging Face {self.repository}) in checkpoint folder "
+            f"{folder}, which has no such file; it holds: {', '.join(present) or 'nothing'}"
+        )
+
+
+VAE_FILE = CheckpointFile(REPOSITORY_2B, "tokenizer.pth")
+
+
+@dataclass(frozen=True)
+class OfficialModel:
+    """One official base model: checkpoint, net, sampler and what it can generate."""
+
+    name: str  # the official `--model` name
+    purpose: str  # one line for --help and the README
+    size: str  # "2B" | "14B": the shapes of the released net (a DiTConfig preset)
+    dit_file: CheckpointFile
+    experiment: str  # the official experiment of the checkpoint (net overrides, sampler)
+    sampler: SamplerConfig | FewStepConfig
+    inference_types: tuple[str, ...] = INFERENCE_TYPES
+    timestep_scale: float = 0.001  # the net's `timestep_scale`
+    fp32_modulation: bool = True  # the net's `use_wan_fp32_strategy`
+    state_t: int = 24  # latent frames the model samples (93 video frames)
+    trained_resolution: tuple[int, int] = (704, 1280)  # (H, W) that resolution "none" means (720p, 16:9)
+
+    def dit_config(self, shapes: str | None = None) -> DiTConfig:
+        """The net of this checkpoint: the released shapes, or those of the DiTConfig preset `shapes`
+        (e.g. "tiny"), with this checkpoint's timestep scale and precision."""
+        return dataclasses.replace(
+            DiTConfig.preset(shapes or self.size),
+            timestep_scale=self.timestep_scale,
+            fp32_modulation=self.fp32_modulation,
+        )
+
+    def check_spec(self, spec: GenerationSpec) -> None:
+        """Raises SpecError (naming the sample and `inference_type`) if this model cannot generate `spec`."""
+        if spec.inference_type not in self.inference_types:
+            raise SpecError(
+                repr(spec.name),
+                "inference_type",
+                f"{spec.inference_type} is not supported by model {self.name}, which supports only "
+                f"{', '.join(self.inference_types)}",
+            )
+
+
+_PRE_TRAINED_2B = "Stage-c_pt_4-reason_embeddings-v1p1-Index-26-Size-2B-Res-720-Fps-16-Note-T2V_high_sigma_loss_reweighted_1_1_rectified_flow_only_resume2"  # noqa: E501
+_14B = "Stage-c_pt_4-reason_embeddings-v1p1-Index-43-Size-14B-Res-720-Fps-16_resume_from_reason1p1_rectified_flow_shift5_high_sigma"  # noqa: E501
+
+MODELS: dict[str, OfficialModel] = {
+    model.name: model
+    for model in (
+        OfficialModel(
+            name="2B/pre-trained",
+            purpose="2B pre-trained base, text/image/video to world; the starting point for post-training",
+            size="2B",
+            dit_file=CheckpointFile(REPOSITORY_2B, "base/pre-trained/d20b7120-df3e-4911-919d-db6e08bad31c_ema_bf16.pt"),
+            experiment=_PRE_TRAINED_2B,
+            sampler=SamplerConfig.preset("pre-trained"),
+        ),
+        OfficialModel(
+            name="2B/post-trained",
+            purpose="2B post-trained base, text/image/video to world (the default)",
+            size="2B",
+            dit_file=CheckpointFile(
+                REPOSITORY_2B, "base/post-trained/81edfebe-bd6a-4039-8c1d-737df1a790bf_ema_bf16.pt"
+            ),
+            experiment="Stage-c_pt_4-Index-2-Size-2B-Res-720-Fps-16-Note-rf_with_edm_ckpt",
+            sampler=SamplerConfig.preset("post-trained"),
+        ),
+        OfficialModel(
+            name="2B/distilled",
+            purpose="2B distilled to 4 steps without guidance (4 DiT passes per clip instead of 72), text2world only",
+            size="2B",
+            dit_file=CheckpointFile(REPOSITORY_2B, "base/distilled/575edf0f-d973-4c74-b52c-69929a08d0a5_ema_bf16.pt"),
+            experiment="dmd2_trigflow_distill_cosmos_predict2_2B_bidirectional_TnI2V",
+            sampler=FewStepConfig(),
+            inference_types=("text2world",),
+            timestep_scale=1.0,
+            fp32_modulation=False,
+        ),
+        OfficialModel(
+            name="14B/pre-trained",
+            purpose="14B pre-trained base, text/image/video to world",
+            size="14B",
+            dit_file=CheckpointFile(
+                REPOSITORY_14B, "base/pre-trained/54937b8c-29de-4f04-862c-e67b04ec41e8_ema_bf16.pt"
+            ),
+            experiment=_14B,
+            sampler=SamplerConfig.preset("pre-trained"),
+        ),
+        OfficialModel(
+            name="14B/post-trained",
+            purpose="14B post-trained base, text/image/video to world: the largest model",
+            size="14B",
+            dit_file=CheckpointFile(
+                REPOSITORY_14B, "base/post-trained/e21d2a49-4747-44c8-ba44-9f6f9243715f_ema_bf16.pt"
+            ),
+            experiment=_14B,  # the official database registers the 14B post-trained checkpoint under this one
+            sampler=SamplerConfig.preset("pre-trained"),
+        ),
+    )
+}
+MODEL_NAMES = tuple(MODELS)
+DEFAULT_MODEL = "2B/post-trained"
+
+
+def get_model(name: str) -> OfficialModel:
+    """The official model `name`; ValueError naming it and the official names otherwise."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; the official models are: {', '.join(MODEL_NAMES)}")
+    return MODELS[name]
+
+
+def models_help() -> str:
+    """The models, one per line, for --help."""
+    return "\n".join(f"  {model.name}: {model.purpose}" for model in MODELS.values())
