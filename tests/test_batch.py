@@ -24,10 +24,12 @@ import pytest
 import ray
 
 from cosmos_ray.manifest import MANIFEST_SCHEMA
+from cosmos_ray.model_options import offload_of
+from cosmos_ray.offload import OffloadConfig
 from cosmos_ray.outputs import OutputStore
 from jobs.generate import main as generate_main
 from jobs.generate import parse_args
-from pipelines.batch import GENERATED_SCHEMA, BatchConfig, run, write_outputs
+from pipelines.batch import GENERATED_SCHEMA, BatchConfig, check_rows, run, write_outputs
 from pipelines.group import GroupConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,8 +306,33 @@ def test_help_explains_every_option(capsys):
         "--storage-option",
         "--address",
         "--logical-gpus",
+        "--model",
+        "--offload-diffusion-model",
+        "--offload-tokenizer",
+        "--offload-text-encoder",
     ):
         assert option in help_text
+    for model in ("2B/pre-trained", "2B/post-trained", "2B/distilled", "14B/pre-trained", "14B/post-trained"):
+        assert f"  {model}: " in help_text  # each official model with what it is for
+
+
+def test_model_and_offload_options():
+    args = parse_args(
+        ["--manifest", "m", "--output", "o", "--preset", "random-14B", "--model", "14B/post-trained"]
+        + ["--offload_text_encoder", "--offload-tokenizer"]
+    )
+    assert (args.model, offload_of(args)) == ("14B/post-trained", OffloadConfig(tokenizer=True, text_encoder=True))
+    assert parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny"]).model == "2B/post-trained"
+
+
+def test_the_check_stage_refuses_specs_the_model_cannot_generate(tmp_path):
+    rows = [manifest_row(spec("t2w"), "a:0"), manifest_row(spec("i2w", "image2world", input_path="/in/x.png"), "a:1")]
+    batch = pa.Table.from_pylist(rows).select(["spec_json", "name", "source"])
+    checked = check_rows(batch, output=str(tmp_path), storage_options=None, model="2B/distilled").to_pylist()
+    assert [row["status"] for row in checked] == ["pending", "invalid"]
+    assert "field 'inference_type' image2world is not supported by model 2B/distilled" in checked[1]["error"]
+    checked = check_rows(batch, output=str(tmp_path), storage_options=None, model="2B/post-trained").to_pylist()
+    assert [row["status"] for row in checked] == ["pending", "pending"]
 
 
 def test_storage_options_nest_and_parse_json_values():
@@ -343,6 +370,8 @@ def test_storage_options_nest_and_parse_json_values():
         ["--groups", "2", "--autoscale", "1..2"],
         ["--storage-option", "no-equals-sign"],
         ["--logical-gpus", "4", "--address", "auto"],
+        ["--model", "2B"],
+        ["--preset", "random-2B", "--model", "14B/pre-trained"],
     ],
 )
 def test_bad_arguments_exit_with_status_2(argv, capsys):

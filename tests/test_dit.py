@@ -128,16 +128,29 @@ def test_fps_is_ignored_without_fps_modulation():
 # The official layout
 
 
-def reference_2b_shapes() -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the official 2B net: MiniTrainDIT(model_channels=2048, num_heads=16,
-    num_blocks=28, in_channels=16 (+1 condition mask, +1 padding mask), patch 1x2x2, adaln_lora_dim=256,
-    crossattn_proj 100352 -> 1024, max 128 frames x 240 x 240, no extra per-block position embedding)."""
-    d, lora, ctx, head = 2048, 256, 1024, 128
+# The official nets, as `_src/predict2/configs/video2world/defaults/net.py` builds them (COSMOS_V1_2B_NET_MININET
+# and COSMOS_V1_14B_NET_MININET: model_channels, num_heads, num_blocks; both with in/out channels 16, patch
+# 1x2x2, adaln_lora_dim 256, max 128 frames x 240 x 240, no extra per-block position embedding), with the
+# Reason1 rectified-flow experiments' crossattn_proj 100352 -> 1024 (model_2B_reason_1p1_rectified_flow.py,
+# model_14b_reason_1p1_rectified_flow.py).
+OFFICIAL_NETS = {"2B": (2048, 16, 28), "14B": (5120, 40, 36)}
+
+
+def reference_shapes(model_channels: int, num_heads: int, num_blocks: int) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of an official MiniTrainDIT state dict: 18 input channels (16 latent + condition mask
+    + padding mask) in 1x2x2 patches, the 3D RoPE buffers of `VideoRopePosition3DEmb` (head split into
+    h, w: head // 6 * 2 channels each, t: the rest; one frequency per 2 channels), an AdaLN-LoRA timestep
+    embedder, blocks of self-attention, cross-attention and MLP (ratio 4), each with an AdaLN-LoRA
+    modulation, and a modulated final layer."""
+    d, lora, ctx = model_channels, 256, 1024
+    head = d // num_heads
+    dim_h = head // 6 * 2
+    dim_t = head - 2 * dim_h
     top = {
         "x_embedder.proj.1.weight": (d, 18 * 2 * 2),
         "pos_embedder.seq": (128,),  # max(240 // 2, 240 // 2, 128)
-        "pos_embedder.dim_spatial_range": (21,),  # head 128 -> h, w 42 channels each -> 21 frequencies
-        "pos_embedder.dim_temporal_range": (22,),  # t 44 channels -> 22 frequencies
+        "pos_embedder.dim_spatial_range": (dim_h // 2,),
+        "pos_embedder.dim_temporal_range": (dim_t // 2,),
         "t_embedder.1.linear_1.weight": (d, d),
         "t_embedder.1.linear_2.weight": (3 * d, d),
         "t_embedding_norm.weight": (d,),
@@ -161,21 +174,34 @@ def reference_2b_shapes() -> dict[str, tuple[int, ...]]:
             f"{name}.k_norm.weight": (head,),
         }
     block |= {"mlp.layer1.weight": (4 * d, d), "mlp.layer2.weight": (d, 4 * d)}
-    return top | {f"blocks.{i}.{name}": shape for i in range(28) for name, shape in block.items()}
+    return top | {f"blocks.{i}.{name}": shape for i in range(num_blocks) for name, shape in block.items()}
 
 
-def test_2b_on_meta_has_the_official_names_and_shapes():
+@pytest.mark.parametrize("size", OFFICIAL_NETS)
+def test_released_nets_on_meta_have_the_official_names_and_shapes(size):
     with torch.device("meta"):
-        model = MiniTrainDiT(DiTConfig.preset("2B"))
+        model = MiniTrainDiT(DiTConfig.preset(size))
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    assert shapes == reference_2b_shapes()
-    assert len(shapes) == 12 + 28 * 20
+    assert shapes == reference_shapes(*OFFICIAL_NETS[size])
+    assert len(shapes) == 12 + OFFICIAL_NETS[size][2] * 20
 
 
-def test_2b_preset_has_the_official_experiment_overrides():
-    """The 2B Reason1 rectified-flow experiment (configs/video2world/experiment/reason_embeddings/
-    model_2B_reason_1p1_rectified_flow.py, base of both the pre- and post-trained checkpoints)."""
-    cfg = DiTConfig.preset("2B")
+def test_14b_parameter_count():
+    """About 14.4 B parameters: 28.7 GB of bfloat16 weights (the memory plan in docs/performance.md)."""
+    count = sum(
+        math.prod(shape)
+        for name, shape in reference_shapes(*OFFICIAL_NETS["14B"]).items()
+        if "pos_embedder" not in name
+    )
+    assert 14.3e9 < count < 14.5e9
+
+
+@pytest.mark.parametrize("size", OFFICIAL_NETS)
+def test_released_presets_have_the_official_experiment_overrides(size):
+    """The Reason1 rectified-flow experiments (configs/video2world/experiment/reason_embeddings/
+    model_2B_reason_1p1_rectified_flow.py and model_14b_reason_1p1_rectified_flow.py) set the same net
+    overrides for both sizes."""
+    cfg = DiTConfig.preset(size)
     assert (cfg.rope_h_extrapolation_ratio, cfg.rope_w_extrapolation_ratio, cfg.rope_t_extrapolation_ratio) == (3, 3, 1)
     assert not cfg.rope_enable_fps_modulation
     assert cfg.timestep_scale == 0.001
@@ -184,7 +210,7 @@ def test_2b_preset_has_the_official_experiment_overrides():
 
 
 def test_key_table_round_trips_and_matches_diffusers_names():
-    official = [k for k in reference_2b_shapes() if not k.startswith("pos_embedder.")]
+    official = [k for k in reference_shapes(*OFFICIAL_NETS["2B"]) if not k.startswith("pos_embedder.")]
     assert all(diffusers_to_official_key(official_to_diffusers_key(k)) == k for k in official)
     assert official_to_diffusers_key("pos_embedder.seq") is None
 
@@ -327,7 +353,7 @@ def test_bad_inputs_name_the_field(change, field):
 
 
 def test_unknown_preset_is_rejected():
-    with pytest.raises(ValueError, match="unknown DiT preset"):
+    with pytest.raises(ValueError, match="unknown DiT preset '7B'; expected one of 2B, 14B, tiny"):
         DiTConfig.preset("7B")
 
 

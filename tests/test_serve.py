@@ -22,6 +22,7 @@ from ray.serve._private.build_app import build_app as build_serve_app
 from ray.serve.schema import ServeDeploySchema
 
 from cosmos_ray.media import MediaError
+from cosmos_ray.offload import OffloadConfig
 from cosmos_ray.spec import SpecError
 from pipelines.group import SampleError
 from pipelines.serve import (
@@ -175,6 +176,17 @@ def test_serve_run_arguments_build_the_app():
     replicas = _deployments(built)["GroupReplica"]
     assert len(replicas._replica_config.placement_group_bundles) == 2
     assert replicas._deployment_config.autoscaling_config.max_replicas == 3
+
+
+def test_serve_args_choose_the_model_and_its_offloading():
+    built = call_user_app_builder_with_args_if_necessary(
+        app, {"preset": "random-14B", "model": "14B/post-trained", "offload_text_encoder": "true"}
+    )
+    (group_config,) = _deployments(built)["GroupReplica"]._replica_config.init_args
+    assert (group_config.source, group_config.model) == ("random-14B", "14B/post-trained")
+    assert group_config.offload == OffloadConfig(text_encoder=True)
+    with pytest.raises(ValueError, match="unknown model '14B'; the official models are"):
+        build_app(ServeArgs(model="14B"))
 
 
 def test_serve_args_refuse_unknown_keys():

@@ -1,0 +1,206 @@
+"""Offloading: which models move where between the stages of a generation, and that nothing else changes.
+
+On a CPU-only machine the GPU and the CPU are the same memory, so the generator here runs on the device
+"cpu:0" (tensors land on the CPU): the offloader's moves to the compute device ("cpu:0") and back home
+("cpu") are then told apart in the calls it makes. The CUDA test checks real placements where a GPU exists.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cosmos_ray.generator import Generator
+from cosmos_ray.offload import NO_OFFLOAD, OffloadConfig, Offloader
+from tests.test_generator import make_spec
+
+DEVICE = torch.device("cpu", 0)
+
+
+class FakeModule(nn.Module):
+    """Records where it is asked to go."""
+
+    def __init__(self, name: str, log: list):
+        super().__init__()
+        self.name, self.log = name, log
+
+    def to(self, device):  # noqa: D102 - records only
+        self.log.append((self.name, str(device)))
+        return self
+
+
+def test_offloader_places_and_moves_only_offloaded_modules():
+    log = []
+    a, b = FakeModule("a", log), FakeModule("b", log)
+    offloader = Offloader("cuda:0", home="cpu")
+    offloader.place([a], offloaded=False)
+    offloader.place([b], offloaded=True)
+    assert log == [("a", "cuda:0"), ("b", "cpu")]
+    log.clear()
+    with offloader.running([a], offloaded=False):
+        assert log == []
+    with offloader.running([b], offloaded=True):
+        assert log == [("b", "cuda:0")]
+    assert log == [("b", "cuda:0"), ("b", "cpu")]
+
+
+def test_on_demand_moves_once_when_needed_and_not_at_all_otherwise():
+    log = []
+    module = FakeModule("m", log)
+    offloader = Offloader("cuda:0")
+    with offloader.on_demand([module], offloaded=True) as bring:
+        with bring():
+            pass
+        with bring():
+            pass
+    assert log == [("m", "cuda:0"), ("m", "cpu")]
+    log.clear()
+    with offloader.on_demand([module], offloaded=True):
+        pass  # never needed (e.g. every prompt was cached)
+    assert log == []
+    with pytest.raises(RuntimeError), offloader.running([module], offloaded=True):
+        raise RuntimeError("a stage failed")
+    assert log == [("m", "cuda:0"), ("m", "cpu")]  # back home after a failure too
+
+
+def test_offload_config_names():
+    assert str(NO_OFFLOAD) == "none"
+    assert str(OffloadConfig.all()) == "diffusion_model+tokenizer+text_encoder"
+    assert str(OffloadConfig(tokenizer=True)) == "tokenizer"
+
+
+@pytest.fixture(scope="module")
+def resident() -> Generator:
+    return Generator.from_pretrained("tiny", device=DEVICE)
+
+
+def offloading_generator(resident: Generator, offload: OffloadConfig) -> Generator:
+    return Generator(
+        resident.dit,
+        resident.vae,
+        resident.text_encoder,
+        resident.info,
+        resident.sampler_config,
+        device=DEVICE,
+        dtype=resident.dtype,
+        offload=offload,
+    )
+
+
+@pytest.fixture
+def record_stages(monkeypatch):
+    """`record_stages(generator)` -> a log of its models' ("to", module, device) moves and ("run", module)
+    calls; the hooks are removed after the test."""
+    handles = []
+    yield lambda generator: _record_stages(generator, monkeypatch, handles)
+    for handle in handles:
+        handle.remove()
+
+
+def _record_stages(generator: Generator, monkeypatch, handles: list) -> list[tuple[str, str]]:
+    log: list[tuple[str, str]] = []
+    modules = {
+        "text_encoder": generator.text_encoder,
+        "vae.encoder": generator.vae.encoder,
+        "vae.conv1": generator.vae.conv1,
+        "dit": generator.dit,
+        "vae.conv2": generator.vae.conv2,
+        "vae.decoder": generator.vae.decoder,
+    }
+    for name, module in modules.items():
+        original = module.to
+
+        def to(device, _name=name, _original=original):
+            log.append(("to", _name, str(device)))
+            return _original(device)
+
+        monkeypatch.setattr(module, "to", to)
+    for name in ("text_encoder", "vae.encoder", "dit", "vae.conv2"):  # what each stage calls
+        hook = modules[name].register_forward_pre_hook(lambda module, args, _name=name: log.append(("run", _name)))
+        handles.append(hook)
+    return log
+
+
+def runs_collapsed(log: list[tuple]) -> list[tuple]:
+    """Consecutive identical entries once (the DiT runs once per step)."""
+    return [entry for i, entry in enumerate(log) if i == 0 or entry != log[i - 1]]
+
+
+def test_every_flag_keeps_its_model_home_except_during_its_stage(resident, record_stages):
+    generator = offloading_generator(resident, NO_OFFLOAD)
+    log = record_stages(generator)
+    offloading = offloading_generator(generator, OffloadConfig.all())
+    assert log == [
+        ("to", "dit", "cpu"),
+        ("to", "vae.encoder", "cpu"),
+        ("to", "vae.conv1", "cpu"),
+        ("to", "vae.conv2", "cpu"),
+        ("to", "vae.decoder", "cpu"),
+        ("to", "text_encoder", "cpu"),
+    ]
+    log.clear()
+    spec = make_spec("video2world", prompt="an offloaded prompt", num_output_frames=5, num_steps=1)
+    offloading(spec)
+    assert runs_collapsed(log) == [
+        ("to", "text_encoder", "cpu:0"),
+        ("run", "text_encoder"),  # prompt and negative prompt, one move for both
+        ("to", "text_encoder", "cpu"),
+        ("to", "vae.encoder", "cpu:0"),
+        ("to", "vae.conv1", "cpu:0"),
+        ("run", "vae.encoder"),
+        ("to", "vae.encoder", "cpu"),
+        ("to", "vae.conv1", "cpu"),
+        ("to", "dit", "cpu:0"),
+        ("run", "dit"),
+        ("to", "dit", "cpu"),
+        ("to", "vae.conv2", "cpu:0"),
+        ("to", "vae.decoder", "cpu:0"),
+        ("run", "vae.conv2"),
+        ("to", "vae.conv2", "cpu"),
+        ("to", "vae.decoder", "cpu"),
+    ]
+    log.clear()
+    offloading(spec)  # both prompts are cached now: the text encoder stays on the CPU
+    assert [entry for entry in log if "text_encoder" in entry] == []
+
+
+@pytest.mark.parametrize(
+    "offload, moved",
+    [
+        (NO_OFFLOAD, set()),
+        (OffloadConfig(diffusion_model=True), {"dit"}),
+        (OffloadConfig(tokenizer=True), {"vae.encoder", "vae.conv1", "vae.conv2", "vae.decoder"}),
+        (OffloadConfig(text_encoder=True), {"text_encoder"}),
+    ],
+)
+def test_each_flag_moves_only_its_model(resident, record_stages, offload, moved):
+    generator = offloading_generator(resident, NO_OFFLOAD)
+    log = record_stages(generator)
+    offloading = offloading_generator(generator, offload)
+    log.clear()
+    offloading(make_spec("image2world", prompt=f"a prompt for {offload}", num_output_frames=5, num_steps=1))
+    assert {name for kind, name, *_ in log if kind == "to"} == moved
+
+
+def test_offloading_changes_no_result(resident):
+    spec = make_spec("video2world", seed=4, num_steps=2)
+    expected = offloading_generator(resident, NO_OFFLOAD)(spec)
+    offloaded = offloading_generator(resident, OffloadConfig.all())(spec)
+    assert (offloaded.frames == expected.frames).all()
+    assert offloaded.metadata["offload"] == "diffusion_model+tokenizer+text_encoder"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_a_gpu_offloaded_models_are_on_it_only_while_they_run():
+    generator = Generator.from_pretrained("tiny", device="cuda", offload=OffloadConfig.all())
+    where: dict[str, set[str]] = {}
+    modules = {"text_encoder": generator.text_encoder, "dit": generator.dit, "vae.conv2": generator.vae.conv2}
+    for name, module in modules.items():
+        module.register_forward_pre_hook(
+            lambda module, args, _name=name: where.setdefault(_name, set()).add(next(module.parameters()).device.type)
+        )
+    generator(make_spec("text2world"))
+    assert where == {"text_encoder": {"cuda"}, "dit": {"cuda"}, "vae.conv2": {"cuda"}}
+    for module in modules.values():
+        assert next(module.parameters()).device.type == "cpu"
