@@ -27,6 +27,7 @@ import torch
 from bench.common import Recorder
 from cosmos_ray.manifest import MANIFEST_SCHEMA
 from cosmos_ray.outputs import OK, OutputStore
+from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES
 from pipelines.batch import BatchConfig, run
 from pipelines.group import GroupConfig
 
@@ -36,8 +37,9 @@ STAGES = ("text_encode", "sampling", "decode", "group_call", "mp4_encode")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.batch", description=__doc__.split("\n\n")[0])
     model = parser.add_mutually_exclusive_group()
-    model.add_argument("--preset", default="tiny", help="random-weight preset: tiny (default) or random-2B")
+    model.add_argument("--preset", default="tiny", help="random-weight preset: tiny (default), random-2B, random-14B")
     model.add_argument("--checkpoint-dir", help="official checkpoint folder, on every GPU node")
+    parser.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, help="official model name")
     parser.add_argument("--layouts", default="1x1", help="comma-separated GPUSxGROUPS, e.g. 1x8,2x4,8x1")
     parser.add_argument("--samples", type=int, default=16, help="videos per run")
     parser.add_argument("--prompts", type=int, default=4, help="distinct prompts among the samples")
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                     dtype=args.dtype,
                     compile=args.compile,
                     source=args.checkpoint_dir or args.preset,
+                    model=args.model,
                 ),
             )
             summary = run(config)
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
             )
             recorder.emit(
                 "batch_run",
+                model=args.model,
                 layout=f"{gpus_per_group}x{groups}",
                 gpus=summary.gpus,
                 samples=args.samples,

@@ -5,7 +5,8 @@ The floor is what the op count costs at the ceilings measured here, at the model
 GEMM of a block timed alone (`ceiling_matmul`), self- and cross-attention timed alone
 (`ceiling_attention`); norms, RoPE and the other elementwise work count as free.
 
-GPU (2B; 720p, 93 frames -> 24 x 88 x 160 latents = 84,480 tokens; bf16; batch 1 and cond+uncond 2):
+GPU (720p, 93 frames -> 24 x 88 x 160 latents = 84,480 tokens; bf16; batch 1 and cond+uncond 2; `--model`
+picks the net, default the 2B post-trained one):
     python -m bench.dit_step --device cuda --compile --out dit_step.jsonl
 CPU check (tiny config, small shapes):
     python -m bench.dit_step --device cpu --smoke
@@ -26,6 +27,7 @@ from bench.common import Recorder, add_common_args, tflops, time_ms
 from cosmos_ray.models.attention import CUDA_PRIORITY, attention
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, diffusers_config, official_to_diffusers_key
 from cosmos_ray.models.weights import rename_keys
+from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
 
 
 def diffusers_twin(model: MiniTrainDiT) -> nn.Module:
@@ -152,10 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile'd blocks")
     parser.add_argument("--no-diffusers", action="store_true")
     parser.add_argument("--no-floor", action="store_true")
+    parser.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, help="official model whose net runs")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    cfg = DiTConfig.preset("tiny" if args.smoke else "2B")
+    model_recipe = get_model(args.model)
+    cfg = model_recipe.dit_config("tiny" if args.smoke else None)
     latent = (3, 8, 12) if args.smoke else tuple(args.latent)
     text_len = 16 if args.smoke else args.text_len
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -163,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     flops = forward_flops(cfg, tokens, text_len)
     recorder = Recorder(device, args.out)
     common = dict(
-        config="tiny" if args.smoke else "2B",
+        model=args.model,
+        config="tiny" if args.smoke else model_recipe.size,
         latent=list(latent),
         tokens=tokens,
         text_len=text_len,

@@ -7,6 +7,8 @@ On a CPU-only machine the GPU and the CPU are the same memory, so the generator 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -204,3 +206,17 @@ def test_on_a_gpu_offloaded_models_are_on_it_only_while_they_run():
     assert where == {"text_encoder": {"cuda"}, "dit": {"cuda"}, "vae.conv2": {"cuda"}}
     for module in modules.values():
         assert next(module.parameters()).device.type == "cpu"
+
+
+def test_clip_benchmark_smoke_runs(tmp_path):
+    from bench.clip import OFFLOAD_SETTINGS, main
+
+    out = tmp_path / "clip.jsonl"
+    main(["--device", "cpu", "--smoke", "--model", "2B/distilled", "--out", str(out)])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["offload"] for r in records] == list(OFFLOAD_SETTINGS)
+    for record in records:
+        assert (record["model"], record["evaluations"], record["guidance"]) == ("2B/distilled", 2, 0)
+        assert record["total_s"] > 0 and record["decode_s"] > 0 and record["clips_per_gpu_hour"] > 0
+        # the distilled sampler runs at most 4 steps: 35 projected steps are 4 evaluations
+        assert record["projected_total_s"] > record["total_s"]
