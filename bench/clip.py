@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -93,7 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     recorder = Recorder(device, args.out)
     with torch.no_grad():
-        resident(clip_spec(args, "warm-up", num_steps=1))  # kernels, allocator, the negative prompt's embedding
+        try:
+            resident(clip_spec(args, "warm-up", num_steps=1))  # kernels, allocator, the negative prompt's embedding
+        except torch.OutOfMemoryError:
+            if parallel is not None:
+                raise
+            print("warm-up: out of GPU memory with every model resident; timing the settings anyway", file=sys.stderr)
         for setting in args.offload.split(","):
             generator = Generator(
                 resident.dit,
@@ -148,7 +154,7 @@ def run_clip(generator: Generator, spec: GenerationSpec, project_steps: int) -> 
         resolution=list(generator.resolution(spec)),
         steps=spec.num_steps,
         evaluations=evaluations,
-        guidance=0 if generator.few_step else spec.guidance,
+        guidance=0 if generator.is_few_step else spec.guidance,
         dtype=str(generator.dtype).removeprefix("torch."),
     )
     if device.type == "cuda":

@@ -250,7 +250,7 @@ class Generator:
                 f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
                 f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}",
             )
-        if self.few_step and spec.num_conditional_frames:
+        if self.is_few_step and spec.num_conditional_frames:
             raise SpecError(repr(spec.name), "inference_type", "the few-step (distilled) sampler holds no frames")
         shape = (
             1,
@@ -264,7 +264,7 @@ class Generator:
         with self._timed("conditioning", timings):
             conditional = self.encode_conditioning(spec, height, width)
         with self._timed("sampling", timings), self.offloader.running([self.dit], self.offload.diffusion_model):
-            if self.few_step:
+            if self.is_few_step:
                 return sample_few_step(
                     self.velocity_model,
                     few_step.initial_noise(spec.seed, shape, self.device),
@@ -289,7 +289,7 @@ class Generator:
             )
 
     @property
-    def few_step(self) -> bool:
+    def is_few_step(self) -> bool:
         """Whether the sampler is the distilled few-step one (no guidance, no negative prompt)."""
         return isinstance(self.sampler_config, FewStepConfig)
 
@@ -299,7 +299,7 @@ class Generator:
         prompt is not in the embedding cache, once for both."""
         with self.offloader.on_demand([self.text_encoder], self.offload.text_encoder) as bring:
             prompt = self.text_encoder.encode([spec.prompt], bring).to(self.device)
-            if self.few_step or spec.guidance == 0:
+            if self.is_few_step or spec.guidance == 0:
                 return prompt, None
             return prompt, self.text_encoder.encode([spec.negative_prompt], bring).to(self.device)
 
@@ -355,7 +355,7 @@ class Generator:
             "fps": spec.fps,
             "num_steps": spec.num_steps,
             "evaluations": self.sampler_config.num_evaluations(spec.num_steps),
-            "guidance": 0 if self.few_step else spec.guidance,
+            "guidance": 0 if self.is_few_step else spec.guidance,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "world_size": 1 if self.parallel is None else self.parallel.world_size,
