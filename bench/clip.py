@@ -1,13 +1,13 @@
 """Whole clips through `Generator`, on one GPU or a group (torchrun): stage times, clips per GPU-hour, memory.
 
 Loads the models once (random weights of a preset, or a checkpoint folder), runs an untimed 1-step warm-up
-clip, then for each offload setting (`--offload`, comma-separated) `--repeat` clips, each timed by the
-generator's stages (text encode, conditioning, sampling, decode; the device is synchronized at their
-boundaries). One JSON line per clip: the model, its evaluations, each stage in seconds, clips per GPU-hour
-(3600 / (total s x GPUs)), the peak GPU memory of the busiest rank (weights included) and what was resident
-before the clip, and `projected_total_s` at `--project-steps` (the clip's total plus its per-evaluation
-sampling time for the missing evaluations), so a short run stands in for a 35-step one. A setting that runs
-out of GPU memory gives a line with "error" instead of stopping the run.
+clip (`--warmup-steps`), then for each offload setting (`--offload`, comma-separated) `--repeat` clips, each
+timed by the generator's stages (text encode, conditioning, sampling, decode; the device is synchronized at
+their boundaries). One JSON line per clip: the model, its evaluations, each stage in seconds, clips per
+GPU-hour (3600 / (total s x GPUs)), the peak GPU memory of the busiest rank (weights included) and what was
+resident before the clip, and `projected_total_s` at `--project-steps` (the clip's total plus its
+per-evaluation sampling time for the missing evaluations), so a short run stands in for a 35-step one. A
+setting that runs out of GPU memory gives a line with "error" instead of stopping the run.
 
 GPU, 720p / 93 frames / guidance 7 (the minutes are estimates for H100s):
     # a whole 14B clip in a group of 4 (35 steps; ~5 min)
@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=int, default=7)
     parser.add_argument("--offload", default="none", help=f"comma-separated settings of {', '.join(OFFLOAD_SETTINGS)}")
     parser.add_argument("--repeat", type=int, default=1, help="timed clips per offload setting")
+    parser.add_argument("--warmup-steps", type=int, default=1, help="steps of the untimed warm-up clip (0: none)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="tiny preset, 5 frames, 2 steps")
@@ -94,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     recorder = Recorder(device, args.out)
     with torch.no_grad():
         try:
-            resident(clip_spec(args, "warm-up", num_steps=1))  # kernels, allocator, the negative prompt's embedding
+            if args.warmup_steps:  # kernels, allocator, the negative prompt's embedding
+                resident(clip_spec(args, "warm-up", num_steps=args.warmup_steps))
         except torch.OutOfMemoryError:
             if parallel is not None:
                 raise
