@@ -8,7 +8,7 @@ projection of one window at the official 35 steps. A 1-step run first warms up a
 
 GPU (random 2B weights with the Reason1-shaped text encoder, 720p, bf16, guidance 7; ~4 minutes):
     python -m bench.autoregressive --device cuda --chunks 1 2 3 --steps 2 --out autoregressive.jsonl
-CPU check (tiny preset at 32x48, windows of 9 frames, 1 step):
+CPU check (tiny preset at 16x16, windows of 9 frames, 1 step):
     python -m bench.autoregressive --device cpu --smoke
 """
 
@@ -40,11 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=2, help="num_steps per window (the official default is 35)")
     parser.add_argument("--guidance", type=int, default=7)
     parser.add_argument("--resolution", default=",".join(map(str, RESOLUTION_720P)), help='"H,W"')
-    parser.add_argument("--smoke", action="store_true", help="tiny preset, 32x48, windows of 9 frames, 1 step")
+    parser.add_argument("--smoke", action="store_true", help="tiny preset, 16x16, windows of 9 frames, 1 step")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
     args = parser.parse_args(argv)
     if args.smoke:
-        args.preset, args.resolution, args.chunk_size, args.steps = "tiny", "32,48", 9, 1
+        args.preset, args.resolution, args.chunk_size, args.steps = "tiny", "16,16", 9, 1
         args.chunks = [1, 2]
     return args
 

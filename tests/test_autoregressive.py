@@ -257,3 +257,13 @@ def test_peak_tensor_memory_does_not_grow_with_the_number_of_windows(generator):
         peaks[num_chunks] = tracker.peak
     assert peaks[2] == peaks[3] == peaks[4], peaks  # later windows repeat the same work
     assert peaks[2] <= 1.05 * peaks[1], peaks  # the first differs only by its conditioning
+
+
+def test_benchmark_smoke_runs(tmp_path):
+    from bench.autoregressive import main as bench_main
+
+    out = tmp_path / "autoregressive.jsonl"
+    bench_main(["--device", "cpu", "--smoke", "--out", str(out)])
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["chunks"], r["frames"], len(r["s_per_chunk"])) for r in records] == [(1, 9, 1), (2, 17, 2)]
+    assert all(r["s_per_evaluation"] > 0 and r["peak_gib"] is None for r in records)  # no peak on a CPU
