@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
         dit,
         vae,
         FixedTextEncoder(embeddings),
-        ModelInfo(get_model("2B/post-trained"), "random", (height, width)),
+        ModelInfo(get_model("2B/post-trained"), "random", (height, width), get_model("2B/post-trained").state_t),
         SamplerConfig.preset("post-trained"),
         device=device,
         dtype=dtype,

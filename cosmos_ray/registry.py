@@ -83,13 +83,22 @@ class OfficialModel:
         )
 
     def check_spec(self, spec: GenerationSpec) -> None:
-        """Raises SpecError (naming the sample and `inference_type`) if this model cannot generate `spec`."""
+        """Raises SpecError (naming the sample and the field) if this model cannot generate `spec`: an
+        inference type it does not support, or the autoregressive mode (whose windows after the first are
+        conditioned on frames) for a model that generates text2world only."""
         if spec.inference_type not in self.inference_types:
             raise SpecError(
                 repr(spec.name),
                 "inference_type",
                 f"{spec.inference_type} is not supported by model {self.name}, which supports only "
                 f"{', '.join(self.inference_types)}",
+            )
+        if spec.enable_autoregressive and "video2world" not in self.inference_types:
+            raise SpecError(
+                repr(spec.name),
+                "enable_autoregressive",
+                f"is not supported by model {self.name}: windows after the first are conditioned on frames, "
+                f"and the model supports only {', '.join(self.inference_types)}",
             )
 
 

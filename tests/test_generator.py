@@ -16,6 +16,7 @@ from cosmos_ray.models.text import TextEncoderConfig
 from cosmos_ray.models.vae import VAEConfig
 from cosmos_ray.offload import OffloadConfig
 from cosmos_ray.parallel import ParallelContext
+from cosmos_ray.progress import Step
 from cosmos_ray.registry import MODEL_NAMES, get_model
 from cosmos_ray.sampling.few_step import FewStepConfig
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
@@ -68,8 +69,9 @@ def test_explicit_resolution_and_frame_count(generator):
 
 def test_progress_is_reported_per_step(generator):
     seen = []
-    generator(make_spec("text2world", num_steps=2), progress=lambda step, total: seen.append((step, total)))
-    assert seen == [(1, 3), (2, 3), (3, 3)]  # post-trained: steps + 1 model evaluations
+    generator(make_spec("text2world", num_steps=2), progress=seen.append)
+    assert seen == [Step(1, 3), Step(2, 3), Step(3, 3)]  # post-trained: steps + 1 model evaluations
+    assert (seen[0].chunk, seen[0].num_chunks, str(seen[0])) == (1, 1, "step 1/3")
 
 
 @pytest.mark.parametrize("kind, num_pixel", [("image2world", 1), ("video2world", 5)])
@@ -163,13 +165,13 @@ def test_distilled_model_runs_four_steps_without_guidance(distilled, monkeypatch
         distilled.text_encoder, "encode", lambda prompts, *a: encoded.append(prompts) or encode(prompts, *a)
     )
     spec = make_spec("text2world", num_steps=35, guidance=7)
-    latents = distilled.generate_latents(spec, progress=lambda step, total: seen.append((step, total)))
-    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    latents = distilled.generate_latents(spec, progress=seen.append)
+    assert seen == [Step(1, 4), Step(2, 4), Step(3, 4), Step(4, 4)]
     assert encoded == [[spec.prompt]]  # the negative prompt is never encoded
     assert torch.equal(distilled.generate_latents(make_spec("text2world", guidance=0, num_steps=4)), latents)
     seen.clear()
-    distilled.generate_latents(make_spec("text2world", num_steps=2), progress=lambda step, total: seen.append(total))
-    assert seen == [2, 2]  # fewer steps take the first ones
+    distilled.generate_latents(make_spec("text2world", num_steps=2), progress=seen.append)
+    assert seen == [Step(1, 2), Step(2, 2)]  # fewer steps take the first ones
 
 
 def test_distilled_metadata_records_what_ran(distilled):

@@ -95,6 +95,18 @@ def test_inference_types(name, kind):
         get_model(name).check_spec(spec)
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_autoregressive_mode_needs_a_model_that_conditions_on_frames(name):
+    spec = GenerationSpec(
+        inference_type="text2world", name="s", prompt="p", enable_autoregressive=True, num_output_frames=153
+    )
+    if name == "2B/distilled":
+        with pytest.raises(SpecError, match="field 'enable_autoregressive' is not supported by model 2B/distilled"):
+            get_model(name).check_spec(spec)
+    else:
+        get_model(name).check_spec(spec)
+
+
 def test_a_merged_checkpoint_folder_gives_each_model_its_own_file(tmp_path):
     """The 2B and 14B downloads in one folder: each model picks its file by the official name."""
     for _, path in OFFICIAL_FILES.values():
