@@ -2,8 +2,14 @@
 
 `GenerationSpec.from_dict` accepts the official per-sample format
 (`{"inference_type": ..., "name": ..., "prompt" | "prompt_path": ..., "input_path": ..., ...}`) with the
-official defaults, plus two fields of our own: `fps` of the written video and `num_conditional_frames`.
-Anything invalid raises `SpecError` naming the sample, the field and the reason.
+official defaults of the latest release, plus three fields of our own: `fps` of the written video,
+`num_conditional_frames` and `cosmos_ray_num_frames`. Anything invalid raises `SpecError` naming the sample,
+the field and the reason.
+
+A spec means what it means to the official script: a (non-autoregressive) generation makes the model's
+native number of frames (93 for the released models) whatever `num_output_frames` says; that official field
+only matters in the official autoregressive mode. `cosmos_ray_num_frames` (not official) asks for another
+clip length.
 """
 
 from __future__ import annotations
@@ -107,10 +113,11 @@ class GenerationSpec:
     seed: int = 0
     guidance: int = 7  # 0..7; 0 skips the unconditional pass
     resolution: str = "none"  # "none" (model's trained resolution) or "H,W"
-    num_output_frames: int = 77  # 1 + 4k
+    num_output_frames: int = 77  # 1 + 4k; official, used by autoregressive mode only (not implemented)
     num_steps: int = 35
     fps: int = 16
     num_conditional_frames: int | None = None  # latent frames kept clean; None -> by inference_type
+    cosmos_ray_num_frames: int | None = None  # pixel frames (1 + 4k) instead of the model's native length
 
     def __post_init__(self) -> None:
         sample = repr(self.name)
@@ -163,8 +170,9 @@ class GenerationSpec:
     def to_dict(self) -> dict:
         """All fields as a JSON-ready dict; `from_dict(spec.to_dict()) == spec`."""
         data = dataclasses.asdict(self)
-        if data["input_path"] is None:
-            del data["input_path"]
+        for optional in ("input_path", "cosmos_ray_num_frames"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
     def to_json(self) -> str:
@@ -208,6 +216,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "num_steps": (int,),
     "fps": (int,),
     "num_conditional_frames": (int, type(None)),
+    "cosmos_ray_num_frames": (int, type(None)),
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", type(None): "null"}
@@ -232,6 +241,14 @@ def _check_values(spec: GenerationSpec, sample: str) -> None:
     if spec.num_output_frames < 1 or (spec.num_output_frames - 1) % 4:
         raise SpecError(
             sample, "num_output_frames", f"must be 1 + 4k (1, 5, ..., 77, 93), got {spec.num_output_frames}"
+        )
+    if spec.cosmos_ray_num_frames is not None and (
+        spec.cosmos_ray_num_frames < 1 or (spec.cosmos_ray_num_frames - 1) % 4
+    ):
+        raise SpecError(
+            sample,
+            "cosmos_ray_num_frames",
+            f"must be 1 + 4k (1, 5, ..., 93) or null for the model's native length, got {spec.cosmos_ray_num_frames}",
         )
     if spec.num_steps < 1:
         raise SpecError(sample, "num_steps", f"must be at least 1, got {spec.num_steps}")
