@@ -30,6 +30,8 @@ from jobs.generate import parse_args
 from pipelines.batch import GENERATED_SCHEMA, BatchConfig, run, write_outputs
 from pipelines.group import GroupConfig
 
+pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO / "examples" / "media"
 TINY_HW = (64, 96)

@@ -22,6 +22,8 @@ import jsonschema
 import pytest
 import yaml
 
+pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 
 

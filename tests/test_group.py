@@ -12,6 +12,8 @@ from cosmos_ray.media import MediaError
 from cosmos_ray.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, wait_for_ranks
 
+pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
+
 GROUP_NAME = "test-group"
 
 

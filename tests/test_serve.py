@@ -36,6 +36,8 @@ from pipelines.serve import (
     parse_spec,
 )
 
+pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
+
 REPO = Path(__file__).resolve().parents[1]
 
 
