@@ -54,7 +54,7 @@ def test_fixtures_name_their_official_commit():
     for path in GOLDEN.glob("*.json"):
         official = json.loads(path.read_text())["official"]
         assert official["repository"] == "nvidia-cosmos/cosmos-predict2.5" and len(official["commit"]) == 40
-        assert official["files_sha256"], path.name
+        assert official["files"] and all(len(f["commit"]) == 40 for f in official["files"].values()), path.name
 
 
 # --- schedules and the solver -------------------------------------------------------------------------------

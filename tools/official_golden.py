@@ -9,8 +9,8 @@ the repository root to sys.path): the whole tiny runs use cosmos-ray's tiny DiT 
 official DiT needs Transformer Engine on a GPU. Everything runs on the CPU in float32 (and bf16 where
 the official inference uses bf16) and takes about a minute.
 
-What is run, each result written to OUT/<piece>.json with the checkout's commit and the sha256 of every
-official source file the piece ran:
+What is run, each result written to OUT/<piece>.json with the checkout's commit and, for every official source
+file the piece ran, its commit (`--file-commit` names files taken from another commit) and sha256:
   schedules  FlowUniPCMultistepScheduler.set_timesteps: post-trained (Karras) and pre-trained (shift 5) sigmas
              and the integer timesteps the DiT gets, for 35, 4 and 1 steps
   unipc      FlowUniPCMultistepScheduler.step over whole runs with a fixed velocity function
@@ -75,6 +75,9 @@ STUBS = {
     "pytest": "imported by training test helpers",
     "cosmos_predict2._src.reason1.networks.qwen2_5_vl": "the Reason1 network: asserts flash-attention at import",
     "cosmos_predict2._src.predict2.networks.clip": "Wan2.1 CLIP embedder: calls torch.cuda at import; unused by 2B",
+    "cosmos_predict2._src.interactive": "distilled-model loader, used only by Video2WorldInference.__init__",
+    "cosmos_predict2._src.interactive.utils": "see cosmos_predict2._src.interactive",
+    "cosmos_predict2._src.interactive.utils.model_loader": "see cosmos_predict2._src.interactive",
 }
 
 
@@ -102,11 +105,12 @@ def install_stubs() -> None:
 class Official:
     """The official modules this script runs, imported from a checkout, with their provenance."""
 
-    def __init__(self, checkout: Path, commit: str | None):
+    def __init__(self, checkout: Path, commit: str | None, file_commits: dict[str, str]):
         self.checkout = checkout.resolve()
         if not (self.checkout / "cosmos_predict2").is_dir():
             raise SystemExit(f"{checkout} is not a checkout of cosmos-predict2.5 (no cosmos_predict2/ folder)")
         self.commit = commit or _git_head(self.checkout)
+        self.file_commits = file_commits  # files of the checkout taken from another commit
         install_stubs()
         sys.path.insert(0, str(self.checkout))
         sys.path.insert(1, str(ROOT))
@@ -121,12 +125,15 @@ class Official:
         files = {}
         for path in sorted(self.used):
             relative = os.path.relpath(path, self.checkout)
-            files[relative] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+            files[relative] = {
+                "commit": self.file_commits.get(relative, self.commit),
+                "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16],
+            }
         self.used.clear()
         return {
             "repository": "nvidia-cosmos/cosmos-predict2.5",
             "commit": self.commit,
-            "files_sha256": files,
+            "files": files,
             "stubbed_modules": sorted(STUBS),
             "torch": torch.__version__,
         }
@@ -609,8 +616,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "tests" / "golden", help="where the fixtures go")
     parser.add_argument("--commit", help="the commit the checkout holds, when it is not a git work tree")
     parser.add_argument("--only", nargs="+", choices=sorted(PIECES), help="write only these fixtures")
+    parser.add_argument(
+        "--file-commit",
+        action="append",
+        default=[],
+        metavar="PATH=SHA",
+        help="a file of the checkout taken from another commit than the checkout's (recorded per file)",
+    )
     args = parser.parse_args(argv)
-    official = Official(args.checkout, args.commit)
+    file_commits = dict(item.split("=", 1) for item in args.file_commit)
+    official = Official(args.checkout, args.commit, file_commits)
     torch.manual_seed(0)
     for name in args.only or PIECES:
         PIECES[name](official, args.out)
