@@ -86,6 +86,12 @@ def test_autoregressive_spec_keeps_its_fields():
     assert spec.sample_id != parse(VIDEO, num_output_frames=93, seed=9).sample_id
 
 
+def test_cosmos_ray_num_frames_does_not_apply_to_autoregressive_specs():
+    """An autoregressive video is num_output_frames long; our single-window length field would be ambiguous."""
+    data = {**VIDEO, "enable_autoregressive": True, "num_output_frames": 200, "cosmos_ray_num_frames": 9}
+    rejects(data, r"field 'cosmos_ray_num_frames' does not apply in the autoregressive mode")
+
+
 @pytest.mark.parametrize(
     "frames, size, overlap, chunks",
     [(1, 77, 1, 1), (77, 77, 1, 1), (78, 77, 1, 2), (153, 77, 1, 2), (154, 77, 1, 3), (20, 8, 0, 3), (6, 2, 1, 5)],
