@@ -77,7 +77,12 @@ def test_a_long_video_runs_its_windows_on_both_ranks_and_reports_each(group):
     """An autoregressive spec: two windows, each denoised context-parallel; progress per window and step."""
     steps: list[Step] = []
     spec = tiny_spec(
-        enable_autoregressive=True, num_output_frames=17, chunk_size=9, chunk_overlap=1, resolution="32,32"
+        enable_autoregressive=True,
+        num_output_frames=17,
+        chunk_size=9,
+        chunk_overlap=1,
+        resolution="32,32",
+        cosmos_ray_num_frames=None,  # the length is num_output_frames
     )
     result = group.generate(spec, progress=steps.append)
     assert result.frames.shape == (17, 32, 32, 3)

@@ -395,7 +395,13 @@ def test_a_running_job_reports_its_denoising_steps(server):
 
 def test_a_long_video_job_reports_its_windows(server, tmp_path):
     spec = _spec(
-        seed=301, enable_autoregressive=True, num_output_frames=17, chunk_size=9, chunk_overlap=1, resolution="32,32"
+        seed=301,
+        enable_autoregressive=True,
+        num_output_frames=17,
+        chunk_size=9,
+        chunk_overlap=1,
+        resolution="32,32",
+        cosmos_ray_num_frames=None,  # the length is num_output_frames
     )
     job = requests.post(f"{server}/v1/jobs", json=spec, timeout=60).json()
     seen = []
