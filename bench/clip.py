@@ -57,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--type", default="text2world", choices=["text2world", "image2world", "video2world"])
     parser.add_argument("--steps", type=int, default=35, help="num_steps of the spec")
     parser.add_argument("--project-steps", type=int, default=35, help="num_steps the total is projected to")
-    parser.add_argument("--frames", type=int, default=93, help="num_output_frames (1 + 4k)")
+    parser.add_argument(
+        "--frames", type=int, help="cosmos_ray_num_frames (1 + 4k); default: the model's native 93 frames"
+    )
     parser.add_argument("--resolution", default="none", help='"H,W", or "none" for the trained resolution')
     parser.add_argument("--guidance", type=int, default=7)
     parser.add_argument("--offload", default="none", help=f"comma-separated settings of {', '.join(OFFLOAD_SETTINGS)}")
@@ -132,7 +134,7 @@ def clip_spec(args: argparse.Namespace, tag: str, num_steps: int | None = None) 
             args.type
         ),
         guidance=args.guidance,
-        num_output_frames=args.frames,
+        cosmos_ray_num_frames=args.frames,
         num_steps=num_steps or args.steps,
         resolution=args.resolution,
     )
@@ -151,7 +153,7 @@ def run_clip(generator: Generator, spec: GenerationSpec, project_steps: int) -> 
         weights=generator.info.weights,
         world_size=world_size,
         inference_type=spec.inference_type,
-        frames=spec.num_output_frames,
+        frames=generator.num_frames(spec),
         resolution=list(generator.resolution(spec)),
         steps=spec.num_steps,
         evaluations=evaluations,

@@ -96,7 +96,9 @@ class ModelInfo:
     model: OfficialModel  # the official model whose net, sampler and inference types these are
     weights: str  # a random preset's name, or the DiT checkpoint's file name
     trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
-    state_t: int  # latent frames the model generates at once (the official config's state_t): 93 frames for 24
+    # native latent frames (the official config's state_t): what a spec without `cosmos_ray_num_frames`
+    # generates, and an autoregressive window
+    state_t: int
 
 
 def check_source(source: str, model: str) -> None:
@@ -250,6 +252,13 @@ class Generator:
         """(H, W) of the spec's video: its `resolution`, or the model's trained one for "none"."""
         return spec.height_width or self.info.trained_resolution
 
+    def num_frames(self, spec: GenerationSpec) -> int:
+        """Pixel frames of the spec's video: the model's native 1 + 4 (state_t - 1), as the official
+        non-autoregressive inference (whatever `num_output_frames` says), or `cosmos_ray_num_frames`."""
+        if spec.cosmos_ray_num_frames is not None:
+            return spec.cosmos_ray_num_frames
+        return self.window_frames
+
     def generate_latents(
         self, spec: GenerationSpec, progress: Progress | None = None, timings: dict[str, float] | None = None
     ) -> torch.Tensor:
@@ -260,12 +269,13 @@ class Generator:
         timings = {} if timings is None else timings
         height, width = self.resolution(spec)
         vae_cfg = self.vae.cfg
-        latent_frames = (spec.num_output_frames - 1) // vae_cfg.temporal_compression + 1
+        num_frames = self.num_frames(spec)
+        latent_frames = (num_frames - 1) // vae_cfg.temporal_compression + 1
         if spec.num_conditional_frames > latent_frames:
             raise SpecError(
                 repr(spec.name),
-                "num_output_frames",
-                f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
+                "cosmos_ray_num_frames",
+                f"{num_frames} frames make {latent_frames} latent frame(s), fewer than the "
                 f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}",
             )
         with self._timed("text_encode", timings):

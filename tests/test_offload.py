@@ -142,7 +142,7 @@ def test_every_flag_keeps_its_model_home_except_during_its_stage(resident, recor
         ("to", "text_encoder", "cpu"),
     ]
     log.clear()
-    spec = make_spec("video2world", prompt="an offloaded prompt", num_output_frames=5, num_steps=1)
+    spec = make_spec("video2world", prompt="an offloaded prompt", cosmos_ray_num_frames=5, num_steps=1)
     offloading(spec)
     assert runs_collapsed(log) == [
         ("to", "text_encoder", "cpu:0"),
@@ -181,12 +181,12 @@ def test_each_flag_moves_only_its_model(resident, record_stages, offload, moved)
     log = record_stages(generator)
     offloading = offloading_generator(generator, offload)
     log.clear()
-    offloading(make_spec("image2world", prompt=f"a prompt for {offload}", num_output_frames=5, num_steps=1))
+    offloading(make_spec("image2world", prompt=f"a prompt for {offload}", cosmos_ray_num_frames=5, num_steps=1))
     assert {name for kind, name, *_ in log if kind == "to"} == moved
 
 
 def test_offloading_changes_no_result(resident):
-    spec = make_spec("video2world", seed=4, num_output_frames=5, num_steps=2)
+    spec = make_spec("video2world", seed=4, cosmos_ray_num_frames=5, num_steps=2)
     expected = offloading_generator(resident, NO_OFFLOAD)(spec)
     offloaded = offloading_generator(resident, OffloadConfig.all())(spec)
     assert (offloaded.frames == expected.frames).all()
