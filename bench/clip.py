@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             print("warm-up: out of GPU memory with every model resident; timing the settings anyway", file=sys.stderr)
         for setting in args.offload.split(","):
+            for module in (resident.dit, resident.vae, resident.text_encoder):  # all back on the GPU
+                module.to(resident.device)
             generator = Generator(
                 resident.dit,
                 resident.vae,

@@ -42,16 +42,13 @@ OFFICIAL_STEPS = 35
 
 
 class FixedTextEncoder:
-    """Stands in for the text encoder: one fixed random embedding per prompt (never offloaded)."""
+    """Stands in for the text encoder: one fixed random embedding per prompt."""
 
     def __init__(self, embeddings: dict[str, torch.Tensor]):
         self.embeddings = embeddings
 
-    def encode(self, prompts: list[str], running=None) -> torch.Tensor:
+    def encode(self, prompts: list[str]) -> torch.Tensor:
         return torch.stack([self.embeddings[prompt] for prompt in prompts])
-
-    def to(self, *args, **kwargs):
-        return self
 
 
 class NoSafetyChecker:

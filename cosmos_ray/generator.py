@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -132,7 +133,8 @@ class Generator:
         storage_options: dict | None = None,
         allow_http: bool = False,
     ):
-        """Places the models: on `device`, or on the CPU where `offload` says so."""
+        """The models are on `device`; those `offload` names are moved to the CPU, to wait there between
+        their stages."""
         self.dit = dit
         self.vae = vae
         self.text_encoder = text_encoder
@@ -369,11 +371,15 @@ class Generator:
         """The prompt's embedding (1, 512, D) on the device, and the negative prompt's when the sampler uses
         guidance and `guidance` is not 0 (else None). An offloaded text encoder comes to the GPU only if a
         prompt is not in the embedding cache, once for both."""
+        prompts = [spec.prompt] if self.is_few_step or spec.guidance == 0 else [spec.prompt, spec.negative_prompt]
         with self.offloader.on_demand([self.text_encoder], self.offload.text_encoder) as bring:
-            prompt = self.text_encoder.encode([spec.prompt], bring).to(self.device)
-            if self.is_few_step or spec.guidance == 0:
-                return prompt, None
-            return prompt, self.text_encoder.encode([spec.negative_prompt], bring).to(self.device)
+            encode = (
+                partial(self.text_encoder.encode, running=bring)
+                if self.offload.text_encoder
+                else self.text_encoder.encode
+            )
+            prompt, *negative = [encode([text]).to(self.device) for text in prompts]
+        return prompt, negative[0] if negative else None
 
     def sample_latents(
         self,

@@ -49,9 +49,10 @@ class Offloader:
         self.home = torch.device(home)
 
     def place(self, modules: Sequence[nn.Module], offloaded: bool) -> None:
-        """Puts `modules` where they wait between stages."""
-        for module in modules:
-            module.to(self.home if offloaded else self.device)
+        """Puts offloaded `modules` where they wait between stages (`home`); others stay on the device."""
+        if offloaded:
+            for module in modules:
+                module.to(self.home)
 
     @contextmanager
     def running(self, modules: Sequence[nn.Module], offloaded: bool) -> Iterator[None]:

@@ -20,6 +20,7 @@ from PIL import Image
 from cosmos_ray.generator import Generator, ModelInfo
 from cosmos_ray.media import read_image, read_video, resize_and_center_crop
 from cosmos_ray.models.text import normalize_per_token
+from cosmos_ray.registry import get_model
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.sampling.schedule import make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
@@ -142,7 +143,7 @@ def tiny_generator() -> Generator:
         dit,
         vae,
         FixedEmbeddings(),
-        ModelInfo("tiny", "post-trained", (height, width), golden["state_t"]),
+        ModelInfo(get_model("2B/post-trained"), "tiny", (height, width), golden["state_t"]),
         SamplerConfig.preset("post-trained"),
         device=torch.device("cpu"),
         dtype=torch.float32,
