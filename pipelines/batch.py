@@ -224,7 +224,9 @@ def _plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> tuple[dict[i
     seen: set[str] = set()
     for row in checked:
         if row["status"] == INVALID:
-            records[row["row"]] = store.write_failure(row, row["error"])
+            records[row["row"]] = OutputRecord.failed(
+                row["error"], name=row["name"] or "", source=row["source"], spec_json=row["spec_json"]
+            )
         elif row["status"] == SKIPPED or row["sample_id"] in seen:
             records[row["row"]] = store.skipped(spec_from_row(row), source=row["source"])
         else:
@@ -351,12 +353,5 @@ def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRe
         timings["mp4_encode"] = round(time.monotonic() - started, 4)
         return store.write_ok(spec, mp4, metadata, source=row["source"])
     except Exception as error:  # noqa: BLE001 - encoding or storage failed: this sample fails (no meta, so a rerun retries it)
-        return OutputRecord(
-            sample_id=spec.sample_id,
-            name=spec.name,
-            status=FAILED,
-            source=row["source"],
-            error=f"writing the outputs failed: {type(error).__name__}: {error}",
-            spec_json=spec.to_json(),
-            metadata=metadata,
-        )
+        message = f"writing the outputs failed: {type(error).__name__}: {error}"
+        return store.failure(spec, message, metadata=metadata, source=row["source"])
