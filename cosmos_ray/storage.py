@@ -46,9 +46,9 @@ class StorageNotFoundError(StorageError, FileNotFoundError):
 
 
 @contextmanager
-def _one_line_errors(action: str, url: str) -> Iterator[None]:
-    """Turn whatever a file system raises (OSError, botocore, gcsfs, ImportError for a missing backend) into
-    `StorageError` naming the action, the URL and the cause."""
+def one_line_errors(action: str, url: str) -> Iterator[None]:
+    """In this block, turn whatever a file system raises (OSError, botocore, gcsfs, ImportError for a missing
+    backend) into `StorageError` naming the action, the URL and the cause."""
     try:
         yield
     except StorageError:
@@ -164,7 +164,7 @@ def parse_storage_options(pairs: Iterable[str]) -> dict | None:
 
 def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
     """The whole content of the object or file at `url`."""
-    with _one_line_errors("read", url):
+    with one_line_errors("read", url):
         fs, path = filesystem(url, storage_options)
         return fs.cat_file(path)
 
@@ -176,14 +176,14 @@ def read_text(url: str, storage_options: dict | None = None) -> str:
 
 def exists(url: str, storage_options: dict | None = None) -> bool:
     """True when a file or object exists at `url`."""
-    with _one_line_errors("check", url):
+    with one_line_errors("check", url):
         fs, path = filesystem(url, storage_options)
         return fs.exists(path)
 
 
 def glob_urls(pattern: str, storage_options: dict | None = None) -> list[str]:
     """Sorted URLs of the files matching a glob (`*`, `?`, `[...]`, `**`), in the pattern's own form."""
-    with _one_line_errors("list", pattern):
+    with one_line_errors("list", pattern):
         fs, path = filesystem(pattern, storage_options)
         matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
     if is_local(pattern):
@@ -198,7 +198,7 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = Non
     Object stores: one `pipe_file` call, which uploads the whole object; stores only make an object visible
     once its upload completes, so a partial object is never observable.
     """
-    with _one_line_errors("write", url):
+    with one_line_errors("write", url):
         fs, path = filesystem(url, storage_options)
         if isinstance(fs, LocalFileSystem):
             _write_local_atomic(path, data)
@@ -208,7 +208,7 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = Non
 
 def delete(url: str, storage_options: dict | None = None) -> None:
     """Delete the file or object at `url`."""
-    with _one_line_errors("delete", url):
+    with one_line_errors("delete", url):
         fs, path = filesystem(url, storage_options)
         fs.rm_file(path)
 
