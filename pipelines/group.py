@@ -170,9 +170,10 @@ class RankWorker:
 
 
 def _log_step(name: str, step: int, total: int) -> None:
-    """Progress callback of rank 0: logs the first and last step and every fifth of the run."""
+    """Progress callback of rank 0: logs the first and last step and every fifth of the run, at debug level
+    (a job logs one line per sample; the steps reach callers through `GPUGroup.generate`'s `progress`)."""
     if step in (1, total) or step % max(1, total // 5) == 0:
-        logger.info("%s: step %d/%d", name, step, total)
+        logger.debug("%s: step %d/%d", name, step, total)
 
 
 class GPUGroup:
