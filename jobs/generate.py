@@ -111,6 +111,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_limit_options(parser)
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
     parser.add_argument(
+        "--verbose", action="store_true", help="log at debug level, with the traceback of a job that could not run"
+    )
+    parser.add_argument(
         "--logical-gpus",
         type=_at_least(1),
         metavar="N",
@@ -151,6 +154,9 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.verbose:  # ours only: the libraries' debug logs (botocore, urllib3, Ray) would drown them
+        for name in ("jobs", "pipelines", "cosmos_ray"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
     config = config_of(args)
     try:
         rows = preflight(config)  # before Ray starts: bad input or output fails in seconds, not after the models load

@@ -361,7 +361,7 @@ def test_ctrl_c_writes_the_run_table_of_what_finished_and_the_rerun_resumes(ray_
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
-            wait_for(lambda: any((output / "meta").glob("*.json")) or job.poll() is not None, timeout_s=300)
+            wait_for(lambda: "[1/8] ok" in (tmp_path / "interrupted.log").read_text() or job.poll() is not None, 300)
             job.send_signal(signal.SIGINT)
             status = job.wait(timeout=120)
         finally:
