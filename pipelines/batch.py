@@ -238,7 +238,7 @@ def failure_message(error: BaseException) -> str:
     raised (`Type: message`), or the last line of Ray's own report, which names the innermost cause."""
     while isinstance(error, RayError):
         inner = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error.__cause__
-        if inner is None:
+        if inner is None or not str(inner).strip():  # Ray Data chains a bare SystemException() to its own
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             return lines[-1] if lines else type(error).__name__
         error = inner

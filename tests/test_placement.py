@@ -2,6 +2,7 @@
 them on one)."""
 
 import pytest
+from ray.data.exceptions import SystemException
 from ray.exceptions import ActorDiedError, RayTaskError, UserCodeException
 
 from cosmos_ray.storage import StorageNotFoundError
@@ -71,3 +72,7 @@ def test_failure_message_strips_rays_wrapping():
     traceback = f"Traceback (most recent call last):\n  File x\n{last_line}"
     died = ActorDiedError(RayTaskError("MapWorker.__init__", traceback, RuntimeError(last_line)))
     assert failure_message(died) == last_line
+    try:  # as Ray Data raises it to the driver
+        raise died from SystemException()
+    except ActorDiedError as raised:
+        assert failure_message(raised) == last_line
