@@ -50,7 +50,7 @@ GROUP_ACTOR_MAX_RESTARTS = 3
 GROUP_ACTOR_MAX_TASK_RETRIES = 3
 CHECK_BATCH_SIZE = 64  # manifest rows per check task (each row costs one read of its meta file)
 CHECK_COLUMNS = ["spec_json", "name", "source"]  # the manifest columns the check stage reads
-MAX_LISTED_FAILURES = 20  # invalid rows logged before generation, and failures listed at the end, at most
+MAX_LISTED_FAILURES = 20  # invalid and duplicate rows logged before generation, failures listed at the end
 
 CHECKED_SCHEMA = pa.schema(
     [
