@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--groups",
         type=_at_least(1),
         metavar="M",
-        help="number of replicas (default: as many as the cluster's GPUs allow)",
+        help="number of replicas (default: as many as the cluster's nodes hold now, at least 1)",
     )
     pool.add_argument(
         "--autoscale",
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before generation started (during it, run() stops and writes the run table)
         return _fail(f"interrupted; {RESUME_HINT}", EXIT_INTERRUPTED)
     except PlacementError as error:
-        return _fail(f"{error}{_flags_that_fit(error.layouts)}")
+        local_ray = args.address is None and not os.environ.get("RAY_ADDRESS")
+        return _fail(f"{error}{_flags_that_fit(error.layouts, local_ray)}")
     except Exception as error:  # noqa: BLE001 - the job could not run; sample failures never get here
         logger.debug("the job could not run", exc_info=True)
         return _fail(failure_message(error))
@@ -186,12 +187,14 @@ def _fail(message: str, status: int = 1) -> int:
     return status
 
 
-def _flags_that_fit(layouts: list[tuple[int, int]]) -> str:
-    if not layouts:
+def _flags_that_fit(layouts: list[tuple[int, int]], local_ray: bool) -> str:
+    if layouts:
+        return "; layouts that fit now: " + ", or ".join(
+            f"--gpus-per-group {gpus} --groups {groups}" for gpus, groups in layouts
+        )
+    if local_ray:
         return "; on a machine without GPUs, --logical-gpus N runs --preset tiny on the CPU"
-    return "; layouts that fit now: " + ", or ".join(
-        f"--gpus-per-group {gpus} --groups {groups}" for gpus, groups in layouts
-    )
+    return ""
 
 
 def _init_ray(address: str | None, logical_gpus: int | None) -> None:

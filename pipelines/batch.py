@@ -87,7 +87,7 @@ class BatchConfig:
     manifest: str  # Parquet manifest URL (docs/manifest.md)
     output: str  # output root URL (docs/outputs.md)
     group: GroupConfig = field(default_factory=GroupConfig)
-    # GPU groups: a fixed pool size, (min, max) to autoscale, or None for as many as the nodes hold now
+    # GPU groups: a fixed pool size, (min, max) to autoscale, or None for as many as the nodes hold now (>= 1)
     groups: int | tuple[int, int] | None = None
     limit: int | None = None  # use only the first `limit` manifest rows
     limits: SpecLimits = field(default_factory=SpecLimits)  # a spec over a limit is an invalid row

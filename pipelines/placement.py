@@ -93,15 +93,8 @@ def check_layout(
 
 
 def pool_size(cluster: ClusterGPUs, gpus_per_group: int) -> int:
-    """As many groups as the nodes hold now; raise `PlacementError` when that is none."""
-    groups = cluster.groups_that_fit(gpus_per_group)
-    if groups == 0:
-        raise PlacementError(
-            f"the cluster has {cluster.describe()} now, no node with {gpus_per_group} GPU(s) for a group: set the "
-            "number of groups (or min..max) to wait for the autoscaler to add GPU nodes",
-            cluster.layouts(),
-        )
-    return groups
+    """As many groups as the nodes hold now, at least one (which waits for a node when none holds it yet)."""
+    return max(1, cluster.groups_that_fit(gpus_per_group))
 
 
 def wait_until_placeable(bundles: list[dict[str, float]], timeout_s: float, *, name: str) -> None:

@@ -36,10 +36,9 @@ def test_autoscaler_node_types_decide():
     assert caught.value.layouts == []  # no GPU node now
 
 
-def test_pool_size_is_what_the_nodes_hold_now():
+def test_pool_size_is_what_the_nodes_hold_now_and_at_least_one():
     assert pool_size(ClusterGPUs(nodes=(8, 4, 2)), 4) == 3
-    with pytest.raises(PlacementError, match="no node with 4 GPU"):
-        pool_size(ClusterGPUs(nodes=(2,)), 4)
+    assert pool_size(ClusterGPUs(nodes=(0,)), 4) == 1  # an autoscaling cluster without GPU nodes yet
 
 
 def test_the_autoscaler_that_only_mirrors_nodes_adds_none(monkeypatch):
