@@ -153,10 +153,10 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.verbose:  # ours only: the libraries' debug logs (botocore, urllib3, Ray) would drown them
-        for name in ("jobs", "pipelines", "cosmos_ray"):
-            logging.getLogger(name).setLevel(logging.DEBUG)
+    # Our lines at INFO (DEBUG with --verbose); other libraries' (botocore, urllib3, ...) only from WARNING up
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    for name in ("jobs", "pipelines", "cosmos_ray"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     config = config_of(args)
     try:
         rows = preflight(config)  # before Ray starts: bad input or output fails in seconds, not after the models load
