@@ -17,13 +17,13 @@ from datetime import datetime, timezone
 
 import torch
 
-from cosmos_ray.generator import RANDOM_PRESETS, Generator, check_source
+from cosmos_ray.generator import RANDOM_PRESETS, Generator
 from cosmos_ray.manifest import ManifestError, load_specs
 from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.model_options import MODELS_EPILOG, add_model_options, offload_of
 from cosmos_ray.outputs import FAILED, OK, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.progress import Step
-from cosmos_ray.registry import get_model
+from cosmos_ray.registry import check_source, get_model
 from cosmos_ray.sampling.sampler import SamplingError
 from cosmos_ray.spec import GenerationSpec, SpecError
 
@@ -137,7 +137,7 @@ def _generate_one(
         record = store.write_ok(spec, write_mp4(result.frames, result.fps, quality), result.metadata, source=source)
     except (MediaError, SamplingError, SpecError) as error:
         print(f"{label}: failed: {error}", file=sys.stderr)
-        return store.write_failure(spec, error, source=source)
+        return store.write_failure(spec, f"{type(error).__name__}: {error}", source=source)
     print(f"{label}: {record.video_url} ({time.perf_counter() - start:.1f} s)")
     return record
 

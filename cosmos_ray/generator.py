@@ -46,41 +46,15 @@ from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
 from cosmos_ray.offload import NO_OFFLOAD, OffloadConfig, Offloader
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.dit import split_sizes
+from cosmos_ray.presets import RANDOM_PRESETS, RandomPreset
 from cosmos_ray.progress import Progress, Step
-from cosmos_ray.registry import DEFAULT_MODEL, TEXT_ENCODER_FOLDER, VAE_FILE, OfficialModel, get_model
+from cosmos_ray.registry import DEFAULT_MODEL, TEXT_ENCODER_FOLDER, VAE_FILE, OfficialModel, check_source, get_model
 from cosmos_ray.sampling import few_step
 from cosmos_ray.sampling.few_step import FewStepConfig, sample_few_step
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.spec import GenerationSpec, SpecError
 
 RANDOM_SEED = 0
-
-
-@dataclass(frozen=True)
-class RandomPreset:
-    """Random weights drawn from a fixed seed in the architecture of an official model; the model's recipe
-    (precision, sampler, inference types) comes from the model it is combined with."""
-
-    shapes: str  # DiTConfig preset of the net: "tiny", or the released "2B" / "14B" (then only for models of that size)
-    vae: str  # VAEConfig preset
-    text: str  # TextEncoderConfig preset
-    trained_resolution: tuple[int, int] | None  # (H, W) that resolution "none" means; None: the model's
-    draw_on_cpu: bool  # same weights on every device (tiny), or drawn where they will run (fast for 2B, 14B)
-
-    @property
-    def released_size(self) -> str | None:
-        """The model size whose released shapes this preset has; None for tiny (any model)."""
-        return None if self.shapes == "tiny" else self.shapes
-
-
-RANDOM_PRESETS = {
-    # tests, CI and the README's first command: runs on a CPU in seconds
-    "tiny": RandomPreset("tiny", "tiny", "tiny", (64, 96), draw_on_cpu=True),
-    # the released shapes (DiT 2B or 14B, Wan2.1 VAE, Reason1 7B) with random weights: GPU benchmarks of the
-    # whole pipeline without checkpoints; their videos are noise
-    "random-2B": RandomPreset("2B", "wan2.1", "reason1", None, draw_on_cpu=False),
-    "random-14B": RandomPreset("14B", "wan2.1", "reason1", None, draw_on_cpu=False),
-}
 
 
 @dataclass
@@ -100,19 +74,6 @@ class ModelInfo:
     # native latent frames (the official config's state_t): what a spec without `cosmos_ray_num_frames`
     # generates, and an autoregressive window
     state_t: int
-
-
-def check_source(source: str, model: str) -> None:
-    """ValueError if `model` is not an official name, or a random preset has another model size's shapes."""
-    official = get_model(model)
-    preset = RANDOM_PRESETS.get(source)
-    if preset is not None and preset.released_size not in (None, official.size):
-        matching = [name for name, p in RANDOM_PRESETS.items() if p.released_size in (None, official.size)]
-        raise ValueError(
-            f"preset {source!r} has the released {preset.released_size} shapes, but model {model!r} is a "
-            f"{official.size} model: use preset {' or '.join(map(repr, matching))}, or a "
-            f"{preset.released_size} model"
-        )
 
 
 class Generator:

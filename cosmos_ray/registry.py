@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosmos_ray.models.dit import DiTConfig
+from cosmos_ray.presets import RANDOM_PRESETS
 from cosmos_ray.sampling.few_step import FewStepConfig
 from cosmos_ray.sampling.sampler import SamplerConfig
 from cosmos_ray.spec import INFERENCE_TYPES, GenerationSpec, SpecError
@@ -168,6 +169,20 @@ def get_model(name: str) -> OfficialModel:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; the official models are: {', '.join(MODEL_NAMES)}")
     return MODELS[name]
+
+
+def check_source(source: str, model: str) -> None:
+    """ValueError if `model` is not an official name, or `source` is a random preset with the released shapes
+    of another model size (`tiny` goes with every model; a checkpoint folder is checked when it loads)."""
+    official = get_model(model)
+    preset = RANDOM_PRESETS.get(source)
+    if preset is not None and preset.released_size not in (None, official.size):
+        matching = [name for name, p in RANDOM_PRESETS.items() if p.released_size in (None, official.size)]
+        raise ValueError(
+            f"preset {source!r} has the released {preset.released_size} shapes, but model {model!r} is a "
+            f"{official.size} model: use preset {' or '.join(map(repr, matching))}, or a "
+            f"{preset.released_size} model"
+        )
 
 
 def models_help() -> str:
