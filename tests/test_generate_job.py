@@ -43,7 +43,7 @@ def test_a_preset_that_does_not_exist_is_a_usage_error(capsys, no_ray):
     with pytest.raises(SystemExit) as exit_info:
         generate.main(["--manifest", "m", "--output", "o", "--preset", "tinny"])
     assert exit_info.value.code == 2
-    assert "argument --preset: invalid choice: 'tinny' (choose from 'random-2B', 'tiny')" in capsys.readouterr().err
+    assert "argument --preset: invalid choice: 'tinny' (choose from 'random-14B', 'random-2B', 'tiny')" in capsys.readouterr().err
 
 
 def test_a_missing_manifest_stops_before_ray(tmp_path, capsys, no_ray):
