@@ -158,7 +158,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
 
     diffusers feeds the DiT exact sigmas, so ours runs with unquantized timesteps here.
     """
-    from bench.generate import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
+    from bench.generator import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
 
     ours = Generator(
         generator.dit,
@@ -235,7 +235,7 @@ def test_cli_needs_a_model(capsys):
 
 
 def test_benchmark_smoke_runs(tmp_path):
-    from bench.generate import main as bench_main
+    from bench.generator import main as bench_main
 
     out = tmp_path / "generate.jsonl"
     bench_main(["--device", "cpu", "--smoke", "--types", "video2world", "--out", str(out)])

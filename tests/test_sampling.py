@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, UniPCMultistepScheduler
 
-from bench.generate import diffusers_pipeline, diffusers_scheduler
+from bench.generator import diffusers_pipeline, diffusers_scheduler
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.vae import VAEConfig, WanVAE
 from cosmos_ray.sampling.sampler import SamplerConfig, SamplingError, initial_noise, sample

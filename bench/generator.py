@@ -7,10 +7,10 @@ sampling, decode), milliseconds per model evaluation, DiT TFLOP/s over the sampl
 of the official 35-step run from the per-evaluation time.
 
 GPU (2B, 720p: 93 frames at 704x1280, bf16, guidance 7; one type and 4 steps fit a 10-minute slot):
-    python -m bench.generate --device cuda --types text2world --steps 4 --out generate.jsonl
-    python -m bench.generate --device cuda --types video2world --steps 35 --impl ours
+    python -m bench.generator --device cuda --types text2world --steps 4 --out generate.jsonl
+    python -m bench.generator --device cuda --types video2world --steps 35 --impl ours
 CPU check (tiny config, 64x96, 9 frames):
-    python -m bench.generate --device cpu --smoke
+    python -m bench.generator --device cpu --smoke
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""Run official inference spec files locally, one video at a time, without Ray.
+"""The local entry point (`cosmos-ray-local`): official inference spec files, one video at a time, no Ray.
 
-    python -m cosmos_ray.generate -i examples/text2world.json examples/specs.jsonl -o outputs/local
-    python -m cosmos_ray.generate -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt/Cosmos-Predict2.5-2B
+    python -m cosmos_ray.local -i examples/text2world.json examples/specs.jsonl -o outputs/local
+    python -m cosmos_ray.local -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt/Cosmos-Predict2.5-2B
 
-Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use. Outputs go through
+Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use (the batch job on Ray is
+`python -m jobs.generate`; the engine class both drive is `cosmos_ray.generator.Generator`). Outputs go through
 `OutputStore` (videos/, meta/, runs/ under the output root), so a rerun skips samples already done and the
 batch job can resume what this started. Exits 1 if any sample failed.
 """
@@ -28,7 +29,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cosmos_ray.generate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cosmos_ray.local", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "-i",
         "--input",
