@@ -27,14 +27,15 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import Cosmos2_5_Pred
 
 from bench.common import Recorder, tflops
 from bench.dit_step import diffusers_twin, forward_flops
-from cosmos_ray.generator import RANDOM_PRESETS, RESOLUTION_720P, Generator, ModelInfo, to_uint8_frames
-from cosmos_ray.media import read_conditioning
+from cosmos_ray.conditioning import read_conditioning
+from cosmos_ray.dtypes import default_dtype_name
+from cosmos_ray.generator import RANDOM_PRESETS, Generator, ModelInfo, to_uint8_frames
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.text import MAX_LENGTH
 from cosmos_ray.models.vae import VAEConfig, WanVAE
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import make_schedule
-from cosmos_ray.spec import INFERENCE_TYPES, GenerationSpec
+from cosmos_ray.spec import INFERENCE_TYPES, RESOLUTION_720P, GenerationSpec
 
 INPUTS = Path(__file__).resolve().parent.parent / "examples" / "media"
 OFFICIAL_STEPS = 35
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = getattr(torch, default_dtype_name(device.type))
     dit_cfg = DiTConfig.preset("tiny" if args.smoke else "2B")
     vae_cfg = VAEConfig.preset("tiny" if args.smoke else "wan2.1")
     height, width = RANDOM_PRESETS["tiny"].trained_resolution if args.smoke else RESOLUTION_720P

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 
 import torch
 
-from bench.common import add_common_args, add_dtype_arg, default_dtype_name, time_ms_and_peak_gib
+from bench.common import add_common_args, add_dtype_arg, chosen_dtype_name, time_ms_and_peak_gib
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         args.config, args.warmup, args.iters = "tiny", 1, 2
 
     device = torch.device(args.device)
-    dtype = getattr(torch, default_dtype_name(args.dtype, device))
+    dtype = getattr(torch, chosen_dtype_name(args.dtype, device))
     config = TextEncoderConfig.preset(args.config)
     full, tokenizer, ours = build_models(config, device, dtype)
     from diffusers import Cosmos2_5_PredictBasePipeline

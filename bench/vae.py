@@ -24,7 +24,7 @@ from functools import partial
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import add_common_args, add_dtype_arg, default_dtype_name, time_ms_and_peak_gib
+from bench.common import add_common_args, add_dtype_arg, chosen_dtype_name, time_ms_and_peak_gib
 from cosmos_ray.models.vae import VAEConfig, WanVAE
 
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     device = torch.device(args.device)
-    args.dtype = default_dtype_name(args.dtype, device)
+    args.dtype = chosen_dtype_name(args.dtype, device)
     dtype = getattr(torch, args.dtype)
     cfg = VAEConfig.preset(args.config)
     ours, theirs = build_pair(cfg, device, dtype)

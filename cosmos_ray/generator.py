@@ -29,18 +29,20 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from cosmos_ray import media
+from cosmos_ray.conditioning import read_conditioning
+from cosmos_ray.dtypes import default_dtype_name
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.dit import split_sizes
+from cosmos_ray.result import GenerationResult
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.spec import RESOLUTION_720P, GenerationSpec, SpecError
+from cosmos_ray.storage import Storage
 
 RANDOM_SEED = 0
-RESOLUTION_720P = (704, 1280)  # the 2B models' trained resolution (16:9 at 720p)
 
 
 @dataclass(frozen=True)
@@ -63,13 +65,6 @@ RANDOM_PRESETS = {
 }
 
 Progress = Callable[[int, int], None]
-
-
-@dataclass
-class GenerationResult:
-    frames: np.ndarray  # uint8 (T, H, W, 3)
-    fps: int
-    metadata: dict  # spec, seed, model, resolution, frame count, timings per stage, ...
 
 
 @dataclass(frozen=True)
@@ -95,8 +90,7 @@ class Generator:
         device: torch.device,
         dtype: torch.dtype,
         parallel: ParallelContext | None = None,
-        storage_options: dict | None = None,
-        allow_http: bool = False,
+        storage: Storage = Storage(),
     ):
         self.dit = dit
         self.vae = vae
@@ -107,8 +101,7 @@ class Generator:
         self.dtype = dtype
         self.parallel = parallel
         self.velocity_model = ParallelDiT(dit, parallel) if parallel is not None else dit
-        self.storage_options = storage_options
-        self.allow_http = allow_http
+        self.storage = storage
 
     @classmethod
     def from_pretrained(
@@ -121,26 +114,25 @@ class Generator:
         variant: str = "post-trained",
         cache_url: str | None = None,
         sampler_config: SamplerConfig | None = None,
-        storage_options: dict | None = None,
-        allow_http: bool = False,
+        storage: Storage = Storage(),
         compile: bool = False,
     ) -> Generator:
         """Loads a random-weight preset (`RANDOM_PRESETS`: "tiny", "random-2B") or a checkpoint folder.
 
         Defaults: the parallel context's device, else CUDA in bfloat16 when available, else CPU in
         float32. `variant` picks the DiT weights of an official folder and the sampling recipe, which
-        `sampler_config` overrides. `cache_url` stores prompt embeddings through fsspec;
-        `storage_options` and `allow_http` apply to conditioning inputs; `compile` torch.compiles the
-        DiT's blocks.
+        `sampler_config` overrides. `cache_url` shares prompt embeddings through fsspec; `storage`
+        reaches it and the conditioning inputs; `compile` torch.compiles the DiT's blocks.
         """
         if parallel is not None:
             device = parallel.device
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        dtype = dtype or getattr(torch, default_dtype_name(device.type))
         sampler_config = sampler_config or SamplerConfig.preset(variant)
+        cache = EmbeddingCache(url=cache_url, storage=storage)
         if source in RANDOM_PRESETS:
             preset = RANDOM_PRESETS[source]
-            dit, vae, text_encoder = _random_models(preset, device, dtype, cache_url)
+            dit, vae, text_encoder = _random_models(preset, device, dtype, cache)
             info = ModelInfo(source, variant, preset.trained_resolution)
         else:
             folder = Path(source)
@@ -148,7 +140,7 @@ class Generator:
             dit = load_dit(dit_path, DiTConfig.preset("2B"), device=device, dtype=dtype)
             vae = load_vae(vae_path, VAEConfig.preset("wan2.1"), device=device, dtype=dtype)
             text_encoder = TextEncoder.from_pretrained(
-                str(_text_encoder_folder(folder)), device=device, dtype=dtype, cache_url=cache_url
+                str(_text_encoder_folder(folder)), device=device, dtype=dtype, cache=cache
             )
             info = ModelInfo(dit_path.name, variant, RESOLUTION_720P)
         if compile:
@@ -162,8 +154,7 @@ class Generator:
             device=device,
             dtype=dtype,
             parallel=parallel,
-            storage_options=storage_options,
-            allow_http=allow_http,
+            storage=storage,
         )
 
     @property
@@ -239,9 +230,7 @@ class Generator:
         if num_latent == 0:
             return None
         num_pixel = 1 + self.vae.cfg.temporal_compression * (num_latent - 1)
-        frames = media.read_conditioning(
-            spec, num_pixel, height, width, storage_options=self.storage_options, allow_http=self.allow_http
-        )  # uint8 (n, H, W, 3)
+        frames = read_conditioning(spec, num_pixel, height, width, storage=self.storage)  # uint8 (n, H, W, 3)
         video = torch.from_numpy(frames).to(self.device).permute(3, 0, 1, 2)[None]  # (1, 3, n, H, W)
         video = video.to(self.vae.dtype) / 127.5 - 1.0  # the reference's uint8 -> [-1, 1], in the model dtype
         return self.vae.encode(video).float()
@@ -303,7 +292,7 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 
 
 def _random_models(
-    preset: RandomPreset, device: torch.device, dtype: torch.dtype, cache_url: str | None
+    preset: RandomPreset, device: torch.device, dtype: torch.dtype, cache: EmbeddingCache
 ) -> tuple[MiniTrainDiT, WanVAE, TextEncoder]:
     """The preset's DiT, VAE and text encoder with random weights drawn from `RANDOM_SEED`."""
     draw_device = torch.device("cpu") if preset.draw_on_cpu else device
@@ -314,7 +303,7 @@ def _random_models(
     dit = dit.to(device).cast(dtype).eval().requires_grad_(False)
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
     if preset.text == "tiny":
-        text_encoder = TextEncoder.from_pretrained("tiny", device=device, dtype=dtype, cache_url=cache_url)
+        text_encoder = TextEncoder.from_pretrained("tiny", device=device, dtype=dtype, cache=cache)
     else:
         text_encoder = TextEncoder.from_random(
             TextEncoderConfig.preset(preset.text),
@@ -323,7 +312,7 @@ def _random_models(
             device=device,
             dtype=dtype,
             model_id=f"random-{preset.text}",
-            cache=EmbeddingCache(url=cache_url),
+            cache=cache,
         )
     return dit, vae, text_encoder
 

@@ -18,14 +18,14 @@ from datetime import datetime, timezone
 
 import torch
 
+from cosmos_ray.dtypes import DTYPE_NAMES
 from cosmos_ray.generator import RANDOM_PRESETS, Generator
 from cosmos_ray.manifest import ManifestError, load_specs
 from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.outputs import FAILED, OK, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.sampling.sampler import VARIANTS, SamplingError
 from cosmos_ray.spec import GenerationSpec, SpecError
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from cosmos_ray.storage import Storage
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,9 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--checkpoint-dir", metavar="DIR", help="official or diffusers-layout checkpoint folder")
     parser.add_argument("--variant", choices=VARIANTS, default="post-trained", help="default: %(default)s")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu"
-    )
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (faster on GPU)")
     parser.add_argument("--quality", type=float, default=5, help="mp4 quality 1..10 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate samples that are already done")
@@ -70,14 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     except ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    store = OutputStore(args.output)
+    storage = Storage(allow_http=args.allow_http)
+    store = OutputStore(args.output, storage)
     generator = Generator.from_pretrained(
         args.checkpoint_dir or args.preset,
         device=args.device,
-        dtype=DTYPES[args.dtype] if args.dtype else None,
+        dtype=getattr(torch, args.dtype) if args.dtype else None,
         variant=args.variant,
         cache_url=args.cache_url,
-        allow_http=args.allow_http,
+        storage=storage,
         compile=args.compile,
     )
     run_id = "local-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")

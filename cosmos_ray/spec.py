@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cosmos_ray import storage
+from cosmos_ray.media import INPUT_EXTENSIONS
 
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
@@ -30,10 +31,10 @@ DEFAULT_NEGATIVE_PROMPT = (
 
 INFERENCE_TYPES = ("text2world", "image2world", "video2world")
 
+RESOLUTION_720P = (704, 1280)  # (H, W) the released models were trained at (16:9 at 720p)
+
 # Latent conditional frames each inference type allows; the first is the official default.
 CONDITIONAL_FRAMES = {"text2world": (0,), "image2world": (1,), "video2world": (2, 1)}
-
-INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".mp4")
 
 URL_SCHEMES = ("file", "s3", "gs", "gcs", "az", "abfs", "memory", "http", "https")
 
@@ -310,7 +311,7 @@ def _drop_unsupported(data: dict, sample: str) -> dict:
                 sample,
                 key,
                 "belongs to the older official multi-sample file format; "
-                "cosmos_ray.manifest.load_spec_file expands such files",
+                "cosmos_ray.manifest.load_specs expands such files",
             )
         elif key not in known:
             raise SpecError(sample, key, f"is not a known field (known: {', '.join(sorted(known))})")

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cosmos_ray import generate
+from cosmos_ray import local
+from cosmos_ray.conditioning import read_conditioning
 from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
-from cosmos_ray.media import MediaError, read_conditioning, write_mp4
+from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.models.dit import DiTConfig
 from cosmos_ray.models.text import TextEncoderConfig
 from cosmos_ray.models.vae import VAEConfig
@@ -207,7 +208,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     ]
     specs.write_text("\n".join(json.dumps(row) for row in rows))
     out = tmp_path / "out"
-    assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
+    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
     for row in rows:
         spec = GenerationSpec.from_dict(row)
         record = json.loads((out / "meta" / f"{spec.sample_id}.json").read_text())
@@ -222,7 +223,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     specs.write_text(
         specs.read_text() + "\n" + json.dumps(make_spec("video2world", name="v2w", input_path=str(short)).to_dict())
     )
-    assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
+    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
     captured = capsys.readouterr()
     assert "0 ok, 2 skipped, 1 failed" in captured.out
     assert "v2w: failed: sample 'v2w': input video" in captured.err
@@ -230,7 +231,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
 
 def test_cli_needs_a_model(capsys):
     with pytest.raises(SystemExit):
-        generate.parse_args(["-i", "specs.json", "-o", "out"])
+        local.parse_args(["-i", "specs.json", "-o", "out"])
     assert "one of the arguments --preset --checkpoint-dir is required" in capsys.readouterr().err
 
 

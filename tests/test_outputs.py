@@ -140,7 +140,7 @@ def test_record_json_round_trip():
 
 def test_s3_store(s3_bucket):
     root, options = s3_bucket
-    store = OutputStore(f"{root}/out", storage_options=options)
+    store = OutputStore(f"{root}/out", storage.Storage(options))
     assert not store.is_done(SPEC.sample_id)
     ok = store.write_ok(SPEC, MP4, {"seed": 0})
     failed = store.write_failure(OTHER, "boom")

@@ -33,6 +33,7 @@ from transformers import (
     Qwen2Tokenizer,
 )
 
+from cosmos_ray.dtypes import default_dtype_name
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.weights import load_into
 
@@ -198,17 +199,17 @@ class TextEncoder(nn.Module):
         source: str = "tiny",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        cache_url: str | None = None,
+        cache: EmbeddingCache | None = None,
     ) -> TextEncoder:
         """Builds the encoder from "tiny" (random weights, seed 0) or a local checkpoint folder.
 
         A folder is either a Qwen2.5-VL / Reason1 folder in Hugging Face layout (config.json, safetensors
         weights, tokenizer files) or a diffusers pipeline folder with `text_encoder/` and `tokenizer/`.
-        Defaults: CUDA in bfloat16 when available, else CPU in float32. `cache_url` adds an fsspec cache.
+        Defaults: CUDA in bfloat16 when available, else CPU in float32; `cache`: a private in-memory one.
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        cache = EmbeddingCache(url=cache_url)
+        dtype = dtype or getattr(torch, default_dtype_name(device.type))
+        cache = cache if cache is not None else EmbeddingCache()
         if source == "tiny":
             # Drawn on the CPU so that seed 0 gives the same tiny model on every device.
             encoder = cls.from_random(

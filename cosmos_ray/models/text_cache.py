@@ -16,6 +16,8 @@ from collections import OrderedDict
 
 import torch
 
+from cosmos_ray.storage import Storage
+
 log = logging.getLogger(__name__)
 
 
@@ -25,18 +27,17 @@ def cache_key(model_id: str, prompt: str) -> str:
 
 
 class EmbeddingCache:
-    """LRU of embeddings bounded by `max_bytes`, optionally backed by fsspec storage at `url`.
+    """LRU of embeddings bounded by `max_bytes`, optionally backed by fsspec storage at `url` (reached with
+    the job's `storage` options).
 
     `get` returns the stored tensor itself (not a copy): callers must not modify it in place.
     Thread-safe, so one cache may serve concurrent requests of a Serve replica.
     """
 
-    def __init__(self, max_bytes: int = 2 << 30, url: str | None = None, storage_options: dict | None = None):
-        import fsspec
-
+    def __init__(self, max_bytes: int = 2 << 30, url: str | None = None, storage: Storage = Storage()):
         self.max_bytes = max_bytes
         self.url = url
-        self._fs, self._root = fsspec.core.url_to_fs(url, **(storage_options or {})) if url else (None, "")
+        self._fs, self._root = storage.filesystem(url) if url else (None, "")
         self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
