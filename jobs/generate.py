@@ -18,9 +18,11 @@ import sys
 
 import ray
 
+from cosmos_ray.dtypes import DTYPE_NAMES
+from cosmos_ray.storage import Storage
 from jobs.options import add_storage_option, storage_options_of
 from pipelines.batch import BatchConfig, run
-from pipelines.group import DTYPES, GroupConfig
+from pipelines.group import GroupConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -52,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument(
         "--checkpoint-dir", metavar="DIR", help="folder holding the official checkpoint files (on every GPU node)"
     )
-    parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the generator's)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="compute dtype (default: the generator's)")
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -88,7 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
-    add_storage_option(parser, "the manifest, output and input media URLs")
+    add_storage_option(parser, "the manifest, output, input media and --embedding-cache URLs")
+    parser.add_argument(
+        "--allow-http", action="store_true", help="let specs read http(s) input_path URLs (off: workers fetch no URL)"
+    )
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
     parser.add_argument(
         "--logical-gpus",
@@ -106,6 +111,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    storage = Storage(options=args.storage_options, allow_http=args.allow_http)
     try:
         _init_ray(args.address, args.logical_gpus)
         config = BatchConfig(
@@ -117,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
                 dtype=args.dtype,
                 compile=args.compile,
                 embedding_cache_url=args.embedding_cache,
-                storage_options=args.storage_options,
+                storage=storage,
             ),
             groups=args.autoscale or args.groups or _groups_that_fit(args.gpus_per_group),
             limit=args.limit,
-            storage_options=args.storage_options,
+            storage=storage,
             run_id=args.run_id,
         )
         summary = run(config)

@@ -25,12 +25,13 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from cosmos_ray import storage
 from cosmos_ray.manifest import require_manifest_columns, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.result import GenerationResult
 from cosmos_ray.spec import SpecError
-from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
+from cosmos_ray.storage import Storage
+from pipelines.group import GPUGroup, GroupConfig, SampleError, Step, remove_placement_groups
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class BatchConfig:
     group: GroupConfig = field(default_factory=GroupConfig)
     groups: int | tuple[int, int] = 1  # GPU groups: a fixed pool size, or (min, max) to autoscale
     limit: int | None = None  # use only the first `limit` manifest rows
-    storage_options: dict | None = None  # fsspec options for the manifest and output URLs
+    storage: Storage = field(default_factory=Storage)  # reaches the manifest and output URLs
     run_id: str | None = None  # default: UTC time + random suffix
     writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task
 
@@ -128,7 +129,7 @@ def run(config: BatchConfig) -> Summary:
     """Run the job on the connected Ray cluster and write its run table."""
     started = time.monotonic()
     run_id = config.run_id or new_run_id()
-    store = OutputStore(config.output, config.storage_options)
+    store = OutputStore(config.output, config.storage)
     records, pending = _plan(_check_manifest(config), store)
     logger.info(
         "run %s: %d manifest rows, %d to generate, %d already done, %d invalid",
@@ -172,7 +173,7 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
     of the DataContext; the GPU stage stays unordered), so `limit` keeps the first rows and the rows arrive in
     manifest order: the driver numbers them as they come, and the number is the row's manifest position.
     """
-    filesystem, path = storage.arrow_filesystem(config.manifest, config.storage_options)
+    filesystem, path = config.storage.arrow_filesystem(config.manifest)
     manifest = ray.data.read_parquet(path, filesystem=filesystem)
     require_manifest_columns(manifest.schema().names, config.manifest)  # from the Parquet footer, no rows read
     manifest.context.execution_options.preserve_order = True
@@ -182,15 +183,15 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
         check_rows,
         batch_size=CHECK_BATCH_SIZE,
         batch_format="pyarrow",
-        fn_kwargs={"output": config.output, "storage_options": config.storage_options},
+        fn_kwargs={"output": config.output, "storage": config.storage},
     )
     for position, row in enumerate(checked.iter_rows()):
         yield {"row": position, **row}
 
 
-def check_rows(batch: pa.Table, *, output: str, storage_options: dict | None) -> pa.Table:
+def check_rows(batch: pa.Table, *, output: str, storage: Storage) -> pa.Table:
     """Check stage: each manifest row -> its canonical spec and PENDING, SKIPPED (done) or INVALID."""
-    store = OutputStore(output, storage_options)
+    store = OutputStore(output, storage)
     return pa.Table.from_pylist([_check_row(row, store) for row in batch.to_pylist()], schema=CHECKED_SCHEMA)
 
 
@@ -261,7 +262,7 @@ def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=config.writer_cpus,
-        fn_kwargs={"output": config.output, "storage_options": config.storage_options, "run_id": run_id},
+        fn_kwargs={"output": config.output, "storage": config.storage, "run_id": run_id},
     )
     records: dict[int, OutputRecord] = {}
     try:
@@ -303,7 +304,11 @@ class GroupActor:
         spec = spec_from_row(row)
         started = time.monotonic()
         try:
-            result = self.group.generate(spec)
+            for event in self.group.stream(spec):
+                if isinstance(event, Step):
+                    _log_step(spec.name, event)
+                else:
+                    result: GenerationResult = event
         except SampleError as error:
             return {
                 **row,
@@ -330,9 +335,15 @@ class GroupActor:
             group.shutdown()
 
 
-def write_outputs(batch: pa.Table, *, output: str, storage_options: dict | None, run_id: str) -> pa.Table:
+def _log_step(name: str, step: Step) -> None:
+    """The first and last denoising step of a sample and every fifth of the run."""
+    if step.step in (1, step.total) or step.step % max(1, step.total // 5) == 0:
+        logger.info("%s: step %d/%d", name, step.step, step.total)
+
+
+def write_outputs(batch: pa.Table, *, output: str, storage: Storage, run_id: str) -> pa.Table:
     """Writer stage (CPU): encode each generated sample to mp4 and commit it, or record its failure."""
-    store = OutputStore(output, storage_options)
+    store = OutputStore(output, storage)
     rows = [{"row": row["row"], **_write_one(store, row, run_id).to_row()} for row in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=WRITTEN_SCHEMA)
 

@@ -25,6 +25,7 @@ import ray
 
 from cosmos_ray.manifest import MANIFEST_SCHEMA
 from cosmos_ray.outputs import OutputStore
+from cosmos_ray.storage import Storage
 from jobs.generate import main as generate_main
 from jobs.generate import parse_args
 from pipelines.batch import GENERATED_SCHEMA, BatchConfig, run, write_outputs
@@ -110,12 +111,12 @@ def s3_job(ray_session, s3_endpoint):
     config = BatchConfig(
         manifest=manifest,
         output=f"{bucket}/out",
-        storage_options=options,
+        storage=Storage(options),
         groups=2,
-        group=GroupConfig(gpus_per_group=2, source="tiny", storage_options=options),
+        group=GroupConfig(gpus_per_group=2, source="tiny", storage=Storage(options)),
     )
     summary = run(config)
-    return {"specs": specs, "summary": summary, "store": OutputStore(config.output, options), "fs": fs}
+    return {"specs": specs, "summary": summary, "store": OutputStore(config.output, Storage(options)), "fs": fs}
 
 
 def test_every_valid_row_is_generated_and_bad_rows_are_reported(s3_job):
@@ -181,7 +182,7 @@ def test_a_sample_whose_outputs_cannot_be_written_fails_alone(s3_endpoint):
         pa.Table.from_pylist([row], schema=GENERATED_SCHEMA),
         run_id="r",
         output="s3://no-such-bucket/out",
-        storage_options=s3_endpoint.storage_options,
+        storage=Storage(s3_endpoint.storage_options),
     )
     (record,) = written.to_pylist()
     assert (record["row"], record["status"], record["source"]) == (3, "failed", "specs.jsonl:4")

@@ -10,7 +10,7 @@ import ray
 
 from cosmos_ray.media import MediaError
 from cosmos_ray.spec import GenerationSpec, SpecError
-from pipelines.group import GPUGroup, GroupConfig, SampleError, wait_for_ranks
+from pipelines.group import GPUGroup, GroupConfig, SampleError, Step, wait_for_ranks
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
@@ -60,12 +60,10 @@ def test_generate_returns_rank_zero_video_from_both_ranks(group):
 
 def test_progress_reports_each_step_of_rank_zero_in_the_calling_thread(group):
     steps, threads = [], set()
-
-    def progress(step: int, total: int) -> None:
-        steps.append((step, total))
-        threads.add(threading.get_ident())
-
-    group.generate(tiny_spec(num_steps=3), progress=progress)
+    for event in group.stream(tiny_spec(num_steps=3)):
+        if isinstance(event, Step):
+            steps.append((event.step, event.total))
+            threads.add(threading.get_ident())
     total = steps[-1][1]
     assert total >= 3  # the sampler's model evaluations: at least one per step
     assert steps == [(step, total) for step in range(1, total + 1)]
