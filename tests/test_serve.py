@@ -24,17 +24,9 @@ from ray.serve.schema import ServeDeploySchema
 from cosmos_ray.media import MediaError
 from cosmos_ray.spec import SpecError
 from pipelines.group import SampleError
-from pipelines.serve import (
-    ApiError,
-    Failed,
-    RequestPolicy,
-    ServeArgs,
-    app,
-    build_app,
-    check_allowed_url,
-    failure,
-    parse_spec,
-)
+from pipelines.serve import ServeArgs, app, build_app
+from pipelines.serve.policy import ApiError, RequestPolicy, check_allowed_url, parse_spec
+from pipelines.serve.replica import Failed, failure
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
@@ -55,8 +47,13 @@ def _api_error(call, *args) -> ApiError:
 # --- request policy -------------------------------------------------------------------------------------
 
 
+def _policy(**args) -> RequestPolicy:
+    """The request policy of a server started with these arguments (and the defaults for the rest)."""
+    return RequestPolicy.from_args(ServeArgs(**args))
+
+
 def test_parse_spec_accepts_a_valid_spec():
-    spec = parse_spec(_body(num_output_frames=9, seed=3), RequestPolicy())
+    spec = parse_spec(_body(num_output_frames=9, seed=3), _policy())
     assert (spec.inference_type, spec.num_output_frames, spec.seed) == ("text2world", 9, 3)
 
 
@@ -76,7 +73,7 @@ def test_parse_spec_accepts_a_valid_spec():
     ],
 )
 def test_parse_spec_rejects_with_field_and_reason(body, status, field, words):
-    error = _api_error(parse_spec, body, RequestPolicy())
+    error = _api_error(parse_spec, body, _policy())
     assert (error.status, error.field) == (status, field)
     assert words in error.reason
 
@@ -148,7 +145,7 @@ def test_failed_generations_blame_the_request_only_for_its_spec_or_input(cause, 
 
 def test_parse_spec_applies_the_input_allow_list():
     body = _body(inference_type="image2world", input_path="s3://bucket/private/a.png")
-    error = _api_error(parse_spec, body, RequestPolicy(allowed_input_prefixes=("s3://bucket/inputs/",)))
+    error = _api_error(parse_spec, body, _policy(allowed_input_prefixes=["s3://bucket/inputs/"]))
     assert (error.status, error.field) == (403, "input_path")
 
 
