@@ -1,5 +1,6 @@
 """GPUGroup on a local Ray with logical GPUs: two tiny-preset ranks on CPU (gloo), failures per sample."""
 
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -135,6 +136,30 @@ def test_ranks_that_all_fail_leave_the_group_usable(ray_session):
         wait_for_ranks([_fail.remote(), _sleep.remote(0)], failure_grace_s=30)
     assert not error.value.group_broken
     assert isinstance(error.value.cause, ValueError) and str(error.value.cause) == "rank 1 fails"
+
+
+@ray.remote(num_cpus=0)
+class _GroupOwner:
+    """An actor that owns a group, as the batch job's pool actor and a Serve replica do."""
+
+    def generate(self, specs: list[GenerationSpec]) -> tuple[list[str], bool]:
+        group = GPUGroup(GroupConfig(source="tiny"))
+        outcomes = []
+        for spec in specs:
+            try:
+                outcomes.append(str(group.generate(spec).frames.shape))
+            except SampleError as error:
+                outcomes.append(type(error.cause).__name__)
+        group.shutdown()
+        return outcomes, "torch" in sys.modules
+
+
+def test_the_owner_of_a_group_never_loads_torch(ray_session, tmp_path):
+    """Specs, steps, results and a failed sample's cause all reach the owning actor without the engine."""
+    bad_input = tiny_spec(inference_type="image2world", input_path=str(tmp_path / "missing.png"))
+    outcomes, loaded_torch = ray.get(_GroupOwner.remote().generate.remote([tiny_spec(), bad_input]))
+    assert outcomes == [str((9, 64, 96, 3)), "MediaError"]
+    assert not loaded_torch
 
 
 def test_group_config_rejects_bad_values():
