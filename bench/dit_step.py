@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     def run_diffusers(inputs: dict, sdpa_priority: list[SDPBackend] | None = None) -> torch.Tensor:
+        assert twin is not None  # only called without --no-diffusers
         h, w = inputs["x"].shape[-2:]
         with sdpa_kernel(sdpa_priority, set_priority=True) if sdpa_priority else contextlib.nullcontext():
             return twin(

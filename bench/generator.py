@@ -19,6 +19,7 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
@@ -31,7 +32,7 @@ from cosmos_ray.conditioning import read_conditioning
 from cosmos_ray.dtypes import default_dtype_name
 from cosmos_ray.generator import RANDOM_PRESETS, Generator, ModelInfo, to_uint8_frames
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
-from cosmos_ray.models.text import MAX_LENGTH
+from cosmos_ray.models.text import MAX_LENGTH, TextEncoder
 from cosmos_ray.models.vae import VAEConfig, WanVAE
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import make_schedule
@@ -131,7 +132,7 @@ def run_diffusers(
         guidance_scale=spec.guidance,
         latents=initial_noise(spec.seed, latent_shape, generator.device),
         output_type="pt",
-        num_latent_conditional_frames=max(spec.num_conditional_frames, 1),
+        num_latent_conditional_frames=max(spec.num_conditional_frames or 0, 1),
         callback_on_step_end=on_step_end,
     ).frames  # (1, T, 3, H, W) in [0, 1]
     end = synced_clock(generator.device)
@@ -168,6 +169,7 @@ def bench_spec(
     if run_ours:
         generator(warm_up)
         result = generator(spec)
+        assert result is not None  # one process is its own rank 0
         ours_frames = torch.from_numpy(result.frames).float()
         emit("ours", {stage: seconds * 1e3 for stage, seconds in result.metadata["timings_s"].items()})
     if pipeline is not None:
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
     generator = Generator(
         dit,
         vae,
-        FixedTextEncoder(embeddings),
+        cast(TextEncoder, FixedTextEncoder(embeddings)),  # only `encode` is called
         ModelInfo("random", "post-trained", (height, width)),
         SamplerConfig.preset("post-trained"),
         device=device,

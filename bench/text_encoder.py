@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ def build_models(config: TextEncoderConfig, device: torch.device, dtype: torch.d
     """A random Qwen2.5-VL, and our encoder sharing its language model."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    vision = {"out_hidden_size": config.hidden_size}
+    vision: dict[str, Any] = {"out_hidden_size": config.hidden_size}
     if config.hidden_size < 1024:  # a tiny vision tower for the tiny model
         vision.update(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, fullatt_block_indexes=[0])
     hf_config = Qwen2_5_VLConfig(text_config=config.to_transformers().to_dict(), vision_config=vision)

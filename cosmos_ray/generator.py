@@ -186,7 +186,7 @@ class Generator:
         height, width = self.resolution(spec)
         vae_cfg = self.vae.cfg
         latent_frames = (spec.num_output_frames - 1) // vae_cfg.temporal_compression + 1
-        if spec.num_conditional_frames > latent_frames:
+        if (spec.num_conditional_frames or 0) > latent_frames:
             raise SpecError(
                 repr(spec.name),
                 "num_output_frames",
@@ -226,7 +226,7 @@ class Generator:
         The VAE is causal, so encoding just the 1 + 4 (n - 1) conditioning pixel frames gives the same
         first n latents as the reference, which encodes them padded to the whole clip.
         """
-        num_latent = spec.num_conditional_frames
+        num_latent = spec.num_conditional_frames or 0  # never None once the spec is built
         if num_latent == 0:
             return None
         num_pixel = 1 + self.vae.cfg.temporal_compression * (num_latent - 1)

@@ -104,6 +104,7 @@ def _generate_one(
 
     try:
         result = generator(spec, progress=progress if sys.stderr.isatty() else None)
+        assert result is not None  # one process is its own rank 0
         record = store.write_ok(spec, write_mp4(result.frames, result.fps, quality), result.metadata, source=source)
     except (MediaError, SamplingError, SpecError) as error:
         print(f"{label}: failed: {error}", file=sys.stderr)

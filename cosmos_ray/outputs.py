@@ -110,7 +110,7 @@ class OutputStore:
     ) -> OutputRecord:
         """Write the video, then its record (the commit marker). Returns the record."""
         record = self._video_record(spec, OK, source, metadata=_json_ready(metadata, spec.sample_id))
-        self.storage.write_bytes_atomic(record.video_url, mp4_bytes)
+        self.storage.write_bytes_atomic(self.video_url(spec.sample_id), mp4_bytes)
         self.storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json())
         return record
 
@@ -128,6 +128,8 @@ class OutputStore:
         sample id and only appears in the run table.
         """
         message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        sample_id: str | None
+        spec_json: str | None
         if isinstance(sample, GenerationSpec):
             sample_id, name, spec_json = sample.sample_id, sample.name, sample.to_json()
         else:

@@ -92,7 +92,8 @@ class SpecError(ValueError):
         where = f"field '{field}' " if field else ""
         super().__init__(f"sample {sample}: {where}{reason}")
 
-    def __reduce__(self):  # pickles with its fields, so it crosses process boundaries (e.g. from a Ray worker)
+    def __reduce__(self) -> tuple[type[SpecError], tuple[str, str, str]]:
+        # pickles with its fields, so it crosses process boundaries (e.g. from a Ray worker)
         return SpecError, (self.sample, self.field, self.reason)
 
 

@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import ray
 
@@ -157,7 +158,7 @@ def _groups_that_fit(gpus_per_group: int) -> int:
     return gpus // gpus_per_group
 
 
-def _at_least(minimum: int):
+def _at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)

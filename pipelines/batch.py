@@ -180,7 +180,7 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
     if config.limit is not None:
         manifest = manifest.limit(config.limit)
     checked = manifest.select_columns(CHECK_COLUMNS).map_batches(
-        check_rows,
+        check_rows,  # type: ignore[arg-type]  # fn_kwargs supplies its keyword-only arguments
         batch_size=CHECK_BATCH_SIZE,
         batch_format="pyarrow",
         fn_kwargs={"output": config.output, "storage": config.storage},
@@ -258,7 +258,7 @@ def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -
         max_task_retries=GROUP_ACTOR_MAX_TASK_RETRIES,
     )
     written = generated.map_batches(
-        write_outputs,
+        write_outputs,  # type: ignore[arg-type]  # fn_kwargs supplies its keyword-only arguments
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=config.writer_cpus,
@@ -294,7 +294,7 @@ class GroupActor:
 
     def __init__(self, config: GroupConfig, placement_group_prefix: str):
         # Named by actor id, so a restarted actor removes the placement group of its previous incarnation.
-        name = placement_group_prefix + ray.get_runtime_context().get_actor_id()
+        name = f"{placement_group_prefix}{ray.get_runtime_context().get_actor_id()}"
         self.group = GPUGroup(config, name=name)
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -30,9 +30,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import ray
 from ray import ObjectRef, ObjectRefGenerator
@@ -44,6 +44,9 @@ from cosmos_ray.dtypes import DTYPE_NAMES
 from cosmos_ray.result import GenerationResult
 from cosmos_ray.spec import GenerationSpec
 from cosmos_ray.storage import Storage
+
+if TYPE_CHECKING:  # the engine (and torch) loads only in rank workers, never in the group's owner
+    from cosmos_ray.generator import Generator
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +115,12 @@ class GroupStartError(RuntimeError):
 class RankWorker:
     """One rank of a GPU group: a process on one GPU holding a `Generator` and its `ParallelContext`."""
 
+    generator: Generator  # made by `load`
+
     def __init__(self, config: GroupConfig, rank: int):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         self.config = config
         self.rank = rank
-        self.generator = None
         # Rank 0 generates here while its actor thread streams the steps; one long-lived thread, so that
         # per-thread CUDA state (streams, cuBLAS handles) is made once.
         self._generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
@@ -138,9 +142,9 @@ class RankWorker:
         # Ray sets CUDA_VISIBLE_DEVICES to this rank's GPU; a rank without one runs on the CPU.
         on_gpu = self.config.use_gpus and torch.cuda.is_available()
         device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
-        world_size = self.config.gpus_per_group
+        world_size = self.config.gpus_per_group  # > 1 exactly when there is an init_method
         parallel = None
-        if world_size > 1:
+        if init_method is not None:  # a group of more than one
             backend = "nccl" if on_gpu else "gloo"
             parallel = ParallelContext.init(self.rank, world_size, init_method, backend=backend, device=device)
         dtype = getattr(torch, self.config.dtype) if self.config.dtype else None
@@ -170,11 +174,13 @@ class RankWorker:
         def report(step: int, total: int) -> None:
             steps.put(Step(step, total))
 
-        generation = self._generation_thread.submit(self.generator, spec, report)
+        generation: Future[GenerationResult | None] = self._generation_thread.submit(self.generator, spec, report)
         generation.add_done_callback(lambda _: steps.put(None))
         for step in iter(steps.get, None):  # noqa: UP028 - not `yield from`: Ray drives this generator with send()
             yield step
-        yield generation.result()  # re-raises the generator's exception
+        result = generation.result()  # re-raises the generator's exception
+        assert result is not None  # rank 0 always returns the video
+        yield result
 
 
 class GPUGroup:
@@ -192,7 +198,7 @@ class GPUGroup:
         self.config = config
         self.name = name
         self._owns_placement_group = placement_group is None
-        self._placement_group = placement_group or self._create_placement_group()
+        self._placement_group: PlacementGroup | None = placement_group or self._create_placement_group()
         self.workers: list[ray.actor.ActorHandle] = []  # rank order; empty while the group is broken
         self.restarts = 0
         self._one_sample_at_a_time = threading.Lock()
@@ -237,14 +243,20 @@ class GPUGroup:
         return group
 
     def _start_workers(self) -> None:
+        if self._placement_group is None:
+            raise GroupStartError(f"GPU group {self.name or ''} was shut down")
         strategy = PlacementGroupSchedulingStrategy(self._placement_group, placement_group_capture_child_tasks=True)
         options = {"num_gpus": self.config.gpus_per_rank, "num_cpus": self.config.cpus_per_rank}
         self.workers = [
-            RankWorker.options(**options, scheduling_strategy=strategy).remote(self.config, rank)
+            RankWorker.options(**options, scheduling_strategy=strategy).remote(  # type: ignore[attr-defined]
+                self.config, rank
+            )  # (Ray's typing of an actor class lacks `options`)
             for rank in range(self.config.gpus_per_group)
         ]
         try:
-            init_method = ray.get(self.workers[0].rendezvous_address.remote()) if len(self.workers) > 1 else None
+            init_method: str | None = None  # a group of one needs no rendezvous
+            if len(self.workers) > 1:
+                init_method = cast(str, ray.get(self.workers[0].rendezvous_address.remote()))
             ray.get([worker.load.remote(init_method) for worker in self.workers])
         except (RayActorError, RayTaskError) as error:
             self._kill_workers()
@@ -272,11 +284,11 @@ def stream_ranks(calls: list[ObjectRef | ObjectRefGenerator], failure_grace_s: f
     pending = list(calls)
     value = None
     first_error: RayTaskError | None = None
-    deadline = None
+    deadline: float | None = None  # set once a rank failed
     while pending:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
-        if not done:
+        if not done and first_error is not None:  # only a deadline ends a wait early
             raise SampleError(
                 f"{_describe(first_error)} (and {len(pending)} rank(s) still running {failure_grace_s:g}s later)",
                 cause=_cause(first_error),

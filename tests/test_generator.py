@@ -191,7 +191,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
         guidance_scale=spec.guidance,
         latents=initial_noise(spec.seed, tuple(latents.shape)),
         output_type="pt",
-        num_latent_conditional_frames=max(num_latent, 1),
+        num_latent_conditional_frames=max(num_latent or 0, 1),
     ).frames  # (1, T, 3, H, W) in [0, 1]
     theirs = theirs.permute(0, 2, 1, 3, 4)
     assert ((video - theirs).norm() / theirs.norm()).item() < 1e-4

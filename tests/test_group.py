@@ -157,7 +157,8 @@ class _GroupOwner:
 def test_the_owner_of_a_group_never_loads_torch(ray_session, tmp_path):
     """Specs, steps, results and a failed sample's cause all reach the owning actor without the engine."""
     bad_input = tiny_spec(inference_type="image2world", input_path=str(tmp_path / "missing.png"))
-    outcomes, loaded_torch = ray.get(_GroupOwner.remote().generate.remote([tiny_spec(), bad_input]))
+    owner = _GroupOwner.remote()  # type: ignore[attr-defined]  # (Ray's typing of an actor class)
+    outcomes, loaded_torch = ray.get(owner.generate.remote([tiny_spec(), bad_input]))
     assert outcomes == [str((9, 64, 96, 3)), "MediaError"]
     assert not loaded_torch
 

@@ -36,7 +36,7 @@ def test_write_ok_layout_and_record(tmp_path):
     assert record.finished_at.endswith("+00:00")
     assert store.is_done(SPEC.sample_id)
     assert store.read_record(SPEC.sample_id) == record
-    assert GenerationSpec.from_dict(json.loads(record.spec_json)) == SPEC
+    assert record.spec_json is not None and GenerationSpec.from_dict(json.loads(record.spec_json)) == SPEC
 
 
 def test_relative_root_is_made_absolute(tmp_path, monkeypatch):
@@ -92,7 +92,7 @@ def test_failure_of_an_invalid_row_only_goes_to_the_run_table(tmp_path):
     row = {"spec_json": '{"name": "bad", "guidance": 9}', "name": "bad", "source": "s.jsonl:2"}
     record = store.write_failure(row, "sample 'bad' (s.jsonl:2): field 'guidance' must be in 0..7, got 9")
     assert record.sample_id is None and record.name == "bad" and record.source == "s.jsonl:2"
-    assert record.spec_json == row["spec_json"] and record.error.startswith("sample 'bad'")
+    assert record.spec_json == row["spec_json"] and str(record.error).startswith("sample 'bad'")
     assert os.listdir(tmp_path) == []
 
 

@@ -213,7 +213,7 @@ def test_async_jobs_run_in_order_and_report_status(server, media_dir, tmp_path):
 
 def test_a_running_job_reports_its_denoising_steps(server):
     job = requests.post(f"{server}/v1/jobs", json=_spec(seed=300, num_steps=6), timeout=60).json()
-    seen = []
+    seen: list[dict] = []
     finished = _wait_for_job(server, job["id"], seen=seen)
     assert finished["status"] == "succeeded"
     assert finished["step"] == finished["total_steps"] >= 6  # the sampler's model evaluations, at least one a step

@@ -162,7 +162,8 @@ def test_serve_config_file_is_valid_and_builds():
 def test_serve_run_arguments_build_the_app():
     """`serve run pipelines.serve:app preset=tiny gpus_per_replica=2 max_replicas=3` (arguments are strings)."""
     built = call_user_app_builder_with_args_if_necessary(
-        app, {"preset": "tiny", "gpus_per_replica": "2", "max_replicas": "3"}
+        app,  # type: ignore[arg-type]  # a function, which its annotation calls FunctionType
+        {"preset": "tiny", "gpus_per_replica": "2", "max_replicas": "3"},
     )
     replicas = _deployments(built)["GroupReplica"]
     assert len(replicas._replica_config.placement_group_bundles) == 2
@@ -286,6 +287,7 @@ def test_serve_config_file_scales_the_replicas_within_the_cluster():
     (application,) = config["applications"]
     (replicas,) = [d for d in application["deployments"] if d["name"] == "GroupReplica"]
     scaling = AutoscalingConfig(**replicas["autoscaling_config"])  # Serve's own validation
+    assert scaling.initial_replicas is not None
     assert 1 <= scaling.min_replicas <= scaling.initial_replicas <= scaling.max_replicas
     assert scaling.get_target_ongoing_requests() == 1  # one clip per replica at a time
     assert scaling.upscale_delay_s < scaling.downscale_delay_s

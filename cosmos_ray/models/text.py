@@ -21,6 +21,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -108,14 +109,14 @@ class TextEncoderConfig:
         """Reads the language-model fields of a Qwen2.5-VL checkpoint's config."""
         if getattr(text_config, "use_sliding_window", False):
             raise ValueError("Qwen2.5-VL configs with use_sliding_window=True are not supported")
-        rope = text_config.rope_parameters
+        rope: dict[str, Any] = dict(text_config.rope_parameters or {})
         return cls(
             vocab_size=text_config.vocab_size,
             hidden_size=text_config.hidden_size,
             intermediate_size=text_config.intermediate_size,
             num_layers=text_config.num_hidden_layers,
             num_heads=text_config.num_attention_heads,
-            num_kv_heads=text_config.num_key_value_heads,
+            num_kv_heads=text_config.num_key_value_heads or text_config.num_attention_heads,
             mrope_section=tuple(rope["mrope_section"]),
             rope_theta=rope["rope_theta"],
             rms_norm_eps=text_config.rms_norm_eps,
@@ -275,7 +276,7 @@ class TextEncoder(nn.Module):
         """Chat-templated prompts -> token ids (B, max_length), truncated and right-padded with the pad token."""
         rows = []
         for prompt in prompts:
-            conversation = [
+            conversation: list[dict[str, Any]] = [
                 {"role": "system", "content": [{"type": "text", "text": self.config.system_prompt}]},
                 {"role": "user", "content": [{"type": "text", "text": prompt}]},
             ]
@@ -294,8 +295,9 @@ class TextEncoder(nn.Module):
         if not prompts:
             raise ValueError("encode got an empty list of prompts")
         cache_id = f"{self.model_id}/{str(self.dtype).removeprefix('torch.')}"
-        found = {prompt: self.cache.get(cache_id, prompt) for prompt in dict.fromkeys(prompts)}
-        missing = [prompt for prompt, embedding in found.items() if embedding is None]
+        cached = {prompt: self.cache.get(cache_id, prompt) for prompt in dict.fromkeys(prompts)}
+        found = {prompt: embedding for prompt, embedding in cached.items() if embedding is not None}
+        missing = [prompt for prompt in cached if prompt not in found]
         if missing:
             for prompt, embedding in zip(missing, self(self.tokenize(missing))):
                 embedding = embedding.clone()  # not a view: the cache must not keep the whole batch alive
@@ -315,7 +317,7 @@ class TextEncoder(nn.Module):
         return torch.cat([normalize_per_token(hidden).to(self.dtype) for hidden in layers], dim=-1)
 
 
-def _digest(obj) -> str:
+def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -41,31 +41,24 @@ def build_app(args: ServeArgs) -> serve.Application:
         storage=storage,
         use_gpus=args.use_gpus,
     )
-    replicas = (
-        serve.deployment(GroupReplica)
-        .options(
-            # The replica actor takes no resources itself; its group's rank workers fill the bundles.
-            ray_actor_options={"num_cpus": 0},
-            placement_group_bundles=group_config.bundles,
-            placement_group_strategy="STRICT_PACK",
-            autoscaling_config=autoscaling_config(args),
-            max_ongoing_requests=2,  # one generating, one waiting for the GPUs
-            max_queued_requests=args.max_queued_requests,
-            health_check_period_s=30,
-            health_check_timeout_s=60,
-            graceful_shutdown_timeout_s=600,  # let a running generation finish on scale-down
-        )
-        .bind(group_config)
-    )
-    jobs = (
-        serve.deployment(JobBoard)
-        .options(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
-        .bind(replicas, args.output_url, storage, args.max_jobs)
-    )
-    ingress = serve.deployment(ApiIngress).options(
-        num_replicas=1,
-        ray_actor_options={"num_cpus": 0.5},
-        max_ongoing_requests=1000,
+    # serve.deployment(**options)(cls): the form Ray's type annotations describe
+    replicas = serve.deployment(
+        # The replica actor takes no resources itself; its group's rank workers fill the bundles.
+        ray_actor_options={"num_cpus": 0},
+        placement_group_bundles=group_config.bundles,
+        placement_group_strategy="STRICT_PACK",
+        autoscaling_config=autoscaling_config(args),
+        max_ongoing_requests=2,  # one generating, one waiting for the GPUs
+        max_queued_requests=args.max_queued_requests,
+        health_check_period_s=30,
+        health_check_timeout_s=60,
+        graceful_shutdown_timeout_s=600,  # let a running generation finish on scale-down
+    )(GroupReplica).bind(group_config)
+    jobs = serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)(
+        JobBoard
+    ).bind(replicas, args.output_url, storage, args.max_jobs)
+    ingress = serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000)(
+        ApiIngress
     )
     return ingress.bind(replicas, jobs, args, storage)
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import ray
 from ray.serve.handle import DeploymentHandle
@@ -134,7 +134,7 @@ def _run_out(stream: Iterator[Any], spec: GenerationSpec) -> None:
 def replica_events(replicas: DeploymentHandle, spec: GenerationSpec) -> AsyncIterator[ReplicaEvent]:
     """Send `spec` to a GroupReplica: its events, as it streams them. Iterating raises `BackPressureError`
     when every replica is busy and the queue is full."""
-    return replicas.options(stream=True).generate.remote(spec)
+    return cast(AsyncIterator[ReplicaEvent], replicas.options(stream=True).generate.remote(spec))
 
 
 async def outcome(events: AsyncIterator[ReplicaEvent]) -> Finished | Failed:

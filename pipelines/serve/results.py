@@ -14,21 +14,22 @@ from pipelines.serve.replica import Finished
 def store_result(output_url: str, storage: Storage, spec: GenerationSpec, result: Finished) -> dict[str, Any]:
     """Write the video and then its record (the commit marker); the response JSON."""
     store = OutputStore(output_url, storage)
-    return _result_json(store, store.write_ok(spec, result.mp4, result.metadata, source="serve"), cached=False)
+    record = store.write_ok(spec, result.mp4, result.metadata, source="serve")
+    return _result_json(store, spec, record, cached=False)
 
 
 def stored_result(output_url: str, storage: Storage, spec: GenerationSpec) -> dict[str, Any] | None:
     """The response JSON of an identical earlier request (same sample id) that is stored, if any."""
     store = OutputStore(output_url, storage)
     record = store.read_record(spec.sample_id)
-    return _result_json(store, record, cached=True) if record is not None and record.status == OK else None
+    return _result_json(store, spec, record, cached=True) if record is not None and record.status == OK else None
 
 
-def _result_json(store: OutputStore, record: OutputRecord, cached: bool) -> dict[str, Any]:
+def _result_json(store: OutputStore, spec: GenerationSpec, record: OutputRecord, cached: bool) -> dict[str, Any]:
     return {
-        "sample_id": record.sample_id,
+        "sample_id": spec.sample_id,
         "video_url": record.video_url,
-        "metadata_url": store.meta_url(record.sample_id),
+        "metadata_url": store.meta_url(spec.sample_id),
         "metadata": record.metadata,
         "cached": cached,
     }
