@@ -1,19 +1,18 @@
-"""Import boundaries, each checked in a fresh interpreter: the Ray driver side never loads torch, and the
-engine never loads Ray."""
+"""Import boundaries: the Ray driver side never loads torch, and the engine never loads Ray (checked in fresh
+interpreters, and for the engine's torch modules by reading their imports)."""
 
 from __future__ import annotations
 
-import pkgutil
+import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-import cosmos_ray
-
 REPO = Path(__file__).resolve().parents[1]
 
 # Modules of the engine that the Ray driver side imports (specs, manifests, outputs, media files, results).
-TORCH_FREE_ENGINE = (
+TORCH_FREE_ENGINE = [
     "cosmos_ray",
     "cosmos_ray.dtypes",
     "cosmos_ray.limits",
@@ -23,32 +22,44 @@ TORCH_FREE_ENGINE = (
     "cosmos_ray.result",
     "cosmos_ray.spec",
     "cosmos_ray.storage",
-)
+]
 
 
-def loaded_after_importing(modules: list[str] | tuple[str, ...], watched: tuple[str, ...]) -> list[str]:
-    """Which of the `watched` top-level packages a new interpreter holds after importing `modules`."""
+def loaded_after_importing(*steps: list[str]) -> list[list[str]]:
+    """In a new interpreter, import each step's modules in turn; after each step, which of torch and ray
+    it holds."""
     code = (
-        "import importlib, sys\n"
-        f"for name in {list(modules)!r}:\n"
-        "    importlib.import_module(name)\n"
-        f"print(','.join(p for p in {list(watched)!r} if p in sys.modules))\n"
+        "import importlib, json, sys\n"
+        "loaded = []\n"
+        f"for step in {list(steps)!r}:\n"
+        "    for name in step:\n"
+        "        importlib.import_module(name)\n"
+        "    loaded.append([package for package in ('torch', 'ray') if package in sys.modules])\n"
+        "print(json.dumps(loaded))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    return [name for name in result.stdout.strip().split(",") if name]
+    return json.loads(result.stdout)
 
 
 def test_the_ray_driver_side_loads_no_torch():
     """The batch job's driver, pool actors and writer tasks, the Serve app's ingress, job board and replica
     actors, and the job CLI import these; only the rank workers load the engine's models."""
-    assert loaded_after_importing(("pipelines.batch", "pipelines.serve", "jobs.generate"), ("torch",)) == []
+    (loaded,) = loaded_after_importing(["pipelines.batch", "pipelines.serve", "jobs.generate"])
+    assert "torch" not in loaded
 
 
-def test_the_engines_torch_free_modules_load_neither_torch_nor_ray():
-    assert loaded_after_importing(TORCH_FREE_ENGINE, ("torch", "ray")) == []
+def test_the_engines_driver_side_modules_load_neither_torch_nor_ray():
+    (loaded,) = loaded_after_importing(TORCH_FREE_ENGINE)
+    assert loaded == []
 
 
-def test_no_engine_module_loads_ray():
-    modules = [info.name for info in pkgutil.walk_packages(cosmos_ray.__path__, "cosmos_ray.")]
-    assert "cosmos_ray.generator" in modules  # the walk found the engine
-    assert loaded_after_importing(modules, ("ray",)) == []
+def test_no_engine_module_imports_ray():
+    """Every module of cosmos_ray/, read rather than imported (its models would load torch and transformers)."""
+    offenders = []
+    for path in sorted((REPO / "cosmos_ray").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(REPO)}: {name}" for name in names if name.split(".")[0] == "ray"]
+    assert offenders == []
