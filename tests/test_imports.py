@@ -25,17 +25,13 @@ TORCH_FREE_ENGINE = [
 ]
 
 
-def loaded_after_importing(*steps: list[str]) -> list[list[str]]:
-    """In a new interpreter, import each step's modules in turn; after each step, which of torch and ray
-    it holds."""
+def loaded_after_importing(modules: list[str]) -> list[str]:
+    """Which of torch and ray a new interpreter holds after importing `modules`."""
     code = (
         "import importlib, json, sys\n"
-        "loaded = []\n"
-        f"for step in {list(steps)!r}:\n"
-        "    for name in step:\n"
-        "        importlib.import_module(name)\n"
-        "    loaded.append([package for package in ('torch', 'ray') if package in sys.modules])\n"
-        "print(json.dumps(loaded))\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps([package for package in ('torch', 'ray') if package in sys.modules]))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
@@ -44,13 +40,11 @@ def loaded_after_importing(*steps: list[str]) -> list[list[str]]:
 def test_the_ray_driver_side_loads_no_torch():
     """The batch job's driver, pool actors and writer tasks, the Serve app's ingress, job board and replica
     actors, and the job CLI import these; only the rank workers load the engine's models."""
-    (loaded,) = loaded_after_importing(["pipelines.batch", "pipelines.serve", "jobs.generate"])
-    assert "torch" not in loaded
+    assert "torch" not in loaded_after_importing(["pipelines.batch", "pipelines.serve", "jobs.generate"])
 
 
 def test_the_engines_driver_side_modules_load_neither_torch_nor_ray():
-    (loaded,) = loaded_after_importing(TORCH_FREE_ENGINE)
-    assert loaded == []
+    assert loaded_after_importing(TORCH_FREE_ENGINE) == []
 
 
 def test_no_engine_module_imports_ray():
