@@ -28,10 +28,11 @@ import ray
 from cosmos_ray.manifest import require_manifest_columns, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.progress import Step
 from cosmos_ray.result import GenerationResult
 from cosmos_ray.spec import SpecError
 from cosmos_ray.storage import Storage
-from pipelines.group import GPUGroup, GroupConfig, SampleError, Step, remove_placement_groups
+from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 
 logger = logging.getLogger(__name__)
 
@@ -336,9 +337,9 @@ class GroupActor:
 
 
 def _log_step(name: str, step: Step) -> None:
-    """The first and last denoising step of a sample and every fifth of the run."""
+    """The first and last denoising step of each window of a sample, and every fifth."""
     if step.step in (1, step.total) or step.step % max(1, step.total // 5) == 0:
-        logger.info("%s: step %d/%d", name, step.step, step.total)
+        logger.info("%s: %s", name, step)
 
 
 def write_outputs(batch: pa.Table, *, output: str, storage: Storage, run_id: str) -> pa.Table:

@@ -4,10 +4,10 @@ A `GPUGroup` lives inside another actor (the batch pipeline's pool actor, or a S
 `STRICT_PACK` placement group of N bundles {GPU: 1, CPU: 1}, starts one `RankWorker` per bundle, joins them
 into one torch process group (rank 0's node IP and a free port; NCCL on GPUs, gloo on CPU) and gives each a
 `Generator` built with its `ParallelContext`. `stream(spec)` runs the spec on every rank (context-parallel
-denoising) and yields a `Step` after each of rank 0's denoising steps, then rank 0's result: rank 0 is a Ray
-streaming generator (one small object per step, no extra actor), and the group passes its items on as the
-caller iterates. `generate(spec)` is the same call without the steps. The owning actor never imports torch:
-specs, steps and results are torch-free types.
+denoising) and yields a `Step` after each of rank 0's denoising steps (of each window of an autoregressive
+spec), then rank 0's result: rank 0 is a Ray streaming generator (one small object per step, no extra actor),
+and the group passes its items on as the caller iterates. `generate(spec)` is the same call without the
+steps. The owning actor never imports torch: specs, steps and results are torch-free types.
 
 Failures are per sample: an exception on any rank becomes a `SampleError` (keeping that exception as `cause`,
 so callers can tell a bad spec or input from an internal failure) and the group serves the next sample. A
@@ -41,6 +41,7 @@ from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cosmos_ray.dtypes import DTYPE_NAMES
+from cosmos_ray.progress import Step
 from cosmos_ray.result import GenerationResult
 from cosmos_ray.spec import GenerationSpec
 from cosmos_ray.storage import Storage
@@ -84,14 +85,6 @@ class GroupConfig:
         """The placement group bundles: one {GPU, CPU} bundle per rank ({CPU} alone without GPUs)."""
         bundle = {"GPU": 1, "CPU": self.cpus_per_rank} if self.use_gpus else {"CPU": self.cpus_per_rank}
         return [dict(bundle) for _ in range(self.gpus_per_group)]
-
-
-@dataclass(frozen=True)
-class Step:
-    """Rank 0 finished denoising step `step` of `total`."""
-
-    step: int
-    total: int
 
 
 class SampleError(RuntimeError):
@@ -171,8 +164,8 @@ class RankWorker:
         """
         steps: queue.SimpleQueue[Step | None] = queue.SimpleQueue()
 
-        def report(step: int, total: int) -> None:
-            steps.put(Step(step, total))
+        def report(step: Step) -> None:
+            steps.put(step)
 
         generation: Future[GenerationResult | None] = self._generation_thread.submit(self.generator, spec, report)
         generation.add_done_callback(lambda _: steps.put(None))

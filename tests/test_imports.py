@@ -19,6 +19,7 @@ TORCH_FREE_ENGINE = [
     "cosmos_ray.manifest",
     "cosmos_ray.media",
     "cosmos_ray.outputs",
+    "cosmos_ray.progress",
     "cosmos_ray.result",
     "cosmos_ray.spec",
     "cosmos_ray.storage",

@@ -224,6 +224,24 @@ def test_a_running_job_reports_its_denoising_steps(server):
     assert progress == sorted(progress) and all(0 <= value <= 1 for value in progress)
 
 
+def test_a_long_video_job_reports_its_windows(server, tmp_path):
+    spec = _spec(
+        seed=301, enable_autoregressive=True, num_output_frames=17, chunk_size=9, chunk_overlap=1, resolution="32,32"
+    )
+    job = requests.post(f"{server}/v1/jobs", json=spec, timeout=60).json()
+    seen: list[dict] = []
+    finished = _wait_for_job(server, job["id"], seen=seen)
+    assert finished["status"] == "succeeded", finished
+    assert (finished["chunk"], finished["num_chunks"]) == (2, 2)
+    assert [chunk["frames"] for chunk in finished["result"]["metadata"]["chunks"]] == [[0, 9], [8, 17]]
+    running = [(polled["chunk"], polled["step"]) for polled in seen if polled["status"] == "running"]
+    assert running == sorted(running)  # window by window, step by step
+    progress = [polled["progress"] for polled in seen]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    video = requests.get(server + finished["result"]["video_url"], timeout=60)
+    assert _frames(video.content, tmp_path) == (17, (32, 32))
+
+
 def _wait_for_job(server: str, job_id: str, timeout_s: float = 240, seen: list | None = None) -> dict:
     """The job once finished; `seen` collects every state polled on the way."""
     deadline = time.monotonic() + timeout_s

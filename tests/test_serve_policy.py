@@ -20,6 +20,7 @@ from cosmos_ray.spec import SpecError
 from pipelines.group import SampleError
 from pipelines.serve import ServeArgs, app, build_app
 from pipelines.serve.auth import TOKENS_ENV, BearerAuth
+from pipelines.serve.jobs import Job
 from pipelines.serve.policy import ApiError, RequestPolicy, check_allowed_url, parse_spec
 from pipelines.serve.replica import Failed, failure
 
@@ -115,6 +116,13 @@ def test_local_prefix_follows_symlinks(tmp_path):
     check_allowed_url(str(allowed / "b.png"), (f"file://{allowed}",), "input_path")
     error = _api_error(check_allowed_url, str(allowed / "link.png"), (str(allowed),), "input_path")
     assert error.status == 403
+
+
+def test_job_progress_counts_the_steps_of_every_window():
+    job = Job(id="j", sample_id="s", status="running", step=3, total_steps=4, chunk=2, num_chunks=3)
+    assert job.progress == pytest.approx((1 + 3 / 4) / 3)
+    assert {"chunk": 2, "num_chunks": 3}.items() <= job.to_json().items()
+    assert Job(id="j", sample_id="s", status="running").progress == 0.0
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,7 @@ class ApiIngress:
     @api.get("/v1/jobs/{job_id}")
     async def job_status(self, request: Request, job_id: str) -> JSONResponse:
         """Status (queued, running, succeeded, failed), progress in [0, 1] (denoising `step` of `total_steps`
-        while running), and the result or the error (status, field, reason)."""
+        of window `chunk` of `num_chunks` while running), and the result or the error (status, field, reason)."""
         self._auth.check(request.headers.get("authorization"))
         job = await self._jobs.get.remote(job_id)
         if job is None:

@@ -2,7 +2,8 @@
 and the tasks that run the jobs on the GroupReplicas, first in first out.
 
 Jobs live in the board's memory: they are lost if it restarts, their stored results are not. A job follows its
-replica's events: `running` once its GPUs begin, `step` / `total_steps` as rank 0 denoises, then `succeeded`
+replica's events: `running` once its GPUs begin, `step` / `total_steps` (of window `chunk` / `num_chunks` for
+an autoregressive spec) as rank 0 denoises, then `succeeded`
 (with the stored result, or the video kept here when there is no output location) or `failed` (the error).
 """
 
@@ -20,9 +21,9 @@ from typing import Any
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from cosmos_ray.progress import Step
 from cosmos_ray.spec import GenerationSpec
 from cosmos_ray.storage import Storage
-from pipelines.group import Step
 from pipelines.serve.replica import Failed, Finished, ReplicaEvent, Started, replica_events
 from pipelines.serve.results import store_result
 
@@ -40,6 +41,8 @@ class Job:
     status: str = "queued"  # queued -> running -> succeeded | failed
     step: int = 0  # denoising steps done by the group's rank 0, of `total_steps` (known once running)
     total_steps: int | None = None
+    chunk: int = 1  # the window being denoised, of `num_chunks` (more than one: an autoregressive spec)
+    num_chunks: int = 1
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     result: dict[str, Any] | None = None
@@ -54,6 +57,8 @@ class Job:
             "progress": self.progress,
             "step": self.step,
             "total_steps": self.total_steps,
+            "chunk": self.chunk,
+            "num_chunks": self.num_chunks,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
         }
@@ -65,10 +70,13 @@ class Job:
 
     @property
     def progress(self) -> float:
-        """1 once succeeded; before that the share of denoising steps done (decoding and storing follow)."""
+        """1 once succeeded; before that the share of denoising steps done over all windows (decoding and
+        storing follow)."""
         if self.status == "succeeded":
             return 1.0
-        return self.step / self.total_steps if self.total_steps else 0.0
+        if not self.total_steps:
+            return 0.0
+        return Step(self.step, self.total_steps, self.chunk, self.num_chunks).fraction
 
     def follow(self, event: ReplicaEvent) -> None:
         """Update the job from one of its replica's events."""
@@ -76,6 +84,7 @@ class Job:
             self.status = "running"
         elif isinstance(event, Step):
             self.step, self.total_steps = event.step, event.total
+            self.chunk, self.num_chunks = event.chunk, event.num_chunks
 
 
 class JobBoard:

@@ -2,7 +2,8 @@
 
 A replica runs one generation at a time on its group (the batch job's `GPUGroup`, in the replica's own
 placement group) and encodes the mp4 of one while the next denoises. For each request it streams `Started`
-when its GPUs begin, a `Step` after each of rank 0's denoising steps, then `Finished` (the mp4) or `Failed`.
+when its GPUs begin, a `Step` after each of rank 0's denoising steps (of every window of an autoregressive
+spec), then `Finished` (the mp4) or `Failed`.
 A failure caused by the request itself (a `SpecError` or `MediaError` from the generator, e.g. a video too
 short for its conditional frames) is a 422 with the field and reason; any other is a 500.
 """
@@ -20,9 +21,10 @@ import ray
 from ray.serve.handle import DeploymentHandle
 
 from cosmos_ray.media import MediaError, write_mp4
+from cosmos_ray.progress import Step
 from cosmos_ray.result import GenerationResult
 from cosmos_ray.spec import GenerationSpec, SpecError
-from pipelines.group import GPUGroup, GroupConfig, SampleError, Step
+from pipelines.group import GPUGroup, GroupConfig, SampleError
 
 logger = logging.getLogger("ray.serve")
 
