@@ -353,7 +353,7 @@ def _wait_until_healthy(url: str, served: subprocess.Popen, log: Path, timeout_s
         try:
             if requests.get(f"{url}/healthz", timeout=10).status_code == 200:
                 return
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
             pass
         time.sleep(2)
     raise AssertionError(f"not serving after {timeout_s}s:\n{log.read_text()[-3000:]}")
