@@ -22,8 +22,9 @@ import torch
 
 from bench.common import Recorder
 from cosmos_ray.generator import Generator
+from cosmos_ray.presets import RESOLUTION_720P
 from cosmos_ray.sampling.schedule import make_schedule
-from cosmos_ray.spec import RESOLUTION_720P, GenerationSpec
+from cosmos_ray.spec import GenerationSpec
 
 OFFICIAL_STEPS = 35
 

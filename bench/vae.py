@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import add_common_args, add_dtype_arg, chosen_dtype_name, time_ms_and_peak_gib
 from cosmos_ray.models.vae import VAEConfig, WanVAE
-from cosmos_ray.spec import RESOLUTION_720P
+from cosmos_ray.presets import RESOLUTION_720P
 
 
 def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):

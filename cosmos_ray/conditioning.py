@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from cosmos_ray.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, read_image, read_video, url_path
 from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage
+from cosmos_ray.storage import Storage, StorageError
 
 
 def resize_and_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -70,7 +70,8 @@ def read_conditioning(
                 f"nor a video ({', '.join(VIDEO_EXTENSIONS)})"
             )
     except (OSError, ValueError, RuntimeError) as error:
-        raise MediaError(f"sample {spec.name!r}: cannot read input_path {url}: {error}") from error
+        reason = error.reason if isinstance(error, StorageError) else error  # it names the URL already
+        raise MediaError(f"sample {spec.name!r}: cannot read input_path {url}: {reason}") from error
     if extension in VIDEO_EXTENSIONS and len(frames) < num_frames:
         raise MediaError(
             f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "

@@ -41,33 +41,14 @@ from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.dit import split_sizes
+from cosmos_ray.presets import RANDOM_PRESETS, RESOLUTION_720P, STATE_T_2B, RandomPreset
 from cosmos_ray.progress import Progress, Step
 from cosmos_ray.result import GenerationResult
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
-from cosmos_ray.spec import RESOLUTION_720P, GenerationSpec, SpecError
+from cosmos_ray.spec import GenerationSpec, SpecError
 from cosmos_ray.storage import Storage
 
 RANDOM_SEED = 0
-
-
-@dataclass(frozen=True)
-class RandomPreset:
-    """A model with random weights drawn from a fixed seed: the same architecture as the released one."""
-
-    dit: str  # DiTConfig preset
-    vae: str  # VAEConfig preset
-    text: str  # TextEncoderConfig preset
-    trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
-    draw_on_cpu: bool  # same weights on every device (tiny), or drawn on the device itself (fast for 2B)
-
-
-RANDOM_PRESETS = {
-    # tests, CI and the README's first command: runs on a CPU in seconds
-    "tiny": RandomPreset("tiny", "tiny", "tiny", (64, 96), draw_on_cpu=True),
-    # the released 2B shapes (DiT 2B, Wan2.1 VAE, Reason1 7B) with random weights: GPU benchmarks of the
-    # whole pipeline without checkpoints; its videos are noise
-    "random-2B": RandomPreset("2B", "wan2.1", "reason1", RESOLUTION_720P, draw_on_cpu=False),
-}
 
 
 @dataclass(frozen=True)
@@ -77,7 +58,9 @@ class ModelInfo:
     model_id: str  # "tiny" or the DiT checkpoint's file name
     variant: str  # "post-trained" | "pre-trained"
     trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
-    state_t: int = 24  # latent frames the model generates at once (the official config's state_t): 93 frames
+    # native latent frames (the official config's state_t): what a spec without `cosmos_ray_num_frames`
+    # generates, and an autoregressive window
+    state_t: int = STATE_T_2B
 
 
 class Generator:
@@ -137,7 +120,7 @@ class Generator:
         if source in RANDOM_PRESETS:
             preset = RANDOM_PRESETS[source]
             dit, vae, text_encoder = _random_models(preset, device, dtype, cache)
-            info = ModelInfo(source, variant, preset.trained_resolution)
+            info = ModelInfo(source, variant, preset.trained_resolution, preset.state_t)
         else:
             folder = Path(source)
             dit_path, vae_path = _locate_weights(folder, variant)
@@ -146,7 +129,7 @@ class Generator:
             text_encoder = TextEncoder.from_pretrained(
                 str(_text_encoder_folder(folder)), device=device, dtype=dtype, cache=cache
             )
-            info = ModelInfo(dit_path.name, variant, RESOLUTION_720P)
+            info = ModelInfo(dit_path.name, variant, RESOLUTION_720P, STATE_T_2B)
         if compile:
             dit.compile_blocks()
         return cls(
@@ -195,6 +178,13 @@ class Generator:
         """(H, W) of the spec's video: its `resolution`, or the model's trained one for "none"."""
         return spec.height_width or self.info.trained_resolution
 
+    def num_frames(self, spec: GenerationSpec) -> int:
+        """Pixel frames of the spec's video: the model's native 1 + 4 (state_t - 1), as the official
+        non-autoregressive inference (whatever `num_output_frames` says), or `cosmos_ray_num_frames`."""
+        if spec.cosmos_ray_num_frames is not None:
+            return spec.cosmos_ray_num_frames
+        return self.window_frames
+
     def generate_latents(
         self, spec: GenerationSpec, progress: Progress | None = None, timings: dict[str, float] | None = None
     ) -> torch.Tensor:
@@ -204,12 +194,13 @@ class Generator:
         timings = {} if timings is None else timings
         height, width = self.resolution(spec)
         vae_cfg = self.vae.cfg
-        latent_frames = (spec.num_output_frames - 1) // vae_cfg.temporal_compression + 1
+        num_frames = self.num_frames(spec)
+        latent_frames = (num_frames - 1) // vae_cfg.temporal_compression + 1
         if (spec.num_conditional_frames or 0) > latent_frames:
             raise SpecError(
                 repr(spec.name),
-                "num_output_frames",
-                f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
+                "cosmos_ray_num_frames",
+                f"{num_frames} frames make {latent_frames} latent frame(s), fewer than the "
                 f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}",
             )
         with self._timed("text_encode", timings):

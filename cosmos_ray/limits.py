@@ -8,9 +8,10 @@ requests that can only fail late (a RoPE table or an allocation far beyond any G
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from cosmos_ray.spec import RESOLUTION_720P, GenerationSpec, SpecError
+from cosmos_ray.presets import RESOLUTION_720P
+from cosmos_ray.spec import GenerationSpec, SpecError
 
 TRAINED_PIXELS_720P = RESOLUTION_720P[0] * RESOLUTION_720P[1]  # the released models' trained resolution
 
@@ -19,9 +20,10 @@ TRAINED_PIXELS_720P = RESOLUTION_720P[0] * RESOLUTION_720P[1]  # the released mo
 class SpecLimits:
     """Largest frame count, picture size and step count one spec may ask for."""
 
-    max_num_output_frames: int = 16 * 60 + 1  # a minute at 16 fps (autoregressive mode); one window is 93
-    max_pixels: int = 1920 * 1088  # height x width of `resolution`: up to 1080p
-    max_num_steps: int = 100  # the official default is 35
+    # a minute at 16 fps (autoregressive mode); one window is 93; also bounds cosmos_ray_num_frames
+    max_num_output_frames: int = field(default=16 * 60 + 1, metadata={"help": "largest num_output_frames"})
+    max_pixels: int = field(default=1920 * 1088, metadata={"help": "largest height x width of resolution"})
+    max_num_steps: int = field(default=100, metadata={"help": "largest num_steps"})  # the official default is 35
 
     def __post_init__(self) -> None:
         for name in ("max_num_output_frames", "max_pixels", "max_num_steps"):
@@ -36,6 +38,12 @@ class SpecLimits:
                 sample,
                 "num_output_frames",
                 f"must be at most {self.max_num_output_frames} here, got {spec.num_output_frames}",
+            )
+        if spec.cosmos_ray_num_frames is not None and spec.cosmos_ray_num_frames > self.max_num_output_frames:
+            raise SpecError(
+                sample,
+                "cosmos_ray_num_frames",
+                f"must be at most {self.max_num_output_frames} here, got {spec.cosmos_ray_num_frames}",
             )
         if spec.height_width is not None and spec.height_width[0] * spec.height_width[1] > self.max_pixels:
             raise SpecError(

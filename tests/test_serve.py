@@ -23,6 +23,7 @@ import s3fs
 from PIL import Image
 from ray import serve
 
+from cosmos_ray.presets import RANDOM_PRESETS
 from pipelines.serve import ServeArgs, build_app
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # --- the HTTP API on a local Serve instance ----------------------------------------------------------------
 
 RETRY_AFTER_S = 7
-TINY = {"num_output_frames": 5, "num_steps": 2, "resolution": "none"}  # tiny model's 64x96, a few seconds
+TINY = {"cosmos_ray_num_frames": 5, "num_steps": 2, "resolution": "none"}  # tiny model's 64x96, a few seconds
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,7 @@ def test_generate_stores_the_result_where_asked(server, s3_endpoint):
     [
         (_spec(guidance=11), {}, 422, "guidance"),
         (_spec(num_output_frames=8), {}, 422, "num_output_frames"),
-        (_spec(num_output_frames=97), {}, 422, "num_output_frames"),
+        (_spec(cosmos_ray_num_frames=97), {}, 422, "cosmos_ray_num_frames"),
         ({"name": "x", "prompt": "y"}, {}, 422, "inference_type"),
         (_spec(prompt_path="/etc/hostname"), {}, 422, "prompt_path"),
         (_spec("image2world", input_path="/etc/passwd.png"), {}, 403, "input_path"),
@@ -154,8 +155,8 @@ def test_bad_requests_get_the_field_and_reason(server, media_dir, spec, params, 
     [
         (_spec("video2world", input_path="INPUTS/short.mp4"), "input_path", "has 3 frames"),  # MediaError
         (
-            _spec("video2world", input_path="INPUTS/cube.mp4", num_output_frames=1),
-            "num_output_frames",
+            _spec("video2world", input_path="INPUTS/cube.mp4", cosmos_ray_num_frames=1),
+            "cosmos_ray_num_frames",
             "fewer than the 2 conditional latent frames",
         ),  # SpecError raised by the generator
     ],
@@ -226,7 +227,13 @@ def test_a_running_job_reports_its_denoising_steps(server):
 
 def test_a_long_video_job_reports_its_windows(server, tmp_path):
     spec = _spec(
-        seed=301, enable_autoregressive=True, num_output_frames=17, chunk_size=9, chunk_overlap=1, resolution="32,32"
+        seed=301,
+        enable_autoregressive=True,
+        num_output_frames=17,
+        chunk_size=9,
+        chunk_overlap=1,
+        resolution="32,32",
+        cosmos_ray_num_frames=None,  # the length is num_output_frames
     )
     job = requests.post(f"{server}/v1/jobs", json=spec, timeout=60).json()
     seen: list[dict] = []
@@ -341,7 +348,8 @@ def test_the_readme_serve_quick_start_works_without_gpus(tmp_path):
         assert response.status_code == 200, response.text
         assert response.headers["content-type"] == "video/mp4"
         spec = json.loads(body.read_text())
-        assert _frames(response.content, tmp_path) == (spec["num_output_frames"], (96, 64))
+        native = 1 + 4 * (RANDOM_PRESETS["tiny"].state_t - 1)  # the released models' 93 frames
+        assert _frames(response.content, tmp_path) == (spec.get("cosmos_ray_num_frames", native), (96, 64))
     finally:
         _stop(served)
 

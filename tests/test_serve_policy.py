@@ -47,8 +47,9 @@ def _policy(**args) -> RequestPolicy:
 
 
 def test_parse_spec_accepts_a_valid_spec():
-    spec = parse_spec(_body(num_output_frames=9, seed=3), _policy())
-    assert (spec.inference_type, spec.num_output_frames, spec.seed) == ("text2world", 9, 3)
+    spec = parse_spec(_body(cosmos_ray_num_frames=9, seed=3), _policy())
+    assert (spec.inference_type, spec.cosmos_ray_num_frames, spec.seed) == ("text2world", 9, 3)
+    assert parse_spec(_body(), _policy()).cosmos_ray_num_frames is None  # the model's native length
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,8 @@ def test_parse_spec_accepts_a_valid_spec():
         (_body(colour="red"), 422, "colour", "not a known field"),
         (_body(inference_type="image2world"), 422, "input_path", "required"),
         (_body(prompt_path="/etc/hostname"), 422, "prompt_path", "not accepted over HTTP"),
-        (_body(num_output_frames=97), 422, "num_output_frames", "at most 93"),
+        (_body(cosmos_ray_num_frames=10), 422, "cosmos_ray_num_frames", "1 + 4k"),
+        (_body(cosmos_ray_num_frames=97), 422, "cosmos_ray_num_frames", "at most 93"),
         (_body(resolution="1024,2048"), 422, "resolution", "at most"),
         (_body(num_steps=500), 422, "num_steps", "at most 50"),
     ],
@@ -129,8 +131,8 @@ def test_job_progress_counts_the_steps_of_every_window():
     "cause, expected",
     [
         (
-            SpecError("'x'", "num_output_frames", "makes too few latent frames"),
-            Failed(422, "num_output_frames", "makes too few latent frames"),
+            SpecError("'x'", "cosmos_ray_num_frames", "makes too few latent frames"),
+            Failed(422, "cosmos_ray_num_frames", "makes too few latent frames"),
         ),
         (
             MediaError("sample 'x': input video a.mp4 has 3 frames"),
@@ -205,7 +207,7 @@ def test_a_refused_absolute_path_is_quoted_as_sent():
 
 
 def test_the_policy_takes_its_limits_from_the_arguments():
-    policy = _policy(max_num_output_frames=9, max_pixels=64 * 96, max_num_steps=3, max_request_bytes=2048)
+    policy = _policy(max_num_frames=9, max_pixels=64 * 96, max_num_steps=3, max_request_bytes=2048)
     assert (policy.limits.max_num_output_frames, policy.limits.max_pixels, policy.limits.max_num_steps) == (9, 6144, 3)
     assert policy.max_request_bytes == 2048
     error = _api_error(parse_spec, _body(num_output_frames=9, num_steps=4), policy)

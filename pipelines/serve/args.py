@@ -41,7 +41,12 @@ class ServeArgs(BaseModel):
         "(comma-separated) the accepted tokens; neither set: no authentication",
     )
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="largest accepted request body")
-    max_num_output_frames: int = Field(93, ge=1, description="largest `num_output_frames` of a request")
+    max_num_frames: int = Field(
+        93,
+        ge=1,
+        description="largest frame count of a request: its `cosmos_ray_num_frames` (a spec without it gets the "
+        "model's native 93 frames) or `num_output_frames`",
+    )
     max_pixels: int = Field(TRAINED_PIXELS_720P, ge=1, description="largest height x width of `resolution`")
     max_num_steps: int = Field(50, ge=1, description="largest `num_steps` of a request")
     max_jobs: int = Field(64, ge=1, description="async jobs queued or running at once; finished ones kept")
@@ -49,7 +54,7 @@ class ServeArgs(BaseModel):
     def spec_limits(self) -> SpecLimits:
         """The per-request limits: the shared `SpecLimits` with this server's bounds."""
         return SpecLimits(
-            max_num_output_frames=self.max_num_output_frames,
+            max_num_output_frames=self.max_num_frames,
             max_pixels=self.max_pixels,
             max_num_steps=self.max_num_steps,
         )
