@@ -139,7 +139,7 @@ def test_runtime_env_is_valid_and_uploads_the_code(tmp_path):
     package = tmp_path / "working_dir.zip"
     create_package(str(REPO), package, include_gitignore=True, excludes=env["excludes"])
     names = set(zipfile.ZipFile(package).namelist())
-    assert {"pyproject.toml", "cosmos_ray/__init__.py", "pipelines/serve.py", "jobs/generate.py"} <= names
+    assert {"pyproject.toml", "cosmos_ray/__init__.py", "pipelines/serve/app.py", "jobs/generate.py"} <= names
     assert not any(name.startswith(".git/") or "__pycache__" in name for name in names)
 
 
