@@ -204,4 +204,3 @@ def test_gpu_nodes_start_for_the_groups_and_leave_when_idle(tmp_path):
         while watch.sample()["workers"] and time.monotonic() < deadline:
             time.sleep(1)
         assert watch.samples[-1]["workers"] == [], explain()
-        print(watch.timeline())  # TEMP
