@@ -129,6 +129,7 @@ def _worker_group(manifest: dict) -> dict:
             memory="200 GB"  # not a Kubernetes quantity
         ),
         lambda m: m["spec"].update(entrypoint=["python", "-m", "jobs.generate"]),  # a string, not a list
+        lambda m: _worker_group(m)["template"]["spec"]["containers"][0].update(imagePullPolice="Always"),  # deep
     ],
 )
 def test_schema_check_catches_mistakes(break_it):
