@@ -21,6 +21,7 @@ from cosmos_ray.generator import RANDOM_PRESETS, Generator
 from cosmos_ray.manifest import ManifestError, load_specs
 from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.outputs import FAILED, OK, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.progress import Step
 from cosmos_ray.sampling.sampler import VARIANTS, SamplingError
 from cosmos_ray.spec import GenerationSpec, SpecError
 
@@ -99,8 +100,9 @@ def _generate_one(
 ) -> OutputRecord:
     start = time.perf_counter()
 
-    def progress(step: int, total: int) -> None:
-        print(f"\r{label}: step {step}/{total}", end="\n" if step == total else "", file=sys.stderr, flush=True)
+    def progress(step: Step) -> None:
+        last = step.step == step.total and step.chunk == step.num_chunks
+        print(f"\r{label}: {step}", end="\n" if last else "", file=sys.stderr, flush=True)
 
     try:
         result = generator(spec, progress=progress if sys.stderr.isatty() else None)

@@ -1,14 +1,16 @@
 """Generator: a validated spec in, a decoded video out, in one process (or one rank of a GPU group).
 
     generator = Generator.from_pretrained("tiny")                      # or a checkpoint folder
-    result = generator(spec, progress=lambda step, total: ...)
+    result = generator(spec, progress=lambda step: ...)               # a `cosmos_ray.progress.Step`
     result.frames   # uint8 (T, H, W, 3); result.fps; result.metadata
 
 Stages, each timed in the metadata: the prompt and (when guidance is on) the negative prompt are encoded
 one at a time (so an embedding never depends on what else was in a batch); image2world / video2world
 read their conditioning frames and encode them with the VAE; the sampler denoises the official initial
-noise; the VAE decodes. With a `ParallelContext` every rank of the group makes the same calls, the DiT
-and the decode run spread over the group, and ranks other than 0 return None.
+noise; the VAE decodes. A spec with `enable_autoregressive` runs these per window of the official
+sliding-window layout (`cosmos_ray.autoregressive`), each window conditioned on frames of the previous
+ones. With a `ParallelContext` every rank of the group makes the same calls, the DiT and the decode run
+spread over the group, and ranks other than 0 return None.
 
 Checkpoint folders (`source`) come in two layouts:
 - official: `base/<variant>/*.pt` (the DiT, e.g. `81edfebe-..._ema_bf16.pt`), `tokenizer.pth` (the
@@ -18,6 +20,7 @@ Checkpoint folders (`source`) come in two layouts:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,13 +32,14 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from cosmos_ray import media
+from cosmos_ray import autoregressive, media
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.dit import split_sizes
+from cosmos_ray.progress import Progress, Step
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.spec import GenerationSpec, SpecError
 
@@ -62,8 +66,6 @@ RANDOM_PRESETS = {
     "random-2B": RandomPreset("2B", "wan2.1", "reason1", RESOLUTION_720P, draw_on_cpu=False),
 }
 
-Progress = Callable[[int, int], None]
-
 
 @dataclass
 class GenerationResult:
@@ -79,6 +81,7 @@ class ModelInfo:
     model_id: str  # "tiny" or the DiT checkpoint's file name
     variant: str  # "post-trained" | "pre-trained"
     trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
+    state_t: int = 24  # latent frames the model generates at once (the official config's state_t): 93 frames
 
 
 class Generator:
@@ -170,18 +173,30 @@ class Generator:
     def is_output_rank(self) -> bool:
         return self.parallel is None or self.parallel.rank == 0
 
+    @property
+    def window_frames(self) -> int:
+        """Pixel frames of one window, what the model generates at once (93 for state_t 24)."""
+        return 1 + self.vae.cfg.temporal_compression * (self.info.state_t - 1)
+
     def __call__(self, spec: GenerationSpec, progress: Progress | None = None) -> GenerationResult | None:
-        """Generates the spec's video; None on ranks other than 0 of a parallel group."""
+        """Generates the spec's video; None on ranks other than 0 of a parallel group.
+
+        `progress(step)` gets a `Step` after every denoising step (of every window).
+        """
         timings: dict[str, float] = {}
+        chunks: list[dict] = []
         start = time.perf_counter()
-        latents = self.generate_latents(spec, progress, timings)
-        with self._timed("decode", timings):
-            video = self.decode(latents)
+        if spec.enable_autoregressive:
+            frames = self.generate_long_video(spec, progress, timings, chunks)
+        else:
+            latents = self.generate_latents(spec, progress, timings)
+            with self._timed("decode", timings):
+                video = self.decode(latents)
+            frames = to_uint8_frames(video[0]) if self.is_output_rank else None
         if not self.is_output_rank:
             return None
-        frames = to_uint8_frames(video[0])
         timings["total"] = time.perf_counter() - start
-        return GenerationResult(frames, spec.fps, self._metadata(spec, frames, timings))
+        return GenerationResult(frames, spec.fps, self._metadata(spec, frames, timings, chunks))
 
     def resolution(self, spec: GenerationSpec) -> tuple[int, int]:
         """(H, W) of the spec's video: its `resolution`, or the model's trained one for "none"."""
@@ -191,6 +206,8 @@ class Generator:
         self, spec: GenerationSpec, progress: Progress | None = None, timings: dict[str, float] | None = None
     ) -> torch.Tensor:
         """The spec's clean latents (1, C, T, H/8, W/8), float32; identical on every rank of a group."""
+        if spec.enable_autoregressive:
+            raise ValueError(f"spec {spec.name!r} is autoregressive: one latent tensor per window; use __call__")
         timings = {} if timings is None else timings
         height, width = self.resolution(spec)
         vae_cfg = self.vae.cfg
@@ -202,6 +219,107 @@ class Generator:
                 f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
                 f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}",
             )
+        with self._timed("text_encode", timings):
+            prompts = self.encode_prompts(spec)
+        with self._timed("conditioning", timings):
+            conditional = self.encode_conditioning(spec, height, width)
+        with self._timed("sampling", timings):
+            return self.sample_latents(
+                spec, prompts, conditional, spec.seed, latent_frames, (height, width), _step_reporter(progress)
+            )
+
+    def generate_long_video(
+        self,
+        spec: GenerationSpec,
+        progress: Progress | None = None,
+        timings: dict[str, float] | None = None,
+        chunks: list[dict] | None = None,
+    ) -> np.ndarray:
+        """An autoregressive spec's video, uint8 (num_output_frames, H, W, 3) on the CPU, on every rank.
+
+        One window after another (`cosmos_ray.autoregressive`): a window's latents and decoded frames live
+        on the device only while it runs, finished frames are kept as uint8 on the CPU. `chunks` receives
+        one record per window (frames, seed, conditional frames, seconds).
+        """
+        timings = {} if timings is None else timings
+        chunks = [] if chunks is None else chunks
+        height, width = self.resolution(spec)
+        layout = autoregressive.plan(spec)
+        self._check_windows(spec, layout)
+        r = self.vae.cfg.temporal_compression
+        with self._timed("text_encode", timings):
+            prompts = self.encode_prompts(spec)
+        with self._timed("conditioning", timings):
+            inputs = self.read_conditioning_frames(spec, height, width)
+        clip = autoregressive.InputClip(
+            np.zeros((0, height, width, 3), np.uint8) if inputs is None else inputs,
+            repeat_last=spec.input_path is not None and media.is_video(spec.input_path),
+        )
+
+        def window(chunk: autoregressive.Chunk, conditioning: np.ndarray | None) -> np.ndarray:
+            start = time.perf_counter()
+            report = _step_reporter(progress, chunk.index + 1, len(layout))
+            with self._timed("conditioning", timings):
+                conditional = None if conditioning is None else self.encode_frames(conditioning)
+            with self._timed("sampling", timings):
+                latents = self.sample_latents(
+                    spec, prompts, conditional, chunk.seed, self.info.state_t, (height, width), report
+                )
+            with self._timed("decode", timings):
+                # The decoder is causal: the first latent frames decode to the first pixel frames exactly,
+                # so only those that cover the window's frames are decoded.
+                video = self.decode(latents[:, :, : 1 + math.ceil((chunk.length - 1) / r)])
+                frames = to_uint8_frames(video[0])[: chunk.length]
+            chunks.append(
+                {
+                    "frames": [chunk.start, chunk.end],
+                    "seed": chunk.seed,
+                    "conditional_frames": chunk.num_conditional,
+                    "seconds": round(time.perf_counter() - start, 4),
+                }
+            )
+            return frames
+
+        return autoregressive.generate(layout, window, clip, frame_shape=(height, width), temporal_compression=r)
+
+    def _check_windows(self, spec: GenerationSpec, layout: list[autoregressive.Chunk]) -> None:
+        """The layout fits the model's window: SpecError naming the field otherwise."""
+        if spec.chunk_size > self.window_frames:
+            raise SpecError(
+                repr(spec.name),
+                "chunk_size",
+                f"must be at most {self.window_frames}, the frames this model generates at once, got {spec.chunk_size}",
+            )
+        for chunk in layout:
+            if chunk.num_conditional > self.info.state_t:
+                field = "num_conditional_frames" if chunk.index == 0 else "chunk_overlap"
+                raise SpecError(
+                    repr(spec.name),
+                    field,
+                    f"conditions a window on {chunk.num_conditional} latent frames, more than the "
+                    f"{self.info.state_t} this model generates at once",
+                )
+
+    def encode_prompts(self, spec: GenerationSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prompt's embedding (1, 512, D) and, when guidance is on, the negative prompt's (else None)."""
+        prompt = self.text_encoder.encode([spec.prompt])
+        negative = self.text_encoder.encode([spec.negative_prompt]) if spec.guidance != 0 else None
+        return prompt, negative
+
+    def sample_latents(
+        self,
+        spec: GenerationSpec,
+        prompts: tuple[torch.Tensor, torch.Tensor | None],
+        conditional: torch.Tensor | None,
+        seed: int,
+        latent_frames: int,
+        size: tuple[int, int],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Denoises the official initial noise of `seed`, (1, C, latent_frames, H/8, W/8) for `size` (H, W),
+        with the spec's steps and guidance, holding the `conditional` latents clean on the first frames."""
+        vae_cfg = self.vae.cfg
+        height, width = size
         shape = (
             1,
             vae_cfg.latent_channels,
@@ -209,25 +327,17 @@ class Generator:
             height // vae_cfg.spatial_compression,
             width // vae_cfg.spatial_compression,
         )
-        with self._timed("text_encode", timings):
-            prompt = self.text_encoder.encode([spec.prompt])
-            negative = self.text_encoder.encode([spec.negative_prompt]) if spec.guidance != 0 else None
-        with self._timed("conditioning", timings):
-            conditional = self.encode_conditioning(spec, height, width)
-        with self._timed("sampling", timings):
-            noise = initial_noise(spec.seed, shape, self.device)
-            return sample(
-                self.velocity_model,
-                noise,
-                prompt,
-                negative,
-                config=self.sampler_config,
-                num_steps=spec.num_steps,
-                guidance=spec.guidance,
-                conditional_latents=conditional,
-                model_dtype=self.dtype,
-                progress=progress,
-            )
+        return sample(
+            self.velocity_model,
+            initial_noise(seed, shape, self.device),
+            *prompts,
+            config=self.sampler_config,
+            num_steps=spec.num_steps,
+            guidance=spec.guidance,
+            conditional_latents=conditional,
+            model_dtype=self.dtype,
+            progress=progress,
+        )
 
     def encode_conditioning(self, spec: GenerationSpec, height: int, width: int) -> torch.Tensor | None:
         """Clean latents (1, C, n, H/8, W/8) of the spec's n conditional frames, or None for text2world.
@@ -235,14 +345,23 @@ class Generator:
         The VAE is causal, so encoding just the 1 + 4 (n - 1) conditioning pixel frames gives the same
         first n latents as the reference, which encodes them padded to the whole clip.
         """
+        frames = self.read_conditioning_frames(spec, height, width)
+        return None if frames is None else self.encode_frames(frames)
+
+    def read_conditioning_frames(self, spec: GenerationSpec, height: int, width: int) -> np.ndarray | None:
+        """The spec's conditioning pixel frames, uint8 (1 + 4 (n - 1), H, W, 3) for its n latent conditional
+        frames; None for text2world."""
         num_latent = spec.num_conditional_frames
         if num_latent == 0:
             return None
         num_pixel = 1 + self.vae.cfg.temporal_compression * (num_latent - 1)
-        frames = media.read_conditioning(
+        return media.read_conditioning(
             spec, num_pixel, height, width, storage_options=self.storage_options, allow_http=self.allow_http
-        )  # uint8 (n, H, W, 3)
-        video = torch.from_numpy(frames).to(self.device).permute(3, 0, 1, 2)[None]  # (1, 3, n, H, W)
+        )
+
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (1 + 4 k, H, W, 3) pixel frames -> clean latents (1, C, 1 + k, H/8, W/8), float32."""
+        video = torch.from_numpy(frames).to(self.device).permute(3, 0, 1, 2)[None]  # (1, 3, T, H, W)
         video = video.to(self.vae.dtype) / 127.5 - 1.0  # the reference's uint8 -> [-1, 1], in the model dtype
         return self.vae.encode(video).float()
 
@@ -265,9 +384,11 @@ class Generator:
         video = torch.cat([s[..., : w * scale] for s, w in zip(strips, widths)], dim=-1)  # (3, T, H, W)
         return video[None].float()
 
-    def _metadata(self, spec: GenerationSpec, frames: np.ndarray, timings: dict[str, float]) -> dict:
+    def _metadata(
+        self, spec: GenerationSpec, frames: np.ndarray, timings: dict[str, float], chunks: list[dict]
+    ) -> dict:
         num_frames, height, width, _ = frames.shape
-        return {
+        metadata = {
             "sample_id": spec.sample_id,
             "spec": spec.to_dict(),
             "seed": spec.seed,
@@ -283,17 +404,28 @@ class Generator:
             "world_size": 1 if self.parallel is None else self.parallel.world_size,
             "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
         }
+        if chunks:  # autoregressive: one record per window
+            metadata["chunks"] = chunks
+        return metadata
 
     @contextmanager
     def _timed(self, stage: str, timings: dict[str, float]) -> Iterator[None]:
-        """Wall time of a stage, with the device's queued work finished at both ends."""
+        """Adds the wall time of a stage to `timings[stage]`, with the device's queued work finished at both
+        ends."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         start = time.perf_counter()
         yield
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        timings[stage] = time.perf_counter() - start
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _step_reporter(progress: Progress | None, chunk: int = 1, num_chunks: int = 1) -> Callable[[int, int], None] | None:
+    """The sampler's `(step, total)` callback that hands `progress` a `Step` of window `chunk`."""
+    if progress is None:
+        return None
+    return lambda step, total: progress(Step(step, total, chunk, num_chunks))
 
 
 def to_uint8_frames(video: torch.Tensor) -> np.ndarray:

@@ -132,6 +132,11 @@ def read_conditioning(
     return np.concatenate([frames, black])
 
 
+def is_video(url: str) -> bool:
+    """Whether `url` names a video (by its extension): `read_conditioning` reads its last frames."""
+    return posixpath.splitext(_url_path(url))[1].lower() in VIDEO_EXTENSIONS
+
+
 def write_mp4(frames: np.ndarray, fps: int, quality: float = 5) -> bytes:
     """Encode uint8 (T, H, W, 3) frames as H.264 (yuv420p) mp4 bytes; quality 1..10 as imageio's (5: crf 25)."""
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:

@@ -4,6 +4,11 @@
 (`{"inference_type": ..., "name": ..., "prompt" | "prompt_path": ..., "input_path": ..., ...}`) with the
 official defaults, plus two fields of our own: `fps` of the written video and `num_conditional_frames`.
 Anything invalid raises `SpecError` naming the sample, the field and the reason.
+
+`enable_autoregressive` turns on the official sliding-window mode for long videos (`num_output_frames`
+frames made of windows of `chunk_size` frames that share `chunk_overlap` frames; see
+`cosmos_ray.autoregressive`). The official script ignores `chunk_size` and `chunk_overlap` when the mode is
+off, so they are reset to their defaults then and left out of `to_dict` (and of the sample id).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import posixpath
 import re
 from dataclasses import dataclass
@@ -40,13 +46,10 @@ URL_SCHEMES = ("file", "s3", "gs", "gcs", "az", "abfs", "memory", "http", "https
 MAX_GUIDANCE = 7
 MAX_FPS = 240
 
-# Fields of the official CLI that cosmos-ray does not implement. They are accepted at their official
-# default (where they change nothing) and rejected otherwise.
-UNSUPPORTED_FIELDS = {
-    "enable_autoregressive": (False, "autoregressive sliding-window generation"),
-    "chunk_size": (77, "autoregressive chunking"),
-    "chunk_overlap": (1, "autoregressive chunking"),
-}
+SEED_LIMIT = 2**32  # numpy RandomState seeds are 0 .. 2**32 - 1
+
+# The official autoregressive fields: used only when `enable_autoregressive` is on.
+AUTOREGRESSIVE_FIELDS = ("enable_autoregressive", "chunk_size", "chunk_overlap")
 
 # Official run-level settings: valid on the official command line, never inside a sample.
 RUN_SETTINGS = (
@@ -107,10 +110,13 @@ class GenerationSpec:
     seed: int = 0
     guidance: int = 7  # 0..7; 0 skips the unconditional pass
     resolution: str = "none"  # "none" (model's trained resolution) or "H,W"
-    num_output_frames: int = 77  # 1 + 4k
+    num_output_frames: int = 77  # 1 + 4k; any count >= 1 in autoregressive mode
     num_steps: int = 35
     fps: int = 16
     num_conditional_frames: int | None = None  # latent frames kept clean; None -> by inference_type
+    enable_autoregressive: bool = False  # official sliding-window mode for videos longer than one window
+    chunk_size: int = 77  # frames per window (autoregressive mode)
+    chunk_overlap: int = 1  # frames a window shares with the previous one (autoregressive mode)
 
     def __post_init__(self) -> None:
         sample = repr(self.name)
@@ -123,6 +129,9 @@ class GenerationSpec:
             object.__setattr__(self, "input_path", None)  # official: optional and ignored for text2world
         if self.num_conditional_frames is None:
             object.__setattr__(self, "num_conditional_frames", CONDITIONAL_FRAMES[self.inference_type][0])
+        if not self.enable_autoregressive:  # official: ignored unless the mode is on
+            object.__setattr__(self, "chunk_size", GenerationSpec.chunk_size)
+            object.__setattr__(self, "chunk_overlap", GenerationSpec.chunk_overlap)
         object.__setattr__(self, "resolution", _normalize_resolution(self.resolution, sample))
         _check_values(self, sample)
 
@@ -144,7 +153,7 @@ class GenerationSpec:
         sample = _sample_label(data, source)
         if not isinstance(data, dict):
             raise SpecError(sample, "", f"is not a JSON object but {type(data).__name__}")
-        fields = _drop_unsupported(data, sample)
+        fields = _known_fields(data, sample)
         if "prompt" not in fields and "prompt_path" in fields:
             fields["prompt"] = _read_prompt(fields["prompt_path"], sample, base_dir, storage_options)
         fields.pop("prompt_path", None)
@@ -161,10 +170,17 @@ class GenerationSpec:
             raise SpecError(sample, error.field, error.reason) from None
 
     def to_dict(self) -> dict:
-        """All fields as a JSON-ready dict; `from_dict(spec.to_dict()) == spec`."""
+        """All fields as a JSON-ready dict; `from_dict(spec.to_dict()) == spec`.
+
+        The autoregressive fields appear only when the mode is on, so the sample ids of single-window
+        specs do not depend on them.
+        """
         data = dataclasses.asdict(self)
         if data["input_path"] is None:
             del data["input_path"]
+        if not self.enable_autoregressive:
+            for key in AUTOREGRESSIVE_FIELDS:
+                del data[key]
         return data
 
     def to_json(self) -> str:
@@ -208,15 +224,18 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "num_steps": (int,),
     "fps": (int,),
     "num_conditional_frames": (int, type(None)),
+    "enable_autoregressive": (bool,),
+    "chunk_size": (int,),
+    "chunk_overlap": (int,),
 }
 
-_TYPE_NAMES = {str: "a string", int: "an integer", type(None): "null"}
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", type(None): "null"}
 
 
 def _check_types(spec: GenerationSpec, sample: str) -> None:
     for field, allowed in _TYPES.items():
         value = getattr(spec, field)
-        if isinstance(value, bool) or not isinstance(value, allowed):
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
             expected = " or ".join(_TYPE_NAMES[t] for t in allowed)
             raise SpecError(sample, field, f"must be {expected}, got {type(value).__name__} {value!r}")
 
@@ -225,11 +244,13 @@ def _check_values(spec: GenerationSpec, sample: str) -> None:
     if not spec.name.strip():
         raise SpecError(sample, "name", "must not be empty")
     _check_input_path(spec, sample)
-    if spec.seed < 0 or spec.seed >= 2**32:
-        raise SpecError(sample, "seed", f"must be in 0..{2**32 - 1} (a numpy RandomState seed), got {spec.seed}")
+    if spec.seed < 0 or spec.seed >= SEED_LIMIT:
+        raise SpecError(sample, "seed", f"must be in 0..{SEED_LIMIT - 1} (a numpy RandomState seed), got {spec.seed}")
     if not 0 <= spec.guidance <= MAX_GUIDANCE:
         raise SpecError(sample, "guidance", f"must be in 0..{MAX_GUIDANCE}, got {spec.guidance}")
-    if spec.num_output_frames < 1 or (spec.num_output_frames - 1) % 4:
+    if spec.enable_autoregressive:
+        _check_autoregressive(spec, sample)
+    elif spec.num_output_frames < 1 or (spec.num_output_frames - 1) % 4:
         raise SpecError(
             sample, "num_output_frames", f"must be 1 + 4k (1, 5, ..., 77, 93), got {spec.num_output_frames}"
         )
@@ -245,6 +266,35 @@ def _check_values(spec: GenerationSpec, sample: str) -> None:
             "num_conditional_frames",
             f"must be {choices} for {spec.inference_type}, got {spec.num_conditional_frames}",
         )
+
+
+def _check_autoregressive(spec: GenerationSpec, sample: str) -> None:
+    """The official mode's fields, as far as they do not depend on the model (the window length does)."""
+    if spec.num_output_frames < 1:
+        raise SpecError(sample, "num_output_frames", f"must be at least 1, got {spec.num_output_frames}")
+    if spec.chunk_size < 1:
+        raise SpecError(sample, "chunk_size", f"must be at least 1, got {spec.chunk_size}")
+    if not 0 <= spec.chunk_overlap < spec.chunk_size:
+        raise SpecError(
+            sample,
+            "chunk_overlap",
+            f"must be in 0..{spec.chunk_size - 1} (less than chunk_size {spec.chunk_size}), got {spec.chunk_overlap}",
+        )
+    num_chunks = count_chunks(spec.num_output_frames, spec.chunk_size, spec.chunk_overlap)
+    if spec.seed + num_chunks > SEED_LIMIT:
+        raise SpecError(
+            sample,
+            "seed",
+            f"must leave one seed per chunk (chunk k uses seed + k): {num_chunks} chunks need a seed of at most "
+            f"{SEED_LIMIT - num_chunks}, got {spec.seed}",
+        )
+
+
+def count_chunks(num_output_frames: int, chunk_size: int, chunk_overlap: int) -> int:
+    """Windows of the official sliding-window layout: the first covers `chunk_size` frames, each next one
+    `chunk_size - chunk_overlap` new frames, until `num_output_frames` are covered."""
+    remaining = num_output_frames - chunk_size
+    return 1 if remaining <= 0 else 1 + math.ceil(remaining / (chunk_size - chunk_overlap))
 
 
 def _check_input_path(spec: GenerationSpec, sample: str) -> None:
@@ -286,18 +336,12 @@ def _normalize_resolution(resolution: str, sample: str) -> str:
     return f"{height},{width}"
 
 
-def _drop_unsupported(data: dict, sample: str) -> dict:
-    """Copy of `data` without official no-op fields; raise for every field cosmos-ray cannot honour."""
+def _known_fields(data: dict, sample: str) -> dict:
+    """Copy of `data`; raise for every field that is not a sample field cosmos-ray knows."""
     known = {f.name for f in dataclasses.fields(GenerationSpec)} | {"prompt_path"}
     fields = {}
     for key, value in data.items():
-        if key in UNSUPPORTED_FIELDS:
-            default, reason = UNSUPPORTED_FIELDS[key]
-            if value != default or type(value) is not type(default):
-                raise SpecError(
-                    sample, key, f"is not supported by cosmos-ray: {reason} (only {json.dumps(default)} is accepted)"
-                )
-        elif key in RUN_SETTINGS:
+        if key in RUN_SETTINGS:
             raise SpecError(
                 sample,
                 key,

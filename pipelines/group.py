@@ -5,8 +5,8 @@ A `GPUGroup` lives inside another actor (the batch pipeline's pool actor, or a S
 into one torch process group (rank 0's node IP and a free port; NCCL on GPUs, gloo on CPU) and gives each a
 `Generator` built with its `ParallelContext`. `generate(spec, progress)` runs the spec on every rank
 (context-parallel denoising) and returns rank 0's result. Rank 0 streams a `Step` after each denoising step
-(a Ray generator: one small object per step, no extra actor); the group hands them to `progress` in the
-caller's process, so the callback need not be picklable.
+(of each window of an autoregressive spec; a Ray generator: one small object per step, no extra actor); the
+group hands them to `progress` in the caller's process, so the callback need not be picklable.
 
 Failures are per sample: an exception on any rank becomes a `SampleError` (keeping that exception as `cause`,
 so callers can tell a bad spec or input from an internal failure) and the group serves the next sample. A
@@ -27,7 +27,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +38,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from cosmos_ray.progress import Progress, Step
 from cosmos_ray.spec import GenerationSpec
 
 if TYPE_CHECKING:  # torch and the engine load only in rank workers, never in the owning actor
@@ -74,17 +75,6 @@ class GroupConfig:
     def bundles(self) -> list[dict[str, float]]:
         """The placement group bundles: one {GPU, CPU} bundle per rank."""
         return [{"GPU": 1, "CPU": self.cpus_per_rank} for _ in range(self.gpus_per_group)]
-
-
-Progress = Callable[[int, int], None]  # progress(step, total) after each denoising step of rank 0
-
-
-@dataclass(frozen=True)
-class Step:
-    """Rank 0 finished denoising step `step` of `total`."""
-
-    step: int
-    total: int
 
 
 class SampleError(RuntimeError):
@@ -158,9 +148,9 @@ class RankWorker:
         """Rank 0: run `spec`, yielding a `Step` after each denoising step and the result last."""
         steps: queue.SimpleQueue[Step | None] = queue.SimpleQueue()
 
-        def report(step: int, total: int) -> None:
-            _log_step(spec.name, step, total)
-            steps.put(Step(step, total))
+        def report(step: Step) -> None:
+            _log_step(spec.name, step)
+            steps.put(step)
 
         generation = self._generation_thread.submit(self.generator, spec, report)
         generation.add_done_callback(lambda _: steps.put(None))
@@ -169,10 +159,10 @@ class RankWorker:
         yield generation.result()  # re-raises the generator's exception
 
 
-def _log_step(name: str, step: int, total: int) -> None:
-    """Progress callback of rank 0: logs the first and last step and every fifth of the run."""
-    if step in (1, total) or step % max(1, total // 5) == 0:
-        logger.info("%s: step %d/%d", name, step, total)
+def _log_step(name: str, step: Step) -> None:
+    """Progress callback of rank 0: logs the first and last step and every fifth of each window."""
+    if step.step in (1, step.total) or step.step % max(1, step.total // 5) == 0:
+        logger.info("%s: %s", name, step)
 
 
 class GPUGroup:
@@ -199,7 +189,8 @@ class GPUGroup:
     def generate(self, spec: GenerationSpec, progress: Progress | None = None) -> GenerationResult:
         """Generate `spec` on every rank and return rank 0's result; raises `SampleError` if it failed.
 
-        `progress(step, total)` is called in this process, from the calling thread, after each denoising step.
+        `progress(step)` is called with a `Step` in this process, from the calling thread, after each denoising
+        step.
         """
         with self._one_sample_at_a_time:
             if not self.workers:  # broken by the previous sample
@@ -284,7 +275,7 @@ def wait_for_ranks(
             continue
         if isinstance(item, Step):
             if progress is not None:
-                progress(item.step, item.total)
+                progress(item)
             pending.append(call)  # the generator goes on
         elif call is calls[0]:
             value = item

@@ -17,9 +17,9 @@ ingress; further ones get 503 with Retry-After. Async jobs wait in the JobBoard 
 first in, first out.
 
 A replica streams the denoising steps of its group's rank 0 to its caller, so a job's `progress` is the share
-of steps done. A generation that fails because of the request itself (a `SpecError` or `MediaError` from the
-generator, e.g. a video too short for its conditional frames) is a 422 with the field and reason; any other
-failure is a 500.
+of steps done (of all windows: an autoregressive job also reports its `chunk` of `num_chunks`). A generation
+that fails because of the request itself (a `SpecError` or `MediaError` from the generator, e.g. a video too
+short for its conditional frames) is a 422 with the field and reason; any other failure is a 500.
 """
 
 # No `from __future__ import annotations`: Serve's class-based FastAPI views need real annotations.
@@ -264,8 +264,8 @@ class GroupReplica:
         loop = asyncio.get_running_loop()
         steps: asyncio.Queue[Step | None] = asyncio.Queue()
 
-        def report(step: int, total: int) -> None:  # called in the generating thread
-            loop.call_soon_threadsafe(steps.put_nowait, Step(step, total))
+        def report(step: Step) -> None:  # called in the generating thread
+            loop.call_soon_threadsafe(steps.put_nowait, step)
 
         generation = asyncio.ensure_future(asyncio.to_thread(self._group.generate, spec, report))
         generation.add_done_callback(lambda _: steps.put_nowait(None))  # queued after every step reported
@@ -341,6 +341,8 @@ class Job:
     status: str = "queued"  # queued -> running -> succeeded | failed
     step: int = 0  # denoising steps done by the group's rank 0, of `total_steps` (known once running)
     total_steps: int | None = None
+    chunk: int = 1  # the window being denoised, of `num_chunks` (more than one: an autoregressive spec)
+    num_chunks: int = 1
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
     result: dict | None = None
@@ -355,6 +357,8 @@ class Job:
             "progress": self.progress,
             "step": self.step,
             "total_steps": self.total_steps,
+            "chunk": self.chunk,
+            "num_chunks": self.num_chunks,
             "created_at": self.created_at,
             "finished_at": self.finished_at,
         }
@@ -366,10 +370,13 @@ class Job:
 
     @property
     def progress(self) -> float:
-        """1 once succeeded; before that the share of denoising steps done (decoding and storing follow)."""
+        """1 once succeeded; before that the share of denoising steps done over all windows (decoding and
+        storing follow)."""
         if self.status == "succeeded":
             return 1.0
-        return self.step / self.total_steps if self.total_steps else 0.0
+        if not self.total_steps:
+            return 0.0
+        return Step(self.step, self.total_steps, self.chunk, self.num_chunks).fraction
 
 
 class JobBoard:
@@ -417,6 +424,7 @@ class JobBoard:
                 job.status = "running"
             elif isinstance(event, Step):
                 job.step, job.total_steps = event.step, event.total
+                job.chunk, job.num_chunks = event.chunk, event.num_chunks
 
         try:
             outcome = await self._dispatched(spec, follow, accepted)
@@ -567,7 +575,7 @@ class ApiIngress:
     @api.get("/v1/jobs/{job_id}")
     async def job_status(self, job_id: str) -> JSONResponse:
         """Status (queued, running, succeeded, failed), progress in [0, 1] (denoising `step` of `total_steps`
-        while running), and the result or the error (status, field, reason)."""
+        of window `chunk` of `num_chunks` while running), and the result or the error (status, field, reason)."""
         job = await self._jobs.get.remote(job_id)
         if job is None:
             raise ApiError(404, "job_id", f"no job {job_id!r} (unknown, or finished long ago)")

@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO / "examples" / "media"
 TINY_HW = (64, 96)
 PROMPT = "A small orange square slides across a grey floor."
+LONG_VIDEO = {"enable_autoregressive": True, "num_output_frames": 17, "chunk_size": 9, "chunk_overlap": 1}
 
 
 def spec(name: str, inference_type: str = "text2world", **fields) -> dict:
@@ -102,6 +103,7 @@ def s3_job(ray_session, s3_endpoint):
         spec("v2w-a", "video2world", input_path=video),
         spec("v2w-one-latent", "video2world", input_path=video, num_conditional_frames=1),
         spec("v2w-12fps", "video2world", input_path=video, fps=12),
+        spec("v2w-long", "video2world", input_path=video, resolution="32,32", **LONG_VIDEO),  # two windows
         spec("bad-guidance", guidance=9),  # invalid: rejected by the check stage, no GPU time
         spec("missing-input", "image2world", input_path=f"{bucket}/media/missing.png"),  # fails in its group
     ]
@@ -120,23 +122,23 @@ def s3_job(ray_session, s3_endpoint):
 
 def test_every_valid_row_is_generated_and_bad_rows_are_reported(s3_job):
     summary = s3_job["summary"]
-    assert (summary.ok, summary.failed, summary.skipped) == (10, 2, 0)
+    assert (summary.ok, summary.failed, summary.skipped) == (11, 2, 0)
     assert summary.gpus == 4
     assert summary.videos_per_hour > 0
 
 
 def test_the_run_table_has_every_row_in_manifest_order(s3_job):
     table = s3_job["store"].read_run_table(s3_job["summary"].run_id)
-    assert [record.source for record in table] == [f"specs.jsonl:{i + 1}" for i in range(12)]
-    assert [record.status for record in table] == ["ok"] * 10 + ["failed"] * 2
-    invalid, missing = table[10], table[11]
+    assert [record.source for record in table] == [f"specs.jsonl:{i + 1}" for i in range(13)]
+    assert [record.status for record in table] == ["ok"] * 11 + ["failed"] * 2
+    invalid, missing = table[11], table[12]
     assert invalid.sample_id is None and "bad-guidance" in invalid.error and "'guidance'" in invalid.error
     assert missing.sample_id is not None and "MediaError" in missing.error and "missing.png" in missing.error
 
 
 def test_videos_decode_with_the_frame_count_size_and_fps_of_their_spec(s3_job):
     table = s3_job["store"].read_run_table(s3_job["summary"].run_id)
-    for record, data in zip(table[:10], s3_job["specs"]):
+    for record, data in zip(table[:11], s3_job["specs"]):
         frames, size, fps = decode(s3_job["fs"].cat_file(record.video_url))
         height, width = map(int, data["resolution"].split(",")) if "resolution" in data else TINY_HW
         assert (frames, size, fps) == (data["num_output_frames"], (width, height), data.get("fps", 16)), data["name"]
@@ -144,13 +146,14 @@ def test_videos_decode_with_the_frame_count_size_and_fps_of_their_spec(s3_job):
 
 def test_each_sample_has_a_committed_record_with_its_metadata(s3_job):
     store, summary = s3_job["store"], s3_job["summary"]
-    for data in s3_job["specs"][:10]:
+    for data in s3_job["specs"][:11]:
         record = store.read_record(run_table_id(s3_job, data["name"]))
         assert record.status == "ok"
         metadata = record.metadata
         assert metadata["run_id"] == summary.run_id
         assert metadata["seed"] == data.get("seed", 0) and metadata["world_size"] == 2
         assert {"sampling", "decode", "group_call", "mp4_encode"} <= set(metadata["timings_s"])
+        assert len(metadata.get("chunks", [])) == (2 if data.get("enable_autoregressive") else 0)
     failed = store.read_record(run_table_id(s3_job, "missing-input"))
     assert failed.status == "failed" and "MediaError" in failed.error
 

@@ -16,6 +16,7 @@ from cosmos_ray.models.dit import DiTConfig
 from cosmos_ray.models.text import TextEncoderConfig
 from cosmos_ray.models.vae import VAEConfig
 from cosmos_ray.parallel import ParallelContext
+from cosmos_ray.progress import Step
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import ScheduleConfig
 from cosmos_ray.spec import GenerationSpec, SpecError
@@ -65,8 +66,9 @@ def test_explicit_resolution_and_frame_count(generator):
 
 def test_progress_is_reported_per_step(generator):
     seen = []
-    generator(make_spec("text2world", num_steps=2), progress=lambda step, total: seen.append((step, total)))
-    assert seen == [(1, 3), (2, 3), (3, 3)]  # post-trained: steps + 1 model evaluations
+    generator(make_spec("text2world", num_steps=2), progress=seen.append)
+    assert seen == [Step(1, 3), Step(2, 3), Step(3, 3)]  # post-trained: steps + 1 model evaluations
+    assert (seen[0].chunk, seen[0].num_chunks, str(seen[0])) == (1, 1, "step 1/3")
 
 
 @pytest.mark.parametrize("kind, num_pixel", [("image2world", 1), ("video2world", 5)])

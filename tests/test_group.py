@@ -9,6 +9,7 @@ import pytest
 import ray
 
 from cosmos_ray.media import MediaError
+from cosmos_ray.progress import Step
 from cosmos_ray.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, wait_for_ranks
 
@@ -61,15 +62,30 @@ def test_generate_returns_rank_zero_video_from_both_ranks(group):
 def test_progress_reports_each_step_of_rank_zero_in_the_calling_thread(group):
     steps, threads = [], set()
 
-    def progress(step: int, total: int) -> None:
-        steps.append((step, total))
+    def progress(step: Step) -> None:
+        steps.append(step)
         threads.add(threading.get_ident())
 
     group.generate(tiny_spec(num_steps=3), progress=progress)
-    total = steps[-1][1]
+    total = steps[-1].total
     assert total >= 3  # the sampler's model evaluations: at least one per step
-    assert steps == [(step, total) for step in range(1, total + 1)]
+    assert steps == [Step(step, total) for step in range(1, total + 1)]
     assert threads == {threading.get_ident()}
+
+
+def test_a_long_video_runs_its_windows_on_both_ranks_and_reports_each(group):
+    """An autoregressive spec: two windows, each denoised context-parallel; progress per window and step."""
+    steps: list[Step] = []
+    spec = tiny_spec(
+        enable_autoregressive=True, num_output_frames=17, chunk_size=9, chunk_overlap=1, resolution="32,32"
+    )
+    result = group.generate(spec, progress=steps.append)
+    assert result.frames.shape == (17, 32, 32, 3)
+    assert [chunk["frames"] for chunk in result.metadata["chunks"]] == [[0, 9], [8, 17]]
+    total = steps[0].total
+    assert [(s.chunk, s.num_chunks, s.step) for s in steps] == [
+        (chunk, 2, step) for chunk in (1, 2) for step in range(1, total + 1)
+    ]
 
 
 def test_calls_from_two_threads_both_complete(group):

@@ -27,6 +27,7 @@ from pipelines.group import SampleError
 from pipelines.serve import (
     ApiError,
     Failed,
+    Job,
     RequestPolicy,
     ServeArgs,
     app,
@@ -125,6 +126,13 @@ def test_local_prefix_follows_symlinks(tmp_path):
     check_allowed_url(str(allowed / "b.png"), (f"file://{allowed}",), "input_path")
     error = _api_error(check_allowed_url, str(allowed / "link.png"), (str(allowed),), "input_path")
     assert error.status == 403
+
+
+def test_job_progress_counts_the_steps_of_every_window():
+    job = Job(id="j", sample_id="s", status="running", step=3, total_steps=4, chunk=2, num_chunks=3)
+    assert job.progress == pytest.approx((1 + 3 / 4) / 3)
+    assert {"chunk": 2, "num_chunks": 3}.items() <= job.to_json().items()
+    assert Job(id="j", sample_id="s", status="running").progress == 0.0
 
 
 @pytest.mark.parametrize(
@@ -381,6 +389,24 @@ def test_a_running_job_reports_its_denoising_steps(server):
     assert steps == sorted(steps)  # monotonic
     progress = [polled["progress"] for polled in seen]
     assert progress == sorted(progress) and all(0 <= value <= 1 for value in progress)
+
+
+def test_a_long_video_job_reports_its_windows(server, tmp_path):
+    spec = _spec(
+        seed=301, enable_autoregressive=True, num_output_frames=17, chunk_size=9, chunk_overlap=1, resolution="32,32"
+    )
+    job = requests.post(f"{server}/v1/jobs", json=spec, timeout=60).json()
+    seen = []
+    finished = _wait_for_job(server, job["id"], seen=seen)
+    assert finished["status"] == "succeeded", finished
+    assert (finished["chunk"], finished["num_chunks"]) == (2, 2)
+    assert [chunk["frames"] for chunk in finished["result"]["metadata"]["chunks"]] == [[0, 9], [8, 17]]
+    running = [(polled["chunk"], polled["step"]) for polled in seen if polled["status"] == "running"]
+    assert running == sorted(running)  # window by window, step by step
+    progress = [polled["progress"] for polled in seen]
+    assert progress == sorted(progress) and progress[-1] == 1.0
+    video = requests.get(server + finished["result"]["video_url"], timeout=60)
+    assert _frames(video.content, tmp_path) == (17, (32, 32))
 
 
 def _wait_for_job(server: str, job_id: str, timeout_s: float = 240, seen: list | None = None) -> dict:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from cosmos_ray.spec import DEFAULT_NEGATIVE_PROMPT, GenerationSpec, SpecError, safe_name
+from cosmos_ray.spec import DEFAULT_NEGATIVE_PROMPT, GenerationSpec, SpecError, count_chunks, safe_name
 
 TEXT = {"inference_type": "text2world", "name": "snowy_stop_light", "prompt": "A stop light in the snow."}
 IMAGE = {"inference_type": "image2world", "name": "bus", "prompt": "A bus.", "input_path": "/data/bus.jpg"}
@@ -63,9 +63,32 @@ def test_round_trip_through_dict():
         assert GenerationSpec.from_dict(spec.to_dict()) == spec
 
 
-def test_official_noop_fields_are_accepted_and_dropped():
+def test_autoregressive_fields_at_their_defaults_change_nothing():
     spec = parse(TEXT, enable_autoregressive=False, chunk_size=77, chunk_overlap=1)
-    assert spec == parse(TEXT)
+    assert spec == parse(TEXT) and spec.to_dict() == parse(TEXT).to_dict()
+
+
+def test_chunk_fields_are_ignored_when_the_mode_is_off():  # as the official script ignores them
+    spec = parse(TEXT, chunk_size=33, chunk_overlap=40)
+    assert (spec.chunk_size, spec.chunk_overlap) == (77, 1)
+    assert spec.sample_id == parse(TEXT).sample_id
+
+
+def test_autoregressive_spec_keeps_its_fields():
+    spec = parse(VIDEO, enable_autoregressive=True, num_output_frames=250, chunk_size=61, chunk_overlap=2, seed=9)
+    data = spec.to_dict()
+    assert (data["enable_autoregressive"], data["chunk_size"], data["chunk_overlap"]) == (True, 61, 2)
+    assert data["num_output_frames"] == 250  # any length in this mode, not only 1 + 4k
+    assert GenerationSpec.from_dict(data) == spec
+    assert spec.sample_id != parse(VIDEO, num_output_frames=93, seed=9).sample_id
+
+
+@pytest.mark.parametrize(
+    "frames, size, overlap, chunks",
+    [(1, 77, 1, 1), (77, 77, 1, 1), (78, 77, 1, 2), (153, 77, 1, 2), (154, 77, 1, 3), (20, 8, 0, 3), (6, 2, 1, 5)],
+)
+def test_count_chunks(frames, size, overlap, chunks):
+    assert count_chunks(frames, size, overlap) == chunks
 
 
 def test_text2world_ignores_input_path():
@@ -239,15 +262,25 @@ def test_unknown_field():
 
 
 @pytest.mark.parametrize(
-    "field, value, reason",
+    "changes, field, reason",
     [
-        ("enable_autoregressive", True, r"autoregressive sliding-window generation \(only false is accepted\)"),
-        ("chunk_size", 61, r"autoregressive chunking \(only 77 is accepted\)"),
-        ("chunk_overlap", 5, r"autoregressive chunking \(only 1 is accepted\)"),
+        ({"enable_autoregressive": "yes"}, "enable_autoregressive", "must be a boolean, got str 'yes'"),
+        ({"enable_autoregressive": 1}, "enable_autoregressive", "must be a boolean, got int 1"),
+        ({"chunk_size": 77.0}, "chunk_size", "must be an integer, got float 77.0"),
+        ({"chunk_size": 0}, "chunk_size", "must be at least 1, got 0"),
+        ({"chunk_overlap": 77}, "chunk_overlap", r"must be in 0..76 \(less than chunk_size 77\), got 77"),
+        ({"chunk_overlap": -1}, "chunk_overlap", r"must be in 0..76 \(less than chunk_size 77\), got -1"),
+        ({"num_output_frames": 0}, "num_output_frames", "must be at least 1, got 0"),
+        (
+            {"num_output_frames": 153, "seed": 2**32 - 1},
+            "seed",
+            r"must leave one seed per chunk \(chunk k uses seed \+ k\): 2 chunks need a seed of at most 4294967294",
+        ),
     ],
 )
-def test_unsupported_official_fields(field, value, reason):
-    rejects({**TEXT, field: value}, f"field '{field}' is not supported by cosmos-ray: {reason}")
+def test_invalid_autoregressive_fields(changes, field, reason):
+    data = {**TEXT, "enable_autoregressive": True, "num_output_frames": 200, **changes}
+    rejects(data, LABEL + f"field '{field}' {reason}", source="specs.jsonl:4")
 
 
 @pytest.mark.parametrize("field", ["model", "checkpoint_path", "context_parallel_size", "disable_guardrails"])
