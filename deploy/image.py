@@ -102,7 +102,7 @@ def write(repo: Path = REPO) -> list[str]:
     changed = []
     for path, pattern, expected in _places(images(repo)):
         text = (repo / path).read_text()
-        new = pattern.sub(lambda match, value=expected: match.group(1) + value, text)
+        new = pattern.sub(lambda match: match.group(1) + expected, text)
         if new != text:
             (repo / path).write_text(new)
             changed.append(path)

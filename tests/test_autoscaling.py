@@ -206,7 +206,8 @@ def test_gpu_nodes_start_for_the_groups_and_leave_when_idle(tmp_path):
         # (not before), and the group was placed there.
         first_group = next((i for i, sample in enumerate(watch.samples) if sample["groups"]), None)
         first_gpu_8x = next((i for i, sample in enumerate(watch.samples) if "gpu_8x" in sample["workers"]), None)
-        assert None not in (first_group, first_gpu_8x) and first_group <= first_gpu_8x, explain()
+        assert first_group is not None and first_gpu_8x is not None, explain()
+        assert first_group <= first_gpu_8x, explain()
         placed = {kind for s in watch.samples for state, kinds in s["groups"] if state == "CREATED" for kind in kinds}
         assert placed == {"gpu_8x"}, explain()
 

@@ -19,8 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 def _dockerfile() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of the Dockerfile, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
-    lines = [line.strip() for line in text.splitlines()]
-    return [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]
+    instructions = []
+    for line in text.splitlines():
+        kind, _, args = line.strip().partition(" ")
+        if kind and not kind.startswith("#"):
+            instructions.append((kind, args.strip()))
+    return instructions
 
 
 def _run_steps() -> list[str]:

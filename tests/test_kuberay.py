@@ -190,7 +190,7 @@ def test_rayservice_deploys_the_serve_config():
 
     # Bearer tokens on by default: the token file is the mounted Secret, on every pod (replicas and proxies
     # run on any of them). The checkpoint folder is on the shared volume of every GPU pod.
-    assert args.api_tokens_file
+    assert args.api_tokens_file and args.checkpoint_dir
     for group, pod in _pod_specs(manifest).items():
         volume = _volume_holding(pod, args.api_tokens_file)
         assert volume and volume["secret"]["secretName"] == API_TOKENS_SECRET, group
