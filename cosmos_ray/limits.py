@@ -8,7 +8,7 @@ requests that can only fail late (a RoPE table or an allocation far beyond any G
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cosmos_ray.spec import GenerationSpec, SpecError
 
@@ -20,9 +20,9 @@ class SpecLimits:
     """Largest frame count, picture size and step count one spec may ask for."""
 
     # a minute at 16 fps (autoregressive mode); one window is 93; also bounds cosmos_ray_num_frames
-    max_num_output_frames: int = 16 * 60 + 1
-    max_pixels: int = 1920 * 1088  # height x width of `resolution`: up to 1080p
-    max_num_steps: int = 100  # the official default is 35
+    max_num_output_frames: int = field(default=16 * 60 + 1, metadata={"help": "largest num_output_frames"})
+    max_pixels: int = field(default=1920 * 1088, metadata={"help": "largest height x width of resolution"})
+    max_num_steps: int = field(default=100, metadata={"help": "largest num_steps"})  # the official default is 35
 
     def __post_init__(self) -> None:
         for name in ("max_num_output_frames", "max_pixels", "max_num_steps"):
