@@ -16,7 +16,7 @@ GPU, 720p / 93 frames / guidance 7 (the minutes are estimates for H100s):
     python -m bench.clip --preset random-2B --model 2B/distilled --repeat 2 --out clip.jsonl
     python -m bench.clip --preset random-2B --model 2B/post-trained --steps 4 --out clip.jsonl
     # peak memory and time per offload flag, one GPU (1 step; ~2.5 min for 2B, ~4 min for 14B)
-    python -m bench.clip --preset random-14B --model 14B/post-trained --steps 1 \
+    python -m bench.clip --preset random-14B --model 14B/post-trained --steps 1 \\
         --offload none,diffusion_model,tokenizer,text_encoder,all --out offload.jsonl
 CPU check (tiny preset, 64x96, 5 frames, 2 steps; also under `torchrun --nproc-per-node 2`):
     python -m bench.clip --device cpu --smoke --offload none,all
@@ -33,7 +33,7 @@ import torch
 
 from bench.common import Recorder
 from cosmos_ray.generator import RANDOM_PRESETS, Generator
-from cosmos_ray.offload import NO_OFFLOAD, OffloadConfig
+from cosmos_ray.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES
 from cosmos_ray.spec import GenerationSpec

@@ -13,7 +13,7 @@ unguided batch of 1).
 GPU (720p, 93 frames -> 24 x 88 x 160 latents = 84,480 tokens; bf16):
     torchrun --nproc-per-node 2 -m bench.parallel --out parallel.jsonl                        # 2B
     torchrun --nproc-per-node 1 -m bench.parallel --model 14B/post-trained --no-diffusers --floor --out p14.jsonl
-    torchrun --nproc-per-node 4 -m bench.parallel --model 14B/post-trained --no-diffusers --baseline-from p14.jsonl \
+    torchrun --nproc-per-node 4 -m bench.parallel --model 14B/post-trained --no-diffusers --baseline-from p14.jsonl \\
         --out p14.jsonl
 CPU check (tiny shapes with the model's recipe, gloo):
     torchrun --nproc-per-node 2 -m bench.parallel --device cpu --smoke --model 14B/post-trained
@@ -32,10 +32,10 @@ import torch.distributed as dist
 
 from bench.common import Recorder, add_common_args, tflops, time_ms
 from bench.dit_step import diffusers_twin, forward_flops, make_inputs, measure_floor
+from cosmos_ray.dtypes import default_dtype_name
 from cosmos_ray.models.dit import MiniTrainDiT
 from cosmos_ray.parallel import ParallelConfig, ParallelContext, ParallelDiT
 from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
-from cosmos_ray.sampling.few_step import FewStepConfig
 
 
 def slowest_ms(ms: float, device: torch.device) -> float:
@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> None:
 
     model = get_model(args.model)
     cfg = model.dit_config("tiny" if args.smoke else None)
-    batch = 1 if isinstance(model.sampler, FewStepConfig) else 2  # cond + uncond, or the unguided pass
+    batch = 1 if model.few_step else 2  # cond + uncond, or the unguided pass
     latent = (4, 8, 12) if args.smoke else tuple(args.latent)
     text_len = 16 if args.smoke else args.text_len
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = getattr(torch, default_dtype_name(device.type))
     tokens = latent[0] * latent[1] * latent[2] // (cfg.patch_temporal * cfg.patch_spatial**2)
     step_flops = batch * sum(forward_flops(cfg, tokens, text_len).values())
     recorder = Recorder(device, args.out)

@@ -39,29 +39,27 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from cosmos_ray import autoregressive, media
+from cosmos_ray.conditioning import read_conditioning
+from cosmos_ray.dtypes import default_dtype_name
 from cosmos_ray.models.dit import MiniTrainDiT, load_dit
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
-from cosmos_ray.offload import NO_OFFLOAD, OffloadConfig, Offloader
+from cosmos_ray.offload import Offloader
+from cosmos_ray.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.dit import split_sizes
 from cosmos_ray.presets import RANDOM_PRESETS, RandomPreset
 from cosmos_ray.progress import Progress, Step
 from cosmos_ray.registry import DEFAULT_MODEL, TEXT_ENCODER_FOLDER, VAE_FILE, OfficialModel, check_source, get_model
+from cosmos_ray.result import GenerationResult
 from cosmos_ray.sampling import few_step
 from cosmos_ray.sampling.few_step import FewStepConfig, sample_few_step
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.storage import Storage
 
 RANDOM_SEED = 0
-
-
-@dataclass
-class GenerationResult:
-    frames: np.ndarray  # uint8 (T, H, W, 3)
-    fps: int
-    metadata: dict  # spec, seed, model, resolution, frame count, timings per stage, ...
 
 
 @dataclass(frozen=True)
@@ -91,8 +89,7 @@ class Generator:
         dtype: torch.dtype,
         parallel: ParallelContext | None = None,
         offload: OffloadConfig = NO_OFFLOAD,
-        storage_options: dict | None = None,
-        allow_http: bool = False,
+        storage: Storage = Storage(),
     ):
         """The models are on `device`; those `offload` names are moved to the CPU, to wait there between
         their stages."""
@@ -110,8 +107,7 @@ class Generator:
         self.offloader.place([*vae.encoding_modules, *vae.decoding_modules], offload.tokenizer)
         self.offloader.place([text_encoder], offload.text_encoder)
         self.velocity_model = ParallelDiT(dit, parallel) if parallel is not None else dit
-        self.storage_options = storage_options
-        self.allow_http = allow_http
+        self.storage = storage
 
     @classmethod
     def from_pretrained(
@@ -125,8 +121,7 @@ class Generator:
         offload: OffloadConfig = NO_OFFLOAD,
         cache_url: str | None = None,
         sampler_config: SamplerConfig | FewStepConfig | None = None,
-        storage_options: dict | None = None,
-        allow_http: bool = False,
+        storage: Storage = Storage(),
         compile: bool = False,
     ) -> Generator:
         """Loads official model `model` from a random-weight preset (`RANDOM_PRESETS`) or a checkpoint folder.
@@ -135,19 +130,20 @@ class Generator:
         float32. `model` (an official name, `cosmos_ray.registry.MODELS`) picks the DiT file of a folder,
         the net's precision and the sampling recipe, which `sampler_config` overrides. `offload` keeps
         models on the CPU between their stages; offloaded models are also loaded there. `cache_url`
-        stores prompt embeddings through fsspec; `storage_options` and `allow_http` apply to
-        conditioning inputs; `compile` torch.compiles the DiT's blocks.
+        shares prompt embeddings through fsspec; `storage` reaches it and the conditioning inputs;
+        `compile` torch.compiles the DiT's blocks.
         """
         check_source(source, model)
         official = get_model(model)
         if parallel is not None:
             device = parallel.device
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        dtype = dtype or getattr(torch, default_dtype_name(device.type))
         home = torch.device("cpu")
+        cache = EmbeddingCache(url=cache_url, storage=storage)
         if source in RANDOM_PRESETS:
             preset = RANDOM_PRESETS[source]
-            dit, vae, text_encoder = _random_models(preset, official, device, dtype, cache_url, offload)
+            dit, vae, text_encoder = _random_models(preset, official, device, dtype, cache, offload)
             resolution = preset.trained_resolution or official.trained_resolution
             info = ModelInfo(official, source, resolution, official.state_t)
         else:
@@ -163,7 +159,7 @@ class Generator:
                 str(_text_encoder_folder(folder)),
                 device=home if offload.text_encoder else device,
                 dtype=dtype,
-                cache_url=cache_url,
+                cache=cache,
             )
             info = ModelInfo(official, dit_path.name, official.trained_resolution, official.state_t)
         if compile:
@@ -178,8 +174,7 @@ class Generator:
             dtype=dtype,
             parallel=parallel,
             offload=offload,
-            storage_options=storage_options,
-            allow_http=allow_http,
+            storage=storage,
         )
 
     @property
@@ -199,6 +194,7 @@ class Generator:
         timings: dict[str, float] = {}
         chunks: list[dict] = []
         start = time.perf_counter()
+        frames: np.ndarray | None
         if spec.enable_autoregressive:
             frames = self.generate_long_video(spec, progress, timings, chunks)
         else:
@@ -206,7 +202,7 @@ class Generator:
             with self._timed("decode", timings):
                 video = self.decode(latents)
             frames = to_uint8_frames(video[0]) if self.is_output_rank else None
-        if not self.is_output_rank:
+        if frames is None or not self.is_output_rank:  # a rank other than the group's rank 0
             return None
         timings["total"] = time.perf_counter() - start
         return GenerationResult(frames, spec.fps, self._metadata(spec, frames, timings, chunks))
@@ -234,7 +230,7 @@ class Generator:
         vae_cfg = self.vae.cfg
         num_frames = self.num_frames(spec)
         latent_frames = (num_frames - 1) // vae_cfg.temporal_compression + 1
-        if spec.num_conditional_frames > latent_frames:
+        if (spec.num_conditional_frames or 0) > latent_frames:
             raise SpecError(
                 repr(spec.name),
                 "cosmos_ray_num_frames",
@@ -369,13 +365,14 @@ class Generator:
             height // vae_cfg.spatial_compression,
             width // vae_cfg.spatial_compression,
         )
+        config = self.sampler_config
         with self.offloader.running([self.dit], self.offload.diffusion_model):
-            if self.is_few_step:
+            if isinstance(config, FewStepConfig):
                 return sample_few_step(
                     self.velocity_model,
                     few_step.initial_noise(seed, shape, self.device),
                     prompts[0],
-                    config=self.sampler_config,
+                    config=config,
                     num_steps=spec.num_steps,
                     timestep_scale=self.dit.cfg.timestep_scale,
                     model_dtype=self.dtype,
@@ -385,7 +382,7 @@ class Generator:
                 self.velocity_model,
                 initial_noise(seed, shape, self.device),
                 *prompts,
-                config=self.sampler_config,
+                config=config,
                 num_steps=spec.num_steps,
                 guidance=spec.guidance,
                 conditional_latents=conditional,
@@ -405,13 +402,11 @@ class Generator:
     def read_conditioning_frames(self, spec: GenerationSpec, height: int, width: int) -> np.ndarray | None:
         """The spec's conditioning pixel frames, uint8 (1 + 4 (n - 1), H, W, 3) for its n latent conditional
         frames; None for text2world."""
-        num_latent = spec.num_conditional_frames
+        num_latent = spec.num_conditional_frames or 0  # never None once the spec is built
         if num_latent == 0:
             return None
         num_pixel = 1 + self.vae.cfg.temporal_compression * (num_latent - 1)
-        return media.read_conditioning(
-            spec, num_pixel, height, width, storage_options=self.storage_options, allow_http=self.allow_http
-        )
+        return read_conditioning(spec, num_pixel, height, width, storage=self.storage)
 
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (1 + 4 k, H, W, 3) pixel frames -> clean latents (1, C, 1 + k, H/8, W/8), float32."""
@@ -498,7 +493,7 @@ def _random_models(
     model: OfficialModel,
     device: torch.device,
     dtype: torch.dtype,
-    cache_url: str | None,
+    cache: EmbeddingCache,
     offload: OffloadConfig,
 ) -> tuple[MiniTrainDiT, WanVAE, TextEncoder]:
     """The preset's DiT (with `model`'s precision), VAE and text encoder, random weights from `RANDOM_SEED`.
@@ -516,7 +511,7 @@ def _random_models(
     vae = vae.to(dtype=dtype).eval().requires_grad_(False)
     text_device = cpu if offload.text_encoder else device
     if preset.text == "tiny":
-        text_encoder = TextEncoder.from_pretrained("tiny", device=text_device, dtype=dtype, cache_url=cache_url)
+        text_encoder = TextEncoder.from_pretrained("tiny", device=text_device, dtype=dtype, cache=cache)
     else:
         text_encoder = TextEncoder.from_random(
             TextEncoderConfig.preset(preset.text),
@@ -525,7 +520,7 @@ def _random_models(
             device=text_device,
             dtype=dtype,
             model_id=f"random-{preset.text}",
-            cache=EmbeddingCache(url=cache_url),
+            cache=cache,
         )
     return dit, vae, text_encoder
 

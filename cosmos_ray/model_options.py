@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from cosmos_ray.offload import OffloadConfig
+from cosmos_ray.offload_config import OffloadConfig
 from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES, models_help
 
 MODELS_EPILOG = "official models (--model):\n" + models_help()

@@ -23,16 +23,20 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cosmos_ray.models.dit import DiTConfig
 from cosmos_ray.presets import RANDOM_PRESETS
-from cosmos_ray.sampling.few_step import FewStepConfig
-from cosmos_ray.sampling.sampler import SamplerConfig
 from cosmos_ray.spec import INFERENCE_TYPES, GenerationSpec, SpecError
+
+if TYPE_CHECKING:  # the registry is plain data for the Ray driver side; the engine's configs load torch
+    from cosmos_ray.models.dit import DiTConfig
+    from cosmos_ray.sampling.few_step import FewStepConfig
+    from cosmos_ray.sampling.sampler import SamplerConfig
 
 REPOSITORY_2B = "nvidia/Cosmos-Predict2.5-2B"
 REPOSITORY_14B = "nvidia/Cosmos-Predict2.5-14B"
 TEXT_ENCODER_FOLDER = "text_encoder"  # nvidia/Cosmos-Reason1-7B, as downloaded (Hugging Face layout)
+RESOLUTION_720P = (704, 1280)  # (H, W): every released model's trained resolution (720p, 16:9)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class CheckpointFile:
 
 
 VAE_FILE = CheckpointFile(REPOSITORY_2B, "tokenizer.pth")
+FEW_STEP = "few-step"  # the sampler recipe of distilled checkpoints
 
 
 @dataclass(frozen=True)
@@ -67,16 +72,31 @@ class OfficialModel:
     size: str  # "2B" | "14B": the shapes of the released net (a DiTConfig preset)
     dit_file: CheckpointFile
     experiment: str  # the official experiment of the checkpoint (net overrides, sampler)
-    sampler: SamplerConfig | FewStepConfig
+    sampler_recipe: str  # "post-trained" | "pre-trained" (`SamplerConfig.preset`) | FEW_STEP (`FewStepConfig`)
     inference_types: tuple[str, ...] = INFERENCE_TYPES
     timestep_scale: float = 0.001  # the net's `timestep_scale`
     fp32_modulation: bool = True  # the net's `use_wan_fp32_strategy`
     state_t: int = 24  # latent frames the model samples (93 video frames)
-    trained_resolution: tuple[int, int] = (704, 1280)  # (H, W) that resolution "none" means (720p, 16:9)
+    trained_resolution: tuple[int, int] = RESOLUTION_720P  # (H, W) that resolution "none" means
+
+    @property
+    def few_step(self) -> bool:
+        """A distilled model: a few unguided steps (one DiT pass each) instead of guided UniPC steps."""
+        return self.sampler_recipe == FEW_STEP
+
+    @property
+    def sampler(self) -> SamplerConfig | FewStepConfig:
+        """The sampling recipe (engine side: imports the samplers, hence torch)."""
+        from cosmos_ray.sampling.few_step import FewStepConfig
+        from cosmos_ray.sampling.sampler import SamplerConfig
+
+        return FewStepConfig() if self.few_step else SamplerConfig.preset(self.sampler_recipe)
 
     def dit_config(self, shapes: str | None = None) -> DiTConfig:
         """The net of this checkpoint: the released shapes, or those of the DiTConfig preset `shapes`
-        (e.g. "tiny"), with this checkpoint's timestep scale and precision."""
+        (e.g. "tiny"), with this checkpoint's timestep scale and precision (engine side: imports torch)."""
+        from cosmos_ray.models.dit import DiTConfig
+
         return dataclasses.replace(
             DiTConfig.preset(shapes or self.size),
             timestep_scale=self.timestep_scale,
@@ -115,7 +135,7 @@ MODELS: dict[str, OfficialModel] = {
             size="2B",
             dit_file=CheckpointFile(REPOSITORY_2B, "base/pre-trained/d20b7120-df3e-4911-919d-db6e08bad31c_ema_bf16.pt"),
             experiment=_PRE_TRAINED_2B,
-            sampler=SamplerConfig.preset("pre-trained"),
+            sampler_recipe="pre-trained",
         ),
         OfficialModel(
             name="2B/post-trained",
@@ -125,7 +145,7 @@ MODELS: dict[str, OfficialModel] = {
                 REPOSITORY_2B, "base/post-trained/81edfebe-bd6a-4039-8c1d-737df1a790bf_ema_bf16.pt"
             ),
             experiment="Stage-c_pt_4-Index-2-Size-2B-Res-720-Fps-16-Note-rf_with_edm_ckpt",
-            sampler=SamplerConfig.preset("post-trained"),
+            sampler_recipe="post-trained",
         ),
         OfficialModel(
             name="2B/distilled",
@@ -133,7 +153,7 @@ MODELS: dict[str, OfficialModel] = {
             size="2B",
             dit_file=CheckpointFile(REPOSITORY_2B, "base/distilled/575edf0f-d973-4c74-b52c-69929a08d0a5_ema_bf16.pt"),
             experiment="dmd2_trigflow_distill_cosmos_predict2_2B_bidirectional_TnI2V",
-            sampler=FewStepConfig(),
+            sampler_recipe=FEW_STEP,
             inference_types=("text2world",),
             timestep_scale=1.0,
             fp32_modulation=False,
@@ -146,7 +166,7 @@ MODELS: dict[str, OfficialModel] = {
                 REPOSITORY_14B, "base/pre-trained/54937b8c-29de-4f04-862c-e67b04ec41e8_ema_bf16.pt"
             ),
             experiment=_14B,
-            sampler=SamplerConfig.preset("pre-trained"),
+            sampler_recipe="pre-trained",
         ),
         OfficialModel(
             name="14B/post-trained",
@@ -156,7 +176,7 @@ MODELS: dict[str, OfficialModel] = {
                 REPOSITORY_14B, "base/post-trained/e21d2a49-4747-44c8-ba44-9f6f9243715f_ema_bf16.pt"
             ),
             experiment=_14B,  # the official database registers the 14B post-trained checkpoint under this one
-            sampler=SamplerConfig.preset("pre-trained"),
+            sampler_recipe="pre-trained",
         ),
     )
 }

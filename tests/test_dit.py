@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -59,7 +60,7 @@ def diffusers_twin():
     return diffusers_twin
 
 
-PARITY_CASES = {
+PARITY_CASES: dict[str, tuple[dict[str, Any], int, int, int, int, bool, int, float | None]] = {
     # name: (config overrides, batch, latent frames, height, width, per-frame timesteps, conditional frames, fps)
     "t2w-b1": ({}, 1, 3, 8, 12, False, 0, None),
     "v2w-b2-odd-nonsquare": ({}, 2, 5, 6, 10, True, 2, None),
@@ -160,7 +161,7 @@ def reference_shapes(model_channels: int, num_heads: int, num_blocks: int) -> di
         "final_layer.adaln_modulation.1.weight": (lora, d),
         "final_layer.adaln_modulation.2.weight": (2 * d, lora),
     }
-    block = {}
+    block: dict[str, tuple[int, ...]] = {}
     for name in ("self_attn", "cross_attn", "mlp"):
         block[f"adaln_modulation_{name}.1.weight"] = (lora, d)
         block[f"adaln_modulation_{name}.2.weight"] = (3 * d, lora)
@@ -211,7 +212,7 @@ def test_released_presets_have_the_official_experiment_overrides(size):
 
 def test_key_table_round_trips_and_matches_diffusers_names():
     official = [k for k in reference_shapes(*OFFICIAL_NETS["2B"]) if not k.startswith("pos_embedder.")]
-    assert all(diffusers_to_official_key(official_to_diffusers_key(k)) == k for k in official)
+    assert all(diffusers_to_official_key(official_to_diffusers_key(k) or "") == k for k in official)
     assert official_to_diffusers_key("pos_embedder.seq") is None
 
     transformer_cosmos = pytest.importorskip("diffusers.models.transformers.transformer_cosmos")

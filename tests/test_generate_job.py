@@ -22,8 +22,10 @@ def no_ray(monkeypatch):
         raise AssertionError("the job started Ray before failing")
 
     monkeypatch.setattr(generate, "_init_ray", refuse)
+    monkeypatch.setattr(ray, "init", refuse)
+    was_running = ray.is_initialized()  # another test file's session cluster may be up already
     yield
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == was_running
 
 
 @pytest.fixture
@@ -43,7 +45,10 @@ def test_a_preset_that_does_not_exist_is_a_usage_error(capsys, no_ray):
     with pytest.raises(SystemExit) as exit_info:
         generate.main(["--manifest", "m", "--output", "o", "--preset", "tinny"])
     assert exit_info.value.code == 2
-    assert "argument --preset: invalid choice: 'tinny' (choose from 'random-14B', 'random-2B', 'tiny')" in capsys.readouterr().err
+    assert (
+        "argument --preset: invalid choice: 'tinny' (choose from 'random-14B', 'random-2B', 'tiny')"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_missing_manifest_stops_before_ray(tmp_path, capsys, no_ray):

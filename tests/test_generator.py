@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cosmos_ray import generate
+from cosmos_ray import local
+from cosmos_ray.conditioning import read_conditioning
 from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
-from cosmos_ray.media import MediaError, read_conditioning, write_mp4
+from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.models.text import TextEncoderConfig
 from cosmos_ray.models.vae import VAEConfig
-from cosmos_ray.offload import OffloadConfig
+from cosmos_ray.offload_config import OffloadConfig
 from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.progress import Step
 from cosmos_ray.registry import MODEL_NAMES, check_source, get_model
@@ -78,7 +79,7 @@ def test_a_spec_without_cosmos_ray_num_frames_makes_the_native_93_frames(generat
 
 
 def test_progress_is_reported_per_step(generator):
-    seen = []
+    seen: list[Step] = []
     generator(make_spec("text2world", num_steps=2), progress=seen.append)
     assert seen == [Step(1, 2), Step(2, 2)]  # num_steps, although post-trained sampling evaluates the model 3 times
     assert (seen[0].chunk, seen[0].num_chunks, str(seen[0])) == (1, 1, "step 1/2")
@@ -171,11 +172,15 @@ def test_distilled_model_takes_its_recipe_with_tiny_shapes(distilled, generator)
 
 
 def test_distilled_model_runs_four_steps_without_guidance(distilled, monkeypatch):
-    seen, encoded = [], []
+    seen: list = []
+    encoded: list[list[str]] = []
     encode = distilled.text_encoder.encode
-    monkeypatch.setattr(
-        distilled.text_encoder, "encode", lambda prompts, *a: encoded.append(prompts) or encode(prompts, *a)
-    )
+
+    def recording_encode(prompts, *args):
+        encoded.append(prompts)
+        return encode(prompts, *args)
+
+    monkeypatch.setattr(distilled.text_encoder, "encode", recording_encode)
     spec = make_spec("text2world", num_steps=35, guidance=7)
     latents = distilled.generate_latents(spec, progress=seen.append)
     assert seen == [Step(1, 4), Step(2, 4), Step(3, 4), Step(4, 4)]
@@ -232,7 +237,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
 
     diffusers feeds the DiT exact sigmas, so ours runs with unquantized timesteps here.
     """
-    from bench.generate import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
+    from bench.generator import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
 
     ours = Generator(
         generator.dit,
@@ -264,7 +269,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
         guidance_scale=spec.guidance,
         latents=initial_noise(spec.seed, tuple(latents.shape)),
         output_type="pt",
-        num_latent_conditional_frames=max(num_latent, 1),
+        num_latent_conditional_frames=max(num_latent or 0, 1),
     ).frames  # (1, T, 3, H, W) in [0, 1]
     theirs = theirs.permute(0, 2, 1, 3, 4)
     assert ((video - theirs).norm() / theirs.norm()).item() < 1e-4
@@ -281,7 +286,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     ]
     specs.write_text("\n".join(json.dumps(row) for row in rows))
     out = tmp_path / "out"
-    assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
+    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
     for row in rows:
         spec = GenerationSpec.from_dict(row)
         record = json.loads((out / "meta" / f"{spec.sample_id}.json").read_text())
@@ -296,7 +301,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     specs.write_text(
         specs.read_text() + "\n" + json.dumps(make_spec("video2world", name="v2w", input_path=str(short)).to_dict())
     )
-    assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
+    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
     captured = capsys.readouterr()
     assert "0 ok, 2 skipped, 1 failed" in captured.out
     assert "v2w: failed: sample 'v2w': input video" in captured.err
@@ -304,7 +309,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
 
 def test_cli_needs_a_model(capsys):
     with pytest.raises(SystemExit):
-        generate.parse_args(["-i", "specs.json", "-o", "out"])
+        local.parse_args(["-i", "specs.json", "-o", "out"])
     assert "one of the arguments --preset --checkpoint-dir is required" in capsys.readouterr().err
 
 
@@ -317,7 +322,7 @@ def test_cli_needs_a_model(capsys):
 )
 def test_cli_rejects_a_wrong_model_before_loading(args, message, capsys):
     with pytest.raises(SystemExit):
-        generate.parse_args(
+        local.parse_args(
             ["-i", "specs.json", "-o", "out", *args] + ([] if "--preset" in args else ["--preset", "tiny"])
         )
     err = capsys.readouterr().err
@@ -329,7 +334,7 @@ def test_cli_refuses_distilled_image2world_before_any_weight_loads(tmp_path, cap
     specs.write_text(json.dumps(make_spec("image2world", name="i2w").to_dict()))
     monkeypatch.setattr(Generator, "from_pretrained", lambda *a, **k: pytest.fail("weights were loaded"))
     argv = ["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--model", "2B/distilled"]
-    assert generate.main(argv) == 1
+    assert local.main(argv) == 1
     err = capsys.readouterr().err
     assert (
         "sample 'i2w' (" in err and "field 'inference_type' image2world is not supported by model 2B/distilled" in err
@@ -337,7 +342,7 @@ def test_cli_refuses_distilled_image2world_before_any_weight_loads(tmp_path, cap
 
 
 def test_cli_offload_flags_reach_the_generator(tmp_path, monkeypatch):
-    made = {}
+    made: dict[str, object] = {}
 
     def fake_from_pretrained(source, **kwargs):
         made.update(kwargs, source=source)
@@ -348,13 +353,13 @@ def test_cli_offload_flags_reach_the_generator(tmp_path, monkeypatch):
     monkeypatch.setattr(Generator, "from_pretrained", fake_from_pretrained)
     argv = ["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "random-14B", "--model", "14B/pre-trained"]
     with pytest.raises(RuntimeError, match="stop here"):
-        generate.main(argv + ["--offload_diffusion_model", "--offload-text-encoder"])
+        local.main(argv + ["--offload_diffusion_model", "--offload-text-encoder"])
     assert (made["source"], made["model"]) == ("random-14B", "14B/pre-trained")
     assert made["offload"] == OffloadConfig(diffusion_model=True, tokenizer=False, text_encoder=True)
 
 
 def test_benchmark_smoke_runs(tmp_path):
-    from bench.generate import main as bench_main
+    from bench.generator import main as bench_main
 
     out = tmp_path / "generate.jsonl"
     bench_main(["--device", "cpu", "--smoke", "--types", "video2world", "--out", str(out)])
