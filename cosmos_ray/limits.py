@@ -33,7 +33,7 @@ class SpecLimits:
     def check(self, spec: GenerationSpec) -> None:
         """Raise `SpecError` (sample, field, reason) for the first limit `spec` exceeds."""
         sample = repr(spec.name)
-        if spec.num_output_frames > self.max_num_output_frames:
+        if spec.enable_autoregressive and spec.num_output_frames > self.max_num_output_frames:  # else unused
             raise SpecError(
                 sample,
                 "num_output_frames",

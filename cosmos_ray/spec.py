@@ -115,7 +115,7 @@ class GenerationSpec:
     seed: int = 0
     guidance: int = 7  # 0..7; 0 skips the unconditional pass
     resolution: str = "none"  # "none" (model's trained resolution) or "H,W"
-    num_output_frames: int = 77  # 1 + 4k; the video's length in autoregressive mode (any count >= 1), else unused
+    num_output_frames: int = 77  # the video's length in autoregressive mode (any count >= 1), else unused
     num_steps: int = 35
     fps: int = 16
     num_conditional_frames: int | None = None  # latent frames kept clean; None -> by inference_type
@@ -257,12 +257,10 @@ def _check_values(spec: GenerationSpec, sample: str) -> None:
         raise SpecError(sample, "seed", f"must be in 0..{SEED_LIMIT - 1} (a numpy RandomState seed), got {spec.seed}")
     if not 0 <= spec.guidance <= MAX_GUIDANCE:
         raise SpecError(sample, "guidance", f"must be in 0..{MAX_GUIDANCE}, got {spec.guidance}")
+    if spec.num_output_frames < 1:  # the official PositiveInt, whether or not the mode uses it
+        raise SpecError(sample, "num_output_frames", f"must be at least 1, got {spec.num_output_frames}")
     if spec.enable_autoregressive:
         _check_autoregressive(spec, sample)
-    elif spec.num_output_frames < 1 or (spec.num_output_frames - 1) % 4:
-        raise SpecError(
-            sample, "num_output_frames", f"must be 1 + 4k (1, 5, ..., 77, 93), got {spec.num_output_frames}"
-        )
     if spec.cosmos_ray_num_frames is not None and spec.enable_autoregressive:
         raise SpecError(
             sample,
@@ -293,8 +291,6 @@ def _check_values(spec: GenerationSpec, sample: str) -> None:
 
 def _check_autoregressive(spec: GenerationSpec, sample: str) -> None:
     """The official mode's fields, as far as they do not depend on the model (the window length does)."""
-    if spec.num_output_frames < 1:
-        raise SpecError(sample, "num_output_frames", f"must be at least 1, got {spec.num_output_frames}")
     if spec.chunk_size < 1:
         raise SpecError(sample, "chunk_size", f"must be at least 1, got {spec.chunk_size}")
     if not 0 <= spec.chunk_overlap < spec.chunk_size:

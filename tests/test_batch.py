@@ -233,7 +233,7 @@ def test_invalid_duplicate_and_done_rows_need_no_gpu_and_are_named(ray_session, 
     done = spec("done")
     rows = [
         manifest_row(spec("bad-guidance", guidance=9), "d.jsonl:1"),
-        manifest_row(spec("too-long", num_output_frames=1001), "d.jsonl:2"),  # over SpecLimits' default 961
+        manifest_row(spec("too-long", cosmos_ray_num_frames=1001), "d.jsonl:2"),  # over SpecLimits' 961
         manifest_row(done, "d.jsonl:3"),
         manifest_row(done, "d.jsonl:4"),
     ]
@@ -247,7 +247,7 @@ def test_invalid_duplicate_and_done_rows_need_no_gpu_and_are_named(ray_session, 
     table = store.read_run_table("no-gpu")
     assert [record.status for record in table] == ["failed", "failed", "skipped", "duplicate"]
     assert table[3].metadata == {"duplicate_of": "d.jsonl:3"} and table[3].sample_id == table[2].sample_id
-    assert "field 'num_output_frames' must be at most 961 here, got 1001" in str(table[1].error)
+    assert "field 'cosmos_ray_num_frames' must be at most 961 here, got 1001" in str(table[1].error)
     log = caplog.text
     assert "4 manifest rows, 0 to generate, 1 already done, 1 duplicate, 2 invalid" in log
     assert "invalid row: sample 'bad-guidance' (d.jsonl:1): field 'guidance' must be in 0..7, got 9" in log

@@ -15,7 +15,7 @@ def test_defaults_accept_the_official_defaults_and_720p():
 @pytest.mark.parametrize(
     "fields, field",
     [
-        ({"num_output_frames": 100001}, "num_output_frames"),
+        ({"enable_autoregressive": True, "num_output_frames": 100001}, "num_output_frames"),
         ({"cosmos_ray_num_frames": 100001}, "cosmos_ray_num_frames"),
         ({"resolution": "16000,16000"}, "resolution"),
         ({"num_steps": 1000}, "num_steps"),
@@ -25,6 +25,10 @@ def test_a_spec_over_a_limit_names_the_sample_and_field(fields, field):
     with pytest.raises(SpecError) as caught:
         SpecLimits().check(_spec(**fields))
     assert caught.value.field == field and "at most" in caught.value.reason and "'s'" in str(caught.value)
+
+
+def test_num_output_frames_is_unlimited_where_the_official_script_ignores_it():
+    SpecLimits().check(_spec(num_output_frames=100001))  # single window: the video has the model's native length
 
 
 def test_limits_are_configurable_and_must_be_positive():

@@ -283,7 +283,7 @@ def test_specs_over_a_limit_are_problems_with_their_source(tmp_path):
         "\n".join(
             json.dumps({"inference_type": "text2world", "name": name, "prompt": "p", **fields})  # type: ignore[dict-item]
             for name, fields in [
-                ("long", {"num_output_frames": 100001}),
+                ("long", {"cosmos_ray_num_frames": 100001}),
                 ("huge", {"resolution": "16000,16000"}),
                 ("fine", {}),
             ]
@@ -292,7 +292,7 @@ def test_specs_over_a_limit_are_problems_with_their_source(tmp_path):
     with pytest.raises(ManifestError) as info:
         load_specs([specs])
     assert info.value.problems == [
-        f"sample 'long' ({specs}:1): field 'num_output_frames' must be at most 961 here, got 100001",
+        f"sample 'long' ({specs}:1): field 'cosmos_ray_num_frames' must be at most 961 here, got 100001",
         f"sample 'huge' ({specs}:2): field 'resolution' must have at most 2088960 pixels (height x width) here, "
         "got 16000,16000",
     ]

@@ -59,7 +59,7 @@ def test_parse_spec_accepts_a_valid_spec():
         (b"{not json", 400, None, "not valid JSON"),
         (b"[1, 2]", 422, None, "not a JSON object"),
         (_body(guidance=9), 422, "guidance", "0..7"),
-        (_body(num_output_frames=10), 422, "num_output_frames", "1 + 4k"),
+        (_body(num_output_frames=0), 422, "num_output_frames", "at least 1"),
         (_body(colour="red"), 422, "colour", "not a known field"),
         (_body(inference_type="image2world"), 422, "input_path", "required"),
         (_body(prompt_path="/etc/hostname"), 422, "prompt_path", "not accepted over HTTP"),
