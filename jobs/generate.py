@@ -87,6 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "replica keeps its own in memory",
     )
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
+    parser.add_argument(
+        "--num-generations",
+        type=_at_least(1),
+        metavar="N",
+        help="videos per spec, with seeds seed, seed+1, ..., seed+N-1, for every row (replaces the specs' own "
+        "num_generations; default: each spec's, 1 unless it sets one)",
+    )
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output and input media URLs")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
@@ -121,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
             groups=args.autoscale or args.groups or _groups_that_fit(args.gpus_per_group),
             limit=args.limit,
+            num_generations=args.num_generations,
             storage_options=args.storage_options,
             run_id=args.run_id,
         )

@@ -12,6 +12,7 @@ the missing samples. docs/architecture.md has the reasoning behind the layout.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import secrets
@@ -29,7 +30,7 @@ from cosmos_ray import storage
 from cosmos_ray.manifest import require_manifest_columns, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
-from cosmos_ray.spec import SpecError
+from cosmos_ray.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ GROUP_ACTOR_CPUS = 0.5  # the pool actor only relays specs and frames; the ranks
 # and let a sample that keeps killing its actor fail the job instead of looping.
 GROUP_ACTOR_MAX_RESTARTS = 3
 GROUP_ACTOR_MAX_TASK_RETRIES = 3
-CHECK_BATCH_SIZE = 64  # manifest rows per check task (each row costs one read of its meta file)
+CHECK_BATCH_SIZE = 64  # manifest rows per check task (each costs one read of a meta file per generation)
 CHECK_COLUMNS = ["spec_json", "name", "source"]  # the manifest columns the check stage reads
 
 CHECKED_SCHEMA = pa.schema(
@@ -82,6 +83,7 @@ class BatchConfig:
     group: GroupConfig = field(default_factory=GroupConfig)
     groups: int | tuple[int, int] = 1  # GPU groups: a fixed pool size, or (min, max) to autoscale
     limit: int | None = None  # use only the first `limit` manifest rows
+    num_generations: int | None = None  # videos per spec for every row (each spec's own field if None)
     storage_options: dict | None = None  # fsspec options for the manifest and output URLs
     run_id: str | None = None  # default: UTC time + random suffix
     writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task
@@ -92,6 +94,8 @@ class BatchConfig:
             raise ValueError(f"groups must be a count >= 1 or (min, max) with 1 <= min <= max, got {self.groups}")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
+        if self.num_generations is not None and self.num_generations < 1:
+            raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,7 @@ def run(config: BatchConfig) -> Summary:
     store = OutputStore(config.output, config.storage_options)
     records, pending = _plan(_check_manifest(config), store)
     logger.info(
-        "run %s: %d manifest rows, %d to generate, %d already done, %d invalid",
+        "run %s: %d samples, %d to generate, %d already done, %d invalid",
         run_id,
         len(records) + len(pending),
         len(pending),
@@ -165,12 +169,14 @@ def new_run_id() -> str:
 
 
 def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
-    """Every manifest row, in manifest order and numbered, with its spec checked and its resume status.
+    """Every sample of the manifest, in manifest order and numbered, with its spec checked and its resume
+    status: one per generation of each valid row, one for each invalid row.
 
     Ray Data reads the manifest (the driver never holds it whole) and checks its rows in parallel CPU tasks,
-    one read of a meta file per row. This dataset alone preserves order (`read_parquet` gives it its own copy
-    of the DataContext; the GPU stage stays unordered), so `limit` keeps the first rows and the rows arrive in
-    manifest order: the driver numbers them as they come, and the number is the row's manifest position.
+    one read of a meta file per generation. This dataset alone preserves order (`read_parquet` gives it its
+    own copy of the DataContext; the GPU stage stays unordered), so `limit` keeps the first rows and the
+    samples arrive in manifest order, generations in seed order: the driver numbers them as they come, and the
+    number is the sample's position in the run table.
     """
     filesystem, path = storage.arrow_filesystem(config.manifest, config.storage_options)
     manifest = ray.data.read_parquet(path, filesystem=filesystem)
@@ -182,32 +188,54 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
         check_rows,
         batch_size=CHECK_BATCH_SIZE,
         batch_format="pyarrow",
-        fn_kwargs={"output": config.output, "storage_options": config.storage_options},
+        fn_kwargs={
+            "output": config.output,
+            "storage_options": config.storage_options,
+            "num_generations": config.num_generations,
+        },
     )
     for position, row in enumerate(checked.iter_rows()):
         yield {"row": position, **row}
 
 
-def check_rows(batch: pa.Table, *, output: str, storage_options: dict | None) -> pa.Table:
-    """Check stage: each manifest row -> its canonical spec and PENDING, SKIPPED (done) or INVALID."""
+def check_rows(
+    batch: pa.Table, *, output: str, storage_options: dict | None, num_generations: int | None = None
+) -> pa.Table:
+    """Check stage: each manifest row -> the canonical spec of each of its generations, PENDING or SKIPPED
+    (done); or one INVALID row. `num_generations` replaces every spec's own."""
     store = OutputStore(output, storage_options)
-    return pa.Table.from_pylist([_check_row(row, store) for row in batch.to_pylist()], schema=CHECKED_SCHEMA)
+    rows = [checked for row in batch.to_pylist() for checked in _check_row(row, store, num_generations)]
+    return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
 
-def _check_row(row: dict[str, Any], store: OutputStore) -> dict[str, Any]:
+def _check_row(row: dict[str, Any], store: OutputStore, num_generations: int | None) -> list[dict[str, Any]]:
     try:
-        spec = spec_from_row(row)
+        spec = _spec_with_generations(row, num_generations)
     except SpecError as error:
-        return {**row, "sample_id": None, "status": INVALID, "error": str(error)}
-    status = SKIPPED if store.is_done(spec.sample_id) else PENDING
-    return {
-        "source": row["source"],
-        "name": spec.name,
-        "spec_json": spec.to_json(),
-        "sample_id": spec.sample_id,
-        "status": status,
-        "error": None,
-    }
+        return [{**row, "sample_id": None, "status": INVALID, "error": str(error)}]
+    return [
+        {
+            "source": row["source"],
+            "name": generation.name,
+            "spec_json": generation.to_json(),
+            "sample_id": generation.sample_id,
+            "status": SKIPPED if store.is_done(generation.sample_id) else PENDING,
+            "error": None,
+        }
+        for generation in spec.generations()
+    ]
+
+
+def _spec_with_generations(row: dict[str, Any], num_generations: int | None) -> GenerationSpec:
+    """The row's spec, with the job's `num_generations` in place of its own if the job sets one."""
+    spec = spec_from_row(row)
+    if num_generations is None:
+        return spec
+    try:
+        return dataclasses.replace(spec, num_generations=num_generations)
+    except SpecError as error:
+        sample = f"{spec.name!r} ({row['source']})"
+        raise SpecError(sample, error.field, f"{error.reason} (num_generations {num_generations} of the job)") from None
 
 
 def _plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> tuple[dict[int, OutputRecord], list[dict]]:
