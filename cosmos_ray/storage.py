@@ -121,6 +121,26 @@ def exists(url: str, storage_options: dict | None = None) -> bool:
     return fs.exists(path)
 
 
+def list_sizes(folder_url: str, storage_options: dict | None = None) -> dict[str, int]:
+    """{file name: size in bytes} of the files directly in a folder; empty if the folder does not exist.
+    Always listed afresh: other processes write there (fsspec caches the listings of some stores)."""
+    fs, path = filesystem(folder_url, storage_options)
+    try:
+        entries = fs.ls(path, detail=True, refresh=True)
+    except FileNotFoundError:
+        return {}
+    return {posixpath.basename(e["name"].rstrip("/")): e["size"] for e in entries if e["type"] == "file"}
+
+
+def remove(url: str, storage_options: dict | None = None) -> None:
+    """Delete the file or object at `url`; nothing if there is none."""
+    fs, path = filesystem(url, storage_options)
+    try:
+        fs.rm_file(path)
+    except FileNotFoundError:
+        pass
+
+
 def glob_urls(pattern: str, storage_options: dict | None = None) -> list[str]:
     """Sorted URLs of the files matching a glob (`*`, `?`, `[...]`, `**`), in the pattern's own form."""
     fs, path = filesystem(pattern, storage_options)

@@ -18,7 +18,8 @@ import sys
 
 import ray
 
-from jobs.options import add_storage_option, storage_options_of
+from cosmos_ray.shards import ShardConfig
+from jobs.options import add_storage_option, byte_size, storage_options_of
 from pipelines.batch import BatchConfig, run
 from pipelines.group import DTYPES, GroupConfig
 
@@ -94,6 +95,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="videos per spec, with seeds seed, seed+1, ..., seed+N-1, for every row (replaces the specs' own "
         "num_generations; default: each spec's, 1 unless it sets one)",
     )
+    shards = parser.add_argument_group(
+        "sharded output",
+        "Also write the finished samples into WebDataset tar shards (mp4 + json per sample) with a Parquet index, "
+        "under OUTPUT/shards/ (docs/outputs.md). Either option turns it on; a rerun never puts a sample in two "
+        "shards.",
+    )
+    shards.add_argument(
+        "--shard-size",
+        type=byte_size,
+        metavar="SIZE",
+        help=f"most video bytes per shard, e.g. 500MB or 2GiB (default {ShardConfig.max_bytes / 1e9:g}GB)",
+    )
+    shards.add_argument(
+        "--shard-samples",
+        type=_at_least(1),
+        metavar="N",
+        help=f"most samples per shard (default {ShardConfig.max_samples})",
+    )
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output and input media URLs")
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
@@ -107,6 +126,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.logical_gpus is not None and args.address is not None:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
     args.storage_options = storage_options_of(parser, args)
+    args.shards = None
+    if args.shard_size is not None or args.shard_samples is not None:
+        limits = {"max_bytes": args.shard_size, "max_samples": args.shard_samples}
+        args.shards = ShardConfig(**{key: value for key, value in limits.items() if value is not None})
     return args
 
 
@@ -131,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             num_generations=args.num_generations,
             storage_options=args.storage_options,
             run_id=args.run_id,
+            shards=args.shards,
         )
         summary = run(config)
     except Exception as error:  # the job could not run; sample failures never get here

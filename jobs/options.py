@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from cosmos_ray.storage import parse_storage_options
 
@@ -26,3 +27,19 @@ def storage_options_of(parser: argparse.ArgumentParser, args: argparse.Namespace
         return parse_storage_options(args.storage_options)
     except ValueError as error:
         parser.error(f"--storage-option: {error}")
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_BYTE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def byte_size(text: str) -> int:
+    """An argparse type: a positive size in bytes, with an optional unit (`500MB`, `2GiB`, `1.5GB`, `1000000`)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if unit not in _BYTE_UNITS:
+        raise argparse.ArgumentTypeError(f"expected a size like 500MB or 2GiB, got {text!r}")
+    size = int(float(match.group(1)) * _BYTE_UNITS[unit])
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return size

@@ -4,6 +4,7 @@
     pending rows, one per block --> GroupActor x M (one GPUGroup each) --> frames
                                 --> write_outputs (CPU tasks: mp4 encode, video then meta) --> records
     driver: one log line per sample, then runs/{run_id}/metadata.parquet and a Summary
+    with sharded output, also: driver packs done samples --> write_shard (CPU tasks: tar, then index file)
 
 Invalid rows and failed samples become records with the error; only a job that cannot run raises. Rows
 already done (their meta says ok) are skipped, so rerunning a job, or resuming a killed one, generates exactly
@@ -30,8 +31,10 @@ from cosmos_ray import storage
 from cosmos_ray.manifest import require_manifest_columns, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.shards import ShardConfig
 from cosmos_ray.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
+from pipelines.sharding import Sharder
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +89,8 @@ class BatchConfig:
     num_generations: int | None = None  # videos per spec for every row (each spec's own field if None)
     storage_options: dict | None = None  # fsspec options for the manifest and output URLs
     run_id: str | None = None  # default: UTC time + random suffix
-    writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task
+    writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task (and per shard-writing task)
+    shards: ShardConfig | None = None  # also write finished samples into WebDataset shards (docs/outputs.md)
 
     def __post_init__(self) -> None:
         sizes = self.groups if isinstance(self.groups, tuple) else (self.groups, self.groups)
@@ -110,6 +114,7 @@ class Summary:
     run_table_url: str
     gpus: int  # GPUs the run's groups held (largest pool size x GPUs per group); 0 if nothing was generated
     denoising_gpu_s: float  # sum over generated samples of denoising time x GPUs of its group
+    shards_written: int = 0  # WebDataset shards this run wrote (with sharded output)
 
     @property
     def videos_per_hour(self) -> float:
@@ -121,8 +126,9 @@ class Summary:
         return self.denoising_gpu_s / (self.wall_s * self.gpus) if self.wall_s > 0 and self.gpus else 0.0
 
     def __str__(self) -> str:
+        shards = f", {self.shards_written} shard(s) written" if self.shards_written else ""
         return (
-            f"run {self.run_id}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped in "
+            f"run {self.run_id}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped{shards} in "
             f"{self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs denoising "
             f"{self.denoising_share:.0%} of the time); table: {self.run_table_url}"
         )
@@ -142,7 +148,10 @@ def run(config: BatchConfig) -> Summary:
         sum(r.status == SKIPPED for r in records.values()),
         sum(r.status == FAILED for r in records.values()),
     )
-    generated = _generate(config, run_id, pending) if pending else {}
+    sharder = _start_sharding(config, store, records, pending) if config.shards else None
+    generated = _generate(config, run_id, pending, sharder) if pending else {}
+    if sharder is not None:
+        sharder.finish()
     records.update(generated)
     table_url = store.write_run_table(run_id, [records[row] for row in sorted(records)])
     statuses = [record.status for record in records.values()]
@@ -155,7 +164,19 @@ def run(config: BatchConfig) -> Summary:
         run_table_url=table_url,
         gpus=_pool_size(config.groups, len(pending))[1] * config.group.gpus_per_group,
         denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated.values()),
+        shards_written=sharder.written if sharder is not None else 0,
     )
+
+
+def _start_sharding(
+    config: BatchConfig, store: OutputStore, records: dict[int, OutputRecord], pending: list[dict[str, Any]]
+) -> Sharder:
+    """The run's sharder, given the samples that earlier runs committed (in manifest order)."""
+    committed = [records[row].sample_id for row in sorted(records) if records[row].status == SKIPPED]
+    run_samples = {*committed, *(item["sample_id"] for item in pending)}
+    sharder = Sharder(store, config.shards, run_samples=run_samples, cpus=config.writer_cpus)
+    sharder.add_committed(committed)
+    return sharder
 
 
 def _denoising_gpu_s(record: OutputRecord) -> float:
@@ -257,7 +278,14 @@ def _plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> tuple[dict[i
             records[row["row"]] = store.skipped(spec_from_row(row), source=row["source"])
         else:
             seen.add(row["sample_id"])
-            pending.append({"row": row["row"], "source": row["source"], "spec_json": row["spec_json"]})
+            pending.append(
+                {
+                    "row": row["row"],
+                    "source": row["source"],
+                    "spec_json": row["spec_json"],
+                    "sample_id": row["sample_id"],
+                }
+            )
     pending.sort(key=lambda item: _prompt_key(item["spec_json"]))
     return records, pending
 
@@ -267,8 +295,11 @@ def _prompt_key(spec_json: str) -> tuple[str, str]:
     return spec["prompt"], spec["negative_prompt"]
 
 
-def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -> dict[int, OutputRecord]:
-    """GPU stage and writer stage over the pending rows; returns their records as they finish."""
+def _generate(
+    config: BatchConfig, run_id: str, pending: list[dict[str, Any]], sharder: Sharder | None
+) -> dict[int, OutputRecord]:
+    """GPU stage and writer stage over the pending rows; returns their records as they finish, and hands each
+    sample that is done to `sharder`."""
     # One row per block: the actor pool hands out blocks, so this is what spreads samples over the groups.
     samples = ray.data.from_items(pending, override_num_blocks=len(pending))
     placement_group_prefix = f"cosmos-ray-{run_id}-"
@@ -297,6 +328,8 @@ def _generate(config: BatchConfig, run_id: str, pending: list[dict[str, Any]]) -
             record = OutputRecord.from_row({name: row[name] for name in RUN_TABLE_SCHEMA.names})
             records[row["row"]] = record
             _log_record(record, len(records), len(pending))
+            if sharder is not None and record.status == OK:
+                sharder.add(record.sample_id, record.metadata["video_bytes"])
     finally:
         # Pool actors end asynchronously after the dataset is done; free their GPUs now.
         remove_placement_groups(placement_group_prefix)
@@ -377,6 +410,7 @@ def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRe
         started = time.monotonic()
         mp4 = write_mp4(frames, row["fps"])
         timings["mp4_encode"] = round(time.monotonic() - started, 4)
+        metadata["video_bytes"] = len(mp4)
         return store.write_ok(spec, mp4, metadata, source=row["source"])
     except Exception as error:  # noqa: BLE001 - encoding or storage failed: this sample fails (no meta, so a rerun retries it)
         return OutputRecord(

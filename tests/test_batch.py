@@ -5,6 +5,7 @@ all three types plus an invalid row and a sample whose input is missing. Then, o
 midway (SIGKILL to its driver process) and resumed.
 """
 
+import dataclasses
 import io
 import json
 import logging
@@ -25,6 +26,8 @@ import ray
 
 from cosmos_ray.manifest import MANIFEST_SCHEMA
 from cosmos_ray.outputs import OutputStore
+from cosmos_ray.shards import ShardConfig, ShardStore
+from cosmos_ray.spec import GenerationSpec
 from jobs.generate import main as generate_main
 from jobs.generate import parse_args
 from pipelines.batch import GENERATED_SCHEMA, BatchConfig, run, write_outputs
@@ -36,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO / "examples" / "media"
 TINY_HW = (64, 96)
 PROMPT = "A small orange square slides across a grey floor."
+JOB = [sys.executable, "-m", "jobs.generate", "--preset", "tiny", "--groups", "1"]  # a job in its own process
 LONG_VIDEO = {"enable_autoregressive": True, "num_output_frames": 17, "chunk_size": 9, "chunk_overlap": 1}
 
 
@@ -228,17 +232,11 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
     write_manifest(str(manifest), [manifest_row(data, f"resume.jsonl:{i + 1}") for i, data in enumerate(specs)])
     command = [
-        sys.executable,
-        "-m",
-        "jobs.generate",
+        *JOB,
         "--manifest",
         str(manifest),
         "--output",
         str(output),
-        "--preset",
-        "tiny",
-        "--groups",
-        "1",
         "--run-id",
         "killed",
         "--address",
@@ -276,6 +274,81 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     again = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
     assert (again.ok, again.skipped, again.failed, again.gpus) == (0, len(specs), 0, 0)
     wait_for(lambda: not live_placement_groups("cosmos-ray-killed-"), timeout_s=60)  # died with the killed job
+
+
+def test_generations_and_shards_survive_a_kill_without_loss_or_duplicates(ray_session, tmp_path):
+    specs = [spec("gens-a", seed=10, guidance=0, num_steps=1), spec("gens-b", seed=20, guidance=0, num_steps=1)]
+    manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
+    write_manifest(str(manifest), [manifest_row(data, f"gens.jsonl:{i + 1}") for i, data in enumerate(specs)])
+    expected = {  # the manifest's specs ask for one video each; --num-generations 3 asks for three
+        g.sample_id: g.seed
+        for data in specs
+        for g in GenerationSpec.from_dict({**data, "num_generations": 3}).generations()
+    }
+    index_folder = output / "shards" / "index"
+    command = [
+        *JOB,
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(output),
+        "--num-generations",
+        "3",
+        "--shard-samples",
+        "2",
+        "--run-id",
+        "killed-shards",
+        "--address",
+        ray_session.address_info["gcs_address"],
+    ]
+    with open(tmp_path / "killed.log", "wb") as log:
+        job = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: any(index_folder.glob("*.parquet")) or job.poll() is not None, timeout_s=300)
+        finally:
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+    store = OutputStore(str(output))
+    done_before = [sample_id for sample_id in expected if store.is_done(sample_id)]
+    committed_before = ShardStore(store).read_index()
+    assert 2 <= len(done_before) < len(expected), (tmp_path / "killed.log").read_text()[-3000:]
+    assert 1 <= committed_before.num_rows <= len(done_before)
+    # What a kill between a tar and its index file leaves: a tar that no index file commits.
+    (output / "shards" / "shard-000041.tar").write_bytes(b"an uncommitted shard")
+
+    config = BatchConfig(
+        manifest=str(manifest),
+        output=str(output),
+        groups=1,
+        run_id="resumed-shards",
+        num_generations=3,
+        shards=ShardConfig(max_samples=2),
+        group=GroupConfig(source="tiny"),
+    )
+    resumed = run(config)
+    assert (resumed.ok, resumed.skipped, resumed.failed) == (len(expected) - len(done_before), len(done_before), 0)
+    records = store.read_run_table("resumed-shards")
+    assert {r.sample_id: r.metadata.get("seed", json.loads(r.spec_json)["seed"]) for r in records} == expected
+    assert [r.source for r in records] == ["gens.jsonl:1"] * 3 + ["gens.jsonl:2"] * 3  # manifest, then seed order
+    assert all(store.is_done(sample_id) for sample_id in expected)
+
+    # Every sample in exactly one committed shard; every tar on disk committed; tars hold what the index says.
+    index = ShardStore(store).read_index()
+    assert sorted(index.column("sample_id").to_pylist()) == sorted(expected)
+    assert set(committed_before.column("sample_id").to_pylist()) <= set(index.column("sample_id").to_pylist())
+    tars = sorted(path.name for path in (output / "shards").glob("*.tar"))
+    assert tars == sorted(set(index.column("shard").to_pylist())) and "shard-000041.tar" not in tars
+    loaded = ray.data.read_webdataset(str(output / "shards"), file_extensions=["tar"]).take_all()
+    assert sorted(row["__key__"] for row in loaded) == sorted(index.column("key").to_pylist())
+    sample_of_key = dict(zip(index.column("key").to_pylist(), index.column("sample_id").to_pylist()))
+    for row in loaded:
+        sample_id = sample_of_key[row["__key__"]]
+        assert row["json"]["sample_id"] == sample_id and row["json"]["status"] == "ok"
+        assert bytes(row["mp4"]) == (output / "videos" / f"{sample_id}.mp4").read_bytes()
+
+    again = run(dataclasses.replace(config, run_id="again-shards"))
+    assert (again.ok, again.skipped, again.shards_written) == (0, len(expected), 0)
+    assert ShardStore(store).read_index() == index
 
 
 def wait_for(condition, timeout_s: float) -> None:
