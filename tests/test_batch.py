@@ -378,6 +378,9 @@ def test_help_explains_every_option(capsys):
         "--autoscale",
         "--embedding-cache",
         "--limit",
+        "--num-generations",
+        "--shard-size",
+        "--shard-samples",
         "--run-id",
         "--storage-option",
         "--address",
@@ -413,6 +416,19 @@ def test_storage_options_nest_and_parse_json_values():
 
 
 @pytest.mark.parametrize(
+    "argv, shards",
+    [
+        ([], None),
+        (["--shard-size", "2GiB"], ShardConfig(max_bytes=2 * 2**30)),
+        (["--shard-samples", "50"], ShardConfig(max_samples=50)),
+        (["--shard-size", "1.5MB", "--shard-samples", "3"], ShardConfig(max_bytes=1_500_000, max_samples=3)),
+    ],
+)
+def test_either_shard_option_turns_sharding_on(argv, shards):
+    assert parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", *argv]).shards == shards
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ["--autoscale", "3..2"],
@@ -420,6 +436,10 @@ def test_storage_options_nest_and_parse_json_values():
         ["--groups", "0"],
         ["--groups", "2", "--autoscale", "1..2"],
         ["--storage-option", "no-equals-sign"],
+        ["--num-generations", "0"],
+        ["--shard-size", "5 parsecs"],
+        ["--shard-size", "0MB"],
+        ["--shard-samples", "0"],
         ["--logical-gpus", "4", "--address", "auto"],
     ],
 )
