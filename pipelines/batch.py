@@ -34,6 +34,7 @@ from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputReco
 from cosmos_ray.shards import ShardConfig
 from cosmos_ray.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
+from pipelines.monitor import RunMonitor
 from pipelines.sharding import Sharder
 
 logger = logging.getLogger(__name__)
@@ -140,18 +141,21 @@ def run(config: BatchConfig) -> Summary:
     run_id = config.run_id or new_run_id()
     store = OutputStore(config.output, config.storage_options)
     records, pending = _plan(_check_manifest(config), store)
+    skipped, invalid = (sum(r.status == status for r in records.values()) for status in (SKIPPED, FAILED))
     logger.info(
         "run %s: %d samples, %d to generate, %d already done, %d invalid",
         run_id,
         len(records) + len(pending),
         len(pending),
-        sum(r.status == SKIPPED for r in records.values()),
-        sum(r.status == FAILED for r in records.values()),
+        skipped,
+        invalid,
     )
-    sharder = _start_sharding(config, store, records, pending) if config.shards else None
-    generated = _generate(config, run_id, pending, sharder) if pending else {}
-    if sharder is not None:
-        sharder.finish()
+    with RunMonitor(run_id) as monitor:
+        monitor.planned(to_generate=len(pending), skipped=skipped, invalid=invalid)
+        sharder = _start_sharding(config, store, records, pending) if config.shards else None
+        generated = _generate(config, run_id, pending, sharder, monitor) if pending else {}
+        if sharder is not None:
+            sharder.finish()
     records.update(generated)
     table_url = store.write_run_table(run_id, [records[row] for row in sorted(records)])
     statuses = [record.status for record in records.values()]
@@ -296,10 +300,10 @@ def _prompt_key(spec_json: str) -> tuple[str, str]:
 
 
 def _generate(
-    config: BatchConfig, run_id: str, pending: list[dict[str, Any]], sharder: Sharder | None
+    config: BatchConfig, run_id: str, pending: list[dict[str, Any]], sharder: Sharder | None, monitor: RunMonitor
 ) -> dict[int, OutputRecord]:
-    """GPU stage and writer stage over the pending rows; returns their records as they finish, and hands each
-    sample that is done to `sharder`."""
+    """GPU stage and writer stage over the pending rows; returns their records as they finish, shows each to
+    `monitor` and hands each sample that is done to `sharder`."""
     # One row per block: the actor pool hands out blocks, so this is what spreads samples over the groups.
     samples = ray.data.from_items(pending, override_num_blocks=len(pending))
     placement_group_prefix = f"cosmos-ray-{run_id}-"
@@ -323,11 +327,12 @@ def _generate(
         fn_kwargs={"output": config.output, "storage_options": config.storage_options, "run_id": run_id},
     )
     records: dict[int, OutputRecord] = {}
+    monitor.generating(gpus=max_groups * config.group.gpus_per_group)
     try:
         for row in written.iter_rows():
             record = OutputRecord.from_row({name: row[name] for name in RUN_TABLE_SCHEMA.names})
             records[row["row"]] = record
-            _log_record(record, len(records), len(pending))
+            monitor.finished(record)
             if sharder is not None and record.status == OK:
                 sharder.add(record.sample_id, record.metadata["video_bytes"])
     finally:
@@ -340,13 +345,6 @@ def _pool_size(groups: int | tuple[int, int], samples: int) -> tuple[int, int]:
     """(min, max) GPU groups: as configured, but never more than the samples (each group loads the model)."""
     low, high = groups if isinstance(groups, tuple) else (groups, groups)
     return min(low, samples), min(high, samples)
-
-
-def _log_record(record: OutputRecord, done: int, total: int) -> None:
-    timings = record.metadata.get("timings_s", {})
-    took = f" in {timings['group_call']:.1f}s" if "group_call" in timings else ""
-    error = f": {record.error}" if record.error else ""
-    logger.info("[%d/%d] %s %s%s%s", done, total, record.status, record.sample_id, took, error)
 
 
 class GroupActor:

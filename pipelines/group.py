@@ -160,9 +160,10 @@ class RankWorker:
 
 
 def _log_step(name: str, step: Step) -> None:
-    """Progress callback of rank 0: logs the first and last step and every fifth of each window."""
+    """Progress callback of rank 0: logs the first and last step and every fifth of each window, at debug level
+    (the job's driver logs one line per finished sample)."""
     if step.step in (1, step.total) or step.step % max(1, step.total // 5) == 0:
-        logger.info("%s: %s", name, step)
+        logger.debug("%s: %s", name, step)
 
 
 class GPUGroup:

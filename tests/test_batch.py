@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import fsspec
@@ -23,6 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from cosmos_ray.manifest import MANIFEST_SCHEMA
 from cosmos_ray.outputs import OutputStore
@@ -351,10 +354,51 @@ def test_generations_and_shards_survive_a_kill_without_loss_or_duplicates(ray_se
     assert ShardStore(store).read_index() == index
 
 
-def wait_for(condition, timeout_s: float) -> None:
+# --- metrics -------------------------------------------------------------------------------------------------
+
+
+def test_a_runs_counts_are_visible_through_rays_metrics_endpoint(ray_session, tmp_path):
+    """The driver's Ray metrics, scraped as Prometheus does: gauges while the run lasts (Ray keeps a gauge only
+    while it is set), counters and stage histograms after it."""
+    specs = [spec(f"metrics-{i}", seed=i, guidance=0, num_steps=1) for i in range(3)] + [spec("bad", guidance=9)]
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(str(manifest), [manifest_row(data, f"m.jsonl:{i + 1}") for i, data in enumerate(specs)])
+    config = BatchConfig(
+        manifest=str(manifest), output=str(tmp_path / "out"), groups=1, run_id="metrics", group=GroupConfig()
+    )
+    url = f"http://127.0.0.1:{ray_session.address_info['metrics_export_port']}/metrics"
+    seen: dict = {}
+
+    def scraped(expected: dict) -> bool:
+        seen.clear()
+        for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+            for sample in family.samples:
+                if sample.labels.get("run_id") == "metrics":
+                    key = (sample.name, sample.labels.get("status", sample.labels.get("stage")))
+                    seen[key] = seen.get(key, 0.0) + sample.value
+        return all(seen.get(key) == value for key, value in expected.items())
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        job = pool.submit(run, config)
+        while_running = {("ray_cosmos_ray_gpus", None): 1.0}
+        wait_for(lambda: scraped(while_running), timeout_s=300, describe=lambda: f"scraped {seen}")
+        assert seen[("ray_cosmos_ray_samples_remaining", None)] in (0.0, 1.0, 2.0, 3.0)
+        summary = job.result()
+    assert (summary.ok, summary.failed) == (3, 1)
+    after = {
+        ("ray_cosmos_ray_samples_total", "ok"): 3.0,
+        ("ray_cosmos_ray_samples_total", "failed"): 1.0,  # the invalid row
+        ("ray_cosmos_ray_stage_seconds_count", "sampling"): 3.0,
+        ("ray_cosmos_ray_stage_seconds_count", "mp4_encode"): 3.0,
+    }
+    wait_for(lambda: scraped(after), timeout_s=120, describe=lambda: f"expected {after}, scraped {seen}")
+    assert seen[("ray_cosmos_ray_denoising_gpu_seconds_total", None)] > 0
+
+
+def wait_for(condition, timeout_s: float, describe=lambda: "timed out") -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, describe()
         time.sleep(0.5)
 
 
