@@ -1,13 +1,16 @@
 """The batch job's progress line: counts, clips per hour and ETA on a fake clock (no Ray cluster needed)."""
 
+import json
 import logging
+import re
 import time
+from pathlib import Path
 
 import pytest
 
 from cosmos_ray.outputs import OutputRecord
 from pipelines import monitor
-from pipelines.monitor import RunMonitor, format_duration
+from pipelines.monitor import RunMetrics, RunMonitor, format_duration
 
 
 class FakeClock:
@@ -88,3 +91,16 @@ def test_gauges_are_set_again_while_the_run_lasts(monkeypatch):
     time.sleep(0.05)
     assert len(run.metrics.remaining.values) == count  # closed: the thread has stopped
     assert set(run.metrics.remaining.values) == {7}
+
+
+def test_the_grafana_dashboard_shows_exactly_the_metrics_the_job_exports():
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "cosmos-ray.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name) for expr in exprs for name in re.findall(r"\bray_\w+", expr)
+    }
+    exported = {f"ray_{metric.info['name']}" for metric in vars(RunMetrics("r")).values()}
+    assert used == exported
+    assert all('run_id=~"$run_id"' in expr for expr in exprs)  # every panel follows the run selector
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    assert {variable["name"] for variable in dashboard["templating"]["list"]} == {"datasource", "run_id"}
