@@ -227,6 +227,31 @@ def test_a_table_without_the_manifest_columns_is_refused(ray_session, tmp_path):
         run(BatchConfig(manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(source="tiny")))
 
 
+def test_samples_made_before_sharding_was_on_are_sharded_by_the_next_run(ray_session, tmp_path):
+    specs = [spec(f"earlier-{i}") for i in range(5)]
+    manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
+    write_manifest(str(manifest), [manifest_row(data, f"e.jsonl:{i + 1}") for i, data in enumerate(specs)])
+    store = OutputStore(str(output))
+    for i, data in enumerate(specs):  # committed by an earlier run without shards (no GPU needed here)
+        store.write_ok(GenerationSpec.from_dict(data), b"x" * (100 + i), {})
+    config = BatchConfig(
+        manifest=str(manifest),
+        output=str(output),
+        run_id="shard-later",
+        shards=ShardConfig(max_bytes=250),
+        group=GroupConfig(source="tiny"),
+    )
+    summary = run(config)
+    assert (summary.skipped, summary.shards_written, summary.gpus) == (5, 3, 0)
+    index = ShardStore(store).read_index()
+    ids = [GenerationSpec.from_dict(data).sample_id for data in specs]
+    assert index.column("sample_id").to_pylist() == ids  # in manifest order, 2 + 2 + 1 within 250 bytes
+    assert index.column("shard").to_pylist() == ["shard-000000.tar"] * 2 + ["shard-000001.tar"] * 2 + [
+        "shard-000002.tar"
+    ]
+    assert run(dataclasses.replace(config, run_id="shard-again")).shards_written == 0
+
+
 # --- a job killed midway, resumed ---------------------------------------------------------------------------
 
 
