@@ -35,8 +35,7 @@ class Sharder:
         self._taken = self.shards.sharded(run_samples)  # in a committed shard, or packed by this run
         self._write = ray.remote(num_cpus=cpus)(_write_shard)
         self._writing: dict[ray.ObjectRef, tuple[str, int]] = {}  # task -> (shard, samples)
-        self.written = 0
-        self.failed = 0
+        self.written = 0  # shards this run wrote
 
     def add_committed(self, sample_ids: Iterable[str]) -> None:
         """Samples that earlier runs committed: those that no shard holds yet get one (their sizes come from one
@@ -79,7 +78,6 @@ class Sharder:
             try:
                 size = ray.get(done[0])
             except ray.exceptions.RayTaskError as error:
-                self.failed += 1
                 cause = error.cause if error.cause is not None else error
                 logger.warning(
                     "shard %s (%d samples) was not written: %s: %s; the next run shards them",

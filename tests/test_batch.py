@@ -35,6 +35,7 @@ from jobs.generate import main as generate_main
 from jobs.generate import parse_args
 from pipelines.batch import GENERATED_SCHEMA, BatchConfig, run, write_outputs
 from pipelines.group import GroupConfig
+from pipelines.sharding import Sharder
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
@@ -250,6 +251,27 @@ def test_samples_made_before_sharding_was_on_are_sharded_by_the_next_run(ray_ses
         "shard-000002.tar"
     ]
     assert run(dataclasses.replace(config, run_id="shard-again")).shards_written == 0
+
+
+def test_a_shard_that_cannot_be_written_leaves_its_samples_to_the_next_run(ray_session, tmp_path, caplog):
+    store = OutputStore(str(tmp_path))
+    first, second = (GenerationSpec.from_dict(spec(name)) for name in ("first", "second"))
+    for s in (first, second):
+        store.write_ok(s, b"video", {})
+    ids = {first.sample_id, second.sample_id}
+    sharder = Sharder(store, ShardConfig(max_samples=2), run_samples=ids)
+    store.write_failure(second, "regenerated since, and failed")  # no longer done when the task reads it
+    with caplog.at_level(logging.WARNING, logger="pipelines.sharding"):
+        sharder.add_committed([first.sample_id, second.sample_id])
+        sharder.finish()
+    assert sharder.written == 0 and not (tmp_path / "shards").exists()
+    assert f"shard shard-000000.tar (2 samples) was not written: ValueError: sample {second.sample_id}" in caplog.text
+
+    store.write_ok(second, b"video", {})
+    again = Sharder(store, ShardConfig(max_samples=2), run_samples=ids)
+    again.add_committed([first.sample_id, second.sample_id])
+    again.finish()
+    assert again.written == 1 and set(ShardStore(store).read_index().column("sample_id").to_pylist()) == ids
 
 
 # --- a job killed midway, resumed ---------------------------------------------------------------------------
