@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     samples = [(generation, source) for spec, source in specs for generation in spec.generations()]
     records = []
     for index, (spec, source) in enumerate(samples, start=1):
-        label = f"[{index}/{len(samples)}] {spec.name} (seed {spec.seed})"
+        label = f"[{index}/{len(samples)}] {spec.name}"
         if not args.overwrite and store.is_done(spec.sample_id):
             print(f"{label}: already done, skipped")
             records.append(store.skipped(spec, source=source))
