@@ -41,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layouts", default="1x1", help="comma-separated GPUSxGROUPS, e.g. 1x8,2x4,8x1")
     parser.add_argument("--samples", type=int, default=16, help="videos per run")
     parser.add_argument("--prompts", type=int, default=4, help="distinct prompts among the samples")
-    parser.add_argument("--frames", type=int, default=93, help="num_output_frames (1 + 4k)")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="cosmos_ray_num_frames (1 + 4k); default: the model's native 93"
+    )
     parser.add_argument("--steps", type=int, default=35, help="num_steps")
     parser.add_argument("--guidance", type=int, default=7)
     parser.add_argument("--resolution", default="none", help='"H,W", or "none" for the trained resolution')
@@ -120,7 +122,7 @@ def write_manifest(path: Path, args: argparse.Namespace) -> None:
             "name": f"bench-{index}",
             "seed": index,
             "prompt": f"Prompt {index % args.prompts}: a robot arm stacks coloured blocks on a table.",
-            "num_output_frames": args.frames,
+            "cosmos_ray_num_frames": args.frames,
             "num_steps": args.steps,
             "guidance": args.guidance,
             "resolution": args.resolution,

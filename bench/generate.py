@@ -27,7 +27,7 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import Cosmos2_5_Pred
 
 from bench.common import Recorder, tflops
 from bench.dit_step import diffusers_twin, forward_flops
-from cosmos_ray.generator import RANDOM_PRESETS, RESOLUTION_720P, Generator, ModelInfo, to_uint8_frames
+from cosmos_ray.generator import RANDOM_PRESETS, RESOLUTION_720P, STATE_T_2B, Generator, ModelInfo, to_uint8_frames
 from cosmos_ray.media import read_conditioning
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.text import MAX_LENGTH
@@ -111,7 +111,8 @@ def run_diffusers(
     first and the last step end gives the per-evaluation time; what precedes the first evaluation is the
     prompt/conditioning preparation; what follows the last is the decode."""
     height, width = generator.resolution(spec)
-    latent_shape = (1, 16, (spec.num_output_frames - 1) // 4 + 1, height // 8, width // 8)
+    num_frames = generator.num_frames(spec)
+    latent_shape = (1, 16, (num_frames - 1) // 4 + 1, height // 8, width // 8)
     step_ends = []
 
     def on_step_end(pipe, step, timestep, callback_kwargs):
@@ -125,7 +126,7 @@ def run_diffusers(
         negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]),
         height=height,
         width=width,
-        num_frames=spec.num_output_frames,
+        num_frames=num_frames,
         num_inference_steps=spec.num_steps + 1,
         guidance_scale=spec.guidance,
         latents=initial_noise(spec.seed, latent_shape, generator.device),
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
         dit,
         vae,
         FixedTextEncoder(embeddings),
-        ModelInfo("random", "post-trained", (height, width)),
+        ModelInfo("random", "post-trained", (height, width), STATE_T_2B),
         SamplerConfig.preset("post-trained"),
         device=device,
         dtype=dtype,
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
             negative_prompt="negative",
             input_path=inputs[kind],
             guidance=args.guidance,
-            num_output_frames=frames,
+            cosmos_ray_num_frames=frames,
             num_steps=steps,
             resolution=f"{height},{width}",
         )

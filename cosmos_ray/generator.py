@@ -45,6 +45,9 @@ from cosmos_ray.spec import GenerationSpec, SpecError
 
 RANDOM_SEED = 0
 RESOLUTION_720P = (704, 1280)  # the 2B models' trained resolution (16:9 at 720p)
+# The released models' native clip: `state_t` latent frames (their experiment configs), 1 + 4 (24 - 1) = 93
+# pixel frames. The official non-autoregressive inference always samples this many.
+STATE_T_2B = 24
 
 
 @dataclass(frozen=True)
@@ -55,15 +58,16 @@ class RandomPreset:
     vae: str  # VAEConfig preset
     text: str  # TextEncoderConfig preset
     trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
+    state_t: int  # native latent frames of a generation
     draw_on_cpu: bool  # same weights on every device (tiny), or drawn on the device itself (fast for 2B)
 
 
 RANDOM_PRESETS = {
-    # tests, CI and the README's first command: runs on a CPU in seconds
-    "tiny": RandomPreset("tiny", "tiny", "tiny", (64, 96), draw_on_cpu=True),
+    # tests, CI and the README's first command: runs on a CPU in seconds; the released models' 93 frames
+    "tiny": RandomPreset("tiny", "tiny", "tiny", (64, 96), STATE_T_2B, draw_on_cpu=True),
     # the released 2B shapes (DiT 2B, Wan2.1 VAE, Reason1 7B) with random weights: GPU benchmarks of the
     # whole pipeline without checkpoints; its videos are noise
-    "random-2B": RandomPreset("2B", "wan2.1", "reason1", RESOLUTION_720P, draw_on_cpu=False),
+    "random-2B": RandomPreset("2B", "wan2.1", "reason1", RESOLUTION_720P, STATE_T_2B, draw_on_cpu=False),
 }
 
 
@@ -81,7 +85,9 @@ class ModelInfo:
     model_id: str  # "tiny" or the DiT checkpoint's file name
     variant: str  # "post-trained" | "pre-trained"
     trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
-    state_t: int = 24  # latent frames the model generates at once (the official config's state_t): 93 frames
+    # native latent frames (the official config's state_t): what a spec without `cosmos_ray_num_frames`
+    # generates, and an autoregressive window
+    state_t: int = STATE_T_2B
 
 
 class Generator:
@@ -144,7 +150,7 @@ class Generator:
         if source in RANDOM_PRESETS:
             preset = RANDOM_PRESETS[source]
             dit, vae, text_encoder = _random_models(preset, device, dtype, cache_url)
-            info = ModelInfo(source, variant, preset.trained_resolution)
+            info = ModelInfo(source, variant, preset.trained_resolution, preset.state_t)
         else:
             folder = Path(source)
             dit_path, vae_path = _locate_weights(folder, variant)
@@ -153,7 +159,7 @@ class Generator:
             text_encoder = TextEncoder.from_pretrained(
                 str(_text_encoder_folder(folder)), device=device, dtype=dtype, cache_url=cache_url
             )
-            info = ModelInfo(dit_path.name, variant, RESOLUTION_720P)
+            info = ModelInfo(dit_path.name, variant, RESOLUTION_720P, STATE_T_2B)
         if compile:
             dit.compile_blocks()
         return cls(
@@ -209,6 +215,13 @@ class Generator:
         """(H, W) of the spec's video: its `resolution`, or the model's trained one for "none"."""
         return spec.height_width or self.info.trained_resolution
 
+    def num_frames(self, spec: GenerationSpec) -> int:
+        """Pixel frames of the spec's video: the model's native 1 + 4 (state_t - 1), as the official
+        non-autoregressive inference (whatever `num_output_frames` says), or `cosmos_ray_num_frames`."""
+        if spec.cosmos_ray_num_frames is not None:
+            return spec.cosmos_ray_num_frames
+        return self.window_frames
+
     def generate_latents(
         self, spec: GenerationSpec, progress: Progress | None = None, timings: dict[str, float] | None = None
     ) -> torch.Tensor:
@@ -218,12 +231,13 @@ class Generator:
         timings = {} if timings is None else timings
         height, width = self.resolution(spec)
         vae_cfg = self.vae.cfg
-        latent_frames = (spec.num_output_frames - 1) // vae_cfg.temporal_compression + 1
+        num_frames = self.num_frames(spec)
+        latent_frames = (num_frames - 1) // vae_cfg.temporal_compression + 1
         if spec.num_conditional_frames > latent_frames:
             raise SpecError(
                 repr(spec.name),
-                "num_output_frames",
-                f"{spec.num_output_frames} frames make {latent_frames} latent frame(s), fewer than the "
+                "cosmos_ray_num_frames",
+                f"{num_frames} frames make {latent_frames} latent frame(s), fewer than the "
                 f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}",
             )
         with self._timed("text_encode", timings):

@@ -19,7 +19,8 @@ TRAINED_PIXELS_720P = 704 * 1280  # the released models' trained resolution
 class SpecLimits:
     """Largest frame count, picture size and step count one spec may ask for."""
 
-    max_num_output_frames: int = 16 * 60 + 1  # a minute at 16 fps (autoregressive mode); one window is 93
+    # a minute at 16 fps (autoregressive mode); one window is 93; also bounds cosmos_ray_num_frames
+    max_num_output_frames: int = 16 * 60 + 1
     max_pixels: int = 1920 * 1088  # height x width of `resolution`: up to 1080p
     max_num_steps: int = 100  # the official default is 35
 
@@ -36,6 +37,12 @@ class SpecLimits:
                 sample,
                 "num_output_frames",
                 f"must be at most {self.max_num_output_frames} here, got {spec.num_output_frames}",
+            )
+        if spec.cosmos_ray_num_frames is not None and spec.cosmos_ray_num_frames > self.max_num_output_frames:
+            raise SpecError(
+                sample,
+                "cosmos_ray_num_frames",
+                f"must be at most {self.max_num_output_frames} here, got {spec.cosmos_ray_num_frames}",
             )
         if spec.height_width is not None and spec.height_width[0] * spec.height_width[1] > self.max_pixels:
             raise SpecError(

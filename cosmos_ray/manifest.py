@@ -139,16 +139,27 @@ def spec_from_row(row: Mapping[str, Any]) -> GenerationSpec:
     return GenerationSpec.from_dict(data, source=source)
 
 
+# Defaults of the first official release (`InferenceArguments` of cosmos_predict2/config.py at 6b54ba6, the
+# release that read the older `samples` format) where they differ from the latest release's.
+LEGACY_DEFAULTS = {"seed": 1}
+
+
 def expand_legacy(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Flat specs by name from the older official format: its shared top-level fields plus each sample."""
-    shared = {key: value for key, value in data.items() if key != "samples"}
+    """Flat specs by name from the older official format: the first release's defaults, its shared top-level
+    fields, then each sample's own fields."""
+    shared = {**LEGACY_DEFAULTS, **{key: value for key, value in data.items() if key != "samples"}}
     samples = data["samples"]
     if not isinstance(samples, dict):
         raise ValueError(f"'samples' must map names to sample objects, got {type(samples).__name__}")
-    return {
-        name: {**shared, "name": name, **sample} if isinstance(sample, dict) else sample
-        for name, sample in samples.items()
-    }
+    return {name: _legacy_sample(shared, name, sample) for name, sample in samples.items()}
+
+
+def _legacy_sample(shared: dict[str, Any], name: str, sample: Any) -> Any:
+    if not isinstance(sample, dict):
+        return sample  # rejected with its name by GenerationSpec.from_dict
+    if "prompt_path" in sample:  # the first release read prompt_path over prompt; the latest keeps prompt
+        sample = {key: value for key, value in sample.items() if key != "prompt"}
+    return {**shared, "name": name, **sample}
 
 
 def _expand_sources(sources: Sequence[str], storage_options: dict | None, problems: list[str]) -> list[str]:

@@ -2,8 +2,13 @@
 
 `GenerationSpec.from_dict` accepts the official per-sample format
 (`{"inference_type": ..., "name": ..., "prompt" | "prompt_path": ..., "input_path": ..., ...}`) with the
-official defaults, plus fields of our own: `fps` of the written video, `num_conditional_frames` and
-`num_generations`. Anything invalid raises `SpecError` naming the sample, the field and the reason.
+official defaults of the latest release, plus four fields of our own: `fps` of the written video,
+`num_conditional_frames`, `cosmos_ray_num_frames` and `num_generations`. Anything invalid raises `SpecError`
+naming the sample, the field and the reason.
+
+A spec means what it means to the official script: without the autoregressive mode a generation makes the
+model's native number of frames (93 for the released models) whatever `num_output_frames` says.
+`cosmos_ray_num_frames` (not official) asks for another length of such a single-window clip.
 
 `enable_autoregressive` turns on the official sliding-window mode for long videos (`num_output_frames`
 frames made of windows of `chunk_size` frames that share `chunk_overlap` frames; see
@@ -114,13 +119,14 @@ class GenerationSpec:
     seed: int = 0
     guidance: int = 7  # 0..7; 0 skips the unconditional pass
     resolution: str = "none"  # "none" (model's trained resolution) or "H,W"
-    num_output_frames: int = 77  # 1 + 4k; any count >= 1 in autoregressive mode
+    num_output_frames: int = 77  # 1 + 4k; the video's length in autoregressive mode (any count >= 1), else unused
     num_steps: int = 35
     fps: int = 16
     num_conditional_frames: int | None = None  # latent frames kept clean; None -> by inference_type
     enable_autoregressive: bool = False  # official sliding-window mode for videos longer than one window
     chunk_size: int = 77  # frames per window (autoregressive mode)
     chunk_overlap: int = 1  # frames a window shares with the previous one (autoregressive mode)
+    cosmos_ray_num_frames: int | None = None  # pixel frames (1 + 4k) instead of the model's native length
     num_generations: int = 1  # videos of this spec, with seeds seed, seed + 1, ... (see `generations`)
 
     def __post_init__(self) -> None:
@@ -183,6 +189,8 @@ class GenerationSpec:
         data = dataclasses.asdict(self)
         if data["input_path"] is None:
             del data["input_path"]
+        if data["cosmos_ray_num_frames"] is None:
+            del data["cosmos_ray_num_frames"]
         if not self.enable_autoregressive:
             for key in AUTOREGRESSIVE_FIELDS:
                 del data[key]
@@ -240,6 +248,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "enable_autoregressive": (bool,),
     "chunk_size": (int,),
     "chunk_overlap": (int,),
+    "cosmos_ray_num_frames": (int, type(None)),
     "num_generations": (int,),
 }
 
@@ -276,6 +285,20 @@ def _check_values(spec: GenerationSpec, sample: str) -> None:
     elif spec.num_output_frames < 1 or (spec.num_output_frames - 1) % 4:
         raise SpecError(
             sample, "num_output_frames", f"must be 1 + 4k (1, 5, ..., 77, 93), got {spec.num_output_frames}"
+        )
+    if spec.cosmos_ray_num_frames is not None and spec.enable_autoregressive:
+        raise SpecError(
+            sample,
+            "cosmos_ray_num_frames",
+            "does not apply in the autoregressive mode, whose video is num_output_frames long (leave it out)",
+        )
+    if spec.cosmos_ray_num_frames is not None and (
+        spec.cosmos_ray_num_frames < 1 or (spec.cosmos_ray_num_frames - 1) % 4
+    ):
+        raise SpecError(
+            sample,
+            "cosmos_ray_num_frames",
+            f"must be 1 + 4k (1, 5, ..., 93) or null for the model's native length, got {spec.cosmos_ray_num_frames}",
         )
     if spec.num_steps < 1:
         raise SpecError(sample, "num_steps", f"must be at least 1, got {spec.num_steps}")

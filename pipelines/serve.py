@@ -77,7 +77,9 @@ class ServeArgs(BaseModel):
     allowed_input_prefixes: list[str] = Field([], description="URL prefixes `input_path` may read from")
     storage_options: dict[str, Any] = Field({}, description="fsspec options for inputs and outputs")
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="largest accepted request body")
-    max_num_output_frames: int = Field(93, ge=1)
+    max_num_frames: int = Field(
+        93, ge=1, description="largest `cosmos_ray_num_frames`; a spec without it gets the model's native 93 frames"
+    )
     max_pixels: int = Field(TRAINED_PIXELS_2B, ge=1, description="largest height x width of `resolution`")
     max_num_steps: int = Field(50, ge=1)
     max_jobs: int = Field(64, ge=1, description="async jobs queued or running at once; finished ones kept")
@@ -105,7 +107,7 @@ class RequestPolicy:
     allowed_input_prefixes: tuple[str, ...] = ()
     allowed_output_prefixes: tuple[str, ...] = ()
     max_request_bytes: int = 64 * 1024
-    max_num_output_frames: int = 93
+    max_num_frames: int = 93  # bounds cosmos_ray_num_frames (the native length is the model's, not the client's)
     max_pixels: int = TRAINED_PIXELS_2B
     max_num_steps: int = 50
 
@@ -116,7 +118,7 @@ class RequestPolicy:
             allowed_input_prefixes=tuple(args.allowed_input_prefixes),
             allowed_output_prefixes=tuple(outputs),
             max_request_bytes=args.max_request_bytes,
-            max_num_output_frames=args.max_num_output_frames,
+            max_num_frames=args.max_num_frames,
             max_pixels=args.max_pixels,
             max_num_steps=args.max_num_steps,
         )
@@ -142,11 +144,11 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
 
 def check_limits(spec: GenerationSpec, policy: RequestPolicy) -> None:
     """Frames, resolution and steps within what the operator allows per request."""
-    if spec.num_output_frames > policy.max_num_output_frames:
+    if spec.cosmos_ray_num_frames is not None and spec.cosmos_ray_num_frames > policy.max_num_frames:
         raise ApiError(
             422,
-            "num_output_frames",
-            f"must be at most {policy.max_num_output_frames} on this server, got {spec.num_output_frames}",
+            "cosmos_ray_num_frames",
+            f"must be at most {policy.max_num_frames} on this server, got {spec.cosmos_ray_num_frames}",
         )
     if spec.height_width is not None and spec.height_width[0] * spec.height_width[1] > policy.max_pixels:
         raise ApiError(
@@ -486,7 +488,6 @@ _SPEC_BODY = {
                     "inference_type": "text2world",
                     "name": "robot",
                     "prompt": "A robot arm stacks cubes.",
-                    "num_output_frames": 93,
                     "guidance": 7,
                     "seed": 0,
                 },

@@ -44,7 +44,13 @@ MEDIA = REPO / "examples" / "media"
 TINY_HW = (64, 96)
 PROMPT = "A small orange square slides across a grey floor."
 JOB = [sys.executable, "-m", "jobs.generate", "--preset", "tiny", "--groups", "1"]  # a job in its own process
-LONG_VIDEO = {"enable_autoregressive": True, "num_output_frames": 17, "chunk_size": 9, "chunk_overlap": 1}
+LONG_VIDEO = {
+    "enable_autoregressive": True,
+    "num_output_frames": 17,
+    "chunk_size": 9,
+    "chunk_overlap": 1,
+    "cosmos_ray_num_frames": None,  # the length is num_output_frames
+}
 
 
 def spec(name: str, inference_type: str = "text2world", **fields) -> dict:
@@ -52,7 +58,7 @@ def spec(name: str, inference_type: str = "text2world", **fields) -> dict:
         "inference_type": inference_type,
         "name": name,
         "prompt": PROMPT,
-        "num_output_frames": 9,
+        "cosmos_ray_num_frames": 9,
         "num_steps": 2,
         **fields,
     }
@@ -107,10 +113,10 @@ def s3_job(ray_session, s3_endpoint):
         spec("t2w-same-prompt", seed=4, guidance=0),
         spec("i2w-a", "image2world", input_path=image),
         spec("i2w-square", "image2world", input_path=image, resolution="64,64"),
-        spec("i2w-short", "image2world", input_path=image, num_output_frames=5),
+        spec("i2w-short", "image2world", input_path=image, cosmos_ray_num_frames=5),
         spec("v2w-a", "video2world", input_path=video),
         spec("v2w-one-latent", "video2world", input_path=video, num_conditional_frames=1),
-        spec("v2w-12fps", "video2world", input_path=video, fps=12),
+        spec("v2w-12fps-native", "video2world", input_path=video, fps=12, cosmos_ray_num_frames=None),  # 93 frames
         spec("v2w-long", "video2world", input_path=video, resolution="32,32", **LONG_VIDEO),  # two windows
         spec("bad-guidance", guidance=9),  # invalid: rejected by the check stage, no GPU time
         spec("missing-input", "image2world", input_path=f"{bucket}/media/missing.png"),  # fails in its group
@@ -149,7 +155,10 @@ def test_videos_decode_with_the_frame_count_size_and_fps_of_their_spec(s3_job):
     for record, data in zip(table[:11], s3_job["specs"]):
         frames, size, fps = decode(s3_job["fs"].cat_file(record.video_url))
         height, width = map(int, data["resolution"].split(",")) if "resolution" in data else TINY_HW
-        assert (frames, size, fps) == (data["num_output_frames"], (width, height), data.get("fps", 16)), data["name"]
+        expected_frames = (  # autoregressive: num_output_frames; else null means the model's native 93 frames
+            data["num_output_frames"] if data.get("enable_autoregressive") else data["cosmos_ray_num_frames"] or 93
+        )
+        assert (frames, size, fps) == (expected_frames, (width, height), data.get("fps", 16)), data["name"]
 
 
 def test_each_sample_has_a_committed_record_with_its_metadata(s3_job):

@@ -10,7 +10,7 @@ from pipelines.batch import CHECK_COLUMNS, INVALID, PENDING, SKIPPED, check_rows
 
 
 def spec(name: str, **fields) -> dict:
-    return {"inference_type": "text2world", "name": name, "prompt": "A square.", "num_output_frames": 9, **fields}
+    return {"inference_type": "text2world", "name": name, "prompt": "A square.", "cosmos_ray_num_frames": 9, **fields}
 
 
 def manifest(*specs: dict) -> pa.Table:

@@ -230,7 +230,7 @@ def test_ray_job_submit_runs_the_tiny_job(ray_head, tmp_path):
             "inference_type": "text2world",
             "name": "submitted",
             "prompt": "a cube",
-            "num_output_frames": 5,
+            "cosmos_ray_num_frames": 5,
             "num_steps": 2,
         }
     )

@@ -39,7 +39,7 @@ def make_spec(kind: str, **fields) -> GenerationSpec:
         name=f"{kind}-test",
         prompt=f"a {kind} prompt",
         input_path=INPUTS[kind],
-        num_output_frames=9,
+        cosmos_ray_num_frames=9,
         num_steps=3,
     )
     return GenerationSpec(**{**defaults, **fields})
@@ -60,8 +60,18 @@ def test_frames_size_fps_and_metadata(generator, kind):
 
 
 def test_explicit_resolution_and_frame_count(generator):
-    result = generator(make_spec("text2world", resolution="32,48", num_output_frames=5, guidance=0))
+    result = generator(make_spec("text2world", resolution="32,48", cosmos_ray_num_frames=5, guidance=0))
     assert result.frames.shape == (5, 32, 48, 3)
+
+
+@pytest.mark.parametrize("num_output_frames", [77, 5])
+def test_a_spec_without_cosmos_ray_num_frames_makes_the_native_93_frames(generator, num_output_frames):
+    """As the official non-autoregressive inference: the model's 24 latent frames, whatever
+    `num_output_frames` says (it only matters in the official autoregressive mode)."""
+    spec = make_spec("text2world", resolution="16,16", cosmos_ray_num_frames=None, num_output_frames=num_output_frames)
+    assert generator.info.state_t == 24 and generator.num_frames(spec) == 93
+    result = generator(spec)
+    assert result.frames.shape == (93, 16, 16, 3) and result.metadata["num_frames"] == 93
 
 
 def test_progress_is_reported_per_step(generator):
@@ -103,8 +113,10 @@ def test_short_video_input_names_the_sample(generator, tmp_path):
 
 
 def test_too_few_output_frames_for_the_conditional_frames(generator):
-    with pytest.raises(SpecError, match="sample 'video2world-test': field 'num_output_frames' 1 frames make 1 latent"):
-        generator(make_spec("video2world", num_output_frames=1))
+    with pytest.raises(
+        SpecError, match="sample 'video2world-test': field 'cosmos_ray_num_frames' 1 frames make 1 latent"
+    ):
+        generator(make_spec("video2world", cosmos_ray_num_frames=1))
 
 
 @pytest.mark.parametrize(
@@ -187,7 +199,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
         negative_prompt_embeds=generator.text_encoder.encode([spec.negative_prompt]),
         height=64,
         width=96,
-        num_frames=spec.num_output_frames,
+        num_frames=spec.cosmos_ray_num_frames,
         num_inference_steps=spec.num_steps + 1,
         guidance_scale=spec.guidance,
         latents=initial_noise(spec.seed, tuple(latents.shape)),

@@ -23,7 +23,7 @@ def tiny_spec(**fields) -> GenerationSpec:
         "inference_type": "text2world",
         "name": "group-test",
         "prompt": "A red ball rolls across a table.",
-        "num_output_frames": 9,
+        "cosmos_ray_num_frames": 9,
         "num_steps": 2,
         "guidance": 0,
         **fields,
@@ -77,7 +77,12 @@ def test_a_long_video_runs_its_windows_on_both_ranks_and_reports_each(group):
     """An autoregressive spec: two windows, each denoised context-parallel; progress per window and step."""
     steps: list[Step] = []
     spec = tiny_spec(
-        enable_autoregressive=True, num_output_frames=17, chunk_size=9, chunk_overlap=1, resolution="32,32"
+        enable_autoregressive=True,
+        num_output_frames=17,
+        chunk_size=9,
+        chunk_overlap=1,
+        resolution="32,32",
+        cosmos_ray_num_frames=None,  # the length is num_output_frames
     )
     result = group.generate(spec, progress=steps.append)
     assert result.frames.shape == (17, 32, 32, 3)
@@ -107,10 +112,12 @@ def test_a_failing_spec_is_a_sample_error_and_the_group_goes_on(group, tmp_path)
 
 
 def test_a_spec_the_generator_refuses_keeps_its_field(group, tmp_path):
-    too_few_frames = tiny_spec(inference_type="video2world", input_path=str(tmp_path / "clip.mp4"), num_output_frames=1)
+    too_few_frames = tiny_spec(
+        inference_type="video2world", input_path=str(tmp_path / "clip.mp4"), cosmos_ray_num_frames=1
+    )
     with pytest.raises(SampleError, match="SpecError") as error:
         group.generate(too_few_frames)
-    assert isinstance(error.value.cause, SpecError) and error.value.cause.field == "num_output_frames"
+    assert isinstance(error.value.cause, SpecError) and error.value.cause.field == "cosmos_ray_num_frames"
     assert not error.value.group_broken
 
 

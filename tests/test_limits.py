@@ -16,6 +16,7 @@ def test_defaults_accept_the_official_defaults_and_720p():
     "fields, field",
     [
         ({"num_output_frames": 100001}, "num_output_frames"),
+        ({"cosmos_ray_num_frames": 100001}, "cosmos_ray_num_frames"),
         ({"resolution": "16000,16000"}, "resolution"),
         ({"num_steps": 1000}, "num_steps"),
     ],

@@ -110,6 +110,18 @@ def test_json_list_and_older_samples_format(tmp_path):
     assert [s.seed for s, _ in loaded[:2]] == [5, 5] and loaded[1][0].prompt == "Old prompt."
 
 
+def test_older_samples_format_keeps_the_first_release_defaults(tmp_path):
+    """The first release (the one that read `samples` files) defaulted to seed 1 and read `prompt_path` over
+    `prompt`; the latest release's flat specs default to seed 0 and keep `prompt`."""
+    write(tmp_path / "old.txt", "From the file.")
+    samples = {"a": {"prompt": "inline"}, "b": {"prompt": "inline", "prompt_path": "old.txt"}}
+    legacy = write(tmp_path / "legacy.json", {"inference_type": "text2world", "samples": samples})
+    flat = write(tmp_path / "flat.json", {"inference_type": "text2world", "name": "c", "prompt": "inline"})
+    (a, _), (b, _) = load_specs([legacy])
+    assert (a.seed, a.prompt, b.prompt) == (1, "inline", "From the file.")
+    assert load_specs([flat])[0][0].seed == 0
+
+
 def test_yaml_spec_files(tmp_path):
     pytest.importorskip("yaml")
     good = write(tmp_path / "s.yaml", "inference_type: text2world\nname: y\nprompt: From YAML.\nseed: 3\n")
@@ -122,7 +134,14 @@ def test_yaml_spec_files(tmp_path):
 def test_expand_legacy():
     data = {"inference_type": "image2world", "guidance": 3, "samples": {"a": {"prompt": "p", "input_path": "a.jpg"}}}
     assert expand_legacy(data) == {
-        "a": {"inference_type": "image2world", "guidance": 3, "name": "a", "prompt": "p", "input_path": "a.jpg"}
+        "a": {
+            "inference_type": "image2world",
+            "seed": 1,
+            "guidance": 3,
+            "name": "a",
+            "prompt": "p",
+            "input_path": "a.jpg",
+        }
     }
     with pytest.raises(ValueError, match="'samples' must map names to sample objects, got list"):
         expand_legacy({"samples": []})

@@ -57,8 +57,9 @@ def _api_error(call, *args) -> ApiError:
 
 
 def test_parse_spec_accepts_a_valid_spec():
-    spec = parse_spec(_body(num_output_frames=9, seed=3), RequestPolicy())
-    assert (spec.inference_type, spec.num_output_frames, spec.seed) == ("text2world", 9, 3)
+    spec = parse_spec(_body(cosmos_ray_num_frames=9, seed=3), RequestPolicy())
+    assert (spec.inference_type, spec.cosmos_ray_num_frames, spec.seed) == ("text2world", 9, 3)
+    assert parse_spec(_body(), RequestPolicy()).cosmos_ray_num_frames is None  # the model's native length
 
 
 @pytest.mark.parametrize(
@@ -71,7 +72,8 @@ def test_parse_spec_accepts_a_valid_spec():
         (_body(colour="red"), 422, "colour", "not a known field"),
         (_body(inference_type="image2world"), 422, "input_path", "required"),
         (_body(prompt_path="/etc/hostname"), 422, "prompt_path", "not accepted over HTTP"),
-        (_body(num_output_frames=97), 422, "num_output_frames", "at most 93"),
+        (_body(cosmos_ray_num_frames=10), 422, "cosmos_ray_num_frames", "1 + 4k"),
+        (_body(cosmos_ray_num_frames=97), 422, "cosmos_ray_num_frames", "at most 93"),
         (_body(resolution="1024,2048"), 422, "resolution", "at most"),
         (_body(num_steps=500), 422, "num_steps", "at most 50"),
     ],
@@ -139,8 +141,8 @@ def test_job_progress_counts_the_steps_of_every_window():
     "cause, expected",
     [
         (
-            SpecError("'x'", "num_output_frames", "makes too few latent frames"),
-            Failed(422, "num_output_frames", "makes too few latent frames"),
+            SpecError("'x'", "cosmos_ray_num_frames", "makes too few latent frames"),
+            Failed(422, "cosmos_ray_num_frames", "makes too few latent frames"),
         ),
         (
             MediaError("sample 'x': input video a.mp4 has 3 frames"),
@@ -200,7 +202,7 @@ def _deployments(app) -> dict:
 # --- the HTTP API on a local Serve instance ----------------------------------------------------------------
 
 RETRY_AFTER_S = 7
-TINY = {"num_output_frames": 5, "num_steps": 2, "resolution": "none"}  # tiny model's 64x96, a few seconds
+TINY = {"cosmos_ray_num_frames": 5, "num_steps": 2, "resolution": "none"}  # tiny model's 64x96, a few seconds
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +297,7 @@ def test_generate_stores_the_result_where_asked(server, s3_endpoint):
     [
         (_spec(guidance=11), {}, 422, "guidance"),
         (_spec(num_output_frames=8), {}, 422, "num_output_frames"),
-        (_spec(num_output_frames=97), {}, 422, "num_output_frames"),
+        (_spec(cosmos_ray_num_frames=97), {}, 422, "cosmos_ray_num_frames"),
         ({"name": "x", "prompt": "y"}, {}, 422, "inference_type"),
         (_spec(prompt_path="/etc/hostname"), {}, 422, "prompt_path"),
         (_spec("image2world", input_path="/etc/passwd.png"), {}, 403, "input_path"),
@@ -321,8 +323,8 @@ def test_bad_requests_get_the_field_and_reason(server, media_dir, spec, params, 
     [
         (_spec("video2world", input_path="INPUTS/short.mp4"), "input_path", "has 3 frames"),  # MediaError
         (
-            _spec("video2world", input_path="INPUTS/cube.mp4", num_output_frames=1),
-            "num_output_frames",
+            _spec("video2world", input_path="INPUTS/cube.mp4", cosmos_ray_num_frames=1),
+            "cosmos_ray_num_frames",
             "fewer than the 2 conditional latent frames",
         ),  # SpecError raised by the generator
     ],
@@ -393,7 +395,13 @@ def test_a_running_job_reports_its_denoising_steps(server):
 
 def test_a_long_video_job_reports_its_windows(server, tmp_path):
     spec = _spec(
-        seed=301, enable_autoregressive=True, num_output_frames=17, chunk_size=9, chunk_overlap=1, resolution="32,32"
+        seed=301,
+        enable_autoregressive=True,
+        num_output_frames=17,
+        chunk_size=9,
+        chunk_overlap=1,
+        resolution="32,32",
+        cosmos_ray_num_frames=None,  # the length is num_output_frames
     )
     job = requests.post(f"{server}/v1/jobs", json=spec, timeout=60).json()
     seen = []

@@ -31,6 +31,8 @@ def test_official_defaults():
     assert spec.negative_prompt.endswith("Overall, the video is of poor quality.")
     assert (spec.seed, spec.guidance, spec.num_steps) == (0, 7, 35)
     assert (spec.resolution, spec.num_output_frames, spec.fps) == ("none", 77, 16)
+    assert spec.cosmos_ray_num_frames is None  # the model's native length, as the official inference
+    assert "cosmos_ray_num_frames" not in spec.to_dict()
     assert spec.input_path is None
     assert spec.height_width is None
 
@@ -51,6 +53,7 @@ def test_every_field_is_kept():
         "num_steps": 4,
         "fps": 24,
         "num_conditional_frames": 1,
+        "cosmos_ray_num_frames": 9,
     }
     spec = parse(data)
     assert spec.to_dict() == data
@@ -81,6 +84,12 @@ def test_autoregressive_spec_keeps_its_fields():
     assert data["num_output_frames"] == 250  # any length in this mode, not only 1 + 4k
     assert GenerationSpec.from_dict(data) == spec
     assert spec.sample_id != parse(VIDEO, num_output_frames=93, seed=9).sample_id
+
+
+def test_cosmos_ray_num_frames_does_not_apply_to_autoregressive_specs():
+    """An autoregressive video is num_output_frames long; our single-window length field would be ambiguous."""
+    data = {**VIDEO, "enable_autoregressive": True, "num_output_frames": 200, "cosmos_ray_num_frames": 9}
+    rejects(data, r"field 'cosmos_ray_num_frames' does not apply in the autoregressive mode")
 
 
 @pytest.mark.parametrize(
@@ -141,6 +150,7 @@ def test_sample_id_is_name_plus_content_hash():
     assert parse(TEXT).sample_id == spec.sample_id
     assert parse(TEXT, seed=1).sample_id != spec.sample_id
     assert parse(TEXT, fps=24).sample_id != spec.sample_id
+    assert parse(TEXT, cosmos_ray_num_frames=9).sample_id != spec.sample_id
     # The name is not part of the hash: renaming keeps the digest.
     assert parse(TEXT, name="other").sample_id.endswith(digest)
 
@@ -177,6 +187,8 @@ LABEL = r"sample 'snowy_stop_light' \(specs.jsonl:4\): "
         ({"guidance": 8}, r"field 'guidance' must be in 0..7, got 8"),
         ({"num_output_frames": 0}, r"field 'num_output_frames' must be 1 \+ 4k .*got 0"),
         ({"num_output_frames": 78}, r"field 'num_output_frames' must be 1 \+ 4k .*got 78"),
+        ({"cosmos_ray_num_frames": 0}, r"field 'cosmos_ray_num_frames' must be 1 \+ 4k .*or null .*got 0"),
+        ({"cosmos_ray_num_frames": 10}, r"field 'cosmos_ray_num_frames' must be 1 \+ 4k .*got 10"),
         ({"num_steps": 0}, "field 'num_steps' must be at least 1, got 0"),
         ({"fps": 0}, r"field 'fps' must be in 1..240, got 0"),
         ({"fps": 241}, r"field 'fps' must be in 1..240, got 241"),
@@ -211,6 +223,7 @@ def test_empty_name():
         ("resolution", [704, 1280], "a string, got list"),
         ("inference_type", 1, "a string, got int 1"),
         ("num_conditional_frames", "2", "an integer or null, got str '2'"),
+        ("cosmos_ray_num_frames", 9.0, "an integer or null, got float 9.0"),
     ],
 )
 def test_wrong_type(field, value, expected):

@@ -8,7 +8,7 @@ As the official pipeline does, each prompt is
   4. and every layer's output (all hidden states but the embedding output; the last one is after the final
      RMSNorm) is normalized per token to zero mean / unit (unbiased) std and concatenated on the channels:
      (B, 512, num_layers * hidden_size) = (B, 512, 28 * 3584 = 100352) for Reason1.
-     The normalization runs in float32 (the official code runs it in bfloat16; results agree to bf16 rounding).
+     The normalization runs in the model's dtype, as the official `TextEncoder.mean_normalize` (bf16 in inference).
 
 Embeddings are cached by (model id, prompt) in an `EmbeddingCache`, so a prompt (e.g. the negative prompt)
 is encoded once per worker, or once per dataset with an fsspec cache.
@@ -158,8 +158,7 @@ def build_tiny_tokenizer() -> Qwen2Tokenizer:
 
 
 def normalize_per_token(hidden: torch.Tensor) -> torch.Tensor:
-    """(x - mean) / (unbiased std + 1e-8) over the channels, computed in float32."""
-    hidden = hidden.float()
+    """(x - mean) / (unbiased std + 1e-8) over the channels, in the hidden states' own dtype (as official)."""
     return (hidden - hidden.mean(dim=-1, keepdim=True)) / (hidden.std(dim=-1, keepdim=True) + 1e-8)
 
 
@@ -311,7 +310,7 @@ class TextEncoder(nn.Module):
             raise RuntimeError(
                 f"expected {self.config.num_layers + 1} hidden states from transformers, got {len(layers) + 1}"
             )
-        return torch.cat([normalize_per_token(hidden).to(self.dtype) for hidden in layers], dim=-1)
+        return torch.cat([normalize_per_token(hidden.to(self.dtype)) for hidden in layers], dim=-1)
 
 
 def _digest(obj) -> str:

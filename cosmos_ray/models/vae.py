@@ -28,7 +28,9 @@ from torch import nn
 from cosmos_ray.models.attention import attention
 from cosmos_ray.models.weights import load_into, read_state_dict, rename_keys
 
-# Per-channel statistics of the Wan2.1 latents; encode returns (mu - mean) / std.
+# Per-channel statistics of the Wan2.1 latents; encode returns (mu - mean) * (1 / std). As the official tokenizer
+# (tokenizers/wan2pt1.py), both are held in the VAE's dtype and 1 / std is rounded to it: in bf16, channel 11's
+# std 1.5579 acts as 1 / bf16(1 / bf16(1.5579)) = 1.5515 (0.41 % smaller).
 WAN21_LATENT_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
@@ -338,11 +340,12 @@ class WanVAE(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.conv2.weight.dtype
 
-    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def latent_stats(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, 1 / std), each (1, C, 1, 1, 1) in the VAE's dtype, the reciprocal computed in that dtype."""
         shape = (1, self.cfg.latent_channels, 1, 1, 1)
-        mean = torch.tensor(self.cfg.latent_mean, dtype=torch.float32, device=like.device).view(shape)
-        std = torch.tensor(self.cfg.latent_std, dtype=torch.float32, device=like.device).view(shape)
-        return mean, std
+        mean = torch.tensor(self.cfg.latent_mean, dtype=self.dtype, device=device).view(shape)
+        inv_std = 1.0 / torch.tensor(self.cfg.latent_std, dtype=self.dtype, device=device).view(shape)
+        return mean, inv_std
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -354,8 +357,8 @@ class WanVAE(nn.Module):
             chunks += x[:, :, 1:].split(self.cfg.encode_chunk_frames, dim=2)
         features = torch.cat([self.encoder(chunk, cache) for chunk in chunks], dim=2)  # (B, 2Z, 1 + k, h, w)
         mu, _ = self.conv1(features).chunk(2, dim=1)
-        mean, std = self._latent_stats(mu)
-        return ((mu.float() - mean) / std).to(video.dtype).contiguous()
+        mean, inv_std = self.latent_stats(mu.device)
+        return ((mu - mean) * inv_std).to(video.dtype).contiguous()  # in the VAE's dtype, as official
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, columns: slice | None = None) -> torch.Tensor:
@@ -365,8 +368,8 @@ class WanVAE(nn.Module):
         self._check_latents(latents)
         b, _, t, h, w = latents.shape
         start, stop = self._column_range(columns, w)
-        mean, std = self._latent_stats(latents)
-        z = (latents.float() * std + mean).to(self.dtype).contiguous(memory_format=self.memory_format)
+        mean, inv_std = self.latent_stats(latents.device)
+        z = (latents.to(self.dtype) / inv_std + mean).contiguous(memory_format=self.memory_format)  # as official
         z = self.conv2(z)
         # The branch reads the trunk's output over the requested columns plus its margin (clipped to the frame).
         f, margin = self.decoder.trunk_scale, self.decoder.branch_margin
