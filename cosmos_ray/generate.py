@@ -110,7 +110,7 @@ def _generate_one(
         record = store.write_ok(spec, write_mp4(result.frames, result.fps, quality), result.metadata, source=source)
     except (MediaError, SamplingError, SpecError) as error:
         print(f"{label}: failed: {error}", file=sys.stderr)
-        return store.write_failure(spec, error, source=source)
+        return store.write_failure(spec, f"{type(error).__name__}: {error}", source=source)
     print(f"{label}: {record.video_url} ({time.perf_counter() - start:.1f} s)")
     return record
 

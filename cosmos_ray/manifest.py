@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.dataset
 import pyarrow.parquet as pq
 
 from cosmos_ray import storage
+from cosmos_ray.limits import SpecLimits
 from cosmos_ray.spec import GenerationSpec, SpecError
 
 SPEC_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
@@ -57,21 +59,29 @@ def make_manifest(
     *,
     storage_options: dict | None = None,
     check_inputs: bool = True,
+    limits: SpecLimits | None = None,
 ) -> list[GenerationSpec]:
     """Validate every spec in `sources` (files or globs), then write the manifest atomically.
 
     Raises `ManifestError` listing every problem, before anything is written. `check_inputs` also checks
-    that each `input_path` exists. Returns the specs in manifest order.
+    that each `input_path` exists; every spec must be within `limits` (default: `SpecLimits()`). Returns the
+    specs in manifest order. Storage that cannot be reached at all (no credentials, say) raises
+    `storage.StorageError`.
     """
-    specs = load_specs(sources, storage_options=storage_options, check_inputs=check_inputs)
+    specs = load_specs(sources, storage_options=storage_options, check_inputs=check_inputs, limits=limits)
     write_manifest(specs, output_url, storage_options=storage_options)
     return [spec for spec, _ in specs]
 
 
 def load_specs(
-    sources: Sequence[str], *, storage_options: dict | None = None, check_inputs: bool = True
+    sources: Sequence[str],
+    *,
+    storage_options: dict | None = None,
+    check_inputs: bool = True,
+    limits: SpecLimits | None = None,
 ) -> list[tuple[GenerationSpec, str]]:
     """(spec, source) for every spec in `sources`; raises `ManifestError` with every problem found."""
+    limits = limits or SpecLimits()
     problems: list[str] = []
     entries: list[SpecEntry] = []
     for url in _expand_sources(sources, storage_options, problems):
@@ -82,6 +92,7 @@ def load_specs(
             spec = GenerationSpec.from_dict(
                 entry.data, source=entry.source, base_dir=entry.folder, storage_options=storage_options
             )
+            check_limits(spec, limits, entry.source)
         except SpecError as error:
             problems.append(str(error))
             continue
@@ -122,6 +133,27 @@ def read_manifest(url: str, *, storage_options: dict | None = None) -> list[dict
     return table.select(MANIFEST_SCHEMA.names).to_pylist()
 
 
+def check_manifest(url: str, *, storage_options: dict | None = None) -> int:
+    """Raise unless `url` (a Parquet file or folder of them) is a cosmos-ray manifest; return its row count.
+
+    Reads the Parquet footers only, so a job checks its manifest in a moment, before it starts any work.
+    Raises `storage.StorageError` when it cannot be read (not found, permission, credentials) and ValueError
+    when it is not a Parquet manifest.
+    """
+    not_parquet = None
+    with storage.one_line_errors("read", url):
+        filesystem, path = storage.arrow_filesystem(url, storage_options)
+        try:
+            dataset = pyarrow.dataset.dataset(path, filesystem=filesystem, format="parquet")
+            names, rows = dataset.schema.names, dataset.count_rows()
+        except pa.ArrowInvalid as error:
+            not_parquet = str(error).splitlines()[0]
+    if not_parquet is not None:
+        raise ValueError(f"{url} is not a Parquet manifest: {not_parquet}")
+    require_manifest_columns(names, url)
+    return rows
+
+
 def require_manifest_columns(column_names: Sequence[str], url: str) -> None:
     """Raise ValueError unless a table with these columns (read from `url`) is a manifest."""
     missing = set(MANIFEST_SCHEMA.names) - set(column_names)
@@ -129,14 +161,25 @@ def require_manifest_columns(column_names: Sequence[str], url: str) -> None:
         raise ValueError(f"{url} is not a cosmos-ray manifest: missing column(s) {', '.join(sorted(missing))}")
 
 
-def spec_from_row(row: Mapping[str, Any]) -> GenerationSpec:
-    """The spec of one manifest row; raises `SpecError` naming the row's source."""
+def spec_from_row(row: Mapping[str, Any], limits: SpecLimits | None = None) -> GenerationSpec:
+    """The spec of one manifest row, within `limits` if given; raises `SpecError` naming the row's source."""
     source = str(row.get("source") or "manifest row")
     try:
         data = json.loads(row["spec_json"])
     except (KeyError, TypeError, ValueError) as error:
         raise SpecError(source, "spec_json", f"is not valid spec JSON: {error}") from None
-    return GenerationSpec.from_dict(data, source=source)
+    spec = GenerationSpec.from_dict(data, source=source)
+    if limits is not None:
+        check_limits(spec, limits, source)
+    return spec
+
+
+def check_limits(spec: GenerationSpec, limits: SpecLimits, source: str) -> None:
+    """`limits.check(spec)`, with the spec's source in the error (as `GenerationSpec.from_dict` names it)."""
+    try:
+        limits.check(spec)
+    except SpecError as error:
+        raise SpecError(f"{spec.name!r} ({source})", error.field, error.reason) from None
 
 
 # Defaults of the first official release (`InferenceArguments` of cosmos_predict2/config.py at 6b54ba6, the
@@ -184,8 +227,11 @@ def _read_entries(url: str, storage_options: dict | None, problems: list[str]) -
         return []
     try:
         text = storage.read_text(url, storage_options)
-    except (OSError, UnicodeDecodeError) as error:
-        problems.append(f"{url}: cannot be read: {error}")
+    except storage.StorageError as error:
+        problems.append(str(error))
+        return []
+    except UnicodeDecodeError as error:
+        problems.append(f"{url}: is not UTF-8 text: {error}")
         return []
     if url.endswith(".jsonl"):
         return _read_json_lines(url, text, folder, problems)

@@ -121,7 +121,8 @@ def read_conditioning(
                 f"nor a video ({', '.join(VIDEO_EXTENSIONS)})"
             )
     except (OSError, ValueError, RuntimeError) as error:
-        raise MediaError(f"sample {spec.name!r}: cannot read input_path {url}: {error}") from error
+        reason = error.reason if isinstance(error, storage.StorageError) else error  # it names the URL already
+        raise MediaError(f"sample {spec.name!r}: cannot read input_path {url}: {reason}") from error
     if extension in VIDEO_EXTENSIONS and len(frames) < num_frames:
         raise MediaError(
             f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "

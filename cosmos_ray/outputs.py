@@ -4,10 +4,10 @@ Layout under the output root (see docs/outputs.md):
 
     videos/{sample_id}.mp4            the video
     meta/{sample_id}.json             its record; written last, so it is the commit marker
-    runs/{run_id}/metadata.parquet    one row per manifest row of a run: ok, failed or skipped
+    runs/{run_id}/metadata.parquet    one row per manifest row of a run: ok, failed, skipped or duplicate
 
-A sample is done when its record exists with status "ok"; a rerun skips it. The batch pipeline, the Serve
-app and the local CLI all write through `OutputStore`.
+A sample is done when its record exists with status "ok" and its video exists; a rerun skips it. The batch
+pipeline, the Serve app and the local CLI all write through `OutputStore`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from cosmos_ray import storage
 from cosmos_ray.spec import GenerationSpec
 
-OK, FAILED, SKIPPED = "ok", "failed", "skipped"
+OK, FAILED, SKIPPED, DUPLICATE = "ok", "failed", "skipped", "duplicate"  # the last two only in run tables
 
 RUN_TABLE_SCHEMA = pa.schema(
     [
@@ -49,7 +49,7 @@ class OutputRecord:
 
     sample_id: str | None  # None when the manifest row is not a valid spec
     name: str
-    status: str  # OK | FAILED | SKIPPED
+    status: str  # OK | FAILED | SKIPPED | DUPLICATE
     video_url: str | None = None
     error: str | None = None
     source: str = ""  # where the spec came from, e.g. "specs.jsonl:3"
@@ -59,6 +59,30 @@ class OutputRecord:
 
     def to_json(self) -> bytes:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def failed(
+        cls,
+        error: str,
+        *,
+        name: str,
+        source: str = "",
+        spec_json: str | None = None,
+        sample_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> OutputRecord:
+        """The record of a failure: a spec that failed (`sample_id` set) or a manifest row that is not a valid
+        spec (`sample_id` None, `spec_json` the row's raw text)."""
+        return cls(
+            sample_id=sample_id,
+            name=name,
+            status=FAILED,
+            error=error,
+            source=source,
+            spec_json=spec_json,
+            metadata=_json_ready(metadata or {}, sample_id or name),
+            finished_at=_now(),
+        )
 
     @classmethod
     def from_json(cls, data: bytes) -> OutputRecord:
@@ -101,9 +125,14 @@ class OutputStore:
             return None
 
     def is_done(self, sample_id: str) -> bool:
-        """True when `sample_id` has a committed record with status "ok"."""
+        """True when `sample_id` has a committed record with status "ok" and its video is still there (a
+        video deleted by hand makes the sample not done, so a rerun makes it again)."""
         record = self.read_record(sample_id)
-        return record is not None and record.status == OK
+        return (
+            record is not None
+            and record.status == OK
+            and storage.exists(self.video_url(sample_id), self.storage_options)
+        )
 
     def write_ok(
         self, spec: GenerationSpec, mp4_bytes: bytes, metadata: Mapping[str, Any], *, source: str = ""
@@ -114,42 +143,29 @@ class OutputStore:
         storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json(), self.storage_options)
         return record
 
-    def write_failure(
-        self,
-        sample: GenerationSpec | Mapping[str, Any],
-        error: BaseException | str,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-        source: str = "",
+    def failure(
+        self, spec: GenerationSpec, error: str, *, metadata: Mapping[str, Any] | None = None, source: str = ""
     ) -> OutputRecord:
-        """Record a failure. `sample` is the spec, or the manifest row when the row is not a valid spec.
-
-        A failed spec gets a meta file (status "failed", so a rerun tries it again); an invalid row has no
-        sample id and only appears in the run table.
-        """
-        message = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        if isinstance(sample, GenerationSpec):
-            sample_id, name, spec_json = sample.sample_id, sample.name, sample.to_json()
-        else:
-            sample_id, name, spec_json = None, str(sample.get("name") or ""), sample.get("spec_json")
-            source = source or str(sample.get("source") or "")
-        record = OutputRecord(
-            sample_id=sample_id,
-            name=name,
-            status=FAILED,
-            error=message,
-            source=source,
-            spec_json=spec_json,
-            metadata=_json_ready(metadata or {}, sample_id or name),
-            finished_at=_now(),
+        """The record of a spec that failed; nothing is written (see `write_failure`)."""
+        return OutputRecord.failed(
+            error, name=spec.name, source=source, spec_json=spec.to_json(), sample_id=spec.sample_id, metadata=metadata
         )
-        if sample_id is not None:
-            storage.write_bytes_atomic(self.meta_url(sample_id), record.to_json(), self.storage_options)
+
+    def write_failure(
+        self, spec: GenerationSpec, error: str, *, metadata: Mapping[str, Any] | None = None, source: str = ""
+    ) -> OutputRecord:
+        """Record that `spec` failed: its meta file gets status "failed", so a rerun tries it again."""
+        record = self.failure(spec, error, metadata=metadata, source=source)
+        storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json(), self.storage_options)
         return record
 
     def skipped(self, spec: GenerationSpec, *, source: str = "") -> OutputRecord:
         """The run-table record of a sample that was already done (nothing is written)."""
         return self._video_record(spec, SKIPPED, source)
+
+    def duplicate(self, spec: GenerationSpec, *, source: str, first_source: str) -> OutputRecord:
+        """The run-table record of a manifest row whose sample an earlier row (`first_source`) already has."""
+        return self._video_record(spec, DUPLICATE, source, metadata={"duplicate_of": first_source})
 
     def _video_record(self, spec: GenerationSpec, status: str, source: str, **fields: Any) -> OutputRecord:
         """The record of a spec whose video is (or already was) at its place in the store."""

@@ -128,7 +128,7 @@ class ShardStore:
         files = storage.list_sizes(self.folder_url, self.store.storage_options)
         orphans = sorted(name for name in files if SHARD_NAME.fullmatch(name) and name not in committed)
         for name in orphans:
-            storage.remove(self.shard_url(name), self.store.storage_options)
+            storage.delete(self.shard_url(name), self.store.storage_options)
         return orphans
 
     def new_names(self) -> Iterator[str]:

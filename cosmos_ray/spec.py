@@ -422,7 +422,8 @@ def _read_prompt(prompt_path: Any, sample: str, base_dir: str | None, storage_op
     try:
         return storage.read_text(url, storage_options).strip()
     except (OSError, UnicodeDecodeError) as error:
-        raise SpecError(sample, "prompt_path", f"cannot be read from {url}: {error}") from None
+        reason = error.reason if isinstance(error, storage.StorageError) else error  # it names the URL already
+        raise SpecError(sample, "prompt_path", f"cannot be read from {url}: {reason}") from None
 
 
 def _sample_label(data: Any, source: str) -> str:

@@ -4,6 +4,9 @@ Every function takes a URL (a local path, `file://`, `s3://`, `gs://`, `memory:/
 `storage_options` dict that is passed unchanged to the fsspec filesystem of remote URLs (credentials,
 `client_kwargs` with an `endpoint_url`, ...) and ignored for local paths, so one dict can serve a job that
 reads local specs and writes to a bucket. Callers thread it from the job's command line down to these helpers.
+
+Every failure of a read, write, listing or check raises `StorageError` (an `OSError`; `StorageNotFoundError` is
+also a `FileNotFoundError`) whose message is one line: what was done, the URL, and what is missing or denied.
 """
 
 from __future__ import annotations
@@ -12,14 +15,69 @@ import json
 import os
 import posixpath
 import re
-import tempfile
-from collections.abc import Iterable
+import secrets
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import fsspec
 import pyarrow.fs
 from fsspec.implementations.local import LocalFileSystem
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+WRITE_CHECK_PREFIX = ".cosmos-ray-write-check-"  # `check_writable` writes and deletes one such file
+
+
+class StorageError(OSError):
+    """A storage operation that failed: `action` ("read", "write", ...) of `url`, and `reason` in a few words."""
+
+    def __init__(self, action: str, url: str, reason: str):
+        self.action = action
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot {action} {url}: {reason}")
+
+    def __reduce__(self):  # pickles with its fields, so it crosses process boundaries (e.g. from a Ray worker)
+        return type(self), (self.action, self.url, self.reason)
+
+
+class StorageNotFoundError(StorageError, FileNotFoundError):
+    """Nothing exists at the URL (or its bucket does not exist)."""
+
+
+@contextmanager
+def one_line_errors(action: str, url: str) -> Iterator[None]:
+    """In this block, turn whatever a file system raises (OSError, botocore, gcsfs, ImportError for a missing
+    backend) into `StorageError` naming the action, the URL and the cause."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as error:  # noqa: BLE001 - every fsspec backend raises its own types
+        raise _storage_error(action, url, error) from error
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+def _storage_error(action: str, url: str, error: Exception) -> StorageError:
+    message = (str(error).strip().splitlines() or [""])[0]
+    if isinstance(error, FileNotFoundError):
+        # s3fs: FileNotFoundError("The specified bucket does not exist") or FileNotFoundError("bucket/key")
+        missing = "the bucket does not exist" if "bucket does not exist" in message.lower() else "not found"
+        if action == "write" and error.strerror:  # a local folder that cannot be created
+            missing = _lower_first(error.strerror)
+        return StorageNotFoundError(action, url, missing)
+    if isinstance(error, PermissionError):
+        return StorageError(action, url, "permission denied")
+    if isinstance(error, NotADirectoryError | FileExistsError):
+        return StorageError(action, url, "a part of the path is a file, not a folder")
+    if isinstance(error, OSError) and error.strerror:  # local errors: "Read-only file system", ...
+        return StorageError(action, url, _lower_first(error.strerror))
+    if type(error).__name__ == "NoCredentialsError":  # botocore, without importing it
+        return StorageError(action, url, "no credentials found (set them in the environment or the storage options)")
+    return StorageError(action, url, f"{type(error).__name__}: {message}" if message else type(error).__name__)
 
 
 def url_scheme(url: str) -> str | None:
@@ -106,8 +164,9 @@ def parse_storage_options(pairs: Iterable[str]) -> dict | None:
 
 def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
     """The whole content of the object or file at `url`."""
-    fs, path = filesystem(url, storage_options)
-    return fs.cat_file(path)
+    with one_line_errors("read", url):
+        fs, path = filesystem(url, storage_options)
+        return fs.cat_file(path)
 
 
 def read_text(url: str, storage_options: dict | None = None) -> str:
@@ -117,34 +176,28 @@ def read_text(url: str, storage_options: dict | None = None) -> str:
 
 def exists(url: str, storage_options: dict | None = None) -> bool:
     """True when a file or object exists at `url`."""
-    fs, path = filesystem(url, storage_options)
-    return fs.exists(path)
+    with one_line_errors("check", url):
+        fs, path = filesystem(url, storage_options)
+        return fs.exists(path)
 
 
 def list_sizes(folder_url: str, storage_options: dict | None = None) -> dict[str, int]:
     """{file name: size in bytes} of the files directly in a folder; empty if the folder does not exist.
     Always listed afresh: other processes write there (fsspec caches the listings of some stores)."""
-    fs, path = filesystem(folder_url, storage_options)
     try:
-        entries = fs.ls(path, detail=True, refresh=True)
-    except FileNotFoundError:
+        with one_line_errors("list", folder_url):
+            fs, path = filesystem(folder_url, storage_options)
+            entries = fs.ls(path, detail=True, refresh=True)
+    except StorageNotFoundError:
         return {}
     return {posixpath.basename(e["name"].rstrip("/")): e["size"] for e in entries if e["type"] == "file"}
 
 
-def remove(url: str, storage_options: dict | None = None) -> None:
-    """Delete the file or object at `url`; nothing if there is none."""
-    fs, path = filesystem(url, storage_options)
-    try:
-        fs.rm_file(path)
-    except FileNotFoundError:
-        pass
-
-
 def glob_urls(pattern: str, storage_options: dict | None = None) -> list[str]:
     """Sorted URLs of the files matching a glob (`*`, `?`, `[...]`, `**`), in the pattern's own form."""
-    fs, path = filesystem(pattern, storage_options)
-    matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+    with one_line_errors("list", pattern):
+        fs, path = filesystem(pattern, storage_options)
+        matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
     if is_local(pattern):
         return matches
     return [fs.unstrip_protocol(p) for p in matches]
@@ -157,17 +210,40 @@ def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = Non
     Object stores: one `pipe_file` call, which uploads the whole object; stores only make an object visible
     once its upload completes, so a partial object is never observable.
     """
-    fs, path = filesystem(url, storage_options)
-    if isinstance(fs, LocalFileSystem):
-        _write_local_atomic(path, data)
-    else:
-        fs.pipe_file(path, data)
+    with one_line_errors("write", url):
+        fs, path = filesystem(url, storage_options)
+        if isinstance(fs, LocalFileSystem):
+            _write_local_atomic(path, data)
+        else:
+            fs.pipe_file(path, data)
+
+
+def delete(url: str, storage_options: dict | None = None) -> None:
+    """Delete the file or object at `url`."""
+    with one_line_errors("delete", url):
+        fs, path = filesystem(url, storage_options)
+        fs.rm_file(path)
+
+
+def check_writable(folder_url: str, storage_options: dict | None = None) -> None:
+    """Raise `StorageError` unless files can be written under `folder_url`: writes one small file there and
+    deletes it, so a missing bucket, missing credentials or a read-only path show before any work is done."""
+    if is_local(folder_url) and os.path.isfile(_local_path(folder_url)):
+        raise StorageError("write to", folder_url, "it is a file, not a folder")
+    probe = join_url(folder_url, WRITE_CHECK_PREFIX + secrets.token_hex(4))
+    try:
+        write_bytes_atomic(probe, b"", storage_options)
+        delete(probe, storage_options)
+    except StorageError as error:  # name the folder the caller gave, not the probe file
+        raise type(error)("write to", folder_url, error.reason) from error.__cause__
 
 
 def _write_local_atomic(path: str, data: bytes) -> None:
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    tmp_path = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    # os.open's mode goes through the umask, as for any new file (mkstemp would make it 0600)
+    fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

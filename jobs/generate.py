@@ -4,9 +4,12 @@
         --checkpoint-dir /models/cosmos-predict2.5-2b --gpus-per-group 1
     ray job submit --working-dir . -- python -m jobs.generate --manifest ... --output ... --preset tiny
 
-Connects to the cluster in RAY_ADDRESS (set by `ray job submit`) or `--address`, else starts a local Ray.
-Prints one line per sample and a summary. Exits 0 when the job ran, even if samples failed (their errors are
-in the run table); 1 when it could not run; 2 for bad arguments.
+Checks the manifest and writes (then deletes) a file under --output before it starts or joins Ray, so bad input
+and an unwritable output fail in seconds. Connects to the cluster in RAY_ADDRESS (set by `ray job submit`) or
+`--address`, else starts a local Ray. Prints one line per sample and a summary. Exits 0 when the job ran, even if
+samples failed (their errors are in the run table and listed at the end); 1 when it could not run (one line
+saying why; docs/failures.md); 2 for bad arguments; 130 when interrupted (Ctrl-C), after writing the run table of
+what finished: rerun the same command to resume.
 """
 
 from __future__ import annotations
@@ -18,10 +21,18 @@ import sys
 
 import ray
 
+from cosmos_ray.presets import RANDOM_PRESETS
 from cosmos_ray.shards import ShardConfig
-from jobs.options import add_storage_option, byte_size, storage_options_of
-from pipelines.batch import BatchConfig, run
+from cosmos_ray.storage import StorageError
+from jobs.options import add_limit_options, add_storage_option, byte_size, limits_of, storage_options_of
+from pipelines.batch import BatchConfig, failure_message, preflight, run
 from pipelines.group import DTYPES, GroupConfig
+from pipelines.placement import PlacementError
+
+logger = logging.getLogger("jobs.generate")
+
+RESUME_HINT = "rerun the same command to resume: samples already done are skipped"
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument(
         "--preset",
-        metavar="NAME",
+        choices=sorted(RANDOM_PRESETS),
         help="model preset with random weights: 'tiny' (tests and CPU smoke runs) or "
         "'random-2B' (the released shapes, for GPU trials and benchmarks)",
     )
@@ -72,13 +83,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--groups",
         type=_at_least(1),
         metavar="M",
-        help="number of replicas (default: as many as the cluster's GPUs allow)",
+        help="number of replicas (default: as many as the cluster's nodes hold now, at least 1)",
     )
     pool.add_argument(
         "--autoscale",
         type=_min_max,
         metavar="MIN..MAX",
         help="let the replica count follow the queue between MIN and MAX",
+    )
+    parser.add_argument(
+        "--schedule-timeout",
+        type=float,
+        default=BatchConfig.schedule_timeout_s,
+        metavar="SECONDS",
+        help="how long to wait for the GPUs of the first replica, e.g. while an autoscaler adds a node "
+        "(default %(default)g); a layout the cluster can never hold fails at once",
     )
     parser.add_argument(
         "--embedding-cache",
@@ -115,7 +134,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output and input media URLs")
+    add_limit_options(parser)
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
+    parser.add_argument(
+        "--verbose", action="store_true", help="log at debug level, with the traceback of a job that could not run"
+    )
     parser.add_argument(
         "--logical-gpus",
         type=_at_least(1),
@@ -125,7 +148,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.logical_gpus is not None and args.address is not None:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
+    if args.schedule_timeout <= 0:
+        parser.error(f"--schedule-timeout must be positive, got {args.schedule_timeout:g}")
     args.storage_options = storage_options_of(parser, args)
+    args.limits = limits_of(parser, args)
+    if args.num_generations is not None and args.num_generations > args.limits.max_num_generations:
+        parser.error(
+            f"--num-generations {args.num_generations} is over --max-num-generations {args.limits.max_num_generations}"
+        )
     args.shards = None
     if args.shard_size is not None or args.shard_samples is not None:
         limits = {"max_bytes": args.shard_size, "max_samples": args.shard_samples}
@@ -133,35 +163,74 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def config_of(args: argparse.Namespace) -> BatchConfig:
+    """The batch job the parsed arguments describe."""
+    return BatchConfig(
+        manifest=args.manifest,
+        output=args.output,
+        group=GroupConfig(
+            gpus_per_group=args.gpus_per_group,
+            source=args.checkpoint_dir or args.preset,
+            dtype=args.dtype,
+            compile=args.compile,
+            embedding_cache_url=args.embedding_cache,
+            storage_options=args.storage_options,
+        ),
+        groups=args.autoscale or args.groups,
+        limit=args.limit,
+        num_generations=args.num_generations,
+        limits=args.limits,
+        storage_options=args.storage_options,
+        run_id=args.run_id,
+        schedule_timeout_s=args.schedule_timeout,
+        shards=args.shards,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    # Our lines at INFO (DEBUG with --verbose); other libraries' (botocore, urllib3, ...) only from WARNING up
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    for name in ("jobs", "pipelines", "cosmos_ray"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    config = config_of(args)
+    try:
+        rows = preflight(config)  # before Ray starts: bad input or output fails in seconds, not after the models load
+    except (StorageError, ValueError) as error:  # one line already: the URL and the cause
+        return _fail(str(error))
+    logger.info("manifest %s: %d rows; output %s is writable", config.manifest, rows, config.output)
     try:
         _init_ray(args.address, args.logical_gpus)
-        config = BatchConfig(
-            manifest=args.manifest,
-            output=args.output,
-            group=GroupConfig(
-                gpus_per_group=args.gpus_per_group,
-                source=args.checkpoint_dir or args.preset,
-                dtype=args.dtype,
-                compile=args.compile,
-                embedding_cache_url=args.embedding_cache,
-                storage_options=args.storage_options,
-            ),
-            groups=args.autoscale or args.groups or _groups_that_fit(args.gpus_per_group),
-            limit=args.limit,
-            num_generations=args.num_generations,
-            storage_options=args.storage_options,
-            run_id=args.run_id,
-            shards=args.shards,
-        )
         summary = run(config)
-    except Exception as error:  # the job could not run; sample failures never get here
-        logging.getLogger(__name__).exception("the job could not run: %s", error)
-        return 1
+    except KeyboardInterrupt:  # before generation started (during it, run() stops and writes the run table)
+        return _fail(f"interrupted; {RESUME_HINT}", EXIT_INTERRUPTED)
+    except PlacementError as error:
+        local_ray = args.address is None and not os.environ.get("RAY_ADDRESS")
+        return _fail(f"{error}{_flags_that_fit(error.layouts, local_ray)}")
+    except Exception as error:  # noqa: BLE001 - the job could not run; sample failures never get here
+        logger.debug("the job could not run", exc_info=True)
+        return _fail(failure_message(error))
     print(summary)
+    if summary.interrupted:
+        print(f"interrupted: {summary.not_finished} sample(s) not finished; {RESUME_HINT}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
+
+
+def _fail(message: str, status: int = 1) -> int:
+    """Print why the job stopped, in one line (docs/failures.md lists the causes), and return the exit status."""
+    print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def _flags_that_fit(layouts: list[tuple[int, int]], local_ray: bool) -> str:
+    if layouts:
+        return "; layouts that fit now: " + ", or ".join(
+            f"--gpus-per-group {gpus} --groups {groups}" for gpus, groups in layouts
+        )
+    if local_ray:
+        return "; on a machine without GPUs, --logical-gpus N runs --preset tiny on the CPU"
+    return ""
 
 
 def _init_ray(address: str | None, logical_gpus: int | None) -> None:
@@ -171,16 +240,6 @@ def _init_ray(address: str | None, logical_gpus: int | None) -> None:
         ray.init(address=address)
     else:  # each logical GPU brings a logical CPU for its rank worker's placement bundle
         ray.init(num_gpus=logical_gpus, num_cpus=(os.cpu_count() or 1) + logical_gpus)
-
-
-def _groups_that_fit(gpus_per_group: int) -> int:
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    if gpus < gpus_per_group:
-        raise RuntimeError(
-            f"the cluster has {gpus} GPU(s) now, fewer than --gpus-per-group {gpus_per_group}: pass "
-            "--groups or --autoscale to wait for GPU nodes, or --logical-gpus for a CPU-only run"
-        )
-    return gpus // gpus_per_group
 
 
 def _at_least(minimum: int):

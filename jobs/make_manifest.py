@@ -13,7 +13,8 @@ import argparse
 import sys
 
 from cosmos_ray.manifest import ManifestError, make_manifest
-from jobs.options import add_storage_option, storage_options_of
+from cosmos_ray.storage import StorageError
+from jobs.options import add_limit_options, add_storage_option, limits_of, storage_options_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,8 +28,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("-o", "--output", required=True, metavar="URL", help="where to write the .parquet manifest")
     add_storage_option(parser, "remote URLs")
     parser.add_argument("--no-check-inputs", action="store_true", help="do not check that every input_path exists")
+    add_limit_options(parser)
     args = parser.parse_args(argv)
     args.storage_options = storage_options_of(parser, args)
+    args.limits = limits_of(parser, args)
     return args
 
 
@@ -36,9 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         specs = make_manifest(
-            args.sources, args.output, storage_options=args.storage_options, check_inputs=not args.no_check_inputs
+            args.sources,
+            args.output,
+            storage_options=args.storage_options,
+            check_inputs=not args.no_check_inputs,
+            limits=args.limits,
         )
-    except ManifestError as error:
+    except (ManifestError, StorageError) as error:  # StorageError: e.g. no credentials for an s3:// source
         print(f"error: {error}\nno manifest was written", file=sys.stderr)
         return 1
     print(f"wrote {len(specs)} spec(s) to {args.output}")

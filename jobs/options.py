@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 
+from cosmos_ray.limits import SpecLimits
 from cosmos_ray.storage import parse_storage_options
 
 
@@ -27,6 +29,28 @@ def storage_options_of(parser: argparse.ArgumentParser, args: argparse.Namespace
         return parse_storage_options(args.storage_options)
     except ValueError as error:
         parser.error(f"--storage-option: {error}")
+
+
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """One flag per `SpecLimits` field (`--max-pixels N`, ...), defaulting to its value there; read them back
+    with `limits_of`."""
+    group = parser.add_argument_group("spec limits", "a spec over a limit is rejected, with the field and the reason")
+    for field in dataclasses.fields(SpecLimits):
+        group.add_argument(
+            "--" + field.name.replace("_", "-"),
+            type=int,
+            default=field.default,
+            metavar="N",
+            help=f"{field.metadata['help']} of one spec (default %(default)s)",
+        )
+
+
+def limits_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> SpecLimits:
+    """The `SpecLimits` of the parsed limit flags; a bad value is a usage error (exit 2)."""
+    try:
+        return SpecLimits(**{field.name: getattr(args, field.name) for field in dataclasses.fields(SpecLimits)})
+    except ValueError as error:
+        parser.error(str(error))
 
 
 _BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}

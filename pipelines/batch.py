@@ -6,9 +6,12 @@
     driver: one log line per sample, then runs/{run_id}/metadata.parquet and a Summary
     with sharded output, also: driver packs done samples --> write_shard (CPU tasks: tar, then index file)
 
-Invalid rows and failed samples become records with the error; only a job that cannot run raises. Rows
-already done (their meta says ok) are skipped, so rerunning a job, or resuming a killed one, generates exactly
-the missing samples. docs/architecture.md has the reasoning behind the layout.
+Before any of this, `preflight` checks what would otherwise fail late (the manifest, a write under the output
+root) and the driver checks that the cluster can ever hold a group. Invalid rows and failed samples become
+records with the error; only a job that cannot run raises. Rows already done (their meta says ok and their
+video exists) are skipped, so rerunning a job, or resuming a killed or interrupted one, generates exactly the
+missing samples. docs/architecture.md has the reasoning behind the layout, docs/failures.md what each failure
+means.
 """
 
 from __future__ import annotations
@@ -26,13 +29,16 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import ray
+from ray.exceptions import RayError, RayTaskError
 
 from cosmos_ray import storage
-from cosmos_ray.manifest import require_manifest_columns, spec_from_row
+from cosmos_ray.limits import SpecLimits
+from cosmos_ray.manifest import check_limits, check_manifest, spec_from_row
 from cosmos_ray.media import write_mp4
-from cosmos_ray.outputs import FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.outputs import DUPLICATE, FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.shards import ShardConfig
 from cosmos_ray.spec import GenerationSpec, SpecError
+from pipelines import placement
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 from pipelines.monitor import RunMonitor
 from pipelines.sharding import Sharder
@@ -49,6 +55,7 @@ GROUP_ACTOR_MAX_RESTARTS = 3
 GROUP_ACTOR_MAX_TASK_RETRIES = 3
 CHECK_BATCH_SIZE = 64  # manifest rows per check task (each costs one read of a meta file per generation)
 CHECK_COLUMNS = ["spec_json", "name", "source"]  # the manifest columns the check stage reads
+MAX_LISTED_FAILURES = 20  # invalid and duplicate rows logged before generation, failures listed at the end
 
 CHECKED_SCHEMA = pa.schema(
     [
@@ -85,22 +92,29 @@ class BatchConfig:
     manifest: str  # Parquet manifest URL (docs/manifest.md)
     output: str  # output root URL (docs/outputs.md)
     group: GroupConfig = field(default_factory=GroupConfig)
-    groups: int | tuple[int, int] = 1  # GPU groups: a fixed pool size, or (min, max) to autoscale
+    # GPU groups: a fixed pool size, (min, max) to autoscale, or None for as many as the nodes hold now (>= 1)
+    groups: int | tuple[int, int] | None = None
     limit: int | None = None  # use only the first `limit` manifest rows
     num_generations: int | None = None  # videos per spec for every row (each spec's own field if None)
+    limits: SpecLimits = field(default_factory=SpecLimits)  # a spec over a limit is an invalid row
     storage_options: dict | None = None  # fsspec options for the manifest and output URLs
     run_id: str | None = None  # default: UTC time + random suffix
     writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task (and per shard-writing task)
+    schedule_timeout_s: float = 1800.0  # how long to wait for the GPUs of the first group (e.g. a node to come)
     shards: ShardConfig | None = None  # also write finished samples into WebDataset shards (docs/outputs.md)
 
     def __post_init__(self) -> None:
-        sizes = self.groups if isinstance(self.groups, tuple) else (self.groups, self.groups)
-        if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1]:
-            raise ValueError(f"groups must be a count >= 1 or (min, max) with 1 <= min <= max, got {self.groups}")
+        if self.groups is not None:
+            sizes = self.groups if isinstance(self.groups, tuple) else (self.groups, self.groups)
+            if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1]:
+                raise ValueError(f"groups must be a count >= 1 or (min, max) with 1 <= min <= max, got {self.groups}")
         if self.limit is not None and self.limit < 0:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
-        if self.num_generations is not None and self.num_generations < 1:
-            raise ValueError(f"num_generations must be >= 1, got {self.num_generations}")
+        if self.schedule_timeout_s <= 0:
+            raise ValueError(f"schedule_timeout_s must be positive, got {self.schedule_timeout_s}")
+        if self.num_generations is not None and not 1 <= self.num_generations <= self.limits.max_num_generations:
+            limit = self.limits.max_num_generations
+            raise ValueError(f"num_generations must be in 1..{limit} (the limit), got {self.num_generations}")
 
 
 @dataclass(frozen=True)
@@ -115,7 +129,13 @@ class Summary:
     run_table_url: str
     gpus: int  # GPUs the run's groups held (largest pool size x GPUs per group); 0 if nothing was generated
     denoising_gpu_s: float  # sum over generated samples of denoising time x GPUs of its group
+    duplicates: int = 0  # rows whose sample an earlier row of the manifest already has
+    not_finished: int = 0  # samples left to generate when the run was interrupted (Ctrl-C)
     shards_written: int = 0  # WebDataset shards this run wrote (with sharded output)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.not_finished > 0
 
     @property
     def videos_per_hour(self) -> float:
@@ -127,46 +147,70 @@ class Summary:
         return self.denoising_gpu_s / (self.wall_s * self.gpus) if self.wall_s > 0 and self.gpus else 0.0
 
     def __str__(self) -> str:
+        duplicates = f", {self.duplicates} duplicate" if self.duplicates else ""
+        interrupted = f" (interrupted: {self.not_finished} not finished)" if self.interrupted else ""
         shards = f", {self.shards_written} shard(s) written" if self.shards_written else ""
         return (
-            f"run {self.run_id}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped{shards} in "
-            f"{self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs denoising "
-            f"{self.denoising_share:.0%} of the time); table: {self.run_table_url}"
+            f"run {self.run_id}{interrupted}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped"
+            f"{duplicates}{shards} in {self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs "
+            f"denoising {self.denoising_share:.0%} of the time); table: {self.run_table_url}"
         )
 
 
+def preflight(config: BatchConfig) -> int:
+    """Check, without Ray and in seconds, what would otherwise fail after the models load: the manifest is a
+    readable cosmos-ray manifest, and files can be written under the output root (and the embedding cache).
+    Returns the manifest's row count; raises `storage.StorageError` or ValueError with a one-line message."""
+    rows = check_manifest(config.manifest, storage_options=config.storage_options)
+    storage.check_writable(config.output, config.storage_options)
+    if config.group.embedding_cache_url:
+        storage.check_writable(config.group.embedding_cache_url, config.group.storage_options)
+    return rows
+
+
 def run(config: BatchConfig) -> Summary:
-    """Run the job on the connected Ray cluster and write its run table."""
+    """Run the job on the connected Ray cluster and write its run table.
+
+    Raises `placement.PlacementError` for a layout the cluster cannot hold. Ctrl-C (KeyboardInterrupt) while
+    generating stops the run: the run table lists what finished, and `Summary.interrupted` is true.
+    """
     started = time.monotonic()
     run_id = config.run_id or new_run_id()
+    preflight(config)
+    cluster = placement.cluster_gpus()
+    placement.check_layout(cluster, config.group.gpus_per_group)
     store = OutputStore(config.output, config.storage_options)
     records, pending = _plan(_check_manifest(config), store)
-    skipped, invalid = (sum(r.status == status for r in records.values()) for status in (SKIPPED, FAILED))
-    logger.info(
-        "run %s: %d samples, %d to generate, %d already done, %d invalid",
-        run_id,
-        len(records) + len(pending),
-        len(pending),
-        skipped,
-        invalid,
-    )
+    _log_plan(run_id, records, pending)
+    generated: dict[int, OutputRecord] = {}
+    groups = (0, 0)
+    sharder = None
     with RunMonitor(run_id) as monitor:
-        monitor.planned(to_generate=len(pending), skipped=skipped, invalid=invalid)
-        sharder = _start_sharding(config, store, records, pending) if config.shards else None
-        generated = _generate(config, run_id, pending, sharder, monitor) if pending else {}
-        if sharder is not None:
-            sharder.finish()
+        monitor.planned(to_generate=len(pending), statuses=[record.status for record in records.values()])
+        try:
+            sharder = _start_sharding(config, store, records, pending) if config.shards else None
+            if pending:
+                pool = config.groups or placement.pool_size(cluster, config.group.gpus_per_group)
+                groups = _pool_size(pool, len(pending))
+                _generate(config, run_id, pending, groups, generated, monitor, sharder)
+            if sharder is not None:
+                sharder.finish()
+        except KeyboardInterrupt:
+            logger.warning("interrupted: %d of %d samples finished", len(generated), len(pending))
     records.update(generated)
     table_url = store.write_run_table(run_id, [records[row] for row in sorted(records)])
+    _log_failures(records)
     statuses = [record.status for record in records.values()]
     return Summary(
         run_id=run_id,
         ok=statuses.count(OK),
         failed=statuses.count(FAILED),
         skipped=statuses.count(SKIPPED),
+        duplicates=statuses.count(DUPLICATE),
+        not_finished=len(pending) - len(generated),
         wall_s=time.monotonic() - started,
         run_table_url=table_url,
-        gpus=_pool_size(config.groups, len(pending))[1] * config.group.gpus_per_group,
+        gpus=groups[1] * config.group.gpus_per_group,
         denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated.values()),
         shards_written=sharder.written if sharder is not None else 0,
     )
@@ -181,6 +225,58 @@ def _start_sharding(
     sharder = Sharder(store, config.shards, run_samples=run_samples, cpus=config.writer_cpus)
     sharder.add_committed(committed)
     return sharder
+
+
+def _log_plan(run_id: str, records: dict[int, OutputRecord], pending: list[dict[str, Any]]) -> None:
+    """The run's counts, then each invalid row (up to `MAX_LISTED_FAILURES`) and each duplicate row."""
+    by_status = {status: [r for r in records.values() if r.status == status] for status in (SKIPPED, DUPLICATE, FAILED)}
+    logger.info(
+        "run %s: %d samples, %d to generate, %d already done, %d duplicate, %d invalid",
+        run_id,
+        len(records) + len(pending),
+        len(pending),
+        len(by_status[SKIPPED]),
+        len(by_status[DUPLICATE]),
+        len(by_status[FAILED]),
+    )
+    for record in by_status[FAILED][:MAX_LISTED_FAILURES]:
+        logger.warning("invalid row: %s", record.error)
+    if len(by_status[FAILED]) > MAX_LISTED_FAILURES:
+        logger.warning("... and %d more invalid rows", len(by_status[FAILED]) - MAX_LISTED_FAILURES)
+    for record in by_status[DUPLICATE][:MAX_LISTED_FAILURES]:
+        logger.info(
+            "duplicate row %s: sample %s is the one of %s; generated once",
+            record.source,
+            record.sample_id,
+            record.metadata["duplicate_of"],
+        )
+
+
+def _log_failures(records: dict[int, OutputRecord]) -> None:
+    """The failures of the run (invalid rows and failed samples), in manifest order, up to a cap."""
+    failures = [records[row] for row in sorted(records) if records[row].status == FAILED]
+    if not failures:
+        return
+    logger.warning("%d failure(s), all in the run table:", len(failures))
+    for record in failures[:MAX_LISTED_FAILURES]:
+        logger.warning("  %s: %s", record.source or record.name, record.error)
+    if len(failures) > MAX_LISTED_FAILURES:
+        logger.warning("  ... and %d more", len(failures) - MAX_LISTED_FAILURES)
+
+
+def failure_message(error: BaseException) -> str:
+    """One line for an exception that stopped a run, without Ray's wrapping: the exception a task or actor
+    raised (`Type: message`), or the last line of Ray's own report, which names the innermost cause."""
+    while isinstance(error, RayError):
+        inner = error.cause if isinstance(error, RayTaskError) and error.cause is not None else error.__cause__
+        if inner is None or not str(inner).strip():  # Ray Data chains a bare SystemException() to its own
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            return lines[-1] if lines else type(error).__name__
+        error = inner
+    if isinstance(error, storage.StorageError | placement.PlacementError):
+        return str(error)  # one line already
+    first = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__
 
 
 def _denoising_gpu_s(record: OutputRecord) -> float:
@@ -204,8 +300,8 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
     number is the sample's position in the run table.
     """
     filesystem, path = storage.arrow_filesystem(config.manifest, config.storage_options)
-    manifest = ray.data.read_parquet(path, filesystem=filesystem)
-    require_manifest_columns(manifest.schema().names, config.manifest)  # from the Parquet footer, no rows read
+    manifest = ray.data.read_parquet(path, filesystem=filesystem)  # `preflight` checked its columns
+    _quiet(manifest.context)
     manifest.context.execution_options.preserve_order = True
     if config.limit is not None:
         manifest = manifest.limit(config.limit)
@@ -216,6 +312,7 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
         fn_kwargs={
             "output": config.output,
             "storage_options": config.storage_options,
+            "limits": config.limits,
             "num_generations": config.num_generations,
         },
     )
@@ -223,19 +320,35 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
         yield {"row": position, **row}
 
 
+def _quiet(context: ray.data.DataContext) -> None:
+    """No Ray Data progress bars or plans on the console: the job logs one line per sample instead (Ray Data's
+    own log file under the session's logs/ray-data keeps everything)."""
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
 def check_rows(
-    batch: pa.Table, *, output: str, storage_options: dict | None, num_generations: int | None = None
+    batch: pa.Table,
+    *,
+    output: str,
+    storage_options: dict | None,
+    limits: SpecLimits,
+    num_generations: int | None = None,
 ) -> pa.Table:
     """Check stage: each manifest row -> the canonical spec of each of its generations, PENDING or SKIPPED
-    (done); or one INVALID row. `num_generations` replaces every spec's own."""
+    (done); or one INVALID row (not a valid spec, or over `limits`). `num_generations` replaces every spec's
+    own."""
     store = OutputStore(output, storage_options)
-    rows = [checked for row in batch.to_pylist() for checked in _check_row(row, store, num_generations)]
+    rows = [checked for row in batch.to_pylist() for checked in _check_row(row, store, limits, num_generations)]
     return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
 
-def _check_row(row: dict[str, Any], store: OutputStore, num_generations: int | None) -> list[dict[str, Any]]:
+def _check_row(
+    row: dict[str, Any], store: OutputStore, limits: SpecLimits, num_generations: int | None
+) -> list[dict[str, Any]]:
     try:
         spec = _spec_with_generations(row, num_generations)
+        check_limits(spec, limits, row["source"])
     except SpecError as error:
         return [{**row, "sample_id": None, "status": INVALID, "error": str(error)}]
     return [
@@ -264,24 +377,31 @@ def _spec_with_generations(row: dict[str, Any], num_generations: int | None) -> 
 
 
 def _plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> tuple[dict[int, OutputRecord], list[dict]]:
-    """Records of the rows that need no GPU (invalid, done, repeated), and the rows to generate.
+    """Records of the samples that need no GPU (invalid, done, repeated), and the samples to generate.
 
-    A sample id that appears twice is generated once; later rows are recorded as skipped. The rows to
-    generate are ordered by prompt, so a group meets a prompt again while its embedding is still cached.
-    The driver holds one entry per manifest row: a run-table record (sample id, name, status, source,
-    spec JSON, error) for rows that need no GPU, or (row number, source, spec JSON) for a row to generate,
-    plus the set of pending sample ids; the manifest's other columns are never collected.
+    A sample id that appears twice is generated once; later rows are recorded as duplicates of the first.
+    The samples to generate are ordered by prompt, so a group meets a prompt again while its embedding is
+    still cached. The driver holds one entry per sample (a generation of a row, or an invalid row): a
+    run-table record (sample id, name, status, source, spec JSON, error) for a sample that needs no GPU, or
+    (number, source, spec JSON, sample id) for one to generate, plus the source of each distinct sample id; the
+    manifest's other columns are never collected.
     """
     records: dict[int, OutputRecord] = {}
     pending: list[dict[str, Any]] = []
-    seen: set[str] = set()
+    first_source: dict[str, str] = {}  # sample id -> the source of the first row that has it
     for row in checked:
         if row["status"] == INVALID:
-            records[row["row"]] = store.write_failure(row, row["error"])
-        elif row["status"] == SKIPPED or row["sample_id"] in seen:
+            records[row["row"]] = OutputRecord.failed(
+                row["error"], name=row["name"] or "", source=row["source"], spec_json=row["spec_json"]
+            )
+        elif row["sample_id"] in first_source:
+            first = first_source[row["sample_id"]]
+            records[row["row"]] = store.duplicate(spec_from_row(row), source=row["source"], first_source=first)
+        elif row["status"] == SKIPPED:
+            first_source[row["sample_id"]] = row["source"]
             records[row["row"]] = store.skipped(spec_from_row(row), source=row["source"])
         else:
-            seen.add(row["sample_id"])
+            first_source[row["sample_id"]] = row["source"]
             pending.append(
                 {
                     "row": row["row"],
@@ -300,14 +420,25 @@ def _prompt_key(spec_json: str) -> tuple[str, str]:
 
 
 def _generate(
-    config: BatchConfig, run_id: str, pending: list[dict[str, Any]], sharder: Sharder | None, monitor: RunMonitor
-) -> dict[int, OutputRecord]:
-    """GPU stage and writer stage over the pending rows; returns their records as they finish, shows each to
-    `monitor` and hands each sample that is done to `sharder`."""
+    config: BatchConfig,
+    run_id: str,
+    pending: list[dict[str, Any]],
+    groups: tuple[int, int],
+    records: dict[int, OutputRecord],
+    monitor: RunMonitor,
+    sharder: Sharder | None,
+) -> None:
+    """GPU stage and writer stage over the pending rows, once the cluster has room for a group; puts each
+    record into `records` as it finishes (so they are there when Ctrl-C stops the run), shows it to `monitor`
+    and hands each sample that is done to `sharder`."""
+    placement_group_prefix = f"cosmos-ray-{run_id}-"
+    placement.wait_until_placeable(
+        config.group.bundles, config.schedule_timeout_s, name=placement_group_prefix + "first-group"
+    )
     # One row per block: the actor pool hands out blocks, so this is what spreads samples over the groups.
     samples = ray.data.from_items(pending, override_num_blocks=len(pending))
-    placement_group_prefix = f"cosmos-ray-{run_id}-"
-    min_groups, max_groups = _pool_size(config.groups, len(pending))
+    _quiet(samples.context)
+    min_groups, max_groups = groups
     generated = samples.map_batches(
         GroupActor,
         fn_constructor_kwargs={"config": config.group, "placement_group_prefix": placement_group_prefix},
@@ -326,7 +457,6 @@ def _generate(
         num_cpus=config.writer_cpus,
         fn_kwargs={"output": config.output, "storage_options": config.storage_options, "run_id": run_id},
     )
-    records: dict[int, OutputRecord] = {}
     monitor.generating(gpus=max_groups * config.group.gpus_per_group)
     try:
         for row in written.iter_rows():
@@ -338,7 +468,6 @@ def _generate(
     finally:
         # Pool actors end asynchronously after the dataset is done; free their GPUs now.
         remove_placement_groups(placement_group_prefix)
-    return records
 
 
 def _pool_size(groups: int | tuple[int, int], samples: int) -> tuple[int, int]:
@@ -411,12 +540,5 @@ def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRe
         metadata["video_bytes"] = len(mp4)
         return store.write_ok(spec, mp4, metadata, source=row["source"])
     except Exception as error:  # noqa: BLE001 - encoding or storage failed: this sample fails (no meta, so a rerun retries it)
-        return OutputRecord(
-            sample_id=spec.sample_id,
-            name=spec.name,
-            status=FAILED,
-            source=row["source"],
-            error=f"writing the outputs failed: {type(error).__name__}: {error}",
-            spec_json=spec.to_json(),
-            metadata=metadata,
-        )
+        message = f"writing the outputs failed: {type(error).__name__}: {error}"
+        return store.failure(spec, message, metadata=metadata, source=row["source"])

@@ -160,8 +160,8 @@ class RankWorker:
 
 
 def _log_step(name: str, step: Step) -> None:
-    """Progress callback of rank 0: logs the first and last step and every fifth of each window, at debug level
-    (the job's driver logs one line per finished sample)."""
+    """Progress callback of rank 0: logs the first and last step and every fifth of each window, at debug
+    level (a job logs one line per sample; the steps reach callers through `GPUGroup.generate`'s `progress`)."""
     if step.step in (1, step.total) or step.step % max(1, step.total // 5) == 0:
         logger.debug("%s: %s", name, step)
 

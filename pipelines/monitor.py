@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter as Tally
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
-from cosmos_ray.outputs import FAILED, OK, OutputRecord
+from cosmos_ray.outputs import DUPLICATE, FAILED, OK, SKIPPED, OutputRecord
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class RunMetrics:
     """The run's counters as Ray metrics, every one tagged with the run's id.
 
     Exported names (Ray adds the `ray_` prefix, Prometheus the `_total`/`_bucket` suffixes):
-    `cosmos_ray_samples{status}` (ok, failed, skipped), `cosmos_ray_samples_remaining` (samples still to
+    `cosmos_ray_samples{status}` (ok, failed, skipped, duplicate), `cosmos_ray_samples_remaining` (samples still to
     generate: the queue depth), `cosmos_ray_gpus` (GPUs the run's groups hold), `cosmos_ray_denoising_gpu_seconds`
     (denoising time x GPUs of the group, summed over samples) and `cosmos_ray_stage_seconds{stage}` (seconds of
     each stage of each sample: the generator's stages, the group call, the mp4 encode).
@@ -63,14 +64,15 @@ class RunMetrics:
 class RunMonitor:
     """Counts a run's samples, logs one line per finished sample and keeps `RunMetrics` up to date.
 
-    A context manager: while it is open, a thread keeps the gauges alive. `planned` gives the samples that
-    need no GPU (skipped, invalid) and how many are to generate; `generating` starts the clock of the rate and
-    ETA (model loading included, so early estimates are high); `finished` takes each generated sample's record.
+    A context manager: while it is open, a thread keeps the gauges alive. `planned` gives the statuses of the
+    samples that need no GPU (skipped, duplicate, invalid rows as failed) and how many are to generate;
+    `generating` starts the clock of the rate and ETA (model loading included, so early estimates are high);
+    `finished` takes each generated sample's record.
     """
 
     def __init__(self, run_id: str):
         self.metrics = RunMetrics(run_id)
-        self.counts = {OK: 0, FAILED: 0, "skipped": 0}
+        self.counts = Tally({OK: 0, FAILED: 0, SKIPPED: 0})
         self.to_generate = 0
         self.done = 0
         self.gpus = 0
@@ -86,13 +88,11 @@ class RunMonitor:
         self._closed.set()
         self._gauges.join()
 
-    def planned(self, *, to_generate: int, skipped: int, invalid: int) -> None:
+    def planned(self, *, to_generate: int, statuses: list[str]) -> None:
         self.to_generate = to_generate
-        self.counts["skipped"] += skipped
-        self.counts[FAILED] += invalid
-        for status, count in (("skipped", skipped), (FAILED, invalid)):
-            if count:
-                self.metrics.samples.inc(count, tags={"status": status})
+        for status, count in Tally(statuses).items():
+            self.counts[status] += count
+            self.metrics.samples.inc(count, tags={"status": status})
         self._set_gauges()
 
     def generating(self, gpus: int) -> None:
@@ -118,7 +118,9 @@ class RunMonitor:
         took = record.metadata.get("timings_s", {}).get("group_call")
         took_text = f" in {took:.1f}s" if took is not None else ""
         error = f": {record.error}" if record.error else ""
-        counts = f"{self.counts[OK]} ok, {self.counts[FAILED]} failed, {self.counts['skipped']} skipped"
+        counts = f"{self.counts[OK]} ok, {self.counts[FAILED]} failed, {self.counts[SKIPPED]} skipped"
+        if self.counts[DUPLICATE]:
+            counts += f", {self.counts[DUPLICATE]} duplicate"
         return (
             f"[{self.done}/{self.to_generate}] {record.status} {record.sample_id}{took_text}{error} | {counts} | "
             f"{self.clips_per_hour():.1f} clips/h | ETA {format_duration(self.eta_s())}"

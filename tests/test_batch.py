@@ -33,6 +33,7 @@ from cosmos_ray.shards import ShardConfig, ShardStore
 from cosmos_ray.spec import GenerationSpec
 from jobs.generate import main as generate_main
 from jobs.generate import parse_args
+from pipelines import placement
 from pipelines.batch import GENERATED_SCHEMA, BatchConfig, run, write_outputs
 from pipelines.group import GroupConfig
 from pipelines.sharding import Sharder
@@ -230,6 +231,68 @@ def test_limit_keeps_the_first_rows_in_manifest_order(ray_session, tmp_path):
     assert all(f"bad-{i}" in record.error for i, record in enumerate(table))
 
 
+def test_invalid_duplicate_and_done_rows_need_no_gpu_and_are_named(ray_session, tmp_path, caplog):
+    done = spec("done")
+    rows = [
+        manifest_row(spec("bad-guidance", guidance=9), "d.jsonl:1"),
+        manifest_row(spec("too-long", num_output_frames=1001), "d.jsonl:2"),  # over SpecLimits' default 961
+        manifest_row(done, "d.jsonl:3"),
+        manifest_row(done, "d.jsonl:4"),
+    ]
+    manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
+    write_manifest(str(manifest), rows)
+    store = OutputStore(str(output))
+    store.write_ok(GenerationSpec.from_dict(done), b"mp4", {})
+    with caplog.at_level(logging.INFO, logger="pipelines.batch"):
+        summary = run(BatchConfig(manifest=str(manifest), output=str(output), run_id="no-gpu"))
+    assert (summary.ok, summary.failed, summary.skipped, summary.duplicates, summary.gpus) == (0, 2, 1, 1, 0)
+    table = store.read_run_table("no-gpu")
+    assert [record.status for record in table] == ["failed", "failed", "skipped", "duplicate"]
+    assert table[3].metadata == {"duplicate_of": "d.jsonl:3"} and table[3].sample_id == table[2].sample_id
+    assert "field 'num_output_frames' must be at most 961 here, got 1001" in table[1].error
+    log = caplog.text
+    assert "4 manifest rows, 0 to generate, 1 already done, 1 duplicate, 2 invalid" in log
+    assert "invalid row: sample 'bad-guidance' (d.jsonl:1): field 'guidance' must be in 0..7, got 9" in log
+    assert f"duplicate row d.jsonl:4: sample {table[2].sample_id} is the one of d.jsonl:3" in log
+    assert "2 failure(s), all in the run table:" in log and "d.jsonl:2: sample 'too-long'" in log
+
+
+def test_a_layout_the_cluster_can_never_hold_fails_before_reading_the_manifest(ray_session, tmp_path):
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(str(manifest), [manifest_row(spec("a"), "a.jsonl:1")])
+    config = BatchConfig(
+        manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(gpus_per_group=8, source="tiny")
+    )
+    with pytest.raises(placement.PlacementError) as caught:
+        run(config)
+    assert str(caught.value).startswith(
+        "a GPU group of 8 needs 8 GPUs on one node, but the largest node has 4 and no autoscaler can add nodes"
+    )
+    assert caught.value.layouts == [(4, 1), (1, 4)]
+    assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_the_first_group_waits_for_free_gpus_until_the_schedule_timeout(ray_session, tmp_path, caplog, monkeypatch):
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(str(manifest), [manifest_row(spec("a"), "a.jsonl:1")])
+    monkeypatch.setattr(placement, "PLACEMENT_LOG_EVERY_S", 0.5)
+    every_gpu = ray.util.placement_group([{"GPU": 1}] * 4, strategy="STRICT_PACK")  # another job holds them all
+    assert every_gpu.wait(timeout_seconds=60)
+    config = BatchConfig(
+        manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(source="tiny"), schedule_timeout_s=2
+    )
+    try:
+        with (
+            caplog.at_level(logging.WARNING, logger="pipelines.placement"),
+            pytest.raises(placement.PlacementError) as caught,
+        ):
+            run(config)
+    finally:
+        ray.util.remove_placement_group(every_gpu)
+    assert str(caught.value).startswith("no node had 1 free GPU(s) for a group within 2s")
+    assert "waiting for 1 free GPU(s) on one node for the first GPU group" in caplog.text
+
+
 def test_a_table_without_the_manifest_columns_is_refused(ray_session, tmp_path):
     manifest = tmp_path / "not-a-manifest.parquet"
     pq.write_table(pa.table({"spec_json": [json.dumps(spec("a"))]}), manifest)
@@ -333,6 +396,46 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     again = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
     assert (again.ok, again.skipped, again.failed, again.gpus) == (0, len(specs), 0, 0)
     wait_for(lambda: not live_placement_groups("cosmos-ray-killed-"), timeout_s=60)  # died with the killed job
+
+    (output / "videos" / f"{records[0].sample_id}.mp4").unlink()  # its meta still says ok
+    regenerated = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
+    assert (regenerated.ok, regenerated.skipped) == (1, len(specs) - 1)
+    assert store.is_done(records[0].sample_id)
+
+
+def test_ctrl_c_writes_the_run_table_of_what_finished_and_the_rerun_resumes(ray_session, tmp_path):
+    specs = [spec(f"interrupt-{i}", seed=i, guidance=0) for i in range(8)]
+    manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
+    write_manifest(str(manifest), [manifest_row(data, f"int.jsonl:{i + 1}") for i, data in enumerate(specs)])
+    command = [sys.executable, "-m", "jobs.generate", "--manifest", str(manifest), "--output", str(output)]
+    command += ["--preset", "tiny", "--groups", "1", "--run-id", "interrupted"]
+    command += ["--address", ray_session.address_info["gcs_address"]]
+    # SIGINT back to its default: a shell that runs the tests in the background may have set it to ignored
+    with open(tmp_path / "interrupted.log", "wb") as log:
+        job = subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        try:
+            wait_for(lambda: "[1/8] ok" in (tmp_path / "interrupted.log").read_text() or job.poll() is not None, 300)
+            job.send_signal(signal.SIGINT)
+            status = job.wait(timeout=120)
+        finally:
+            job.kill()
+    text = (tmp_path / "interrupted.log").read_text()
+    assert status == 130, text[-3000:]
+    assert "rerun the same command to resume" in text and "Traceback" not in text
+    store = OutputStore(str(output))
+    finished = store.read_run_table("interrupted")
+    assert 1 <= len(finished) < len(specs)
+    assert all(record.status == "ok" and store.is_done(record.sample_id) for record in finished)
+
+    resumed = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
+    assert resumed.skipped >= len(finished)  # what finished, and whatever was written after the table
+    assert (resumed.ok + resumed.skipped, resumed.failed, resumed.not_finished) == (len(specs), 0, 0)
 
 
 def test_generations_and_shards_survive_a_kill_without_loss_or_duplicates(ray_session, tmp_path):
@@ -485,6 +588,10 @@ def test_help_explains_every_option(capsys):
         "--storage-option",
         "--address",
         "--logical-gpus",
+        "--schedule-timeout",
+        "--max-num-output-frames",
+        "--max-pixels",
+        "--max-num-steps",
     ):
         assert option in help_text
 
@@ -537,6 +644,7 @@ def test_either_shard_option_turns_sharding_on(argv, shards):
         ["--groups", "2", "--autoscale", "1..2"],
         ["--storage-option", "no-equals-sign"],
         ["--num-generations", "0"],
+        ["--num-generations", "3", "--max-num-generations", "2"],
         ["--shard-size", "5 parsecs"],
         ["--shard-size", "0MB"],
         ["--shard-samples", "0"],
@@ -547,13 +655,3 @@ def test_bad_arguments_exit_with_status_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", *argv])
     assert exit_info.value.code == 2
-
-
-def test_a_job_that_cannot_run_exits_1(ray_session, tmp_path, caplog):
-    missing = tmp_path / "missing.parquet"
-    with caplog.at_level(logging.ERROR):
-        status = generate_main(
-            ["--manifest", str(missing), "--output", str(tmp_path / "out"), "--preset", "tiny", "--groups", "1"]
-        )
-    assert status == 1
-    assert "could not run" in caplog.text and "missing.parquet" in caplog.text

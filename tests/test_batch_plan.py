@@ -3,10 +3,12 @@
 import json
 
 import pyarrow as pa
+import pytest
 
+from cosmos_ray.limits import SpecLimits
 from cosmos_ray.outputs import OutputStore
 from cosmos_ray.spec import GenerationSpec
-from pipelines.batch import CHECK_COLUMNS, INVALID, PENDING, SKIPPED, check_rows
+from pipelines.batch import CHECK_COLUMNS, INVALID, PENDING, SKIPPED, BatchConfig, check_rows
 
 
 def spec(name: str, **fields) -> dict:
@@ -18,8 +20,10 @@ def manifest(*specs: dict) -> pa.Table:
     return pa.Table.from_pylist(rows).select(CHECK_COLUMNS)
 
 
-def check(tmp_path, table: pa.Table, num_generations: int | None = None) -> list[dict]:
-    return check_rows(table, output=str(tmp_path), storage_options=None, num_generations=num_generations).to_pylist()
+def check(tmp_path, table: pa.Table, num_generations: int | None = None, limits: SpecLimits | None = None) -> list:
+    limits = limits or SpecLimits()
+    kwargs = {"output": str(tmp_path), "storage_options": None, "limits": limits, "num_generations": num_generations}
+    return check_rows(table, **kwargs).to_pylist()
 
 
 def test_each_generation_is_a_sample_with_its_seed(tmp_path):
@@ -52,3 +56,11 @@ def test_generations_resume_one_by_one(tmp_path):
     assert [r["status"] for r in check(tmp_path, manifest(data), num_generations=4)] == [PENDING, SKIPPED] + [
         PENDING
     ] * 2
+
+
+def test_a_spec_asking_for_more_generations_than_the_limit_is_invalid(tmp_path):
+    rows = check(tmp_path, manifest(spec("many", num_generations=3)), limits=SpecLimits(max_num_generations=2))
+    assert [r["status"] for r in rows] == [INVALID]
+    assert rows[0]["error"] == "sample 'many' (s.jsonl:1): field 'num_generations' must be at most 2 here, got 3"
+    with pytest.raises(ValueError, match=r"num_generations must be in 1..2 \(the limit\), got 3"):
+        BatchConfig(manifest="m", output="o", num_generations=3, limits=SpecLimits(max_num_generations=2))

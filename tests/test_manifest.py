@@ -270,3 +270,90 @@ def test_s3_sources_and_output(s3_bucket):
     for key, value in options["client_kwargs"].items():
         option_flags += ["--storage-option", f"client_kwargs.{key}={value}"]
     assert cli.main([f"{root}/specs/video2world.json", "-o", f"{root}/m2.parquet", *option_flags]) == 0
+
+
+# --- limits, checking a manifest, storage errors ------------------------------------------------------------
+
+
+def test_specs_over_a_limit_are_problems_with_their_source(tmp_path):
+    from cosmos_ray.limits import SpecLimits
+
+    specs = write(
+        tmp_path / "big.jsonl",
+        "\n".join(
+            json.dumps({"inference_type": "text2world", "name": name, "prompt": "p", **fields})
+            for name, fields in [
+                ("long", {"num_output_frames": 100001}),
+                ("huge", {"resolution": "16000,16000"}),
+                ("fine", {}),
+            ]
+        ),
+    )
+    with pytest.raises(ManifestError) as info:
+        load_specs([specs])
+    assert info.value.problems == [
+        f"sample 'long' ({specs}:1): field 'num_output_frames' must be at most 961 here, got 100001",
+        f"sample 'huge' ({specs}:2): field 'resolution' must have at most 2088960 pixels (height x width) here, "
+        "got 16000,16000",
+    ]
+    with pytest.raises(ManifestError, match="'fine'.*'num_steps' must be at most 10 here, got 35"):
+        load_specs([specs], limits=SpecLimits(max_num_output_frames=100001, max_pixels=16000**2, max_num_steps=10))
+
+
+def test_cli_limit_flags(tmp_path, capsys):
+    spec = write(tmp_path / "s.json", {"inference_type": "text2world", "name": "s", "prompt": "p", "num_steps": 40})
+    assert cli.main([spec, "-o", str(tmp_path / "m.parquet"), "--max-num-steps", "30"]) == 1
+    assert "field 'num_steps' must be at most 30 here, got 40" in capsys.readouterr().err
+    assert cli.main([spec, "-o", str(tmp_path / "m.parquet"), "--max-num-steps", "40"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        cli.parse_args([spec, "-o", "m.parquet", "--max-pixels", "0"])
+    assert exit_info.value.code == 2
+
+
+def test_spec_from_row_checks_limits_when_given():
+    from cosmos_ray.limits import SpecLimits
+
+    row = {"spec_json": '{"inference_type": "text2world", "name": "x", "prompt": "p"}', "source": "m.jsonl:3"}
+    assert spec_from_row(row, SpecLimits()).name == "x"
+    with pytest.raises(SpecError, match=r"^sample 'x' \(m.jsonl:3\): field 'num_steps' must be at most 2 here"):
+        spec_from_row(row, SpecLimits(max_num_steps=2))
+
+
+def test_check_manifest_reads_the_footer_only(tmp_path):
+    from cosmos_ray.manifest import check_manifest
+    from cosmos_ray.storage import StorageNotFoundError
+
+    out = str(tmp_path / "m.parquet")
+    make_manifest([os.path.join(EXAMPLES, "*.json")], out)
+    assert check_manifest(out) == 3
+    with pytest.raises(StorageNotFoundError, match=f"^cannot read {tmp_path}/nope.parquet: not found$"):
+        check_manifest(str(tmp_path / "nope.parquet"))
+    write(tmp_path / "specs.json", "{}")
+    with pytest.raises(ValueError, match=f"^{tmp_path}/specs.json is not a Parquet manifest: "):
+        check_manifest(str(tmp_path / "specs.json"))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"prompt": ["x"]}), tmp_path / "other.parquet")
+    with pytest.raises(ValueError, match="other.parquet is not a cosmos-ray manifest: missing column"):
+        check_manifest(str(tmp_path / "other.parquet"))
+
+
+def test_cli_without_s3_credentials_prints_one_line(s3_endpoint, monkeypatch, capsys, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    argv = [
+        "s3://bucket/specs/*.jsonl",
+        "-o",
+        str(tmp_path / "m.parquet"),
+        "--storage-option",
+        "skip_instance_cache=true",
+    ]
+    assert cli.main([*argv, "--storage-option", f"endpoint_url={s3_endpoint.url}"]) == 1
+    assert capsys.readouterr().err == (
+        "error: cannot list s3://bucket/specs/*.jsonl: no credentials found (set them in the environment or the "
+        "storage options)\nno manifest was written\n"
+    )

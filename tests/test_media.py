@@ -130,6 +130,14 @@ def test_unreadable_input_names_the_sample(tmp_path, name, content):
         read_conditioning(spec_for(str(path)), 5, HEIGHT, WIDTH)
 
 
+def test_a_missing_input_says_not_found(tmp_path, s3_bucket):
+    root, options = s3_bucket
+    for url in (str(tmp_path / "missing.png"), f"{root}/media/missing.png"):
+        with pytest.raises(MediaError) as caught:
+            read_conditioning(spec_for(url), 5, HEIGHT, WIDTH, storage_options=options)
+        assert str(caught.value) == f"sample 'sample-7': cannot read input_path {url}: not found"
+
+
 def test_http_inputs_are_off_by_default():
     with pytest.raises(MediaError, match="http\\(s\\) URL, which is off by default"):
         read_conditioning(spec_for("https://example.com/clip.mp4?x=1"), 5, HEIGHT, WIDTH)

@@ -35,7 +35,7 @@ def record(sample_id: str, status: str = "ok", error: str | None = None, seconds
 
 def test_one_line_per_finished_sample_with_counts_rate_and_eta(clock, caplog):
     run = RunMonitor("run-1")
-    run.planned(to_generate=4, skipped=5, invalid=1)
+    run.planned(to_generate=4, statuses=["skipped"] * 5 + ["failed"])
     run.generating(gpus=2)
     assert run.eta_s() is None
     clock.now += 60
@@ -52,13 +52,13 @@ def test_one_line_per_finished_sample_with_counts_rate_and_eta(clock, caplog):
 
 def test_a_sample_that_never_reached_a_group_has_no_time(clock):
     run = RunMonitor("run-2")
-    run.planned(to_generate=1, skipped=0, invalid=0)
+    run.planned(to_generate=1, statuses=["skipped", "duplicate"])
     run.generating(gpus=1)
     clock.now += 10
     bare = OutputRecord("c-3", "c", "failed", error="writing the outputs failed: OSError: disk full")
     run.finished(bare)
     assert run.line(bare) == (
-        "[1/1] failed c-3: writing the outputs failed: OSError: disk full | 0 ok, 1 failed, 0 skipped | "
+        "[1/1] failed c-3: writing the outputs failed: OSError: disk full | 0 ok, 1 failed, 1 skipped, 1 duplicate | "
         "0.0 clips/h | ETA 0s"
     )
 
@@ -84,7 +84,7 @@ def test_gauges_are_set_again_while_the_run_lasts(monkeypatch):
     run = RunMonitor("run-3")
     run.metrics.remaining = RecordingGauge()
     with run:
-        run.planned(to_generate=7, skipped=0, invalid=0)
+        run.planned(to_generate=7, statuses=[])
         while len(run.metrics.remaining.values) < 5:  # no new sample, yet the gauge keeps being set
             time.sleep(0.01)
     count = len(run.metrics.remaining.values)

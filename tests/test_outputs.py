@@ -79,7 +79,7 @@ def test_unserializable_metadata_is_rejected_before_writing(tmp_path):
 
 def test_failure_of_a_spec_is_recorded_and_retried(tmp_path):
     store = OutputStore(str(tmp_path))
-    record = store.write_failure(SPEC, RuntimeError("CUDA out of memory"), metadata={"attempt": 1})
+    record = store.write_failure(SPEC, "RuntimeError: CUDA out of memory", metadata={"attempt": 1})
     assert record.status == "failed" and record.error == "RuntimeError: CUDA out of memory"
     assert store.read_record(SPEC.sample_id) == record
     assert not store.is_done(SPEC.sample_id)
@@ -87,13 +87,34 @@ def test_failure_of_a_spec_is_recorded_and_retried(tmp_path):
     assert store.is_done(SPEC.sample_id)
 
 
-def test_failure_of_an_invalid_row_only_goes_to_the_run_table(tmp_path):
+def test_the_record_of_an_invalid_row_has_no_sample_id():
+    spec_json = '{"name": "bad", "guidance": 9}'
+    error = "sample 'bad' (s.jsonl:2): field 'guidance' must be in 0..7, got 9"
+    record = OutputRecord.failed(error, name="bad", source="s.jsonl:2", spec_json=spec_json)
+    assert (record.sample_id, record.status, record.name, record.source) == (None, "failed", "bad", "s.jsonl:2")
+    assert record.spec_json == spec_json and record.error == error and record.finished_at
+
+
+def test_failure_builds_the_record_and_writes_nothing(tmp_path):
     store = OutputStore(str(tmp_path))
-    row = {"spec_json": '{"name": "bad", "guidance": 9}', "name": "bad", "source": "s.jsonl:2"}
-    record = store.write_failure(row, "sample 'bad' (s.jsonl:2): field 'guidance' must be in 0..7, got 9")
-    assert record.sample_id is None and record.name == "bad" and record.source == "s.jsonl:2"
-    assert record.spec_json == row["spec_json"] and record.error.startswith("sample 'bad'")
+    record = store.failure(SPEC, "writing the outputs failed: boom", metadata={"seed": 0}, source="a.json")
+    assert (record.sample_id, record.status, record.source) == (SPEC.sample_id, "failed", "a.json")
+    assert record.metadata == {"seed": 0} and record.spec_json == SPEC.to_json()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_deleted_video_makes_its_sample_not_done(tmp_path):
+    store = OutputStore(str(tmp_path))
+    store.write_ok(SPEC, MP4, {})
+    os.remove(tmp_path / "videos" / f"{SPEC.sample_id}.mp4")
+    assert store.read_record(SPEC.sample_id).status == "ok"
+    assert not store.is_done(SPEC.sample_id)
+
+
+def test_a_duplicate_row_names_the_row_it_repeats(tmp_path):
+    record = OutputStore(str(tmp_path)).duplicate(SPEC, source="b.jsonl:9", first_source="a.jsonl:1")
+    assert (record.status, record.source, record.metadata) == ("duplicate", "b.jsonl:9", {"duplicate_of": "a.jsonl:1"})
+    assert record.video_url == str(tmp_path / "videos" / f"{SPEC.sample_id}.mp4")
 
 
 def test_damaged_record_is_not_done(tmp_path):
@@ -108,7 +129,7 @@ def test_run_table_round_trip(tmp_path):
     records = [
         store.write_ok(SPEC, MP4, {"seed": 0}),
         store.skipped(OTHER, source="b.json:0"),
-        store.write_failure({"name": "x", "spec_json": "{}"}, ValueError("bad")),
+        OutputRecord.failed("ValueError: bad", name="x", spec_json="{}"),
     ]
     url = store.write_run_table("run-1", records)
     assert url == str(tmp_path / "runs" / "run-1" / "metadata.parquet")

@@ -132,13 +132,93 @@ def test_arrow_filesystem_reads_parquet_with_the_storage_options(s3_bucket):
 
 
 @pytest.mark.parametrize("where", ["local", "memory", "s3"])
-def test_list_sizes_and_remove(where, tmp_path, s3_bucket):
+def test_list_sizes_and_delete(where, tmp_path, s3_bucket):
     root, options = {"local": (str(tmp_path), None), "memory": ("memory://listing", None), "s3": s3_bucket}[where]
     folder = storage.join_url(root, "videos")
     assert storage.list_sizes(folder, options) == {}
     storage.write_bytes_atomic(storage.join_url(folder, "a.mp4"), b"12345", options)
     storage.write_bytes_atomic(storage.join_url(folder, "sub", "b.mp4"), b"1", options)  # not directly in it
     assert storage.list_sizes(folder, options) == {"a.mp4": 5}
-    storage.remove(storage.join_url(folder, "a.mp4"), options)
-    storage.remove(storage.join_url(folder, "a.mp4"), options)  # already gone: nothing to do
+    storage.delete(storage.join_url(folder, "a.mp4"), options)
     assert storage.list_sizes(folder, options) == {}
+
+
+# --- one-line errors, the write check, file modes -------------------------------------------------------------
+
+
+def test_new_local_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        storage.write_bytes_atomic(str(tmp_path / "shared" / "x.mp4"), b"video")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared" / "x.mp4").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_missing_local_file_is_one_line_naming_the_url(tmp_path):
+    url = str(tmp_path / "nope.json")
+    with pytest.raises(storage.StorageNotFoundError) as caught:
+        storage.read_bytes(url)
+    assert isinstance(caught.value, FileNotFoundError)  # callers that look for a missing file still find it
+    assert str(caught.value) == f"cannot read {url}: not found"
+
+
+def test_a_path_through_a_file_is_named(tmp_path):
+    (tmp_path / "a-file").write_bytes(b"")
+    url = str(tmp_path / "a-file" / "x.json")
+    with pytest.raises(storage.StorageError, match=r"^cannot write .*a-file/x.json: a part of the path is a file"):
+        storage.write_bytes_atomic(url, b"{}")
+
+
+def test_storage_errors_pickle_with_their_fields():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(storage.StorageNotFoundError("read", "s3://b/k", "not found")))
+    assert type(error) is storage.StorageNotFoundError and str(error) == "cannot read s3://b/k: not found"
+    assert (error.action, error.url, error.reason) == ("read", "s3://b/k", "not found")
+
+
+def test_check_writable_leaves_nothing_behind(tmp_path):
+    storage.check_writable(str(tmp_path / "out"))
+    assert (tmp_path / "out").is_dir() and os.listdir(tmp_path / "out") == []
+
+
+@pytest.mark.parametrize(
+    "folder, reason",
+    [
+        ("a-file", "it is a file, not a folder"),
+        ("a-file/out", "a part of the path is a file, not a folder"),
+    ],
+)
+def test_check_writable_refuses_a_file(tmp_path, folder, reason):
+    (tmp_path / "a-file").write_bytes(b"")
+    url = str(tmp_path / folder)
+    with pytest.raises(storage.StorageError) as caught:
+        storage.check_writable(url)
+    assert str(caught.value) == f"cannot write to {url}: {reason}"
+
+
+def test_check_writable_refuses_a_path_that_cannot_be_created():
+    with pytest.raises(storage.StorageError, match=r"^cannot write to /proc/cosmos-ray-out: \w"):
+        storage.check_writable("/proc/cosmos-ray-out")
+
+
+def test_s3_errors_say_what_is_missing(s3_bucket):
+    root, options = s3_bucket
+    with pytest.raises(storage.StorageNotFoundError, match=f"^cannot read {root}/media/missing.png: not found$"):
+        storage.read_bytes(f"{root}/media/missing.png", options)
+    with pytest.raises(storage.StorageError, match="^cannot write to s3://no-such-bucket-4d1c/out: the bucket does"):
+        storage.check_writable("s3://no-such-bucket-4d1c/out", options)
+    storage.check_writable(f"{root}/out", options)
+    assert storage.glob_urls(f"{root}/out/*", options) == []
+
+
+def test_s3_without_credentials_is_one_line(s3_endpoint, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    options = {"endpoint_url": s3_endpoint.url, "skip_instance_cache": True}
+    with pytest.raises(storage.StorageError, match=r"^cannot list s3://b/specs/\*.json: no credentials found"):
+        storage.glob_urls("s3://b/specs/*.json", options)

@@ -79,8 +79,9 @@ def sample(
 
     `prompt_embedding` / `negative_embedding` are (B, L, D) text embeddings; the negative one is only
     used when `guidance != 0`. `conditional_latents` (B, C, Tc, H, W) are the clean latents of the first
-    Tc frames. The model runs in `model_dtype`; latents and solver stay float32. `progress(step, total)`
-    is called after every step.
+    Tc frames. The model runs in `model_dtype`; latents and solver stay float32. `progress(step, num_steps)`
+    is called after every step: the post-trained schedule evaluates the model `num_steps + 1` times (as the
+    official sampler does), and its first step takes two evaluations, so the count always ends at `num_steps`.
     """
     noise = noise.float()
     batch, _, frames, height, width = noise.shape
@@ -105,6 +106,7 @@ def sample(
     mask_in = condition_mask.repeat(passes, 1, 1, 1, 1).to(model_dtype)
 
     schedule = make_schedule(config.schedule, num_steps)
+    extra_evaluations = schedule.num_evaluations - num_steps  # 1 for the post-trained (karras) schedule, else 0
     solver = UniPCSolver(schedule.sigmas)
     latents = noise
     for step, timestep in enumerate(schedule.timesteps):
@@ -125,9 +127,9 @@ def sample(
         latents = solver.step(velocity, latents)
         if not torch.isfinite(latents).all():
             raise SamplingError(
-                f"non-finite latents after step {step + 1}/{schedule.num_evaluations} "
+                f"non-finite latents after model evaluation {step + 1}/{schedule.num_evaluations} "
                 f"(sigma {schedule.sigmas[step]:.4g})"
             )
-        if progress is not None:
-            progress(step + 1, schedule.num_evaluations)
+        if progress is not None and step >= extra_evaluations:
+            progress(step + 1 - extra_evaluations, num_steps)
     return latents
