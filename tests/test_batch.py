@@ -251,7 +251,7 @@ def test_invalid_duplicate_and_done_rows_need_no_gpu_and_are_named(ray_session, 
     assert table[3].metadata == {"duplicate_of": "d.jsonl:3"} and table[3].sample_id == table[2].sample_id
     assert "field 'num_output_frames' must be at most 961 here, got 1001" in table[1].error
     log = caplog.text
-    assert "4 manifest rows, 0 to generate, 1 already done, 1 duplicate, 2 invalid" in log
+    assert "4 samples, 0 to generate, 1 already done, 1 duplicate, 2 invalid" in log
     assert "invalid row: sample 'bad-guidance' (d.jsonl:1): field 'guidance' must be in 0..7, got 9" in log
     assert f"duplicate row d.jsonl:4: sample {table[2].sample_id} is the one of d.jsonl:3" in log
     assert "2 failure(s), all in the run table:" in log and "d.jsonl:2: sample 'too-long'" in log
