@@ -88,7 +88,7 @@ class Sharder:
                 )
                 continue
             self.written += 1
-            logger.info("shard %s: %d samples, %.1f MB", name, count, size / 1e6)
+            logger.info("shard %s: %d samples, %.1f MB of video", name, count, size / 1e6)
 
 
 def _write_shard(shards: ShardStore, name: str, sample_ids: list[str]) -> int:
