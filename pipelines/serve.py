@@ -136,6 +136,10 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
         spec = GenerationSpec.from_dict(data, source="request")
     except SpecError as error:
         raise ApiError(422, error.field or None, error.reason) from None
+    if spec.num_generations != 1:
+        raise ApiError(
+            422, "num_generations", f"asks for {spec.num_generations} videos; a request makes one (send one per seed)"
+        )
     check_limits(spec, policy)
     if spec.input_path is not None:
         check_allowed_url(spec.input_path, policy.allowed_input_prefixes, "input_path")
