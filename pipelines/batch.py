@@ -16,7 +16,6 @@ means.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import secrets
@@ -33,11 +32,11 @@ from ray.exceptions import RayError, RayTaskError
 
 from cosmos_ray import storage
 from cosmos_ray.limits import SpecLimits
-from cosmos_ray.manifest import check_limits, check_manifest, spec_from_row
+from cosmos_ray.manifest import check_manifest, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import DUPLICATE, FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.shards import ShardConfig
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.spec import SpecError
 from pipelines import placement
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 from pipelines.monitor import RunMonitor
@@ -347,8 +346,7 @@ def _check_row(
     row: dict[str, Any], store: OutputStore, limits: SpecLimits, num_generations: int | None
 ) -> list[dict[str, Any]]:
     try:
-        spec = _spec_with_generations(row, num_generations)
-        check_limits(spec, limits, row["source"])
+        spec = spec_from_row(row, limits, num_generations=num_generations)
     except SpecError as error:
         return [{**row, "sample_id": None, "status": INVALID, "error": str(error)}]
     return [
@@ -362,18 +360,6 @@ def _check_row(
         }
         for generation in spec.generations()
     ]
-
-
-def _spec_with_generations(row: dict[str, Any], num_generations: int | None) -> GenerationSpec:
-    """The row's spec, with the job's `num_generations` in place of its own if the job sets one."""
-    spec = spec_from_row(row)
-    if num_generations is None:
-        return spec
-    try:
-        return dataclasses.replace(spec, num_generations=num_generations)
-    except SpecError as error:
-        sample = f"{spec.name!r} ({row['source']})"
-        raise SpecError(sample, error.field, f"{error.reason} (num_generations {num_generations} of the job)") from None
 
 
 def _plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> tuple[dict[int, OutputRecord], list[dict]]:
