@@ -27,8 +27,8 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosmos_ray import storage
 from cosmos_ray.outputs import OK, OutputStore
+from cosmos_ray.storage import join_url
 
 SHARD_NAME = re.compile(r"shard-(\d{6,})\.tar")
 
@@ -95,18 +95,18 @@ class ShardStore:
 
     def __init__(self, store: OutputStore):
         self.store = store
-        self.folder_url = storage.join_url(store.root_url, "shards")
-        self.index_url = storage.join_url(self.folder_url, "index")
+        self.folder_url = join_url(store.root_url, "shards")
+        self.index_url = join_url(self.folder_url, "index")
 
     def shard_url(self, shard: str) -> str:
-        return storage.join_url(self.folder_url, shard)
+        return join_url(self.folder_url, shard)
 
     def index_part_url(self, shard: str) -> str:
-        return storage.join_url(self.index_url, shard.removesuffix(".tar") + ".parquet")
+        return join_url(self.index_url, shard.removesuffix(".tar") + ".parquet")
 
     def committed(self) -> list[str]:
         """Names of the shards whose index file exists, in order."""
-        parts = storage.list_sizes(self.index_url, self.store.storage_options)
+        parts = self.store.storage.list_sizes(self.index_url)
         return sorted(name.removesuffix(".parquet") + ".tar" for name in parts if name.endswith(".parquet"))
 
     def read_index(self, columns: list[str] | None = None) -> pa.Table:
@@ -125,20 +125,21 @@ class ShardStore:
     def remove_uncommitted(self) -> list[str]:
         """Delete the tars that no index file commits (left by a job killed while writing them); their names."""
         committed = set(self.committed())
-        files = storage.list_sizes(self.folder_url, self.store.storage_options)
+        files = self.store.storage.list_sizes(self.folder_url)
         orphans = sorted(name for name in files if SHARD_NAME.fullmatch(name) and name not in committed)
         for name in orphans:
-            storage.delete(self.shard_url(name), self.store.storage_options)
+            self.store.storage.delete(self.shard_url(name))
         return orphans
 
     def new_names(self) -> Iterator[str]:
         """Names for new shards: the smallest numbers that no committed shard uses, in increasing order."""
-        used = {int(SHARD_NAME.fullmatch(shard).group(1)) for shard in self.committed()}
+        matches = (SHARD_NAME.fullmatch(shard) for shard in self.committed())
+        used = {int(match.group(1)) for match in matches if match}
         return (f"shard-{n:06d}.tar" for n in itertools.count() if n not in used)
 
     def video_sizes(self, sample_ids: set[str]) -> dict[str, int]:
         """Size in bytes of the video of each of `sample_ids` that has one (one listing of videos/)."""
-        listing = storage.list_sizes(storage.join_url(self.store.root_url, "videos"), self.store.storage_options)
+        listing = self.store.storage.list_sizes(join_url(self.store.root_url, "videos"))
         sizes = {name.removesuffix(".mp4"): size for name, size in listing.items() if name.endswith(".mp4")}
         return {sample_id: sizes[sample_id] for sample_id in sample_ids if sample_id in sizes}
 
@@ -151,19 +152,18 @@ class ShardStore:
             for sample_id in sample_ids:
                 rows.append(self._add_sample(tar, shard, sample_id))
         index = pa.Table.from_pylist(rows, schema=SHARD_INDEX_SCHEMA)
-        storage.write_bytes_atomic(self.shard_url(shard), buffer.getvalue(), self.store.storage_options)
+        self.store.storage.write_bytes_atomic(self.shard_url(shard), buffer.getvalue())
         part = io.BytesIO()
         pq.write_table(index, part)
-        storage.write_bytes_atomic(self.index_part_url(shard), part.getvalue(), self.store.storage_options)
+        self.store.storage.write_bytes_atomic(self.index_part_url(shard), part.getvalue())
         return index
 
     def _add_sample(self, tar: tarfile.TarFile, shard: str, sample_id: str) -> dict:
-        options = self.store.storage_options
-        meta = storage.read_bytes(self.store.meta_url(sample_id), options)
+        meta = self.store.storage.read_bytes(self.store.meta_url(sample_id))
         record = json.loads(meta)
         if record.get("status") != OK:
             raise ValueError(f"sample {sample_id} is not done (its record says {record.get('status')!r})")
-        video = storage.read_bytes(self.store.video_url(sample_id), options)
+        video = self.store.storage.read_bytes(self.store.video_url(sample_id))
         key = webdataset_key(sample_id)
         mtime = datetime.fromisoformat(record["finished_at"]).timestamp() if record.get("finished_at") else 0
         mp4_offset = _add_member(tar, f"{key}.mp4", video, mtime)
@@ -180,7 +180,7 @@ class ShardStore:
         }
 
     def _read_part(self, shard: str, columns: list[str] | None) -> pa.Table:
-        data = storage.read_bytes(self.index_part_url(shard), self.store.storage_options)
+        data = self.store.storage.read_bytes(self.index_part_url(shard))
         return pq.read_table(pa.BufferReader(data), columns=columns)
 
 

@@ -60,10 +60,9 @@ _BYTE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 def byte_size(text: str) -> int:
     """An argparse type: a positive size in bytes, with an optional unit (`500MB`, `2GiB`, `1.5GB`, `1000000`)."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    unit = match.group(2).lower() if match else None
-    if unit not in _BYTE_UNITS:
+    if match is None or match.group(2).lower() not in _BYTE_UNITS:
         raise argparse.ArgumentTypeError(f"expected a size like 500MB or 2GiB, got {text!r}")
-    size = int(float(match.group(1)) * _BYTE_UNITS[unit])
+    size = int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
     if size < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
     return size

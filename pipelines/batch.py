@@ -30,13 +30,15 @@ import pyarrow as pa
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from cosmos_ray import storage
 from cosmos_ray.limits import SpecLimits
 from cosmos_ray.manifest import check_manifest, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import DUPLICATE, FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.progress import Step
+from cosmos_ray.result import GenerationResult
 from cosmos_ray.shards import ShardConfig
 from cosmos_ray.spec import SpecError
+from cosmos_ray.storage import Storage, StorageError
 from pipelines import placement
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 from pipelines.monitor import RunMonitor
@@ -96,7 +98,7 @@ class BatchConfig:
     limit: int | None = None  # use only the first `limit` manifest rows
     num_generations: int | None = None  # videos per spec for every row (each spec's own field if None)
     limits: SpecLimits = field(default_factory=SpecLimits)  # a spec over a limit is an invalid row
-    storage_options: dict | None = None  # fsspec options for the manifest and output URLs
+    storage: Storage = field(default_factory=Storage)  # reaches the manifest and output URLs
     run_id: str | None = None  # default: UTC time + random suffix
     writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task (and per shard-writing task)
     schedule_timeout_s: float = 1800.0  # how long to wait for the GPUs of the first group (e.g. a node to come)
@@ -159,11 +161,11 @@ class Summary:
 def preflight(config: BatchConfig) -> int:
     """Check, without Ray and in seconds, what would otherwise fail after the models load: the manifest is a
     readable cosmos-ray manifest, and files can be written under the output root (and the embedding cache).
-    Returns the manifest's row count; raises `storage.StorageError` or ValueError with a one-line message."""
-    rows = check_manifest(config.manifest, storage_options=config.storage_options)
-    storage.check_writable(config.output, config.storage_options)
+    Returns the manifest's row count; raises `StorageError` or ValueError with a one-line message."""
+    rows = check_manifest(config.manifest, storage_options=config.storage.options)
+    config.storage.check_writable(config.output)
     if config.group.embedding_cache_url:
-        storage.check_writable(config.group.embedding_cache_url, config.group.storage_options)
+        config.group.storage.check_writable(config.group.embedding_cache_url)
     return rows
 
 
@@ -178,7 +180,7 @@ def run(config: BatchConfig) -> Summary:
     preflight(config)
     cluster = placement.cluster_gpus()
     placement.check_layout(cluster, config.group.gpus_per_group)
-    store = OutputStore(config.output, config.storage_options)
+    store = OutputStore(config.output, config.storage)
     records, pending = _plan(_check_manifest(config), store)
     _log_plan(run_id, records, pending)
     generated: dict[int, OutputRecord] = {}
@@ -187,7 +189,8 @@ def run(config: BatchConfig) -> Summary:
     with RunMonitor(run_id) as monitor:
         monitor.planned(to_generate=len(pending), statuses=[record.status for record in records.values()])
         try:
-            sharder = _start_sharding(config, store, records, pending) if config.shards else None
+            if config.shards is not None:
+                sharder = _start_sharding(config.shards, store, records, pending, config.writer_cpus)
             if pending:
                 pool = config.groups or placement.pool_size(cluster, config.group.gpus_per_group)
                 groups = _pool_size(pool, len(pending))
@@ -216,12 +219,18 @@ def run(config: BatchConfig) -> Summary:
 
 
 def _start_sharding(
-    config: BatchConfig, store: OutputStore, records: dict[int, OutputRecord], pending: list[dict[str, Any]]
+    shards: ShardConfig,
+    store: OutputStore,
+    records: dict[int, OutputRecord],
+    pending: list[dict[str, Any]],
+    cpus: float,
 ) -> Sharder:
-    """The run's sharder, given the samples that earlier runs committed (in manifest order)."""
-    committed = [records[row].sample_id for row in sorted(records) if records[row].status == SKIPPED]
+    """The run's sharder (`cpus` per shard-writing task), given the samples that earlier runs committed (in
+    manifest order)."""
+    ordered = [records[row] for row in sorted(records)]
+    committed = [r.sample_id for r in ordered if r.status == SKIPPED and r.sample_id is not None]  # all skipped
     run_samples = {*committed, *(item["sample_id"] for item in pending)}
-    sharder = Sharder(store, config.shards, run_samples=run_samples, cpus=config.writer_cpus)
+    sharder = Sharder(store, shards, run_samples=run_samples, cpus=cpus)
     sharder.add_committed(committed)
     return sharder
 
@@ -272,7 +281,7 @@ def failure_message(error: BaseException) -> str:
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             return lines[-1] if lines else type(error).__name__
         error = inner
-    if isinstance(error, storage.StorageError | placement.PlacementError):
+    if isinstance(error, StorageError | placement.PlacementError):
         return str(error)  # one line already
     first = (str(error).strip().splitlines() or [""])[0]
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
@@ -298,19 +307,19 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
     samples arrive in manifest order, generations in seed order: the driver numbers them as they come, and the
     number is the sample's position in the run table.
     """
-    filesystem, path = storage.arrow_filesystem(config.manifest, config.storage_options)
+    filesystem, path = config.storage.arrow_filesystem(config.manifest)
     manifest = ray.data.read_parquet(path, filesystem=filesystem)  # `preflight` checked its columns
     _quiet(manifest.context)
     manifest.context.execution_options.preserve_order = True
     if config.limit is not None:
         manifest = manifest.limit(config.limit)
     checked = manifest.select_columns(CHECK_COLUMNS).map_batches(
-        check_rows,
+        check_rows,  # type: ignore[arg-type]  # fn_kwargs supplies its keyword-only arguments
         batch_size=CHECK_BATCH_SIZE,
         batch_format="pyarrow",
         fn_kwargs={
             "output": config.output,
-            "storage_options": config.storage_options,
+            "storage": config.storage,
             "limits": config.limits,
             "num_generations": config.num_generations,
         },
@@ -327,17 +336,12 @@ def _quiet(context: ray.data.DataContext) -> None:
 
 
 def check_rows(
-    batch: pa.Table,
-    *,
-    output: str,
-    storage_options: dict | None,
-    limits: SpecLimits,
-    num_generations: int | None = None,
+    batch: pa.Table, *, output: str, storage: Storage, limits: SpecLimits, num_generations: int | None = None
 ) -> pa.Table:
     """Check stage: each manifest row -> the canonical spec of each of its generations, PENDING or SKIPPED
     (done); or one INVALID row (not a valid spec, or over `limits`). `num_generations` replaces every spec's
     own."""
-    store = OutputStore(output, storage_options)
+    store = OutputStore(output, storage)
     rows = [checked for row in batch.to_pylist() for checked in _check_row(row, store, limits, num_generations)]
     return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
@@ -437,11 +441,11 @@ def _generate(
         max_task_retries=GROUP_ACTOR_MAX_TASK_RETRIES,
     )
     written = generated.map_batches(
-        write_outputs,
+        write_outputs,  # type: ignore[arg-type]  # fn_kwargs supplies its keyword-only arguments
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=config.writer_cpus,
-        fn_kwargs={"output": config.output, "storage_options": config.storage_options, "run_id": run_id},
+        fn_kwargs={"output": config.output, "storage": config.storage, "run_id": run_id},
     )
     monitor.generating(gpus=max_groups * config.group.gpus_per_group)
     try:
@@ -450,7 +454,7 @@ def _generate(
             records[row["row"]] = record
             monitor.finished(record)
             if sharder is not None and record.status == OK:
-                sharder.add(record.sample_id, record.metadata["video_bytes"])
+                sharder.add(row["sample_id"], record.metadata["video_bytes"])
     finally:
         # Pool actors end asynchronously after the dataset is done; free their GPUs now.
         remove_placement_groups(placement_group_prefix)
@@ -467,7 +471,7 @@ class GroupActor:
 
     def __init__(self, config: GroupConfig, placement_group_prefix: str):
         # Named by actor id, so a restarted actor removes the placement group of its previous incarnation.
-        name = placement_group_prefix + ray.get_runtime_context().get_actor_id()
+        name = f"{placement_group_prefix}{ray.get_runtime_context().get_actor_id()}"
         self.group = GPUGroup(config, name=name)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -477,7 +481,11 @@ class GroupActor:
         spec = spec_from_row(row)
         started = time.monotonic()
         try:
-            result = self.group.generate(spec)
+            for event in self.group.stream(spec):
+                if isinstance(event, Step):
+                    _log_step(spec.name, event)
+                else:
+                    result: GenerationResult = event
         except SampleError as error:
             return {
                 **row,
@@ -504,9 +512,16 @@ class GroupActor:
             group.shutdown()
 
 
-def write_outputs(batch: pa.Table, *, output: str, storage_options: dict | None, run_id: str) -> pa.Table:
+def _log_step(name: str, step: Step) -> None:
+    """The first and last denoising step of each window of a sample, and every fifth, at debug level (the job
+    logs one line per sample)."""
+    if step.step in (1, step.total) or step.step % max(1, step.total // 5) == 0:
+        logger.debug("%s: %s", name, step)
+
+
+def write_outputs(batch: pa.Table, *, output: str, storage: Storage, run_id: str) -> pa.Table:
     """Writer stage (CPU): encode each generated sample to mp4 and commit it, or record its failure."""
-    store = OutputStore(output, storage_options)
+    store = OutputStore(output, storage)
     rows = [{"row": row["row"], **_write_one(store, row, run_id).to_row()} for row in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=WRITTEN_SCHEMA)
 

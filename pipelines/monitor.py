@@ -4,7 +4,8 @@ metrics (exported to Prometheus by Ray; docs/monitoring.md).
     [37/120] ok pour-3fa2c1d9e0ab in 41.2s | 35 ok, 2 failed, 10 skipped | 52.1 clips/h | ETA 1h35m
 
 Both live on the driver, which sees every record: the progress line is `RunMonitor.finished`, the metrics are
-`RunMetrics`. Per-step progress of a sample is logged at debug level by the group, never here.
+`RunMetrics`. Per-step progress of a sample is logged at debug level by the pool actor that owns its group,
+never here.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class RunMonitor:
         self._gauges.start()
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._closed.set()
         self._gauges.join()
 

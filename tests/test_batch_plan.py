@@ -8,6 +8,7 @@ import pytest
 from cosmos_ray.limits import SpecLimits
 from cosmos_ray.outputs import OutputStore
 from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.storage import Storage
 from pipelines.batch import CHECK_COLUMNS, INVALID, PENDING, SKIPPED, BatchConfig, check_rows
 
 
@@ -22,8 +23,8 @@ def manifest(*specs: dict) -> pa.Table:
 
 def check(tmp_path, table: pa.Table, num_generations: int | None = None, limits: SpecLimits | None = None) -> list:
     limits = limits or SpecLimits()
-    kwargs = {"output": str(tmp_path), "storage_options": None, "limits": limits, "num_generations": num_generations}
-    return check_rows(table, **kwargs).to_pylist()
+    checked = check_rows(table, output=str(tmp_path), storage=Storage(), limits=limits, num_generations=num_generations)
+    return checked.to_pylist()
 
 
 def test_each_generation_is_a_sample_with_its_seed(tmp_path):

@@ -26,7 +26,8 @@ def commit(store: OutputStore, *specs: GenerationSpec) -> list[str]:
 
 def members(data: bytes) -> dict[str, bytes]:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+        files = {m.name: tar.extractfile(m) for m in tar.getmembers()}
+        return {name: file.read() for name, file in files.items() if file is not None}  # None: not a file
 
 
 # --- packing ------------------------------------------------------------------------------------------------
@@ -106,7 +107,12 @@ def test_the_index_file_is_written_after_the_tar(tmp_path, monkeypatch):
     ids = commit(store, spec("a"))
     written = []
     real_write = storage.write_bytes_atomic
-    monkeypatch.setattr(storage, "write_bytes_atomic", lambda url, *a: (written.append(url), real_write(url, *a)))
+
+    def recording_write(url, *args):
+        written.append(url)
+        real_write(url, *args)
+
+    monkeypatch.setattr(storage, "write_bytes_atomic", recording_write)
     ShardStore(store).write_shard("shard-000000.tar", ids)
     assert [url.removeprefix(str(tmp_path)) for url in written] == [
         "/shards/shard-000000.tar",
@@ -176,7 +182,7 @@ def test_an_output_root_without_shards(tmp_path):
 
 def test_shards_on_s3(s3_bucket):
     root, options = s3_bucket
-    store = OutputStore(f"{root}/out", options)
+    store = OutputStore(f"{root}/out", storage.Storage(options))
     ids = commit(store, spec("a"), spec("b"))
     shards = ShardStore(store)
     shards.write_shard("shard-000000.tar", ids)
