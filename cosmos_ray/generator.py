@@ -189,8 +189,15 @@ class Generator:
     def __call__(self, spec: GenerationSpec, progress: Progress | None = None) -> GenerationResult | None:
         """Generates the spec's video; None on ranks other than 0 of a parallel group.
 
-        `progress(step)` gets a `Step` after every denoising step (of every window).
+        `progress(step)` gets a `Step` after every denoising step (of every window). A spec that asks for
+        several videos (`num_generations`) is refused: callers generate each of `spec.generations()`.
         """
+        if spec.num_generations != 1:
+            raise SpecError(
+                repr(spec.name),
+                "num_generations",
+                f"asks for {spec.num_generations} videos; one call makes one (generate each of spec.generations())",
+            )
         timings: dict[str, float] = {}
         chunks: list[dict] = []
         start = time.perf_counter()

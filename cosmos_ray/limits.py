@@ -18,15 +18,17 @@ TRAINED_PIXELS_720P = RESOLUTION_720P[0] * RESOLUTION_720P[1]  # the released mo
 
 @dataclass(frozen=True)
 class SpecLimits:
-    """Largest frame count, picture size and step count one spec may ask for."""
+    """Largest frame count, picture size, step count and number of generations one spec may ask for."""
 
     # a minute at 16 fps (autoregressive mode); one window is 93; also bounds cosmos_ray_num_frames
     max_num_output_frames: int = field(default=16 * 60 + 1, metadata={"help": "largest num_output_frames"})
     max_pixels: int = field(default=1920 * 1088, metadata={"help": "largest height x width of resolution"})
     max_num_steps: int = field(default=100, metadata={"help": "largest num_steps"})  # the official default is 35
+    # one row expands into this many samples in the batch job's check stage (and the driver's plan)
+    max_num_generations: int = field(default=1000, metadata={"help": "largest num_generations"})
 
     def __post_init__(self) -> None:
-        for name in ("max_num_output_frames", "max_pixels", "max_num_steps"):
+        for name in ("max_num_output_frames", "max_pixels", "max_num_steps", "max_num_generations"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -53,3 +55,9 @@ class SpecLimits:
             )
         if spec.num_steps > self.max_num_steps:
             raise SpecError(sample, "num_steps", f"must be at most {self.max_num_steps} here, got {spec.num_steps}")
+        if spec.num_generations > self.max_num_generations:
+            raise SpecError(
+                sample,
+                "num_generations",
+                f"must be at most {self.max_num_generations} here, got {spec.num_generations}",
+            )

@@ -96,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
         compile=args.compile,
     )
     run_id = "local-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    samples = [(generation, source) for spec, source in specs for generation in spec.generations()]
     records = []
-    for index, (spec, source) in enumerate(specs, start=1):
-        label = f"[{index}/{len(specs)}] {spec.name}"
+    for index, (spec, source) in enumerate(samples, start=1):
+        label = f"[{index}/{len(samples)}] {spec.name}"
         if not args.overwrite and store.is_done(spec.sample_id):
             print(f"{label}: already done, skipped")
             records.append(store.skipped(spec, source=source))

@@ -161,13 +161,18 @@ def require_manifest_columns(column_names: Sequence[str], url: str) -> None:
         raise ValueError(f"{url} is not a cosmos-ray manifest: missing column(s) {', '.join(sorted(missing))}")
 
 
-def spec_from_row(row: Mapping[str, Any], limits: SpecLimits | None = None) -> GenerationSpec:
-    """The spec of one manifest row, within `limits` if given; raises `SpecError` naming the row's source."""
+def spec_from_row(
+    row: Mapping[str, Any], limits: SpecLimits | None = None, *, num_generations: int | None = None
+) -> GenerationSpec:
+    """The spec of one manifest row, within `limits` if given, with `num_generations` (a job's) in place of the
+    spec's own if given; raises `SpecError` naming the row's source."""
     source = str(row.get("source") or "manifest row")
     try:
         data = json.loads(row["spec_json"])
     except (KeyError, TypeError, ValueError) as error:
         raise SpecError(source, "spec_json", f"is not valid spec JSON: {error}") from None
+    if num_generations is not None and isinstance(data, dict):
+        data = {**data, "num_generations": num_generations}
     spec = GenerationSpec.from_dict(data, source=source)
     if limits is not None:
         check_limits(spec, limits, source)

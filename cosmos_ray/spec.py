@@ -2,9 +2,9 @@
 
 `GenerationSpec.from_dict` accepts the official per-sample format
 (`{"inference_type": ..., "name": ..., "prompt" | "prompt_path": ..., "input_path": ..., ...}`) with the
-official defaults of the latest release, plus three fields of our own: `fps` of the written video,
-`num_conditional_frames` and `cosmos_ray_num_frames`. Anything invalid raises `SpecError` naming the sample,
-the field and the reason.
+official defaults of the latest release, plus four fields of our own: `fps` of the written video,
+`num_conditional_frames`, `cosmos_ray_num_frames` and `num_generations`. Anything invalid raises `SpecError`
+naming the sample, the field and the reason.
 
 A spec means what it means to the official script: without the autoregressive mode a generation makes the
 model's native number of frames (93 for the released models) whatever `num_output_frames` says.
@@ -14,6 +14,10 @@ model's native number of frames (93 for the released models) whatever `num_outpu
 frames made of windows of `chunk_size` frames that share `chunk_overlap` frames; see
 `cosmos_ray.autoregressive`). The official script ignores `chunk_size` and `chunk_overlap` when the mode is
 off, so they are reset to their defaults then and left out of `to_dict` (and of the sample id).
+
+`num_generations` asks for several videos of one spec: `generations()` expands it into one spec per video,
+with seeds seed, seed + 1, ... (the convention of the official cookbook); each is an ordinary spec with its own
+sample id.
 """
 
 from __future__ import annotations
@@ -123,6 +127,7 @@ class GenerationSpec:
     chunk_size: int = 77  # frames per window (autoregressive mode)
     chunk_overlap: int = 1  # frames a window shares with the previous one (autoregressive mode)
     cosmos_ray_num_frames: int | None = None  # pixel frames (1 + 4k) instead of the model's native length
+    num_generations: int = 1  # videos of this spec, with seeds seed, seed + 1, ... (see `generations`)
 
     def __post_init__(self) -> None:
         sample = repr(self.name)
@@ -178,8 +183,8 @@ class GenerationSpec:
     def to_dict(self) -> dict:
         """All fields as a JSON-ready dict; `from_dict(spec.to_dict()) == spec`.
 
-        The autoregressive fields appear only when the mode is on, so the sample ids of single-window
-        specs do not depend on them.
+        The autoregressive fields appear only when the mode is on, and `num_generations` only when it is not 1,
+        so the sample ids of specs that do not use them do not depend on them.
         """
         data = dataclasses.asdict(self)
         if data["input_path"] is None:
@@ -189,7 +194,15 @@ class GenerationSpec:
         if not self.enable_autoregressive:
             for key in AUTOREGRESSIVE_FIELDS:
                 del data[key]
+        if self.num_generations == 1:
+            del data["num_generations"]
         return data
+
+    def generations(self) -> list[GenerationSpec]:
+        """One spec per video this spec asks for: generation k is this spec with seed `seed + k` and
+        `num_generations` 1. Its sample id is that of a spec written with that seed, so generations are
+        resumed one by one, and raising `num_generations` later keeps the videos already made."""
+        return [dataclasses.replace(self, seed=self.seed + k, num_generations=1) for k in range(self.num_generations)]
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys) of `to_dict()`; the form stored in manifests and records."""
@@ -236,6 +249,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "chunk_size": (int,),
     "chunk_overlap": (int,),
     "cosmos_ray_num_frames": (int, type(None)),
+    "num_generations": (int,),
 }
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", type(None): "null"}
@@ -255,6 +269,15 @@ def _check_values(spec: GenerationSpec, sample: str) -> None:
     _check_input_path(spec, sample)
     if spec.seed < 0 or spec.seed >= SEED_LIMIT:
         raise SpecError(sample, "seed", f"must be in 0..{SEED_LIMIT - 1} (a numpy RandomState seed), got {spec.seed}")
+    if spec.num_generations < 1:
+        raise SpecError(sample, "num_generations", f"must be at least 1, got {spec.num_generations}")
+    if _last_seed(spec) >= SEED_LIMIT:
+        raise SpecError(
+            sample,
+            "num_generations",
+            f"needs seeds {spec.seed}..{_last_seed(spec)} (one per generation), beyond the largest seed "
+            f"{SEED_LIMIT - 1}; lower seed or num_generations",
+        )
     if not 0 <= spec.guidance <= MAX_GUIDANCE:
         raise SpecError(sample, "guidance", f"must be in 0..{MAX_GUIDANCE}, got {spec.guidance}")
     if spec.num_output_frames < 1:  # the official PositiveInt, whether or not the mode uses it
@@ -300,13 +323,19 @@ def _check_autoregressive(spec: GenerationSpec, sample: str) -> None:
             f"must be in 0..{spec.chunk_size - 1} (less than chunk_size {spec.chunk_size}), got {spec.chunk_overlap}",
         )
     num_chunks = count_chunks(spec.num_output_frames, spec.chunk_size, spec.chunk_overlap)
-    if spec.seed + num_chunks > SEED_LIMIT:
+    if _last_seed(spec) + num_chunks > SEED_LIMIT:
+        generations = f" in its last generation (seed {_last_seed(spec)})" if spec.num_generations > 1 else ""
         raise SpecError(
             sample,
             "seed",
-            f"must leave one seed per chunk (chunk k uses seed + k): {num_chunks} chunks need a seed of at most "
-            f"{SEED_LIMIT - num_chunks}, got {spec.seed}",
+            f"must leave one seed per chunk (chunk k uses seed + k){generations}: {num_chunks} chunks need a seed "
+            f"of at most {SEED_LIMIT - num_chunks - spec.num_generations + 1}, got {spec.seed}",
         )
+
+
+def _last_seed(spec: GenerationSpec) -> int:
+    """The seed of the spec's last generation."""
+    return spec.seed + spec.num_generations - 1
 
 
 def count_chunks(num_output_frames: int, chunk_size: int, chunk_overlap: int) -> int:

@@ -56,8 +56,14 @@ class Storage:
     def exists(self, url: str) -> bool:
         return exists(url, self.options)
 
+    def list_sizes(self, folder_url: str) -> dict[str, int]:
+        return list_sizes(folder_url, self.options)
+
     def write_bytes_atomic(self, url: str, data: bytes) -> None:
         write_bytes_atomic(url, data, self.options)
+
+    def delete(self, url: str) -> None:
+        delete(url, self.options)
 
     def check_writable(self, folder_url: str) -> None:
         check_writable(folder_url, self.options)
@@ -222,6 +228,18 @@ def exists(url: str, storage_options: dict | None = None) -> bool:
     with one_line_errors("check", url):
         fs, path = filesystem(url, storage_options)
         return fs.exists(path)
+
+
+def list_sizes(folder_url: str, storage_options: dict | None = None) -> dict[str, int]:
+    """{file name: size in bytes} of the files directly in a folder; empty if the folder does not exist.
+    Always listed afresh: other processes write there (fsspec caches the listings of some stores)."""
+    try:
+        with one_line_errors("list", folder_url):
+            fs, path = filesystem(folder_url, storage_options)
+            entries = fs.ls(path, detail=True, refresh=True)
+    except StorageNotFoundError:
+        return {}
+    return {posixpath.basename(e["name"].rstrip("/")): e["size"] for e in entries if e["type"] == "file"}
 
 
 def glob_urls(pattern: str, storage_options: dict | None = None) -> list[str]:

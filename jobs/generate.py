@@ -26,8 +26,9 @@ from cosmos_ray.dtypes import DTYPE_NAMES
 from cosmos_ray.model_options import MODELS_EPILOG, add_model_options, offload_of
 from cosmos_ray.presets import RANDOM_PRESETS
 from cosmos_ray.registry import check_source
+from cosmos_ray.shards import ShardConfig
 from cosmos_ray.storage import Storage, StorageError
-from jobs.options import add_limit_options, add_storage_option, limits_of, storage_options_of
+from jobs.options import add_limit_options, add_storage_option, byte_size, limits_of, storage_options_of
 from pipelines.batch import BatchConfig, failure_message, preflight, run
 from pipelines.group import GroupConfig
 from pipelines.placement import PlacementError
@@ -113,6 +114,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "replica keeps its own in memory",
     )
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
+    parser.add_argument(
+        "--num-generations",
+        type=_at_least(1),
+        metavar="N",
+        help="videos per spec, with seeds seed, seed+1, ..., seed+N-1, for every row (replaces the specs' own "
+        "num_generations; default: each spec's, 1 unless it sets one)",
+    )
+    shards = parser.add_argument_group(
+        "sharded output",
+        "Also write the finished samples into WebDataset tar shards (mp4 + json per sample) with a Parquet index, "
+        "under OUTPUT/shards/ (docs/outputs.md). Either option turns it on; a rerun never puts a sample in two "
+        "shards.",
+    )
+    shards.add_argument(
+        "--shard-size",
+        type=byte_size,
+        metavar="SIZE",
+        help=f"most video bytes per shard, e.g. 500MB or 2GiB (default {ShardConfig.max_bytes / 1e9:g}GB)",
+    )
+    shards.add_argument(
+        "--shard-samples",
+        type=_at_least(1),
+        metavar="N",
+        help=f"most samples per shard (default {ShardConfig.max_samples})",
+    )
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output, input media and --embedding-cache URLs")
     parser.add_argument(
@@ -141,6 +167,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(str(error))
     args.storage_options = storage_options_of(parser, args)
     args.limits = limits_of(parser, args)
+    if args.num_generations is not None and args.num_generations > args.limits.max_num_generations:
+        parser.error(
+            f"--num-generations {args.num_generations} is over --max-num-generations {args.limits.max_num_generations}"
+        )
+    args.shards = None
+    if args.shard_size is not None or args.shard_samples is not None:
+        limits = {"max_bytes": args.shard_size, "max_samples": args.shard_samples}
+        args.shards = ShardConfig(**{key: value for key, value in limits.items() if value is not None})
     return args
 
 
@@ -162,10 +196,12 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
         ),
         groups=args.autoscale or args.groups,
         limit=args.limit,
+        num_generations=args.num_generations,
         limits=args.limits,
         storage=storage,
         run_id=args.run_id,
         schedule_timeout_s=args.schedule_timeout,
+        shards=args.shards,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 
 from cosmos_ray.limits import SpecLimits
 from cosmos_ray.storage import parse_storage_options
@@ -50,3 +51,18 @@ def limits_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Spec
         return SpecLimits(**{field.name: getattr(args, field.name) for field in dataclasses.fields(SpecLimits)})
     except ValueError as error:
         parser.error(str(error))
+
+
+_BYTE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_BYTE_UNITS |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def byte_size(text: str) -> int:
+    """An argparse type: a positive size in bytes, with an optional unit (`500MB`, `2GiB`, `1.5GB`, `1000000`)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if match is None or match.group(2).lower() not in _BYTE_UNITS:
+        raise argparse.ArgumentTypeError(f"expected a size like 500MB or 2GiB, got {text!r}")
+    size = int(float(match.group(1)) * _BYTE_UNITS[match.group(2).lower()])
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 byte, got {text!r}")
+    return size

@@ -4,6 +4,7 @@
     pending rows, one per block --> GroupActor x M (one GPUGroup each) --> frames
                                 --> write_outputs (CPU tasks: mp4 encode, video then meta) --> records
     driver: one log line per sample, then runs/{run_id}/metadata.parquet and a Summary
+    with sharded output, also: driver packs done samples --> write_shard (CPU tasks: tar, then index file)
 
 Before any of this, `preflight` checks what would otherwise fail late (the manifest, a write under the output
 root) and the driver checks that the cluster can ever hold a group. Invalid rows and failed samples become
@@ -36,10 +37,13 @@ from cosmos_ray.outputs import DUPLICATE, FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED,
 from cosmos_ray.progress import Step
 from cosmos_ray.registry import OfficialModel, get_model
 from cosmos_ray.result import GenerationResult
+from cosmos_ray.shards import ShardConfig
 from cosmos_ray.spec import SpecError
 from cosmos_ray.storage import Storage, StorageError
 from pipelines import placement
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
+from pipelines.monitor import RunMonitor
+from pipelines.sharding import Sharder
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +55,7 @@ GROUP_ACTOR_CPUS = 0.5  # the pool actor only relays specs and frames; the ranks
 # and let a sample that keeps killing its actor fail the job instead of looping.
 GROUP_ACTOR_MAX_RESTARTS = 3
 GROUP_ACTOR_MAX_TASK_RETRIES = 3
-CHECK_BATCH_SIZE = 64  # manifest rows per check task (each row costs one read of its meta file)
+CHECK_BATCH_SIZE = 64  # manifest rows per check task (each costs one read of a meta file per generation)
 CHECK_COLUMNS = ["spec_json", "name", "source"]  # the manifest columns the check stage reads
 MAX_LISTED_FAILURES = 20  # invalid and duplicate rows logged before generation, failures listed at the end
 
@@ -93,11 +97,13 @@ class BatchConfig:
     # GPU groups: a fixed pool size, (min, max) to autoscale, or None for as many as the nodes hold now (>= 1)
     groups: int | tuple[int, int] | None = None
     limit: int | None = None  # use only the first `limit` manifest rows
+    num_generations: int | None = None  # videos per spec for every row (each spec's own field if None)
     limits: SpecLimits = field(default_factory=SpecLimits)  # a spec over a limit is an invalid row
     storage: Storage = field(default_factory=Storage)  # reaches the manifest and output URLs
     run_id: str | None = None  # default: UTC time + random suffix
-    writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task
+    writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task (and per shard-writing task)
     schedule_timeout_s: float = 1800.0  # how long to wait for the GPUs of the first group (e.g. a node to come)
+    shards: ShardConfig | None = None  # also write finished samples into WebDataset shards (docs/outputs.md)
 
     def __post_init__(self) -> None:
         if self.groups is not None:
@@ -108,6 +114,9 @@ class BatchConfig:
             raise ValueError(f"limit must be >= 0, got {self.limit}")
         if self.schedule_timeout_s <= 0:
             raise ValueError(f"schedule_timeout_s must be positive, got {self.schedule_timeout_s}")
+        if self.num_generations is not None and not 1 <= self.num_generations <= self.limits.max_num_generations:
+            limit = self.limits.max_num_generations
+            raise ValueError(f"num_generations must be in 1..{limit} (the limit), got {self.num_generations}")
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,7 @@ class Summary:
     denoising_gpu_s: float  # sum over generated samples of denoising time x GPUs of its group
     duplicates: int = 0  # rows whose sample an earlier row of the manifest already has
     not_finished: int = 0  # samples left to generate when the run was interrupted (Ctrl-C)
+    shards_written: int = 0  # WebDataset shards this run wrote (with sharded output)
 
     @property
     def interrupted(self) -> bool:
@@ -141,9 +151,10 @@ class Summary:
     def __str__(self) -> str:
         duplicates = f", {self.duplicates} duplicate" if self.duplicates else ""
         interrupted = f" (interrupted: {self.not_finished} not finished)" if self.interrupted else ""
+        shards = f", {self.shards_written} shard(s) written" if self.shards_written else ""
         return (
             f"run {self.run_id}{interrupted}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped"
-            f"{duplicates} in {self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs "
+            f"{duplicates}{shards} in {self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs "
             f"denoising {self.denoising_share:.0%} of the time); table: {self.run_table_url}"
         )
 
@@ -175,10 +186,18 @@ def run(config: BatchConfig) -> Summary:
     _log_plan(run_id, records, pending)
     generated: dict[int, OutputRecord] = {}
     groups = (0, 0)
-    if pending:
-        groups = _pool_size(config.groups or placement.pool_size(cluster, config.group.gpus_per_group), len(pending))
+    sharder = None
+    with RunMonitor(run_id) as monitor:
+        monitor.planned(to_generate=len(pending), statuses=[record.status for record in records.values()])
         try:
-            _generate(config, run_id, pending, groups, generated)
+            if config.shards is not None:
+                sharder = _start_sharding(config.shards, store, records, pending, config.writer_cpus)
+            if pending:
+                pool = config.groups or placement.pool_size(cluster, config.group.gpus_per_group)
+                groups = _pool_size(pool, len(pending))
+                _generate(config, run_id, pending, groups, generated, monitor, sharder)
+            if sharder is not None:
+                sharder.finish()
         except KeyboardInterrupt:
             logger.warning("interrupted: %d of %d samples finished", len(generated), len(pending))
     records.update(generated)
@@ -196,14 +215,32 @@ def run(config: BatchConfig) -> Summary:
         run_table_url=table_url,
         gpus=groups[1] * config.group.gpus_per_group,
         denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated.values()),
+        shards_written=sharder.written if sharder is not None else 0,
     )
+
+
+def _start_sharding(
+    shards: ShardConfig,
+    store: OutputStore,
+    records: dict[int, OutputRecord],
+    pending: list[dict[str, Any]],
+    cpus: float,
+) -> Sharder:
+    """The run's sharder (`cpus` per shard-writing task), given the samples that earlier runs committed (in
+    manifest order)."""
+    ordered = [records[row] for row in sorted(records)]
+    committed = [r.sample_id for r in ordered if r.status == SKIPPED and r.sample_id is not None]  # all skipped
+    run_samples = {*committed, *(item["sample_id"] for item in pending)}
+    sharder = Sharder(store, shards, run_samples=run_samples, cpus=cpus)
+    sharder.add_committed(committed)
+    return sharder
 
 
 def _log_plan(run_id: str, records: dict[int, OutputRecord], pending: list[dict[str, Any]]) -> None:
     """The run's counts, then each invalid row (up to `MAX_LISTED_FAILURES`) and each duplicate row."""
     by_status = {status: [r for r in records.values() if r.status == status] for status in (SKIPPED, DUPLICATE, FAILED)}
     logger.info(
-        "run %s: %d manifest rows, %d to generate, %d already done, %d duplicate, %d invalid",
+        "run %s: %d samples, %d to generate, %d already done, %d duplicate, %d invalid",
         run_id,
         len(records) + len(pending),
         len(pending),
@@ -262,12 +299,14 @@ def new_run_id() -> str:
 
 
 def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
-    """Every manifest row, in manifest order and numbered, with its spec checked and its resume status.
+    """Every sample of the manifest, in manifest order and numbered, with its spec checked and its resume
+    status: one per generation of each valid row, one for each invalid row.
 
     Ray Data reads the manifest (the driver never holds it whole) and checks its rows in parallel CPU tasks,
-    one read of a meta file per row. This dataset alone preserves order (`read_parquet` gives it its own copy
-    of the DataContext; the GPU stage stays unordered), so `limit` keeps the first rows and the rows arrive in
-    manifest order: the driver numbers them as they come, and the number is the row's manifest position.
+    one read of a meta file per generation. This dataset alone preserves order (`read_parquet` gives it its
+    own copy of the DataContext; the GPU stage stays unordered), so `limit` keeps the first rows and the
+    samples arrive in manifest order, generations in seed order: the driver numbers them as they come, and the
+    number is the sample's position in the run table.
     """
     filesystem, path = config.storage.arrow_filesystem(config.manifest)
     manifest = ray.data.read_parquet(path, filesystem=filesystem)  # `preflight` checked its columns
@@ -284,6 +323,7 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
             "storage": config.storage,
             "limits": config.limits,
             "model": config.group.model,
+            "num_generations": config.num_generations,
         },
     )
     for position, row in enumerate(checked.iter_rows()):
@@ -297,40 +337,56 @@ def _quiet(context: ray.data.DataContext) -> None:
     context.print_on_execution_start = False
 
 
-def check_rows(batch: pa.Table, *, output: str, storage: Storage, limits: SpecLimits, model: str) -> pa.Table:
-    """Check stage: each manifest row -> its canonical spec and PENDING, SKIPPED (done) or INVALID (not a
-    valid spec, over `limits`, or one the official `model` cannot generate)."""
+def check_rows(
+    batch: pa.Table,
+    *,
+    output: str,
+    storage: Storage,
+    limits: SpecLimits,
+    model: str,
+    num_generations: int | None = None,
+) -> pa.Table:
+    """Check stage: each manifest row -> the canonical spec of each of its generations, PENDING or SKIPPED
+    (done); or one INVALID row (not a valid spec, over `limits`, or one the official `model` cannot
+    generate). `num_generations` replaces every spec's own."""
     store = OutputStore(output, storage)
     official = get_model(model)
-    rows = [_check_row(row, store, limits, official) for row in batch.to_pylist()]
+    rows = [
+        checked for row in batch.to_pylist() for checked in _check_row(row, store, limits, official, num_generations)
+    ]
     return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
 
-def _check_row(row: dict[str, Any], store: OutputStore, limits: SpecLimits, model: OfficialModel) -> dict[str, Any]:
+def _check_row(
+    row: dict[str, Any], store: OutputStore, limits: SpecLimits, model: OfficialModel, num_generations: int | None
+) -> list[dict[str, Any]]:
     try:
-        spec = spec_from_row(row, limits)
+        spec = spec_from_row(row, limits, num_generations=num_generations)
         model.check_spec(spec)
     except SpecError as error:
-        return {**row, "sample_id": None, "status": INVALID, "error": str(error)}
-    status = SKIPPED if store.is_done(spec.sample_id) else PENDING
-    return {
-        "source": row["source"],
-        "name": spec.name,
-        "spec_json": spec.to_json(),
-        "sample_id": spec.sample_id,
-        "status": status,
-        "error": None,
-    }
+        return [{**row, "sample_id": None, "status": INVALID, "error": str(error)}]
+    return [
+        {
+            "source": row["source"],
+            "name": generation.name,
+            "spec_json": generation.to_json(),
+            "sample_id": generation.sample_id,
+            "status": SKIPPED if store.is_done(generation.sample_id) else PENDING,
+            "error": None,
+        }
+        for generation in spec.generations()
+    ]
 
 
 def _plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> tuple[dict[int, OutputRecord], list[dict]]:
-    """Records of the rows that need no GPU (invalid, done, repeated), and the rows to generate.
+    """Records of the samples that need no GPU (invalid, done, repeated), and the samples to generate.
 
     A sample id that appears twice is generated once; later rows are recorded as duplicates of the first.
-    The rows to generate are ordered by prompt, so a group meets a prompt again while its embedding is still
-    cached. The driver holds one entry per manifest row: a run-table record (sample id, name, status, source,
-    spec JSON, error) for rows that need no GPU, or (row number, source, spec JSON) for a row to generate,
-    plus the source of each distinct sample id; the manifest's other columns are never collected.
+    The samples to generate are ordered by prompt, so a group meets a prompt again while its embedding is
+    still cached. The driver holds one entry per sample (a generation of a row, or an invalid row): a
+    run-table record (sample id, name, status, source, spec JSON, error) for a sample that needs no GPU, or
+    (number, source, spec JSON, sample id) for one to generate, plus the source of each distinct sample id; the
+    manifest's other columns are never collected.
     """
     records: dict[int, OutputRecord] = {}
     pending: list[dict[str, Any]] = []
@@ -348,7 +404,14 @@ def _plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> tuple[dict[i
             records[row["row"]] = store.skipped(spec_from_row(row), source=row["source"])
         else:
             first_source[row["sample_id"]] = row["source"]
-            pending.append({"row": row["row"], "source": row["source"], "spec_json": row["spec_json"]})
+            pending.append(
+                {
+                    "row": row["row"],
+                    "source": row["source"],
+                    "spec_json": row["spec_json"],
+                    "sample_id": row["sample_id"],
+                }
+            )
     pending.sort(key=lambda item: _prompt_key(item["spec_json"]))
     return records, pending
 
@@ -364,9 +427,12 @@ def _generate(
     pending: list[dict[str, Any]],
     groups: tuple[int, int],
     records: dict[int, OutputRecord],
+    monitor: RunMonitor,
+    sharder: Sharder | None,
 ) -> None:
     """GPU stage and writer stage over the pending rows, once the cluster has room for a group; puts each
-    record into `records` as it finishes (so they are there when Ctrl-C stops the run)."""
+    record into `records` as it finishes (so they are there when Ctrl-C stops the run), shows it to `monitor`
+    and hands each sample that is done to `sharder`."""
     placement_group_prefix = f"cosmos-ray-{run_id}-"
     placement.wait_until_placeable(
         config.group.bundles, config.schedule_timeout_s, name=placement_group_prefix + "first-group"
@@ -393,11 +459,14 @@ def _generate(
         num_cpus=config.writer_cpus,
         fn_kwargs={"output": config.output, "storage": config.storage, "run_id": run_id},
     )
+    monitor.generating(gpus=max_groups * config.group.gpus_per_group)
     try:
         for row in written.iter_rows():
             record = OutputRecord.from_row({name: row[name] for name in RUN_TABLE_SCHEMA.names})
             records[row["row"]] = record
-            _log_record(record, len(records), len(pending))
+            monitor.finished(record)
+            if sharder is not None and record.status == OK:
+                sharder.add(row["sample_id"], record.metadata["video_bytes"])
     finally:
         # Pool actors end asynchronously after the dataset is done; free their GPUs now.
         remove_placement_groups(placement_group_prefix)
@@ -407,13 +476,6 @@ def _pool_size(groups: int | tuple[int, int], samples: int) -> tuple[int, int]:
     """(min, max) GPU groups: as configured, but never more than the samples (each group loads the model)."""
     low, high = groups if isinstance(groups, tuple) else (groups, groups)
     return min(low, samples), min(high, samples)
-
-
-def _log_record(record: OutputRecord, done: int, total: int) -> None:
-    timings = record.metadata.get("timings_s", {})
-    took = f" in {timings['group_call']:.1f}s" if "group_call" in timings else ""
-    error = f": {record.error}" if record.error else ""
-    logger.info("[%d/%d] %s %s%s%s", done, total, record.status, record.sample_id, took, error)
 
 
 class GroupActor:
@@ -488,6 +550,7 @@ def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRe
         started = time.monotonic()
         mp4 = write_mp4(frames, row["fps"])
         timings["mp4_encode"] = round(time.monotonic() - started, 4)
+        metadata["video_bytes"] = len(mp4)
         return store.write_ok(spec, mp4, metadata, source=row["source"])
     except Exception as error:  # noqa: BLE001 - encoding or storage failed: this sample fails (no meta, so a rerun retries it)
         message = f"writing the outputs failed: {type(error).__name__}: {error}"

@@ -89,12 +89,14 @@ def s3_bucket(s3_endpoint) -> tuple[str, dict]:
 
 @pytest.fixture(scope="session")
 def ray_session(s3_endpoint):
-    """A local Ray cluster with logical GPUs, shared by every test of the session."""
+    """A local Ray cluster with logical GPUs, shared by every test of the session. It exports its metrics for
+    Prometheus at http://127.0.0.1:{context.address_info["metrics_export_port"]}/metrics."""
     ray = pytest.importorskip("ray")
     context = ray.init(
         num_cpus=RAY_LOGICAL_CPUS,
         num_gpus=RAY_LOGICAL_GPUS,
         include_dashboard=False,
+        _metrics_export_port=_free_port(),
     )
     try:
         yield context

@@ -5,6 +5,7 @@ all three types plus an invalid row and a sample whose input is missing. Then, o
 midway (SIGKILL to its driver process) and resumed.
 """
 
+import dataclasses
 import io
 import json
 import logging
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -23,12 +25,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from cosmos_ray.limits import SpecLimits
 from cosmos_ray.manifest import MANIFEST_SCHEMA
 from cosmos_ray.model_options import offload_of
 from cosmos_ray.offload_config import OffloadConfig
-from cosmos_ray.outputs import OutputStore
+from cosmos_ray.outputs import OutputRecord, OutputStore
+from cosmos_ray.shards import ShardConfig, ShardStore
 from cosmos_ray.spec import GenerationSpec
 from cosmos_ray.storage import Storage
 from jobs.generate import main as generate_main
@@ -36,6 +41,7 @@ from jobs.generate import parse_args
 from pipelines import placement
 from pipelines.batch import GENERATED_SCHEMA, BatchConfig, check_rows, run, write_outputs
 from pipelines.group import GroupConfig
+from pipelines.sharding import Sharder
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
@@ -43,6 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 MEDIA = REPO / "examples" / "media"
 TINY_HW = (64, 96)
 PROMPT = "A small orange square slides across a grey floor."
+JOB = [sys.executable, "-m", "jobs.generate", "--preset", "tiny", "--groups", "1"]  # a job in its own process
 LONG_VIDEO = {
     "enable_autoregressive": True,
     "num_output_frames": 17,
@@ -249,7 +256,7 @@ def test_invalid_duplicate_and_done_rows_need_no_gpu_and_are_named(ray_session, 
     assert table[3].metadata == {"duplicate_of": "d.jsonl:3"} and table[3].sample_id == table[2].sample_id
     assert "field 'cosmos_ray_num_frames' must be at most 961 here, got 1001" in str(table[1].error)
     log = caplog.text
-    assert "4 manifest rows, 0 to generate, 1 already done, 1 duplicate, 2 invalid" in log
+    assert "4 samples, 0 to generate, 1 already done, 1 duplicate, 2 invalid" in log
     assert "invalid row: sample 'bad-guidance' (d.jsonl:1): field 'guidance' must be in 0..7, got 9" in log
     assert f"duplicate row d.jsonl:4: sample {table[2].sample_id} is the one of d.jsonl:3" in log
     assert "2 failure(s), all in the run table:" in log and "d.jsonl:2: sample 'too-long'" in log
@@ -298,6 +305,52 @@ def test_a_table_without_the_manifest_columns_is_refused(ray_session, tmp_path):
         run(BatchConfig(manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(source="tiny")))
 
 
+def test_samples_made_before_sharding_was_on_are_sharded_by_the_next_run(ray_session, tmp_path):
+    specs = [spec(f"earlier-{i}") for i in range(5)]
+    manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
+    write_manifest(str(manifest), [manifest_row(data, f"e.jsonl:{i + 1}") for i, data in enumerate(specs)])
+    store = OutputStore(str(output))
+    for i, data in enumerate(specs):  # committed by an earlier run without shards (no GPU needed here)
+        store.write_ok(GenerationSpec.from_dict(data), b"x" * (100 + i), {})
+    config = BatchConfig(
+        manifest=str(manifest),
+        output=str(output),
+        run_id="shard-later",
+        shards=ShardConfig(max_bytes=250),
+        group=GroupConfig(source="tiny"),
+    )
+    summary = run(config)
+    assert (summary.skipped, summary.shards_written, summary.gpus) == (5, 3, 0)
+    index = ShardStore(store).read_index()
+    ids = [GenerationSpec.from_dict(data).sample_id for data in specs]
+    assert index.column("sample_id").to_pylist() == ids  # in manifest order, 2 + 2 + 1 within 250 bytes
+    assert index.column("shard").to_pylist() == ["shard-000000.tar"] * 2 + ["shard-000001.tar"] * 2 + [
+        "shard-000002.tar"
+    ]
+    assert run(dataclasses.replace(config, run_id="shard-again")).shards_written == 0
+
+
+def test_a_shard_that_cannot_be_written_leaves_its_samples_to_the_next_run(ray_session, tmp_path, caplog):
+    store = OutputStore(str(tmp_path))
+    first, second = (GenerationSpec.from_dict(spec(name)) for name in ("first", "second"))
+    for s in (first, second):
+        store.write_ok(s, b"video", {})
+    ids = {first.sample_id, second.sample_id}
+    sharder = Sharder(store, ShardConfig(max_samples=2), run_samples=ids)
+    store.write_failure(second, "regenerated since, and failed")  # no longer done when the task reads it
+    with caplog.at_level(logging.WARNING, logger="pipelines.sharding"):
+        sharder.add_committed([first.sample_id, second.sample_id])
+        sharder.finish()
+    assert sharder.written == 0 and not (tmp_path / "shards").exists()
+    assert f"shard shard-000000.tar (2 samples) was not written: ValueError: sample {second.sample_id}" in caplog.text
+
+    store.write_ok(second, b"video", {})
+    again = Sharder(store, ShardConfig(max_samples=2), run_samples=ids)
+    again.add_committed([first.sample_id, second.sample_id])
+    again.finish()
+    assert again.written == 1 and set(ShardStore(store).read_index().column("sample_id").to_pylist()) == ids
+
+
 # --- a job killed midway, resumed ---------------------------------------------------------------------------
 
 
@@ -306,17 +359,11 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
     write_manifest(str(manifest), [manifest_row(data, f"resume.jsonl:{i + 1}") for i, data in enumerate(specs)])
     command = [
-        sys.executable,
-        "-m",
-        "jobs.generate",
+        *JOB,
         "--manifest",
         str(manifest),
         "--output",
         str(output),
-        "--preset",
-        "tiny",
-        "--groups",
-        "1",
         "--run-id",
         "killed",
         "--address",
@@ -396,10 +443,134 @@ def test_ctrl_c_writes_the_run_table_of_what_finished_and_the_rerun_resumes(ray_
     assert (resumed.ok + resumed.skipped, resumed.failed, resumed.not_finished) == (len(specs), 0, 0)
 
 
-def wait_for(condition, timeout_s: float) -> None:
+def test_generations_and_shards_survive_a_kill_without_loss_or_duplicates(ray_session, tmp_path):
+    specs = [spec("gens-a", seed=10, guidance=0, num_steps=1), spec("gens-b", seed=20, guidance=0, num_steps=1)]
+    manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
+    write_manifest(str(manifest), [manifest_row(data, f"gens.jsonl:{i + 1}") for i, data in enumerate(specs)])
+    expected = {  # the manifest's specs ask for one video each; --num-generations 3 asks for three
+        g.sample_id: g.seed
+        for data in specs
+        for g in GenerationSpec.from_dict({**data, "num_generations": 3}).generations()
+    }
+    index_folder = output / "shards" / "index"
+    command = [
+        *JOB,
+        "--manifest",
+        str(manifest),
+        "--output",
+        str(output),
+        "--num-generations",
+        "3",
+        "--shard-samples",
+        "2",
+        "--run-id",
+        "killed-shards",
+        "--address",
+        ray_session.address_info["gcs_address"],
+    ]
+    with open(tmp_path / "killed.log", "wb") as log:
+        job = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: any(index_folder.glob("*.parquet")) or job.poll() is not None, timeout_s=300)
+        finally:
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+    store = OutputStore(str(output))
+    done_before = [sample_id for sample_id in expected if store.is_done(sample_id)]
+    committed_before = ShardStore(store).read_index()
+    assert 2 <= len(done_before) < len(expected), (tmp_path / "killed.log").read_text()[-3000:]
+    assert 1 <= committed_before.num_rows <= len(done_before)
+    # What a kill between a tar and its index file leaves: a tar that no index file commits.
+    (output / "shards" / "shard-000041.tar").write_bytes(b"an uncommitted shard")
+
+    config = BatchConfig(
+        manifest=str(manifest),
+        output=str(output),
+        groups=1,
+        run_id="resumed-shards",
+        num_generations=3,
+        shards=ShardConfig(max_samples=2),
+        group=GroupConfig(source="tiny"),
+    )
+    resumed = run(config)
+    assert (resumed.ok, resumed.skipped, resumed.failed) == (len(expected) - len(done_before), len(done_before), 0)
+    records = store.read_run_table("resumed-shards")
+
+    def seed(record: OutputRecord) -> int:  # the seed a video was made with; a skipped sample's spec says it
+        assert record.spec_json is not None
+        return record.metadata.get("seed", json.loads(record.spec_json)["seed"])
+
+    assert {r.sample_id: seed(r) for r in records} == expected
+    assert [r.source for r in records] == ["gens.jsonl:1"] * 3 + ["gens.jsonl:2"] * 3  # manifest, then seed order
+    assert all(store.is_done(sample_id) for sample_id in expected)
+
+    # Every sample in exactly one committed shard; every tar on disk committed; tars hold what the index says.
+    index = ShardStore(store).read_index()
+    assert sorted(index.column("sample_id").to_pylist()) == sorted(expected)
+    assert set(committed_before.column("sample_id").to_pylist()) <= set(index.column("sample_id").to_pylist())
+    tars = sorted(path.name for path in (output / "shards").glob("*.tar"))
+    assert tars == sorted(set(index.column("shard").to_pylist())) and "shard-000041.tar" not in tars
+    loaded = ray.data.read_webdataset(str(output / "shards"), file_extensions=["tar"]).take_all()
+    assert sorted(row["__key__"] for row in loaded) == sorted(index.column("key").to_pylist())
+    sample_of_key = dict(zip(index.column("key").to_pylist(), index.column("sample_id").to_pylist()))
+    for row in loaded:
+        sample_id = sample_of_key[row["__key__"]]
+        assert row["json"]["sample_id"] == sample_id and row["json"]["status"] == "ok"
+        assert bytes(row["mp4"]) == (output / "videos" / f"{sample_id}.mp4").read_bytes()
+
+    again = run(dataclasses.replace(config, run_id="again-shards"))
+    assert (again.ok, again.skipped, again.shards_written) == (0, len(expected), 0)
+    assert ShardStore(store).read_index() == index
+
+
+# --- metrics -------------------------------------------------------------------------------------------------
+
+
+def test_a_runs_progress_is_logged_and_visible_through_rays_metrics_endpoint(ray_session, tmp_path, caplog):
+    """One progress line per finished sample; the driver's Ray metrics, scraped as Prometheus does: gauges
+    while the run lasts (Ray keeps a gauge only while it is set), counters and stage histograms after it."""
+    specs = [spec(f"metrics-{i}", seed=i, guidance=0, num_steps=1) for i in range(3)] + [spec("bad", guidance=9)]
+    manifest = tmp_path / "manifest.parquet"
+    write_manifest(str(manifest), [manifest_row(data, f"m.jsonl:{i + 1}") for i, data in enumerate(specs)])
+    config = BatchConfig(
+        manifest=str(manifest), output=str(tmp_path / "out"), groups=1, run_id="metrics", group=GroupConfig()
+    )
+    url = f"http://127.0.0.1:{ray_session.address_info['metrics_export_port']}/metrics"
+    seen: dict = {}
+
+    def scraped(expected: dict) -> bool:
+        seen.clear()
+        for family in text_string_to_metric_families(requests.get(url, timeout=10).text):
+            for sample in family.samples:
+                if sample.labels.get("run_id") == "metrics":
+                    key = (sample.name, sample.labels.get("status", sample.labels.get("stage")))
+                    seen[key] = seen.get(key, 0.0) + sample.value
+        return all(seen.get(key) == value for key, value in expected.items())
+
+    with ThreadPoolExecutor(max_workers=1) as pool, caplog.at_level(logging.INFO, logger="pipelines.monitor"):
+        job = pool.submit(run, config)
+        while_running = {("ray_cosmos_ray_gpus", None): 1.0}
+        wait_for(lambda: scraped(while_running), timeout_s=300, describe=lambda: f"scraped {seen}")
+        assert seen[("ray_cosmos_ray_samples_remaining", None)] in (0.0, 1.0, 2.0, 3.0)
+        summary = job.result()
+    assert (summary.ok, summary.failed) == (3, 1)
+    lines = [message for message in caplog.messages if " clips/h | ETA " in message]
+    assert [line.split(" ")[:2] for line in lines] == [["[1/3]", "ok"], ["[2/3]", "ok"], ["[3/3]", "ok"]]
+    assert " | 3 ok, 1 failed, 0 skipped | " in lines[-1] and lines[-1].endswith(" | ETA 0s")
+    after = {
+        ("ray_cosmos_ray_samples_total", "ok"): 3.0,
+        ("ray_cosmos_ray_samples_total", "failed"): 1.0,  # the invalid row
+        ("ray_cosmos_ray_stage_seconds_count", "sampling"): 3.0,
+        ("ray_cosmos_ray_stage_seconds_count", "mp4_encode"): 3.0,
+    }
+    wait_for(lambda: scraped(after), timeout_s=120, describe=lambda: f"expected {after}, scraped {seen}")
+    assert seen[("ray_cosmos_ray_denoising_gpu_seconds_total", None)] > 0
+
+
+def wait_for(condition, timeout_s: float, describe=lambda: "timed out") -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, describe()
         time.sleep(0.5)
 
 
@@ -423,6 +594,9 @@ def test_help_explains_every_option(capsys):
         "--autoscale",
         "--embedding-cache",
         "--limit",
+        "--num-generations",
+        "--shard-size",
+        "--shard-samples",
         "--run-id",
         "--storage-option",
         "--address",
@@ -488,6 +662,19 @@ def test_storage_options_nest_and_parse_json_values():
 
 
 @pytest.mark.parametrize(
+    "argv, shards",
+    [
+        ([], None),
+        (["--shard-size", "2GiB"], ShardConfig(max_bytes=2 * 2**30)),
+        (["--shard-samples", "50"], ShardConfig(max_samples=50)),
+        (["--shard-size", "1.5MB", "--shard-samples", "3"], ShardConfig(max_bytes=1_500_000, max_samples=3)),
+    ],
+)
+def test_either_shard_option_turns_sharding_on(argv, shards):
+    assert parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", *argv]).shards == shards
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ["--autoscale", "3..2"],
@@ -495,6 +682,11 @@ def test_storage_options_nest_and_parse_json_values():
         ["--groups", "0"],
         ["--groups", "2", "--autoscale", "1..2"],
         ["--storage-option", "no-equals-sign"],
+        ["--num-generations", "0"],
+        ["--num-generations", "3", "--max-num-generations", "2"],
+        ["--shard-size", "5 parsecs"],
+        ["--shard-size", "0MB"],
+        ["--shard-samples", "0"],
         ["--logical-gpus", "4", "--address", "auto"],
         ["--model", "2B"],
         ["--preset", "random-2B", "--model", "14B/pre-trained"],

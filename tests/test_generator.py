@@ -307,6 +307,24 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     assert "v2w: failed: sample 'v2w': input video" in captured.err
 
 
+def test_one_call_makes_one_video_so_several_generations_are_refused(generator):
+    with pytest.raises(SpecError, match="field 'num_generations' asks for 2 videos; one call makes one"):
+        generator(make_spec("text2world", num_generations=2))
+
+
+def test_cli_generates_each_generation_with_its_seed(tmp_path, capsys):
+    specs = tmp_path / "specs.json"
+    spec = make_spec("text2world", name="gens", guidance=0, seed=7, num_steps=1, num_generations=2)
+    specs.write_text(json.dumps(spec.to_dict()))
+    out = tmp_path / "out"
+    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
+    seeds = [
+        json.loads((out / "meta" / f"{g.sample_id}.json").read_text())["metadata"]["seed"] for g in spec.generations()
+    ]
+    assert seeds == [7, 8]
+    assert "2 ok, 0 skipped, 0 failed" in capsys.readouterr().out
+
+
 def test_cli_needs_a_model(capsys):
     with pytest.raises(SystemExit):
         local.parse_args(["-i", "specs.json", "-o", "out"])

@@ -26,6 +26,7 @@ TORCH_FREE_ENGINE = [
     "cosmos_ray.progress",
     "cosmos_ray.registry",
     "cosmos_ray.result",
+    "cosmos_ray.shards",
     "cosmos_ray.spec",
     "cosmos_ray.storage",
 ]

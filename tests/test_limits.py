@@ -19,6 +19,7 @@ def test_defaults_accept_the_official_defaults_and_720p():
         ({"cosmos_ray_num_frames": 100001}, "cosmos_ray_num_frames"),
         ({"resolution": "16000,16000"}, "resolution"),
         ({"num_steps": 1000}, "num_steps"),
+        ({"num_generations": 1001}, "num_generations"),
     ],
 )
 def test_a_spec_over_a_limit_names_the_sample_and_field(fields, field):

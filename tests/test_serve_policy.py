@@ -67,6 +67,7 @@ def test_parse_spec_accepts_a_valid_spec():
         (_body(cosmos_ray_num_frames=97), 422, "cosmos_ray_num_frames", "at most 93"),
         (_body(resolution="1024,2048"), 422, "resolution", "at most"),
         (_body(num_steps=500), 422, "num_steps", "at most 50"),
+        (_body(num_generations=2), 422, "num_generations", "asks for 2 videos; a request makes one"),
     ],
 )
 def test_parse_spec_rejects_with_field_and_reason(body, status, field, words):

@@ -365,3 +365,56 @@ def test_prompt_path_errors(tmp_path):
     rejects({**base, "prompt_path": 3}, "field 'prompt_path' must be a non-empty string, got 3")
     (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\xfa")
     rejects({**base, "prompt_path": "bad.txt"}, "field 'prompt_path' cannot be read", base_dir=str(tmp_path))
+
+
+# --- num_generations (ours) ---------------------------------------------------------------------------------
+
+
+def test_generations_take_consecutive_seeds_and_distinct_ids():
+    spec = parse(TEXT, seed=5, num_generations=3)
+    generations = spec.generations()
+    assert [g.seed for g in generations] == [5, 6, 7]
+    assert {g.num_generations for g in generations} == {1} and {g.name for g in generations} == {spec.name}
+    assert len({g.sample_id for g in generations}) == 3
+    assert [g.sample_id for g in spec.generations()] == [g.sample_id for g in generations]  # deterministic
+
+
+def test_a_generation_is_the_spec_written_with_its_seed():
+    """So raising num_generations later keeps the videos already made, and one generation reruns alone."""
+    second = parse(TEXT, seed=5, num_generations=3).generations()[1]
+    assert second == parse(TEXT, seed=6)
+    assert second.sample_id == parse(TEXT, seed=6).sample_id
+    assert (
+        parse(TEXT, seed=5, num_generations=2).generations() == parse(TEXT, seed=5, num_generations=3).generations()[:2]
+    )
+
+
+def test_num_generations_1_leaves_the_spec_json_and_id_unchanged():
+    assert "num_generations" not in parse(TEXT).to_dict()
+    assert parse(TEXT, num_generations=1).sample_id == parse(TEXT).sample_id
+    assert parse(TEXT).generations() == [parse(TEXT)]
+    spec = parse(TEXT, num_generations=4)
+    assert spec.to_dict()["num_generations"] == 4 and GenerationSpec.from_dict(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize(
+    "changes, field, reason",
+    [
+        ({"num_generations": 0}, "num_generations", "must be at least 1, got 0"),
+        ({"num_generations": 2.0}, "num_generations", "must be an integer, got float 2.0"),
+        ({"num_generations": True}, "num_generations", "must be an integer, got bool True"),
+        (
+            {"num_generations": 3, "seed": 2**32 - 2},
+            "num_generations",
+            r"needs seeds 4294967294..4294967296 \(one per generation\), beyond the largest seed 4294967295",
+        ),
+        (
+            {"num_generations": 2, "seed": 2**32 - 2, "enable_autoregressive": True, "num_output_frames": 153},
+            "seed",
+            r"must leave one seed per chunk \(chunk k uses seed \+ k\) in its last generation \(seed 4294967295\): "
+            r"2 chunks need a seed of at most 4294967293, got 4294967294",
+        ),
+    ],
+)
+def test_invalid_num_generations(changes, field, reason):
+    rejects({**TEXT, **changes}, LABEL + f"field '{field}' {reason}", source="specs.jsonl:4")

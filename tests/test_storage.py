@@ -131,6 +131,18 @@ def test_arrow_filesystem_reads_parquet_with_the_storage_options(s3_bucket):
     assert pq.read_table(path, filesystem=filesystem).column("x").to_pylist() == [1, 2, 3]
 
 
+@pytest.mark.parametrize("where", ["local", "memory", "s3"])
+def test_list_sizes_and_delete(where, tmp_path, s3_bucket):
+    root, options = {"local": (str(tmp_path), None), "memory": ("memory://listing", None), "s3": s3_bucket}[where]
+    folder = storage.join_url(root, "videos")
+    assert storage.list_sizes(folder, options) == {}
+    storage.write_bytes_atomic(storage.join_url(folder, "a.mp4"), b"12345", options)
+    storage.write_bytes_atomic(storage.join_url(folder, "sub", "b.mp4"), b"1", options)  # not directly in it
+    assert storage.list_sizes(folder, options) == {"a.mp4": 5}
+    storage.delete(storage.join_url(folder, "a.mp4"), options)
+    assert storage.list_sizes(folder, options) == {}
+
+
 def test_the_embedding_cache_reaches_its_bucket_with_the_jobs_storage_options(s3_bucket, monkeypatch):
     """`--embedding-cache s3://...` goes through the job's one Storage, so its --storage-option applies."""
     import torch

@@ -62,6 +62,10 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
         policy.limits.check(spec)
     except SpecError as error:
         raise ApiError(422, error.field or None, error.reason) from None
+    if spec.num_generations != 1:
+        raise ApiError(
+            422, "num_generations", f"asks for {spec.num_generations} videos; a request makes one (send one per seed)"
+        )
     if spec.input_path is not None:  # checked as the client sent it, before any resolution on the server
         check_allowed_url(data["input_path"], policy.allowed_input_prefixes, "input_path")
     return spec

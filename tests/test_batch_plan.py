@@ -1,0 +1,74 @@
+"""The batch job's check stage and plan without Ray: generations, the job-wide override, resume per generation."""
+
+import json
+
+import pyarrow as pa
+import pytest
+
+from cosmos_ray.limits import SpecLimits
+from cosmos_ray.outputs import OutputStore
+from cosmos_ray.registry import DEFAULT_MODEL
+from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.storage import Storage
+from pipelines.batch import CHECK_COLUMNS, INVALID, PENDING, SKIPPED, BatchConfig, check_rows
+
+
+def spec(name: str, **fields) -> dict:
+    return {"inference_type": "text2world", "name": name, "prompt": "A square.", "cosmos_ray_num_frames": 9, **fields}
+
+
+def manifest(*specs: dict) -> pa.Table:
+    rows = [{"spec_json": json.dumps(s), "name": s["name"], "source": f"s.jsonl:{i + 1}"} for i, s in enumerate(specs)]
+    return pa.Table.from_pylist(rows).select(CHECK_COLUMNS)
+
+
+def check(tmp_path, table: pa.Table, num_generations: int | None = None, limits: SpecLimits | None = None) -> list:
+    limits = limits or SpecLimits()
+    checked = check_rows(
+        table,
+        output=str(tmp_path),
+        storage=Storage(),
+        limits=limits,
+        model=DEFAULT_MODEL,
+        num_generations=num_generations,
+    )
+    return checked.to_pylist()
+
+
+def test_each_generation_is_a_sample_with_its_seed(tmp_path):
+    rows = check(tmp_path, manifest(spec("a", seed=3, num_generations=3), spec("b")))
+    assert [(r["source"], r["status"]) for r in rows] == [("s.jsonl:1", PENDING)] * 3 + [("s.jsonl:2", PENDING)]
+    specs = [GenerationSpec.from_dict(json.loads(r["spec_json"])) for r in rows]
+    assert [(s.name, s.seed, s.num_generations) for s in specs] == [("a", 3, 1), ("a", 4, 1), ("a", 5, 1), ("b", 0, 1)]
+    assert [r["sample_id"] for r in rows] == [s.sample_id for s in specs] and len({s.sample_id for s in specs}) == 4
+
+
+def test_the_job_override_replaces_every_specs_own(tmp_path):
+    rows = check(tmp_path, manifest(spec("a", num_generations=5), spec("b")), num_generations=2)
+    assert [(r["name"], json.loads(r["spec_json"])["seed"]) for r in rows] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+
+
+def test_an_override_a_spec_cannot_take_makes_its_row_invalid(tmp_path):
+    rows = check(tmp_path, manifest(spec("last-seed", seed=2**32 - 1), spec("ok")), num_generations=2)
+    assert [r["status"] for r in rows] == [INVALID, PENDING, PENDING]
+    assert rows[0]["sample_id"] is None
+    assert rows[0]["error"].startswith("sample 'last-seed' (s.jsonl:1): field 'num_generations' needs seeds")
+
+
+def test_generations_resume_one_by_one(tmp_path):
+    data = spec("a", num_generations=3)
+    second = GenerationSpec.from_dict(data).generations()[1]
+    OutputStore(str(tmp_path)).write_ok(second, b"mp4", {})
+    assert [r["status"] for r in check(tmp_path, manifest(data))] == [PENDING, SKIPPED, PENDING]
+    # More generations later: those already made stay done.
+    assert [r["status"] for r in check(tmp_path, manifest(data), num_generations=4)] == [PENDING, SKIPPED] + [
+        PENDING
+    ] * 2
+
+
+def test_a_spec_asking_for_more_generations_than_the_limit_is_invalid(tmp_path):
+    rows = check(tmp_path, manifest(spec("many", num_generations=3)), limits=SpecLimits(max_num_generations=2))
+    assert [r["status"] for r in rows] == [INVALID]
+    assert rows[0]["error"] == "sample 'many' (s.jsonl:1): field 'num_generations' must be at most 2 here, got 3"
+    with pytest.raises(ValueError, match=r"num_generations must be in 1..2 \(the limit\), got 3"):
+        BatchConfig(manifest="m", output="o", num_generations=3, limits=SpecLimits(max_num_generations=2))
