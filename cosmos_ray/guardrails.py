@@ -26,6 +26,7 @@ process uses a check.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
@@ -133,6 +134,19 @@ def guardrail_setting(flag: bool | None, source: str, checks: Guardrails | None 
     else:
         reason = "--no-guardrails" + ("" if random_weights else f": {LICENSE_NOTE}")
     return GuardrailSetting((checks or CosmosGuardrails()) if flag else None, reason)
+
+
+def add_flag(parser: argparse.ArgumentParser) -> None:
+    """`--guardrails` / `--no-guardrails`, the same on every entry point; read it with `guardrail_setting`."""
+    parser.add_argument(
+        "--guardrails",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run NVIDIA's safety checks (cosmos-ray[guardrails]): the prompt before generation, the video "
+        "after it (blocked samples are recorded, never written). Default: on with NVIDIA weights, as the "
+        "official inference, whose license ends your rights if you disable them without a substantially "
+        "similar guardrail; off with the random-weight presets (README: Guardrails)",
+    )
 
 
 def check_installed(setting: GuardrailSetting) -> None:

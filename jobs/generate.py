@@ -21,6 +21,7 @@ import sys
 
 import ray
 
+from cosmos_ray import guardrails
 from cosmos_ray.presets import RANDOM_PRESETS
 from cosmos_ray.storage import StorageError
 from jobs.options import add_limit_options, add_storage_option, limits_of, storage_options_of
@@ -105,6 +106,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "encoded once per dataset (a Reason1 embedding is about 100 MB); default: each "
         "replica keeps its own in memory",
     )
+    guardrails.add_flag(parser)
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output and input media URLs")
@@ -148,6 +150,7 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
         storage_options=args.storage_options,
         run_id=args.run_id,
         schedule_timeout_s=args.schedule_timeout,
+        guardrails=guardrails.guardrail_setting(args.guardrails, args.checkpoint_dir or args.preset),
     )
 
 

@@ -8,6 +8,10 @@ into one torch process group (rank 0's node IP and a free port; NCCL on GPUs, gl
 (of each window of an autoregressive spec; a Ray generator: one small object per step, no extra actor); the
 group hands them to `progress` in the caller's process, so the callback need not be picklable.
 
+With guardrails, rank 0 checks the decoded video and blurs its faces on its GPU, as the official inference
+does, before the frames leave it: a blocked video never leaves the worker (a `SampleError` whose cause is
+`guardrails.Blocked`).
+
 Failures are per sample: an exception on any rank becomes a `SampleError` (keeping that exception as `cause`,
 so callers can tell a bad spec or input from an internal failure) and the group serves the next sample. A
 rank that dies, or that is still busy `failure_grace_s` after another rank failed (it waits in a collective
@@ -29,7 +33,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import ray
@@ -38,6 +42,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from cosmos_ray.guardrails import Guardrails, guard_video
 from cosmos_ray.progress import Progress, Step
 from cosmos_ray.spec import GenerationSpec
 
@@ -62,6 +67,7 @@ class GroupConfig:
     storage_options: dict | None = None  # fsspec options for conditioning inputs (input_path)
     cpus_per_rank: float = 1.0
     failure_grace_s: float = 60.0  # after one rank fails, how long the others may run before the group is broken
+    guardrails: Guardrails | None = None  # rank 0 checks each video and blurs its faces; None: off
 
     def __post_init__(self) -> None:
         if self.gpus_per_group < 1:
@@ -138,6 +144,8 @@ class RankWorker:
             cache_url=self.config.embedding_cache_url,
             storage_options=self.config.storage_options,
         )
+        if self.rank == 0 and self.config.guardrails is not None:  # a missing model fails the group's start
+            self.config.guardrails.load("video", str(device))
 
     def generate(self, spec: GenerationSpec) -> None:
         """Run this rank's share of `spec` (ranks other than 0; rank 0 runs `generate_streaming`)."""
@@ -156,7 +164,19 @@ class RankWorker:
         generation.add_done_callback(lambda _: steps.put(None))
         for step in iter(steps.get, None):  # noqa: UP028 - not `yield from`: Ray drives this generator with send()
             yield step
-        yield generation.result()  # re-raises the generator's exception
+        yield self._guarded(generation.result())  # re-raises the generator's exception
+
+    def _guarded(self, result: GenerationResult) -> GenerationResult:
+        """The result with its video checked and faces blurred; raises `Blocked` if the guardrails refuse it."""
+        guardrails = self.config.guardrails
+        if guardrails is None:
+            return replace(result, metadata={**result.metadata, "guardrails": None})
+        started = time.monotonic()
+        frames = guard_video(guardrails, result.frames)
+        timings = {**result.metadata.get("timings_s", {}), "guardrails": round(time.monotonic() - started, 4)}
+        return replace(
+            result, frames=frames, metadata={**result.metadata, "guardrails": guardrails.name, "timings_s": timings}
+        )
 
 
 def _log_step(name: str, step: Step) -> None:
