@@ -20,6 +20,11 @@ A replica streams the denoising steps of its group's rank 0 to its caller, so a 
 of steps done (of all windows: an autoregressive job also reports its `chunk` of `num_chunks`). A generation
 that fails because of the request itself (a `SpecError` or `MediaError` from the generator, e.g. a video too
 short for its conditional frames) is a 422 with the field and reason; any other failure is a 500.
+
+Guardrails (`guardrails=true|false`; default on with a checkpoint, off with a random-weight preset): the ingress
+checks each prompt before it waits for a GPU, and a replica's rank 0 checks each video and blurs its faces; a
+refused prompt or video is a 422 with the reason (field "prompt" for a prompt), never stored; with an output
+location its meta file records it as "blocked". `/healthz` states the setting and why.
 """
 
 # No `from __future__ import annotations`: Serve's class-based FastAPI views need real annotations.
@@ -46,6 +51,14 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from cosmos_ray import storage
+from cosmos_ray.guardrails import (
+    Blocked,
+    Guardrails,
+    GuardrailSetting,
+    check_installed,
+    check_prompt,
+    guardrail_setting,
+)
 from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.outputs import OK, OutputRecord, OutputStore
 from cosmos_ray.spec import GenerationSpec, SpecError
@@ -83,6 +96,11 @@ class ServeArgs(BaseModel):
     max_pixels: int = Field(TRAINED_PIXELS_2B, ge=1, description="largest height x width of `resolution`")
     max_num_steps: int = Field(50, ge=1)
     max_jobs: int = Field(64, ge=1, description="async jobs queued or running at once; finished ones kept")
+    guardrails: bool | None = Field(
+        None,
+        description="NVIDIA's safety checks on prompts and videos; default: on with a checkpoint (as the official "
+        "inference; the weights' license), off with a random-weight preset (README: Guardrails)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -218,6 +236,7 @@ class Failed:
     status: int
     field: str | None
     reason: str  # no traceback, no server internals
+    blocked: bool = False  # the guardrails refused the video
 
 
 ReplicaEvent = Started | Step | Finished | Failed
@@ -229,6 +248,8 @@ def failure(error: SampleError) -> Failed:
         return Failed(422, error.cause.field or None, error.cause.reason)
     if isinstance(error.cause, MediaError):
         return Failed(422, "input_path", str(error.cause))
+    if isinstance(error.cause, Blocked):
+        return Failed(422, None, str(error.cause), blocked=True)
     return Failed(500, None, f"generation failed: {error}")  # already "Type: message", without Ray's traceback
 
 
@@ -311,6 +332,13 @@ def store_result(output_url: str, storage_options: dict, spec: GenerationSpec, r
     """Write the video and then its record (the commit marker) as the batch job does; the response JSON."""
     store = OutputStore(output_url, storage_options=storage_options)
     return _result_json(store, store.write_ok(spec, result.mp4, result.metadata, source="serve"), cached=False)
+
+
+def record_blocked(output_url: str | None, storage_options: dict, spec: GenerationSpec, reason: str) -> None:
+    """Log a request the guardrails refused and, with an output location, record it there (no video)."""
+    logger.warning("sample %s blocked: %s", spec.sample_id, reason)
+    if output_url is not None:
+        OutputStore(output_url, storage_options=storage_options).write_blocked(spec, reason, source="serve")
 
 
 def stored_result(output_url: str, storage_options: dict, spec: GenerationSpec) -> dict | None:
@@ -434,6 +462,8 @@ class JobBoard:
                 job.result = await self._keep(job, spec, outcome, output_url)
                 job.status = "succeeded"
             else:
+                if outcome.blocked:
+                    await asyncio.to_thread(record_blocked, output_url, self._storage_options, spec, outcome.reason)
                 job.status = "failed"
                 job.error = {"status": outcome.status, "field": outcome.field, "reason": outcome.reason}
         except Exception as error:  # noqa: BLE001 - the job records the failure; the board keeps running
@@ -522,9 +552,14 @@ async def _internal_error(request: Request, error: Exception) -> JSONResponse:
 class ApiIngress:
     """The HTTP front: validates and polices requests, forwards them, stores and returns results."""
 
-    def __init__(self, replicas: DeploymentHandle, jobs: DeploymentHandle, args: ServeArgs):
+    def __init__(
+        self, replicas: DeploymentHandle, jobs: DeploymentHandle, args: ServeArgs, guardrails: GuardrailSetting
+    ):
         self._replicas = replicas
         self._jobs = jobs
+        self._guardrails = guardrails
+        if guardrails.checks is not None:
+            guardrails.checks.load("prompt", "cpu")  # a missing model fails the deployment, not each request
         self._policy = RequestPolicy.from_args(args)
         self._output_url = args.output_url
         self._storage_options = args.storage_options
@@ -539,6 +574,7 @@ class ApiIngress:
         """Generate one video. Returns the mp4, or JSON with its stored URL when an output location applies."""
         spec = parse_spec(await self._body(request), self._policy)
         output_url = self._output_location(output)
+        await self._check_prompt(spec, output_url)
         if output_url is not None:
             cached = await asyncio.to_thread(stored_result, output_url, self._storage_options, spec)
             if cached is not None:
@@ -549,6 +585,8 @@ class ApiIngress:
         except BackPressureError:
             raise ApiError(503, None, "all GPU groups are busy; retry later", self._busy) from None
         if isinstance(outcome, Failed):
+            if outcome.blocked:
+                await asyncio.to_thread(record_blocked, output_url, self._storage_options, spec, outcome.reason)
             raise ApiError(outcome.status, outcome.field, outcome.reason)
         if output_url is None:
             return Response(
@@ -567,6 +605,7 @@ class ApiIngress:
         """Queue a generation; poll `GET /v1/jobs/{id}` for status, progress and the result URL."""
         spec = parse_spec(await self._body(request), self._policy)
         output_url = self._output_location(output)
+        await self._check_prompt(spec, output_url)
         await self._check_input_exists(spec)
         job = await self._jobs.submit.remote(spec, output_url)
         if job is None:
@@ -597,7 +636,12 @@ class ApiIngress:
         deployments = {name: info.status.value for name, info in status.deployments.items()}
         healthy = all(info.status in ("HEALTHY", "UPSCALING", "DOWNSCALING") for info in status.deployments.values())
         return JSONResponse(
-            {"status": "ok" if healthy else "degraded", "deployments": deployments}, 200 if healthy else 503
+            {
+                "status": "ok" if healthy else "degraded",
+                "deployments": deployments,
+                "guardrails": str(self._guardrails),
+            },
+            200 if healthy else 503,
         )
 
     async def _body(self, request: Request) -> bytes:
@@ -619,6 +663,16 @@ class ApiIngress:
         check_allowed_url(requested, self._policy.allowed_output_prefixes, "output")
         return requested
 
+    async def _check_prompt(self, spec: GenerationSpec, output_url: str | None) -> None:
+        """Refuse (422, field "prompt") a prompt the guardrails block, before it waits for GPUs."""
+        if self._guardrails.checks is None:
+            return
+        try:
+            await asyncio.to_thread(check_prompt, self._guardrails.checks, spec.prompt)
+        except Blocked as blocked:
+            await asyncio.to_thread(record_blocked, output_url, self._storage_options, spec, str(blocked))
+            raise ApiError(422, "prompt", str(blocked)) from None
+
     async def _check_input_exists(self, spec: GenerationSpec) -> None:
         """Refuse (422) a missing input before it waits for GPUs."""
         if spec.input_path is None:
@@ -635,15 +689,20 @@ class ApiIngress:
 # The application.
 
 
-def build_app(args: ServeArgs) -> serve.Application:
-    """Bind the three deployments from `args` (Serve validates `key=value` arguments against ServeArgs)."""
+def build_app(args: ServeArgs, checks: Guardrails | None = None) -> serve.Application:
+    """Bind the three deployments from `args` (Serve validates `key=value` arguments against ServeArgs).
+    `checks`: the guardrails to run when they are on (default: the official ones)."""
     if args.min_replicas > args.max_replicas:
         raise ValueError(f"min_replicas ({args.min_replicas}) exceeds max_replicas ({args.max_replicas})")
+    guardrails = guardrail_setting(args.guardrails, args.checkpoint_dir or args.preset, checks)
+    check_installed(guardrails)
+    logger.info("cosmos-ray app: %s", guardrails)
     group_config = GroupConfig(
         gpus_per_group=args.gpus_per_replica,
         source=args.checkpoint_dir or args.preset,
         dtype=args.dtype,
         storage_options=args.storage_options,
+        guardrails=guardrails.checks,  # each replica's rank 0 checks its videos
     )
     replicas = (
         serve.deployment(GroupReplica)
@@ -682,7 +741,9 @@ def build_app(args: ServeArgs) -> serve.Application:
         ray_actor_options={"num_cpus": 0.5},
         max_ongoing_requests=1000,
     )
-    return ingress.bind(replicas, jobs, args)
+    return ingress.bind(replicas, jobs, args, guardrails)
 
 
-app = build_app
+def app(args: ServeArgs) -> serve.Application:
+    """The builder `serve run pipelines.serve:app key=value ...` calls (Serve wants exactly one parameter)."""
+    return build_app(args)

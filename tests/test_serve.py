@@ -21,6 +21,8 @@ from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
 from ray.serve._private.build_app import build_app as build_serve_app
 from ray.serve.schema import ServeDeploySchema
 
+from cosmos_ray import guardrails
+from cosmos_ray.guardrails import Blocked
 from cosmos_ray.media import MediaError
 from cosmos_ray.spec import SpecError
 from pipelines.group import SampleError
@@ -36,6 +38,7 @@ from pipelines.serve import (
     failure,
     parse_spec,
 )
+from tests.guardrail_standin import StandInGuardrails
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
@@ -148,6 +151,10 @@ def test_job_progress_counts_the_steps_of_every_window():
             MediaError("sample 'x': input video a.mp4 has 3 frames"),
             Failed(422, "input_path", "sample 'x': input video a.mp4 has 3 frames"),
         ),
+        (
+            Blocked("video", "frame 4 is Violence"),
+            Failed(422, None, "video blocked by the guardrails: frame 4 is Violence", blocked=True),
+        ),
         (RuntimeError("CUDA out of memory"), Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),
         (None, Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),  # a rank died
     ],
@@ -165,7 +172,8 @@ def test_parse_spec_applies_the_input_allow_list():
 # --- the Serve config file --------------------------------------------------------------------------------
 
 
-def test_serve_config_file_is_valid_and_builds():
+def test_serve_config_file_is_valid_and_builds(monkeypatch):
+    monkeypatch.setattr(guardrails.importlib.util, "find_spec", lambda name: True)  # the cluster has the extra
     config = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "jobs" / "serve_config.yaml").read_text()))
     (application,) = config.applications
     assert application.import_path == "pipelines.serve:app"
@@ -202,6 +210,7 @@ def _deployments(app) -> dict:
 # --- the HTTP API on a local Serve instance ----------------------------------------------------------------
 
 RETRY_AFTER_S = 7
+CHECKS = StandInGuardrails(blocked_frame_counts=(13,))  # the server's guardrails: no other test asks for 13 frames
 TINY = {"cosmos_ray_num_frames": 5, "num_steps": 2, "resolution": "none"}  # tiny model's 64x96, a few seconds
 
 
@@ -240,9 +249,10 @@ def server(ray_session, s3_endpoint, media_dir):
         allowed_input_prefixes=[str(media_dir)],
         allowed_output_prefixes=[s3_endpoint.bucket("served") + "/results"],
         storage_options=s3_endpoint.storage_options,
+        guardrails=True,
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args), name="cosmos", route_prefix="/")
+    serve.run(build_app(args, CHECKS), name="cosmos", route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -436,3 +446,38 @@ def test_health_and_openapi(server):
     paths = requests.get(f"{server}/openapi.json", timeout=60).json()["paths"]
     assert {"/v1/generate", "/v1/jobs", "/v1/jobs/{job_id}", "/healthz"} <= set(paths)
     assert requests.get(f"{server}/docs", timeout=60).status_code == 200
+
+
+def test_a_blocked_prompt_is_refused_before_any_gpu_and_recorded(server, s3_endpoint):
+    output = "s3://served/results/guarded"
+    body = _spec(name="bad-prompt", prompt="a forbidden red cube")
+    response = requests.post(f"{server}/v1/generate", params={"output": output}, json=body, timeout=60)
+    assert response.status_code == 422
+    reason = "prompt blocked by the guardrails: stand-in: the prompt contains 'forbidden'"
+    assert response.json()["error"] == {"status": 422, "field": "prompt", "reason": reason}
+    job = requests.post(f"{server}/v1/jobs", json=body, timeout=60)
+    assert (job.status_code, job.json()["error"]["field"]) == (422, "prompt")  # never queued
+    fs = s3fs.S3FileSystem(**s3_endpoint.storage_options)
+    (meta,) = fs.glob(f"{output}/meta/*.json")
+    assert json.loads(fs.cat_file(meta))["status"] == "blocked" and not fs.glob(f"{output}/videos/*")
+
+
+def test_a_blocked_video_is_refused_recorded_and_never_stored(server, s3_endpoint):
+    output = "s3://served/results/guarded-video"
+    body = _spec(name="bad-video", cosmos_ray_num_frames=13)
+    response = requests.post(f"{server}/v1/generate", params={"output": output}, json=body, timeout=120)
+    assert response.status_code == 422, response.text
+    reason = "video blocked by the guardrails: stand-in: a video of 13 frames"
+    assert response.json()["error"] == {"status": 422, "field": None, "reason": reason}
+    fs = s3fs.S3FileSystem(**s3_endpoint.storage_options)
+    (meta,) = fs.glob(f"{output}/meta/*.json")
+    assert json.loads(fs.cat_file(meta))["error"] == reason and not fs.glob(f"{output}/videos/*")
+    job = requests.post(f"{server}/v1/jobs", json={**body, "seed": 1}, timeout=60).json()
+    for _ in range(240):
+        status = requests.get(f"{server}/v1/jobs/{job['id']}", timeout=10).json()
+        if status["status"] in ("succeeded", "failed"):
+            break
+        time.sleep(0.5)
+    assert (status["status"], status["error"]["reason"]) == ("failed", reason)
+    health = requests.get(f"{server}/healthz", timeout=30).json()
+    assert health["guardrails"] == "guardrails on (--guardrails)"
