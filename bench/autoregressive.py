@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from bench.common import Recorder
-from cosmos_ray.generator import RESOLUTION_720P, Generator
+from cosmos_ray.generator import Generator
+from cosmos_ray.presets import RESOLUTION_720P
 from cosmos_ray.sampling.schedule import make_schedule
 from cosmos_ray.spec import GenerationSpec
 
@@ -65,16 +66,22 @@ def long_spec(args: argparse.Namespace, num_chunks: int, num_steps: int) -> Gene
     )
 
 
+def _metadata(generator: Generator, spec: GenerationSpec) -> dict:
+    result = generator(spec)
+    assert result is not None  # one process is its own rank 0
+    return result.metadata
+
+
 def run(generator: Generator, spec: GenerationSpec) -> tuple[dict, float | None]:
     """(the result's metadata, peak GiB allocated on the device during the run beyond the resident models)."""
     device = generator.device
     if device.type != "cuda":
-        return generator(spec).metadata, None
+        return _metadata(generator, spec), None
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     resident = torch.cuda.memory_allocated(device)
-    metadata = generator(spec).metadata
+    metadata = _metadata(generator, spec)
     return metadata, (torch.cuda.max_memory_allocated(device) - resident) / 2**30
 
 

@@ -25,6 +25,7 @@ import ray
 import torch
 
 from bench.common import Recorder
+from cosmos_ray.dtypes import DTYPE_NAMES
 from cosmos_ray.manifest import MANIFEST_SCHEMA
 from cosmos_ray.outputs import OK, OutputStore
 from pipelines.batch import BatchConfig, run
@@ -47,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=35, help="num_steps")
     parser.add_argument("--guidance", type=int, default=7)
     parser.add_argument("--resolution", default="none", help='"H,W", or "none" for the trained resolution')
-    parser.add_argument("--dtype", default=None, help="compute dtype (default: the generator's)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="compute dtype (default: the generator's)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
     parser.add_argument(
         "--device",

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from cosmos_ray.dtypes import DTYPE_NAMES, default_dtype_name
+
 
 def add_common_args(parser: argparse.ArgumentParser, warmup: int = 2, iters: int = 5) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -21,14 +23,12 @@ def add_common_args(parser: argparse.ArgumentParser, warmup: int = 2, iters: int
 
 
 def add_dtype_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dtype", choices=["bfloat16", "float32"], default=None, help="default: bfloat16 on CUDA, float32 on CPU"
-    )
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: bfloat16 on CUDA, float32 on CPU")
 
 
-def default_dtype_name(name: str | None, device: torch.device) -> str:
+def chosen_dtype_name(name: str | None, device: torch.device) -> str:
     """The `--dtype` given, else bfloat16 on CUDA and float32 on CPU."""
-    return name or ("bfloat16" if device.type == "cuda" else "float32")
+    return name or default_dtype_name(device.type)
 
 
 def device_info(device: torch.device) -> dict:

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.common import Recorder, add_common_args, tflops, time_ms
+from cosmos_ray.dtypes import default_dtype_name
 from cosmos_ray.models.attention import CUDA_PRIORITY, attention
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, diffusers_config, official_to_diffusers_key
 from cosmos_ray.models.weights import rename_keys
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = DiTConfig.preset("tiny" if args.smoke else "2B")
     latent = (3, 8, 12) if args.smoke else tuple(args.latent)
     text_len = 16 if args.smoke else args.text_len
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = getattr(torch, default_dtype_name(device.type))
     tokens = latent[0] * latent[1] * latent[2] // (cfg.patch_temporal * cfg.patch_spatial**2)
     flops = forward_flops(cfg, tokens, text_len)
     recorder = Recorder(device, args.out)
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
     def run_diffusers(inputs: dict, sdpa_priority: list[SDPBackend] | None = None) -> torch.Tensor:
+        assert twin is not None  # only called without --no-diffusers
         h, w = inputs["x"].shape[-2:]
         with sdpa_kernel(sdpa_priority, set_priority=True) if sdpa_priority else contextlib.nullcontext():
             return twin(

@@ -17,10 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 
-from bench.common import add_common_args, add_dtype_arg, default_dtype_name, time_ms_and_peak_gib
+from bench.common import add_common_args, add_dtype_arg, chosen_dtype_name, time_ms_and_peak_gib
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
 
@@ -29,7 +30,7 @@ def build_models(config: TextEncoderConfig, device: torch.device, dtype: torch.d
     """A random Qwen2.5-VL, and our encoder sharing its language model."""
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    vision = {"out_hidden_size": config.hidden_size}
+    vision: dict[str, Any] = {"out_hidden_size": config.hidden_size}
     if config.hidden_size < 1024:  # a tiny vision tower for the tiny model
         vision.update(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, fullatt_block_indexes=[0])
     hf_config = Qwen2_5_VLConfig(text_config=config.to_transformers().to_dict(), vision_config=vision)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         args.config, args.warmup, args.iters = "tiny", 1, 2
 
     device = torch.device(args.device)
-    dtype = getattr(torch, default_dtype_name(args.dtype, device))
+    dtype = getattr(torch, chosen_dtype_name(args.dtype, device))
     config = TextEncoderConfig.preset(args.config)
     full, tokenizer, ours = build_models(config, device, dtype)
     from diffusers import Cosmos2_5_PredictBasePipeline

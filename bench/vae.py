@@ -20,12 +20,14 @@ import argparse
 import json
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench.common import add_common_args, add_dtype_arg, default_dtype_name, time_ms_and_peak_gib
+from bench.common import add_common_args, add_dtype_arg, chosen_dtype_name, time_ms_and_peak_gib
 from cosmos_ray.models.vae import VAEConfig, WanVAE
+from cosmos_ray.presets import RESOLUTION_720P
 
 
 def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
@@ -101,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     add_common_args(parser, warmup=1, iters=3)
     add_dtype_arg(parser)
     parser.add_argument("--config", choices=["wan2.1", "tiny"], default="wan2.1")
-    parser.add_argument("--height", type=int, default=704)
-    parser.add_argument("--width", type=int, default=1280)
+    parser.add_argument("--height", type=int, default=RESOLUTION_720P[0])
+    parser.add_argument("--width", type=int, default=RESOLUTION_720P[1])
     parser.add_argument("--frames", type=int, default=93, help="pixel frames of the long encode and the decode")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN time its conv algorithms")
     parser.add_argument("--skip-diffusers", action="store_true")
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     device = torch.device(args.device)
-    args.dtype = default_dtype_name(args.dtype, device)
+    args.dtype = chosen_dtype_name(args.dtype, device)
     dtype = getattr(torch, args.dtype)
     cfg = VAEConfig.preset(args.config)
     ours, theirs = build_pair(cfg, device, dtype)
@@ -129,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     ).to(dtype)
     workloads = [("encode", video[:, :, :1]), ("encode", video), ("decode", latents)]
 
-    calls = {
+    calls: dict[str, dict[str, Callable[..., Any]]] = {
         impl: {m: partial(run_ours, ours, m, fmt) for m in ("encode", "decode")}
         for impl, fmt in (("ours", torch.channels_last_3d), ("ours_contiguous", torch.contiguous_format))
     }

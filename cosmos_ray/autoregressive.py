@@ -59,7 +59,7 @@ def plan(spec: GenerationSpec) -> list[Chunk]:
                 index=index,
                 start=start,
                 end=min(start + spec.chunk_size, spec.num_output_frames),
-                num_conditional=spec.num_conditional_frames if first else spec.chunk_overlap,
+                num_conditional=(spec.num_conditional_frames or 0) if first else spec.chunk_overlap,
                 seed=spec.seed + index,
                 skip=0 if first else spec.chunk_overlap,
             )

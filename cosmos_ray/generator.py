@@ -33,6 +33,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from cosmos_ray import autoregressive, media
+from cosmos_ray.conditioning import read_conditioning
+from cosmos_ray.dtypes import default_dtype_name
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
@@ -41,17 +43,12 @@ from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.dit import split_sizes
 from cosmos_ray.presets import RANDOM_PRESETS, RESOLUTION_720P, STATE_T_2B, RandomPreset
 from cosmos_ray.progress import Progress, Step
+from cosmos_ray.result import GenerationResult
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.storage import Storage
 
 RANDOM_SEED = 0
-
-
-@dataclass
-class GenerationResult:
-    frames: np.ndarray  # uint8 (T, H, W, 3)
-    fps: int
-    metadata: dict  # spec, seed, model, resolution, frame count, timings per stage, ...
 
 
 @dataclass(frozen=True)
@@ -80,8 +77,7 @@ class Generator:
         device: torch.device,
         dtype: torch.dtype,
         parallel: ParallelContext | None = None,
-        storage_options: dict | None = None,
-        allow_http: bool = False,
+        storage: Storage = Storage(),
     ):
         self.dit = dit
         self.vae = vae
@@ -92,8 +88,7 @@ class Generator:
         self.dtype = dtype
         self.parallel = parallel
         self.velocity_model = ParallelDiT(dit, parallel) if parallel is not None else dit
-        self.storage_options = storage_options
-        self.allow_http = allow_http
+        self.storage = storage
 
     @classmethod
     def from_pretrained(
@@ -106,26 +101,25 @@ class Generator:
         variant: str = "post-trained",
         cache_url: str | None = None,
         sampler_config: SamplerConfig | None = None,
-        storage_options: dict | None = None,
-        allow_http: bool = False,
+        storage: Storage = Storage(),
         compile: bool = False,
     ) -> Generator:
         """Loads a random-weight preset (`RANDOM_PRESETS`: "tiny", "random-2B") or a checkpoint folder.
 
         Defaults: the parallel context's device, else CUDA in bfloat16 when available, else CPU in
         float32. `variant` picks the DiT weights of an official folder and the sampling recipe, which
-        `sampler_config` overrides. `cache_url` stores prompt embeddings through fsspec;
-        `storage_options` and `allow_http` apply to conditioning inputs; `compile` torch.compiles the
-        DiT's blocks.
+        `sampler_config` overrides. `cache_url` shares prompt embeddings through fsspec; `storage`
+        reaches it and the conditioning inputs; `compile` torch.compiles the DiT's blocks.
         """
         if parallel is not None:
             device = parallel.device
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+        dtype = dtype or getattr(torch, default_dtype_name(device.type))
         sampler_config = sampler_config or SamplerConfig.preset(variant)
+        cache = EmbeddingCache(url=cache_url, storage=storage)
         if source in RANDOM_PRESETS:
             preset = RANDOM_PRESETS[source]
-            dit, vae, text_encoder = _random_models(preset, device, dtype, cache_url)
+            dit, vae, text_encoder = _random_models(preset, device, dtype, cache)
             info = ModelInfo(source, variant, preset.trained_resolution, preset.state_t)
         else:
             folder = Path(source)
@@ -133,7 +127,7 @@ class Generator:
             dit = load_dit(dit_path, DiTConfig.preset("2B"), device=device, dtype=dtype)
             vae = load_vae(vae_path, VAEConfig.preset("wan2.1"), device=device, dtype=dtype)
             text_encoder = TextEncoder.from_pretrained(
-                str(_text_encoder_folder(folder)), device=device, dtype=dtype, cache_url=cache_url
+                str(_text_encoder_folder(folder)), device=device, dtype=dtype, cache=cache
             )
             info = ModelInfo(dit_path.name, variant, RESOLUTION_720P, STATE_T_2B)
         if compile:
@@ -147,8 +141,7 @@ class Generator:
             device=device,
             dtype=dtype,
             parallel=parallel,
-            storage_options=storage_options,
-            allow_http=allow_http,
+            storage=storage,
         )
 
     @property
@@ -168,6 +161,7 @@ class Generator:
         timings: dict[str, float] = {}
         chunks: list[dict] = []
         start = time.perf_counter()
+        frames: np.ndarray | None
         if spec.enable_autoregressive:
             frames = self.generate_long_video(spec, progress, timings, chunks)
         else:
@@ -175,7 +169,7 @@ class Generator:
             with self._timed("decode", timings):
                 video = self.decode(latents)
             frames = to_uint8_frames(video[0]) if self.is_output_rank else None
-        if not self.is_output_rank:
+        if frames is None or not self.is_output_rank:  # a rank other than the group's rank 0
             return None
         timings["total"] = time.perf_counter() - start
         return GenerationResult(frames, spec.fps, self._metadata(spec, frames, timings, chunks))
@@ -202,7 +196,7 @@ class Generator:
         vae_cfg = self.vae.cfg
         num_frames = self.num_frames(spec)
         latent_frames = (num_frames - 1) // vae_cfg.temporal_compression + 1
-        if spec.num_conditional_frames > latent_frames:
+        if (spec.num_conditional_frames or 0) > latent_frames:
             raise SpecError(
                 repr(spec.name),
                 "cosmos_ray_num_frames",
@@ -341,13 +335,11 @@ class Generator:
     def read_conditioning_frames(self, spec: GenerationSpec, height: int, width: int) -> np.ndarray | None:
         """The spec's conditioning pixel frames, uint8 (1 + 4 (n - 1), H, W, 3) for its n latent conditional
         frames; None for text2world."""
-        num_latent = spec.num_conditional_frames
+        num_latent = spec.num_conditional_frames or 0  # never None once the spec is built
         if num_latent == 0:
             return None
         num_pixel = 1 + self.vae.cfg.temporal_compression * (num_latent - 1)
-        return media.read_conditioning(
-            spec, num_pixel, height, width, storage_options=self.storage_options, allow_http=self.allow_http
-        )
+        return read_conditioning(spec, num_pixel, height, width, storage=self.storage)
 
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (1 + 4 k, H, W, 3) pixel frames -> clean latents (1, C, 1 + k, H/8, W/8), float32."""
@@ -425,7 +417,7 @@ def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
 
 
 def _random_models(
-    preset: RandomPreset, device: torch.device, dtype: torch.dtype, cache_url: str | None
+    preset: RandomPreset, device: torch.device, dtype: torch.dtype, cache: EmbeddingCache
 ) -> tuple[MiniTrainDiT, WanVAE, TextEncoder]:
     """The preset's DiT, VAE and text encoder with random weights drawn from `RANDOM_SEED`."""
     draw_device = torch.device("cpu") if preset.draw_on_cpu else device
@@ -436,7 +428,7 @@ def _random_models(
     dit = dit.to(device).cast(dtype).eval().requires_grad_(False)
     vae = vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
     if preset.text == "tiny":
-        text_encoder = TextEncoder.from_pretrained("tiny", device=device, dtype=dtype, cache_url=cache_url)
+        text_encoder = TextEncoder.from_pretrained("tiny", device=device, dtype=dtype, cache=cache)
     else:
         text_encoder = TextEncoder.from_random(
             TextEncoderConfig.preset(preset.text),
@@ -445,7 +437,7 @@ def _random_models(
             device=device,
             dtype=dtype,
             model_id=f"random-{preset.text}",
-            cache=EmbeddingCache(url=cache_url),
+            cache=cache,
         )
     return dit, vae, text_encoder
 

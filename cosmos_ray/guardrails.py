@@ -63,7 +63,8 @@ class Guardrails(Protocol):
     the video models.
     """
 
-    name: str  # recorded in every video's metadata
+    @property
+    def name(self) -> str: ...  # recorded in every video's metadata
 
     def load(self, part: Part, device: str | None = None) -> None: ...
 

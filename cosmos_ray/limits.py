@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cosmos_ray.presets import RESOLUTION_720P
 from cosmos_ray.spec import GenerationSpec, SpecError
 
-TRAINED_PIXELS_720P = 704 * 1280  # the released models' trained resolution
+TRAINED_PIXELS_720P = RESOLUTION_720P[0] * RESOLUTION_720P[1]  # the released models' trained resolution
 
 
 @dataclass(frozen=True)

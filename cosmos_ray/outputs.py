@@ -23,8 +23,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosmos_ray import storage
 from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.storage import Storage, join_url, resolve_url
 
 OK, FAILED, SKIPPED, DUPLICATE = "ok", "failed", "skipped", "duplicate"  # the last two only in run tables
 BLOCKED = "blocked"  # the guardrails refused the prompt or the video (cosmos_ray/guardrails.py); no video
@@ -104,24 +104,24 @@ class OutputRecord:
 class OutputStore:
     """Videos, per-sample records and run tables under one root URL."""
 
-    def __init__(self, root_url: str, storage_options: dict | None = None):
-        self.root_url = storage.resolve_url(root_url)
-        self.storage_options = storage_options
+    def __init__(self, root_url: str, storage: Storage = Storage()):
+        self.root_url = resolve_url(root_url)
+        self.storage = storage
 
     def video_url(self, sample_id: str) -> str:
-        return storage.join_url(self.root_url, "videos", f"{sample_id}.mp4")
+        return join_url(self.root_url, "videos", f"{sample_id}.mp4")
 
     def meta_url(self, sample_id: str) -> str:
-        return storage.join_url(self.root_url, "meta", f"{sample_id}.json")
+        return join_url(self.root_url, "meta", f"{sample_id}.json")
 
     def run_table_url(self, run_id: str) -> str:
-        return storage.join_url(self.root_url, "runs", run_id, "metadata.parquet")
+        return join_url(self.root_url, "runs", run_id, "metadata.parquet")
 
     def read_record(self, sample_id: str) -> OutputRecord | None:
         """The committed record of `sample_id`, or None if there is none (or it is unreadable)."""
         url = self.meta_url(sample_id)
         try:
-            return OutputRecord.from_json(storage.read_bytes(url, self.storage_options))
+            return OutputRecord.from_json(self.storage.read_bytes(url))
         except (FileNotFoundError, ValueError, TypeError):  # missing, or a damaged or foreign file
             return None
 
@@ -129,19 +129,15 @@ class OutputStore:
         """True when `sample_id` has a committed record with status "ok" and its video is still there (a
         video deleted by hand makes the sample not done, so a rerun makes it again)."""
         record = self.read_record(sample_id)
-        return (
-            record is not None
-            and record.status == OK
-            and storage.exists(self.video_url(sample_id), self.storage_options)
-        )
+        return record is not None and record.status == OK and self.storage.exists(self.video_url(sample_id))
 
     def write_ok(
         self, spec: GenerationSpec, mp4_bytes: bytes, metadata: Mapping[str, Any], *, source: str = ""
     ) -> OutputRecord:
         """Write the video, then its record (the commit marker). Returns the record."""
         record = self._video_record(spec, OK, source, metadata=_json_ready(metadata, spec.sample_id))
-        storage.write_bytes_atomic(record.video_url, mp4_bytes, self.storage_options)
-        storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json(), self.storage_options)
+        self.storage.write_bytes_atomic(self.video_url(spec.sample_id), mp4_bytes)
+        self.storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json())
         return record
 
     def failure(
@@ -157,7 +153,7 @@ class OutputStore:
     ) -> OutputRecord:
         """Record that `spec` failed: its meta file gets status "failed", so a rerun tries it again."""
         record = self.failure(spec, error, metadata=metadata, source=source)
-        storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json(), self.storage_options)
+        self.storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json())
         return record
 
     def write_blocked(
@@ -175,9 +171,9 @@ class OutputStore:
             metadata=_json_ready(metadata or {}, spec.sample_id),
             finished_at=_now(),
         )
-        storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json(), self.storage_options)
-        if storage.exists(self.video_url(spec.sample_id), self.storage_options):
-            storage.delete(self.video_url(spec.sample_id), self.storage_options)
+        self.storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json())
+        if self.storage.exists(self.video_url(spec.sample_id)):
+            self.storage.delete(self.video_url(spec.sample_id))
         return record
 
     def skipped(self, spec: GenerationSpec, *, source: str = "") -> OutputRecord:
@@ -209,11 +205,11 @@ class OutputStore:
         buffer = io.BytesIO()
         pq.write_table(table, buffer)
         url = self.run_table_url(run_id)
-        storage.write_bytes_atomic(url, buffer.getvalue(), self.storage_options)
+        self.storage.write_bytes_atomic(url, buffer.getvalue())
         return url
 
     def read_run_table(self, run_id: str) -> list[OutputRecord]:
-        data = storage.read_bytes(self.run_table_url(run_id), self.storage_options)
+        data = self.storage.read_bytes(self.run_table_url(run_id))
         return [OutputRecord.from_row(row) for row in pq.read_table(pa.BufferReader(data)).to_pylist()]
 
 

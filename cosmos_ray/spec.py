@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cosmos_ray import storage
+from cosmos_ray.media import INPUT_EXTENSIONS
 
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
@@ -43,8 +44,6 @@ INFERENCE_TYPES = ("text2world", "image2world", "video2world")
 
 # Latent conditional frames each inference type allows; the first is the official default.
 CONDITIONAL_FRAMES = {"text2world": (0,), "image2world": (1,), "video2world": (2, 1)}
-
-INPUT_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".mp4")
 
 URL_SCHEMES = ("file", "s3", "gs", "gcs", "az", "abfs", "memory", "http", "https")
 
@@ -99,7 +98,8 @@ class SpecError(ValueError):
         where = f"field '{field}' " if field else ""
         super().__init__(f"sample {sample}: {where}{reason}")
 
-    def __reduce__(self):  # pickles with its fields, so it crosses process boundaries (e.g. from a Ray worker)
+    def __reduce__(self) -> tuple[type[SpecError], tuple[str, str, str]]:
+        # pickles with its fields, so it crosses process boundaries (e.g. from a Ray worker)
         return SpecError, (self.sample, self.field, self.reason)
 
 
@@ -377,7 +377,7 @@ def _known_fields(data: dict, sample: str) -> dict:
                 sample,
                 key,
                 "belongs to the older official multi-sample file format; "
-                "cosmos_ray.manifest.load_spec_file expands such files",
+                "cosmos_ray.manifest.load_specs expands such files",
             )
         elif key not in known:
             raise SpecError(sample, key, f"is not a known field (known: {', '.join(sorted(known))})")

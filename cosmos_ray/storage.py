@@ -1,12 +1,16 @@
-"""Small fsspec helpers shared by the spec, manifest and output code.
+"""Small fsspec helpers shared by the spec, manifest, output and media code, and the `Storage` handle.
 
 Every function takes a URL (a local path, `file://`, `s3://`, `gs://`, `memory://`, ...) and an optional
 `storage_options` dict that is passed unchanged to the fsspec filesystem of remote URLs (credentials,
 `client_kwargs` with an `endpoint_url`, ...) and ignored for local paths, so one dict can serve a job that
-reads local specs and writes to a bucket. Callers thread it from the job's command line down to these helpers.
+reads local specs and writes to a bucket.
 
 Every failure of a read, write, listing or check raises `StorageError` (an `OSError`; `StorageNotFoundError` is
 also a `FileNotFoundError`) whose message is one line: what was done, the URL, and what is missing or denied.
+
+A job or app makes one `Storage` (those options plus whether http(s) inputs may be read) from its command
+line or arguments and hands it down: to the output store, to every rank's generator (conditioning inputs,
+the shared embedding cache) and to the Serve ingress.
 """
 
 from __future__ import annotations
@@ -18,12 +22,53 @@ import re
 import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import fsspec
 import pyarrow.fs
 from fsspec.implementations.local import LocalFileSystem
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+HTTP_SCHEMES = ("http", "https")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How a job or app reaches URLs: fsspec options for remote file systems, and the http(s) policy.
+
+    `options` reach the filesystem of every remote URL (never local paths); `allow_http` says whether http(s)
+    URLs may be read as inputs (off by default: a spec would make the workers fetch any address).
+    """
+
+    options: dict[str, Any] | None = None
+    allow_http: bool = False
+
+    def filesystem(self, url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        return filesystem(url, self.options)
+
+    def arrow_filesystem(self, url: str) -> tuple[pyarrow.fs.FileSystem, str]:
+        return arrow_filesystem(url, self.options)
+
+    def read_bytes(self, url: str) -> bytes:
+        return read_bytes(url, self.options)
+
+    def exists(self, url: str) -> bool:
+        return exists(url, self.options)
+
+    def write_bytes_atomic(self, url: str, data: bytes) -> None:
+        write_bytes_atomic(url, data, self.options)
+
+    def delete(self, url: str) -> None:
+        delete(url, self.options)
+
+    def check_writable(self, folder_url: str) -> None:
+        check_writable(folder_url, self.options)
+
+    def may_read(self, url: str) -> bool:
+        """False for an http(s) URL when http inputs are off."""
+        return self.allow_http or url_scheme(url) not in HTTP_SCHEMES
+
 
 WRITE_CHECK_PREFIX = ".cosmos-ray-write-check-"  # `check_writable` writes and deletes one such file
 
@@ -37,7 +82,8 @@ class StorageError(OSError):
         self.reason = reason
         super().__init__(f"cannot {action} {url}: {reason}")
 
-    def __reduce__(self):  # pickles with its fields, so it crosses process boundaries (e.g. from a Ray worker)
+    # pickles with its fields, so it crosses process boundaries (e.g. from a Ray worker)
+    def __reduce__(self) -> tuple[type[StorageError], tuple[str, str, str]]:
         return type(self), (self.action, self.url, self.reason)
 
 

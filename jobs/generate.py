@@ -18,15 +18,17 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 
 import ray
 
 from cosmos_ray import guardrails
+from cosmos_ray.dtypes import DTYPE_NAMES
 from cosmos_ray.presets import RANDOM_PRESETS
-from cosmos_ray.storage import StorageError
+from cosmos_ray.storage import Storage, StorageError
 from jobs.options import add_limit_options, add_storage_option, limits_of, storage_options_of
 from pipelines.batch import BatchConfig, failure_message, preflight, run
-from pipelines.group import DTYPES, GroupConfig
+from pipelines.group import GroupConfig
 from pipelines.placement import PlacementError
 
 logger = logging.getLogger("jobs.generate")
@@ -64,7 +66,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument(
         "--checkpoint-dir", metavar="DIR", help="folder holding the official checkpoint files (on every GPU node)"
     )
-    parser.add_argument("--dtype", choices=DTYPES, help="compute dtype (default: the generator's)")
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="compute dtype (default: the generator's)")
     parser.add_argument(
         "--compile",
         action="store_true",
@@ -109,7 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     guardrails.add_flag(parser)
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
-    add_storage_option(parser, "the manifest, output and input media URLs")
+    add_storage_option(parser, "the manifest, output, input media and --embedding-cache URLs")
+    parser.add_argument(
+        "--allow-http", action="store_true", help="let specs read http(s) input_path URLs (off: workers fetch no URL)"
+    )
     add_limit_options(parser)
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
     parser.add_argument(
@@ -133,6 +138,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_of(args: argparse.Namespace) -> BatchConfig:
     """The batch job the parsed arguments describe."""
+    storage = Storage(options=args.storage_options, allow_http=args.allow_http)  # one handle for every URL
     return BatchConfig(
         manifest=args.manifest,
         output=args.output,
@@ -142,12 +148,12 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
             dtype=args.dtype,
             compile=args.compile,
             embedding_cache_url=args.embedding_cache,
-            storage_options=args.storage_options,
+            storage=storage,
         ),
         groups=args.autoscale or args.groups,
         limit=args.limit,
         limits=args.limits,
-        storage_options=args.storage_options,
+        storage=storage,
         run_id=args.run_id,
         schedule_timeout_s=args.schedule_timeout,
         guardrails=guardrails.guardrail_setting(args.guardrails, args.checkpoint_dir or args.preset),
@@ -209,7 +215,7 @@ def _init_ray(address: str | None, logical_gpus: int | None) -> None:
         ray.init(num_gpus=logical_gpus, num_cpus=(os.cpu_count() or 1) + logical_gpus)
 
 
-def _at_least(minimum: int):
+def _at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)

@@ -33,7 +33,6 @@ import pyarrow as pa
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from cosmos_ray import storage
 from cosmos_ray.guardrails import (
     Blocked,
     Guardrails,
@@ -46,7 +45,10 @@ from cosmos_ray.limits import SpecLimits
 from cosmos_ray.manifest import check_manifest, spec_from_row
 from cosmos_ray.media import write_mp4
 from cosmos_ray.outputs import BLOCKED, DUPLICATE, FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.progress import Step
+from cosmos_ray.result import GenerationResult
 from cosmos_ray.spec import SpecError
+from cosmos_ray.storage import Storage, StorageError
 from pipelines import placement
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 
@@ -115,7 +117,7 @@ class BatchConfig:
     groups: int | tuple[int, int] | None = None
     limit: int | None = None  # use only the first `limit` manifest rows
     limits: SpecLimits = field(default_factory=SpecLimits)  # a spec over a limit is an invalid row
-    storage_options: dict | None = None  # fsspec options for the manifest and output URLs
+    storage: Storage = field(default_factory=Storage)  # reaches the manifest and output URLs
     run_id: str | None = None  # default: UTC time + random suffix
     writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task
     schedule_timeout_s: float = 1800.0  # how long to wait for the GPUs of the first group (e.g. a node to come)
@@ -180,13 +182,13 @@ class Summary:
 def preflight(config: BatchConfig) -> int:
     """Check, without Ray and in seconds, what would otherwise fail after the models load: the manifest is a
     readable cosmos-ray manifest, files can be written under the output root (and the embedding cache), and the
-    guardrails, when on, are installed. Returns the manifest's row count; raises `storage.StorageError` or
-    ValueError with a one-line message."""
+    guardrails, when on, are installed. Returns the manifest's row count; raises `StorageError` or ValueError
+    with a one-line message."""
     check_installed(config.guardrail_setting)
-    rows = check_manifest(config.manifest, storage_options=config.storage_options)
-    storage.check_writable(config.output, config.storage_options)
+    rows = check_manifest(config.manifest, storage_options=config.storage.options)
+    config.storage.check_writable(config.output)
     if config.group.embedding_cache_url:
-        storage.check_writable(config.group.embedding_cache_url, config.group.storage_options)
+        config.group.storage.check_writable(config.group.embedding_cache_url)
     return rows
 
 
@@ -204,7 +206,7 @@ def run(config: BatchConfig) -> Summary:
     config = replace(config, group=replace(config.group, guardrails=guardrails.checks))  # rank 0: the videos
     cluster = placement.cluster_gpus()
     placement.check_layout(cluster, config.group.gpus_per_group)
-    store = OutputStore(config.output, config.storage_options)
+    store = OutputStore(config.output, config.storage)
     records, pending = _plan(_check_manifest(config), store)
     _log_plan(run_id, records, pending)
     generated: dict[int, OutputRecord] = {}
@@ -282,7 +284,7 @@ def failure_message(error: BaseException) -> str:
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             return lines[-1] if lines else type(error).__name__
         error = inner
-    if isinstance(error, storage.StorageError | placement.PlacementError):
+    if isinstance(error, StorageError | placement.PlacementError):
         return str(error)  # one line already
     first = (str(error).strip().splitlines() or [""])[0]
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
@@ -306,17 +308,17 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
     of the DataContext; the GPU stage stays unordered), so `limit` keeps the first rows and the rows arrive in
     manifest order: the driver numbers them as they come, and the number is the row's manifest position.
     """
-    filesystem, path = storage.arrow_filesystem(config.manifest, config.storage_options)
+    filesystem, path = config.storage.arrow_filesystem(config.manifest)
     manifest = ray.data.read_parquet(path, filesystem=filesystem)  # `preflight` checked its columns
     _quiet(manifest.context)
     manifest.context.execution_options.preserve_order = True
     if config.limit is not None:
         manifest = manifest.limit(config.limit)
     checked = manifest.select_columns(CHECK_COLUMNS).map_batches(
-        check_rows,
+        check_rows,  # type: ignore[arg-type]  # fn_kwargs supplies its keyword-only arguments
         batch_size=CHECK_BATCH_SIZE,
         batch_format="pyarrow",
-        fn_kwargs={"output": config.output, "storage_options": config.storage_options, "limits": config.limits},
+        fn_kwargs={"output": config.output, "storage": config.storage, "limits": config.limits},
     )
     for position, row in enumerate(checked.iter_rows()):
         yield {"row": position, **row}
@@ -329,10 +331,10 @@ def _quiet(context: ray.data.DataContext) -> None:
     context.print_on_execution_start = False
 
 
-def check_rows(batch: pa.Table, *, output: str, storage_options: dict | None, limits: SpecLimits) -> pa.Table:
+def check_rows(batch: pa.Table, *, output: str, storage: Storage, limits: SpecLimits) -> pa.Table:
     """Check stage: each manifest row -> its canonical spec and PENDING, SKIPPED (done) or INVALID (not a
     valid spec, or over `limits`)."""
-    store = OutputStore(output, storage_options)
+    store = OutputStore(output, storage)
     rows = [_check_row(row, store, limits) for row in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
@@ -402,7 +404,7 @@ def _generate(
         config.group.bundles, config.schedule_timeout_s, name=placement_group_prefix + "first-group"
     )
     # One row per block: the actor pool hands out blocks, so this is what spreads samples over the groups.
-    samples = ray.data.from_items(
+    samples: ray.data.Dataset = ray.data.from_items(
         [{**row, "blocked": None, "error": None} for row in pending], override_num_blocks=len(pending)
     )
     _quiet(samples.context)
@@ -428,11 +430,11 @@ def _generate(
         max_task_retries=GROUP_ACTOR_MAX_TASK_RETRIES,
     )
     written = generated.map_batches(
-        write_outputs,
+        write_outputs,  # type: ignore[arg-type]  # fn_kwargs supplies its keyword-only arguments
         batch_size=1,
         batch_format="pyarrow",
         num_cpus=config.writer_cpus,
-        fn_kwargs={"output": config.output, "storage_options": config.storage_options, "run_id": run_id},
+        fn_kwargs={"output": config.output, "storage": config.storage, "run_id": run_id},
     )
     try:
         for row in written.iter_rows():
@@ -486,7 +488,7 @@ class GroupActor:
 
     def __init__(self, config: GroupConfig, placement_group_prefix: str):
         # Named by actor id, so a restarted actor removes the placement group of its previous incarnation.
-        name = placement_group_prefix + ray.get_runtime_context().get_actor_id()
+        name = f"{placement_group_prefix}{ray.get_runtime_context().get_actor_id()}"
         self.group = GPUGroup(config, name=name)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -498,7 +500,11 @@ class GroupActor:
         if row["blocked"] is not None or row["error"] is not None:
             return {**row, "frames": b"", "frames_shape": [], "fps": spec.fps, "metadata_json": "{}", "generate_s": 0.0}
         try:
-            result = self.group.generate(spec)
+            for event in self.group.stream(spec):
+                if isinstance(event, Step):
+                    _log_step(spec.name, event)
+                else:
+                    result: GenerationResult = event
         except SampleError as error:
             blocked = error.cause if isinstance(error.cause, Blocked) else None
             return {
@@ -527,9 +533,16 @@ class GroupActor:
             group.shutdown()
 
 
-def write_outputs(batch: pa.Table, *, output: str, storage_options: dict | None, run_id: str) -> pa.Table:
+def _log_step(name: str, step: Step) -> None:
+    """The first and last denoising step of each window of a sample, and every fifth, at debug level (the job
+    logs one line per sample)."""
+    if step.step in (1, step.total) or step.step % max(1, step.total // 5) == 0:
+        logger.debug("%s: %s", name, step)
+
+
+def write_outputs(batch: pa.Table, *, output: str, storage: Storage, run_id: str) -> pa.Table:
     """Writer stage (CPU): encode each generated sample to mp4 and commit it, or record its failure."""
-    store = OutputStore(output, storage_options)
+    store = OutputStore(output, storage)
     rows = [{"row": row["row"], **_write_one(store, row, run_id).to_row()} for row in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=WRITTEN_SCHEMA)
 

@@ -3,10 +3,11 @@
 A `GPUGroup` lives inside another actor (the batch pipeline's pool actor, or a Serve replica). It holds a
 `STRICT_PACK` placement group of N bundles {GPU: 1, CPU: 1}, starts one `RankWorker` per bundle, joins them
 into one torch process group (rank 0's node IP and a free port; NCCL on GPUs, gloo on CPU) and gives each a
-`Generator` built with its `ParallelContext`. `generate(spec, progress)` runs the spec on every rank
-(context-parallel denoising) and returns rank 0's result. Rank 0 streams a `Step` after each denoising step
-(of each window of an autoregressive spec; a Ray generator: one small object per step, no extra actor); the
-group hands them to `progress` in the caller's process, so the callback need not be picklable.
+`Generator` built with its `ParallelContext`. `stream(spec)` runs the spec on every rank (context-parallel
+denoising) and yields a `Step` after each of rank 0's denoising steps (of each window of an autoregressive
+spec), then rank 0's result: rank 0 is a Ray streaming generator (one small object per step, no extra actor),
+and the group passes its items on as the caller iterates. `generate(spec)` is the same call without the
+steps. The owning actor never imports torch: specs, steps and results are torch-free types.
 
 With guardrails, rank 0 checks the decoded video and blurs its faces on its GPU, as the official inference
 does, before the frames leave it: a blocked video never leaves the worker (a `SampleError` whose cause is
@@ -31,10 +32,11 @@ import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, cast
 
 import ray
 from ray import ObjectRef, ObjectRefGenerator
@@ -42,16 +44,18 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from cosmos_ray.dtypes import DTYPE_NAMES
 from cosmos_ray.guardrails import Guardrails, guard_video
-from cosmos_ray.progress import Progress, Step
+from cosmos_ray.progress import Step
+from cosmos_ray.result import GenerationResult
 from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.storage import Storage
 
-if TYPE_CHECKING:  # torch and the engine load only in rank workers, never in the owning actor
-    from cosmos_ray.generator import GenerationResult
+if TYPE_CHECKING:  # the engine (and torch) loads only in rank workers, never in the group's owner
+    from cosmos_ray.generator import Generator
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("bfloat16", "float16", "float32")
 PLACEMENT_WAIT_LOG_S = 60.0  # while a placement group is pending, log that the group waits this often
 
 
@@ -61,10 +65,11 @@ class GroupConfig:
 
     gpus_per_group: int = 1
     source: str = "tiny"  # `Generator.from_pretrained` source: a preset name or a checkpoint folder
-    dtype: str | None = None  # one of DTYPES; None: the generator's default
+    dtype: str | None = None  # one of DTYPE_NAMES; None: the generator's default
     compile: bool = False  # torch.compile the DiT blocks: a slower start for faster steps on every sample
     embedding_cache_url: str | None = None  # fsspec folder shared by all groups: each prompt is encoded once
-    storage_options: dict | None = None  # fsspec options for conditioning inputs (input_path)
+    storage: Storage = field(default_factory=Storage)  # reaches conditioning inputs and the embedding cache
+    use_gpus: bool = True  # False: the ranks ask Ray for no GPU and run on CPU (tiny-preset trials, no GPUs)
     cpus_per_rank: float = 1.0
     failure_grace_s: float = 60.0  # after one rank fails, how long the others may run before the group is broken
     guardrails: Guardrails | None = None  # rank 0 checks each video and blurs its faces; None: off
@@ -72,15 +77,20 @@ class GroupConfig:
     def __post_init__(self) -> None:
         if self.gpus_per_group < 1:
             raise ValueError(f"gpus_per_group must be at least 1, got {self.gpus_per_group}")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPES)} or None, got {self.dtype!r}")
+        if self.dtype is not None and self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or None, got {self.dtype!r}")
         if self.cpus_per_rank <= 0 or self.failure_grace_s <= 0:
             raise ValueError("cpus_per_rank and failure_grace_s must be positive")
 
     @property
+    def gpus_per_rank(self) -> int:
+        return 1 if self.use_gpus else 0
+
+    @property
     def bundles(self) -> list[dict[str, float]]:
-        """The placement group bundles: one {GPU, CPU} bundle per rank."""
-        return [{"GPU": 1, "CPU": self.cpus_per_rank} for _ in range(self.gpus_per_group)]
+        """The placement group bundles: one {GPU, CPU} bundle per rank ({CPU} alone without GPUs)."""
+        bundle = {"GPU": 1, "CPU": self.cpus_per_rank} if self.use_gpus else {"CPU": self.cpus_per_rank}
+        return [dict(bundle) for _ in range(self.gpus_per_group)]
 
 
 class SampleError(RuntimeError):
@@ -104,11 +114,12 @@ class GroupStartError(RuntimeError):
 class RankWorker:
     """One rank of a GPU group: a process on one GPU holding a `Generator` and its `ParallelContext`."""
 
+    generator: Generator  # made by `load`
+
     def __init__(self, config: GroupConfig, rank: int):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         self.config = config
         self.rank = rank
-        self.generator = None
         # Rank 0 generates here while its actor thread streams the steps; one long-lived thread, so that
         # per-thread CUDA state (streams, cuBLAS handles) is made once.
         self._generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
@@ -127,11 +138,12 @@ class RankWorker:
         from cosmos_ray.generator import Generator
         from cosmos_ray.parallel import ParallelContext
 
-        on_gpu = torch.cuda.is_available()  # Ray sets CUDA_VISIBLE_DEVICES to this rank's GPU
+        # Ray sets CUDA_VISIBLE_DEVICES to this rank's GPU; a rank without one runs on the CPU.
+        on_gpu = self.config.use_gpus and torch.cuda.is_available()
         device = torch.device("cuda", 0) if on_gpu else torch.device("cpu")
-        world_size = self.config.gpus_per_group
+        world_size = self.config.gpus_per_group  # > 1 exactly when there is an init_method
         parallel = None
-        if world_size > 1:
+        if init_method is not None:  # a group of more than one
             backend = "nccl" if on_gpu else "gloo"
             parallel = ParallelContext.init(self.rank, world_size, init_method, backend=backend, device=device)
         dtype = getattr(torch, self.config.dtype) if self.config.dtype else None
@@ -142,7 +154,7 @@ class RankWorker:
             parallel=parallel,
             compile=self.config.compile,
             cache_url=self.config.embedding_cache_url,
-            storage_options=self.config.storage_options,
+            storage=self.config.storage,
         )
         if self.rank == 0 and self.config.guardrails is not None:  # a missing model fails the group's start
             self.config.guardrails.load("video", str(device))
@@ -153,18 +165,23 @@ class RankWorker:
 
     @ray.method(num_returns="streaming")
     def generate_streaming(self, spec: GenerationSpec) -> Iterator[Step | GenerationResult]:
-        """Rank 0: run `spec`, yielding a `Step` after each denoising step and the result last."""
+        """Rank 0: run `spec`, yielding a `Step` after each denoising step and the result last.
+
+        The engine reports steps through a callback, on the generation thread; this is the one place where
+        they become a stream.
+        """
         steps: queue.SimpleQueue[Step | None] = queue.SimpleQueue()
 
         def report(step: Step) -> None:
-            _log_step(spec.name, step)
             steps.put(step)
 
-        generation = self._generation_thread.submit(self.generator, spec, report)
+        generation: Future[GenerationResult | None] = self._generation_thread.submit(self.generator, spec, report)
         generation.add_done_callback(lambda _: steps.put(None))
         for step in iter(steps.get, None):  # noqa: UP028 - not `yield from`: Ray drives this generator with send()
             yield step
-        yield self._guarded(generation.result())  # re-raises the generator's exception
+        result = generation.result()  # re-raises the generator's exception
+        assert result is not None  # rank 0 always returns the video
+        yield self._guarded(result)
 
     def _guarded(self, result: GenerationResult) -> GenerationResult:
         """The result with its video checked and faces blurred; raises `Blocked` if the guardrails refuse it."""
@@ -179,15 +196,8 @@ class RankWorker:
         )
 
 
-def _log_step(name: str, step: Step) -> None:
-    """Progress callback of rank 0: logs the first and last step and every fifth of each window, at debug
-    level (a job logs one line per sample; the steps reach callers through `GPUGroup.generate`'s `progress`)."""
-    if step.step in (1, step.total) or step.step % max(1, step.total // 5) == 0:
-        logger.debug("%s: %s", name, step)
-
-
 class GPUGroup:
-    """N rank workers on one node, used as one generator: `generate(spec, progress) -> GenerationResult`.
+    """N rank workers on one node, used as one generator: `stream(spec)` yields `Step`s then the result.
 
     Calls from several threads run one at a time, so every rank sees the samples in the same order (ranks
     that started different samples would wait for each other in their collectives forever).
@@ -201,17 +211,17 @@ class GPUGroup:
         self.config = config
         self.name = name
         self._owns_placement_group = placement_group is None
-        self._placement_group = placement_group or self._create_placement_group()
+        self._placement_group: PlacementGroup | None = placement_group or self._create_placement_group()
         self.workers: list[ray.actor.ActorHandle] = []  # rank order; empty while the group is broken
         self.restarts = 0
         self._one_sample_at_a_time = threading.Lock()
         self._start_workers()
 
-    def generate(self, spec: GenerationSpec, progress: Progress | None = None) -> GenerationResult:
-        """Generate `spec` on every rank and return rank 0's result; raises `SampleError` if it failed.
+    def stream(self, spec: GenerationSpec) -> Iterator[Step | GenerationResult]:
+        """Generate `spec` on every rank: a `Step` after each of rank 0's denoising steps, then its result.
 
-        `progress(step)` is called with a `Step` in this process, from the calling thread, after each denoising
-        step.
+        Raises `SampleError` if the sample failed. The group is held from the first item to the last: iterate
+        to the end (a stream left unfinished holds the group until it is closed or garbage-collected).
         """
         with self._one_sample_at_a_time:
             if not self.workers:  # broken by the previous sample
@@ -220,11 +230,15 @@ class GPUGroup:
             rank0, *others = self.workers
             calls = [rank0.generate_streaming.remote(spec)] + [worker.generate.remote(spec) for worker in others]
             try:
-                return wait_for_ranks(calls, self.config.failure_grace_s, progress)
+                yield from stream_ranks(calls, self.config.failure_grace_s)
             except SampleError as error:
                 if error.group_broken:
                     self._kill_workers()
                 raise
+
+    def generate(self, spec: GenerationSpec) -> GenerationResult:
+        """`stream(spec)` without the steps: rank 0's result; raises `SampleError` if the sample failed."""
+        return _last(self.stream(spec))
 
     def shutdown(self) -> None:
         """Kill the workers and remove the placement group if this group created it. Idempotent."""
@@ -242,15 +256,20 @@ class GPUGroup:
         return group
 
     def _start_workers(self) -> None:
+        if self._placement_group is None:
+            raise GroupStartError(f"GPU group {self.name or ''} was shut down")
         strategy = PlacementGroupSchedulingStrategy(self._placement_group, placement_group_capture_child_tasks=True)
+        options = {"num_gpus": self.config.gpus_per_rank, "num_cpus": self.config.cpus_per_rank}
         self.workers = [
-            RankWorker.options(num_gpus=1, num_cpus=self.config.cpus_per_rank, scheduling_strategy=strategy).remote(
+            RankWorker.options(**options, scheduling_strategy=strategy).remote(  # type: ignore[attr-defined]
                 self.config, rank
-            )
+            )  # (Ray's typing of an actor class lacks `options`)
             for rank in range(self.config.gpus_per_group)
         ]
         try:
-            init_method = ray.get(self.workers[0].rendezvous_address.remote()) if len(self.workers) > 1 else None
+            init_method: str | None = None  # a group of one needs no rendezvous
+            if len(self.workers) > 1:
+                init_method = cast(str, ray.get(self.workers[0].rendezvous_address.remote()))
             ray.get([worker.load.remote(init_method) for worker in self.workers])
         except (RayActorError, RayTaskError) as error:
             self._kill_workers()
@@ -262,24 +281,27 @@ class GPUGroup:
         self.workers = []
 
 
-def wait_for_ranks(
-    calls: list[ObjectRef | ObjectRefGenerator], failure_grace_s: float, progress: Progress | None = None
-) -> Any:
-    """Wait until every rank's call has finished and return the first call's (rank 0's) value; raise
-    `SampleError` for the first failure.
+def wait_for_ranks(calls: list[ObjectRef | ObjectRefGenerator], failure_grace_s: float) -> Any:
+    """`stream_ranks` without the steps: the first call's (rank 0's) value, once every rank has finished."""
+    return _last(stream_ranks(calls, failure_grace_s))
 
-    A call may be a streaming generator (rank 0's `generate_streaming`): its `Step`s go to `progress` as they
-    arrive, its last item is its value. The group is broken when a rank died, or when ranks are still running
-    `failure_grace_s` after another rank failed: they wait in a collective for a peer that has left it.
+
+def stream_ranks(calls: list[ObjectRef | ObjectRefGenerator], failure_grace_s: float) -> Iterator[Any]:
+    """Follow every rank's call until all have finished: yield the `Step`s of a streaming call (rank 0's
+    `generate_streaming`) as they arrive, then the first call's (rank 0's) value; raise `SampleError` for the
+    first failure.
+
+    The group is broken when a rank died, or when ranks are still running `failure_grace_s` after another
+    rank failed: they wait in a collective for a peer that has left it.
     """
     pending = list(calls)
     value = None
     first_error: RayTaskError | None = None
-    deadline = None
+    deadline: float | None = None  # set once a rank failed
     while pending:
         timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         done, pending = ray.wait(pending, num_returns=1, timeout=timeout)
-        if not done:
+        if not done and first_error is not None:  # only a deadline ends a wait early
             raise SampleError(
                 f"{_describe(first_error)} (and {len(pending)} rank(s) still running {failure_grace_s:g}s later)",
                 cause=_cause(first_error),
@@ -295,14 +317,18 @@ def wait_for_ranks(
             deadline = deadline or time.monotonic() + failure_grace_s
             continue
         if isinstance(item, Step):
-            if progress is not None:
-                progress(item)
+            yield item
             pending.append(call)  # the generator goes on
         elif call is calls[0]:
             value = item
     if first_error is not None:
         raise SampleError(_describe(first_error), cause=_cause(first_error))
-    return value
+    yield value
+
+
+def _last(items: Iterator[Any]) -> Any:
+    """The last item of a stream, after running it to its end."""
+    return deque(items, maxlen=1).pop()
 
 
 def remove_placement_groups(name_prefix: str) -> None:

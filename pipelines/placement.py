@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 
@@ -155,7 +156,7 @@ def largest_addable_node() -> int | None:
     return 0 if mirrors_only else None
 
 
-def _reported_cluster_config():
+def _reported_cluster_config() -> Any:  # a protobuf ClusterConfig, or None
     try:
         from ray._private.state import state
 

@@ -4,6 +4,7 @@ group, bounded device memory, progress and errors. Tiny preset on CPU."""
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -78,11 +79,11 @@ def test_layout_conditioning_seeds_and_stitching_match_the_official_algorithm(ca
         chunk_size=case["chunk_size"],
         chunk_overlap=case["chunk_overlap"],
     )
-    # What media.read_conditioning returns for the spec's first window: the image, or the video's last frames.
+    # What conditioning.read_conditioning returns for the spec's first window: the image, or the video's last frames.
     first_frames = {
         "text2world": np.zeros((0, height, width, 3), np.uint8),
         "image2world": golden["input_image"][None],
-        "video2world": golden["input_video"][-(1 + 4 * (spec.num_conditional_frames - 1)) :],
+        "video2world": golden["input_video"][-(1 + 4 * ((spec.num_conditional_frames or 0) - 1)) :],
     }[kind]
     clip = autoregressive.InputClip(first_frames, repeat_last=kind == "video2world")
     chunks = autoregressive.plan(spec)
@@ -116,7 +117,7 @@ def test_two_windows_equal_two_single_window_runs_chained_by_hand(generator, tmp
     """Window 1 of the default overlap is image2world from window 0's last frame with seed + 1: two plain
     specs, the second reading that frame from a PNG, give the long video's frames exactly."""
     spec = long_spec(kind, seed=4)
-    single = dict(resolution=spec.resolution, num_steps=spec.num_steps, num_output_frames=WINDOW_FRAMES)
+    single: dict[str, Any] = dict(resolution=spec.resolution, num_steps=spec.num_steps, num_output_frames=WINDOW_FRAMES)
     first = generator(GenerationSpec(kind, "first", spec.prompt, input_path=spec.input_path, seed=4, **single))
     Image.fromarray(first.frames[spec.chunk_size - 1]).save(tmp_path / "last.png")
     second = generator(
@@ -253,7 +254,7 @@ def test_peak_tensor_memory_does_not_grow_with_the_number_of_windows(generator):
         frames = spec.chunk_size + (num_chunks - 1) * (spec.chunk_size - spec.chunk_overlap)
         with LiveTensorPeak() as tracker:
             result = small(dataclasses.replace(spec, num_output_frames=frames))
-        assert len(result.metadata["chunks"]) == num_chunks
+        assert result is not None and len(result.metadata["chunks"]) == num_chunks
         peaks[num_chunks] = tracker.peak
     assert peaks[2] == peaks[3] == peaks[4], peaks  # later windows repeat the same work
     assert peaks[2] <= 1.05 * peaks[1], peaks  # the first differs only by its conditioning

@@ -27,6 +27,7 @@ from cosmos_ray.guardrails import GuardrailSetting
 from cosmos_ray.manifest import MANIFEST_SCHEMA
 from cosmos_ray.outputs import OutputStore
 from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.storage import Storage
 from jobs.generate import main as generate_main
 from jobs.generate import parse_args
 from pipelines import placement
@@ -122,12 +123,12 @@ def s3_job(ray_session, s3_endpoint):
     config = BatchConfig(
         manifest=manifest,
         output=f"{bucket}/out",
-        storage_options=options,
+        storage=Storage(options),
         groups=2,
-        group=GroupConfig(gpus_per_group=2, source="tiny", storage_options=options),
+        group=GroupConfig(gpus_per_group=2, source="tiny", storage=Storage(options)),
     )
     summary = run(config)
-    return {"specs": specs, "summary": summary, "store": OutputStore(config.output, options), "fs": fs}
+    return {"specs": specs, "summary": summary, "store": OutputStore(config.output, Storage(options)), "fs": fs}
 
 
 def test_every_valid_row_is_generated_and_bad_rows_are_reported(s3_job):
@@ -197,7 +198,7 @@ def test_a_sample_whose_outputs_cannot_be_written_fails_alone(s3_endpoint):
         pa.Table.from_pylist([row], schema=GENERATED_SCHEMA),
         run_id="r",
         output="s3://no-such-bucket/out",
-        storage_options=s3_endpoint.storage_options,
+        storage=Storage(s3_endpoint.storage_options),
     )
     (record,) = written.to_pylist()
     assert (record["row"], record["status"], record["source"]) == (3, "failed", "specs.jsonl:4")
@@ -223,7 +224,7 @@ def test_limit_keeps_the_first_rows_in_manifest_order(ray_session, tmp_path):
     assert (summary.ok, summary.failed, summary.skipped, summary.gpus) == (0, 200, 0, 0)
     table = OutputStore(str(tmp_path / "out")).read_run_table("limited")
     assert [record.source for record in table] == [f"rows.jsonl:{i + 1}" for i in range(200)]
-    assert all(f"bad-{i}" in record.error for i, record in enumerate(table))
+    assert all(f"bad-{i}" in str(record.error) for i, record in enumerate(table))
 
 
 def test_invalid_duplicate_and_done_rows_need_no_gpu_and_are_named(ray_session, tmp_path, caplog):
@@ -244,7 +245,7 @@ def test_invalid_duplicate_and_done_rows_need_no_gpu_and_are_named(ray_session, 
     table = store.read_run_table("no-gpu")
     assert [record.status for record in table] == ["failed", "failed", "skipped", "duplicate"]
     assert table[3].metadata == {"duplicate_of": "d.jsonl:3"} and table[3].sample_id == table[2].sample_id
-    assert "field 'num_output_frames' must be at most 961 here, got 1001" in table[1].error
+    assert "field 'num_output_frames' must be at most 961 here, got 1001" in str(table[1].error)
     log = caplog.text
     assert "4 manifest rows, 0 to generate, 1 already done, 1 duplicate, 2 invalid" in log
     assert "invalid row: sample 'bad-guidance' (d.jsonl:1): field 'guidance' must be in 0..7, got 9" in log
@@ -342,7 +343,7 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     store = OutputStore(str(output))
     records = store.read_run_table("resumed")
     assert sorted(record.name for record in records) == [data["name"] for data in specs]
-    assert all(store.is_done(record.sample_id) for record in records)
+    assert all(record.sample_id is not None and store.is_done(record.sample_id) for record in records)
     videos = sorted(path.name for path in (output / "videos").iterdir())
     metas = sorted(path.name for path in (output / "meta").iterdir())
     assert videos == sorted(f"{r.sample_id}.mp4" for r in records)  # one video each, no temporary leftovers
@@ -355,7 +356,7 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     (output / "videos" / f"{records[0].sample_id}.mp4").unlink()  # its meta still says ok
     regenerated = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
     assert (regenerated.ok, regenerated.skipped) == (1, len(specs) - 1)
-    assert store.is_done(records[0].sample_id)
+    assert records[0].sample_id is not None and store.is_done(records[0].sample_id)
 
 
 def test_ctrl_c_writes_the_run_table_of_what_finished_and_the_rerun_resumes(ray_session, tmp_path):
@@ -386,7 +387,7 @@ def test_ctrl_c_writes_the_run_table_of_what_finished_and_the_rerun_resumes(ray_
     store = OutputStore(str(output))
     finished = store.read_run_table("interrupted")
     assert 1 <= len(finished) < len(specs)
-    assert all(record.status == "ok" and store.is_done(record.sample_id) for record in finished)
+    assert all(record.status == "ok" and store.is_done(str(record.sample_id)) for record in finished)
 
     resumed = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
     assert resumed.skipped >= len(finished)  # what finished, and whatever was written after the table
@@ -507,6 +508,7 @@ def test_blocked_prompts_and_videos_are_recorded_never_written_and_the_job_goes_
     assert "sampling" not in bad_prompt.metadata.get("timings_s", {})  # never reached a GPU
     assert bad_video.error == "video blocked by the guardrails: stand-in: a video of 5 frames"
     for record in (bad_prompt, bad_video):
+        assert record.sample_id is not None
         assert store.read_record(record.sample_id) == record  # the meta file says why
         assert not Path(store.video_url(record.sample_id)).exists() and record.video_url is None
     assert allowed.metadata["guardrails"] == "stand-in" and "guardrails" in allowed.metadata["timings_s"]

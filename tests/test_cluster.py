@@ -5,22 +5,17 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 import zipfile
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+
+from tests.local_ray import local_head
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
@@ -110,21 +105,11 @@ def test_every_node_installs_this_checkout(cluster):
     )
 
 
-def test_docker_image_is_pinned_to_a_supported_ray(cluster):
-    from packaging.requirements import Requirement
-    from packaging.version import Version
+def test_nodes_run_this_projects_image(cluster):
+    from deploy.image import images
 
-    match = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py3\d+-cu\d+", cluster["docker"]["image"])
-    assert match, "pin a release and a CUDA variant, not 'latest'"
-    project = _pyproject()
-    (ray_requirement,) = [Requirement(d) for d in project["dependencies"] if d.startswith("ray")]
-    assert Version(match.group(1)) in ray_requirement.specifier
-
-
-def _pyproject() -> dict:
-    import tomllib
-
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    # The Dockerfile: Ray's GPU image of the pinned Ray with this project installed (tests/test_image.py).
+    assert cluster["docker"]["image"] == images().image
 
 
 # --- jobs/runtime_env.yaml --------------------------------------------------------------------------------
@@ -139,84 +124,18 @@ def test_runtime_env_is_valid_and_uploads_the_code(tmp_path):
     package = tmp_path / "working_dir.zip"
     create_package(str(REPO), package, include_gitignore=True, excludes=env["excludes"])
     names = set(zipfile.ZipFile(package).namelist())
-    assert {"pyproject.toml", "cosmos_ray/__init__.py", "pipelines/serve.py", "jobs/generate.py"} <= names
+    assert {"pyproject.toml", "cosmos_ray/__init__.py", "pipelines/serve/app.py", "jobs/generate.py"} <= names
     assert not any(name.startswith(".git/") or "__pycache__" in name for name in names)
 
 
 # --- ray job submit against a local head node ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_head():
-    """`ray start --head --block` with 2 logical GPUs on free ports; stopped by killing its process group.
-
-    (`ray stop` would stop every Ray instance on the machine.) Token auth is off: it is a local test cluster.
-    """
-    temp_dir = tempfile.mkdtemp(prefix="rayhead", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    dashboard_port = _free_port()
-    ports = {
-        name: _free_port()
-        for name in (
-            "port",
-            "ray-client-server-port",
-            "node-manager-port",
-            "object-manager-port",
-            "dashboard-agent-listen-port",
-            "dashboard-agent-grpc-port",
-            "metrics-export-port",
-            "runtime-env-agent-port",
-        )
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "ray.scripts.scripts",
-        "start",
-        "--head",
-        "--block",
-        "--node-ip-address=127.0.0.1",
-        "--num-cpus=4",
-        "--num-gpus=2",
-        "--disable-usage-stats",
-        "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard_port}",
-        f"--temp-dir={temp_dir}",
-        *(f"--{name}={port}" for name, port in ports.items()),
-    ]
-    # The job's `python` must be this interpreter, as it would be in an activated environment.
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": path}
-    log = open(Path(temp_dir) / "ray-start.log", "wb")
-    head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard_port}"
-    try:
-        _wait_for_dashboard(address, head, Path(temp_dir) / "ray-start.log")
-        yield address, env
-    finally:
-        os.killpg(head.pid, signal.SIGKILL)  # the head and every process it started share its group
-        head.wait()
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
-
-
-def _wait_for_dashboard(address: str, head: subprocess.Popen, log: Path, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if head.poll() is not None:
-            raise RuntimeError(f"ray start exited with {head.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2).read()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise TimeoutError(f"the dashboard at {address} did not come up in {timeout_s}s")
+    """A local head with 2 logical GPUs (tests/local_ray.py); yields (dashboard URL, environment for clients)."""
+    with local_head("--num-cpus=4", "--num-gpus=2") as head:
+        yield head.dashboard_url, head.env
 
 
 def test_ray_job_submit_runs_the_tiny_job(ray_head, tmp_path):

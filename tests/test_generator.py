@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cosmos_ray import generate
+from cosmos_ray import local
+from cosmos_ray.conditioning import read_conditioning
 from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
-from cosmos_ray.media import MediaError, read_conditioning, write_mp4
+from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.models.dit import DiTConfig
 from cosmos_ray.models.text import TextEncoderConfig
 from cosmos_ray.models.vae import VAEConfig
@@ -76,7 +77,7 @@ def test_a_spec_without_cosmos_ray_num_frames_makes_the_native_93_frames(generat
 
 
 def test_progress_is_reported_per_step(generator):
-    seen = []
+    seen: list[Step] = []
     generator(make_spec("text2world", num_steps=2), progress=seen.append)
     assert seen == [Step(1, 2), Step(2, 2)]  # num_steps, although post-trained sampling evaluates the model 3 times
     assert (seen[0].chunk, seen[0].num_chunks, str(seen[0])) == (1, 1, "step 1/2")
@@ -173,7 +174,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
 
     diffusers feeds the DiT exact sigmas, so ours runs with unquantized timesteps here.
     """
-    from bench.generate import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
+    from bench.generator import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
 
     ours = Generator(
         generator.dit,
@@ -205,7 +206,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
         guidance_scale=spec.guidance,
         latents=initial_noise(spec.seed, tuple(latents.shape)),
         output_type="pt",
-        num_latent_conditional_frames=max(num_latent, 1),
+        num_latent_conditional_frames=max(num_latent or 0, 1),
     ).frames  # (1, T, 3, H, W) in [0, 1]
     theirs = theirs.permute(0, 2, 1, 3, 4)
     assert ((video - theirs).norm() / theirs.norm()).item() < 1e-4
@@ -222,7 +223,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     ]
     specs.write_text("\n".join(json.dumps(row) for row in rows))
     out = tmp_path / "out"
-    assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
+    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
     for row in rows:
         spec = GenerationSpec.from_dict(row)
         record = json.loads((out / "meta" / f"{spec.sample_id}.json").read_text())
@@ -237,7 +238,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     specs.write_text(
         specs.read_text() + "\n" + json.dumps(make_spec("video2world", name="v2w", input_path=str(short)).to_dict())
     )
-    assert generate.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
+    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
     captured = capsys.readouterr()
     assert "0 ok, 2 skipped, 1 failed, 0 blocked" in captured.out
     assert "v2w: failed: sample 'v2w': input video" in captured.err
@@ -253,7 +254,7 @@ def test_cli_records_blocked_prompts_and_videos_and_writes_only_checked_blurred_
     specs.write_text("\n".join(json.dumps(row) for row in rows))
     out = tmp_path / "out"
     argv = ["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu", "--guardrails"]
-    assert generate.main(argv, checks=StandInGuardrails(blocked_frame_counts=(5,))) == 1
+    assert local.main(argv, checks=StandInGuardrails(blocked_frame_counts=(5,))) == 1
     captured = capsys.readouterr()
     assert "1 ok, 0 skipped, 0 failed, 2 blocked; guardrails on (--guardrails); run table:" in captured.out
     assert "bad-prompt: prompt blocked by the guardrails: stand-in: the prompt contains 'forbidden'" in captured.err
@@ -271,19 +272,19 @@ def test_cli_records_blocked_prompts_and_videos_and_writes_only_checked_blurred_
 def test_cli_states_its_guardrail_setting(tmp_path, capsys):
     specs = tmp_path / "specs.json"
     specs.write_text(json.dumps(make_spec("text2world", name="t", guidance=0).to_dict()))
-    assert generate.main(["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--device", "cpu"]) == 0
+    assert local.main(["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "1 ok, 0 skipped, 0 failed, 0 blocked; guardrails off (default for a random-weight preset" in out
 
 
 def test_cli_needs_a_model(capsys):
     with pytest.raises(SystemExit):
-        generate.parse_args(["-i", "specs.json", "-o", "out"])
+        local.parse_args(["-i", "specs.json", "-o", "out"])
     assert "one of the arguments --preset --checkpoint-dir is required" in capsys.readouterr().err
 
 
 def test_benchmark_smoke_runs(tmp_path):
-    from bench.generate import main as bench_main
+    from bench.generator import main as bench_main
 
     out = tmp_path / "generate.jsonl"
     bench_main(["--device", "cpu", "--smoke", "--types", "video2world", "--out", str(out)])

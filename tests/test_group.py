@@ -1,5 +1,6 @@
 """GPUGroup on a local Ray with logical GPUs: two tiny-preset ranks on CPU (gloo), failures per sample."""
 
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -61,12 +62,10 @@ def test_generate_returns_rank_zero_video_from_both_ranks(group):
 
 def test_progress_reports_each_step_of_rank_zero_in_the_calling_thread(group):
     steps, threads = [], set()
-
-    def progress(step: Step) -> None:
-        steps.append(step)
-        threads.add(threading.get_ident())
-
-    group.generate(tiny_spec(num_steps=3), progress=progress)
+    for event in group.stream(tiny_spec(num_steps=3)):
+        if isinstance(event, Step):
+            steps.append(event)
+            threads.add(threading.get_ident())
     total = steps[-1].total
     assert total >= 3  # the sampler's model evaluations: at least one per step
     assert steps == [Step(step, total) for step in range(1, total + 1)]
@@ -75,7 +74,6 @@ def test_progress_reports_each_step_of_rank_zero_in_the_calling_thread(group):
 
 def test_a_long_video_runs_its_windows_on_both_ranks_and_reports_each(group):
     """An autoregressive spec: two windows, each denoised context-parallel; progress per window and step."""
-    steps: list[Step] = []
     spec = tiny_spec(
         enable_autoregressive=True,
         num_output_frames=17,
@@ -84,7 +82,7 @@ def test_a_long_video_runs_its_windows_on_both_ranks_and_reports_each(group):
         resolution="32,32",
         cosmos_ray_num_frames=None,  # the length is num_output_frames
     )
-    result = group.generate(spec, progress=steps.append)
+    *steps, result = group.stream(spec)
     assert result.frames.shape == (17, 32, 32, 3)
     assert [chunk["frames"] for chunk in result.metadata["chunks"]] == [[0, 9], [8, 17]]
     total = steps[0].total
@@ -160,6 +158,31 @@ def test_ranks_that_all_fail_leave_the_group_usable(ray_session):
         wait_for_ranks([_fail.remote(), _sleep.remote(0)], failure_grace_s=30)
     assert not error.value.group_broken
     assert isinstance(error.value.cause, ValueError) and str(error.value.cause) == "rank 1 fails"
+
+
+@ray.remote(num_cpus=0)
+class _GroupOwner:
+    """An actor that owns a group, as the batch job's pool actor and a Serve replica do."""
+
+    def generate(self, specs: list[GenerationSpec]) -> tuple[list[str], bool]:
+        group = GPUGroup(GroupConfig(source="tiny"))
+        outcomes = []
+        for spec in specs:
+            try:
+                outcomes.append(str(group.generate(spec).frames.shape))
+            except SampleError as error:
+                outcomes.append(type(error.cause).__name__)
+        group.shutdown()
+        return outcomes, "torch" in sys.modules
+
+
+def test_the_owner_of_a_group_never_loads_torch(ray_session, tmp_path):
+    """Specs, steps, results and a failed sample's cause all reach the owning actor without the engine."""
+    bad_input = tiny_spec(inference_type="image2world", input_path=str(tmp_path / "missing.png"))
+    owner = _GroupOwner.remote()  # type: ignore[attr-defined]  # (Ray's typing of an actor class)
+    outcomes, loaded_torch = ray.get(owner.generate.remote([tiny_spec(), bad_input]))
+    assert outcomes == [str((9, 64, 96, 3)), "MediaError"]
+    assert not loaded_torch
 
 
 def test_group_config_rejects_bad_values():

@@ -281,7 +281,7 @@ def test_specs_over_a_limit_are_problems_with_their_source(tmp_path):
     specs = write(
         tmp_path / "big.jsonl",
         "\n".join(
-            json.dumps({"inference_type": "text2world", "name": name, "prompt": "p", **fields})
+            json.dumps({"inference_type": "text2world", "name": name, "prompt": "p", **fields})  # type: ignore[dict-item]
             for name, fields in [
                 ("long", {"num_output_frames": 100001}),
                 ("huge", {"resolution": "16000,16000"}),

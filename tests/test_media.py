@@ -8,8 +8,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from cosmos_ray.media import MediaError, read_conditioning, read_image, read_video, resize_and_center_crop, write_mp4
+from cosmos_ray.conditioning import read_conditioning, resize_and_center_crop
+from cosmos_ray.media import MediaError, read_image, read_video, write_mp4
 from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.storage import Storage
 
 HEIGHT, WIDTH = 32, 48
 
@@ -82,7 +84,7 @@ def test_read_conditioning_from_s3(tmp_path, s3_bucket):
     url = f"{bucket}/inputs/clip.mp4"
     with fsspec.open(url, "wb", **options) as f:
         f.write(write_mp4(gradient_frames(6), fps=16))
-    frames = read_conditioning(spec_for(url), 5, HEIGHT, WIDTH, storage_options=options)
+    frames = read_conditioning(spec_for(url), 5, HEIGHT, WIDTH, storage=Storage(options))
     assert frames.shape == (5, HEIGHT, WIDTH, 3)
 
 
@@ -134,7 +136,7 @@ def test_a_missing_input_says_not_found(tmp_path, s3_bucket):
     root, options = s3_bucket
     for url in (str(tmp_path / "missing.png"), f"{root}/media/missing.png"):
         with pytest.raises(MediaError) as caught:
-            read_conditioning(spec_for(url), 5, HEIGHT, WIDTH, storage_options=options)
+            read_conditioning(spec_for(url), 5, HEIGHT, WIDTH, storage=Storage(options))
         assert str(caught.value) == f"sample 'sample-7': cannot read input_path {url}: not found"
 
 

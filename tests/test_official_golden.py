@@ -11,15 +11,17 @@ import base64
 import json
 import zlib
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from cosmos_ray.conditioning import resize_and_center_crop
 from cosmos_ray.generator import Generator, ModelInfo
-from cosmos_ray.media import read_image, read_video, resize_and_center_crop
-from cosmos_ray.models.text import normalize_per_token
+from cosmos_ray.media import read_image, read_video
+from cosmos_ray.models.text import TextEncoder, normalize_per_token
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.sampling.schedule import make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
@@ -141,7 +143,7 @@ def tiny_generator() -> Generator:
     return Generator(
         dit,
         vae,
-        FixedEmbeddings(),
+        cast(TextEncoder, FixedEmbeddings()),  # only `encode` is called
         ModelInfo("tiny", "post-trained", (height, width), golden["state_t"]),
         SamplerConfig.preset("post-trained"),
         device=torch.device("cpu"),

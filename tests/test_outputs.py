@@ -36,7 +36,7 @@ def test_write_ok_layout_and_record(tmp_path):
     assert record.finished_at.endswith("+00:00")
     assert store.is_done(SPEC.sample_id)
     assert store.read_record(SPEC.sample_id) == record
-    assert GenerationSpec.from_dict(json.loads(record.spec_json)) == SPEC
+    assert record.spec_json is not None and GenerationSpec.from_dict(json.loads(record.spec_json)) == SPEC
 
 
 def test_relative_root_is_made_absolute(tmp_path, monkeypatch):
@@ -107,7 +107,8 @@ def test_a_deleted_video_makes_its_sample_not_done(tmp_path):
     store = OutputStore(str(tmp_path))
     store.write_ok(SPEC, MP4, {})
     os.remove(tmp_path / "videos" / f"{SPEC.sample_id}.mp4")
-    assert store.read_record(SPEC.sample_id).status == "ok"
+    record = store.read_record(SPEC.sample_id)
+    assert record is not None and record.status == "ok"
     assert not store.is_done(SPEC.sample_id)
 
 
@@ -161,7 +162,7 @@ def test_record_json_round_trip():
 
 def test_s3_store(s3_bucket):
     root, options = s3_bucket
-    store = OutputStore(f"{root}/out", storage_options=options)
+    store = OutputStore(f"{root}/out", storage.Storage(options))
     assert not store.is_done(SPEC.sample_id)
     ok = store.write_ok(SPEC, MP4, {"seed": 0})
     failed = store.write_failure(OTHER, "boom")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from functools import partial
+from typing import Any
 
 import pytest
 import torch
@@ -76,7 +77,8 @@ def _attention_inputs(frames: int, seed: int) -> tuple[torch.Tensor, torch.Tenso
     """q, k, v (B, frames * TOKENS_PER_FRAME, H, D) of one cfg half."""
     gen = torch.Generator().manual_seed(seed)
     shape = (BATCH, frames * TOKENS_PER_FRAME, HEADS, HEAD_DIM)
-    return tuple(torch.randn(shape, generator=gen) for _ in range(3))
+    q, k, v = (torch.randn(shape, generator=gen) for _ in range(3))
+    return q, k, v
 
 
 def _run_attention_cases(ctx: ParallelContext) -> dict[str, torch.Tensor]:
@@ -99,7 +101,7 @@ def _tiny_dit() -> MiniTrainDiT:
     return MiniTrainDiT(DiTConfig.preset("tiny")).eval().requires_grad_(False)
 
 
-def _dit_inputs(case: str) -> dict[str, torch.Tensor]:
+def _dit_inputs(case: str) -> dict[str, Any]:
     """DiT call arguments at 8x12 latents (64x96 pixels), text width 96 (the tiny preset).
 
     text2world: cond + uncond (batch 2), 4 latent frames, one timestep per sample.

@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, UniPCMultistepScheduler
 
-from bench.generate import diffusers_pipeline, diffusers_scheduler
+from bench.generator import diffusers_pipeline, diffusers_scheduler
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.vae import VAEConfig, WanVAE
 from cosmos_ray.sampling.sampler import SamplerConfig, SamplingError, initial_noise, sample
@@ -61,7 +61,7 @@ def test_shift_schedule():
 
 def test_unknown_schedule_kind():
     with pytest.raises(ValueError, match="unknown schedule kind 'linear'"):
-        make_schedule(ScheduleConfig(kind="linear"), 4)
+        make_schedule(ScheduleConfig(kind="linear"), 4)  # type: ignore[arg-type]  # an unknown kind on purpose
 
 
 @pytest.mark.parametrize("num_steps", [35, 5, 2, 1])

@@ -1,10 +1,16 @@
-"""The Serve app: request policy (no Ray), the Serve config file, and the HTTP API on a local Serve instance
-with the tiny preset and logical GPUs."""
+"""The Serve app's HTTP API on a local Serve instance with the tiny preset and logical GPUs, and the README's
+Serve quick start on a fresh local Ray without GPUs. (Policy, tokens and config without a cluster:
+test_serve_policy.py.)"""
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import signal
 import socket
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,197 +20,16 @@ import numpy as np
 import pytest
 import requests
 import s3fs
-import yaml
 from PIL import Image
 from ray import serve
-from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
-from ray.serve._private.build_app import build_app as build_serve_app
-from ray.serve.schema import ServeDeploySchema
 
-from cosmos_ray import guardrails
-from cosmos_ray.guardrails import Blocked
-from cosmos_ray.media import MediaError
-from cosmos_ray.spec import SpecError
-from pipelines.group import SampleError
-from pipelines.serve import (
-    ApiError,
-    Failed,
-    Job,
-    RequestPolicy,
-    ServeArgs,
-    app,
-    build_app,
-    check_allowed_url,
-    failure,
-    parse_spec,
-)
+from cosmos_ray.presets import RANDOM_PRESETS
+from pipelines.serve import ServeArgs, build_app
 from tests.guardrail_standin import StandInGuardrails
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _body(**fields) -> bytes:
-    spec = {"inference_type": "text2world", "name": "t", "prompt": "a red cube", **fields}
-    return json.dumps(spec).encode()
-
-
-def _api_error(call, *args) -> ApiError:
-    with pytest.raises(ApiError) as caught:
-        call(*args)
-    return caught.value
-
-
-# --- request policy -------------------------------------------------------------------------------------
-
-
-def test_parse_spec_accepts_a_valid_spec():
-    spec = parse_spec(_body(cosmos_ray_num_frames=9, seed=3), RequestPolicy())
-    assert (spec.inference_type, spec.cosmos_ray_num_frames, spec.seed) == ("text2world", 9, 3)
-    assert parse_spec(_body(), RequestPolicy()).cosmos_ray_num_frames is None  # the model's native length
-
-
-@pytest.mark.parametrize(
-    "body, status, field, words",
-    [
-        (b"{not json", 400, None, "not valid JSON"),
-        (b"[1, 2]", 422, None, "not a JSON object"),
-        (_body(guidance=9), 422, "guidance", "0..7"),
-        (_body(num_output_frames=10), 422, "num_output_frames", "1 + 4k"),
-        (_body(colour="red"), 422, "colour", "not a known field"),
-        (_body(inference_type="image2world"), 422, "input_path", "required"),
-        (_body(prompt_path="/etc/hostname"), 422, "prompt_path", "not accepted over HTTP"),
-        (_body(cosmos_ray_num_frames=10), 422, "cosmos_ray_num_frames", "1 + 4k"),
-        (_body(cosmos_ray_num_frames=97), 422, "cosmos_ray_num_frames", "at most 93"),
-        (_body(resolution="1024,2048"), 422, "resolution", "at most"),
-        (_body(num_steps=500), 422, "num_steps", "at most 50"),
-    ],
-)
-def test_parse_spec_rejects_with_field_and_reason(body, status, field, words):
-    error = _api_error(parse_spec, body, RequestPolicy())
-    assert (error.status, error.field) == (status, field)
-    assert words in error.reason
-
-
-@pytest.mark.parametrize(
-    "url, allowed",
-    [
-        ("s3://bucket/inputs/a.png", ("s3://bucket/inputs/",)),
-        ("s3://bucket/inputs/deep/a.png", ("s3://bucket/inputs",)),  # prefix without trailing slash
-        ("S3://bucket/inputs/a.png", ("s3://bucket/inputs/",)),
-        ("https://media.example.com/pub/a.mp4", ("https://media.example.com/pub/",)),
-    ],
-)
-def test_allowed_urls(url, allowed):
-    check_allowed_url(url, allowed, "input_path")
-
-
-@pytest.mark.parametrize(
-    "url, allowed, words",
-    [
-        ("/etc/passwd.png", (), "not under"),  # server files: nothing is allowed by default
-        ("file:///etc/passwd.png", (), "not under"),
-        ("https://evil.example.com/a.png", (), "not under"),
-        ("s3://bucket/inputs/a.png", (), "not under"),
-        ("s3://bucket/inputs-private/a.png", ("s3://bucket/inputs/",), "not under"),  # "/" boundary
-        ("s3://other/inputs/a.png", ("s3://bucket/inputs/",), "not under"),
-        ("s3://bucket/inputs/../secret/a.png", ("s3://bucket/inputs/",), "'..'"),
-        ("s3://bucket/inputs/%2e%2e/secret/a.png", ("s3://bucket/inputs/",), "'..'"),
-        ("s3://bucket/inputs/a.png::file:///etc/x.png", ("s3://bucket/inputs/",), "chaining"),
-        ("https://media.example.com@evil.com/a.png", ("https://media.example.com/",), "not under"),
-        ("s3://bucket/inputs/a\n.png", ("s3://bucket/inputs/",), "control"),
-    ],
-)
-def test_forbidden_urls(url, allowed, words):
-    error = _api_error(check_allowed_url, url, allowed, "input_path")
-    assert (error.status, error.field) == (403, "input_path")
-    assert words in error.reason
-
-
-def test_local_prefix_follows_symlinks(tmp_path):
-    allowed, outside = tmp_path / "inputs", tmp_path / "private"
-    allowed.mkdir()
-    outside.mkdir()
-    (outside / "a.png").write_bytes(b"x")
-    (allowed / "link.png").symlink_to(outside / "a.png")
-    check_allowed_url(str(allowed / "b.png"), (f"file://{allowed}",), "input_path")
-    error = _api_error(check_allowed_url, str(allowed / "link.png"), (str(allowed),), "input_path")
-    assert error.status == 403
-
-
-def test_job_progress_counts_the_steps_of_every_window():
-    job = Job(id="j", sample_id="s", status="running", step=3, total_steps=4, chunk=2, num_chunks=3)
-    assert job.progress == pytest.approx((1 + 3 / 4) / 3)
-    assert {"chunk": 2, "num_chunks": 3}.items() <= job.to_json().items()
-    assert Job(id="j", sample_id="s", status="running").progress == 0.0
-
-
-@pytest.mark.parametrize(
-    "cause, expected",
-    [
-        (
-            SpecError("'x'", "cosmos_ray_num_frames", "makes too few latent frames"),
-            Failed(422, "cosmos_ray_num_frames", "makes too few latent frames"),
-        ),
-        (
-            MediaError("sample 'x': input video a.mp4 has 3 frames"),
-            Failed(422, "input_path", "sample 'x': input video a.mp4 has 3 frames"),
-        ),
-        (
-            Blocked("video", "frame 4 is Violence"),
-            Failed(422, None, "video blocked by the guardrails: frame 4 is Violence", blocked=True),
-        ),
-        (RuntimeError("CUDA out of memory"), Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),
-        (None, Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),  # a rank died
-    ],
-)
-def test_failed_generations_blame_the_request_only_for_its_spec_or_input(cause, expected):
-    assert failure(SampleError("RuntimeError: CUDA out of memory", cause=cause)) == expected
-
-
-def test_parse_spec_applies_the_input_allow_list():
-    body = _body(inference_type="image2world", input_path="s3://bucket/private/a.png")
-    error = _api_error(parse_spec, body, RequestPolicy(allowed_input_prefixes=("s3://bucket/inputs/",)))
-    assert (error.status, error.field) == (403, "input_path")
-
-
-# --- the Serve config file --------------------------------------------------------------------------------
-
-
-def test_serve_config_file_is_valid_and_builds(monkeypatch):
-    monkeypatch.setattr(guardrails.importlib.util, "find_spec", lambda name: True)  # the cluster has the extra
-    config = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "jobs" / "serve_config.yaml").read_text()))
-    (application,) = config.applications
-    assert application.import_path == "pipelines.serve:app"
-    args = ServeArgs.model_validate(application.args)
-    deployments = _deployments(build_app(args))
-    assert set(deployments) == {"ApiIngress", "GroupReplica", "JobBoard"}
-    replicas = deployments["GroupReplica"]
-    assert replicas._replica_config.placement_group_bundles == [{"CPU": 1, "GPU": 1}] * args.gpus_per_replica
-    assert replicas._replica_config.placement_group_strategy == "STRICT_PACK"
-    assert replicas._deployment_config.autoscaling_config.max_replicas == args.max_replicas
-    assert replicas.max_queued_requests == args.max_queued_requests
-
-
-def test_serve_run_arguments_build_the_app():
-    """`serve run pipelines.serve:app preset=tiny gpus_per_replica=2 max_replicas=3` (arguments are strings)."""
-    built = call_user_app_builder_with_args_if_necessary(
-        app, {"preset": "tiny", "gpus_per_replica": "2", "max_replicas": "3"}
-    )
-    replicas = _deployments(built)["GroupReplica"]
-    assert len(replicas._replica_config.placement_group_bundles) == 2
-    assert replicas._deployment_config.autoscaling_config.max_replicas == 3
-
-
-def test_serve_args_refuse_unknown_keys():
-    with pytest.raises(ValueError, match="gpus_per_group"):
-        ServeArgs.model_validate({"gpus_per_group": 2})
-
-
-def _deployments(app) -> dict:
-    """The application's deployments by name, as Serve builds them for `serve run` / `serve deploy`."""
-    return {deployment.name: deployment for deployment in build_serve_app(app, name="test").deployments}
 
 
 # --- the HTTP API on a local Serve instance ----------------------------------------------------------------
@@ -392,7 +217,7 @@ def test_async_jobs_run_in_order_and_report_status(server, media_dir, tmp_path):
 
 def test_a_running_job_reports_its_denoising_steps(server):
     job = requests.post(f"{server}/v1/jobs", json=_spec(seed=300, num_steps=6), timeout=60).json()
-    seen = []
+    seen: list[dict] = []
     finished = _wait_for_job(server, job["id"], seen=seen)
     assert finished["status"] == "succeeded"
     assert finished["step"] == finished["total_steps"] >= 6  # the sampler's model evaluations, at least one a step
@@ -414,7 +239,7 @@ def test_a_long_video_job_reports_its_windows(server, tmp_path):
         cosmos_ray_num_frames=None,  # the length is num_output_frames
     )
     job = requests.post(f"{server}/v1/jobs", json=spec, timeout=60).json()
-    seen = []
+    seen: list[dict] = []
     finished = _wait_for_job(server, job["id"], seen=seen)
     assert finished["status"] == "succeeded", finished
     assert (finished["chunk"], finished["num_chunks"]) == (2, 2)
@@ -448,6 +273,9 @@ def test_health_and_openapi(server):
     assert requests.get(f"{server}/docs", timeout=60).status_code == 200
 
 
+# --- guardrails (the stand-in of tests/guardrail_standin.py) -------------------------------------------
+
+
 def test_a_blocked_prompt_is_refused_before_any_gpu_and_recorded(server, s3_endpoint):
     output = "s3://served/results/guarded"
     body = _spec(name="bad-prompt", prompt="a forbidden red cube")
@@ -473,11 +301,118 @@ def test_a_blocked_video_is_refused_recorded_and_never_stored(server, s3_endpoin
     (meta,) = fs.glob(f"{output}/meta/*.json")
     assert json.loads(fs.cat_file(meta))["error"] == reason and not fs.glob(f"{output}/videos/*")
     job = requests.post(f"{server}/v1/jobs", json={**body, "seed": 1}, timeout=60).json()
-    for _ in range(240):
-        status = requests.get(f"{server}/v1/jobs/{job['id']}", timeout=10).json()
-        if status["status"] in ("succeeded", "failed"):
-            break
-        time.sleep(0.5)
+    status = _wait_for_job(server, job["id"])
     assert (status["status"], status["error"]["reason"]) == ("failed", reason)
     health = requests.get(f"{server}/healthz", timeout=30).json()
     assert health["guardrails"] == "guardrails on (--guardrails)"
+
+
+# --- bearer tokens -------------------------------------------------------------------------------------------
+
+TOKEN = "s3cr3t-token"
+
+
+@pytest.fixture(scope="module")
+def secured(server, tmp_path_factory):
+    """A second app on the same Serve instance, under /secured, that accepts one token from a file."""
+    tokens_file = tmp_path_factory.mktemp("secret") / "api-tokens"
+    tokens_file.write_text(f"# one token per line\n{TOKEN}\n")
+    args = ServeArgs(preset="tiny", max_replicas=1, api_tokens_file=str(tokens_file))
+    serve.run(build_app(args), name="secured", route_prefix="/secured")
+    yield f"{server}/secured"
+    serve.delete("secured")
+
+
+@pytest.mark.parametrize(
+    "method, path",
+    [("POST", "/v1/generate"), ("POST", "/v1/jobs"), ("GET", "/v1/jobs/x"), ("GET", "/v1/jobs/x/video")],
+)
+def test_the_api_needs_a_token_when_tokens_are_configured(secured, method, path):
+    missing = requests.request(method, secured + path, json=_spec(), timeout=60)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+    wrong = requests.request(method, secured + path, json=_spec(), headers={"Authorization": "Bearer x"}, timeout=60)
+    assert wrong.status_code == 403
+    assert TOKEN not in missing.text + wrong.text
+
+
+def test_the_right_token_is_served_and_health_stays_open(secured, tmp_path):
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    assert requests.get(f"{secured}/v1/jobs/unknown", headers=headers, timeout=60).status_code == 404  # past auth
+    response = requests.post(f"{secured}/v1/generate", json=_spec(seed=400), headers=headers, timeout=300)
+    assert response.status_code == 200, response.text
+    assert _frames(response.content, tmp_path) == (5, (96, 64))
+    assert requests.get(f"{secured}/healthz", timeout=60).status_code == 200  # probes carry no token
+
+
+# --- the README's quick start ------------------------------------------------------------------------------
+
+
+def _readme_command(prefix: str) -> list[str]:
+    """The README's command line that starts with `prefix` (continuation lines joined, comments dropped)."""
+    text = (REPO / "README.md").read_text().replace("\\\n", " ")
+    (line,) = [line.strip() for line in text.splitlines() if line.strip().startswith(prefix)]
+    return shlex.split(line, comments=True)
+
+
+def test_the_readme_serve_quick_start_works_without_gpus(tmp_path):
+    """The README's `serve run` line as written, on a fresh local Ray that has no GPU (as on a laptop), then
+    the request of the README's curl line."""
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", 8000)) == 0:
+            pytest.skip("port 8000, where the quick start serves, is taken on this machine")
+    command = _readme_command("serve run ")
+    curl = _readme_command("curl ")
+    body = REPO / curl[curl.index("-d") + 1].removeprefix("@")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # this venv's `serve`
+        "RAY_ADDRESS": "local",  # a Ray of its own, never the test session's (which has logical GPUs)
+        "CUDA_VISIBLE_DEVICES": "",  # and no GPU, whatever the machine has
+    }
+    log = tmp_path / "serve-run.log"
+    with open(log, "wb") as output:
+        served = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_until_healthy("http://localhost:8000", served, log, timeout_s=600)
+        response = requests.post(
+            "http://localhost:8000/v1/generate",
+            data=body.read_bytes(),
+            headers={"content-type": "application/json"},
+            timeout=300,
+        )
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "video/mp4"
+        spec = json.loads(body.read_text())
+        native = 1 + 4 * (RANDOM_PRESETS["tiny"].state_t - 1)  # the released models' 93 frames
+        assert _frames(response.content, tmp_path) == (spec.get("cosmos_ray_num_frames", native), (96, 64))
+    finally:
+        _stop(served)
+
+
+def _wait_until_healthy(url: str, served: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert served.poll() is None, f"`serve run` exited:\n{log.read_text()[-3000:]}"
+        try:
+            if requests.get(f"{url}/healthz", timeout=10).status_code == 200:
+                return
+        except requests.RequestException:  # not listening yet, or too busy starting to answer
+            pass
+        time.sleep(2)
+    raise AssertionError(f"not serving after {timeout_s}s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(served: subprocess.Popen) -> None:
+    """Ctrl-C, as a user would (Serve shuts the app down and the Ray it started); then kill what is left."""
+    os.killpg(served.pid, signal.SIGINT)
+    try:
+        served.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(served.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    served.wait()

@@ -131,6 +131,35 @@ def test_arrow_filesystem_reads_parquet_with_the_storage_options(s3_bucket):
     assert pq.read_table(path, filesystem=filesystem).column("x").to_pylist() == [1, 2, 3]
 
 
+def test_the_embedding_cache_reaches_its_bucket_with_the_jobs_storage_options(s3_bucket, monkeypatch):
+    """`--embedding-cache s3://...` goes through the job's one Storage, so its --storage-option applies."""
+    import torch
+
+    from cosmos_ray.models.text_cache import EmbeddingCache
+
+    root, options = s3_bucket
+    url = storage.join_url(root, "cache")
+    opened = []
+    real_filesystem = storage.filesystem
+
+    def recording_filesystem(url: str, storage_options: dict | None = None):
+        opened.append(storage_options)
+        return real_filesystem(url, storage_options)
+
+    monkeypatch.setattr(storage, "filesystem", recording_filesystem)
+    embedding = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+    EmbeddingCache(url=url, storage=storage.Storage(options)).put("model", "a prompt", embedding)
+    stored = EmbeddingCache(url=url, storage=storage.Storage(options)).get("model", "a prompt")  # from the bucket
+    assert stored is not None and torch.equal(stored, embedding)
+    assert opened == [options, options]
+
+
+def test_http_inputs_are_off_unless_the_storage_allows_them():
+    assert not storage.Storage().may_read("https://example.com/a.png")
+    assert storage.Storage(allow_http=True).may_read("https://example.com/a.png")
+    assert storage.Storage().may_read("s3://bucket/a.png") and storage.Storage().may_read("/data/a.png")
+
+
 # --- one-line errors, the write check, file modes -------------------------------------------------------------
 
 

@@ -302,7 +302,8 @@ def test_fsspec_cache_ignores_unreadable_or_foreign_files(tmp_path):
     assert EmbeddingCache(url=str(tmp_path)).get("m", "p") is None
 
     cache.put("m", "p", embedding)  # a put replaces the bad file
-    assert torch.equal(EmbeddingCache(url=str(tmp_path)).get("m", "p"), embedding)
+    stored = EmbeddingCache(url=str(tmp_path)).get("m", "p")
+    assert stored is not None and torch.equal(stored, embedding)
 
 
 def test_memory_cache_evicts_least_recently_used_by_bytes():

@@ -1,12 +1,15 @@
 """Wan2.1 VAE: structure and names vs the official layout, parity with diffusers' AutoencoderKLWan,
 streaming (causal chunking) behaviour, normalization, loading and input errors."""
 
+from typing import cast
+
 import pytest
 import torch
 from diffusers import AutoencoderKLWan
 from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from einops import rearrange
 from safetensors.torch import save_file
+from torch import nn
 
 from cosmos_ray.models.vae import RMSNorm, VAEConfig, WanVAE, diffusers_key, interleave_frames, load_vae, per_frame
 from cosmos_ray.models.weights import CheckpointMismatchError
@@ -194,7 +197,7 @@ def test_latents_are_normalized_with_the_config_statistics(pair):
 def test_decode_clamps_to_unit_range():
     vae = random_vae()
     with torch.no_grad():
-        vae.decoder.head[2].weight.mul_(100)
+        cast(nn.Conv3d, vae.decoder.head[2]).weight.mul_(100)
     video = vae.decode(torch.randn(1, 16, 2, 2, 3))
     assert video.abs().max() == 1.0
     assert video.abs().eq(1).any()

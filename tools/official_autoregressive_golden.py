@@ -27,6 +27,7 @@ import tempfile
 import types
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ FIRST_CONDITIONAL = {"text2world": 0, "image2world": 1, "video2world": 2}
 
 # Each case: the spec's fields, and `state_t` of the stand-in model (its windows have 1 + 4 (state_t - 1)
 # frames). Together they cover the official default (77 / 1) and the corners of the layout.
-CASES = [
+CASES: list[dict[str, Any]] = [
     # the official default, 3 windows, the last one short
     {"name": "t2w-default", "inference_type": "text2world", "num_output_frames": 200, "chunk_size": 77,
      "chunk_overlap": 1, "seed": 7, "state_t": 24},
@@ -124,6 +125,8 @@ def install_stand_ins(videos: dict[str, np.ndarray]) -> None:
 
 def load_official(path: Path) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location("official_video2world", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     official = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(official)
     return official
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
             records.append({**case, "calls": calls_meta})
     header = {"official_file": OFFICIAL_FILE, "official_blob": blob.strip(), "cases": records}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, header=np.array(json.dumps(header)), **arrays)
+    np.savez_compressed(args.out, header=np.array(json.dumps(header)), **arrays)  # type: ignore[arg-type]
     print(f"wrote {args.out}: {len(CASES)} cases, official blob {blob.strip()}")
 
 

@@ -99,7 +99,7 @@ def install_stubs() -> None:
         parent, _, child = name.rpartition(".")
         if parent in sys.modules:
             setattr(sys.modules[parent], child, module)
-    sys.modules["megatron.core.parallel_state"].is_initialized = lambda: False
+    sys.modules["megatron.core.parallel_state"].is_initialized = lambda: False  # type: ignore[attr-defined]
 
 
 class Official:
@@ -118,7 +118,7 @@ class Official:
 
     def module(self, name: str) -> types.ModuleType:
         module = importlib.import_module(f"cosmos_predict2._src.{name}")
-        self.used.add(module.__file__)
+        self.used.add(str(module.__file__))
         return module
 
     def provenance(self) -> dict:
@@ -415,11 +415,11 @@ def official_vae(official: Official, weights: dict, dtype: torch.dtype):
         built[0].load_state_dict(weights, assign=False)
         return built
 
-    wan._video_vae = tiny_video_vae
+    wan._video_vae = tiny_video_vae  # type: ignore[attr-defined]  # a patch of the official module
     try:
         vae = wan.WanVAE(dtype=dtype, device="cpu", is_amp=False, temporal_window=16)
     finally:
-        wan._video_vae = original
+        wan._video_vae = original  # type: ignore[attr-defined]
     interface = wan.Wan2pt1VAEInterface.__new__(wan.Wan2pt1VAEInterface)
     interface.keep_decoder_cache = interface.keep_encoder_cache = False
     interface.model = vae

@@ -22,6 +22,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +112,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C+2, T, H, W) -> (B, T', H'W', D), computed in the weight's dtype."""
-        return self.proj(x.to(self.proj[1].weight.dtype))
+        return self.proj(x.to(cast(nn.Linear, self.proj[1]).weight.dtype))
 
 
 def build_rope(cfg: DiTConfig) -> VideoRope3D:
@@ -371,11 +372,11 @@ class MiniTrainDiT(nn.Module):
 
         timesteps = timesteps.reshape(b, -1).float() * self.cfg.timestep_scale  # (B, T) or (B, 1)
         features = self.t_embedder[0](timesteps)
-        features = features.to(self.t_embedder[1].linear_1.weight.dtype)
+        features = features.to(cast(TimestepEmbedding, self.t_embedder[1]).linear_1.weight.dtype)
         adaln_lora = self.t_embedder[1](features).expand(b, grid[0], -1)  # (B, T', 3D)
         emb = self.t_embedding_norm(features).expand(b, grid[0], -1)  # (B, T', D)
 
-        context = self.crossattn_proj(crossattn_emb.to(self.crossattn_proj[0].weight.dtype))
+        context = self.crossattn_proj(crossattn_emb.to(cast(nn.Linear, self.crossattn_proj[0]).weight.dtype))
         rope = self.pos_embedder(*grid, fps=fps)
         return DiTInputs(tokens, emb, adaln_lora, context, rope, grid)
 
@@ -415,8 +416,8 @@ class MiniTrainDiT(nn.Module):
 
     def fp32_modules(self) -> list[nn.Module]:
         """The modules the reference runs in float32 under `use_wan_fp32_strategy`."""
-        modules = [self.t_embedder, self.t_embedding_norm, self.final_layer]
-        for block in self.blocks:
+        modules: list[nn.Module] = [self.t_embedder, self.t_embedding_norm, self.final_layer]
+        for block in cast(list[Block], self.blocks):
             modules += [block.adaln_modulation_self_attn, block.adaln_modulation_cross_attn, block.adaln_modulation_mlp]
         return modules
 
@@ -428,7 +429,7 @@ class MiniTrainDiT(nn.Module):
                 module.float()
         return self
 
-    def compile_blocks(self, **compile_kwargs) -> MiniTrainDiT:
+    def compile_blocks(self, **compile_kwargs: Any) -> MiniTrainDiT:
         """torch.compile each block in place (all blocks share one compiled graph)."""
         for block in self.blocks:
             block.compile(**compile_kwargs)

@@ -20,6 +20,10 @@ Rope = tuple[torch.Tensor, torch.Tensor]  # cos, sin: (T*H*W, 1, head_dim) float
 
 
 class VideoRope3D(nn.Module):
+    seq: torch.Tensor  # buffers, registered in __init__
+    dim_spatial_range: torch.Tensor
+    dim_temporal_range: torch.Tensor
+
     def __init__(
         self,
         head_dim: int,

@@ -21,6 +21,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,6 +34,7 @@ from transformers import (
     Qwen2Tokenizer,
 )
 
+from cosmos_ray.dtypes import default_dtype_name
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.weights import load_into
 
@@ -107,14 +109,14 @@ class TextEncoderConfig:
         """Reads the language-model fields of a Qwen2.5-VL checkpoint's config."""
         if getattr(text_config, "use_sliding_window", False):
             raise ValueError("Qwen2.5-VL configs with use_sliding_window=True are not supported")
-        rope = text_config.rope_parameters
+        rope: dict[str, Any] = dict(text_config.rope_parameters or {})
         return cls(
             vocab_size=text_config.vocab_size,
             hidden_size=text_config.hidden_size,
             intermediate_size=text_config.intermediate_size,
             num_layers=text_config.num_hidden_layers,
             num_heads=text_config.num_attention_heads,
-            num_kv_heads=text_config.num_key_value_heads,
+            num_kv_heads=text_config.num_key_value_heads or text_config.num_attention_heads,
             mrope_section=tuple(rope["mrope_section"]),
             rope_theta=rope["rope_theta"],
             rms_norm_eps=text_config.rms_norm_eps,
@@ -197,17 +199,17 @@ class TextEncoder(nn.Module):
         source: str = "tiny",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
-        cache_url: str | None = None,
+        cache: EmbeddingCache | None = None,
     ) -> TextEncoder:
         """Builds the encoder from "tiny" (random weights, seed 0) or a local checkpoint folder.
 
         A folder is either a Qwen2.5-VL / Reason1 folder in Hugging Face layout (config.json, safetensors
         weights, tokenizer files) or a diffusers pipeline folder with `text_encoder/` and `tokenizer/`.
-        Defaults: CUDA in bfloat16 when available, else CPU in float32. `cache_url` adds an fsspec cache.
+        Defaults: CUDA in bfloat16 when available, else CPU in float32; `cache`: a private in-memory one.
         """
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
-        cache = EmbeddingCache(url=cache_url)
+        dtype = dtype or getattr(torch, default_dtype_name(device.type))
+        cache = cache if cache is not None else EmbeddingCache()
         if source == "tiny":
             # Drawn on the CPU so that seed 0 gives the same tiny model on every device.
             encoder = cls.from_random(
@@ -273,7 +275,7 @@ class TextEncoder(nn.Module):
         """Chat-templated prompts -> token ids (B, max_length), truncated and right-padded with the pad token."""
         rows = []
         for prompt in prompts:
-            conversation = [
+            conversation: list[dict[str, Any]] = [
                 {"role": "system", "content": [{"type": "text", "text": self.config.system_prompt}]},
                 {"role": "user", "content": [{"type": "text", "text": prompt}]},
             ]
@@ -292,8 +294,9 @@ class TextEncoder(nn.Module):
         if not prompts:
             raise ValueError("encode got an empty list of prompts")
         cache_id = f"{self.model_id}/{str(self.dtype).removeprefix('torch.')}"
-        found = {prompt: self.cache.get(cache_id, prompt) for prompt in dict.fromkeys(prompts)}
-        missing = [prompt for prompt, embedding in found.items() if embedding is None]
+        cached = {prompt: self.cache.get(cache_id, prompt) for prompt in dict.fromkeys(prompts)}
+        found = {prompt: embedding for prompt, embedding in cached.items() if embedding is not None}
+        missing = [prompt for prompt in cached if prompt not in found]
         if missing:
             for prompt, embedding in zip(missing, self(self.tokenize(missing))):
                 embedding = embedding.clone()  # not a view: the cache must not keep the whole batch alive
@@ -313,7 +316,7 @@ class TextEncoder(nn.Module):
         return torch.cat([normalize_per_token(hidden.to(self.dtype)) for hidden in layers], dim=-1)
 
 
-def _digest(obj) -> str:
+def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

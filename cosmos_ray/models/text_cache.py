@@ -15,6 +15,9 @@ import threading
 from collections import OrderedDict
 
 import torch
+from fsspec import AbstractFileSystem
+
+from cosmos_ray.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +28,20 @@ def cache_key(model_id: str, prompt: str) -> str:
 
 
 class EmbeddingCache:
-    """LRU of embeddings bounded by `max_bytes`, optionally backed by fsspec storage at `url`.
+    """LRU of embeddings bounded by `max_bytes`, optionally backed by fsspec storage at `url` (reached with
+    the job's `storage` options).
 
     `get` returns the stored tensor itself (not a copy): callers must not modify it in place.
     Thread-safe, so one cache may serve concurrent requests of a Serve replica.
     """
 
-    def __init__(self, max_bytes: int = 2 << 30, url: str | None = None, storage_options: dict | None = None):
-        import fsspec
-
+    def __init__(self, max_bytes: int = 2 << 30, url: str | None = None, storage: Storage = Storage()):
         self.max_bytes = max_bytes
         self.url = url
-        self._fs, self._root = fsspec.core.url_to_fs(url, **(storage_options or {})) if url else (None, "")
+        self._fs: AbstractFileSystem | None = None  # None: memory only
+        self._root = ""
+        if url:
+            self._fs, self._root = storage.filesystem(url)
         self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -55,7 +60,7 @@ class EmbeddingCache:
                 self._entries.move_to_end(key)
                 self.hits += 1
                 return embedding
-        embedding = self._read(key, model_id, prompt) if self._fs is not None else None
+        embedding = self._read(self._fs, key, model_id, prompt) if self._fs is not None else None
         with self._lock:
             if embedding is None:
                 self.misses += 1
@@ -69,7 +74,7 @@ class EmbeddingCache:
         key = cache_key(model_id, prompt)
         self._remember(key, embedding)
         if self._fs is not None:
-            self._write(key, model_id, prompt, embedding)
+            self._write(self._fs, key, model_id, prompt, embedding)
 
     def _remember(self, key: str, embedding: torch.Tensor) -> None:
         size = embedding.numel() * embedding.element_size()
@@ -88,12 +93,12 @@ class EmbeddingCache:
     def _path(self, key: str) -> str:
         return f"{self._root.rstrip('/')}/{key[:2]}/{key}.safetensors"
 
-    def _read(self, key: str, model_id: str, prompt: str) -> torch.Tensor | None:
+    def _read(self, fs: AbstractFileSystem, key: str, model_id: str, prompt: str) -> torch.Tensor | None:
         from safetensors.torch import load
 
         path = self._path(key)
         try:
-            data = self._fs.cat_file(path)
+            data = fs.cat_file(path)
         except FileNotFoundError:
             return None
         try:
@@ -107,15 +112,15 @@ class EmbeddingCache:
             return None
         return embedding
 
-    def _write(self, key: str, model_id: str, prompt: str, embedding: torch.Tensor) -> None:
+    def _write(self, fs: AbstractFileSystem, key: str, model_id: str, prompt: str, embedding: torch.Tensor) -> None:
         from safetensors.torch import save
 
         path = self._path(key)
         data = save(
             {"embedding": embedding.detach().contiguous().cpu()}, metadata={"model_id": model_id, "prompt": prompt}
         )
-        self._fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        self._fs.pipe_file(path, data)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, data)
 
 
 def _metadata(data: bytes) -> dict[str, str]:

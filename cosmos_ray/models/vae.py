@@ -74,7 +74,7 @@ class VAEConfig:
     def temporal_compression(self) -> int:
         return 2 ** sum(self.temporal_downsample)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if len(self.temporal_downsample) != len(self.channel_multipliers) - 1:
             raise ValueError("temporal_downsample needs one entry per encoder level but the last")
         if not len(self.latent_mean) == len(self.latent_std) == self.latent_channels:
@@ -105,7 +105,7 @@ class CausalConv3d(nn.Conv3d):
         super().__init__(in_channels, out_channels, (kt, kh, kw), padding=(0, kh // 2, kw // 2))
         self.past_frames = kt - 1
 
-    def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:  # type: ignore[override]  # + cache
         past = cache.get(self)
         if past is None:
             x = F.pad(x, (0, 0, 0, 0, self.past_frames, 0))
@@ -243,7 +243,7 @@ class Encoder(nn.Module):
         channels = [cfg.base_channels * m for m in (1, *cfg.channel_multipliers)]
         last_level = len(cfg.channel_multipliers) - 1
         self.conv1 = CausalConv3d(3, channels[0], 3)
-        layers = []
+        layers: list[nn.Module] = []
         for level, (in_ch, out_ch) in enumerate(pairwise(channels)):
             for _ in range(cfg.num_res_blocks):
                 layers.append(ResidualBlock(in_ch, out_ch))
@@ -279,7 +279,7 @@ class Decoder(nn.Module):
         last_level = len(multipliers) - 1
         self.conv1 = CausalConv3d(cfg.latent_channels, channels[0], 3)
         self.middle = _middle(channels[0])
-        layers = []
+        layers: list[nn.Module] = []
         for level, (in_ch, out_ch) in enumerate(pairwise(channels)):
             if level > 0:
                 in_ch //= 2  # each Upsample halves the channels

@@ -30,7 +30,7 @@ class ParallelConfig:
     cfg_degree: int = 1
     ulysses_degree: int = 1
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.cfg_degree not in CFG_DEGREES:
             raise ParallelLayoutError(f"cfg_degree must be 1 or 2, got {self.cfg_degree}")
         if self.ulysses_degree < 1:

@@ -107,7 +107,7 @@ class ParallelContext:
     def __enter__(self) -> ParallelContext:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.destroy()
 
 

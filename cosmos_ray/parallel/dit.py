@@ -45,8 +45,9 @@ class ParallelDiT:
         layout = self.ctx.layout_for(cfg.num_heads, frames // cfg.patch_temporal, batch)
         rows_per_half = batch // layout.config.cfg_degree
         rows = slice(layout.cfg_rank * rows_per_half, (layout.cfg_rank + 1) * rows_per_half)
-        x, timesteps, crossattn_emb, padding_mask, condition_mask = (
-            _rows(tensor, rows, batch) for tensor in (x, timesteps, crossattn_emb, padding_mask, condition_mask)
+        x, timesteps, crossattn_emb = (_rows(tensor, rows, batch) for tensor in (x, timesteps, crossattn_emb))
+        padding_mask, condition_mask = (
+            None if mask is None else _rows(mask, rows, batch) for mask in (padding_mask, condition_mask)
         )
 
         inputs = self.dit.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask)
@@ -97,8 +98,8 @@ def split_sizes(size: int, parts: int) -> list[int]:
     return [size // parts + (1 if i < size % parts else 0) for i in range(parts)]
 
 
-def _rows(tensor: torch.Tensor | None, rows: slice, batch: int) -> torch.Tensor | None:
-    """`tensor`'s rows of this cfg half; None and tensors broadcast over the batch (leading 1) unchanged."""
-    if tensor is None or tensor.shape[0] != batch:
+def _rows(tensor: torch.Tensor, rows: slice, batch: int) -> torch.Tensor:
+    """`tensor`'s rows of this cfg half; tensors broadcast over the batch (leading 1) unchanged."""
+    if tensor.shape[0] != batch:
         return tensor
     return tensor[rows]

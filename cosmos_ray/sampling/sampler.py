@@ -95,13 +95,17 @@ def sample(
     condition_mask = torch.zeros(batch, 1, frames, height, width, device=noise.device)
     condition_mask[:, :, :num_held] = 1.0
     clean = torch.zeros_like(noise)
-    if num_held:
+    if conditional_latents is not None:
         clean[:, :, :num_held] = conditional_latents.float()
     held_velocity = (noise - clean) * condition_mask  # straight path from the clean frames to their noise
     free = 1.0 - condition_mask
 
     passes = 2 if use_uncond else 1
-    context = torch.cat([prompt_embedding, negative_embedding]) if use_uncond else prompt_embedding
+    context = (
+        prompt_embedding
+        if negative_embedding is None or not use_uncond
+        else torch.cat([prompt_embedding, negative_embedding])
+    )
     context = context.to(model_dtype)
     mask_in = condition_mask.repeat(passes, 1, 1, 1, 1).to(model_dtype)
 

@@ -80,6 +80,7 @@ class UniPCSolver:
         i = self.step_index
         s0, t = self.sigmas[i - 1], self.sigmas[i]
         x0_prev = self.x0_history[-1]
+        assert self.last_sample is not None  # set by the step before
         h, h_phi_1 = _step_size(s0, t)
         out = (t / s0) * self.last_sample - (1.0 - t) * h_phi_1 * x0_prev
         d1_now = x0_now - x0_prev

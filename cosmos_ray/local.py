@@ -1,9 +1,10 @@
-"""Run official inference spec files locally, one video at a time, without Ray.
+"""The local entry point (`cosmos-ray-local`): official inference spec files, one video at a time, no Ray.
 
-    python -m cosmos_ray.generate -i examples/text2world.json examples/specs.jsonl -o outputs/local
-    python -m cosmos_ray.generate -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt/Cosmos-Predict2.5-2B
+    python -m cosmos_ray.local -i examples/text2world.json examples/specs.jsonl -o outputs/local
+    python -m cosmos_ray.local -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt/Cosmos-Predict2.5-2B
 
-Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use. Outputs go through
+Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use (the batch job on Ray is
+`python -m jobs.generate`; the engine class both drive is `cosmos_ray.generator.Generator`). Outputs go through
 `OutputStore` (videos/, meta/, runs/ under the output root), so a rerun skips samples already done and the
 batch job can resume what this started. With guardrails (README: Guardrails), a prompt they refuse is not
 generated and a video they refuse is not written: both are recorded with status "blocked" and the reason. Exits
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from cosmos_ray import guardrails
+from cosmos_ray.dtypes import DTYPE_NAMES
 from cosmos_ray.generator import RANDOM_PRESETS, Generator
 from cosmos_ray.guardrails import Blocked, Guardrails, check_prompt, guard_video
 from cosmos_ray.manifest import ManifestError, load_specs
@@ -29,12 +31,11 @@ from cosmos_ray.outputs import BLOCKED, FAILED, OK, SKIPPED, OutputRecord, Outpu
 from cosmos_ray.progress import Step
 from cosmos_ray.sampling.sampler import VARIANTS, SamplingError
 from cosmos_ray.spec import GenerationSpec, SpecError
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from cosmos_ray.storage import Storage
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m cosmos_ray.generate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cosmos_ray.local", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "-i",
         "--input",
@@ -54,9 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--checkpoint-dir", metavar="DIR", help="official or diffusers-layout checkpoint folder")
     parser.add_argument("--variant", choices=VARIANTS, default="post-trained", help="default: %(default)s")
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument(
-        "--dtype", choices=sorted(DTYPES), default=None, help="default: bfloat16 on cuda, float32 on cpu"
-    )
+    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: bfloat16 on cuda, float32 on cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (faster on GPU)")
     parser.add_argument("--quality", type=float, default=5, help="mp4 quality 1..10 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate samples that are already done")
@@ -79,14 +78,15 @@ def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int
     except (ManifestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    store = OutputStore(args.output)
+    storage = Storage(allow_http=args.allow_http)
+    store = OutputStore(args.output, storage)
     generator = Generator.from_pretrained(
         args.checkpoint_dir or args.preset,
         device=args.device,
-        dtype=DTYPES[args.dtype] if args.dtype else None,
+        dtype=getattr(torch, args.dtype) if args.dtype else None,
         variant=args.variant,
         cache_url=args.cache_url,
-        allow_http=args.allow_http,
+        storage=storage,
         compile=args.compile,
     )
     if setting.checks is not None:
@@ -129,6 +129,7 @@ def _generate_one(
         if checks is not None:
             check_prompt(checks, spec.prompt)
         result = generator(spec, progress=progress if sys.stderr.isatty() else None)
+        assert result is not None  # one process is its own rank 0
         frames, metadata = _guarded(checks, result.frames, result.metadata)
         record = store.write_ok(spec, write_mp4(frames, result.fps, quality), metadata, source=source)
     except Blocked as blocked:

@@ -7,10 +7,10 @@ sampling, decode), milliseconds per model evaluation, DiT TFLOP/s over the sampl
 of the official 35-step run from the per-evaluation time.
 
 GPU (2B, 720p: 93 frames at 704x1280, bf16, guidance 7; one type and 4 steps fit a 10-minute slot):
-    python -m bench.generate --device cuda --types text2world --steps 4 --out generate.jsonl
-    python -m bench.generate --device cuda --types video2world --steps 35 --impl ours
+    python -m bench.generator --device cuda --types text2world --steps 4 --out generate.jsonl
+    python -m bench.generator --device cuda --types video2world --steps 35 --impl ours
 CPU check (tiny config, 64x96, 9 frames):
-    python -m bench.generate --device cpu --smoke
+    python -m bench.generator --device cpu --smoke
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
@@ -27,11 +28,13 @@ from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import Cosmos2_5_Pred
 
 from bench.common import Recorder, tflops
 from bench.dit_step import diffusers_twin, forward_flops
-from cosmos_ray.generator import RANDOM_PRESETS, RESOLUTION_720P, STATE_T_2B, Generator, ModelInfo, to_uint8_frames
-from cosmos_ray.media import read_conditioning
+from cosmos_ray.conditioning import read_conditioning
+from cosmos_ray.dtypes import default_dtype_name
+from cosmos_ray.generator import Generator, ModelInfo, to_uint8_frames
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
-from cosmos_ray.models.text import MAX_LENGTH
+from cosmos_ray.models.text import MAX_LENGTH, TextEncoder
 from cosmos_ray.models.vae import VAEConfig, WanVAE
+from cosmos_ray.presets import RANDOM_PRESETS, RESOLUTION_720P, STATE_T_2B
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import make_schedule
 from cosmos_ray.spec import INFERENCE_TYPES, GenerationSpec
@@ -131,7 +134,7 @@ def run_diffusers(
         guidance_scale=spec.guidance,
         latents=initial_noise(spec.seed, latent_shape, generator.device),
         output_type="pt",
-        num_latent_conditional_frames=max(spec.num_conditional_frames, 1),
+        num_latent_conditional_frames=max(spec.num_conditional_frames or 0, 1),
         callback_on_step_end=on_step_end,
     ).frames  # (1, T, 3, H, W) in [0, 1]
     end = synced_clock(generator.device)
@@ -168,6 +171,7 @@ def bench_spec(
     if run_ours:
         generator(warm_up)
         result = generator(spec)
+        assert result is not None  # one process is its own rank 0
         ours_frames = torch.from_numpy(result.frames).float()
         emit("ours", {stage: seconds * 1e3 for stage, seconds in result.metadata["timings_s"].items()})
     if pipeline is not None:
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = getattr(torch, default_dtype_name(device.type))
     dit_cfg = DiTConfig.preset("tiny" if args.smoke else "2B")
     vae_cfg = VAEConfig.preset("tiny" if args.smoke else "wan2.1")
     height, width = RANDOM_PRESETS["tiny"].trained_resolution if args.smoke else RESOLUTION_720P
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     generator = Generator(
         dit,
         vae,
-        FixedTextEncoder(embeddings),
+        cast(TextEncoder, FixedTextEncoder(embeddings)),  # only `encode` is called
         ModelInfo("random", "post-trained", (height, width), STATE_T_2B),
         SamplerConfig.preset("post-trained"),
         device=device,

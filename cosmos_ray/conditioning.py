@@ -1,0 +1,82 @@
+"""Conditioning frames for image2world and video2world, prepared as the official inference script does.
+
+Follows the official `video2world.py`: the input is resized (aspect ratio kept, bilinear with antialiasing,
+sizes rounded up) to cover the target and center-cropped to it; an image becomes the first frame of a clip
+whose other frames are black; a video contributes its *last* 1 + 4 (n - 1) frames for n latent conditional
+frames. Frames are uint8 (T, H, W, 3) RGB; reading the files is `cosmos_ray.media`.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cosmos_ray.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, read_image, read_video, url_path
+from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.storage import Storage, StorageError
+
+
+def resize_and_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale uint8 (T, h, w, 3) frames to cover (height, width), then crop the center; as the reference.
+
+    The scale is the larger of the two ratios and the scaled size is rounded up; the resize is bilinear
+    with antialiasing on float values, rounded back to uint8; the crop offset is rounded half to even.
+    """
+    in_height, in_width = frames.shape[1:3]
+    scale = max(width / in_width, height / in_height)
+    size = (math.ceil(scale * in_height), math.ceil(scale * in_width))
+    video = torch.tensor(frames).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    if size != (in_height, in_width):
+        video = F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True)
+    top = int(round((size[0] - height) / 2.0))
+    left = int(round((size[1] - width) / 2.0))
+    video = video[:, :, top : top + height, left : left + width].round().to(torch.uint8)
+    return video.permute(0, 2, 3, 1).numpy()  # (T, height, width, 3)
+
+
+def read_conditioning(
+    spec: GenerationSpec,
+    num_frames: int,
+    height: int,
+    width: int,
+    *,
+    storage: Storage = Storage(),
+) -> np.ndarray:
+    """The first `num_frames` pixel frames of the spec's conditioning clip, uint8 (num_frames, H, W, 3).
+
+    An image gives itself followed by black frames; a video gives its last `num_frames` frames.
+    """
+    url = spec.input_path
+    if url is None:
+        raise MediaError(f"sample {spec.name!r}: {spec.inference_type} needs an input_path")
+    if not storage.may_read(url):
+        raise MediaError(
+            f"sample {spec.name!r}: input_path {url} is an http(s) URL, which is off by default "
+            "(allow it explicitly, or copy the input to a file system or bucket)"
+        )
+    extension = posixpath.splitext(url_path(url))[1].lower()
+    try:
+        if extension in IMAGE_EXTENSIONS:
+            frames = read_image(url, storage=storage)
+        elif extension in VIDEO_EXTENSIONS:
+            frames = read_video(url, last=num_frames, storage=storage)
+        else:
+            raise ValueError(
+                f"extension {extension!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) "
+                f"nor a video ({', '.join(VIDEO_EXTENSIONS)})"
+            )
+    except (OSError, ValueError, RuntimeError) as error:
+        reason = error.reason if isinstance(error, StorageError) else error  # it names the URL already
+        raise MediaError(f"sample {spec.name!r}: cannot read input_path {url}: {reason}") from error
+    if extension in VIDEO_EXTENSIONS and len(frames) < num_frames:
+        raise MediaError(
+            f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "
+            f"{spec.num_conditional_frames} conditional latent frames need its last {num_frames}"
+        )
+    frames = resize_and_center_crop(frames, height, width)
+    black = np.zeros((num_frames - len(frames), height, width, 3), dtype=np.uint8)
+    return np.concatenate([frames, black])

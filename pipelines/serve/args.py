@@ -1,0 +1,71 @@
+"""The Serve app's arguments: `serve run pipelines.serve:app key=value ...` or `args:` in a Serve config file.
+
+Every default of the app lives here; the request policy, the storage handle, the guardrail setting and the
+deployments are built from one `ServeArgs` (`RequestPolicy.from_args`, `ServeArgs.storage`, `build_app`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from cosmos_ray.dtypes import DTYPE_NAMES
+from cosmos_ray.limits import TRAINED_PIXELS_720P, SpecLimits
+from cosmos_ray.storage import HTTP_SCHEMES, Storage, url_scheme
+
+
+class ServeArgs(BaseModel):
+    """Arguments of `serve run pipelines.serve:app key=value ...` and of `args:` in a Serve config file."""
+
+    model_config = {"extra": "forbid"}
+
+    preset: str = Field("tiny", description="model preset; ignored when checkpoint_dir is set")
+    checkpoint_dir: str | None = Field(None, description="folder with the official checkpoint files")
+    dtype: str | None = Field(None, description=f"one of {', '.join(DTYPE_NAMES)}; default: the generator's")
+    gpus_per_replica: int = Field(1, ge=1, description="GPUs in each replica's group (context parallel)")
+    use_gpus: bool = Field(
+        True, description="false: replicas ask for no GPU and run on CPU (the tiny preset on a laptop)"
+    )
+    min_replicas: int = Field(1, ge=0, description="autoscaling lower bound (0 scales to zero)")
+    max_replicas: int = Field(1, ge=1, description="autoscaling upper bound")
+    max_queued_requests: int = Field(4, ge=0, description="requests waiting for a replica before 503")
+    retry_after_s: int = Field(30, ge=1, description="Retry-After sent with 503")
+    output_url: str | None = Field(None, description="where results are stored (always an allowed output)")
+    allowed_output_prefixes: list[str] = Field([], description="further URL prefixes `?output=` may use")
+    allowed_input_prefixes: list[str] = Field([], description="URL prefixes `input_path` may read from")
+    storage_options: dict[str, Any] = Field({}, description="fsspec options for inputs and outputs")
+    api_tokens_file: str | None = Field(
+        None,
+        description="file of bearer tokens, one per line (e.g. a mounted Secret); with COSMOS_RAY_API_TOKENS "
+        "(comma-separated) the accepted tokens; neither set: no authentication",
+    )
+    max_request_bytes: int = Field(64 * 1024, ge=1024, description="largest accepted request body")
+    max_num_frames: int = Field(
+        93,
+        ge=1,
+        description="largest frame count of a request: its `cosmos_ray_num_frames` (a spec without it gets the "
+        "model's native 93 frames) or `num_output_frames`",
+    )
+    max_pixels: int = Field(TRAINED_PIXELS_720P, ge=1, description="largest height x width of `resolution`")
+    max_num_steps: int = Field(50, ge=1, description="largest `num_steps` of a request")
+    max_jobs: int = Field(64, ge=1, description="async jobs queued or running at once; finished ones kept")
+    guardrails: bool | None = Field(
+        None,
+        description="NVIDIA's safety checks on prompts and videos; default: on with a checkpoint (as the official "
+        "inference; the weights' license), off with a random-weight preset (README: Guardrails)",
+    )
+
+    def spec_limits(self) -> SpecLimits:
+        """The per-request limits: the shared `SpecLimits` with this server's bounds."""
+        return SpecLimits(
+            max_num_output_frames=self.max_num_frames,
+            max_pixels=self.max_pixels,
+            max_num_steps=self.max_num_steps,
+        )
+
+    def storage(self) -> Storage:
+        """The app's one storage handle: its fsspec options, and http(s) inputs only where an allowed input
+        prefix is an http(s) URL (the allow-list already decides which ones)."""
+        allow_http = any(url_scheme(prefix) in HTTP_SCHEMES for prefix in self.allowed_input_prefixes)
+        return Storage(options=self.storage_options or None, allow_http=allow_http)

@@ -1,0 +1,223 @@
+"""The HTTP front: `ApiIngress`, FastAPI on CPU. Checks the bearer token, the body size and the spec, applies the
+allow-lists and limits, checks the prompt with the guardrails (when on) before it waits for a GPU, forwards the
+spec to a GroupReplica (or queues it on the JobBoard), stores and returns results, and maps every outcome to an
+HTTP status. Never touches a GPU, never imports torch (the guardrail package loads its prompt models on CPU).
+"""
+
+# No `from __future__ import annotations`: Serve's class-based FastAPI views need real annotations.
+import asyncio
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+from ray.serve.handle import DeploymentHandle
+
+from cosmos_ray.guardrails import Blocked, GuardrailSetting, check_prompt
+from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.storage import Storage
+from pipelines.serve.args import ServeArgs
+from pipelines.serve.auth import BearerAuth
+from pipelines.serve.policy import ApiError, RequestPolicy, check_allowed_url, parse_spec
+from pipelines.serve.replica import Failed, outcome, replica_events
+from pipelines.serve.results import record_blocked, store_result, stored_result
+
+logger = logging.getLogger("ray.serve")
+
+api = FastAPI(
+    title="cosmos-ray",
+    description="Cosmos-Predict2.5 video generation. Request bodies are official inference JSON specs.",
+    version="1",
+)
+
+_SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "description": "one sample of the official inference JSON"},
+                "example": {
+                    "inference_type": "text2world",
+                    "name": "robot",
+                    "prompt": "A robot arm stacks cubes.",
+                    "num_output_frames": 93,
+                    "guidance": 7,
+                    "seed": 0,
+                },
+            }
+        },
+    }
+}
+
+
+def _error(status: int, field: str | None, reason: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "field": field, "reason": reason}}, status, headers=headers)
+
+
+@api.exception_handler(ApiError)
+async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+    return _error(error.status, error.field, error.reason, error.headers)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_parameters(request: Request, error: RequestValidationError) -> JSONResponse:
+    first = error.errors()[0]
+    return _error(422, ".".join(str(part) for part in first["loc"]), first["msg"])
+
+
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    logger.exception("request %s %s failed", request.method, request.url.path)
+    return _error(500, None, "internal server error (see the server log)")
+
+
+@serve.ingress(api)  # at import time, so every process that imports this module gets the same routes
+class ApiIngress:
+    """The HTTP front: validates and polices requests, forwards them, stores and returns results."""
+
+    def __init__(
+        self,
+        replicas: DeploymentHandle,
+        jobs: DeploymentHandle,
+        args: ServeArgs,
+        storage: Storage,
+        guardrails: GuardrailSetting,
+    ):
+        self._replicas = replicas
+        self._jobs = jobs
+        self._guardrails = guardrails
+        if guardrails.checks is not None:
+            guardrails.checks.load("prompt", "cpu")  # a missing model fails the deployment, not each request
+        self._auth = BearerAuth.from_sources(args.api_tokens_file)
+        self._policy = RequestPolicy.from_args(args)
+        self._output_url = args.output_url
+        self._storage = storage
+        self._busy = {"Retry-After": str(args.retry_after_s)}
+        if not self._auth.enabled:
+            logger.warning("the API accepts requests without a token (no COSMOS_RAY_API_TOKENS, no api_tokens_file)")
+
+    @api.post(
+        "/v1/generate",
+        openapi_extra=_SPEC_BODY,
+        responses={200: {"content": {"video/mp4": {}, "application/json": {}}}},
+    )
+    async def generate(self, request: Request, output: str | None = None) -> Response:
+        """Generate one video. Returns the mp4, or JSON with its stored URL when an output location applies."""
+        self._auth.check(request.headers.get("authorization"))
+        spec = parse_spec(await self._body(request), self._policy)
+        output_url = self._output_location(output)
+        await self._check_prompt(spec, output_url)
+        if output_url is not None:
+            cached = await asyncio.to_thread(stored_result, output_url, self._storage, spec)
+            if cached is not None:
+                return JSONResponse(cached)
+        await self._check_input_exists(spec)
+        try:
+            result = await outcome(replica_events(self._replicas, spec))
+        except BackPressureError:
+            raise ApiError(503, None, "all GPU groups are busy; retry later", self._busy) from None
+        if isinstance(result, Failed):
+            if result.blocked:
+                await asyncio.to_thread(record_blocked, output_url, self._storage, spec, result.reason)
+            raise ApiError(result.status, result.field, result.reason)
+        if output_url is None:
+            return Response(
+                result.mp4,
+                media_type="video/mp4",
+                headers={
+                    "X-Sample-Id": spec.sample_id,
+                    "Content-Disposition": f'inline; filename="{spec.sample_id}.mp4"',
+                },
+            )
+        stored = await asyncio.to_thread(store_result, output_url, self._storage, spec, result)
+        return JSONResponse(stored)
+
+    @api.post("/v1/jobs", status_code=202, openapi_extra=_SPEC_BODY)
+    async def submit_job(self, request: Request, output: str | None = None) -> JSONResponse:
+        """Queue a generation; poll `GET /v1/jobs/{id}` for status, progress and the result URL."""
+        self._auth.check(request.headers.get("authorization"))
+        spec = parse_spec(await self._body(request), self._policy)
+        output_url = self._output_location(output)
+        await self._check_prompt(spec, output_url)
+        await self._check_input_exists(spec)
+        job = await self._jobs.submit.remote(spec, output_url)
+        if job is None:
+            raise ApiError(503, None, "the job queue is full; retry later", self._busy)
+        return JSONResponse(job, 202, headers={"Location": f"/v1/jobs/{job['id']}"})
+
+    @api.get("/v1/jobs/{job_id}")
+    async def job_status(self, request: Request, job_id: str) -> JSONResponse:
+        """Status (queued, running, succeeded, failed), progress in [0, 1] (denoising `step` of `total_steps`
+        of window `chunk` of `num_chunks` while running), and the result or the error (status, field, reason)."""
+        self._auth.check(request.headers.get("authorization"))
+        job = await self._jobs.get.remote(job_id)
+        if job is None:
+            raise ApiError(404, "job_id", f"no job {job_id!r} (unknown, or finished long ago)")
+        return JSONResponse(job)
+
+    @api.get("/v1/jobs/{job_id}/video", responses={200: {"content": {"video/mp4": {}}}})
+    async def job_video(self, request: Request, job_id: str) -> Response:
+        """The video of a finished job that had no output location."""
+        self._auth.check(request.headers.get("authorization"))
+        video = await self._jobs.video.remote(job_id)
+        if video is None:
+            raise ApiError(404, "job_id", f"no video kept for job {job_id!r}")
+        return Response(video, media_type="video/mp4")
+
+    @api.get("/healthz")
+    async def healthz(self) -> JSONResponse:
+        """200 while the application's deployments are healthy (Serve restarts failed replicas), with the guardrail
+        setting and why; never needs a token."""
+        status = serve.status().applications[serve.get_replica_context().app_name]
+        deployments = {name: info.status.value for name, info in status.deployments.items()}
+        healthy = all(info.status in ("HEALTHY", "UPSCALING", "DOWNSCALING") for info in status.deployments.values())
+        return JSONResponse(
+            {
+                "status": "ok" if healthy else "degraded",
+                "deployments": deployments,
+                "guardrails": str(self._guardrails),
+            },
+            200 if healthy else 503,
+        )
+
+    async def _body(self, request: Request) -> bytes:
+        """The request body, refusing (413) anything larger than the configured limit without reading it all."""
+        limit = self._policy.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, None, f"request body exceeds {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ApiError(413, None, f"request body exceeds {limit} bytes")
+        return bytes(body)
+
+    def _output_location(self, requested: str | None) -> str | None:
+        if requested is None:
+            return self._output_url
+        check_allowed_url(requested, self._policy.allowed_output_prefixes, "output")
+        return requested
+
+    async def _check_prompt(self, spec: GenerationSpec, output_url: str | None) -> None:
+        """Refuse (422, field "prompt") a prompt the guardrails block, before it waits for GPUs."""
+        if self._guardrails.checks is None:
+            return
+        try:
+            await asyncio.to_thread(check_prompt, self._guardrails.checks, spec.prompt)
+        except Blocked as blocked:
+            await asyncio.to_thread(record_blocked, output_url, self._storage, spec, str(blocked))
+            raise ApiError(422, "prompt", str(blocked)) from None
+
+    async def _check_input_exists(self, spec: GenerationSpec) -> None:
+        """Refuse (422) a missing input before it waits for GPUs."""
+        if spec.input_path is None:
+            return
+        try:
+            found = await asyncio.to_thread(self._storage.exists, spec.input_path)
+        except OSError as error:
+            raise ApiError(422, "input_path", f"cannot be checked: {type(error).__name__}: {error}") from None
+        if not found:
+            raise ApiError(422, "input_path", f"{spec.input_path!r} does not exist")
