@@ -13,8 +13,9 @@ ENV PIP_NO_CACHE_DIR=1
 # and reinstalls it: on those nodes the image brings the dependencies and the checkout brings the code.
 WORKDIR /home/ray/cosmos-ray
 
-# README.md, "Quick start" and "Object storage": torch first (its own layer: the code changes more often),
-# then the project with the s3 extra.
+# README.md, "Quick start", "Object storage" and "Guardrails": torch first (its own layer: the code changes more
+# often), then the project with the s3 extra and NVIDIA's guardrails (on by default with a checkpoint), torch
+# kept at its pin (the guardrails' torchvision would otherwise pull a newer one).
 RUN pip install torch==2.13.0
 COPY --chown=ray:users . .
-RUN pip install -e '.[s3]'
+RUN pip install -e '.[s3,guardrails]' torch==2.13.0

@@ -6,7 +6,9 @@
 Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use (the batch job on Ray is
 `python -m jobs.generate`; the engine class both drive is `cosmos_ray.generator.Generator`). Outputs go through
 `OutputStore` (videos/, meta/, runs/ under the output root), so a rerun skips samples already done and the
-batch job can resume what this started. Exits 1 if any sample failed.
+batch job can resume what this started. With guardrails (README: Guardrails), a prompt they refuse is not
+generated and a video they refuse is not written: both are recorded with status "blocked" and the reason. Exits
+1 if any sample failed or was blocked.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ import sys
 import time
 from datetime import datetime, timezone
 
+import numpy as np
 import torch
 
+from cosmos_ray import guardrails
 from cosmos_ray.dtypes import DTYPE_NAMES
 from cosmos_ray.generator import RANDOM_PRESETS, Generator
+from cosmos_ray.guardrails import Blocked, Guardrails, check_prompt, guard_video
 from cosmos_ray.manifest import ManifestError, load_specs
 from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.model_options import MODELS_EPILOG, add_model_options, offload_of
-from cosmos_ray.outputs import FAILED, OK, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.outputs import BLOCKED, FAILED, OK, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.progress import Step
 from cosmos_ray.registry import check_source, get_model
 from cosmos_ray.sampling.sampler import SamplingError
@@ -64,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="regenerate samples that are already done")
     parser.add_argument("--allow-http", action="store_true", help="allow http(s) input_path URLs")
     parser.add_argument("--cache-url", default=None, help="fsspec URL to cache prompt embeddings under")
+    guardrails.add_flag(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.quality <= 10:
         parser.error(f"--quality must be in 1..10, got {args.quality}")
@@ -75,12 +81,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int:
+    """`checks`: the guardrails to run when they are on (default: the official ones)."""
     args = parse_args(argv)
+    setting = guardrails.guardrail_setting(args.guardrails, args.checkpoint_dir or args.preset, checks)
     try:
+        guardrails.check_installed(setting)
         specs = load_specs(args.input)
         check_model_supports(args.model, specs)
-    except ManifestError as error:
+    except (ManifestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     storage = Storage(allow_http=args.allow_http)
@@ -95,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         storage=storage,
         compile=args.compile,
     )
+    if setting.checks is not None:
+        for part in ("prompt", "video"):
+            setting.checks.load(part, str(generator.device))
     run_id = "local-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     samples = [(generation, source) for spec, source in specs for generation in spec.generations()]
     records = []
@@ -104,11 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label}: already done, skipped")
             records.append(store.skipped(spec, source=source))
             continue
-        records.append(_generate_one(generator, store, spec, source, label, args.quality))
+        records.append(_generate_one(generator, setting.checks, store, spec, source, label, args.quality))
     table = store.write_run_table(run_id, records)
-    counts = {status: sum(record.status == status for record in records) for status in (OK, SKIPPED, FAILED)}
-    print(f"{counts[OK]} ok, {counts[SKIPPED]} skipped, {counts[FAILED]} failed; run table: {table}")
-    return 1 if counts[FAILED] else 0
+    counts = {status: sum(record.status == status for record in records) for status in (OK, SKIPPED, FAILED, BLOCKED)}
+    print(
+        f"{counts[OK]} ok, {counts[SKIPPED]} skipped, {counts[FAILED]} failed, {counts[BLOCKED]} blocked; "
+        f"{setting}; run table: {table}"
+    )
+    return 1 if counts[FAILED] or counts[BLOCKED] else 0
 
 
 def check_model_supports(model: str, specs: list[tuple[GenerationSpec, str]]) -> None:
@@ -125,7 +140,13 @@ def check_model_supports(model: str, specs: list[tuple[GenerationSpec, str]]) ->
 
 
 def _generate_one(
-    generator: Generator, store: OutputStore, spec: GenerationSpec, source: str, label: str, quality: float
+    generator: Generator,
+    checks: Guardrails | None,
+    store: OutputStore,
+    spec: GenerationSpec,
+    source: str,
+    label: str,
+    quality: float,
 ) -> OutputRecord:
     start = time.perf_counter()
 
@@ -134,14 +155,27 @@ def _generate_one(
         print(f"\r{label}: {step}", end="\n" if last else "", file=sys.stderr, flush=True)
 
     try:
+        if checks is not None:
+            check_prompt(checks, spec.prompt)
         result = generator(spec, progress=progress if sys.stderr.isatty() else None)
         assert result is not None  # one process is its own rank 0
-        record = store.write_ok(spec, write_mp4(result.frames, result.fps, quality), result.metadata, source=source)
+        frames, metadata = _guarded(checks, result.frames, result.metadata)
+        record = store.write_ok(spec, write_mp4(frames, result.fps, quality), metadata, source=source)
+    except Blocked as blocked:
+        print(f"{label}: {blocked}", file=sys.stderr)
+        return store.write_blocked(spec, str(blocked), source=source)
     except (MediaError, SamplingError, SpecError) as error:
         print(f"{label}: failed: {error}", file=sys.stderr)
         return store.write_failure(spec, f"{type(error).__name__}: {error}", source=source)
     print(f"{label}: {record.video_url} ({time.perf_counter() - start:.1f} s)")
     return record
+
+
+def _guarded(checks: Guardrails | None, frames: np.ndarray, metadata: dict) -> tuple[np.ndarray, dict]:
+    """The frames to write (checked, faces blurred) and the metadata that says so; raises `Blocked`."""
+    if checks is None:
+        return frames, {**metadata, "guardrails": None}
+    return guard_video(checks, frames), {**metadata, "guardrails": checks.name}
 
 
 if __name__ == "__main__":

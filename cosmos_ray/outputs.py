@@ -4,7 +4,7 @@ Layout under the output root (see docs/outputs.md):
 
     videos/{sample_id}.mp4            the video
     meta/{sample_id}.json             its record; written last, so it is the commit marker
-    runs/{run_id}/metadata.parquet    one row per manifest row of a run: ok, failed, skipped or duplicate
+    runs/{run_id}/metadata.parquet    one row per manifest row of a run: ok, failed, blocked, skipped or duplicate
 
 A sample is done when its record exists with status "ok" and its video exists; a rerun skips it. The batch
 pipeline, the Serve app and the local CLI all write through `OutputStore`.
@@ -27,6 +27,7 @@ from cosmos_ray.spec import GenerationSpec
 from cosmos_ray.storage import Storage, join_url, resolve_url
 
 OK, FAILED, SKIPPED, DUPLICATE = "ok", "failed", "skipped", "duplicate"  # the last two only in run tables
+BLOCKED = "blocked"  # the guardrails refused the prompt or the video (cosmos_ray/guardrails.py); no video
 
 RUN_TABLE_SCHEMA = pa.schema(
     [
@@ -49,7 +50,7 @@ class OutputRecord:
 
     sample_id: str | None  # None when the manifest row is not a valid spec
     name: str
-    status: str  # OK | FAILED | SKIPPED | DUPLICATE
+    status: str  # OK | FAILED | BLOCKED | SKIPPED | DUPLICATE
     video_url: str | None = None
     error: str | None = None
     source: str = ""  # where the spec came from, e.g. "specs.jsonl:3"
@@ -153,6 +154,26 @@ class OutputStore:
         """Record that `spec` failed: its meta file gets status "failed", so a rerun tries it again."""
         record = self.failure(spec, error, metadata=metadata, source=source)
         self.storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json())
+        return record
+
+    def write_blocked(
+        self, spec: GenerationSpec, reason: str, *, metadata: Mapping[str, Any] | None = None, source: str = ""
+    ) -> OutputRecord:
+        """Record that the guardrails refused `spec`: its meta file gets status "blocked" and the reason, and no
+        video stays (one an earlier run made without guardrails is deleted). A rerun checks it again."""
+        record = OutputRecord(
+            sample_id=spec.sample_id,
+            name=spec.name,
+            status=BLOCKED,
+            error=reason,
+            source=source,
+            spec_json=spec.to_json(),
+            metadata=_json_ready(metadata or {}, spec.sample_id),
+            finished_at=_now(),
+        )
+        self.storage.write_bytes_atomic(self.meta_url(spec.sample_id), record.to_json())
+        if self.storage.exists(self.video_url(spec.sample_id)):
+            self.storage.delete(self.video_url(spec.sample_id))
         return record
 
     def skipped(self, spec: GenerationSpec, *, source: str = "") -> OutputRecord:

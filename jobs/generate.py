@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import ray
 
+from cosmos_ray import guardrails
 from cosmos_ray.dtypes import DTYPE_NAMES
 from cosmos_ray.model_options import MODELS_EPILOG, add_model_options, offload_of
 from cosmos_ray.presets import RANDOM_PRESETS
@@ -113,6 +114,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "encoded once per dataset (a Reason1 embedding is about 100 MB); default: each "
         "replica keeps its own in memory",
     )
+    guardrails.add_flag(parser)
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
     parser.add_argument(
         "--num-generations",
@@ -202,6 +204,7 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
         run_id=args.run_id,
         schedule_timeout_s=args.schedule_timeout,
         shards=args.shards,
+        guardrails=guardrails.guardrail_setting(args.guardrails, args.checkpoint_dir or args.preset),
     )
 
 

@@ -1,14 +1,18 @@
 """The batch job: a Parquet manifest of specs in, videos and their records out, on a pool of GPU groups.
 
     read_parquet(manifest) --> check_rows (CPU tasks: spec valid? already done?) --> driver: plan
-    pending rows, one per block --> GroupActor x M (one GPUGroup each) --> frames
-                                --> write_outputs (CPU tasks: mp4 encode, video then meta) --> records
+    pending rows, one per block --> [PromptCheck (CPU actor, with guardrails): prompt blocked?]
+                                --> GroupActor x M (one GPUGroup each) --> frames (checked and blurred on
+                                    rank 0, with guardrails) --> write_outputs (CPU tasks: mp4 encode, video
+                                    then meta) --> records
     driver: one log line per sample, then runs/{run_id}/metadata.parquet and a Summary
     with sharded output, also: driver packs done samples --> write_shard (CPU tasks: tar, then index file)
 
 Before any of this, `preflight` checks what would otherwise fail late (the manifest, a write under the output
 root) and the driver checks that the cluster can ever hold a group. Invalid rows and failed samples become
-records with the error; only a job that cannot run raises. Rows already done (their meta says ok and their
+records with the error; only a job that cannot run raises. A row whose prompt the guardrails block passes the
+GPU stage untouched (no GPU time); a video they block is never written; both are recorded with status
+"blocked" and the reason. Rows already done (their meta says ok and their
 video exists) are skipped, so rerunning a job, or resuming a killed or interrupted one, generates exactly the
 missing samples. docs/architecture.md has the reasoning behind the layout, docs/failures.md what each failure
 means.
@@ -21,7 +25,7 @@ import logging
 import secrets
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -30,10 +34,18 @@ import pyarrow as pa
 import ray
 from ray.exceptions import RayError, RayTaskError
 
+from cosmos_ray.guardrails import (
+    Blocked,
+    Guardrails,
+    GuardrailSetting,
+    check_installed,
+    check_prompt,
+    guardrail_setting,
+)
 from cosmos_ray.limits import SpecLimits
 from cosmos_ray.manifest import check_manifest, spec_from_row
 from cosmos_ray.media import write_mp4
-from cosmos_ray.outputs import DUPLICATE, FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.outputs import BLOCKED, DUPLICATE, FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.progress import Step
 from cosmos_ray.registry import OfficialModel, get_model
 from cosmos_ray.result import GenerationResult
@@ -55,6 +67,7 @@ GROUP_ACTOR_CPUS = 0.5  # the pool actor only relays specs and frames; the ranks
 # and let a sample that keeps killing its actor fail the job instead of looping.
 GROUP_ACTOR_MAX_RESTARTS = 3
 GROUP_ACTOR_MAX_TASK_RETRIES = 3
+PROMPT_CHECK_CPUS = 1.0  # the prompt check actor (Blocklist and Qwen3Guard-Gen-0.6B on the CPU)
 CHECK_BATCH_SIZE = 64  # manifest rows per check task (each costs one read of a meta file per generation)
 CHECK_COLUMNS = ["spec_json", "name", "source"]  # the manifest columns the check stage reads
 MAX_LISTED_FAILURES = 20  # invalid and duplicate rows logged before generation, failures listed at the end
@@ -76,6 +89,7 @@ GENERATED_SCHEMA = pa.schema(
         ("source", pa.string()),
         ("spec_json", pa.string()),
         ("error", pa.string()),  # null when generated
+        ("blocked", pa.string()),  # why the guardrails refused the prompt or the video; null otherwise
         ("frames", pa.large_binary()),  # uint8 (T, H, W, 3) as raw bytes; empty on error
         ("frames_shape", pa.list_(pa.int64())),
         ("fps", pa.int64()),
@@ -85,6 +99,16 @@ GENERATED_SCHEMA = pa.schema(
 )
 
 WRITTEN_SCHEMA = RUN_TABLE_SCHEMA.insert(0, pa.field("row", pa.int64()))
+
+PENDING_SCHEMA = pa.schema(  # a row on its way to the GPU stage
+    [
+        ("row", pa.int64()),
+        ("source", pa.string()),
+        ("spec_json", pa.string()),
+        ("blocked", pa.string()),  # set by the prompt check
+        ("error", pa.string()),  # set when the prompt check could not run
+    ]
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,7 @@ class BatchConfig:
     writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task (and per shard-writing task)
     schedule_timeout_s: float = 1800.0  # how long to wait for the GPUs of the first group (e.g. a node to come)
     shards: ShardConfig | None = None  # also write finished samples into WebDataset shards (docs/outputs.md)
+    guardrails: GuardrailSetting | None = None  # None: the default for the model (`guardrail_setting`)
 
     def __post_init__(self) -> None:
         if self.groups is not None:
@@ -117,6 +142,10 @@ class BatchConfig:
         if self.num_generations is not None and not 1 <= self.num_generations <= self.limits.max_num_generations:
             limit = self.limits.max_num_generations
             raise ValueError(f"num_generations must be in 1..{limit} (the limit), got {self.num_generations}")
+
+    @property
+    def guardrail_setting(self) -> GuardrailSetting:
+        return self.guardrails or guardrail_setting(None, self.group.source)
 
 
 @dataclass(frozen=True)
@@ -132,6 +161,8 @@ class Summary:
     gpus: int  # GPUs the run's groups held (largest pool size x GPUs per group); 0 if nothing was generated
     denoising_gpu_s: float  # sum over generated samples of denoising time x GPUs of its group
     duplicates: int = 0  # rows whose sample an earlier row of the manifest already has
+    blocked: int = 0  # samples whose prompt or video the guardrails refused
+    guardrails: str = ""  # whether the run had guardrails, and why (`GuardrailSetting`)
     not_finished: int = 0  # samples left to generate when the run was interrupted (Ctrl-C)
     shards_written: int = 0  # WebDataset shards this run wrote (with sharded output)
 
@@ -153,16 +184,19 @@ class Summary:
         interrupted = f" (interrupted: {self.not_finished} not finished)" if self.interrupted else ""
         shards = f", {self.shards_written} shard(s) written" if self.shards_written else ""
         return (
-            f"run {self.run_id}{interrupted}: {self.ok} ok, {self.failed} failed, {self.skipped} skipped"
-            f"{duplicates}{shards} in {self.wall_s:.1f}s ({self.videos_per_hour:.1f} videos/hour, {self.gpus} GPUs "
-            f"denoising {self.denoising_share:.0%} of the time); table: {self.run_table_url}"
+            f"run {self.run_id}{interrupted}: {self.ok} ok, {self.failed} failed, {self.blocked} blocked, "
+            f"{self.skipped} skipped{duplicates}{shards} in {self.wall_s:.1f}s ({self.videos_per_hour:.1f} "
+            f"videos/hour, {self.gpus} GPUs denoising {self.denoising_share:.0%} of the time); {self.guardrails}; "
+            f"table: {self.run_table_url}"
         )
 
 
 def preflight(config: BatchConfig) -> int:
     """Check, without Ray and in seconds, what would otherwise fail after the models load: the manifest is a
-    readable cosmos-ray manifest, and files can be written under the output root (and the embedding cache).
-    Returns the manifest's row count; raises `StorageError` or ValueError with a one-line message."""
+    readable cosmos-ray manifest, files can be written under the output root (and the embedding cache), and the
+    guardrails, when on, are installed. Returns the manifest's row count; raises `StorageError` or ValueError
+    with a one-line message."""
+    check_installed(config.guardrail_setting)
     rows = check_manifest(config.manifest, storage_options=config.storage.options)
     config.storage.check_writable(config.output)
     if config.group.embedding_cache_url:
@@ -179,6 +213,9 @@ def run(config: BatchConfig) -> Summary:
     started = time.monotonic()
     run_id = config.run_id or new_run_id()
     preflight(config)
+    guardrails = config.guardrail_setting
+    logger.info("run %s: %s", run_id, guardrails)
+    config = replace(config, group=replace(config.group, guardrails=guardrails.checks))  # rank 0: the videos
     cluster = placement.cluster_gpus()
     placement.check_layout(cluster, config.group.gpus_per_group)
     store = OutputStore(config.output, config.storage)
@@ -208,6 +245,7 @@ def run(config: BatchConfig) -> Summary:
         run_id=run_id,
         ok=statuses.count(OK),
         failed=statuses.count(FAILED),
+        blocked=statuses.count(BLOCKED),
         skipped=statuses.count(SKIPPED),
         duplicates=statuses.count(DUPLICATE),
         not_finished=len(pending) - len(generated),
@@ -216,6 +254,7 @@ def run(config: BatchConfig) -> Summary:
         gpus=groups[1] * config.group.gpus_per_group,
         denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated.values()),
         shards_written=sharder.written if sharder is not None else 0,
+        guardrails=str(guardrails),
     )
 
 
@@ -262,15 +301,16 @@ def _log_plan(run_id: str, records: dict[int, OutputRecord], pending: list[dict[
 
 
 def _log_failures(records: dict[int, OutputRecord]) -> None:
-    """The failures of the run (invalid rows and failed samples), in manifest order, up to a cap."""
-    failures = [records[row] for row in sorted(records) if records[row].status == FAILED]
-    if not failures:
-        return
-    logger.warning("%d failure(s), all in the run table:", len(failures))
-    for record in failures[:MAX_LISTED_FAILURES]:
-        logger.warning("  %s: %s", record.source or record.name, record.error)
-    if len(failures) > MAX_LISTED_FAILURES:
-        logger.warning("  ... and %d more", len(failures) - MAX_LISTED_FAILURES)
+    """The failures of the run (invalid rows and failed samples), then the samples the guardrails blocked, in
+    manifest order, up to a cap each."""
+    for status, title in ((FAILED, "failure(s)"), (BLOCKED, "sample(s) blocked by the guardrails")):
+        listed = [records[row] for row in sorted(records) if records[row].status == status]
+        if listed:
+            logger.warning("%d %s, all in the run table:", len(listed), title)
+        for record in listed[:MAX_LISTED_FAILURES]:
+            logger.warning("  %s: %s", record.source or record.name, record.error)
+        if len(listed) > MAX_LISTED_FAILURES:
+            logger.warning("  ... and %d more", len(listed) - MAX_LISTED_FAILURES)
 
 
 def failure_message(error: BaseException) -> str:
@@ -438,8 +478,19 @@ def _generate(
         config.group.bundles, config.schedule_timeout_s, name=placement_group_prefix + "first-group"
     )
     # One row per block: the actor pool hands out blocks, so this is what spreads samples over the groups.
-    samples = ray.data.from_items(pending, override_num_blocks=len(pending))
+    samples: ray.data.Dataset = ray.data.from_items(
+        [{**row, "blocked": None, "error": None} for row in pending], override_num_blocks=len(pending)
+    )
     _quiet(samples.context)
+    if config.group.guardrails is not None:  # a stage of its own: a blocked prompt never waits for a GPU
+        samples = samples.map_batches(
+            PromptCheck,
+            fn_constructor_kwargs={"guardrails": config.group.guardrails},
+            batch_size=1,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=PROMPT_CHECK_CPUS,
+        )
     min_groups, max_groups = groups
     generated = samples.map_batches(
         GroupActor,
@@ -478,8 +529,32 @@ def _pool_size(groups: int | tuple[int, int], samples: int) -> tuple[int, int]:
     return min(low, samples), min(high, samples)
 
 
+class PromptCheck:
+    """Prompt stage of `map_batches` (CPU, with guardrails): marks the rows whose prompt is refused.
+
+    A check that cannot run fails its row (the `error` column) rather than letting the prompt through.
+    """
+
+    def __init__(self, guardrails: Guardrails):
+        guardrails.load("prompt", "cpu")  # a missing model stops the job here, not at every row
+        self.guardrails = guardrails
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([self._check(row) for row in batch.to_pylist()], schema=PENDING_SCHEMA)
+
+    def _check(self, row: dict[str, Any]) -> dict[str, Any]:
+        try:
+            check_prompt(self.guardrails, spec_from_row(row).prompt)
+        except Blocked as blocked:
+            return {**row, "blocked": str(blocked)}
+        except Exception as error:  # noqa: BLE001 - the sample fails; the guardrails never wave it through
+            return {**row, "error": f"the prompt guardrails failed: {type(error).__name__}: {error}"}
+        return row
+
+
 class GroupActor:
-    """GPU stage of `map_batches`: owns one `GPUGroup` and generates one sample per call."""
+    """GPU stage of `map_batches`: owns one `GPUGroup` and generates one sample per call (rows that the prompt
+    check blocked or failed pass through)."""
 
     def __init__(self, config: GroupConfig, placement_group_prefix: str):
         # Named by actor id, so a restarted actor removes the placement group of its previous incarnation.
@@ -492,6 +567,8 @@ class GroupActor:
     def _generate(self, row: dict[str, Any]) -> dict[str, Any]:
         spec = spec_from_row(row)
         started = time.monotonic()
+        if row["blocked"] is not None or row["error"] is not None:
+            return {**row, "frames": b"", "frames_shape": [], "fps": spec.fps, "metadata_json": "{}", "generate_s": 0.0}
         try:
             for event in self.group.stream(spec):
                 if isinstance(event, Step):
@@ -499,9 +576,11 @@ class GroupActor:
                 else:
                     result: GenerationResult = event
         except SampleError as error:
+            blocked = error.cause if isinstance(error.cause, Blocked) else None
             return {
                 **row,
-                "error": str(error),
+                "error": None if blocked else str(error),
+                "blocked": str(blocked) if blocked else None,
                 "frames": b"",
                 "frames_shape": [],
                 "fps": spec.fps,
@@ -543,6 +622,8 @@ def _write_one(store: OutputStore, row: dict[str, Any], run_id: str) -> OutputRe
     metadata = {**json.loads(row["metadata_json"]), "run_id": run_id}
     timings = metadata.setdefault("timings_s", {})  # the generator's stages, plus the pipeline's two
     timings["group_call"] = round(row["generate_s"], 4)
+    if row["blocked"] is not None:
+        return store.write_blocked(spec, row["blocked"], metadata=metadata, source=row["source"])
     if row["error"] is not None:
         return store.write_failure(spec, row["error"], metadata=metadata, source=row["source"])
     try:

@@ -9,6 +9,10 @@ spec), then rank 0's result: rank 0 is a Ray streaming generator (one small obje
 and the group passes its items on as the caller iterates. `generate(spec)` is the same call without the
 steps. The owning actor never imports torch: specs, steps and results are torch-free types.
 
+With guardrails, rank 0 checks the decoded video and blurs its faces on its GPU, as the official inference
+does, before the frames leave it: a blocked video never leaves the worker (a `SampleError` whose cause is
+`guardrails.Blocked`).
+
 Failures are per sample: an exception on any rank becomes a `SampleError` (keeping that exception as `cause`,
 so callers can tell a bad spec or input from an internal failure) and the group serves the next sample. A
 rank that dies, or that is still busy `failure_grace_s` after another rank failed (it waits in a collective
@@ -31,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, cast
 
 import ray
@@ -41,6 +45,7 @@ from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cosmos_ray.dtypes import DTYPE_NAMES
+from cosmos_ray.guardrails import Guardrails, guard_video
 from cosmos_ray.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.progress import Step
 from cosmos_ray.registry import DEFAULT_MODEL, get_model
@@ -71,6 +76,7 @@ class GroupConfig:
     use_gpus: bool = True  # False: the ranks ask Ray for no GPU and run on CPU (tiny-preset trials, no GPUs)
     cpus_per_rank: float = 1.0
     failure_grace_s: float = 60.0  # after one rank fails, how long the others may run before the group is broken
+    guardrails: Guardrails | None = None  # rank 0 checks each video and blurs its faces; None: off
 
     def __post_init__(self) -> None:
         if self.gpus_per_group < 1:
@@ -157,6 +163,8 @@ class RankWorker:
             cache_url=self.config.embedding_cache_url,
             storage=self.config.storage,
         )
+        if self.rank == 0 and self.config.guardrails is not None:  # a missing model fails the group's start
+            self.config.guardrails.load("video", str(device))
 
     def generate(self, spec: GenerationSpec) -> None:
         """Run this rank's share of `spec` (ranks other than 0; rank 0 runs `generate_streaming`)."""
@@ -180,7 +188,19 @@ class RankWorker:
             yield step
         result = generation.result()  # re-raises the generator's exception
         assert result is not None  # rank 0 always returns the video
-        yield result
+        yield self._guarded(result)
+
+    def _guarded(self, result: GenerationResult) -> GenerationResult:
+        """The result with its video checked and faces blurred; raises `Blocked` if the guardrails refuse it."""
+        guardrails = self.config.guardrails
+        if guardrails is None:
+            return replace(result, metadata={**result.metadata, "guardrails": None})
+        started = time.monotonic()
+        frames = guard_video(guardrails, result.frames)
+        timings = {**result.metadata.get("timings_s", {}), "guardrails": round(time.monotonic() - started, 4)}
+        return replace(
+            result, frames=frames, metadata={**result.metadata, "guardrails": guardrails.name, "timings_s": timings}
+        )
 
 
 class GPUGroup:

@@ -17,7 +17,7 @@ from collections import Counter as Tally
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
-from cosmos_ray.outputs import DUPLICATE, FAILED, OK, SKIPPED, OutputRecord
+from cosmos_ray.outputs import BLOCKED, DUPLICATE, FAILED, OK, SKIPPED, OutputRecord
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +32,11 @@ class RunMetrics:
     """The run's counters as Ray metrics, every one tagged with the run's id.
 
     Exported names (Ray adds the `ray_` prefix, Prometheus the `_total`/`_bucket` suffixes):
-    `cosmos_ray_samples{status}` (ok, failed, skipped, duplicate), `cosmos_ray_samples_remaining` (samples still to
-    generate: the queue depth), `cosmos_ray_gpus` (GPUs the run's groups hold), `cosmos_ray_denoising_gpu_seconds`
-    (denoising time x GPUs of the group, summed over samples) and `cosmos_ray_stage_seconds{stage}` (seconds of
-    each stage of each sample: the generator's stages, the group call, the mp4 encode).
+    `cosmos_ray_samples{status}` (ok, failed, skipped, duplicate, blocked), `cosmos_ray_samples_remaining`
+    (samples still to generate: the queue depth), `cosmos_ray_gpus` (GPUs the run's groups hold),
+    `cosmos_ray_denoising_gpu_seconds` (denoising time x GPUs of the group, summed over samples) and
+    `cosmos_ray_stage_seconds{stage}` (seconds of each stage of each sample: the generator's stages, the group
+    call, the mp4 encode).
     """
 
     def __init__(self, run_id: str):
@@ -122,6 +123,8 @@ class RunMonitor:
         counts = f"{self.counts[OK]} ok, {self.counts[FAILED]} failed, {self.counts[SKIPPED]} skipped"
         if self.counts[DUPLICATE]:
             counts += f", {self.counts[DUPLICATE]} duplicate"
+        if self.counts[BLOCKED]:
+            counts += f", {self.counts[BLOCKED]} blocked"
         return (
             f"[{self.done}/{self.to_generate}] {record.status} {record.sample_id}{took_text}{error} | {counts} | "
             f"{self.clips_per_hour():.1f} clips/h | ETA {format_duration(self.eta_s())}"

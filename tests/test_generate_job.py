@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from cosmos_ray import guardrails
 from cosmos_ray.manifest import MANIFEST_SCHEMA
 from jobs import generate
 
@@ -110,3 +111,20 @@ def test_the_limit_flags_reach_the_job(tmp_path):
     config = generate.config_of(args)
     assert config.limits.max_num_steps == 40 and config.limits.max_pixels == 1920 * 1088
     assert config.schedule_timeout_s == 60 and config.groups is None
+
+
+def test_guardrails_default_to_on_with_a_checkpoint_and_off_with_a_preset():
+    def setting(*argv: str) -> str:
+        return str(generate.config_of(generate.parse_args(["--manifest", "m", "--output", "o", *argv])).guardrails)
+
+    assert setting("--preset", "tiny").startswith("guardrails off (default for a random-weight preset")
+    assert setting("--checkpoint-dir", "/ckpt").startswith("guardrails on (default with NVIDIA weights")
+    assert setting("--preset", "tiny", "--guardrails") == "guardrails on (--guardrails)"
+    assert "NVIDIA Open Model License" in setting("--checkpoint-dir", "/ckpt", "--no-guardrails")
+
+
+def test_guardrails_without_the_package_stop_before_ray(manifest, tmp_path, capsys, no_ray, monkeypatch):
+    monkeypatch.setattr(guardrails.importlib.util, "find_spec", lambda name: None)
+    status, err = run_job(["--manifest", manifest, "--output", str(tmp_path / "out"), "--guardrails"], capsys)
+    assert status == 1
+    assert err.startswith("error: guardrails are on (--guardrails) but cosmos-guardrail is not installed")

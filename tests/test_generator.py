@@ -23,6 +23,7 @@ from cosmos_ray.sampling.few_step import FewStepConfig
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import ScheduleConfig
 from cosmos_ray.spec import GenerationSpec, SpecError
+from tests.guardrail_standin import GREY, StandInGuardrails
 
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"  # 64x96: square.png, square.mp4 (17 frames)
 INPUTS = {"text2world": None, "image2world": str(MEDIA / "square.png"), "video2world": str(MEDIA / "square.mp4")}
@@ -294,7 +295,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
         reader = imageio_ffmpeg.read_frames(str(out / "videos" / f"{spec.sample_id}.mp4"))
         meta = next(reader)
         assert (meta["fps"], meta["size"], sum(1 for _ in reader)) == (spec.fps, (96, 64), 9)
-    assert "2 ok, 0 skipped, 0 failed" in capsys.readouterr().out
+    assert "2 ok, 0 skipped, 0 failed, 0 blocked" in capsys.readouterr().out
 
     short = tmp_path / "short.mp4"
     short.write_bytes(write_mp4(np.zeros((2, 64, 96, 3), np.uint8), fps=16))
@@ -303,7 +304,7 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     )
     assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
     captured = capsys.readouterr()
-    assert "0 ok, 2 skipped, 1 failed" in captured.out
+    assert "0 ok, 2 skipped, 1 failed, 0 blocked" in captured.out
     assert "v2w: failed: sample 'v2w': input video" in captured.err
 
 
@@ -322,7 +323,40 @@ def test_cli_generates_each_generation_with_its_seed(tmp_path, capsys):
         json.loads((out / "meta" / f"{g.sample_id}.json").read_text())["metadata"]["seed"] for g in spec.generations()
     ]
     assert seeds == [7, 8]
-    assert "2 ok, 0 skipped, 0 failed" in capsys.readouterr().out
+    assert "2 ok, 0 skipped, 0 failed, 0 blocked" in capsys.readouterr().out
+
+
+def test_cli_records_blocked_prompts_and_videos_and_writes_only_checked_blurred_videos(tmp_path, capsys):
+    rows = [
+        make_spec("text2world", name="allowed", guidance=0).to_dict(),
+        {**make_spec("text2world", name="bad-prompt", guidance=0).to_dict(), "prompt": "A forbidden cube."},
+        {**make_spec("text2world", name="bad-video", guidance=0).to_dict(), "cosmos_ray_num_frames": 5},
+    ]
+    specs = tmp_path / "specs.jsonl"
+    specs.write_text("\n".join(json.dumps(row) for row in rows))
+    out = tmp_path / "out"
+    argv = ["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu", "--guardrails"]
+    assert local.main(argv, checks=StandInGuardrails(blocked_frame_counts=(5,))) == 1
+    captured = capsys.readouterr()
+    assert "1 ok, 0 skipped, 0 failed, 2 blocked; guardrails on (--guardrails); run table:" in captured.out
+    assert "bad-prompt: prompt blocked by the guardrails: stand-in: the prompt contains 'forbidden'" in captured.err
+    assert "bad-video: video blocked by the guardrails: stand-in: a video of 5 frames" in captured.err
+    allowed, bad_prompt, bad_video = (GenerationSpec.from_dict(row).sample_id for row in rows)
+    for sample_id in (bad_prompt, bad_video):
+        assert json.loads((out / "meta" / f"{sample_id}.json").read_text())["status"] == "blocked"
+        assert not (out / "videos" / f"{sample_id}.mp4").exists()
+    assert json.loads((out / "meta" / f"{allowed}.json").read_text())["metadata"]["guardrails"] == "stand-in"
+    reader = imageio_ffmpeg.read_frames(str(out / "videos" / f"{allowed}.mp4"))
+    next(reader)
+    assert np.abs(np.frombuffer(b"".join(reader), np.uint8).astype(int) - GREY).max() <= 2  # blurred, then written
+
+
+def test_cli_states_its_guardrail_setting(tmp_path, capsys):
+    specs = tmp_path / "specs.json"
+    specs.write_text(json.dumps(make_spec("text2world", name="t", guidance=0).to_dict()))
+    assert local.main(["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "1 ok, 0 skipped, 0 failed, 0 blocked; guardrails off (default for a random-weight preset" in out
 
 
 def test_cli_needs_a_model(capsys):

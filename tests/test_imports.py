@@ -12,10 +12,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 # Modules of the engine that the Ray driver side imports (specs, manifests, outputs, media files, results, the
-# official models and presets by name, the model and offload options).
+# official models and presets by name, the model and offload options, the guardrail interface).
 TORCH_FREE_ENGINE = [
     "cosmos_ray",
     "cosmos_ray.dtypes",
+    "cosmos_ray.guardrails",
     "cosmos_ray.limits",
     "cosmos_ray.manifest",
     "cosmos_ray.media",

@@ -25,6 +25,7 @@ from ray import serve
 
 from cosmos_ray.registry import DEFAULT_MODEL, get_model
 from pipelines.serve import ServeArgs, build_app
+from tests.guardrail_standin import StandInGuardrails
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 # --- the HTTP API on a local Serve instance ----------------------------------------------------------------
 
 RETRY_AFTER_S = 7
+CHECKS = StandInGuardrails(blocked_frame_counts=(13,))  # the server's guardrails: no other test asks for 13 frames
 TINY = {"cosmos_ray_num_frames": 5, "num_steps": 2, "resolution": "none"}  # tiny model's 64x96, a few seconds
 
 
@@ -72,9 +74,10 @@ def server(ray_session, s3_endpoint, media_dir):
         allowed_input_prefixes=[str(media_dir)],
         allowed_output_prefixes=[s3_endpoint.bucket("served") + "/results"],
         storage_options=s3_endpoint.storage_options,
+        guardrails=True,
     )
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(args), name="cosmos", route_prefix="/")
+    serve.run(build_app(args, CHECKS), name="cosmos", route_prefix="/")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -268,6 +271,40 @@ def test_health_and_openapi(server):
     paths = requests.get(f"{server}/openapi.json", timeout=60).json()["paths"]
     assert {"/v1/generate", "/v1/jobs", "/v1/jobs/{job_id}", "/healthz"} <= set(paths)
     assert requests.get(f"{server}/docs", timeout=60).status_code == 200
+
+
+# --- guardrails (the stand-in of tests/guardrail_standin.py) -------------------------------------------
+
+
+def test_a_blocked_prompt_is_refused_before_any_gpu_and_recorded(server, s3_endpoint):
+    output = "s3://served/results/guarded"
+    body = _spec(name="bad-prompt", prompt="a forbidden red cube")
+    response = requests.post(f"{server}/v1/generate", params={"output": output}, json=body, timeout=60)
+    assert response.status_code == 422
+    reason = "prompt blocked by the guardrails: stand-in: the prompt contains 'forbidden'"
+    assert response.json()["error"] == {"status": 422, "field": "prompt", "reason": reason}
+    job = requests.post(f"{server}/v1/jobs", json=body, timeout=60)
+    assert (job.status_code, job.json()["error"]["field"]) == (422, "prompt")  # never queued
+    fs = s3fs.S3FileSystem(**s3_endpoint.storage_options)
+    (meta,) = fs.glob(f"{output}/meta/*.json")
+    assert json.loads(fs.cat_file(meta))["status"] == "blocked" and not fs.glob(f"{output}/videos/*")
+
+
+def test_a_blocked_video_is_refused_recorded_and_never_stored(server, s3_endpoint):
+    output = "s3://served/results/guarded-video"
+    body = _spec(name="bad-video", cosmos_ray_num_frames=13)
+    response = requests.post(f"{server}/v1/generate", params={"output": output}, json=body, timeout=120)
+    assert response.status_code == 422, response.text
+    reason = "video blocked by the guardrails: stand-in: a video of 13 frames"
+    assert response.json()["error"] == {"status": 422, "field": None, "reason": reason}
+    fs = s3fs.S3FileSystem(**s3_endpoint.storage_options)
+    (meta,) = fs.glob(f"{output}/meta/*.json")
+    assert json.loads(fs.cat_file(meta))["error"] == reason and not fs.glob(f"{output}/videos/*")
+    job = requests.post(f"{server}/v1/jobs", json={**body, "seed": 1}, timeout=60).json()
+    status = _wait_for_job(server, job["id"])
+    assert (status["status"], status["error"]["reason"]) == ("failed", reason)
+    health = requests.get(f"{server}/healthz", timeout=30).json()
+    assert health["guardrails"] == "guardrails on (--guardrails)"
 
 
 # --- bearer tokens -------------------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from ray.serve._private.build_app import build_app as build_serve_app
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
+from cosmos_ray import guardrails
+from cosmos_ray.guardrails import Blocked
 from cosmos_ray.media import MediaError
 from cosmos_ray.offload_config import OffloadConfig
 from cosmos_ray.spec import SpecError
@@ -140,6 +142,10 @@ def test_job_progress_counts_the_steps_of_every_window():
             MediaError("sample 'x': input video a.mp4 has 3 frames"),
             Failed(422, "input_path", "sample 'x': input video a.mp4 has 3 frames"),
         ),
+        (
+            Blocked("video", "frame 4 is Violence"),
+            Failed(422, None, "video blocked by the guardrails: frame 4 is Violence", blocked=True),
+        ),
         (RuntimeError("CUDA out of memory"), Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),
         (None, Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),  # a rank died
     ],
@@ -157,7 +163,8 @@ def test_parse_spec_applies_the_input_allow_list():
 # --- the Serve config file --------------------------------------------------------------------------------
 
 
-def test_serve_config_file_is_valid_and_builds():
+def test_serve_config_file_is_valid_and_builds(monkeypatch):
+    monkeypatch.setattr(guardrails.importlib.util, "find_spec", lambda name: True)  # the cluster has the extra
     config = ServeDeploySchema.model_validate(yaml.safe_load((REPO / "jobs" / "serve_config.yaml").read_text()))
     (application,) = config.applications
     assert application.import_path == "pipelines.serve:app"

@@ -4,22 +4,30 @@
     GroupReplica    one GPU group per replica, in the replica's placement group (pipelines.serve.replica)
     JobBoard        a single replica holding the asynchronous jobs (pipelines.serve.jobs)
 
+Guardrails (`guardrails=true|false`; default on with a checkpoint, off with a random-weight preset): the ingress
+checks each prompt before it waits for a GPU, and each replica's rank 0 checks each video and blurs its faces
+(docs/guardrails.md); the setting is logged and stated by `/healthz`.
+
 Capacity: each replica runs one generation at a time and accepts one more that waits for its GPUs (its mp4
 encoding then overlaps the next denoising). Beyond that, up to `max_queued_requests` requests wait in the
 ingress; further ones get 503 with Retry-After. Async jobs wait in the JobBoard instead.
 """
 
-# No `from __future__ import annotations`: Serve reads `build_app`'s parameter annotation (ServeArgs) to
+# No `from __future__ import annotations`: Serve reads `app`'s parameter annotation (ServeArgs) to
 # validate the `key=value` arguments, and needs the class itself there, not its name.
+import logging
 from typing import Any
 
 from ray import serve
 
+from cosmos_ray.guardrails import Guardrails, check_installed, guardrail_setting
 from pipelines.group import GroupConfig
 from pipelines.serve.args import ServeArgs
 from pipelines.serve.ingress import ApiIngress
 from pipelines.serve.jobs import JobBoard
 from pipelines.serve.replica import GroupReplica
+
+logger = logging.getLogger("ray.serve")
 
 # Replica autoscaling (docs/deploy.md explains the numbers from the measured clip times; jobs/serve_config.yaml
 # states them for a cluster). A replica serves one clip at a time (about 256 s at 720p, 93 frames, 35 steps on
@@ -29,10 +37,14 @@ UPSCALE_DELAY_S = 30  # a backlog that lasted this long is at least one more cli
 DOWNSCALE_DELAY_S = 600  # an idle replica is kept about two clips long: bringing it back costs a model load
 
 
-def build_app(args: ServeArgs) -> serve.Application:
-    """Bind the three deployments from `args` (Serve validates `key=value` arguments against ServeArgs)."""
+def build_app(args: ServeArgs, checks: Guardrails | None = None) -> serve.Application:
+    """Bind the three deployments from `args` (Serve validates `key=value` arguments against ServeArgs).
+    `checks`: the guardrails to run when they are on (default: the official ones)."""
     if args.min_replicas > args.max_replicas:
         raise ValueError(f"min_replicas ({args.min_replicas}) exceeds max_replicas ({args.max_replicas})")
+    guardrails = guardrail_setting(args.guardrails, args.checkpoint_dir or args.preset, checks)
+    check_installed(guardrails)
+    logger.info("cosmos-ray app: %s", guardrails)
     storage = args.storage()
     group_config = GroupConfig(
         gpus_per_group=args.gpus_per_replica,
@@ -42,6 +54,7 @@ def build_app(args: ServeArgs) -> serve.Application:
         dtype=args.dtype,
         storage=storage,
         use_gpus=args.use_gpus,
+        guardrails=guardrails.checks,  # each replica's rank 0 checks its videos
     )
     # serve.deployment(**options)(cls): the form Ray's type annotations describe
     replicas = serve.deployment(
@@ -62,7 +75,7 @@ def build_app(args: ServeArgs) -> serve.Application:
     ingress = serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=1000)(
         ApiIngress
     )
-    return ingress.bind(replicas, jobs, args, storage)
+    return ingress.bind(replicas, jobs, args, storage, guardrails)
 
 
 def autoscaling_config(args: ServeArgs) -> dict[str, Any]:
@@ -77,4 +90,6 @@ def autoscaling_config(args: ServeArgs) -> dict[str, Any]:
     }
 
 
-app = build_app
+def app(args: ServeArgs) -> serve.Application:
+    """The builder `serve run pipelines.serve:app key=value ...` calls (Serve wants exactly one parameter)."""
+    return build_app(args)

@@ -1,7 +1,8 @@
 """The Serve app's arguments: `serve run pipelines.serve:app key=value ...` or `args:` in a Serve config file.
 
-Every default of the app lives here; the request policy, the storage handle, the offloading and the deployments
-are built from one `ServeArgs` (`RequestPolicy.from_args`, `ServeArgs.storage`, `ServeArgs.offload`, `build_app`).
+Every default of the app lives here; the request policy, the storage handle, the offloading, the guardrail
+setting and the deployments are built from one `ServeArgs` (`RequestPolicy.from_args`, `ServeArgs.storage`,
+`ServeArgs.offload`, `build_app`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,11 @@ class ServeArgs(BaseModel):
     max_pixels: int = Field(TRAINED_PIXELS_720P, ge=1, description="largest height x width of `resolution`")
     max_num_steps: int = Field(50, ge=1, description="largest `num_steps` of a request")
     max_jobs: int = Field(64, ge=1, description="async jobs queued or running at once; finished ones kept")
+    guardrails: bool | None = Field(
+        None,
+        description="NVIDIA's safety checks on prompts and videos; default: on with a checkpoint (as the official "
+        "inference; the weights' license), off with a random-weight preset (README: Guardrails)",
+    )
 
     def spec_limits(self) -> SpecLimits:
         """The per-request limits: the shared `SpecLimits` with this server's bounds."""

@@ -1,6 +1,7 @@
 """The HTTP front: `ApiIngress`, FastAPI on CPU. Checks the bearer token, the body size and the spec, applies the
-allow-lists and limits, forwards the spec to a GroupReplica (or queues it on the JobBoard), stores and returns
-results, and maps every outcome to an HTTP status. Never touches a GPU, never imports torch.
+allow-lists and limits, checks the prompt with the guardrails (when on) before it waits for a GPU, forwards the
+spec to a GroupReplica (or queues it on the JobBoard), stores and returns results, and maps every outcome to an
+HTTP status. Never touches a GPU, never imports torch (the guardrail package loads its prompt models on CPU).
 """
 
 # No `from __future__ import annotations`: Serve's class-based FastAPI views need real annotations.
@@ -14,13 +15,14 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
+from cosmos_ray.guardrails import Blocked, GuardrailSetting, check_prompt
 from cosmos_ray.spec import GenerationSpec
 from cosmos_ray.storage import Storage
 from pipelines.serve.args import ServeArgs
 from pipelines.serve.auth import BearerAuth
 from pipelines.serve.policy import ApiError, RequestPolicy, check_allowed_url, parse_spec
 from pipelines.serve.replica import Failed, outcome, replica_events
-from pipelines.serve.results import store_result, stored_result
+from pipelines.serve.results import record_blocked, store_result, stored_result
 
 logger = logging.getLogger("ray.serve")
 
@@ -75,9 +77,19 @@ async def _internal_error(request: Request, error: Exception) -> JSONResponse:
 class ApiIngress:
     """The HTTP front: validates and polices requests, forwards them, stores and returns results."""
 
-    def __init__(self, replicas: DeploymentHandle, jobs: DeploymentHandle, args: ServeArgs, storage: Storage):
+    def __init__(
+        self,
+        replicas: DeploymentHandle,
+        jobs: DeploymentHandle,
+        args: ServeArgs,
+        storage: Storage,
+        guardrails: GuardrailSetting,
+    ):
         self._replicas = replicas
         self._jobs = jobs
+        self._guardrails = guardrails
+        if guardrails.checks is not None:
+            guardrails.checks.load("prompt", "cpu")  # a missing model fails the deployment, not each request
         self._auth = BearerAuth.from_sources(args.api_tokens_file)
         self._policy = RequestPolicy.from_args(args)
         self._output_url = args.output_url
@@ -96,6 +108,7 @@ class ApiIngress:
         self._auth.check(request.headers.get("authorization"))
         spec = parse_spec(await self._body(request), self._policy)
         output_url = self._output_location(output)
+        await self._check_prompt(spec, output_url)
         if output_url is not None:
             cached = await asyncio.to_thread(stored_result, output_url, self._storage, spec)
             if cached is not None:
@@ -106,6 +119,8 @@ class ApiIngress:
         except BackPressureError:
             raise ApiError(503, None, "all GPU groups are busy; retry later", self._busy) from None
         if isinstance(result, Failed):
+            if result.blocked:
+                await asyncio.to_thread(record_blocked, output_url, self._storage, spec, result.reason)
             raise ApiError(result.status, result.field, result.reason)
         if output_url is None:
             return Response(
@@ -125,6 +140,7 @@ class ApiIngress:
         self._auth.check(request.headers.get("authorization"))
         spec = parse_spec(await self._body(request), self._policy)
         output_url = self._output_location(output)
+        await self._check_prompt(spec, output_url)
         await self._check_input_exists(spec)
         job = await self._jobs.submit.remote(spec, output_url)
         if job is None:
@@ -152,13 +168,18 @@ class ApiIngress:
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
-        """200 while the application's deployments are healthy (Serve restarts failed replicas); never needs a
-        token."""
+        """200 while the application's deployments are healthy (Serve restarts failed replicas), with the guardrail
+        setting and why; never needs a token."""
         status = serve.status().applications[serve.get_replica_context().app_name]
         deployments = {name: info.status.value for name, info in status.deployments.items()}
         healthy = all(info.status in ("HEALTHY", "UPSCALING", "DOWNSCALING") for info in status.deployments.values())
         return JSONResponse(
-            {"status": "ok" if healthy else "degraded", "deployments": deployments}, 200 if healthy else 503
+            {
+                "status": "ok" if healthy else "degraded",
+                "deployments": deployments,
+                "guardrails": str(self._guardrails),
+            },
+            200 if healthy else 503,
         )
 
     async def _body(self, request: Request) -> bytes:
@@ -179,6 +200,16 @@ class ApiIngress:
             return self._output_url
         check_allowed_url(requested, self._policy.allowed_output_prefixes, "output")
         return requested
+
+    async def _check_prompt(self, spec: GenerationSpec, output_url: str | None) -> None:
+        """Refuse (422, field "prompt") a prompt the guardrails block, before it waits for GPUs."""
+        if self._guardrails.checks is None:
+            return
+        try:
+            await asyncio.to_thread(check_prompt, self._guardrails.checks, spec.prompt)
+        except Blocked as blocked:
+            await asyncio.to_thread(record_blocked, output_url, self._storage, spec, str(blocked))
+            raise ApiError(422, "prompt", str(blocked)) from None
 
     async def _check_input_exists(self, spec: GenerationSpec) -> None:
         """Refuse (422) a missing input before it waits for GPUs."""

@@ -4,7 +4,8 @@ and the tasks that run the jobs on the GroupReplicas, first in first out.
 Jobs live in the board's memory: they are lost if it restarts, their stored results are not. A job follows its
 replica's events: `running` once its GPUs begin, `step` / `total_steps` (of window `chunk` / `num_chunks` for
 an autoregressive spec) as rank 0 denoises, then `succeeded`
-(with the stored result, or the video kept here when there is no output location) or `failed` (the error).
+(with the stored result, or the video kept here when there is no output location) or `failed` (the error; a
+video the guardrails refused is also recorded as "blocked" where an output location applies).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from cosmos_ray.progress import Step
 from cosmos_ray.spec import GenerationSpec
 from cosmos_ray.storage import Storage
 from pipelines.serve.replica import Failed, Finished, ReplicaEvent, Started, replica_events
-from pipelines.serve.results import store_result
+from pipelines.serve.results import record_blocked, store_result
 
 logger = logging.getLogger("ray.serve")
 
@@ -128,6 +129,8 @@ class JobBoard:
                     job.result = await self._keep(job, spec, event, output_url)
                     job.status = "succeeded"
                 elif isinstance(event, Failed):
+                    if event.blocked:
+                        await asyncio.to_thread(record_blocked, output_url, self._storage, spec, event.reason)
                     job.status = "failed"
                     job.error = {"status": event.status, "field": event.field, "reason": event.reason}
             if job.status not in ("succeeded", "failed"):

@@ -5,7 +5,8 @@ placement group) and encodes the mp4 of one while the next denoises. For each re
 when its GPUs begin, a `Step` after each of rank 0's denoising steps (of every window of an autoregressive
 spec), then `Finished` (the mp4) or `Failed`.
 A failure caused by the request itself (a `SpecError` or `MediaError` from the generator, e.g. a video too
-short for its conditional frames) is a 422 with the field and reason; any other is a 500.
+short for its conditional frames) is a 422 with the field and reason, and so is a video the guardrails refuse
+(rank 0 checks it and blurs its faces before the frames leave it); any other is a 500.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, cast
 import ray
 from ray.serve.handle import DeploymentHandle
 
+from cosmos_ray.guardrails import Blocked
 from cosmos_ray.media import MediaError, write_mp4
 from cosmos_ray.progress import Step
 from cosmos_ray.result import GenerationResult
@@ -47,6 +49,7 @@ class Failed:
     status: int
     field: str | None
     reason: str  # no traceback, no server internals
+    blocked: bool = False  # the guardrails refused the video
 
 
 ReplicaEvent = Started | Step | Finished | Failed
@@ -58,6 +61,8 @@ def failure(error: SampleError) -> Failed:
         return Failed(422, error.cause.field or None, error.cause.reason)
     if isinstance(error.cause, MediaError):
         return Failed(422, "input_path", str(error.cause))
+    if isinstance(error.cause, Blocked):
+        return Failed(422, None, str(error.cause), blocked=True)
     return Failed(500, None, f"generation failed: {error}")  # already "Type: message", without Ray's traceback
 
 

@@ -1,8 +1,10 @@
 """Storing results: a generated video and its record go to an output location as the batch job writes them
-(`OutputStore`: the video, then the record that commits it), and an identical earlier request is found there."""
+(`OutputStore`: the video, then the record that commits it), and an identical earlier request is found there.
+A request the guardrails refused is logged and recorded there as "blocked", without a video."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from cosmos_ray.outputs import OK, OutputRecord, OutputStore
@@ -10,12 +12,21 @@ from cosmos_ray.spec import GenerationSpec
 from cosmos_ray.storage import Storage
 from pipelines.serve.replica import Finished
 
+logger = logging.getLogger("ray.serve")
+
 
 def store_result(output_url: str, storage: Storage, spec: GenerationSpec, result: Finished) -> dict[str, Any]:
     """Write the video and then its record (the commit marker); the response JSON."""
     store = OutputStore(output_url, storage)
     record = store.write_ok(spec, result.mp4, result.metadata, source="serve")
     return _result_json(store, spec, record, cached=False)
+
+
+def record_blocked(output_url: str | None, storage: Storage, spec: GenerationSpec, reason: str) -> None:
+    """Log a request the guardrails refused and, with an output location, record it there (no video)."""
+    logger.warning("sample %s blocked: %s", spec.sample_id, reason)
+    if output_url is not None:
+        OutputStore(output_url, storage).write_blocked(spec, reason, source="serve")
 
 
 def stored_result(output_url: str, storage: Storage, spec: GenerationSpec) -> dict[str, Any] | None:
