@@ -1,5 +1,9 @@
 """The generation spec: one sample of the official Cosmos-Predict2.5 inference JSON.
 
+`GenerationSpec` is a pydantic model, as the official inference arguments are: the one definition that the
+manifest maker, the batch job and Serve's request body share. Its JSON Schema is docs/spec.schema.json
+(`python -m cosmos_ray.spec --schema`) and Serve's OpenAPI page shows it.
+
 `GenerationSpec.from_dict` accepts the official per-sample format
 (`{"inference_type": ..., "name": ..., "prompt" | "prompt_path": ..., "input_path": ..., ...}`) with the
 official defaults of the latest release, plus four fields of our own: `fps` of the written video,
@@ -22,15 +26,19 @@ sample id.
 
 from __future__ import annotations
 
-import dataclasses
+import argparse
 import hashlib
 import json
 import math
 import posixpath
 import re
-from dataclasses import dataclass
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlsplit
+
+from annotated_types import Ge, Le
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from cosmos_ray import storage
 from cosmos_ray.media import INPUT_EXTENSIONS
@@ -107,44 +115,176 @@ class SpecError(ValueError):
         return SpecError, (self.sample, self.field, self.reason)
 
 
-@dataclass(frozen=True)
-class GenerationSpec:
-    """One video to generate. Construct through `from_dict`; direct construction is validated too."""
+class GenerationSpec(BaseModel):
+    """One video to generate: one sample of the official Cosmos-Predict2.5 inference JSON."""
 
-    inference_type: str
-    name: str
-    prompt: str
-    input_path: str | None = None  # fsspec URL or absolute local path; required for image/video2world
-    negative_prompt: str = DEFAULT_NEGATIVE_PROMPT
-    seed: int = 0
-    guidance: int = 7  # 0..7; 0 skips the unconditional pass
-    resolution: str = "none"  # "none" (model's trained resolution) or "H,W"
-    num_output_frames: int = 77  # the video's length in autoregressive mode (any count >= 1), else unused
-    num_steps: int = 35
-    fps: int = 16
-    num_conditional_frames: int | None = None  # latent frames kept clean; None -> by inference_type
-    enable_autoregressive: bool = False  # official sliding-window mode for videos longer than one window
-    chunk_size: int = 77  # frames per window (autoregressive mode)
-    chunk_overlap: int = 1  # frames a window shares with the previous one (autoregressive mode)
-    cosmos_ray_num_frames: int | None = None  # pixel frames (1 + 4k) instead of the model's native length
-    num_generations: int = 1  # videos of this spec, with seeds seed, seed + 1, ... (see `generations`)
+    # Construct through `from_dict`; direct construction (keywords) is validated too. Both raise `SpecError`.
+    # strict: no coercion, as the hand-written checks had it ("1", 1.0 and True are not integers).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    def __post_init__(self) -> None:
+    inference_type: str = Field(
+        description="What conditions the video: the prompt alone, an image, or the first frames of a video.",
+        json_schema_extra={"enum": list(INFERENCE_TYPES)},
+    )
+    name: str = Field(
+        description="Names the sample (its outputs and sample id start with it); non-empty, and unique across "
+        "the files of one manifest, as in the official CLI.",
+    )
+    prompt: str = Field(description="The text prompt.")
+    input_path: str | None = Field(
+        None,
+        description="Conditioning image (.png .jpg .jpeg .webp) or video (.mp4): a local path (relative to the "
+        "spec file's folder) or a URL with scheme file s3 gs gcs az abfs memory http https. Required for "
+        "image2world and video2world, ignored for text2world.",
+    )
+    negative_prompt: str = Field(
+        DEFAULT_NEGATIVE_PROMPT, description="The prompt of the unconditional pass (the official default)."
+    )
+    seed: int = Field(
+        0, ge=0, le=SEED_LIMIT - 1, description="Seed of the initial noise; autoregressive window k uses seed + k."
+    )
+    guidance: int = Field(
+        7, ge=0, le=MAX_GUIDANCE, description="Classifier-free guidance scale; 0 skips the unconditional pass."
+    )
+    resolution: str = Field(
+        "none",
+        description='"none" for the model\'s trained resolution, or "H,W" with both positive multiples of 16.',
+    )
+    num_output_frames: int = Field(
+        77,
+        ge=1,
+        description="The video's length in the autoregressive mode (any count). Without that mode a generation "
+        "makes the model's native 93 frames whatever it says, as the official script does.",
+    )
+    num_steps: int = Field(35, ge=1, description="Denoising steps.")
+    fps: int = Field(
+        16,
+        ge=1,
+        le=MAX_FPS,
+        description="cosmos-ray: frame rate of the written mp4 (the official CLI always writes 16).",
+    )
+    num_conditional_frames: int | None = Field(
+        None,
+        validate_default=True,
+        description="cosmos-ray: latent frames kept clean; null for the default of the inference type. "
+        "text2world 0, image2world 1, video2world 2 or 1.",
+    )
+    enable_autoregressive: bool = Field(
+        False, description="The official sliding-window mode for videos longer than one window."
+    )
+    chunk_size: int = Field(
+        77,
+        description="Autoregressive mode: frames per window, 1 .. the model's window (93); ignored otherwise.",
+    )
+    chunk_overlap: int = Field(
+        1,
+        description="Autoregressive mode: frames a window shares with the previous one, 0 .. chunk_size - 1; "
+        "ignored otherwise.",
+    )
+    cosmos_ray_num_frames: int | None = Field(
+        None,
+        description="cosmos-ray, not official: pixel frames (1 + 4k, e.g. 9 for quick tests) of a single-window "
+        "clip instead of the model's native length (null); refused in the autoregressive mode.",
+    )
+    num_generations: int = Field(1, ge=1, description="cosmos-ray: videos of this spec; generation k uses seed + k.")
+
+    if not TYPE_CHECKING:  # at run time only: mypy keeps the pydantic plugin's typed keyword signature
+
+        def __init__(self, **fields: Any) -> None:
+            try:
+                super().__init__(**fields)
+            except ValidationError as error:
+                raise _spec_error(error, repr(fields.get("name"))) from None
+
+    # --- one field at a time (types and the ranges in `Field` come first) ---------------------------------
+
+    @field_validator("inference_type")
+    @classmethod
+    def _known_inference_type(cls, value: str) -> str:
+        if value not in INFERENCE_TYPES:
+            raise ValueError(f"must be one of {', '.join(INFERENCE_TYPES)}, got {value!r}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("resolution")
+    @classmethod
+    def _normalize_resolution(cls, value: str) -> str:
+        """ "none", or "H,W" with both multiples of 16 (spaces around the numbers are dropped)."""
+        if value == "none":
+            return value
+        match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", value)
+        if match is None:
+            raise ValueError(f'must be "none" or "H,W" (e.g. "704,1280"), got {value!r}')
+        height, width = int(match.group(1)), int(match.group(2))
+        if height < 16 or width < 16 or height % 16 or width % 16:
+            raise ValueError(f"must have a height and width that are positive multiples of 16, got {value!r}")
+        return f"{height},{width}"
+
+    @field_validator("cosmos_ray_num_frames")
+    @classmethod
+    def _one_plus_4k(cls, value: int | None) -> int | None:
+        if value is not None and (value < 1 or (value - 1) % 4):
+            raise ValueError(f"must be 1 + 4k (1, 5, ..., 93) or null for the model's native length, got {value}")
+        return value
+
+    # --- official defaulting: from the fields before (`info.data` holds those that are valid) -------------
+
+    @field_validator("input_path")
+    @classmethod
+    def _ignored_for_text2world(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if info.data.get("inference_type") == "text2world" else value  # official: optional, ignored
+
+    @field_validator("num_conditional_frames")
+    @classmethod
+    def _default_by_inference_type(cls, value: int | None, info: ValidationInfo) -> int | None:
+        inference_type = info.data.get("inference_type")
+        if value is None and inference_type in CONDITIONAL_FRAMES:
+            return CONDITIONAL_FRAMES[inference_type][0]
+        return value
+
+    @field_validator("chunk_size", "chunk_overlap")
+    @classmethod
+    def _ignored_without_autoregressive(cls, value: int, info: ValidationInfo) -> int:
+        if info.data.get("enable_autoregressive"):
+            return value
+        return cls.model_fields[str(info.field_name)].default  # official: ignored unless the mode is on
+
+    # --- across fields, once every field is valid ---------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> GenerationSpec:
         sample = repr(self.name)
-        _check_types(self, sample)
-        if self.inference_type not in INFERENCE_TYPES:
+        _check_input_path(self, sample)
+        if _last_seed(self) >= SEED_LIMIT:
             raise SpecError(
-                sample, "inference_type", f"must be one of {', '.join(INFERENCE_TYPES)}, got {self.inference_type!r}"
+                sample,
+                "num_generations",
+                f"needs seeds {self.seed}..{_last_seed(self)} (one per generation), beyond the largest seed "
+                f"{SEED_LIMIT - 1}; lower seed or num_generations",
             )
-        if self.inference_type == "text2world":
-            object.__setattr__(self, "input_path", None)  # official: optional and ignored for text2world
-        if self.num_conditional_frames is None:
-            object.__setattr__(self, "num_conditional_frames", CONDITIONAL_FRAMES[self.inference_type][0])
-        if not self.enable_autoregressive:  # official: ignored unless the mode is on
-            object.__setattr__(self, "chunk_size", GenerationSpec.chunk_size)
-            object.__setattr__(self, "chunk_overlap", GenerationSpec.chunk_overlap)
-        object.__setattr__(self, "resolution", _normalize_resolution(self.resolution, sample))
-        _check_values(self, sample)
+        if self.enable_autoregressive:
+            _check_autoregressive(self, sample)
+        if self.cosmos_ray_num_frames is not None and self.enable_autoregressive:
+            raise SpecError(
+                sample,
+                "cosmos_ray_num_frames",
+                "does not apply in the autoregressive mode, whose video is num_output_frames long (leave it out)",
+            )
+        allowed = CONDITIONAL_FRAMES[self.inference_type]
+        if self.num_conditional_frames not in allowed:
+            choices = " or ".join(str(n) for n in sorted(allowed))
+            raise SpecError(
+                sample,
+                "num_conditional_frames",
+                f"must be {choices} for {self.inference_type}, got {self.num_conditional_frames}",
+            )
+        return self
 
     @classmethod
     def from_dict(
@@ -164,21 +304,17 @@ class GenerationSpec:
         sample = _sample_label(data, source)
         if not isinstance(data, dict):
             raise SpecError(sample, "", f"is not a JSON object but {type(data).__name__}")
-        fields = _known_fields(data, sample)
-        if "prompt" not in fields and "prompt_path" in fields:
-            fields["prompt"] = _read_prompt(fields["prompt_path"], sample, base_dir, storage_options)
-        fields.pop("prompt_path", None)
-        for required in ("inference_type", "name", "prompt"):
-            if required not in fields:
-                hint = " (or 'prompt_path')" if required == "prompt" else ""
-                raise SpecError(sample, required, f"is required{hint}")
+        fields = dict(data)
+        prompt_path = fields.pop("prompt_path", None)
+        if "prompt" not in fields and "prompt_path" in data:  # official: `prompt` wins
+            fields["prompt"] = _read_prompt(prompt_path, sample, base_dir, storage_options)
         input_path = fields.get("input_path")
         if isinstance(input_path, str) and input_path:
             fields["input_path"] = storage.resolve_url(input_path, base_dir)
         try:
-            return cls(**fields)
-        except SpecError as error:
-            raise SpecError(sample, error.field, error.reason) from None
+            return cls.model_validate(fields)
+        except ValidationError as error:
+            raise _spec_error(error, sample) from None
 
     def to_dict(self) -> dict:
         """All fields as a JSON-ready dict; `from_dict(spec.to_dict()) == spec`.
@@ -186,7 +322,7 @@ class GenerationSpec:
         The autoregressive fields appear only when the mode is on, and `num_generations` only when it is not 1,
         so the sample ids of specs that do not use them do not depend on them.
         """
-        data = dataclasses.asdict(self)
+        data = self.model_dump()
         if data["input_path"] is None:
             del data["input_path"]
         if data["cosmos_ray_num_frames"] is None:
@@ -202,7 +338,10 @@ class GenerationSpec:
         """One spec per video this spec asks for: generation k is this spec with seed `seed + k` and
         `num_generations` 1. Its sample id is that of a spec written with that seed, so generations are
         resumed one by one, and raising `num_generations` later keeps the videos already made."""
-        return [dataclasses.replace(self, seed=self.seed + k, num_generations=1) for k in range(self.num_generations)]
+        # valid without re-validation: the seeds were checked up to the last generation's
+        return [
+            self.model_copy(update={"seed": self.seed + k, "num_generations": 1}) for k in range(self.num_generations)
+        ]
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys) of `to_dict()`; the form stored in manifests and records."""
@@ -230,86 +369,6 @@ def safe_name(name: str, max_length: int = 64) -> str:
     """`name` reduced to characters safe in any file system or object key."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:max_length]
     return cleaned or "sample"
-
-
-_TYPES: dict[str, tuple[type, ...]] = {
-    "inference_type": (str,),
-    "name": (str,),
-    "prompt": (str,),
-    "input_path": (str, type(None)),
-    "negative_prompt": (str,),
-    "seed": (int,),
-    "guidance": (int,),
-    "resolution": (str,),
-    "num_output_frames": (int,),
-    "num_steps": (int,),
-    "fps": (int,),
-    "num_conditional_frames": (int, type(None)),
-    "enable_autoregressive": (bool,),
-    "chunk_size": (int,),
-    "chunk_overlap": (int,),
-    "cosmos_ray_num_frames": (int, type(None)),
-    "num_generations": (int,),
-}
-
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", type(None): "null"}
-
-
-def _check_types(spec: GenerationSpec, sample: str) -> None:
-    for field, allowed in _TYPES.items():
-        value = getattr(spec, field)
-        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
-            expected = " or ".join(_TYPE_NAMES[t] for t in allowed)
-            raise SpecError(sample, field, f"must be {expected}, got {type(value).__name__} {value!r}")
-
-
-def _check_values(spec: GenerationSpec, sample: str) -> None:
-    if not spec.name.strip():
-        raise SpecError(sample, "name", "must not be empty")
-    _check_input_path(spec, sample)
-    if spec.seed < 0 or spec.seed >= SEED_LIMIT:
-        raise SpecError(sample, "seed", f"must be in 0..{SEED_LIMIT - 1} (a numpy RandomState seed), got {spec.seed}")
-    if spec.num_generations < 1:
-        raise SpecError(sample, "num_generations", f"must be at least 1, got {spec.num_generations}")
-    if _last_seed(spec) >= SEED_LIMIT:
-        raise SpecError(
-            sample,
-            "num_generations",
-            f"needs seeds {spec.seed}..{_last_seed(spec)} (one per generation), beyond the largest seed "
-            f"{SEED_LIMIT - 1}; lower seed or num_generations",
-        )
-    if not 0 <= spec.guidance <= MAX_GUIDANCE:
-        raise SpecError(sample, "guidance", f"must be in 0..{MAX_GUIDANCE}, got {spec.guidance}")
-    if spec.num_output_frames < 1:  # the official PositiveInt, whether or not the mode uses it
-        raise SpecError(sample, "num_output_frames", f"must be at least 1, got {spec.num_output_frames}")
-    if spec.enable_autoregressive:
-        _check_autoregressive(spec, sample)
-    if spec.cosmos_ray_num_frames is not None and spec.enable_autoregressive:
-        raise SpecError(
-            sample,
-            "cosmos_ray_num_frames",
-            "does not apply in the autoregressive mode, whose video is num_output_frames long (leave it out)",
-        )
-    if spec.cosmos_ray_num_frames is not None and (
-        spec.cosmos_ray_num_frames < 1 or (spec.cosmos_ray_num_frames - 1) % 4
-    ):
-        raise SpecError(
-            sample,
-            "cosmos_ray_num_frames",
-            f"must be 1 + 4k (1, 5, ..., 93) or null for the model's native length, got {spec.cosmos_ray_num_frames}",
-        )
-    if spec.num_steps < 1:
-        raise SpecError(sample, "num_steps", f"must be at least 1, got {spec.num_steps}")
-    if not 1 <= spec.fps <= MAX_FPS:
-        raise SpecError(sample, "fps", f"must be in 1..{MAX_FPS}, got {spec.fps}")
-    allowed = CONDITIONAL_FRAMES[spec.inference_type]
-    if spec.num_conditional_frames not in allowed:
-        choices = " or ".join(str(n) for n in sorted(allowed))
-        raise SpecError(
-            sample,
-            "num_conditional_frames",
-            f"must be {choices} for {spec.inference_type}, got {spec.num_conditional_frames}",
-        )
 
 
 def _check_autoregressive(spec: GenerationSpec, sample: str) -> None:
@@ -369,46 +428,60 @@ def _check_input_path(spec: GenerationSpec, sample: str) -> None:
         )
 
 
-def _normalize_resolution(resolution: str, sample: str) -> str:
-    """ "none", or "H,W" with both multiples of 16 (spaces around the numbers are dropped)."""
-    if resolution == "none":
-        return resolution
-    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", resolution)
-    if match is None:
-        raise SpecError(sample, "resolution", f'must be "none" or "H,W" (e.g. "704,1280"), got {resolution!r}')
-    height, width = int(match.group(1)), int(match.group(2))
-    if height < 16 or width < 16 or height % 16 or width % 16:
-        raise SpecError(
-            sample, "resolution", f"must have a height and width that are positive multiples of 16, got {resolution!r}"
+# --- pydantic's errors in the words of the spec -------------------------------------------------------------
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", type(None): "null"}
+
+# pydantic reports every problem; the first one of the first kind is shown (the order the hand-written
+# checks had: unknown fields, then missing ones, then wrong types, then values)
+_ERROR_ORDER = {"extra_forbidden": 0, "missing": 1, "string_type": 2, "int_type": 2, "bool_type": 2}
+
+_RANGE_NOTES = {"seed": " (a numpy RandomState seed)"}
+
+
+def _spec_error(error: ValidationError, sample: str) -> SpecError:
+    """The first problem `error` reports, as a `SpecError` naming `sample`, the field and the reason."""
+    first = min(error.errors(include_url=False), key=lambda detail: _ERROR_ORDER.get(detail["type"], 3))
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, SpecError):  # from a check across fields, which names its own field
+        return SpecError(sample, cause.field, cause.reason)
+    field = str(first["loc"][0]) if first["loc"] else ""
+    return SpecError(sample, field, _reason(first, field))
+
+
+def _reason(detail: ErrorDetails, field: str) -> str:
+    kind, value = detail["type"], detail["input"]
+    if kind == "extra_forbidden":
+        return _unknown_field_reason(field)
+    if kind == "missing":
+        return "is required (or 'prompt_path')" if field == "prompt" else "is required"
+    if _ERROR_ORDER.get(kind) == 2:
+        annotation = GenerationSpec.model_fields[field].annotation
+        expected = " or ".join(_TYPE_NAMES[t] for t in (get_args(annotation) or (annotation,)))
+        return f"must be {expected}, got {type(value).__name__} {value!r}"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        metadata = GenerationSpec.model_fields[field].metadata
+        low = next(m.ge for m in metadata if isinstance(m, Ge))
+        high = next((m.le for m in metadata if isinstance(m, Le)), None)
+        if high is None:
+            return f"must be at least {low}, got {value}"
+        return f"must be in {low}..{high}{_RANGE_NOTES.get(field, '')}, got {value}"
+    if kind == "value_error":  # from a field validator: the reason alone
+        return str(detail["ctx"]["error"])
+    return detail["msg"]
+
+
+def _unknown_field_reason(field: str) -> str:
+    if field in RUN_SETTINGS:
+        return "is a run setting of the official CLI, not a sample field; pass it to the cosmos-ray job instead"
+    if field in MULTIVIEW_FIELDS:
+        return "belongs to the official multiview format, which cosmos-ray does not support"
+    if field == "samples":
+        return (
+            "belongs to the older official multi-sample file format; cosmos_ray.manifest.load_specs expands such files"
         )
-    return f"{height},{width}"
-
-
-def _known_fields(data: dict, sample: str) -> dict:
-    """Copy of `data`; raise for every field that is not a sample field cosmos-ray knows."""
-    known = {f.name for f in dataclasses.fields(GenerationSpec)} | {"prompt_path"}
-    fields = {}
-    for key, value in data.items():
-        if key in RUN_SETTINGS:
-            raise SpecError(
-                sample,
-                key,
-                "is a run setting of the official CLI, not a sample field; pass it to the cosmos-ray job instead",
-            )
-        elif key in MULTIVIEW_FIELDS:
-            raise SpecError(sample, key, "belongs to the official multiview format, which cosmos-ray does not support")
-        elif key == "samples":
-            raise SpecError(
-                sample,
-                key,
-                "belongs to the older official multi-sample file format; "
-                "cosmos_ray.manifest.load_specs expands such files",
-            )
-        elif key not in known:
-            raise SpecError(sample, key, f"is not a known field (known: {', '.join(sorted(known))})")
-        else:
-            fields[key] = value
-    return fields
+    known = sorted([*GenerationSpec.model_fields, "prompt_path"])
+    return f"is not a known field (known: {', '.join(known)})"
 
 
 def _read_prompt(prompt_path: Any, sample: str, base_dir: str | None, storage_options: dict | None) -> str:
@@ -427,3 +500,43 @@ def _sample_label(data: Any, source: str) -> str:
     if isinstance(name, str) and name:
         return f"{name!r} ({source})" if source else repr(name)
     return source or "(unnamed)"
+
+
+# --- the published JSON Schema ----------------------------------------------------------------------------
+
+
+def file_schema() -> dict[str, Any]:
+    """The JSON Schema of one spec in a spec file: the model's, plus `prompt_path` in place of `prompt`
+    (read by `from_dict`; Serve, which reads no server files, takes the model's schema alone)."""
+    schema = GenerationSpec.model_json_schema()
+    schema["properties"]["prompt_path"] = {
+        "type": "string",
+        "title": "Prompt Path",
+        "description": "A text file (path or URL, relative to the spec file's folder) read and stripped as the "
+        "prompt; `prompt` wins if both are given.",
+    }
+    schema["required"].remove("prompt")
+    schema["anyOf"] = [{"required": ["prompt"]}, {"required": ["prompt_path"]}]
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
+
+
+def schema_json() -> str:
+    """`file_schema()` as the text of docs/spec.schema.json."""
+    return json.dumps(file_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m cosmos_ray.spec",
+        description="The generation spec (docs/manifest.md). --schema prints the JSON Schema of one spec, the "
+        "file docs/spec.schema.json: python -m cosmos_ray.spec --schema > docs/spec.schema.json",
+    )
+    parser.add_argument("--schema", action="store_true", help="print the JSON Schema of one spec")
+    args = parser.parse_args(argv)
+    if not args.schema:
+        parser.error("nothing to do: pass --schema")
+    sys.stdout.write(schema_json())
+
+
+if __name__ == "__main__":
+    main()

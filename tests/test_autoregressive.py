@@ -118,10 +118,21 @@ def test_two_windows_equal_two_single_window_runs_chained_by_hand(generator, tmp
     specs, the second reading that frame from a PNG, give the long video's frames exactly."""
     spec = long_spec(kind, seed=4)
     single: dict[str, Any] = dict(resolution=spec.resolution, num_steps=spec.num_steps, num_output_frames=WINDOW_FRAMES)
-    first = generator(GenerationSpec(kind, "first", spec.prompt, input_path=spec.input_path, seed=4, **single))
+    first = generator(
+        GenerationSpec(
+            inference_type=kind, name="first", prompt=spec.prompt, input_path=spec.input_path, seed=4, **single
+        )
+    )
     Image.fromarray(first.frames[spec.chunk_size - 1]).save(tmp_path / "last.png")
     second = generator(
-        GenerationSpec("image2world", "second", spec.prompt, input_path=str(tmp_path / "last.png"), seed=5, **single)
+        GenerationSpec(
+            inference_type="image2world",
+            name="second",
+            prompt=spec.prompt,
+            input_path=str(tmp_path / "last.png"),
+            seed=5,
+            **single,
+        )
     )
     by_hand = np.concatenate([first.frames[: spec.chunk_size], second.frames[1 : spec.chunk_size]])
 
@@ -253,7 +264,7 @@ def test_peak_tensor_memory_does_not_grow_with_the_number_of_windows(generator):
     for num_chunks in (1, 2, 3, 4):
         frames = spec.chunk_size + (num_chunks - 1) * (spec.chunk_size - spec.chunk_overlap)
         with LiveTensorPeak() as tracker:
-            result = small(dataclasses.replace(spec, num_output_frames=frames))
+            result = small(spec.model_copy(update={"num_output_frames": frames}))
         assert result is not None and len(result.metadata["chunks"]) == num_chunks
         peaks[num_chunks] = tracker.peak
     assert peaks[2] == peaks[3] == peaks[4], peaks  # later windows repeat the same work

@@ -19,10 +19,11 @@ from cosmos_ray import guardrails
 from cosmos_ray.guardrails import Blocked
 from cosmos_ray.media import MediaError
 from cosmos_ray.offload_config import OffloadConfig
-from cosmos_ray.spec import SpecError
+from cosmos_ray.spec import GenerationSpec, SpecError
 from pipelines.group import SampleError
 from pipelines.serve import ServeArgs, app, build_app
 from pipelines.serve.auth import TOKENS_ENV, BearerAuth
+from pipelines.serve.ingress import api
 from pipelines.serve.jobs import Job
 from pipelines.serve.policy import ApiError, RequestPolicy, check_allowed_url, parse_spec
 from pipelines.serve.replica import Failed, failure
@@ -53,6 +54,17 @@ def test_parse_spec_accepts_a_valid_spec():
     spec = parse_spec(_body(cosmos_ray_num_frames=9, seed=3), _policy())
     assert (spec.inference_type, spec.cosmos_ray_num_frames, spec.seed) == ("text2world", 9, 3)
     assert parse_spec(_body(), _policy()).cosmos_ray_num_frames is None  # the model's native length
+
+
+def test_openapi_documents_the_request_body_with_the_spec_schema():
+    """Both POST routes show GenerationSpec's JSON Schema (built without starting Ray or Serve)."""
+    expected = GenerationSpec.model_json_schema()
+    for prop in expected["properties"].values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]  # FastAPI's OpenAPI leaves out null values
+    paths = api.openapi()["paths"]
+    for path in ("/v1/generate", "/v1/jobs"):
+        assert paths[path]["post"]["requestBody"]["content"]["application/json"]["schema"] == expected
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,25 @@
 """GenerationSpec: official defaults, every rejection path (message checked), prompt_path, sample_id."""
 
-import dataclasses
+import json
 import os
 import pickle
 import re
+from pathlib import Path
 
+import jsonschema
 import pytest
+from pydantic import ValidationError
 
-from cosmos_ray.spec import DEFAULT_NEGATIVE_PROMPT, GenerationSpec, SpecError, count_chunks, safe_name
+from cosmos_ray.spec import (
+    DEFAULT_NEGATIVE_PROMPT,
+    GenerationSpec,
+    SpecError,
+    count_chunks,
+    file_schema,
+    main,
+    safe_name,
+    schema_json,
+)
 
 TEXT = {"inference_type": "text2world", "name": "snowy_stop_light", "prompt": "A stop light in the snow."}
 IMAGE = {"inference_type": "image2world", "name": "bus", "prompt": "A bus.", "input_path": "/data/bus.jpg"}
@@ -168,10 +180,11 @@ def test_safe_name():
 
 
 def test_direct_construction_is_validated():
-    assert GenerationSpec("video2world", "v", "p", "/x.mp4").num_conditional_frames == 2
-    with pytest.raises(SpecError, match="field 'guidance' must be in 0..7, got 8"):
-        GenerationSpec("text2world", "t", "p", guidance=8)
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    spec = GenerationSpec(inference_type="video2world", name="v", prompt="p", input_path="/x.mp4")
+    assert spec.num_conditional_frames == 2
+    with pytest.raises(SpecError, match="sample 't': field 'guidance' must be in 0..7, got 8"):
+        GenerationSpec(inference_type="text2world", name="t", prompt="p", guidance=8)
+    with pytest.raises(ValidationError, match="frozen"):
         parse(TEXT).seed = 3  # type: ignore[misc]  # assigning is the point
 
 
@@ -418,3 +431,52 @@ def test_num_generations_1_leaves_the_spec_json_and_id_unchanged():
 )
 def test_invalid_num_generations(changes, field, reason):
     rejects({**TEXT, **changes}, LABEL + f"field '{field}' {reason}", source="specs.jsonl:4")
+
+
+# --- the published JSON Schema ------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_published_schema_is_current():
+    """docs/spec.schema.json is what `python -m cosmos_ray.spec --schema` writes: it cannot drift from the model."""
+    assert (ROOT / "docs" / "spec.schema.json").read_text(encoding="utf-8") == schema_json()
+
+
+def test_schema_accepts_the_example_specs():
+    validator = jsonschema.Draft202012Validator(file_schema())
+    lines = (ROOT / "examples" / "specs.jsonl").read_text().splitlines()
+    specs = [json.loads(line) for line in lines if line.strip()]
+    specs += [json.loads(path.read_text()) for path in sorted((ROOT / "examples").glob("*.json"))]
+    assert len(specs) >= 4
+    for spec in specs:
+        validator.validate(spec)
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"guidance": 8}, "8 is greater than the maximum of 7"),
+        ({"seed": True}, "True is not of type 'integer'"),
+        ({"inference_type": "world2world"}, "'world2world' is not one of"),
+        ({"guidence": 3}, "Additional properties are not allowed"),
+        ({"prompt": None}, "None is not of type 'string'"),
+    ],
+)
+def test_schema_rejects_what_the_model_rejects(changes, words):
+    rejects({**TEXT, **changes}, "^sample .snowy_stop_light.: field ")  # the model refuses it too
+    with pytest.raises(jsonschema.ValidationError, match=re.escape(words)):
+        jsonschema.validate({**TEXT, **changes}, file_schema())
+
+
+def test_schema_needs_prompt_or_prompt_path():
+    without_prompt = {k: v for k, v in TEXT.items() if k != "prompt"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(without_prompt, file_schema())
+    jsonschema.validate({**without_prompt, "prompt_path": "p.txt"}, file_schema())
+    assert "prompt_path" not in GenerationSpec.model_json_schema()["properties"]  # Serve's body: no server files
+
+
+def test_schema_command_prints_the_schema(capsys):
+    main(["--schema"])
+    assert capsys.readouterr().out == schema_json()

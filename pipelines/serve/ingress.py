@@ -37,7 +37,7 @@ _SPEC_BODY = {
         "required": True,
         "content": {
             "application/json": {
-                "schema": {"type": "object", "description": "one sample of the official inference JSON"},
+                "schema": GenerationSpec.model_json_schema(),  # shown only: parse_spec reads the body (our statuses)
                 "example": {
                     "inference_type": "text2world",
                     "name": "robot",
