@@ -24,6 +24,7 @@ from PIL import Image
 from ray import serve
 
 from cosmos_ray.registry import DEFAULT_MODEL, get_model
+from cosmos_ray.spec import GenerationSpec
 from pipelines.serve import ServeArgs, build_app
 from tests.guardrail_standin import StandInGuardrails
 
@@ -270,6 +271,8 @@ def test_health_and_openapi(server):
     assert health.status_code == 200 and health.json()["status"] == "ok"
     paths = requests.get(f"{server}/openapi.json", timeout=60).json()["paths"]
     assert {"/v1/generate", "/v1/jobs", "/v1/jobs/{job_id}", "/healthz"} <= set(paths)
+    body = paths["/v1/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["title"] == "GenerationSpec" and body["properties"].keys() == GenerationSpec.model_fields.keys()
     assert requests.get(f"{server}/docs", timeout=60).status_code == 200
 
 
