@@ -36,7 +36,7 @@ class FakeModule(nn.Module):
 def test_offloader_places_and_moves_only_offloaded_modules():
     log: list[tuple[str, str]] = []
     a, b = FakeModule("a", log), FakeModule("b", log)
-    offloader = Offloader("cuda:0", home="cpu")
+    offloader = Offloader("cuda:0", home="cpu", keep_host_copies=False)
     offloader.place([a], offloaded=False)
     offloader.place([b], offloaded=True)
     assert log == [("b", "cpu")]  # a stays where it is: on the device
@@ -51,7 +51,7 @@ def test_offloader_places_and_moves_only_offloaded_modules():
 def test_on_demand_moves_once_when_needed_and_not_at_all_otherwise():
     log: list[tuple[str, str]] = []
     module = FakeModule("m", log)
-    offloader = Offloader("cuda:0")
+    offloader = Offloader("cuda:0", keep_host_copies=False)
     with offloader.on_demand([module], offloaded=True) as bring:
         with bring():
             pass
@@ -65,6 +65,35 @@ def test_on_demand_moves_once_when_needed_and_not_at_all_otherwise():
     with pytest.raises(RuntimeError), offloader.running([module], offloaded=True):
         raise RuntimeError("a stage failed")
     assert log == [("m", "cuda:0"), ("m", "cpu")]  # back home after a failure too
+
+
+def _tensors(module: nn.Module) -> list[torch.Tensor]:
+    return [*module.parameters(), *module.buffers()]
+
+
+def test_kept_host_copies_come_back_without_a_copy(monkeypatch):
+    """On a GPU the offloader brings modules over, then points them at their host tensors again (the weights
+    never change) instead of copying back. Here the "device" copy is a clone on the CPU: the module's own `to`
+    is replaced by one that records its target and clones every tensor, as a move to another device would."""
+    module = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))  # parameters and buffers
+    moves: list[str] = []
+
+    def to(device):
+        moves.append(str(device))
+        return module._apply(lambda tensor: tensor.clone())
+
+    offloader = Offloader("cpu", keep_host_copies=True)
+    offloader.place([module], offloaded=True)
+    monkeypatch.setattr(module, "to", to)
+    host = [(tensor.data_ptr(), tensor.clone()) for tensor in _tensors(module)]
+    with offloader.running([module], offloaded=True):
+        assert all(tensor.data_ptr() != p for tensor, (p, _) in zip(_tensors(module), host))  # the copies run
+    assert moves == ["cpu"]  # brought over once, never sent back
+    assert [tensor.data_ptr() for tensor in _tensors(module)] == [p for p, _ in host]  # the host tensors again
+    assert all(torch.equal(tensor, value) for tensor, (_, value) in zip(_tensors(module), host))
+    with pytest.raises(RuntimeError), offloader.running([module], offloaded=True):
+        raise RuntimeError("a stage failed")
+    assert [tensor.data_ptr() for tensor in _tensors(module)] == [p for p, _ in host]  # after a failure too
 
 
 def test_offload_config_names():
