@@ -23,11 +23,11 @@ from typing import cast
 
 import torch
 from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
-from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
 from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import Cosmos2_5_PredictBasePipeline
 
 from bench.common import Recorder, tflops
 from bench.dit_step import diffusers_twin, forward_flops
+from bench.vae import diffusers_twin as diffusers_twin_vae
 from cosmos_ray.conditioning import read_conditioning
 from cosmos_ray.dtypes import default_dtype_name
 from cosmos_ray.generator import Generator, ModelInfo, to_uint8_frames
@@ -61,19 +61,9 @@ class NoSafetyChecker:
 
 
 def diffusers_vae(vae: WanVAE) -> AutoencoderKLWan:
-    """diffusers' AutoencoderKLWan holding `vae`'s weights (diffusers' own converter), same device and dtype."""
-    cfg = vae.cfg
-    twin = AutoencoderKLWan(
-        base_dim=cfg.base_channels,
-        z_dim=cfg.latent_channels,
-        dim_mult=list(cfg.channel_multipliers),
-        num_res_blocks=cfg.num_res_blocks,
-        temperal_downsample=list(cfg.temporal_downsample),
-        latents_mean=list(cfg.latent_mean),
-        latents_std=list(cfg.latent_std),
-    )
-    twin.load_state_dict(convert_wan_vae_to_diffusers(vae.state_dict()), strict=True)
-    return twin.to(device=vae.conv2.weight.device, dtype=vae.dtype).eval().requires_grad_(False)
+    """`bench.vae.diffusers_twin` on `vae`'s device and dtype, for the pipeline."""
+    twin = diffusers_twin_vae(vae)
+    return twin.to(device=vae.conv2.weight.device, dtype=vae.dtype).requires_grad_(False)
 
 
 def diffusers_scheduler() -> UniPCMultistepScheduler:

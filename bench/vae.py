@@ -30,23 +30,34 @@ from cosmos_ray.models.vae import VAEConfig, WanVAE
 from cosmos_ray.registry import RESOLUTION_720P
 
 
-def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
-    """Our VAE with random weights, and diffusers' AutoencoderKLWan holding the same weights."""
+def diffusers_twin(vae: WanVAE) -> Any:
+    """diffusers' AutoencoderKLWan holding `vae`'s weights (diffusers' own converter) and latent statistics, on
+    the CPU in float32: the oracle of this bench, of bench.generator's pipeline and of tests/test_vae.py."""
     from diffusers import AutoencoderKLWan
     from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
-    from diffusers.utils import logging
 
-    logging.set_verbosity_error()  # its warning about casting with .to(dtype) does not apply to this model
-    torch.manual_seed(0)
-    ours = WanVAE(cfg).eval()
-    theirs = AutoencoderKLWan(
+    cfg = vae.cfg
+    twin = AutoencoderKLWan(
         base_dim=cfg.base_channels,
         z_dim=cfg.latent_channels,
         dim_mult=list(cfg.channel_multipliers),
         num_res_blocks=cfg.num_res_blocks,
         temperal_downsample=list(cfg.temporal_downsample),
+        latents_mean=list(cfg.latent_mean),
+        latents_std=list(cfg.latent_std),
     ).eval()
-    theirs.load_state_dict(convert_wan_vae_to_diffusers(ours.state_dict()), strict=True)
+    twin.load_state_dict(convert_wan_vae_to_diffusers(vae.state_dict()), strict=True)
+    return twin
+
+
+def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
+    """Our VAE with random weights, and diffusers' AutoencoderKLWan holding the same weights."""
+    from diffusers.utils import logging
+
+    logging.set_verbosity_error()  # its warning about casting with .to(dtype) does not apply to this model
+    torch.manual_seed(0)
+    ours = WanVAE(cfg).eval()
+    theirs = diffusers_twin(ours)
     return ours.to(device, dtype).requires_grad_(False), theirs.to(device, dtype).requires_grad_(False)
 
 

@@ -11,6 +11,7 @@ from einops import rearrange
 from safetensors.torch import save_file
 from torch import nn
 
+from bench.vae import diffusers_twin
 from cosmos_ray.models.vae import RMSNorm, VAEConfig, WanVAE, diffusers_key, interleave_frames, load_vae, per_frame
 from cosmos_ray.models.weights import CheckpointMismatchError
 
@@ -32,20 +33,6 @@ def random_vae(cfg: VAEConfig = TINY, seed: int = 0) -> WanVAE:
             elif name.endswith("bias"):
                 param.copy_(0.1 * torch.randn_like(param))
     return vae
-
-
-def diffusers_twin(vae: WanVAE) -> AutoencoderKLWan:
-    """diffusers' AutoencoderKLWan holding the same weights, converted by diffusers' own converter."""
-    cfg = vae.cfg
-    ref = AutoencoderKLWan(
-        base_dim=cfg.base_channels,
-        z_dim=cfg.latent_channels,
-        dim_mult=list(cfg.channel_multipliers),
-        num_res_blocks=cfg.num_res_blocks,
-        temperal_downsample=list(cfg.temporal_downsample),
-    ).eval()
-    ref.load_state_dict(convert_wan_vae_to_diffusers(vae.state_dict()), strict=True)
-    return ref
 
 
 def latent_stats(cfg: VAEConfig) -> tuple[torch.Tensor, torch.Tensor]:
