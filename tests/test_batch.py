@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -356,6 +357,17 @@ def test_a_shard_that_cannot_be_written_leaves_its_samples_to_the_next_run(ray_s
 # --- a job killed midway, resumed ---------------------------------------------------------------------------
 
 
+def kill_job_once(command: list[str], ready: Callable[[], bool], log: Path) -> None:
+    """Runs the job `command` (output to `log`) and kills it with SIGKILL as soon as `ready()` holds (or it ends)."""
+    with open(log, "wb") as out:
+        job = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: ready() or job.poll() is not None, timeout_s=300)
+        finally:
+            job.send_signal(signal.SIGKILL)
+            job.wait()
+
+
 def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     specs = [spec(f"resume-{i}", seed=i, guidance=0) for i in range(6)]
     manifest, output = tmp_path / "manifest.parquet", tmp_path / "out"
@@ -371,13 +383,7 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
         "--address",
         ray_session.address_info["gcs_address"],
     ]
-    with open(tmp_path / "killed.log", "wb") as log:
-        job = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: any((output / "meta").glob("*.json")) or job.poll() is not None, timeout_s=300)
-        finally:
-            job.send_signal(signal.SIGKILL)
-            job.wait()
+    kill_job_once(command, lambda: any((output / "meta").glob("*.json")), log=tmp_path / "killed.log")
     done_before = len(list((output / "meta").glob("*.json")))
     assert 1 <= done_before < len(specs), (tmp_path / "killed.log").read_text()[-3000:]
 
@@ -470,13 +476,7 @@ def test_generations_and_shards_survive_a_kill_without_loss_or_duplicates(ray_se
         "--address",
         ray_session.address_info["gcs_address"],
     ]
-    with open(tmp_path / "killed.log", "wb") as log:
-        job = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for(lambda: any(index_folder.glob("*.parquet")) or job.poll() is not None, timeout_s=300)
-        finally:
-            job.send_signal(signal.SIGKILL)
-            job.wait()
+    kill_job_once(command, lambda: any(index_folder.glob("*.parquet")), log=tmp_path / "killed.log")
     store = OutputStore(str(output))
     done_before = [sample_id for sample_id in expected if store.is_done(sample_id)]
     committed_before = ShardStore(store).read_index()
