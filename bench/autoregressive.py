@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 
 from bench.common import Recorder
+from cosmos_ray.core.registry import DEFAULT_MODEL, get_model
+from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.generator import Generator
-from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
-from cosmos_ray.spec import GenerationSpec
+from jobs.options import add_engine_options, engine_options_of
 
 OFFICIAL_STEPS = 35
 
@@ -33,8 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="python -m bench.autoregressive", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--preset", default="random-2B", help="random-weight preset (default random-2B)")
-    parser.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, help="official model name")
+    add_engine_options(parser, default_preset="random-2B")
     parser.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 3], help="window counts to run")
     parser.add_argument("--chunk-size", type=int, default=77)
     parser.add_argument("--chunk-overlap", type=int, default=1)
@@ -49,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.preset, args.resolution, args.chunk_size, args.steps = "tiny", "16,16", 9, 1
         args.chunks = [1, 2]
+    args.engine = engine_options_of(parser, args)
     return args
 
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     device = torch.device(args.device)
     start = time.perf_counter()
-    generator = Generator.from_pretrained(args.preset, model=args.model, device=device)
+    generator = Generator.from_options(args.engine, device=device)
     load_s = time.perf_counter() - start
     recorder = Recorder(device, args.out)
     evaluations = generator.sampler_config.num_evaluations(args.steps)
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         projected = seconds[-1] + per_evaluation * (official_evaluations - evaluations)  # one window, 35 steps
         recorder.emit(
             "autoregressive",
-            preset=args.preset,
-            model=args.model,
+            preset=args.engine.source,
+            model=args.engine.model,
             inference_type=spec.inference_type,
             chunks=num_chunks,
             frames=spec.num_output_frames,

@@ -25,10 +25,9 @@ import ray
 import torch
 
 from bench.common import Recorder
-from cosmos_ray.dtypes import DTYPE_NAMES
-from cosmos_ray.manifest import MANIFEST_SCHEMA
-from cosmos_ray.outputs import OK, OutputStore
-from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES
+from cosmos_ray.core.manifest import MANIFEST_SCHEMA
+from cosmos_ray.core.outputs import OK, OutputStore
+from jobs.options import add_engine_options, engine_options_of
 from pipelines.batch import BatchConfig, run
 from pipelines.group import GroupConfig
 
@@ -37,10 +36,7 @@ STAGES = ("text_encode", "sampling", "decode", "group_call", "mp4_encode")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.batch", description=__doc__.split("\n\n")[0])
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument("--preset", default="tiny", help="random-weight preset: tiny (default), random-2B, random-14B")
-    model.add_argument("--checkpoint-dir", help="official checkpoint folder, on every GPU node")
-    parser.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, help="official model name")
+    add_engine_options(parser, default_preset="tiny")
     parser.add_argument("--layouts", default="1x1", help="comma-separated GPUSxGROUPS, e.g. 1x8,2x4,8x1")
     parser.add_argument("--samples", type=int, default=16, help="videos per run")
     parser.add_argument("--prompts", type=int, default=4, help="distinct prompts among the samples")
@@ -50,8 +46,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=35, help="num_steps")
     parser.add_argument("--guidance", type=int, default=7)
     parser.add_argument("--resolution", default="none", help='"H,W", or "none" for the trained resolution')
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="compute dtype (default: the generator's)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
     parser.add_argument(
         "--device",
         default="cuda" if torch.cuda.is_available() else "cpu",
@@ -63,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.smoke:
         args.preset, args.checkpoint_dir, args.layouts = "tiny", None, "1x2,2x1"
         args.samples, args.prompts, args.frames, args.steps = 4, 2, 9, 2
+    args.engine = engine_options_of(parser, args)
     return args
 
 
@@ -82,13 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                 manifest=str(manifest),
                 output=str(output),
                 groups=groups,
-                group=GroupConfig(
-                    gpus_per_group=gpus_per_group,
-                    dtype=args.dtype,
-                    compile=args.compile,
-                    source=args.checkpoint_dir or args.preset,
-                    model=args.model,
-                ),
+                group=GroupConfig(gpus_per_group=gpus_per_group, engine=args.engine),
             )
             summary = run(config)
             records = [r for r in OutputStore(str(output)).read_run_table(summary.run_id) if r.status == OK]

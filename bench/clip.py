@@ -32,11 +32,11 @@ from pathlib import Path
 import torch
 
 from bench.common import Recorder
-from cosmos_ray.generator import RANDOM_PRESETS, Generator
-from cosmos_ray.offload_config import NO_OFFLOAD, OffloadConfig
+from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.generator import Generator
 from cosmos_ray.parallel import ParallelContext
-from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES
-from cosmos_ray.spec import GenerationSpec
+from jobs.options import add_engine_options, engine_options_of
 
 OFFLOAD_SETTINGS = {
     "none": NO_OFFLOAD,
@@ -50,10 +50,7 @@ PROMPT = "A robot arm stacks red and blue blocks on a wooden table in a bright w
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--preset", default="random-2B", choices=sorted(RANDOM_PRESETS), help="random weights")
-    source.add_argument("--checkpoint-dir", help="official checkpoint folder")
-    parser.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL)
+    add_engine_options(parser, default_preset="random-2B", offload_flags=False)  # --offload compares settings
     parser.add_argument("--type", default="text2world", choices=["text2world", "image2world", "video2world"])
     parser.add_argument("--steps", type=int, default=35, help="num_steps of the spec")
     parser.add_argument("--project-steps", type=int, default=35, help="num_steps the total is projected to")
@@ -65,7 +62,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--offload", default="none", help=f"comma-separated settings of {', '.join(OFFLOAD_SETTINGS)}")
     parser.add_argument("--repeat", type=int, default=1, help="timed clips per offload setting")
     parser.add_argument("--warmup-steps", type=int, default=1, help="steps of the untimed warm-up clip (0: none)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="tiny preset, 5 frames, 2 steps")
     parser.add_argument("--out", type=Path, help="also append the JSON lines to this file")
@@ -77,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(
             f"--offload: unknown setting(s) {', '.join(sorted(unknown))}; known: {', '.join(OFFLOAD_SETTINGS)}"
         )
+    args.engine = engine_options_of(parser, args)
     return args
 
 
@@ -91,9 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         parallel = ParallelContext.init(
             rank, world_size, "env://", "nccl" if device.type == "cuda" else "gloo", device=device
         )
-    resident = Generator.from_pretrained(
-        args.checkpoint_dir or args.preset, model=args.model, device=device, parallel=parallel, compile=args.compile
-    )
+    resident = Generator.from_options(args.engine, device=device, parallel=parallel)
     recorder = Recorder(device, args.out)
     with torch.no_grad():
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from cosmos_ray.dtypes import DTYPE_NAMES, default_dtype_name
+from cosmos_ray.core.dtypes import DTYPE_NAMES, default_dtype_name
 
 
 def add_common_args(parser: argparse.ArgumentParser, warmup: int = 2, iters: int = 5) -> None:

@@ -24,11 +24,11 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.common import Recorder, add_common_args, tflops, time_ms
-from cosmos_ray.dtypes import default_dtype_name
+from cosmos_ray.core.dtypes import default_dtype_name
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
 from cosmos_ray.models.attention import CUDA_PRIORITY, attention
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, diffusers_config, official_to_diffusers_key
 from cosmos_ray.models.weights import rename_keys
-from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
 
 
 def diffusers_twin(model: MiniTrainDiT) -> nn.Module:
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
 
     device = torch.device(args.device)
     model_recipe = get_model(args.model)
-    cfg = model_recipe.dit_config("tiny" if args.smoke else None)
+    cfg = DiTConfig.of_model(model_recipe, "tiny" if args.smoke else None)
     latent = (3, 8, 12) if args.smoke else tuple(args.latent)
     text_len = 16 if args.smoke else args.text_len
     dtype = getattr(torch, default_dtype_name(device.type))

@@ -29,15 +29,15 @@ from bench.common import Recorder, tflops
 from bench.dit_step import diffusers_twin, forward_flops
 from bench.vae import diffusers_twin as diffusers_twin_vae
 from cosmos_ray.conditioning import read_conditioning
-from cosmos_ray.dtypes import default_dtype_name
+from cosmos_ray.core.dtypes import default_dtype_name
+from cosmos_ray.core.presets import RANDOM_PRESETS
+from cosmos_ray.core.registry import get_model
+from cosmos_ray.core.spec import INFERENCE_TYPES, GenerationSpec
 from cosmos_ray.generator import Generator, ModelInfo, to_uint8_frames
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.text import MAX_LENGTH, TextEncoder
 from cosmos_ray.models.vae import VAEConfig, WanVAE
-from cosmos_ray.presets import RANDOM_PRESETS
-from cosmos_ray.registry import get_model
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
-from cosmos_ray.spec import INFERENCE_TYPES, GenerationSpec
 
 INPUTS = Path(__file__).resolve().parent.parent / "examples" / "media"
 OFFICIAL_STEPS = 35

@@ -32,10 +32,10 @@ import torch.distributed as dist
 
 from bench.common import Recorder, add_common_args, tflops, time_ms
 from bench.dit_step import diffusers_twin, forward_flops, make_inputs, measure_floor
-from cosmos_ray.dtypes import default_dtype_name
-from cosmos_ray.models.dit import MiniTrainDiT
+from cosmos_ray.core.dtypes import default_dtype_name
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
+from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.parallel import ParallelConfig, ParallelContext, ParallelDiT
-from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
 
 
 def slowest_ms(ms: float, device: torch.device) -> float:
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     group = ParallelContext.init(rank, world_size, "env://", backend, device=device)
 
     model = get_model(args.model)
-    cfg = model.dit_config("tiny" if args.smoke else None)
+    cfg = DiTConfig.of_model(model, "tiny" if args.smoke else None)
     batch = 1 if model.few_step else 2  # cond + uncond, or the unguided pass
     latent = (4, 8, 12) if args.smoke else tuple(args.latent)
     text_len = 16 if args.smoke else args.text_len

@@ -26,8 +26,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.common import add_common_args, add_dtype_arg, chosen_dtype_name, time_ms_and_peak_gib
+from cosmos_ray.core.registry import RESOLUTION_720P
 from cosmos_ray.models.vae import VAEConfig, WanVAE
-from cosmos_ray.registry import RESOLUTION_720P
 
 
 def diffusers_twin(vae: WanVAE) -> Any:

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from cosmos_ray.spec import GenerationSpec, count_chunks
+from cosmos_ray.core.spec import GenerationSpec, count_chunks
 
 
 @dataclass(frozen=True)

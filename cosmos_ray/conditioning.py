@@ -3,7 +3,7 @@
 Follows the official `video2world.py`: the input is resized (aspect ratio kept, bilinear with antialiasing,
 sizes rounded up) to cover the target and center-cropped to it; an image becomes the first frame of a clip
 whose other frames are black; a video contributes its *last* 1 + 4 (n - 1) frames for n latent conditional
-frames. Frames are uint8 (T, H, W, 3) RGB; reading the files is `cosmos_ray.media`.
+frames. Frames are uint8 (T, H, W, 3) RGB; reading the files is `cosmos_ray.core.media`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cosmos_ray.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, read_image, read_video, url_path
-from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage, StorageError
+from cosmos_ray.core.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, read_image, read_video, url_path
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage, StorageError
 
 
 def resize_and_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:

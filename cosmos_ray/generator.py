@@ -1,10 +1,10 @@
 """Generator: a validated spec in, a decoded video out, in one process (or one rank of a GPU group).
 
     generator = Generator.from_pretrained("tiny", model="2B/post-trained")   # or a checkpoint folder
-    result = generator(spec, progress=lambda step: ...)                      # a `cosmos_ray.progress.Step`
+    result = generator(spec, progress=lambda step: ...)                      # a `cosmos_ray.core.progress.Step`
     result.frames   # uint8 (T, H, W, 3); result.fps; result.metadata
 
-`model` is an official model name (`cosmos_ray.registry`): it picks the DiT checkpoint of a folder, the
+`model` is an official model name (`cosmos_ray.core.registry`): it picks the DiT checkpoint of a folder, the
 net's precision and the sampler (35-step UniPC with guidance, or the distilled 4-step sampler). Stages,
 each timed in the metadata: the prompt and (when the model uses guidance and `guidance` is not 0) the
 negative prompt are encoded one at a time (so an embedding never depends on what else was in a batch);
@@ -16,7 +16,7 @@ decode run spread over the group, and ranks other than 0 return None. With an `O
 models wait on the CPU and are on the GPU only during their stage.
 
 Checkpoint folders (`source`) come in two layouts:
-- official: the Hugging Face downloads in one folder (`cosmos_ray.registry` has the layout): the model's
+- official: the Hugging Face downloads in one folder (`cosmos_ray.core.registry` has the layout): the model's
   DiT at its official path (e.g. `base/post-trained/81edfebe-..._ema_bf16.pt`), `tokenizer.pth` (the
   Wan2.1 VAE), and the Reason1 text encoder in `text_encoder/` (a Hugging Face Qwen2.5-VL folder);
 - diffusers: `transformer/`, `vae/`, `text_encoder/` and `tokenizer/` of a Cosmos-Predict2.5 pipeline
@@ -38,26 +38,35 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from cosmos_ray import autoregressive, media
+from cosmos_ray import autoregressive
 from cosmos_ray.conditioning import read_conditioning
-from cosmos_ray.dtypes import default_dtype_name
-from cosmos_ray.models.dit import MiniTrainDiT, load_dit
+from cosmos_ray.core import media
+from cosmos_ray.core.dtypes import default_dtype_name
+from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
+from cosmos_ray.core.options import EngineOptions
+from cosmos_ray.core.presets import RANDOM_PRESETS, RandomPreset
+from cosmos_ray.core.progress import Progress, Step
+from cosmos_ray.core.registry import (
+    DEFAULT_MODEL,
+    TEXT_ENCODER_FOLDER,
+    VAE_FILE,
+    OfficialModel,
+    check_source,
+    get_model,
+)
+from cosmos_ray.core.result import GenerationResult
+from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.storage import Storage
+from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
 from cosmos_ray.offload import Offloader
-from cosmos_ray.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.dit import split_sizes
-from cosmos_ray.presets import RANDOM_PRESETS, RandomPreset
-from cosmos_ray.progress import Progress, Step
-from cosmos_ray.registry import DEFAULT_MODEL, TEXT_ENCODER_FOLDER, VAE_FILE, OfficialModel, check_source, get_model
-from cosmos_ray.result import GenerationResult
-from cosmos_ray.sampling import few_step
+from cosmos_ray.sampling import few_step, recipe_config
 from cosmos_ray.sampling.few_step import FewStepConfig, sample_few_step
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
-from cosmos_ray.spec import GenerationSpec, SpecError
-from cosmos_ray.storage import Storage
 
 RANDOM_SEED = 0
 
@@ -119,19 +128,21 @@ class Generator:
         dtype: torch.dtype | None = None,
         parallel: ParallelContext | None = None,
         offload: OffloadConfig = NO_OFFLOAD,
-        cache_url: str | None = None,
+        embedding_cache: str | None = None,
         sampler_config: SamplerConfig | FewStepConfig | None = None,
         storage: Storage = Storage(),
         compile: bool = False,
+        attention_backend: str = "auto",
     ) -> Generator:
         """Loads official model `model` from a random-weight preset (`RANDOM_PRESETS`) or a checkpoint folder.
 
         Defaults: the parallel context's device, else CUDA in bfloat16 when available, else CPU in
-        float32. `model` (an official name, `cosmos_ray.registry.MODELS`) picks the DiT file of a folder,
+        float32. `model` (an official name, `cosmos_ray.core.registry.MODELS`) picks the DiT file of a folder,
         the net's precision and the sampling recipe, which `sampler_config` overrides. `offload` keeps
-        models on the CPU between their stages; offloaded models are also loaded there. `cache_url`
-        shares prompt embeddings through fsspec; `storage` reaches it and the conditioning inputs;
-        `compile` torch.compiles the DiT's blocks.
+        models on the CPU between their stages; offloaded models are also loaded there. `embedding_cache`
+        (an fsspec folder) shares prompt embeddings; `storage` reaches it and the conditioning inputs;
+        `compile` torch.compiles the DiT's blocks; `attention_backend` picks the DiT's attention kernel
+        (`cosmos_ray.models.attention`).
         """
         check_source(source, model)
         official = get_model(model)
@@ -140,7 +151,7 @@ class Generator:
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or getattr(torch, default_dtype_name(device.type))
         home = torch.device("cpu")
-        cache = EmbeddingCache(url=cache_url, storage=storage)
+        cache = EmbeddingCache(url=embedding_cache, storage=storage)
         if source in RANDOM_PRESETS:
             preset = RANDOM_PRESETS[source]
             dit, vae, text_encoder = _random_models(preset, official, device, dtype, cache, offload)
@@ -150,7 +161,7 @@ class Generator:
             folder = Path(source)
             dit_path, vae_path = _locate_weights(folder, official)
             dit = load_dit(
-                dit_path, official.dit_config(), device=home if offload.diffusion_model else device, dtype=dtype
+                dit_path, DiTConfig.of_model(official), device=home if offload.diffusion_model else device, dtype=dtype
             )
             vae = load_vae(
                 vae_path, VAEConfig.preset("wan2.1"), device=home if offload.tokenizer else device, dtype=dtype
@@ -162,6 +173,7 @@ class Generator:
                 cache=cache,
             )
             info = ModelInfo(official, dit_path.name, official.trained_resolution, official.state_t)
+        dit.attention_backend = attention_backend
         if compile:
             dit.compile_blocks()
         return cls(
@@ -169,12 +181,34 @@ class Generator:
             vae,
             text_encoder,
             info,
-            sampler_config or official.sampler,
+            sampler_config or recipe_config(official),
             device=device,
             dtype=dtype,
             parallel=parallel,
             offload=offload,
             storage=storage,
+        )
+
+    @classmethod
+    def from_options(
+        cls,
+        options: EngineOptions,
+        *,
+        device: torch.device | str | None = None,
+        parallel: ParallelContext | None = None,
+    ) -> Generator:
+        """The engine an entry point's `EngineOptions` describe (`from_pretrained` has the defaults)."""
+        return cls.from_pretrained(
+            options.source,
+            model=options.model,
+            device=device,
+            dtype=getattr(torch, options.dtype) if options.dtype else None,
+            parallel=parallel,
+            offload=options.offload,
+            embedding_cache=options.embedding_cache,
+            storage=options.storage,
+            compile=options.compile,
+            attention_backend=options.attention_backend,
         )
 
     @property
@@ -512,7 +546,7 @@ def _random_models(
     draw_device = cpu if preset.draw_on_cpu or offload.diffusion_model or offload.tokenizer else device
     with torch.random.fork_rng(devices=[draw_device] if draw_device.type == "cuda" else []), draw_device:
         torch.manual_seed(RANDOM_SEED)
-        dit = MiniTrainDiT(model.dit_config(preset.shapes))
+        dit = MiniTrainDiT(DiTConfig.of_model(model, preset.shapes))
         vae = WanVAE(VAEConfig.preset(preset.vae))
     dit = dit.cast(dtype).eval().requires_grad_(False)
     vae = vae.to(dtype=dtype).eval().requires_grad_(False)

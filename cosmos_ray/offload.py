@@ -1,6 +1,6 @@
 """Model offloading: keep a model on the CPU and move it to the GPU only while it runs.
 
-`Offloader` moves the models that an `OffloadConfig` (cosmos_ray/offload_config.py: the official three switches)
+`Offloader` moves the models that an `OffloadConfig` (cosmos_ray/core/offload_config.py: the official three switches)
 names. An offloaded model's weights are on the GPU only during its stage, so the peak is that of the largest
 stage instead of the sum of every resident model. The official inference brings the text encoder back to the
 GPU at the end of each generation; here it stays on the CPU until a prompt that is not in the embedding cache

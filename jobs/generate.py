@@ -22,14 +22,18 @@ from collections.abc import Callable
 
 import ray
 
-from cosmos_ray import guardrails
-from cosmos_ray.dtypes import DTYPE_NAMES
-from cosmos_ray.model_options import MODELS_EPILOG, add_model_options, offload_of
-from cosmos_ray.presets import RANDOM_PRESETS
-from cosmos_ray.registry import check_source
-from cosmos_ray.shards import ShardConfig
-from cosmos_ray.storage import Storage, StorageError
-from jobs.options import add_limit_options, add_storage_option, byte_size, limits_of, storage_options_of
+from cosmos_ray.core.shards import ShardConfig
+from cosmos_ray.core.storage import Storage, StorageError
+from jobs.options import (
+    MODELS_EPILOG,
+    add_engine_options,
+    add_limit_options,
+    add_storage_option,
+    byte_size,
+    engine_options_of,
+    limits_of,
+    storage_options_of,
+)
 from pipelines.batch import BatchConfig, failure_message, preflight, run
 from pipelines.group import GroupConfig
 from pipelines.placement import PlacementError
@@ -61,23 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="URL",
         help="output root: videos/, meta/ and runs/{run_id}/metadata.parquet go under it",
     )
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument(
-        "--preset",
-        choices=sorted(RANDOM_PRESETS),
-        help="random weights: 'tiny' (tests and CPU smoke runs; any model) or 'random-2B' / 'random-14B' (the "
-        "released shapes of a 2B / 14B model, for GPU trials and benchmarks)",
-    )
-    model.add_argument(
-        "--checkpoint-dir", metavar="DIR", help="folder holding the official checkpoint files (on every GPU node)"
-    )
-    add_model_options(parser)
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, help="compute dtype (default: the generator's)")
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="torch.compile the DiT blocks in every replica: a slower start, faster steps",
-    )
+    add_engine_options(parser)
     parser.add_argument(
         "--gpus-per-group",
         type=_at_least(1),
@@ -107,14 +95,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="how long to wait for the GPUs of the first replica, e.g. while an autoscaler adds a node "
         "(default %(default)g); a layout the cluster can never hold fails at once",
     )
-    parser.add_argument(
-        "--embedding-cache",
-        metavar="URL",
-        help="fsspec folder where replicas share prompt embeddings, so each distinct prompt is "
-        "encoded once per dataset (a Reason1 embedding is about 100 MB); default: each "
-        "replica keeps its own in memory",
-    )
-    guardrails.add_flag(parser)
     parser.add_argument("--limit", type=_at_least(0), metavar="K", help="use only the first K manifest rows")
     parser.add_argument(
         "--num-generations",
@@ -162,12 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
     if args.schedule_timeout <= 0:
         parser.error(f"--schedule-timeout must be positive, got {args.schedule_timeout:g}")
-    if args.preset is not None:
-        try:
-            check_source(args.preset, args.model)
-        except ValueError as error:
-            parser.error(str(error))
-    args.storage_options = storage_options_of(parser, args)
+    storage = Storage(options=storage_options_of(parser, args), allow_http=args.allow_http)  # one for every URL
+    args.engine = engine_options_of(parser, args, storage)
     args.limits = limits_of(parser, args)
     if args.num_generations is not None and args.num_generations > args.limits.max_num_generations:
         parser.error(
@@ -182,29 +158,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def config_of(args: argparse.Namespace) -> BatchConfig:
     """The batch job the parsed arguments describe."""
-    storage = Storage(options=args.storage_options, allow_http=args.allow_http)  # one handle for every URL
     return BatchConfig(
         manifest=args.manifest,
         output=args.output,
-        group=GroupConfig(
-            gpus_per_group=args.gpus_per_group,
-            source=args.checkpoint_dir or args.preset,
-            model=args.model,
-            offload=offload_of(args),
-            dtype=args.dtype,
-            compile=args.compile,
-            embedding_cache_url=args.embedding_cache,
-            storage=storage,
-        ),
+        group=GroupConfig(gpus_per_group=args.gpus_per_group, engine=args.engine),
         groups=args.autoscale or args.groups,
         limit=args.limit,
         num_generations=args.num_generations,
         limits=args.limits,
-        storage=storage,
         run_id=args.run_id,
         schedule_timeout_s=args.schedule_timeout,
         shards=args.shards,
-        guardrails=guardrails.guardrail_setting(args.guardrails, args.checkpoint_dir or args.preset),
     )
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cosmos_ray.manifest import ManifestError, make_manifest
-from cosmos_ray.storage import StorageError
+from cosmos_ray.core.manifest import ManifestError, make_manifest
+from cosmos_ray.core.storage import StorageError
 from jobs.options import add_limit_options, add_storage_option, limits_of, storage_options_of
 
 

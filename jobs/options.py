@@ -1,4 +1,8 @@
-"""Command-line options the jobs share."""
+"""Command-line options the entry points share: the engine's (`EngineOptions`), storage, spec limits, sizes.
+
+Every entry point that runs the engine (`jobs.local`, `jobs.generate`, the benches) calls `add_engine_options`
+and builds its one `EngineOptions` with `engine_options_of`; an option has the same flag everywhere.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,90 @@ import argparse
 import dataclasses
 import re
 
-from cosmos_ray.limits import SpecLimits
-from cosmos_ray.storage import parse_storage_options
+from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.offload_config import OffloadConfig
+from cosmos_ray.core.options import EngineOptions
+from cosmos_ray.core.presets import RANDOM_PRESETS
+from cosmos_ray.core.registry import models_help
+from cosmos_ray.core.storage import Storage, parse_storage_options
+
+MODELS_EPILOG = "official models (--model):\n" + models_help()  # for a RawDescriptionHelpFormatter epilog
+SOURCE_FIELDS = ("source", "offload", "storage")  # the EngineOptions fields with flags of their own shape
+
+
+def add_engine_options(
+    parser: argparse.ArgumentParser, *, default_preset: str | None = None, offload_flags: bool = True
+) -> None:
+    """The engine's flags: the weights (`--preset` or `--checkpoint-dir`, one of them required unless there is
+    a `default_preset`), then one flag per `EngineOptions` field that has a `help` (`--model`, `--dtype`,
+    `--compile`, ...), then the official offload flags (unless `offload_flags` is False: a bench that compares
+    offload settings). Read them back with `engine_options_of`."""
+    source = parser.add_mutually_exclusive_group(required=default_preset is None)
+    source.add_argument(
+        "--preset",
+        choices=sorted(RANDOM_PRESETS),
+        default=default_preset,
+        help="random weights: 'tiny' (tests and CPU smoke runs; any model) or 'random-2B' / 'random-14B' (the "
+        "released shapes of a 2B / 14B model, for GPU trials and benchmarks)",
+    )
+    source.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="folder holding the official checkpoint files, or a diffusers pipeline folder (on every GPU node)",
+    )
+    for field in dataclasses.fields(EngineOptions):
+        if field.name in SOURCE_FIELDS:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        meta = field.metadata
+        if field.type == "bool":
+            parser.add_argument(flag, action="store_true", help=meta["help"])
+        elif field.type == "bool | None":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
+        else:
+            help = meta["help"] + (" (default: %(default)s)" if field.default is not None else "")
+            parser.add_argument(
+                flag, choices=meta["choices"], metavar=meta["metavar"], default=field.default, help=help
+            )
+    if not offload_flags:
+        return
+    offload = parser.add_argument_group(
+        "offloading",
+        "keep a model on the CPU and move it to the GPU only while it runs:\n"
+        "less GPU memory, more time per video (the official flags)",
+    )
+    offload.add_argument("--offload-diffusion-model", "--offload_diffusion_model", action="store_true", help="the DiT")
+    offload.add_argument(
+        "--offload-tokenizer", "--offload_tokenizer", action="store_true", help="the VAE (encoder and decoder)"
+    )
+    offload.add_argument(
+        "--offload-text-encoder", "--offload_text_encoder", action="store_true", help="the Reason1 text encoder"
+    )
+
+
+def engine_options_of(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, storage: Storage = Storage()
+) -> EngineOptions:
+    """The `EngineOptions` of parsed `add_engine_options` flags, reaching URLs through `storage`; an invalid
+    combination (e.g. a 14B preset with a 2B model) is a usage error (exit 2)."""
+    generic = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(EngineOptions)
+        if field.name not in SOURCE_FIELDS
+    }
+    try:
+        return EngineOptions(
+            source=args.checkpoint_dir or args.preset,
+            offload=OffloadConfig(
+                diffusion_model=getattr(args, "offload_diffusion_model", False),
+                tokenizer=getattr(args, "offload_tokenizer", False),
+                text_encoder=getattr(args, "offload_text_encoder", False),
+            ),
+            storage=storage,
+            **generic,
+        )
+    except ValueError as error:
+        parser.error(str(error))
 
 
 def add_storage_option(parser: argparse.ArgumentParser, applies_to: str) -> None:

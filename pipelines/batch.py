@@ -34,24 +34,23 @@ import pyarrow as pa
 import ray
 from ray.exceptions import RayError, RayTaskError
 
-from cosmos_ray.guardrails import (
+from cosmos_ray.core.guardrails import (
     Blocked,
     Guardrails,
     GuardrailSetting,
     check_installed,
     check_prompt,
-    guardrail_setting,
 )
-from cosmos_ray.limits import SpecLimits
-from cosmos_ray.manifest import check_manifest, spec_from_row
-from cosmos_ray.media import write_mp4
-from cosmos_ray.outputs import BLOCKED, DUPLICATE, FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
-from cosmos_ray.progress import Step
-from cosmos_ray.registry import OfficialModel, get_model
-from cosmos_ray.result import GenerationResult
-from cosmos_ray.shards import ShardConfig
-from cosmos_ray.spec import SpecError
-from cosmos_ray.storage import Storage, StorageError
+from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.manifest import check_manifest, spec_from_row
+from cosmos_ray.core.media import write_mp4
+from cosmos_ray.core.outputs import BLOCKED, DUPLICATE, FAILED, OK, RUN_TABLE_SCHEMA, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.core.progress import Step
+from cosmos_ray.core.registry import OfficialModel, get_model
+from cosmos_ray.core.result import GenerationResult
+from cosmos_ray.core.shards import ShardConfig
+from cosmos_ray.core.spec import SpecError
+from cosmos_ray.core.storage import Storage, StorageError
 from pipelines import placement
 from pipelines.group import GPUGroup, GroupConfig, SampleError, remove_placement_groups
 from pipelines.monitor import RunMonitor
@@ -123,7 +122,6 @@ class BatchConfig:
     limit: int | None = None  # use only the first `limit` manifest rows
     num_generations: int | None = None  # videos per spec for every row (each spec's own field if None)
     limits: SpecLimits = field(default_factory=SpecLimits)  # a spec over a limit is an invalid row
-    storage: Storage = field(default_factory=Storage)  # reaches the manifest and output URLs
     run_id: str | None = None  # default: UTC time + random suffix
     writer_cpus: float = 1.0  # CPUs per mp4-encode-and-upload task (and per shard-writing task)
     schedule_timeout_s: float = 1800.0  # how long to wait for the GPUs of the first group (e.g. a node to come)
@@ -144,8 +142,13 @@ class BatchConfig:
             raise ValueError(f"num_generations must be in 1..{limit} (the limit), got {self.num_generations}")
 
     @property
+    def storage(self) -> Storage:
+        """The job's one storage handle (the engine's): it reaches the manifest, output and input URLs."""
+        return self.group.engine.storage
+
+    @property
     def guardrail_setting(self) -> GuardrailSetting:
-        return self.guardrails or guardrail_setting(None, self.group.source)
+        return self.guardrails or self.group.engine.guardrail_setting()
 
 
 @dataclass(frozen=True)
@@ -199,8 +202,8 @@ def preflight(config: BatchConfig) -> int:
     check_installed(config.guardrail_setting)
     rows = check_manifest(config.manifest, storage_options=config.storage.options)
     config.storage.check_writable(config.output)
-    if config.group.embedding_cache_url:
-        config.group.storage.check_writable(config.group.embedding_cache_url)
+    if config.group.engine.embedding_cache:
+        config.storage.check_writable(config.group.engine.embedding_cache)
     return rows
 
 
@@ -362,7 +365,7 @@ def _check_manifest(config: BatchConfig) -> Iterator[dict[str, Any]]:
             "output": config.output,
             "storage": config.storage,
             "limits": config.limits,
-            "model": config.group.model,
+            "model": config.group.engine.model,
             "num_generations": config.num_generations,
         },
     )

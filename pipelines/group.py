@@ -44,14 +44,11 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.util.placement_group import PlacementGroup
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from cosmos_ray.dtypes import DTYPE_NAMES
-from cosmos_ray.guardrails import Guardrails, guard_video
-from cosmos_ray.offload_config import NO_OFFLOAD, OffloadConfig
-from cosmos_ray.progress import Step
-from cosmos_ray.registry import DEFAULT_MODEL, get_model
-from cosmos_ray.result import GenerationResult
-from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage
+from cosmos_ray.core.guardrails import Guardrails, guard_video
+from cosmos_ray.core.options import EngineOptions
+from cosmos_ray.core.progress import Step
+from cosmos_ray.core.result import GenerationResult
+from cosmos_ray.core.spec import GenerationSpec
 
 if TYPE_CHECKING:  # the engine (and torch) loads only in rank workers, never in the group's owner
     from cosmos_ray.generator import Generator
@@ -66,13 +63,7 @@ class GroupConfig:
     """What a GPU group runs and how it is laid out."""
 
     gpus_per_group: int = 1
-    source: str = "tiny"  # `Generator.from_pretrained` source: a preset name or a checkpoint folder
-    model: str = DEFAULT_MODEL  # official model name (`cosmos_ray.registry`)
-    offload: OffloadConfig = NO_OFFLOAD  # models that wait on the CPU between their stages, on every rank
-    dtype: str | None = None  # one of DTYPE_NAMES; None: the generator's default
-    compile: bool = False  # torch.compile the DiT blocks: a slower start for faster steps on every sample
-    embedding_cache_url: str | None = None  # fsspec folder shared by all groups: each prompt is encoded once
-    storage: Storage = field(default_factory=Storage)  # reaches conditioning inputs and the embedding cache
+    engine: EngineOptions = field(default_factory=EngineOptions)  # what every rank's `Generator` is built from
     use_gpus: bool = True  # False: the ranks ask Ray for no GPU and run on CPU (tiny-preset trials, no GPUs)
     cpus_per_rank: float = 1.0
     failure_grace_s: float = 60.0  # after one rank fails, how long the others may run before the group is broken
@@ -81,9 +72,6 @@ class GroupConfig:
     def __post_init__(self) -> None:
         if self.gpus_per_group < 1:
             raise ValueError(f"gpus_per_group must be at least 1, got {self.gpus_per_group}")
-        get_model(self.model)  # raises naming the official models
-        if self.dtype is not None and self.dtype not in DTYPE_NAMES:
-            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or None, got {self.dtype!r}")
         if self.cpus_per_rank <= 0 or self.failure_grace_s <= 0:
             raise ValueError("cpus_per_rank and failure_grace_s must be positive")
 
@@ -151,18 +139,7 @@ class RankWorker:
         if init_method is not None:  # a group of more than one
             backend = "nccl" if on_gpu else "gloo"
             parallel = ParallelContext.init(self.rank, world_size, init_method, backend=backend, device=device)
-        dtype = getattr(torch, self.config.dtype) if self.config.dtype else None
-        self.generator = Generator.from_pretrained(
-            self.config.source,
-            model=self.config.model,
-            offload=self.config.offload,
-            device=device,
-            dtype=dtype,
-            parallel=parallel,
-            compile=self.config.compile,
-            cache_url=self.config.embedding_cache_url,
-            storage=self.config.storage,
-        )
+        self.generator = Generator.from_options(self.config.engine, device=device, parallel=parallel)
         if self.rank == 0 and self.config.guardrails is not None:  # a missing model fails the group's start
             self.config.guardrails.load("video", str(device))
 

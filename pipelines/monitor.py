@@ -17,7 +17,7 @@ from collections import Counter as Tally
 
 from ray.util.metrics import Counter, Gauge, Histogram
 
-from cosmos_ray.outputs import BLOCKED, DUPLICATE, FAILED, OK, SKIPPED, OutputRecord
+from cosmos_ray.core.outputs import BLOCKED, DUPLICATE, FAILED, OK, SKIPPED, OutputRecord
 
 logger = logging.getLogger(__name__)
 

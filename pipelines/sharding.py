@@ -5,7 +5,7 @@
                                                                -> write_shard task (CPU): tar, then index file
             run end     the last, partial shard; wait for every task
 
-Shards are built from committed per-sample outputs (cosmos_ray.shards explains the commit protocol), so
+Shards are built from committed per-sample outputs (cosmos_ray.core.shards explains the commit protocol), so
 sharding never holds up generation, and a shard that fails to write only leaves its samples for the next run.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Iterable
 
 import ray
 
-from cosmos_ray.outputs import OutputStore
-from cosmos_ray.shards import ShardConfig, ShardPacker, ShardStore
+from cosmos_ray.core.outputs import OutputStore
+from cosmos_ray.core.shards import ShardConfig, ShardPacker, ShardStore
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cosmos_ray.guardrails import Part, Verdict
+from cosmos_ray.core.guardrails import Part, Verdict
 
 GREY = 128
 

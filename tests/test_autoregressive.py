@@ -16,10 +16,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from cosmos_ray import autoregressive
+from cosmos_ray.core.progress import Step
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.generator import Generator, to_uint8_frames
 from cosmos_ray.parallel import ParallelContext
-from cosmos_ray.progress import Step
-from cosmos_ray.spec import GenerationSpec, SpecError
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "autoregressive.npz"
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"  # 64x96: square.png, square.mp4 (17 frames)

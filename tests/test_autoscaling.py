@@ -140,9 +140,9 @@ class ClusterWatch:
 
 
 def test_gpu_nodes_start_for_the_groups_and_leave_when_idle(tmp_path):
-    from cosmos_ray.manifest import write_manifest
-    from cosmos_ray.outputs import OutputStore
-    from cosmos_ray.spec import GenerationSpec
+    from cosmos_ray.core.manifest import write_manifest
+    from cosmos_ray.core.outputs import OutputStore
+    from cosmos_ray.core.spec import GenerationSpec
 
     cluster = yaml.safe_load((REPO / "cluster.yaml").read_text())
     gcs_port = free_port()

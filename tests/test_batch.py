@@ -29,15 +29,15 @@ import ray
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from cosmos_ray.guardrails import GuardrailSetting
-from cosmos_ray.limits import SpecLimits
-from cosmos_ray.manifest import MANIFEST_SCHEMA
-from cosmos_ray.model_options import offload_of
-from cosmos_ray.offload_config import OffloadConfig
-from cosmos_ray.outputs import OutputRecord, OutputStore
-from cosmos_ray.shards import ShardConfig, ShardStore
-from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage
+from cosmos_ray.core.guardrails import GuardrailSetting
+from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.manifest import MANIFEST_SCHEMA
+from cosmos_ray.core.offload_config import OffloadConfig
+from cosmos_ray.core.options import EngineOptions
+from cosmos_ray.core.outputs import OutputRecord, OutputStore
+from cosmos_ray.core.shards import ShardConfig, ShardStore
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage
 from jobs.generate import main as generate_main
 from jobs.generate import parse_args
 from pipelines import placement
@@ -135,9 +135,8 @@ def s3_job(ray_session, s3_endpoint):
     config = BatchConfig(
         manifest=manifest,
         output=f"{bucket}/out",
-        storage=Storage(options),
         groups=2,
-        group=GroupConfig(gpus_per_group=2, source="tiny", storage=Storage(options)),
+        group=GroupConfig(gpus_per_group=2, engine=EngineOptions(storage=Storage(options))),
     )
     summary = run(config)
     return {"specs": specs, "summary": summary, "store": OutputStore(config.output, Storage(options)), "fs": fs}
@@ -230,7 +229,7 @@ def test_limit_keeps_the_first_rows_in_manifest_order(ray_session, tmp_path):
             output=str(tmp_path / "out"),
             limit=200,
             run_id="limited",
-            group=GroupConfig(source="tiny"),
+            group=GroupConfig(),
         )
     )
     assert (summary.ok, summary.failed, summary.skipped, summary.gpus) == (0, 200, 0, 0)
@@ -268,9 +267,7 @@ def test_invalid_duplicate_and_done_rows_need_no_gpu_and_are_named(ray_session, 
 def test_a_layout_the_cluster_can_never_hold_fails_before_reading_the_manifest(ray_session, tmp_path):
     manifest = tmp_path / "manifest.parquet"
     write_manifest(str(manifest), [manifest_row(spec("a"), "a.jsonl:1")])
-    config = BatchConfig(
-        manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(gpus_per_group=8, source="tiny")
-    )
+    config = BatchConfig(manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(gpus_per_group=8))
     with pytest.raises(placement.PlacementError) as caught:
         run(config)
     assert str(caught.value).startswith(
@@ -287,7 +284,7 @@ def test_the_first_group_waits_for_free_gpus_until_the_schedule_timeout(ray_sess
     every_gpu = ray.util.placement_group([{"GPU": 1}] * 4, strategy="STRICT_PACK")  # another job holds them all
     assert every_gpu.wait(timeout_seconds=60)
     config = BatchConfig(
-        manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(source="tiny"), schedule_timeout_s=2
+        manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(), schedule_timeout_s=2
     )
     try:
         with (
@@ -305,7 +302,7 @@ def test_a_table_without_the_manifest_columns_is_refused(ray_session, tmp_path):
     manifest = tmp_path / "not-a-manifest.parquet"
     pq.write_table(pa.table({"spec_json": [json.dumps(spec("a"))]}), manifest)
     with pytest.raises(ValueError, match="not-a-manifest.parquet is not a cosmos-ray manifest: missing column"):
-        run(BatchConfig(manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig(source="tiny")))
+        run(BatchConfig(manifest=str(manifest), output=str(tmp_path / "out"), group=GroupConfig()))
 
 
 def test_samples_made_before_sharding_was_on_are_sharded_by_the_next_run(ray_session, tmp_path):
@@ -320,7 +317,7 @@ def test_samples_made_before_sharding_was_on_are_sharded_by_the_next_run(ray_ses
         output=str(output),
         run_id="shard-later",
         shards=ShardConfig(max_bytes=250),
-        group=GroupConfig(source="tiny"),
+        group=GroupConfig(),
     )
     summary = run(config)
     assert (summary.skipped, summary.shards_written, summary.gpus) == (5, 3, 0)
@@ -392,7 +389,7 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
         output=str(output),
         groups=1,
         run_id="resumed",
-        group=GroupConfig(gpus_per_group=1, source="tiny"),
+        group=GroupConfig(gpus_per_group=1),
     )
     resumed = run(config)
     assert (resumed.ok, resumed.skipped, resumed.failed) == (len(specs) - done_before, done_before, 0)
@@ -406,12 +403,12 @@ def test_a_killed_job_resumes_without_duplicates_or_gaps(ray_session, tmp_path):
     assert videos == sorted(f"{r.sample_id}.mp4" for r in records)  # one video each, no temporary leftovers
     assert metas == sorted(f"{r.sample_id}.json" for r in records)
 
-    again = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
+    again = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig()))
     assert (again.ok, again.skipped, again.failed, again.gpus) == (0, len(specs), 0, 0)
     wait_for(lambda: not live_placement_groups("cosmos-ray-killed-"), timeout_s=60)  # died with the killed job
 
     (output / "videos" / f"{records[0].sample_id}.mp4").unlink()  # its meta still says ok
-    regenerated = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
+    regenerated = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig()))
     assert (regenerated.ok, regenerated.skipped) == (1, len(specs) - 1)
     assert records[0].sample_id is not None and store.is_done(records[0].sample_id)
 
@@ -446,7 +443,7 @@ def test_ctrl_c_writes_the_run_table_of_what_finished_and_the_rerun_resumes(ray_
     assert 1 <= len(finished) < len(specs)
     assert all(record.status == "ok" and store.is_done(str(record.sample_id)) for record in finished)
 
-    resumed = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig(source="tiny")))
+    resumed = run(BatchConfig(manifest=str(manifest), output=str(output), group=GroupConfig()))
     assert resumed.skipped >= len(finished)  # what finished, and whatever was written after the table
     assert (resumed.ok + resumed.skipped, resumed.failed, resumed.not_finished) == (len(specs), 0, 0)
 
@@ -492,7 +489,7 @@ def test_generations_and_shards_survive_a_kill_without_loss_or_duplicates(ray_se
         run_id="resumed-shards",
         num_generations=3,
         shards=ShardConfig(max_samples=2),
-        group=GroupConfig(source="tiny"),
+        group=GroupConfig(),
     )
     resumed = run(config)
     assert (resumed.ok, resumed.skipped, resumed.failed) == (len(expected) - len(done_before), len(done_before), 0)
@@ -622,7 +619,10 @@ def test_model_and_offload_options():
         ["--manifest", "m", "--output", "o", "--preset", "random-14B", "--model", "14B/post-trained"]
         + ["--offload_text_encoder", "--offload-tokenizer"]
     )
-    assert (args.model, offload_of(args)) == ("14B/post-trained", OffloadConfig(tokenizer=True, text_encoder=True))
+    assert (args.engine.model, args.engine.offload) == (
+        "14B/post-trained",
+        OffloadConfig(tokenizer=True, text_encoder=True),
+    )
     assert parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny"]).model == "2B/post-trained"
 
 
@@ -657,7 +657,7 @@ def test_storage_options_nest_and_parse_json_values():
         ]
     )
     assert args.autoscale == (2, 8)
-    assert args.storage_options == {
+    assert args.engine.storage.options == {
         "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "us-east-1"},
         "anon": True,
     }
@@ -717,7 +717,7 @@ def test_blocked_prompts_and_videos_are_recorded_never_written_and_the_job_goes_
         output=str(output),
         run_id="guarded",
         groups=1,
-        group=GroupConfig(source="tiny"),
+        group=GroupConfig(),
         guardrails=GuardrailSetting(checks, "the tests' stand-in"),
     )
     with caplog.at_level(logging.INFO, logger="pipelines.batch"):

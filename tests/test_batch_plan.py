@@ -5,11 +5,11 @@ import json
 import pyarrow as pa
 import pytest
 
-from cosmos_ray.limits import SpecLimits
-from cosmos_ray.outputs import OutputStore
-from cosmos_ray.registry import DEFAULT_MODEL
-from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage
+from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.outputs import OutputStore
+from cosmos_ray.core.registry import DEFAULT_MODEL
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage
 from pipelines.batch import CHECK_COLUMNS, INVALID, PENDING, SKIPPED, BatchConfig, check_rows
 
 

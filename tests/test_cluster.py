@@ -139,9 +139,9 @@ def ray_head():
 
 
 def test_ray_job_submit_runs_the_tiny_job(ray_head, tmp_path):
-    from cosmos_ray.manifest import write_manifest
-    from cosmos_ray.outputs import OutputStore
-    from cosmos_ray.spec import GenerationSpec
+    from cosmos_ray.core.manifest import write_manifest
+    from cosmos_ray.core.outputs import OutputStore
+    from cosmos_ray.core.spec import GenerationSpec
 
     address, env = ray_head
     spec = GenerationSpec.from_dict(

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from cosmos_ray import guardrails
-from cosmos_ray.manifest import MANIFEST_SCHEMA
+from cosmos_ray.core import guardrails
+from cosmos_ray.core.manifest import MANIFEST_SCHEMA
 from jobs import generate
 
 SPEC = {"inference_type": "text2world", "name": "a", "prompt": "A cube.", "num_output_frames": 9, "num_steps": 2}
@@ -115,7 +115,9 @@ def test_the_limit_flags_reach_the_job(tmp_path):
 
 def test_guardrails_default_to_on_with_a_checkpoint_and_off_with_a_preset():
     def setting(*argv: str) -> str:
-        return str(generate.config_of(generate.parse_args(["--manifest", "m", "--output", "o", *argv])).guardrails)
+        return str(
+            generate.config_of(generate.parse_args(["--manifest", "m", "--output", "o", *argv])).guardrail_setting
+        )
 
     assert setting("--preset", "tiny").startswith("guardrails off (default for a random-weight preset")
     assert setting("--checkpoint-dir", "/ckpt").startswith("guardrails on (default with NVIDIA weights")

@@ -9,20 +9,21 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from cosmos_ray import local
 from cosmos_ray.conditioning import read_conditioning
+from cosmos_ray.core.media import MediaError, write_mp4
+from cosmos_ray.core.offload_config import OffloadConfig
+from cosmos_ray.core.progress import Step
+from cosmos_ray.core.registry import MODEL_NAMES, check_source, get_model
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
-from cosmos_ray.media import MediaError, write_mp4
+from cosmos_ray.models.dit import DiTConfig
 from cosmos_ray.models.text import TextEncoderConfig
 from cosmos_ray.models.vae import VAEConfig
-from cosmos_ray.offload_config import OffloadConfig
 from cosmos_ray.parallel import ParallelContext
-from cosmos_ray.progress import Step
-from cosmos_ray.registry import MODEL_NAMES, check_source, get_model
 from cosmos_ray.sampling.few_step import FewStepConfig
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import ScheduleConfig
-from cosmos_ray.spec import GenerationSpec, SpecError
+from jobs import local
 from tests.guardrail_standin import GREY, StandInGuardrails
 
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"  # 64x96: square.png, square.mp4 (17 frames)
@@ -434,7 +435,7 @@ def test_random_presets_fit_together(name, model):
             check_source(name, model)
         return
     check_source(name, model)
-    dit_cfg = official.dit_config(preset.shapes)
+    dit_cfg = DiTConfig.of_model(official, preset.shapes)
     assert dit_cfg.crossattn_proj_in_channels == TextEncoderConfig.preset(preset.text).embed_dim
     stride = VAEConfig.preset(preset.vae).spatial_compression * dit_cfg.patch_spatial
     assert all(size % stride == 0 for size in preset.trained_resolution or official.trained_resolution)

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import ray
 
-from cosmos_ray.media import MediaError
-from cosmos_ray.progress import Step
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.core.media import MediaError
+from cosmos_ray.core.options import EngineOptions
+from cosmos_ray.core.progress import Step
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, wait_for_ranks
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
@@ -39,7 +40,7 @@ def placement_group_state(name: str) -> str | None:
 
 @pytest.fixture(scope="module")
 def group(ray_session):
-    group = GPUGroup(GroupConfig(gpus_per_group=2, source="tiny", failure_grace_s=5), name=GROUP_NAME)
+    group = GPUGroup(GroupConfig(gpus_per_group=2, failure_grace_s=5), name=GROUP_NAME)
     yield group
     group.shutdown()
 
@@ -165,7 +166,7 @@ class _GroupOwner:
     """An actor that owns a group, as the batch job's pool actor and a Serve replica do."""
 
     def generate(self, specs: list[GenerationSpec]) -> tuple[list[str], bool]:
-        group = GPUGroup(GroupConfig(source="tiny"))
+        group = GPUGroup(GroupConfig())
         outcomes = []
         for spec in specs:
             try:
@@ -189,7 +190,7 @@ def test_group_config_rejects_bad_values():
     with pytest.raises(ValueError, match="gpus_per_group"):
         GroupConfig(gpus_per_group=0)
     with pytest.raises(ValueError, match="dtype"):
-        GroupConfig(dtype="int8")
+        GroupConfig(engine=EngineOptions(dtype="int8"))
 
 
 def test_shutdown_kills_the_ranks_and_removes_the_placement_group(group):  # last: it ends the module's group

@@ -8,8 +8,8 @@ import pickle
 import numpy as np
 import pytest
 
-from cosmos_ray import guardrails
-from cosmos_ray.guardrails import (
+from cosmos_ray.core import guardrails
+from cosmos_ray.core.guardrails import (
     Blocked,
     CosmosGuardrails,
     Verdict,
@@ -18,8 +18,8 @@ from cosmos_ray.guardrails import (
     guard_video,
     guardrail_setting,
 )
-from cosmos_ray.outputs import BLOCKED, OutputStore
-from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.core.outputs import BLOCKED, OutputStore
+from cosmos_ray.core.spec import GenerationSpec
 from tests.guardrail_standin import GREY, StandInGuardrails
 
 SPEC = GenerationSpec.from_dict({"inference_type": "text2world", "name": "cubes", "prompt": "Cubes."})

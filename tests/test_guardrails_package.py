@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cosmos_ray.guardrails import Blocked, CosmosGuardrails, Verdict, check_prompt, guard_video
+from cosmos_ray.core.guardrails import Blocked, CosmosGuardrails, Verdict, check_prompt, guard_video
 
 try:
     from cosmos_guardrail import cosmos_guardrail as package

@@ -11,26 +11,25 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Modules of the engine that the Ray driver side imports (specs, manifests, outputs, media files, results, the
-# official models and presets by name, the model and offload options, the guardrail interface).
-TORCH_FREE_ENGINE = [
-    "cosmos_ray",
-    "cosmos_ray.dtypes",
-    "cosmos_ray.guardrails",
-    "cosmos_ray.limits",
-    "cosmos_ray.manifest",
-    "cosmos_ray.media",
-    "cosmos_ray.model_options",
-    "cosmos_ray.offload_config",
-    "cosmos_ray.outputs",
-    "cosmos_ray.presets",
-    "cosmos_ray.progress",
-    "cosmos_ray.registry",
-    "cosmos_ray.result",
-    "cosmos_ray.shards",
-    "cosmos_ray.spec",
-    "cosmos_ray.storage",
-]
+CORE = REPO / "cosmos_ray" / "core"
+
+
+def core_modules() -> list[str]:
+    """Every module of the torch-free core, found in its folder (a new file is covered without a list)."""
+    return sorted(
+        ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__") for path in CORE.rglob("*.py")
+    )
+
+
+def imported_modules(path: Path) -> list[str]:
+    """The absolute module names a source file imports, read from its syntax tree (nothing is run)."""
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
 
 
 def loaded_after_importing(modules: list[str]) -> list[str]:
@@ -51,17 +50,30 @@ def test_the_ray_driver_side_loads_no_torch():
     assert "torch" not in loaded_after_importing(["pipelines.batch", "pipelines.serve", "jobs.generate"])
 
 
-def test_the_engines_driver_side_modules_load_neither_torch_nor_ray():
-    assert loaded_after_importing(TORCH_FREE_ENGINE) == []
+def test_the_core_loads_neither_torch_nor_ray():
+    modules = core_modules()
+    assert "cosmos_ray.core.spec" in modules and "cosmos_ray.core.options" in modules
+    assert loaded_after_importing(modules) == []
+
+
+def test_the_core_imports_nothing_of_the_engine():
+    """The folder rule: a module under cosmos_ray/core/ imports only the core of cosmos_ray (never the engine
+    beside it, not even lazily inside a function), so the engine builds on the core and never the reverse."""
+    offenders = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sorted(CORE.rglob("*.py"))
+        for name in imported_modules(path)
+        if name.startswith("cosmos_ray.") and not name.startswith("cosmos_ray.core")
+    ]
+    assert offenders == []
 
 
 def test_no_engine_module_imports_ray():
     """Every module of cosmos_ray/, read rather than imported (its models would load torch and transformers)."""
-    offenders = []
-    for path in sorted((REPO / "cosmos_ray").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            offenders += [f"{path.relative_to(REPO)}: {name}" for name in names if name.split(".")[0] == "ray"]
+    offenders = [
+        f"{path.relative_to(REPO)}: {name}"
+        for path in sorted((REPO / "cosmos_ray").rglob("*.py"))
+        for name in imported_modules(path)
+        if name.split(".")[0] == "ray"
+    ]
     assert offenders == []

@@ -1,7 +1,7 @@
 import pytest
 
-from cosmos_ray.limits import SpecLimits
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 
 
 def _spec(**fields) -> GenerationSpec:

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from cosmos_ray import storage
-from cosmos_ray.manifest import (
+from cosmos_ray.core import storage
+from cosmos_ray.core.manifest import (
     MANIFEST_SCHEMA,
     ManifestError,
     expand_legacy,
@@ -15,7 +15,7 @@ from cosmos_ray.manifest import (
     read_manifest,
     spec_from_row,
 )
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 from jobs import make_manifest as cli
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -276,7 +276,7 @@ def test_s3_sources_and_output(s3_bucket):
 
 
 def test_specs_over_a_limit_are_problems_with_their_source(tmp_path):
-    from cosmos_ray.limits import SpecLimits
+    from cosmos_ray.core.limits import SpecLimits
 
     specs = write(
         tmp_path / "big.jsonl",
@@ -311,7 +311,7 @@ def test_cli_limit_flags(tmp_path, capsys):
 
 
 def test_spec_from_row_checks_limits_when_given():
-    from cosmos_ray.limits import SpecLimits
+    from cosmos_ray.core.limits import SpecLimits
 
     row = {"spec_json": '{"inference_type": "text2world", "name": "x", "prompt": "p"}', "source": "m.jsonl:3"}
     assert spec_from_row(row, SpecLimits()).name == "x"
@@ -320,8 +320,8 @@ def test_spec_from_row_checks_limits_when_given():
 
 
 def test_check_manifest_reads_the_footer_only(tmp_path):
-    from cosmos_ray.manifest import check_manifest
-    from cosmos_ray.storage import StorageNotFoundError
+    from cosmos_ray.core.manifest import check_manifest
+    from cosmos_ray.core.storage import StorageNotFoundError
 
     out = str(tmp_path / "m.parquet")
     make_manifest([os.path.join(EXAMPLES, "*.json")], out)

@@ -9,9 +9,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cosmos_ray.conditioning import read_conditioning, resize_and_center_crop
-from cosmos_ray.media import MediaError, read_image, read_video, write_mp4
-from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage
+from cosmos_ray.core.media import MediaError, read_image, read_video, write_mp4
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage
 
 HEIGHT, WIDTH = 32, 48
 

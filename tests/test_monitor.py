@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cosmos_ray.outputs import OutputRecord
+from cosmos_ray.core.outputs import OutputRecord
 from pipelines import monitor
 from pipelines.monitor import RunMetrics, RunMonitor, format_duration
 

@@ -19,14 +19,14 @@ import torch
 from PIL import Image
 
 from cosmos_ray.conditioning import resize_and_center_crop
+from cosmos_ray.core.media import read_image, read_video
+from cosmos_ray.core.registry import get_model
+from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.generator import Generator, ModelInfo
-from cosmos_ray.media import read_image, read_video
 from cosmos_ray.models.text import TextEncoder, normalize_per_token
-from cosmos_ray.registry import get_model
 from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
 from cosmos_ray.sampling.schedule import make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
-from cosmos_ray.spec import GenerationSpec
 from tools.official_golden import (
     RESIZE_CASES,
     fixed_velocity,

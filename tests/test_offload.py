@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.generator import Generator
 from cosmos_ray.offload import Offloader
-from cosmos_ray.offload_config import NO_OFFLOAD, OffloadConfig
 from tests.test_generator import make_spec
 
 DEVICE = torch.device("cpu", 0)

@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from cosmos_ray import outputs, storage
-from cosmos_ray.outputs import OutputRecord, OutputStore
-from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.core import outputs, storage
+from cosmos_ray.core.outputs import OutputRecord, OutputStore
+from cosmos_ray.core.spec import GenerationSpec
 
 SPEC = GenerationSpec.from_dict({"inference_type": "text2world", "name": "snowy stop", "prompt": "Snow."})
 OTHER = GenerationSpec.from_dict({"inference_type": "text2world", "name": "rain", "prompt": "Rain."})

@@ -5,7 +5,7 @@ import pytest
 from ray.data.exceptions import SystemException
 from ray.exceptions import ActorDiedError, RayTaskError, UserCodeException
 
-from cosmos_ray.storage import StorageNotFoundError
+from cosmos_ray.core.storage import StorageNotFoundError
 from pipelines import placement
 from pipelines.batch import failure_message
 from pipelines.placement import ClusterGPUs, PlacementError, check_layout, pool_size

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, MODELS, VAE_FILE, get_model
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.generator import _locate_weights
 from cosmos_ray.models.dit import DiTConfig
-from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES, MODELS, VAE_FILE, get_model
+from cosmos_ray.sampling import recipe_config
 from cosmos_ray.sampling.few_step import FewStepConfig
 from cosmos_ray.sampling.sampler import SamplerConfig
-from cosmos_ray.spec import GenerationSpec, SpecError
 
 # From the official checkpoint database (packages/cosmos-oss/cosmos_oss/checkpoints_predict2.py, 21c486b7):
 # model name -> (Hugging Face repository, file).
@@ -52,7 +53,7 @@ def test_unknown_name_lists_the_official_ones():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_net_of_each_model(name):
     model = get_model(name)
-    cfg = model.dit_config()
+    cfg = DiTConfig.of_model(model)
     released = DiTConfig.preset(model.size)
     assert (cfg.model_channels, cfg.num_heads, cfg.num_blocks) == (
         (released.model_channels, released.num_heads, released.num_blocks)
@@ -64,7 +65,7 @@ def test_net_of_each_model(name):
     # (distill/configs/defaults/net.py: COSMOS_V1_2B_NET, use_wan_fp32_strategy=False, timestep_scale default 1.0)
     distilled = name == "2B/distilled"
     assert (cfg.timestep_scale, cfg.fp32_modulation) == ((1.0, False) if distilled else (0.001, True))
-    tiny = model.dit_config("tiny")
+    tiny = DiTConfig.of_model(model, "tiny")
     assert (tiny.model_channels, tiny.timestep_scale, tiny.fp32_modulation) == (
         DiTConfig.preset("tiny").model_channels,
         cfg.timestep_scale,
@@ -77,10 +78,10 @@ def test_samplers_follow_the_official_experiments():
     """2B post-trained: karras + conditional frames at 0.1 (rf_with_edm_ckpt); 2B pre-trained and both 14B
     checkpoints (registered under the 14B shift-5 experiment): shift 5, conditional frames at the noisy
     timestep; 2B distilled: the 4 TrigFlow times."""
-    assert get_model("2B/post-trained").sampler == SamplerConfig.preset("post-trained")
+    assert recipe_config(get_model("2B/post-trained")) == SamplerConfig.preset("post-trained")
     for name in ("2B/pre-trained", "14B/pre-trained", "14B/post-trained"):
-        assert get_model(name).sampler == SamplerConfig.preset("pre-trained")
-    assert get_model("2B/distilled").sampler == FewStepConfig()
+        assert recipe_config(get_model(name)) == SamplerConfig.preset("pre-trained")
+    assert recipe_config(get_model("2B/distilled")) == FewStepConfig()
     assert get_model("14B/post-trained").experiment == get_model("14B/pre-trained").experiment
 
 

@@ -23,8 +23,8 @@ import s3fs
 from PIL import Image
 from ray import serve
 
-from cosmos_ray.registry import DEFAULT_MODEL, get_model
-from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.core.registry import DEFAULT_MODEL, get_model
+from cosmos_ray.core.spec import GenerationSpec
 from pipelines.serve import ServeArgs, build_app
 from tests.guardrail_standin import StandInGuardrails
 

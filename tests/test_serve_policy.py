@@ -15,11 +15,11 @@ from ray.serve._private.build_app import build_app as build_serve_app
 from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
-from cosmos_ray import guardrails
-from cosmos_ray.guardrails import Blocked
-from cosmos_ray.media import MediaError
-from cosmos_ray.offload_config import OffloadConfig
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.core import guardrails
+from cosmos_ray.core.guardrails import Blocked
+from cosmos_ray.core.media import MediaError
+from cosmos_ray.core.offload_config import OffloadConfig
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 from pipelines.group import SampleError
 from pipelines.serve import ServeArgs, app, build_app
 from pipelines.serve.auth import TOKENS_ENV, BearerAuth
@@ -207,8 +207,8 @@ def test_serve_args_choose_the_model_and_its_offloading():
         {"preset": "random-14B", "model": "14B/post-trained", "offload_text_encoder": "true"},
     )
     (group_config,) = _deployments(built)["GroupReplica"]._replica_config.init_args
-    assert (group_config.source, group_config.model) == ("random-14B", "14B/post-trained")
-    assert group_config.offload == OffloadConfig(text_encoder=True)
+    assert (group_config.engine.source, group_config.engine.model) == ("random-14B", "14B/post-trained")
+    assert group_config.engine.offload == OffloadConfig(text_encoder=True)
     with pytest.raises(ValueError, match="unknown model '14B'; the official models are"):
         build_app(ServeArgs(model="14B"))
 

@@ -7,10 +7,10 @@ import tarfile
 
 import pytest
 
-from cosmos_ray import storage
-from cosmos_ray.outputs import OutputStore
-from cosmos_ray.shards import SHARD_INDEX_SCHEMA, ShardConfig, ShardPacker, ShardStore, webdataset_key
-from cosmos_ray.spec import GenerationSpec
+from cosmos_ray.core import storage
+from cosmos_ray.core.outputs import OutputStore
+from cosmos_ray.core.shards import SHARD_INDEX_SCHEMA, ShardConfig, ShardPacker, ShardStore, webdataset_key
+from cosmos_ray.core.spec import GenerationSpec
 
 
 def spec(name: str, seed: int = 0) -> GenerationSpec:

@@ -10,16 +10,16 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from cosmos_ray.spec import (
+from cosmos_ray.core.spec import (
     DEFAULT_NEGATIVE_PROMPT,
     GenerationSpec,
     SpecError,
     count_chunks,
     file_schema,
-    main,
     safe_name,
     schema_json,
 )
+from jobs import spec_schema
 
 TEXT = {"inference_type": "text2world", "name": "snowy_stop_light", "prompt": "A stop light in the snow."}
 IMAGE = {"inference_type": "image2world", "name": "bus", "prompt": "A bus.", "input_path": "/data/bus.jpg"}
@@ -154,7 +154,7 @@ def test_prompt_wins_over_prompt_path_like_official():
 
 
 def test_prompt_path_through_memory_filesystem():
-    from cosmos_ray import storage
+    from cosmos_ray.core import storage
 
     storage.write_bytes_atomic("memory://specs-test/p.txt", b"From memory.\n")
     data = {"inference_type": "text2world", "name": "m", "prompt_path": "p.txt"}
@@ -439,7 +439,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_published_schema_is_current():
-    """docs/spec.schema.json is what `python -m cosmos_ray.spec --schema` writes: it cannot drift from the model."""
+    """docs/spec.schema.json is what `python -m jobs.spec_schema` writes: it cannot drift from the model."""
     assert (ROOT / "docs" / "spec.schema.json").read_text(encoding="utf-8") == schema_json()
 
 
@@ -478,5 +478,5 @@ def test_schema_needs_prompt_or_prompt_path():
 
 
 def test_schema_command_prints_the_schema(capsys):
-    main(["--schema"])
+    spec_schema.main([])
     assert capsys.readouterr().out == schema_json()

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from cosmos_ray import storage
+from cosmos_ray.core import storage
 
 
 def test_url_scheme_and_is_local():

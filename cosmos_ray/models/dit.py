@@ -13,7 +13,7 @@ Precision follows the reference's bf16 inference (`use_wan_fp32_strategy=True` i
 configs): the timestep embedding, every AdaLN modulation and the final layer run in float32
 (`MiniTrainDiT.cast` keeps those weights in float32), q and k are rotated in float32, everything else runs
 in the model dtype. The distilled 2B net has the strategy off (`fp32_modulation=False`, see
-`cosmos_ray.registry`).
+`cosmos_ray.core.registry`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cosmos_ray.core.registry import OfficialModel
 from cosmos_ray.models.attention import AttentionFn, attention
 from cosmos_ray.models.rope import Rope, VideoRope3D, apply_rope
 from cosmos_ray.models.weights import drop_training_entries, load_into, read_state_dict, rename_keys, select_prefix
@@ -81,6 +82,16 @@ class DiTConfig:
                 crossattn_emb_channels=64,
             )
         raise ValueError(f"unknown DiT preset {name!r}; expected one of {', '.join(DIT_PRESETS)}")
+
+    @classmethod
+    def of_model(cls, model: OfficialModel, shapes: str | None = None) -> DiTConfig:
+        """The net of official `model`'s checkpoint: the released shapes (its size), or those of preset
+        `shapes` (e.g. "tiny"), with the checkpoint's timestep scale and precision."""
+        return dataclasses.replace(
+            cls.preset(shapes or model.size),
+            timestep_scale=model.timestep_scale,
+            fp32_modulation=model.fp32_modulation,
+        )
 
     @property
     def head_dim(self) -> int:

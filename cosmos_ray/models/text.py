@@ -35,7 +35,7 @@ from transformers import (
     Qwen2Tokenizer,
 )
 
-from cosmos_ray.dtypes import default_dtype_name
+from cosmos_ray.core.dtypes import default_dtype_name
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.weights import load_into
 

@@ -17,7 +17,7 @@ from collections import OrderedDict
 import torch
 from fsspec import AbstractFileSystem
 
-from cosmos_ray.storage import Storage
+from cosmos_ray.core.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ class SamplerConfig:
     """Sampling recipe of a Cosmos-Predict2.5 base checkpoint (from its official experiment config).
 
     `preset("post-trained")`: the 2B post-trained recipe; `preset("pre-trained")`: the 2B pre-trained one,
-    which the 14B checkpoints share (`cosmos_ray.registry`)."""
+    which the 14B checkpoints share (`cosmos_ray.core.registry`)."""
 
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     # DiT timestep (flow time x 1000) of the held conditional frames; None: the noisy frames' timestep.

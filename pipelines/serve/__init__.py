@@ -11,7 +11,7 @@ One concern per module:
     replica.py   GroupReplica: one GPU group per replica, streaming Started, Steps, Finished or Failed
     results.py   storing a result (video, then its record) where the request asked
     jobs.py      JobBoard: asynchronous jobs, first in first out, with their progress
-    ingress.py   ApiIngress: the FastAPI routes and HTTP statuses; the prompt guardrails (cosmos_ray.guardrails)
+    ingress.py   ApiIngress: the FastAPI routes and HTTP statuses; the prompt guardrails (cosmos_ray.core.guardrails)
     app.py       build_app: the three deployments bound from one ServeArgs
 
 Only `replica.py` reaches the GPUs (through `pipelines.group`); nothing here imports torch.

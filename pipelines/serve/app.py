@@ -20,7 +20,7 @@ from typing import Any
 
 from ray import serve
 
-from cosmos_ray.guardrails import Guardrails, check_installed, guardrail_setting
+from cosmos_ray.core.guardrails import Guardrails, check_installed
 from pipelines.group import GroupConfig
 from pipelines.serve.args import ServeArgs
 from pipelines.serve.ingress import ApiIngress
@@ -42,17 +42,14 @@ def build_app(args: ServeArgs, checks: Guardrails | None = None) -> serve.Applic
     `checks`: the guardrails to run when they are on (default: the official ones)."""
     if args.min_replicas > args.max_replicas:
         raise ValueError(f"min_replicas ({args.min_replicas}) exceeds max_replicas ({args.max_replicas})")
-    guardrails = guardrail_setting(args.guardrails, args.checkpoint_dir or args.preset, checks)
+    engine = args.engine_options()
+    guardrails = engine.guardrail_setting(checks)
     check_installed(guardrails)
     logger.info("cosmos-ray app: %s", guardrails)
-    storage = args.storage()
+    storage = engine.storage
     group_config = GroupConfig(
         gpus_per_group=args.gpus_per_replica,
-        source=args.checkpoint_dir or args.preset,
-        model=args.model,
-        offload=args.offload(),
-        dtype=args.dtype,
-        storage=storage,
+        engine=engine,
         use_gpus=args.use_gpus,
         guardrails=guardrails.checks,  # each replica's rank 0 checks its videos
     )

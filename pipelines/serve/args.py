@@ -1,8 +1,8 @@
 """The Serve app's arguments: `serve run pipelines.serve:app key=value ...` or `args:` in a Serve config file.
 
-Every default of the app lives here; the request policy, the storage handle, the offloading, the guardrail
-setting and the deployments are built from one `ServeArgs` (`RequestPolicy.from_args`, `ServeArgs.storage`,
-`ServeArgs.offload`, `build_app`).
+Every default of the app lives here; the request policy, the storage handle, the engine's options, the
+guardrail setting and the deployments are built from one `ServeArgs` (`RequestPolicy.from_args`,
+`ServeArgs.storage`, `ServeArgs.engine_options`, `build_app`).
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from cosmos_ray.dtypes import DTYPE_NAMES
-from cosmos_ray.limits import TRAINED_PIXELS_720P, SpecLimits
-from cosmos_ray.offload_config import OffloadConfig
-from cosmos_ray.registry import DEFAULT_MODEL, MODEL_NAMES
-from cosmos_ray.storage import HTTP_SCHEMES, Storage, url_scheme
+from cosmos_ray.core.dtypes import DTYPE_NAMES
+from cosmos_ray.core.limits import TRAINED_PIXELS_720P, SpecLimits
+from cosmos_ray.core.offload_config import OffloadConfig
+from cosmos_ray.core.options import ATTENTION_BACKENDS, EngineOptions
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES
+from cosmos_ray.core.storage import HTTP_SCHEMES, Storage, url_scheme
 
 
 class ServeArgs(BaseModel):
@@ -30,6 +31,9 @@ class ServeArgs(BaseModel):
     offload_tokenizer: bool = Field(False, description="keep the VAE on the CPU except while it runs")
     offload_text_encoder: bool = Field(False, description="keep the text encoder on the CPU except while it runs")
     dtype: str | None = Field(None, description=f"one of {', '.join(DTYPE_NAMES)}; default: the generator's")
+    compile: bool = Field(False, description="torch.compile the DiT blocks: a slower start, faster steps")
+    attention_backend: str = Field("auto", description=f"one of {', '.join(ATTENTION_BACKENDS)}")
+    embedding_cache: str | None = Field(None, description="fsspec folder where replicas share prompt embeddings")
     gpus_per_replica: int = Field(1, ge=1, description="GPUs in each replica's group (context parallel)")
     use_gpus: bool = Field(
         True, description="false: replicas ask for no GPU and run on CPU (the tiny preset on a laptop)"
@@ -71,9 +75,19 @@ class ServeArgs(BaseModel):
             max_num_steps=self.max_num_steps,
         )
 
-    def offload(self) -> OffloadConfig:
-        """The models every replica's ranks keep on the CPU between their stages."""
-        return OffloadConfig(self.offload_diffusion_model, self.offload_tokenizer, self.offload_text_encoder)
+    def engine_options(self) -> EngineOptions:
+        """What every replica's ranks run: the `EngineOptions` of these arguments (ValueError if invalid)."""
+        return EngineOptions(
+            source=self.checkpoint_dir or self.preset,
+            model=self.model,
+            dtype=self.dtype,
+            compile=self.compile,
+            attention_backend=self.attention_backend,
+            offload=OffloadConfig(self.offload_diffusion_model, self.offload_tokenizer, self.offload_text_encoder),
+            embedding_cache=self.embedding_cache,
+            guardrails=self.guardrails,
+            storage=self.storage(),
+        )
 
     def storage(self) -> Storage:
         """The app's one storage handle: its fsspec options, and http(s) inputs only where an allowed input

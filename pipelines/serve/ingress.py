@@ -15,9 +15,9 @@ from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from cosmos_ray.guardrails import Blocked, GuardrailSetting, check_prompt
-from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage
+from cosmos_ray.core.guardrails import Blocked, GuardrailSetting, check_prompt
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage
 from pipelines.serve.args import ServeArgs
 from pipelines.serve.auth import BearerAuth
 from pipelines.serve.policy import ApiError, RequestPolicy, check_allowed_url, parse_spec

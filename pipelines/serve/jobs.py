@@ -22,9 +22,9 @@ from typing import Any
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
-from cosmos_ray.progress import Step
-from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage
+from cosmos_ray.core.progress import Step
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage
 from pipelines.serve.replica import Failed, Finished, ReplicaEvent, Started, replica_events
 from pipelines.serve.results import record_blocked, store_result
 

@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from cosmos_ray.limits import SpecLimits
-from cosmos_ray.spec import GenerationSpec, SpecError
-from cosmos_ray.storage import url_scheme
+from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.storage import url_scheme
 from pipelines.serve.args import ServeArgs
 
 

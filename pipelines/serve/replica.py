@@ -21,11 +21,11 @@ from typing import Any, cast
 import ray
 from ray.serve.handle import DeploymentHandle
 
-from cosmos_ray.guardrails import Blocked
-from cosmos_ray.media import MediaError, write_mp4
-from cosmos_ray.progress import Step
-from cosmos_ray.result import GenerationResult
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.core.guardrails import Blocked
+from cosmos_ray.core.media import MediaError, write_mp4
+from cosmos_ray.core.progress import Step
+from cosmos_ray.core.result import GenerationResult
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError
 
 logger = logging.getLogger("ray.serve")

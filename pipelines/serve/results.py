@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from cosmos_ray.outputs import OK, OutputRecord, OutputStore
-from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage
+from cosmos_ray.core.outputs import OK, OutputRecord, OutputStore
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage
 from pipelines.serve.replica import Finished
 
 logger = logging.getLogger("ray.serve")

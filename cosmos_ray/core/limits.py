@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cosmos_ray.registry import RESOLUTION_720P
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.core.registry import RESOLUTION_720P
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 
 TRAINED_PIXELS_720P = RESOLUTION_720P[0] * RESOLUTION_720P[1]  # the released models' trained resolution
 

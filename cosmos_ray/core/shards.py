@@ -27,8 +27,8 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosmos_ray.outputs import OK, OutputStore
-from cosmos_ray.storage import join_url
+from cosmos_ray.core.outputs import OK, OutputStore
+from cosmos_ray.core.storage import join_url
 
 SHARD_NAME = re.compile(r"shard-(\d{6,})\.tar")
 

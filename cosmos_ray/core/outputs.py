@@ -23,11 +23,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosmos_ray.spec import GenerationSpec
-from cosmos_ray.storage import Storage, join_url, resolve_url
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage, join_url, resolve_url
 
 OK, FAILED, SKIPPED, DUPLICATE = "ok", "failed", "skipped", "duplicate"  # the last two only in run tables
-BLOCKED = "blocked"  # the guardrails refused the prompt or the video (cosmos_ray/guardrails.py); no video
+BLOCKED = "blocked"  # the guardrails refused the prompt or the video (cosmos_ray/core/guardrails.py); no video
 
 RUN_TABLE_SCHEMA = pa.schema(
     [

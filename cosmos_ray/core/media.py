@@ -19,7 +19,7 @@ import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-from cosmos_ray.storage import HTTP_SCHEMES, Storage, is_local, url_scheme
+from cosmos_ray.core.storage import HTTP_SCHEMES, Storage, is_local, url_scheme
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_EXTENSIONS = (".mp4",)

@@ -26,7 +26,6 @@ process uses a check.
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 
-from cosmos_ray.presets import RANDOM_PRESETS
+from cosmos_ray.core.presets import RANDOM_PRESETS
 
 GUARDRAIL_CHECKPOINT = "nvidia/Cosmos-Guardrail1"  # the official release's guardrail weights (Hugging Face)
 PACKAGE = "cosmos_guardrail"
@@ -135,19 +134,6 @@ def guardrail_setting(flag: bool | None, source: str, checks: Guardrails | None 
     else:
         reason = "--no-guardrails" + ("" if random_weights else f": {LICENSE_NOTE}")
     return GuardrailSetting((checks or CosmosGuardrails()) if flag else None, reason)
-
-
-def add_flag(parser: argparse.ArgumentParser) -> None:
-    """`--guardrails` / `--no-guardrails`, the same on every entry point; read it with `guardrail_setting`."""
-    parser.add_argument(
-        "--guardrails",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="run NVIDIA's safety checks (cosmos-ray[guardrails]): the prompt before generation, the video "
-        "after it (blocked samples are recorded, never written). Default: on with NVIDIA weights, as the "
-        "official inference, whose license ends your rights if you disable them without a substantially "
-        "similar guardrail; off with the random-weight presets (README: Guardrails)",
-    )
 
 
 def check_installed(setting: GuardrailSetting) -> None:

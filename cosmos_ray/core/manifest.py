@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.dataset
 import pyarrow.parquet as pq
 
-from cosmos_ray import storage
-from cosmos_ray.limits import SpecLimits
-from cosmos_ray.spec import GenerationSpec, SpecError
+from cosmos_ray.core import storage
+from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.spec import GenerationSpec, SpecError
 
 SPEC_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
 

@@ -2,7 +2,7 @@
 
 `GenerationSpec` is a pydantic model, as the official inference arguments are: the one definition that the
 manifest maker, the batch job and Serve's request body share. Its JSON Schema is docs/spec.schema.json
-(`python -m cosmos_ray.spec --schema`) and Serve's OpenAPI page shows it.
+(`python -m jobs.spec_schema`) and Serve's OpenAPI page shows it.
 
 `GenerationSpec.from_dict` accepts the official per-sample format
 (`{"inference_type": ..., "name": ..., "prompt" | "prompt_path": ..., "input_path": ..., ...}`) with the
@@ -26,13 +26,11 @@ sample id.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
 import posixpath
 import re
-import sys
 from typing import TYPE_CHECKING, Any, get_args
 from urllib.parse import urlsplit
 
@@ -40,8 +38,8 @@ from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
-from cosmos_ray import storage
-from cosmos_ray.media import INPUT_EXTENSIONS
+from cosmos_ray.core import storage
+from cosmos_ray.core.media import INPUT_EXTENSIONS
 
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
@@ -478,7 +476,8 @@ def _unknown_field_reason(field: str) -> str:
         return "belongs to the official multiview format, which cosmos-ray does not support"
     if field == "samples":
         return (
-            "belongs to the older official multi-sample file format; cosmos_ray.manifest.load_specs expands such files"
+            "belongs to the older official multi-sample file format; cosmos_ray.core.manifest.load_specs "
+            "expands such files"
         )
     known = sorted([*GenerationSpec.model_fields, "prompt_path"])
     return f"is not a known field (known: {', '.join(known)})"
@@ -523,20 +522,3 @@ def file_schema() -> dict[str, Any]:
 def schema_json() -> str:
     """`file_schema()` as the text of docs/spec.schema.json."""
     return json.dumps(file_schema(), indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m cosmos_ray.spec",
-        description="The generation spec (docs/manifest.md). --schema prints the JSON Schema of one spec, the "
-        "file docs/spec.schema.json: python -m cosmos_ray.spec --schema > docs/spec.schema.json",
-    )
-    parser.add_argument("--schema", action="store_true", help="print the JSON Schema of one spec")
-    args = parser.parse_args(argv)
-    if not args.schema:
-        parser.error("nothing to do: pass --schema")
-    sys.stdout.write(schema_json())
-
-
-if __name__ == "__main__":
-    main()

@@ -20,18 +20,11 @@ A checkpoint folder is the official downloads merged into one folder:
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from cosmos_ray.presets import RANDOM_PRESETS
-from cosmos_ray.spec import INFERENCE_TYPES, GenerationSpec, SpecError
-
-if TYPE_CHECKING:  # the registry is plain data for the Ray driver side; the engine's configs load torch
-    from cosmos_ray.models.dit import DiTConfig
-    from cosmos_ray.sampling.few_step import FewStepConfig
-    from cosmos_ray.sampling.sampler import SamplerConfig
+from cosmos_ray.core.presets import RANDOM_PRESETS
+from cosmos_ray.core.spec import INFERENCE_TYPES, GenerationSpec, SpecError
 
 REPOSITORY_2B = "nvidia/Cosmos-Predict2.5-2B"
 REPOSITORY_14B = "nvidia/Cosmos-Predict2.5-14B"
@@ -83,25 +76,6 @@ class OfficialModel:
     def few_step(self) -> bool:
         """A distilled model: a few unguided steps (one DiT pass each) instead of guided UniPC steps."""
         return self.sampler_recipe == FEW_STEP
-
-    @property
-    def sampler(self) -> SamplerConfig | FewStepConfig:
-        """The sampling recipe (engine side: imports the samplers, hence torch)."""
-        from cosmos_ray.sampling.few_step import FewStepConfig
-        from cosmos_ray.sampling.sampler import SamplerConfig
-
-        return FewStepConfig() if self.few_step else SamplerConfig.preset(self.sampler_recipe)
-
-    def dit_config(self, shapes: str | None = None) -> DiTConfig:
-        """The net of this checkpoint: the released shapes, or those of the DiTConfig preset `shapes`
-        (e.g. "tiny"), with this checkpoint's timestep scale and precision (engine side: imports torch)."""
-        from cosmos_ray.models.dit import DiTConfig
-
-        return dataclasses.replace(
-            DiTConfig.preset(shapes or self.size),
-            timestep_scale=self.timestep_scale,
-            fp32_modulation=self.fp32_modulation,
-        )
 
     def check_spec(self, spec: GenerationSpec) -> None:
         """Raises SpecError (naming the sample and the field) if this model cannot generate `spec`: an

@@ -1,7 +1,7 @@
 """Random-weight model presets: plain data, no torch, so command lines can offer them as choices cheaply.
 
 A preset has the architecture of an official model; the model's recipe (net precision, sampler, native frames,
-inference types) comes from the official model it is combined with (`cosmos_ray.registry`).
+inference types) comes from the official model it is combined with (`cosmos_ray.core.registry`).
 `Generator.from_pretrained(name, model=...)` builds one (cosmos_ray/generator.py).
 """
 

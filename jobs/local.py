@@ -1,7 +1,7 @@
 """The local entry point (`cosmos-ray-local`): official inference spec files, one video at a time, no Ray.
 
-    python -m cosmos_ray.local -i examples/text2world.json examples/specs.jsonl -o outputs/local --preset tiny
-    python -m cosmos_ray.local -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt --model 2B/distilled
+    python -m jobs.local -i examples/text2world.json examples/specs.jsonl -o outputs/local --preset tiny
+    python -m jobs.local -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt --model 2B/distilled
 
 Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use (the batch job on Ray is
 `python -m jobs.generate`; the engine class both drive is `cosmos_ray.generator.Generator`). Outputs go through
@@ -19,26 +19,23 @@ import time
 from datetime import datetime, timezone
 
 import numpy as np
-import torch
 
-from cosmos_ray import guardrails
-from cosmos_ray.dtypes import DTYPE_NAMES
-from cosmos_ray.generator import RANDOM_PRESETS, Generator
-from cosmos_ray.guardrails import Blocked, Guardrails, check_prompt, guard_video
-from cosmos_ray.manifest import ManifestError, load_specs
-from cosmos_ray.media import MediaError, write_mp4
-from cosmos_ray.model_options import MODELS_EPILOG, add_model_options, offload_of
-from cosmos_ray.outputs import BLOCKED, FAILED, OK, SKIPPED, OutputRecord, OutputStore
-from cosmos_ray.progress import Step
-from cosmos_ray.registry import check_source, get_model
+from cosmos_ray.core.guardrails import Blocked, Guardrails, check_installed, check_prompt, guard_video
+from cosmos_ray.core.manifest import ManifestError, load_specs
+from cosmos_ray.core.media import MediaError, write_mp4
+from cosmos_ray.core.outputs import BLOCKED, FAILED, OK, SKIPPED, OutputRecord, OutputStore
+from cosmos_ray.core.progress import Step
+from cosmos_ray.core.registry import get_model
+from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.storage import Storage
+from cosmos_ray.generator import Generator
 from cosmos_ray.sampling.sampler import SamplingError
-from cosmos_ray.spec import GenerationSpec, SpecError
-from cosmos_ray.storage import Storage
+from jobs.options import MODELS_EPILOG, add_engine_options, engine_options_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m cosmos_ray.local",
+        prog="python -m jobs.local",
         description=__doc__.split("\n\n")[0],
         epilog=MODELS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -52,58 +49,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="spec files (.json, .jsonl, .yaml) or globs of them; local paths or fsspec URLs",
     )
     parser.add_argument("-o", "--output", required=True, metavar="URL", help="output root (local path or fsspec URL)")
-    model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument(
-        "--preset",
-        choices=sorted(RANDOM_PRESETS),
-        default=None,
-        help="random weights: tiny (tests, CPU; any model), random-2B / random-14B (the released shapes of a 2B / "
-        "14B model, for GPU benchmarks)",
-    )
-    model.add_argument("--checkpoint-dir", metavar="DIR", help="official or diffusers-layout checkpoint folder")
-    add_model_options(parser)
+    add_engine_options(parser)
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument("--dtype", choices=DTYPE_NAMES, default=None, help="default: bfloat16 on cuda, float32 on cpu")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (faster on GPU)")
     parser.add_argument("--quality", type=float, default=5, help="mp4 quality 1..10 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate samples that are already done")
     parser.add_argument("--allow-http", action="store_true", help="allow http(s) input_path URLs")
-    parser.add_argument("--cache-url", default=None, help="fsspec URL to cache prompt embeddings under")
-    guardrails.add_flag(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.quality <= 10:
         parser.error(f"--quality must be in 1..10, got {args.quality}")
-    if args.preset is not None:
-        try:
-            check_source(args.preset, args.model)
-        except ValueError as error:
-            parser.error(str(error))
+    args.engine = engine_options_of(parser, args, Storage(allow_http=args.allow_http))
     return args
 
 
 def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int:
     """`checks`: the guardrails to run when they are on (default: the official ones)."""
     args = parse_args(argv)
-    setting = guardrails.guardrail_setting(args.guardrails, args.checkpoint_dir or args.preset, checks)
+    options = args.engine
+    setting = options.guardrail_setting(checks)
     try:
-        guardrails.check_installed(setting)
+        check_installed(setting)
         specs = load_specs(args.input)
-        check_model_supports(args.model, specs)
+        check_model_supports(options.model, specs)
     except (ManifestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    storage = Storage(allow_http=args.allow_http)
-    store = OutputStore(args.output, storage)
-    generator = Generator.from_pretrained(
-        args.checkpoint_dir or args.preset,
-        model=args.model,
-        device=args.device,
-        dtype=getattr(torch, args.dtype) if args.dtype else None,
-        offload=offload_of(args),
-        cache_url=args.cache_url,
-        storage=storage,
-        compile=args.compile,
-    )
+    store = OutputStore(args.output, options.storage)
+    generator = Generator.from_options(options, device=args.device)
     if setting.checks is not None:
         for part in ("prompt", "video"):
             setting.checks.load(part, str(generator.device))

@@ -1,0 +1,86 @@
+"""`EngineOptions`: everything an engine run needs besides its specs, as one object.
+
+Each entry point builds one (the local CLI and the batch job from their flags, `jobs.options.engine_options_of`;
+Serve from its arguments, `ServeArgs.engine_options`; the benches from theirs) and hands it down unchanged: the
+batch job and Serve carry it in `GroupConfig.engine` to every rank worker, where `Generator.from_options` builds
+the engine from it. Plain data, no torch, so the Ray driver side can hold it.
+
+An option has one name everywhere: the field name here is the Serve argument, and the command-line flag is the
+same name with dashes (`embedding_cache` -> `--embedding-cache`). The fields whose metadata has a `help` get
+their flag from `jobs.options.add_engine_options` without further code; `source`, `offload` and `storage` have
+flags of their own shape (`--preset` / `--checkpoint-dir`, the three official offload flags, the storage
+options). docs/architecture.md, "Where to add an engine option", has the steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cosmos_ray.core.dtypes import DTYPE_NAMES
+from cosmos_ray.core.guardrails import Guardrails, GuardrailSetting, guardrail_setting
+from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, check_source, get_model
+from cosmos_ray.core.storage import Storage
+
+# The attention kernels the DiT can be told to use (`cosmos_ray.models.attention`): "auto" is cuDNN first on
+# CUDA (the fastest measured), the math kernel elsewhere.
+ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+
+
+def _option(help: str, choices: tuple[str, ...] | None = None, metavar: str | None = None) -> dict[str, Any]:
+    """Field metadata of an option that gets its command-line flag generically."""
+    return {"help": help, "choices": choices, "metavar": metavar}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the engine runs and how: the model and its weights, precision, kernels, offloading, caches."""
+
+    source: str = "tiny"  # a random-weight preset (`cosmos_ray.core.presets`) or a checkpoint folder
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata=_option("official model: its checkpoint, net and sampler (listed below)", MODEL_NAMES, "NAME"),
+    )
+    dtype: str | None = field(
+        default=None, metadata=_option("compute dtype (default: bfloat16 on CUDA, float32 on CPU)", DTYPE_NAMES)
+    )
+    compile: bool = field(default=False, metadata=_option("torch.compile the DiT blocks: a slower start, faster steps"))
+    attention_backend: str = field(
+        default="auto",
+        metadata=_option("attention kernel of the DiT (auto: cuDNN first on CUDA)", ATTENTION_BACKENDS),
+    )
+    offload: OffloadConfig = NO_OFFLOAD  # models that wait on the CPU between their stages (the official flags)
+    embedding_cache: str | None = field(
+        default=None,
+        metadata=_option(
+            "fsspec folder where prompt embeddings are shared (between runs and replicas), so each distinct "
+            "prompt is encoded once (a Reason1 embedding is about 100 MB); default: in memory only",
+            metavar="URL",
+        ),
+    )
+    guardrails: bool | None = field(
+        default=None,
+        metadata=_option(
+            "run NVIDIA's safety checks (cosmos-ray[guardrails]): the prompt before generation, the video "
+            "after it (blocked samples are recorded, never written). Default: on with NVIDIA weights, as the "
+            "official inference, whose license ends your rights if you disable them without a substantially "
+            "similar guardrail; off with the random-weight presets (README: Guardrails)"
+        ),
+    )
+    storage: Storage = field(default_factory=Storage)  # reaches conditioning inputs and the embedding cache
+
+    def __post_init__(self) -> None:
+        get_model(self.model)  # ValueError naming the official models
+        check_source(self.source, self.model)  # a preset of another model size
+        if self.dtype is not None and self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_NAMES)} or None, got {self.dtype!r}")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention_backend!r}"
+            )
+
+    def guardrail_setting(self, checks: Guardrails | None = None) -> GuardrailSetting:
+        """Whether this run has guardrails and why (the flag, else the default for the source); `checks` is
+        the implementation to run when on (default: NVIDIA's)."""
+        return guardrail_setting(self.guardrails, self.source, checks)
