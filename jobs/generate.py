@@ -25,13 +25,13 @@ import ray
 from cosmos_ray.core.shards import ShardConfig
 from cosmos_ray.core.storage import Storage, StorageError
 from jobs.options import (
-    MODELS_EPILOG,
     add_engine_options,
     add_limit_options,
     add_storage_option,
     byte_size,
     engine_options_of,
     limits_of,
+    models_epilog,
     storage_options_of,
 )
 from pipelines.batch import BatchConfig, failure_message, preflight, run
@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Generate the videos of a Parquet manifest (see docs/manifest.md) on a Ray cluster and write "
         "them, their records and a run table under --output (see docs/outputs.md). Samples already "
         "done under --output are skipped, so rerunning a job resumes it.",
-        epilog=MODELS_EPILOG,
+        epilog=models_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

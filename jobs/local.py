@@ -3,12 +3,12 @@
     python -m jobs.local -i examples/text2world.json examples/specs.jsonl -o outputs/local --preset tiny
     python -m jobs.local -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt --model 2B/distilled
 
-Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use (the batch job on Ray is
-`python -m jobs.generate`; the engine class both drive is `cosmos_ray.generator.Generator`). Outputs go through
-`OutputStore` (videos/, meta/, runs/ under the output root), so a rerun skips samples already done and the
+Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use (the batch job on Ray
+is `python -m jobs.generate`; both run the engine of the model's family, `cosmos_ray.families.load_engine`). Outputs go
+through `OutputStore` (videos/, meta/, runs/ under the output root), so a rerun skips samples already done and the
 batch job can resume what this started. With guardrails (README: Guardrails), a prompt they refuse is not
-generated and a video they refuse is not written: both are recorded with status "blocked" and the reason. Exits
-1 if any sample failed or was blocked.
+generated and a video they refuse is not written: both are recorded with status "blocked" and the reason. Exits 1
+if any sample failed or was blocked.
 """
 
 from __future__ import annotations
@@ -28,16 +28,16 @@ from cosmos_ray.core.progress import Step
 from cosmos_ray.core.registry import get_model
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import Storage
-from cosmos_ray.generator import Generator
+from cosmos_ray.families import Engine, load_engine
 from cosmos_ray.sampling.sampler import SamplingError
-from jobs.options import MODELS_EPILOG, add_engine_options, engine_options_of
+from jobs.options import add_engine_options, engine_options_of, models_epilog
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m jobs.local",
         description=__doc__.split("\n\n")[0],
-        epilog=MODELS_EPILOG,
+        epilog=models_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int
         print(f"error: {error}", file=sys.stderr)
         return 1
     store = OutputStore(args.output, options.storage)
-    generator = Generator.from_options(options, device=args.device)
+    generator = load_engine(options, device=args.device)
     if setting.checks is not None:
         for part in ("prompt", "video"):
             setting.checks.load(part, str(generator.device))
@@ -111,7 +111,7 @@ def check_model_supports(model: str, specs: list[tuple[GenerationSpec, str]]) ->
 
 
 def _generate_one(
-    generator: Generator,
+    generator: Engine,
     checks: Guardrails | None,
     store: OutputStore,
     spec: GenerationSpec,

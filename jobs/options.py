@@ -17,8 +17,12 @@ from cosmos_ray.core.presets import RANDOM_PRESETS
 from cosmos_ray.core.registry import models_help
 from cosmos_ray.core.storage import Storage, parse_storage_options
 
-MODELS_EPILOG = "official models (--model):\n" + models_help()  # for a RawDescriptionHelpFormatter epilog
 SOURCE_FIELDS = ("source", "offload", "storage")  # the EngineOptions fields with flags of their own shape
+
+
+def models_epilog() -> str:
+    """The models `--model` offers, one per line with its purpose (a RawDescriptionHelpFormatter epilog)."""
+    return "official models (--model):\n" + models_help()
 
 
 def add_engine_options(
@@ -52,9 +56,8 @@ def add_engine_options(
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])
         else:
             help = meta["help"] + (" (default: %(default)s)" if field.default is not None else "")
-            parser.add_argument(
-                flag, choices=meta["choices"], metavar=meta["metavar"], default=field.default, help=help
-            )
+            choices = meta["choices"]() if meta["choices"] else None
+            parser.add_argument(flag, choices=choices, metavar=meta["metavar"], default=field.default, help=help)
     if not offload_flags:
         return
     offload = parser.add_argument_group(

@@ -1,13 +1,14 @@
-"""GPU groups: N rank workers on N GPUs of one node that together run one `Generator`.
+"""GPU groups: N rank workers on N GPUs of one node that together run one engine (`cosmos_ray.families`).
 
 A `GPUGroup` lives inside another actor (the batch pipeline's pool actor, or a Serve replica). It holds a
-`STRICT_PACK` placement group of N bundles {GPU: 1, CPU: 1}, starts one `RankWorker` per bundle, joins them
-into one torch process group (rank 0's node IP and a free port; NCCL on GPUs, gloo on CPU) and gives each a
-`Generator` built with its `ParallelContext`. `stream(spec)` runs the spec on every rank (context-parallel
-denoising) and yields a `Step` after each of rank 0's denoising steps (of each window of an autoregressive
-spec), then rank 0's result: rank 0 is a Ray streaming generator (one small object per step, no extra actor),
-and the group passes its items on as the caller iterates. `generate(spec)` is the same call without the
-steps. The owning actor never imports torch: specs, steps and results are torch-free types.
+`STRICT_PACK` placement group of N bundles {GPU: 1, CPU: 1}, starts one `RankWorker` per bundle, joins them into
+one torch process group (rank 0's node IP and a free port; NCCL on GPUs, gloo on CPU) and gives each the engine of
+the model's family (`load_engine`; the base models' `Generator`) with its `ParallelContext`. `stream(spec)` runs
+the spec on every rank (context-parallel denoising) and yields a `Step` after each of rank 0's denoising steps (of
+each window of an autoregressive spec), then rank 0's result: rank 0 is a Ray streaming generator (one small
+object per step, no extra actor), and the group passes its items on as the caller iterates. `generate(spec)` is
+the same call without the steps. The owning actor never imports torch: specs, steps and results are torch-free
+types.
 
 With guardrails, rank 0 checks the decoded video and blurs its faces on its GPU, as the official inference
 does, before the frames leave it: a blocked video never leaves the worker (a `SampleError` whose cause is
@@ -51,7 +52,7 @@ from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import GenerationSpec
 
 if TYPE_CHECKING:  # the engine (and torch) loads only in rank workers, never in the group's owner
-    from cosmos_ray.generator import Generator
+    from cosmos_ray.families import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class GroupConfig:
     """What a GPU group runs and how it is laid out."""
 
     gpus_per_group: int = 1
-    engine: EngineOptions = field(default_factory=EngineOptions)  # what every rank's `Generator` is built from
+    engine: EngineOptions = field(default_factory=EngineOptions)  # what every rank's engine is built from
     use_gpus: bool = True  # False: the ranks ask Ray for no GPU and run on CPU (tiny-preset trials, no GPUs)
     cpus_per_rank: float = 1.0
     failure_grace_s: float = 60.0  # after one rank fails, how long the others may run before the group is broken
@@ -105,9 +106,9 @@ class GroupStartError(RuntimeError):
 
 @ray.remote(max_restarts=0)
 class RankWorker:
-    """One rank of a GPU group: a process on one GPU holding a `Generator` and its `ParallelContext`."""
+    """One rank of a GPU group: a process on one GPU holding its model family's engine and its `ParallelContext`."""
 
-    generator: Generator  # made by `load`
+    generator: Engine  # made by `load`
 
     def __init__(self, config: GroupConfig, rank: int):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -128,7 +129,7 @@ class RankWorker:
         """Join the process group at `init_method` (None for a group of one) and build the generator."""
         import torch
 
-        from cosmos_ray.generator import Generator
+        from cosmos_ray.families import load_engine
         from cosmos_ray.parallel import ParallelContext
 
         # Ray sets CUDA_VISIBLE_DEVICES to this rank's GPU; a rank without one runs on the CPU.
@@ -139,7 +140,7 @@ class RankWorker:
         if init_method is not None:  # a group of more than one
             backend = "nccl" if on_gpu else "gloo"
             parallel = ParallelContext.init(self.rank, world_size, init_method, backend=backend, device=device)
-        self.generator = Generator.from_options(self.config.engine, device=device, parallel=parallel)
+        self.generator = load_engine(self.config.engine, device=device, parallel=parallel)
         if self.rank == 0 and self.config.guardrails is not None:  # a missing model fails the group's start
             self.config.guardrails.load("video", str(device))
 

@@ -14,13 +14,14 @@ options). docs/architecture.md, "Where to add an engine option", has the steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from cosmos_ray.core.dtypes import DTYPE_NAMES
 from cosmos_ray.core.guardrails import Guardrails, GuardrailSetting, guardrail_setting
 from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
-from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, check_source, get_model
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS, check_source, get_model
 from cosmos_ray.core.storage import Storage
 
 # The attention kernels the DiT can be told to use (`cosmos_ray.models.attention`): "auto" is cuDNN first on
@@ -28,8 +29,11 @@ from cosmos_ray.core.storage import Storage
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
 
 
-def _option(help: str, choices: tuple[str, ...] | None = None, metavar: str | None = None) -> dict[str, Any]:
-    """Field metadata of an option that gets its command-line flag generically."""
+def _option(
+    help: str, choices: Callable[[], tuple[str, ...]] | None = None, metavar: str | None = None
+) -> dict[str, Any]:
+    """Field metadata of an option that gets its command-line flag generically (`choices` is read when a
+    parser is built, so models registered after import are offered too)."""
     return {"help": help, "choices": choices, "metavar": metavar}
 
 
@@ -40,15 +44,18 @@ class EngineOptions:
     source: str = "tiny"  # a random-weight preset (`cosmos_ray.core.presets`) or a checkpoint folder
     model: str = field(
         default=DEFAULT_MODEL,
-        metadata=_option("official model: its checkpoint, net and sampler (listed below)", MODEL_NAMES, "NAME"),
+        metadata=_option(
+            "official model: its checkpoint, net and sampler (listed below)", lambda: tuple(MODELS), "NAME"
+        ),
     )
     dtype: str | None = field(
-        default=None, metadata=_option("compute dtype (default: bfloat16 on CUDA, float32 on CPU)", DTYPE_NAMES)
+        default=None,
+        metadata=_option("compute dtype (default: bfloat16 on CUDA, float32 on CPU)", lambda: DTYPE_NAMES),
     )
     compile: bool = field(default=False, metadata=_option("torch.compile the DiT blocks: a slower start, faster steps"))
     attention_backend: str = field(
         default="auto",
-        metadata=_option("attention kernel of the DiT (auto: cuDNN first on CUDA)", ATTENTION_BACKENDS),
+        metadata=_option("attention kernel of the DiT (auto: cuDNN first on CUDA)", lambda: ATTENTION_BACKENDS),
     )
     offload: OffloadConfig = NO_OFFLOAD  # models that wait on the CPU between their stages (the official flags)
     embedding_cache: str | None = field(

@@ -54,11 +54,12 @@ class CheckpointFile:
 
 VAE_FILE = CheckpointFile(REPOSITORY_2B, "tokenizer.pth")
 FEW_STEP = "few-step"  # the sampler recipe of distilled checkpoints
+BASE_FAMILY = "base"  # text/image/video to world with one DiT (`cosmos_ray.generator.Generator`)
 
 
 @dataclass(frozen=True)
 class OfficialModel:
-    """One official base model: checkpoint, net, sampler and what it can generate."""
+    """One official model: its family, checkpoint, net, sampler and what it can generate."""
 
     name: str  # the official `--model` name
     purpose: str  # one line for --help and the README
@@ -71,6 +72,7 @@ class OfficialModel:
     fp32_modulation: bool = True  # the net's `use_wan_fp32_strategy`
     state_t: int = 24  # latent frames the model samples (93 video frames)
     trained_resolution: tuple[int, int] = RESOLUTION_720P  # (H, W) that resolution "none" means
+    family: str = BASE_FAMILY  # which engine runs it (`cosmos_ray.families`)
 
     @property
     def few_step(self) -> bool:
@@ -161,8 +163,17 @@ DEFAULT_MODEL = "2B/post-trained"
 def get_model(name: str) -> OfficialModel:
     """The official model `name`; ValueError naming it and the official names otherwise."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; the official models are: {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"unknown model {name!r}; the official models are: {', '.join(MODELS)}")
     return MODELS[name]
+
+
+def register_model(model: OfficialModel) -> OfficialModel:
+    """Make `model` known by its name (to `--model`, specs' checks and the engines); ValueError if the name
+    is taken. The official models above are registered by being listed; a new family's models use this."""
+    if model.name in MODELS:
+        raise ValueError(f"model {model.name!r} is already registered")
+    MODELS[model.name] = model
+    return model
 
 
 def check_source(source: str, model: str) -> None:
