@@ -75,8 +75,9 @@ def test_load_engine_builds_the_engine_of_the_models_family(grey_family):
 
 def test_a_registered_family_runs_in_the_local_cli(grey_family, tmp_path):
     specs = tmp_path / "specs.jsonl"
+    seeds = {"grey-7": 7, "grey-200": 200}
     lines = [
-        {"inference_type": "text2world", "name": f"grey-{seed}", "prompt": "grey", "seed": seed} for seed in (7, 200)
+        {"inference_type": "text2world", "name": name, "prompt": "grey", "seed": seed} for name, seed in seeds.items()
     ]
     specs.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "out"
