@@ -34,7 +34,7 @@ from jobs.options import (
     models_epilog,
     storage_options_of,
 )
-from pipelines.batch import BatchConfig, failure_message, preflight, run
+from pipelines.batch import BatchConfig, WebDatasetSink, failure_message, preflight, run
 from pipelines.group import GroupConfig
 from pipelines.placement import PlacementError
 
@@ -168,7 +168,7 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
         limits=args.limits,
         run_id=args.run_id,
         schedule_timeout_s=args.schedule_timeout,
-        shards=args.shards,
+        sinks=(WebDatasetSink(args.shards),) if args.shards is not None else (),
     )
 
 

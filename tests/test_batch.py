@@ -41,9 +41,9 @@ from cosmos_ray.core.storage import Storage
 from jobs.generate import main as generate_main
 from jobs.generate import parse_args
 from pipelines import placement
-from pipelines.batch import GENERATED_SCHEMA, BatchConfig, check_rows, run, write_outputs
+from pipelines.batch import GENERATED_SCHEMA, BatchConfig, WebDatasetSink, check_rows, run, write_outputs
+from pipelines.batch.sinks import GeneratedSample, RunInfo, Sink, SinkConfig, register_sink
 from pipelines.group import GroupConfig
-from pipelines.sharding import Sharder
 from tests.guardrail_standin import GREY, StandInGuardrails
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
@@ -316,18 +316,18 @@ def test_samples_made_before_sharding_was_on_are_sharded_by_the_next_run(ray_ses
         manifest=str(manifest),
         output=str(output),
         run_id="shard-later",
-        shards=ShardConfig(max_bytes=250),
+        sinks=(WebDatasetSink(ShardConfig(max_bytes=250)),),
         group=GroupConfig(),
     )
     summary = run(config)
-    assert (summary.skipped, summary.shards_written, summary.gpus) == (5, 3, 0)
+    assert (summary.skipped, summary.sink_reports, summary.gpus) == (5, ("3 shard(s) written",), 0)
     index = ShardStore(store).read_index()
     ids = [GenerationSpec.from_dict(data).sample_id for data in specs]
     assert index.column("sample_id").to_pylist() == ids  # in manifest order, 2 + 2 + 1 within 250 bytes
     assert index.column("shard").to_pylist() == ["shard-000000.tar"] * 2 + ["shard-000001.tar"] * 2 + [
         "shard-000002.tar"
     ]
-    assert run(dataclasses.replace(config, run_id="shard-again")).shards_written == 0
+    assert run(dataclasses.replace(config, run_id="shard-again")).sink_reports == ()
 
 
 def test_a_shard_that_cannot_be_written_leaves_its_samples_to_the_next_run(ray_session, tmp_path, caplog):
@@ -335,20 +335,88 @@ def test_a_shard_that_cannot_be_written_leaves_its_samples_to_the_next_run(ray_s
     first, second = (GenerationSpec.from_dict(spec(name)) for name in ("first", "second"))
     for s in (first, second):
         store.write_ok(s, b"video", {})
-    ids = {first.sample_id, second.sample_id}
-    sharder = Sharder(store, ShardConfig(max_samples=2), run_samples=ids)
+    ids = (first.sample_id, second.sample_id)
+    info = RunInfo(run_id="r", store=store, committed=ids, to_generate=())
     store.write_failure(second, "regenerated since, and failed")  # no longer done when the task reads it
-    with caplog.at_level(logging.WARNING, logger="pipelines.sharding"):
-        sharder.add_committed([first.sample_id, second.sample_id])
-        sharder.finish()
-    assert sharder.written == 0 and not (tmp_path / "shards").exists()
+    sink = WebDatasetSink(ShardConfig(max_samples=2))
+    with caplog.at_level(logging.WARNING, logger="pipelines.batch.sinks.webdataset"):
+        sink.start(info)
+        assert sink.finish() == ""
+    assert not (tmp_path / "shards").exists()
     assert f"shard shard-000000.tar (2 samples) was not written: ValueError: sample {second.sample_id}" in caplog.text
 
     store.write_ok(second, b"video", {})
-    again = Sharder(store, ShardConfig(max_samples=2), run_samples=ids)
-    again.add_committed([first.sample_id, second.sample_id])
-    again.finish()
-    assert again.written == 1 and set(ShardStore(store).read_index().column("sample_id").to_pylist()) == ids
+    sink.start(info)  # the same sink, for the next run
+    assert sink.finish() == "1 shard(s) written"
+    assert set(ShardStore(store).read_index().column("sample_id").to_pylist()) == set(ids)
+
+
+# --- a sink of the tests' own: adding one is a class and its registration ----------------------------------
+
+
+@register_sink("recording")
+class RecordingSink(Sink):
+    """Records what each hook saw in files under `folder`: `write` runs in the writer stage's Ray tasks (one
+    file per sample, a copy of its video), the other hooks on the driver. It refuses samples named "refused-*"."""
+
+    def __init__(self, folder: str):
+        self.folder = Path(folder)
+        self._added: list[str | None] = []  # driver state: stays on the driver
+
+    def start(self, run: RunInfo) -> None:
+        self._added = []
+        (self.folder / "written").mkdir(parents=True, exist_ok=True)
+        seen = {"run_id": run.run_id, "committed": run.committed, "to_generate": run.to_generate, "cpus": run.cpus}
+        (self.folder / "start.json").write_text(json.dumps(seen))
+
+    def write(self, sample: GeneratedSample) -> None:
+        assert not hasattr(self, "_added")  # what a task gets is the configuration alone
+        if sample.spec.name.startswith("refused-"):
+            raise OSError("the recording sink refuses this one")
+        (self.folder / "written" / f"{sample.spec.sample_id}.mp4").write_bytes(sample.mp4)
+
+    def add(self, record: OutputRecord) -> None:
+        self._added.append(record.sample_id)
+
+    def finish(self, *, interrupted: bool = False) -> str:
+        (self.folder / "added.json").write_text(json.dumps(self._added))
+        return f"{len(self._added)} sample(s) recorded"
+
+
+def test_a_registered_sink_sees_every_sample_and_reports_in_the_summary(ray_session, tmp_path):
+    specs = [spec("recorded-a", seed=1, num_steps=1), spec("recorded-b", seed=2, num_steps=1), spec("done")]
+    specs.append(spec("refused-by-the-sink", num_steps=1))
+    manifest, output, folder = tmp_path / "manifest.parquet", tmp_path / "out", tmp_path / "recording"
+    write_manifest(str(manifest), [manifest_row(data, f"r.jsonl:{i + 1}") for i, data in enumerate(specs)])
+    store = OutputStore(str(output))
+    a, b, done, refused = (GenerationSpec.from_dict(data).sample_id for data in specs)
+    store.write_ok(GenerationSpec.from_dict(specs[2]), b"an earlier run's video", {})
+    config = BatchConfig(
+        manifest=str(manifest),
+        output=str(output),
+        run_id="recorded",
+        groups=1,
+        group=GroupConfig(),
+        writer_cpus=0.5,
+        sinks=(SinkConfig("recording", {"folder": str(folder)}),),  # by its registered name
+    )
+    summary = run(config)
+    assert (summary.ok, summary.failed, summary.skipped) == (2, 1, 1)
+    assert summary.sink_reports == ("2 sample(s) recorded",)
+    assert "2 ok, 1 failed, 0 blocked, 1 skipped, 2 sample(s) recorded in " in str(summary)
+
+    started = json.loads((folder / "start.json").read_text())
+    assert (started["run_id"], started["committed"], started["cpus"]) == ("recorded", [done], 0.5)
+    assert sorted(started["to_generate"]) == sorted([a, b, refused])
+    written = {path.stem: path.read_bytes() for path in (folder / "written").iterdir()}
+    assert written == {sample_id: Path(store.video_url(sample_id)).read_bytes() for sample_id in (a, b)}
+    assert sorted(json.loads((folder / "added.json").read_text())) == sorted([a, b])
+
+    # A sink that fails fails its sample before the files sink commits it: no meta, no video; a rerun retries it.
+    (record,) = [r for r in store.read_run_table("recorded") if r.sample_id == refused]
+    assert record.status == "failed"
+    assert record.error == "writing the outputs failed: OSError: the recording sink refuses this one"
+    assert store.read_record(refused) is None and not Path(store.video_url(refused)).exists()
 
 
 # --- a job killed midway, resumed ---------------------------------------------------------------------------
@@ -488,7 +556,7 @@ def test_generations_and_shards_survive_a_kill_without_loss_or_duplicates(ray_se
         groups=1,
         run_id="resumed-shards",
         num_generations=3,
-        shards=ShardConfig(max_samples=2),
+        sinks=(WebDatasetSink(ShardConfig(max_samples=2)),),
         group=GroupConfig(),
     )
     resumed = run(config)
@@ -518,7 +586,7 @@ def test_generations_and_shards_survive_a_kill_without_loss_or_duplicates(ray_se
         assert bytes(row["mp4"]) == (output / "videos" / f"{sample_id}.mp4").read_bytes()
 
     again = run(dataclasses.replace(config, run_id="again-shards"))
-    assert (again.ok, again.skipped, again.shards_written) == (0, len(expected), 0)
+    assert (again.ok, again.skipped, again.sink_reports) == (0, len(expected), ())
     assert ShardStore(store).read_index() == index
 
 

@@ -1,4 +1,5 @@
-"""The batch job's check stage and plan without Ray: generations, the job-wide override, resume per generation."""
+"""The batch job's check stage and plan without Ray: generations, the job-wide override, resume per generation, the
+plan's parsed specs and prompt order."""
 
 import json
 
@@ -11,6 +12,7 @@ from cosmos_ray.core.registry import DEFAULT_MODEL
 from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.core.storage import Storage
 from pipelines.batch import CHECK_COLUMNS, INVALID, PENDING, SKIPPED, BatchConfig, check_rows
+from pipelines.batch.plan import plan
 
 
 def spec(name: str, **fields) -> dict:
@@ -72,3 +74,18 @@ def test_a_spec_asking_for_more_generations_than_the_limit_is_invalid(tmp_path):
     assert rows[0]["error"] == "sample 'many' (s.jsonl:1): field 'num_generations' must be at most 2 here, got 3"
     with pytest.raises(ValueError, match=r"num_generations must be in 1..2 \(the limit\), got 3"):
         BatchConfig(manifest="m", output="o", num_generations=3, limits=SpecLimits(max_num_generations=2))
+
+
+def test_the_plan_holds_parsed_specs_ordered_by_prompt(tmp_path):
+    data = [spec("z", prompt="B."), spec("y", prompt="A.", num_generations=2), spec("done"), spec("z", prompt="B.")]
+    store = OutputStore(str(tmp_path))
+    store.write_ok(GenerationSpec.from_dict(data[2]), b"mp4", {})
+    checked = check(tmp_path, manifest(*data))  # 0: z, 1-2: y's generations, 3: done, 4: z again
+    planned = plan(checked, store)
+    assert [(p.row, p.spec.name, p.spec.seed) for p in planned.pending] == [(1, "y", 0), (2, "y", 1), (0, "z", 0)]
+    for sample in planned.pending:
+        assert isinstance(sample.spec, GenerationSpec) and sample.sample_id == sample.spec.sample_id
+        assert sample.to_row()["spec_json"] == checked[sample.row]["spec_json"]  # the canonical JSON, unchanged
+    assert {row: r.status for row, r in planned.records.items()} == {3: SKIPPED, 4: "duplicate"}
+    assert planned.records[4].metadata == {"duplicate_of": "s.jsonl:1"}
+    assert planned.committed == (GenerationSpec.from_dict(data[2]).sample_id,)

@@ -1,12 +1,14 @@
-"""The batch job's sharded output: the driver packs finished samples into shards, Ray tasks write them.
+"""The WebDataset shards sink: the driver packs finished samples into shards, Ray tasks write them.
 
-    driver: run start   remove a killed run's uncommitted tars; which of the run's samples a shard holds
-            each sample done (already in an earlier run, or now)  -> ShardPacker -> a full shard
-                                                               -> write_shard task (CPU): tar, then index file
-            run end     the last, partial shard; wait for every task
+    start    remove a killed run's uncommitted tars; which of the run's samples a committed shard holds;
+             the samples earlier runs committed that no shard holds -> ShardPacker
+    add      each sample this run commits -> ShardPacker -> a full shard -> write_shard task (CPU): tar, then
+             index file
+    finish   the last, partial shard; wait for every task; "N shard(s) written"
 
-Shards are built from committed per-sample outputs (cosmos_ray.core.shards explains the commit protocol), so
-sharding never holds up generation, and a shard that fails to write only leaves its samples for the next run.
+Shards are built from committed per-sample outputs (cosmos_ray.core.shards explains the layout and the commit
+protocol), so this sink writes nothing from the writer stage, sharding never holds up generation, and a shard
+that fails to write only leaves its samples for the next run.
 """
 
 from __future__ import annotations
@@ -16,14 +18,41 @@ from collections.abc import Iterable
 
 import ray
 
-from cosmos_ray.core.outputs import OutputStore
+from cosmos_ray.core.outputs import OutputRecord, OutputStore
 from cosmos_ray.core.shards import ShardConfig, ShardPacker, ShardStore
+from pipelines.batch.sinks.base import RunInfo, Sink, register_sink
 
 logger = logging.getLogger(__name__)
 
 
+@register_sink("webdataset")
+class WebDatasetSink(Sink):
+    """Puts each of a run's finished samples into exactly one shard under `shards/`, unless a committed shard
+    has it (with `--shard-size` / `--shard-samples`; docs/outputs.md)."""
+
+    def __init__(self, config: ShardConfig | None = None):
+        self.config = config or ShardConfig()
+        self._sharder: Sharder | None = None  # the run's, on the driver
+
+    def start(self, run: RunInfo) -> None:
+        self._sharder = Sharder(run.store, self.config, run_samples={*run.committed, *run.to_generate}, cpus=run.cpus)
+        self._sharder.add_committed(run.committed)
+
+    def add(self, record: OutputRecord) -> None:
+        assert self._sharder is not None and record.sample_id is not None
+        self._sharder.add(record.sample_id, record.metadata["video_bytes"])
+
+    def finish(self, *, interrupted: bool = False) -> str:
+        if self._sharder is None:  # the run stopped before it started
+            return ""
+        if not interrupted:
+            self._sharder.finish()
+        written = self._sharder.written
+        return f"{written} shard(s) written" if written else ""
+
+
 class Sharder:
-    """Puts each of a run's finished samples into exactly one shard, unless a committed shard has it."""
+    """The driver side of one run's shards: packs samples as they come, one CPU task writes each full shard."""
 
     def __init__(self, store: OutputStore, config: ShardConfig, *, run_samples: set[str], cpus: float = 1.0):
         self.shards = ShardStore(store)

@@ -1,0 +1,76 @@
+"""Writer stage (Ray Data tasks on CPU): encode each generated sample to mp4 and hand it to the run's sinks, the
+last of which (the files sink) commits it; or record its failure or why the guardrails blocked it (meta only).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from cosmos_ray.core.media import write_mp4
+from cosmos_ray.core.outputs import OutputRecord, OutputStore
+from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage
+from pipelines.batch.config import BatchConfig
+from pipelines.batch.schemas import WRITTEN_SCHEMA, with_specs
+from pipelines.batch.sinks import FilesSink, GeneratedSample, Sink
+from pipelines.batch.stages.base import Stage
+
+
+def write_stage(config: BatchConfig, run_id: str, sinks: Sequence[Sink]) -> Stage:
+    return Stage(
+        "write",
+        write_outputs,
+        map_batches_kwargs={"batch_size": 1, "num_cpus": config.writer_cpus},
+        fn_kwargs={"output": config.output, "storage": config.storage, "run_id": run_id, "sinks": tuple(sinks)},
+    )
+
+
+def write_outputs(
+    batch: pa.Table, *, output: str, storage: Storage, run_id: str, sinks: Sequence[Sink] | None = None
+) -> pa.Table:
+    """Writer stage (CPU): encode each generated sample to mp4 and write it to `sinks` (default: the files sink
+    alone), or record its failure."""
+    store = OutputStore(output, storage)
+    sinks = (FilesSink(),) if sinks is None else sinks
+    rows = [
+        {"row": row["row"], **_write_one(store, row, spec, run_id, sinks).to_row()} for row, spec in with_specs(batch)
+    ]
+    return pa.Table.from_pylist(rows, schema=WRITTEN_SCHEMA)
+
+
+def _write_one(
+    store: OutputStore, row: dict[str, Any], spec: GenerationSpec, run_id: str, sinks: Sequence[Sink]
+) -> OutputRecord:
+    metadata = {**json.loads(row["metadata_json"]), "run_id": run_id}
+    timings = metadata.setdefault("timings_s", {})  # the generator's stages, plus the pipeline's two
+    timings["group_call"] = round(row["generate_s"], 4)
+    if row["blocked"] is not None:
+        return store.write_blocked(spec, row["blocked"], metadata=metadata, source=row["source"])
+    if row["error"] is not None:
+        return store.write_failure(spec, row["error"], metadata=metadata, source=row["source"])
+    try:
+        frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["frames_shape"])
+        started = time.monotonic()
+        mp4 = write_mp4(frames, row["fps"])
+        timings["mp4_encode"] = round(time.monotonic() - started, 4)
+        metadata["video_bytes"] = len(mp4)
+        return _write_sinks(sinks, GeneratedSample(store, run_id, spec, row["source"], mp4, metadata))
+    except Exception as error:  # noqa: BLE001 - encoding, a sink or storage failed: this sample fails (no meta, so a rerun retries it)
+        message = f"writing the outputs failed: {type(error).__name__}: {error}"
+        return store.failure(spec, message, metadata=metadata, source=row["source"])
+
+
+def _write_sinks(sinks: Sequence[Sink], sample: GeneratedSample) -> OutputRecord:
+    """Each sink writes the sample, in order; the record is the one the committing sink (the last) returns."""
+    record = None
+    for sink in sinks:
+        record = sink.write(sample) or record
+    if record is None:
+        raise RuntimeError(f"no sink committed sample {sample.spec.sample_id} (the files sink must be last)")
+    return record
