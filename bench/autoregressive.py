@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     generator = Generator.from_options(args.engine, device=device)
     load_s = time.perf_counter() - start
     recorder = Recorder(device, args.out)
-    evaluations = generator.sampler_config.num_evaluations(args.steps)
-    official_evaluations = generator.sampler_config.num_evaluations(OFFICIAL_STEPS)
+    evaluations = generator.sampler.num_evaluations(args.steps)
+    official_evaluations = generator.sampler.num_evaluations(OFFICIAL_STEPS)
 
     generator(long_spec(args, num_chunks=1, num_steps=1))  # warm-up; caches the prompt embeddings
     for num_chunks in args.chunks:

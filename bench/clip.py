@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
                 resident.vae,
                 resident.text_encoder,
                 resident.info,
-                resident.sampler_config,
+                resident.sampler,
                 device=resident.device,
                 dtype=resident.dtype,
                 parallel=parallel,
@@ -144,7 +144,7 @@ def run_clip(generator: Generator, spec: GenerationSpec, project_steps: int) -> 
     """
     device = generator.device
     world_size = 1 if generator.parallel is None else generator.parallel.world_size
-    evaluations = generator.sampler_config.num_evaluations(spec.num_steps)
+    evaluations = generator.sampler.num_evaluations(spec.num_steps)
     record = dict(
         model=generator.info.model.name,
         weights=generator.info.weights,
@@ -154,7 +154,7 @@ def run_clip(generator: Generator, spec: GenerationSpec, project_steps: int) -> 
         resolution=list(generator.resolution(spec)),
         steps=spec.num_steps,
         evaluations=evaluations,
-        guidance=0 if generator.is_few_step else spec.guidance,
+        guidance=spec.guidance if generator.sampler.uses_guidance else 0,
         dtype=str(generator.dtype).removeprefix("torch."),
     )
     if device.type == "cuda":
@@ -173,9 +173,7 @@ def run_clip(generator: Generator, spec: GenerationSpec, project_steps: int) -> 
         return record
     timings = result.metadata["timings_s"]
     per_evaluation = timings["sampling"] / evaluations
-    projected = timings["total"] + per_evaluation * (
-        generator.sampler_config.num_evaluations(project_steps) - evaluations
-    )
+    projected = timings["total"] + per_evaluation * (generator.sampler.num_evaluations(project_steps) - evaluations)
     return {
         **record,
         **{f"{stage}_s": round(seconds, 3) for stage, seconds in timings.items()},

@@ -33,11 +33,12 @@ from cosmos_ray.core.dtypes import default_dtype_name
 from cosmos_ray.core.presets import RANDOM_PRESETS
 from cosmos_ray.core.registry import get_model
 from cosmos_ray.core.spec import INFERENCE_TYPES, GenerationSpec
-from cosmos_ray.generator import Generator, ModelInfo, to_uint8_frames
+from cosmos_ray.generator import Generator, to_uint8_frames
+from cosmos_ray.loading import ModelInfo
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.text import MAX_LENGTH, TextEncoder
 from cosmos_ray.models.vae import VAEConfig, WanVAE
-from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
+from cosmos_ray.sampling import get_sampler, initial_noise
 
 INPUTS = Path(__file__).resolve().parent.parent / "examples" / "media"
 OFFICIAL_STEPS = 35
@@ -217,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         vae,
         cast(TextEncoder, FixedTextEncoder(embeddings)),  # only `encode` is called
         ModelInfo(model, "random", (height, width), model.state_t),
-        SamplerConfig.preset("post-trained"),
+        get_sampler("post-trained"),
         device=device,
         dtype=dtype,
     )
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     recorder = Recorder(device, args.out)
     tokens = ((frames - 1) // 4 + 1) * (height // 16) * (width // 16)  # 8x VAE, 2x2 patches
     flops_per_pass = sum(forward_flops(dit_cfg, tokens, MAX_LENGTH).values())
-    evaluations = generator.sampler_config.num_evaluations(steps)
+    evaluations = generator.sampler.num_evaluations(steps)
     inputs = {"text2world": None, "image2world": str(INPUTS / "square.png"), "video2world": str(INPUTS / "square.mp4")}
     for kind in args.types:
         spec = GenerationSpec(

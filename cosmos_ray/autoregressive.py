@@ -17,18 +17,27 @@ the two agree (latent frame 0 encodes pixel frame 0 alone). Above 1 a window is 
 script reads the others from the clip it was given (`InputClip`) and black past the window's end.
 `conditioning_frames` reproduces that, so every accepted spec gives the official video.
 
-The driver holds the finished video as uint8 on the CPU and hands each window only its conditioning
-frames, so the device holds one window at a time, however long the video.
+The driver (`generate`) holds the finished video as uint8 on the CPU and hands each window only its
+conditioning frames, so the device holds one window at a time, however long the video.
+`generate_long_video` runs a generator's stages (encode, sample, decode) as those windows.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from cosmos_ray.core.spec import GenerationSpec, count_chunks
+from cosmos_ray.core import media
+from cosmos_ray.core.progress import Progress
+from cosmos_ray.core.spec import GenerationSpec, SpecError, count_chunks
+from cosmos_ray.stages import step_reporter, to_uint8_frames
+
+if TYPE_CHECKING:
+    from cosmos_ray.generator import Generator
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,26 @@ def plan(spec: GenerationSpec) -> list[Chunk]:
             )
         )
     return chunks
+
+
+def check_layout(spec: GenerationSpec, chunks: list[Chunk], *, window_frames: int, state_t: int) -> None:
+    """The layout fits a model that generates `window_frames` pixel (`state_t` latent) frames at once:
+    SpecError naming the field otherwise."""
+    if spec.chunk_size > window_frames:
+        raise SpecError(
+            repr(spec.name),
+            "chunk_size",
+            f"must be at most {window_frames}, the frames this model generates at once, got {spec.chunk_size}",
+        )
+    for chunk in chunks:
+        if chunk.num_conditional > state_t:
+            field = "num_conditional_frames" if chunk.index == 0 else "chunk_overlap"
+            raise SpecError(
+                repr(spec.name),
+                field,
+                f"conditions a window on {chunk.num_conditional} latent frames, more than the "
+                f"{state_t} this model generates at once",
+            )
 
 
 @dataclass(frozen=True)
@@ -133,3 +162,60 @@ def generate(
         video[chunk.start + chunk.skip : chunk.end] = frames[chunk.skip :]
         generated = range(chunks[0].num_conditional, chunk.end)
     return video
+
+
+def generate_long_video(
+    generator: Generator,
+    spec: GenerationSpec,
+    progress: Progress | None = None,
+    timings: dict[str, float] | None = None,
+    chunks: list[dict] | None = None,
+) -> np.ndarray:
+    """An autoregressive spec's video, uint8 (num_output_frames, H, W, 3) on the CPU, on every rank of a group.
+
+    The windows of `plan(spec)` one after another, each with `generator`'s stages: a window's latents and
+    decoded frames live on the device only while it runs, finished frames are kept as uint8 on the CPU.
+    `timings` adds up each stage's seconds; `chunks` receives one record per window (frames, seed,
+    conditional frames, seconds).
+    """
+    generator.info.model.check_spec(spec)
+    timings = {} if timings is None else timings
+    chunks = [] if chunks is None else chunks
+    height, width = generator.resolution(spec)
+    layout = plan(spec)
+    check_layout(spec, layout, window_frames=generator.window_frames, state_t=generator.info.state_t)
+    r = generator.vae.cfg.temporal_compression
+    with generator.timed("text_encode", timings):
+        prompts = generator.encode_prompts(spec)
+    with generator.timed("conditioning", timings):
+        inputs = generator.read_conditioning_frames(spec, height, width)
+    clip = InputClip(
+        np.zeros((0, height, width, 3), np.uint8) if inputs is None else inputs,
+        repeat_last=spec.input_path is not None and media.is_video(spec.input_path),
+    )
+
+    def window(chunk: Chunk, conditioning: np.ndarray | None) -> np.ndarray:
+        start = time.perf_counter()
+        report = step_reporter(progress, chunk.index + 1, len(layout))
+        with generator.timed("conditioning", timings):
+            conditional = None if conditioning is None else generator.encode_frames(conditioning)
+        with generator.timed("sampling", timings):
+            latents = generator.sample_latents(
+                spec, prompts, conditional, chunk.seed, generator.info.state_t, (height, width), report
+            )  # (1, C, state_t, H/8, W/8)
+        with generator.timed("decode", timings):
+            # The decoder is causal: the first latent frames decode to the first pixel frames exactly,
+            # so only those that cover the window's frames are decoded.
+            video = generator.decode(latents[:, :, : 1 + math.ceil((chunk.length - 1) / r)])  # (1, 3, >= length, H, W)
+            frames = to_uint8_frames(video[0])[: chunk.length]  # (length, H, W, 3)
+        chunks.append(
+            {
+                "frames": [chunk.start, chunk.end],
+                "seed": chunk.seed,
+                "conditional_frames": chunk.num_conditional,
+                "seconds": round(time.perf_counter() - start, 4),
+            }
+        )
+        return frames
+
+    return generate(layout, window, clip, frame_shape=(height, width), temporal_compression=r)

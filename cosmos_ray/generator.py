@@ -4,87 +4,53 @@
     result = generator(spec, progress=lambda step: ...)                      # a `cosmos_ray.core.progress.Step`
     result.frames   # uint8 (T, H, W, 3); result.fps; result.metadata
 
-`model` is an official model name (`cosmos_ray.core.registry`): it picks the DiT checkpoint of a folder, the
-net's precision and the sampler (35-step UniPC with guidance, or the distilled 4-step sampler). Stages,
-each timed in the metadata: the prompt and (when the model uses guidance and `guidance` is not 0) the
-negative prompt are encoded one at a time (so an embedding never depends on what else was in a batch);
+`model` is an official model name (`cosmos_ray.core.registry`): it picks the DiT checkpoint of a folder
+(`cosmos_ray.loading` reads presets and folders), the net's precision and the sampler: its `sampler_recipe`
+names one of `cosmos_ray.sampling.SAMPLERS` (35-step UniPC with guidance, or the distilled 4-step sampler).
+Stages, each timed in the metadata: the prompt and (when the sampler uses guidance and `guidance` is not 0)
+the negative prompt are encoded one at a time (so an embedding never depends on what else was in a batch);
 image2world / video2world read their conditioning frames and encode them with the VAE; the sampler
-denoises the initial noise; the VAE decodes. A spec with `enable_autoregressive` runs these per window of
+denoises its initial noise; the VAE decodes. A spec with `enable_autoregressive` runs these per window of
 the official sliding-window layout (`cosmos_ray.autoregressive`), each window conditioned on frames of the
 previous ones. With a `ParallelContext` every rank of the group makes the same calls, the DiT and the
 decode run spread over the group, and ranks other than 0 return None. With an `OffloadConfig`, offloaded
 models wait on the CPU and are on the GPU only during their stage.
-
-Checkpoint folders (`source`) come in two layouts:
-- official: the Hugging Face downloads in one folder (`cosmos_ray.core.registry` has the layout): the model's
-  DiT at its official path (e.g. `base/post-trained/81edfebe-..._ema_bf16.pt`), `tokenizer.pth` (the
-  Wan2.1 VAE), and the Reason1 text encoder in `text_encoder/` (a Hugging Face Qwen2.5-VL folder);
-- diffusers: `transformer/`, `vae/`, `text_encoder/` and `tokenizer/` of a Cosmos-Predict2.5 pipeline
-  (the weights of the model named by `model`).
 """
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
 
 from cosmos_ray import autoregressive
 from cosmos_ray.conditioning import read_conditioning
-from cosmos_ray.core import media
 from cosmos_ray.core.dtypes import default_dtype_name
 from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.core.options import EngineOptions
-from cosmos_ray.core.presets import RANDOM_PRESETS, RandomPreset
-from cosmos_ray.core.progress import Progress, Step
-from cosmos_ray.core.registry import (
-    DEFAULT_MODEL,
-    TEXT_ENCODER_FOLDER,
-    VAE_FILE,
-    OfficialModel,
-    check_source,
-    get_model,
-)
+from cosmos_ray.core.progress import Progress
+from cosmos_ray.core.registry import DEFAULT_MODEL, check_source, get_model
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import Storage
-from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
-from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
+from cosmos_ray.loading import ModelInfo, load_models
+from cosmos_ray.models.dit import MiniTrainDiT
+from cosmos_ray.models.text import TextEncoder
 from cosmos_ray.models.text_cache import EmbeddingCache
-from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
+from cosmos_ray.models.vae import WanVAE
 from cosmos_ray.offload import Offloader
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
-from cosmos_ray.parallel.dit import split_sizes
-from cosmos_ray.sampling import few_step, recipe_config
-from cosmos_ray.sampling.few_step import FewStepConfig, sample_few_step
-from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
-
-RANDOM_SEED = 0
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What produced a video, recorded in its metadata."""
-
-    model: OfficialModel  # the official model whose net, sampler and inference types these are
-    weights: str  # a random preset's name, or the DiT checkpoint's file name
-    trained_resolution: tuple[int, int]  # (H, W) that resolution "none" means
-    # native latent frames (the official config's state_t): what a spec without `cosmos_ray_num_frames`
-    # generates, and an autoregressive window
-    state_t: int
+from cosmos_ray.parallel.decode import gather_columns, rank_columns
+from cosmos_ray.sampling import Sampler, get_sampler
+from cosmos_ray.stages import step_reporter, timed, to_uint8_frames
 
 
 class Generator:
-    """Text encoder, DiT, VAE and sampler settings for one model, on one device."""
+    """Text encoder, DiT, VAE and sampler for one model, on one device."""
 
     def __init__(
         self,
@@ -92,7 +58,7 @@ class Generator:
         vae: WanVAE,
         text_encoder: TextEncoder,
         info: ModelInfo,
-        sampler_config: SamplerConfig | FewStepConfig,
+        sampler: Sampler,
         *,
         device: torch.device,
         dtype: torch.dtype,
@@ -106,7 +72,7 @@ class Generator:
         self.vae = vae
         self.text_encoder = text_encoder
         self.info = info
-        self.sampler_config = sampler_config
+        self.sampler = sampler
         self.device = device
         self.dtype = dtype
         self.parallel = parallel
@@ -129,7 +95,7 @@ class Generator:
         parallel: ParallelContext | None = None,
         offload: OffloadConfig = NO_OFFLOAD,
         embedding_cache: str | None = None,
-        sampler_config: SamplerConfig | FewStepConfig | None = None,
+        sampler: Sampler | None = None,
         storage: Storage = Storage(),
         compile: bool = False,
         attention_backend: str = "auto",
@@ -138,11 +104,11 @@ class Generator:
 
         Defaults: the parallel context's device, else CUDA in bfloat16 when available, else CPU in
         float32. `model` (an official name, `cosmos_ray.core.registry.MODELS`) picks the DiT file of a folder,
-        the net's precision and the sampling recipe, which `sampler_config` overrides. `offload` keeps
-        models on the CPU between their stages; offloaded models are also loaded there. `embedding_cache`
-        (an fsspec folder) shares prompt embeddings; `storage` reaches it and the conditioning inputs;
-        `compile` torch.compiles the DiT's blocks; `attention_backend` picks the DiT's attention kernel
-        (`cosmos_ray.models.attention`).
+        the net's precision and the sampler (`get_sampler(model.sampler_recipe)`), which `sampler` overrides.
+        `offload` keeps models on the CPU between their stages; offloaded models are also loaded there.
+        `embedding_cache` (an fsspec folder) shares prompt embeddings; `storage` reaches it and the
+        conditioning inputs; `compile` torch.compiles the DiT's blocks; `attention_backend` picks the DiT's
+        attention kernel (`cosmos_ray.models.attention`).
         """
         check_source(source, model)
         official = get_model(model)
@@ -150,38 +116,19 @@ class Generator:
             device = parallel.device
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or getattr(torch, default_dtype_name(device.type))
-        home = torch.device("cpu")
-        cache = EmbeddingCache(url=embedding_cache, storage=storage)
-        if source in RANDOM_PRESETS:
-            preset = RANDOM_PRESETS[source]
-            dit, vae, text_encoder = _random_models(preset, official, device, dtype, cache, offload)
-            resolution = preset.trained_resolution or official.trained_resolution
-            info = ModelInfo(official, source, resolution, official.state_t)
-        else:
-            folder = Path(source)
-            dit_path, vae_path = _locate_weights(folder, official)
-            dit = load_dit(
-                dit_path, DiTConfig.of_model(official), device=home if offload.diffusion_model else device, dtype=dtype
-            )
-            vae = load_vae(
-                vae_path, VAEConfig.preset("wan2.1"), device=home if offload.tokenizer else device, dtype=dtype
-            )
-            text_encoder = TextEncoder.from_pretrained(
-                str(_text_encoder_folder(folder)),
-                device=home if offload.text_encoder else device,
-                dtype=dtype,
-                cache=cache,
-            )
-            info = ModelInfo(official, dit_path.name, official.trained_resolution, official.state_t)
-        dit.attention_backend = attention_backend
-        if compile:
-            dit.compile_blocks()
+        models = load_models(
+            source,
+            official,
+            device=device,
+            dtype=dtype,
+            offload=offload,
+            cache=EmbeddingCache(url=embedding_cache, storage=storage),
+            compile=compile,
+            attention_backend=attention_backend,
+        )
         return cls(
-            dit,
-            vae,
-            text_encoder,
-            info,
-            sampler_config or recipe_config(official),
+            *models,
+            sampler or get_sampler(official.sampler_recipe),
             device=device,
             dtype=dtype,
             parallel=parallel,
@@ -237,10 +184,10 @@ class Generator:
         start = time.perf_counter()
         frames: np.ndarray | None
         if spec.enable_autoregressive:
-            frames = self.generate_long_video(spec, progress, timings, chunks)
+            frames = autoregressive.generate_long_video(self, spec, progress, timings, chunks)
         else:
             latents = self.generate_latents(spec, progress, timings)
-            with self._timed("decode", timings):
+            with self.timed("decode", timings):
                 video = self.decode(latents)
             frames = to_uint8_frames(video[0]) if self.is_output_rank else None
         if frames is None or not self.is_output_rank:  # a rank other than the group's rank 0
@@ -278,98 +225,21 @@ class Generator:
                 f"{num_frames} frames make {latent_frames} latent frame(s), fewer than the "
                 f"{spec.num_conditional_frames} conditional latent frames of {spec.inference_type}",
             )
-        with self._timed("text_encode", timings):
+        with self.timed("text_encode", timings):
             prompts = self.encode_prompts(spec)
-        with self._timed("conditioning", timings):
+        with self.timed("conditioning", timings):
             conditional = self.encode_conditioning(spec, height, width)
-        with self._timed("sampling", timings):
+        with self.timed("sampling", timings):
             return self.sample_latents(
-                spec, prompts, conditional, spec.seed, latent_frames, (height, width), _step_reporter(progress)
+                spec, prompts, conditional, spec.seed, latent_frames, (height, width), step_reporter(progress)
             )
-
-    def generate_long_video(
-        self,
-        spec: GenerationSpec,
-        progress: Progress | None = None,
-        timings: dict[str, float] | None = None,
-        chunks: list[dict] | None = None,
-    ) -> np.ndarray:
-        """An autoregressive spec's video, uint8 (num_output_frames, H, W, 3) on the CPU, on every rank.
-
-        One window after another (`cosmos_ray.autoregressive`): a window's latents and decoded frames live
-        on the device only while it runs, finished frames are kept as uint8 on the CPU. `chunks` receives
-        one record per window (frames, seed, conditional frames, seconds).
-        """
-        self.info.model.check_spec(spec)
-        timings = {} if timings is None else timings
-        chunks = [] if chunks is None else chunks
-        height, width = self.resolution(spec)
-        layout = autoregressive.plan(spec)
-        self._check_windows(spec, layout)
-        r = self.vae.cfg.temporal_compression
-        with self._timed("text_encode", timings):
-            prompts = self.encode_prompts(spec)
-        with self._timed("conditioning", timings):
-            inputs = self.read_conditioning_frames(spec, height, width)
-        clip = autoregressive.InputClip(
-            np.zeros((0, height, width, 3), np.uint8) if inputs is None else inputs,
-            repeat_last=spec.input_path is not None and media.is_video(spec.input_path),
-        )
-
-        def window(chunk: autoregressive.Chunk, conditioning: np.ndarray | None) -> np.ndarray:
-            start = time.perf_counter()
-            report = _step_reporter(progress, chunk.index + 1, len(layout))
-            with self._timed("conditioning", timings):
-                conditional = None if conditioning is None else self.encode_frames(conditioning)
-            with self._timed("sampling", timings):
-                latents = self.sample_latents(
-                    spec, prompts, conditional, chunk.seed, self.info.state_t, (height, width), report
-                )
-            with self._timed("decode", timings):
-                # The decoder is causal: the first latent frames decode to the first pixel frames exactly,
-                # so only those that cover the window's frames are decoded.
-                video = self.decode(latents[:, :, : 1 + math.ceil((chunk.length - 1) / r)])
-                frames = to_uint8_frames(video[0])[: chunk.length]
-            chunks.append(
-                {
-                    "frames": [chunk.start, chunk.end],
-                    "seed": chunk.seed,
-                    "conditional_frames": chunk.num_conditional,
-                    "seconds": round(time.perf_counter() - start, 4),
-                }
-            )
-            return frames
-
-        return autoregressive.generate(layout, window, clip, frame_shape=(height, width), temporal_compression=r)
-
-    def _check_windows(self, spec: GenerationSpec, layout: list[autoregressive.Chunk]) -> None:
-        """The layout fits the model's window: SpecError naming the field otherwise."""
-        if spec.chunk_size > self.window_frames:
-            raise SpecError(
-                repr(spec.name),
-                "chunk_size",
-                f"must be at most {self.window_frames}, the frames this model generates at once, got {spec.chunk_size}",
-            )
-        for chunk in layout:
-            if chunk.num_conditional > self.info.state_t:
-                field = "num_conditional_frames" if chunk.index == 0 else "chunk_overlap"
-                raise SpecError(
-                    repr(spec.name),
-                    field,
-                    f"conditions a window on {chunk.num_conditional} latent frames, more than the "
-                    f"{self.info.state_t} this model generates at once",
-                )
-
-    @property
-    def is_few_step(self) -> bool:
-        """Whether the sampler is the distilled few-step one (no guidance, no negative prompt)."""
-        return isinstance(self.sampler_config, FewStepConfig)
 
     def encode_prompts(self, spec: GenerationSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The prompt's embedding (1, 512, D) on the device, and the negative prompt's when the sampler uses
         guidance and `guidance` is not 0 (else None). An offloaded text encoder comes to the GPU only if a
         prompt is not in the embedding cache, once for both."""
-        prompts = [spec.prompt] if self.is_few_step or spec.guidance == 0 else [spec.prompt, spec.negative_prompt]
+        guided = self.sampler.uses_guidance and spec.guidance != 0
+        prompts = [spec.prompt, spec.negative_prompt] if guided else [spec.prompt]
         with self.offloader.on_demand([self.text_encoder], self.offload.text_encoder) as bring:
             encode = (
                 partial(self.text_encoder.encode, running=bring)
@@ -389,44 +259,27 @@ class Generator:
         size: tuple[int, int],
         progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """Denoises the official initial noise of `seed`, (1, C, latent_frames, H/8, W/8) for `size` (H, W),
-        with the spec's steps and guidance, holding the `conditional` latents clean on the first frames. The
-        distilled model's few-step sampler takes no guidance and holds no frames. An offloaded DiT is on the
-        GPU for this call only."""
-        if self.is_few_step and conditional is not None:
+        """Denoises the sampler's initial noise of `seed`, (1, C, latent_frames, H/8, W/8) for `size` (H, W),
+        with the spec's steps and guidance, holding the `conditional` latents (1, C, n, H/8, W/8) clean on the
+        first n frames. An offloaded DiT is on the GPU for this call only."""
+        if conditional is not None and not self.sampler.holds_conditional_frames:
             raise SpecError(
-                repr(spec.name), "inference_type", "the few-step (distilled) sampler holds no conditional frames"
+                repr(spec.name),
+                "inference_type",
+                f"the sampler ({type(self.sampler).__name__}) holds no conditional frames",
             )
-        vae_cfg = self.vae.cfg
+        c = self.vae.cfg
         height, width = size
-        shape = (
-            1,
-            vae_cfg.latent_channels,
-            latent_frames,
-            height // vae_cfg.spatial_compression,
-            width // vae_cfg.spatial_compression,
-        )
-        config = self.sampler_config
+        shape = (1, c.latent_channels, latent_frames, height // c.spatial_compression, width // c.spatial_compression)
         with self.offloader.running([self.dit], self.offload.diffusion_model):
-            if isinstance(config, FewStepConfig):
-                return sample_few_step(
-                    self.velocity_model,
-                    few_step.initial_noise(seed, shape, self.device),
-                    prompts[0],
-                    config=config,
-                    num_steps=spec.num_steps,
-                    timestep_scale=self.dit.cfg.timestep_scale,
-                    model_dtype=self.dtype,
-                    progress=progress,
-                )
-            return sample(
+            return self.sampler.sample(
                 self.velocity_model,
-                initial_noise(seed, shape, self.device),
+                self.sampler.initial_noise(seed, shape, self.device),
                 *prompts,
-                config=config,
                 num_steps=spec.num_steps,
                 guidance=spec.guidance,
                 conditional_latents=conditional,
+                timestep_scale=self.dit.cfg.timestep_scale,
                 model_dtype=self.dtype,
                 progress=progress,
             )
@@ -463,19 +316,17 @@ class Generator:
         whole decode gives there) and the strips are gathered, so the decode is spread over the group.
         """
         latents = latents.to(self.vae.dtype)
-        if self.parallel is None or self.parallel.world_size == 1:
-            with self.offloader.running(self.vae.decoding_modules, self.offload.tokenizer):
-                return self.vae.decode(latents).float()
-        widths = split_sizes(latents.shape[-1], self.parallel.world_size)  # latent columns per rank
-        start = sum(widths[: self.parallel.rank])
+        group = self.parallel if self.parallel is not None and self.parallel.world_size > 1 else None
+        columns = None if group is None else rank_columns(latents.shape[-1], group)
         with self.offloader.running(self.vae.decoding_modules, self.offload.tokenizer):
-            strip = self.vae.decode(latents, columns=slice(start, start + widths[self.parallel.rank]))
-        scale = self.vae.cfg.spatial_compression
-        strip = F.pad(strip, (0, widths[0] * scale - strip.shape[-1]))  # equal shapes for the all-gather
-        strips = strip.new_empty(self.parallel.world_size, *strip.shape[1:])  # (N, 3, T, H, W / N)
-        dist.all_gather_into_tensor(strips, strip.contiguous())
-        video = torch.cat([s[..., : w * scale] for s, w in zip(strips, widths)], dim=-1)  # (3, T, H, W)
-        return video[None].float()
+            video = self.vae.decode(latents, columns=columns)  # (1, 3, T, H, W), or this rank's strip of columns
+        if group is not None:
+            video = gather_columns(video, latents.shape[-1], self.vae.cfg.spatial_compression, group)
+        return video.float()
+
+    def timed(self, stage: str, timings: dict[str, float]) -> AbstractContextManager[None]:
+        """Adds the wall time of a stage to `timings[stage]`, the device's queued work finished at both ends."""
+        return timed(stage, timings, self.device)
 
     def _metadata(
         self, spec: GenerationSpec, frames: np.ndarray, timings: dict[str, float], chunks: list[dict]
@@ -491,8 +342,8 @@ class Generator:
             "num_frames": num_frames,
             "fps": spec.fps,
             "num_steps": spec.num_steps,
-            "evaluations": self.sampler_config.num_evaluations(spec.num_steps),
-            "guidance": 0 if self.is_few_step else spec.guidance,
+            "evaluations": self.sampler.num_evaluations(spec.num_steps),
+            "guidance": spec.guidance if self.sampler.uses_guidance else 0,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "world_size": 1 if self.parallel is None else self.parallel.world_size,
@@ -502,86 +353,3 @@ class Generator:
         if chunks:  # autoregressive: one record per window
             metadata["chunks"] = chunks
         return metadata
-
-    @contextmanager
-    def _timed(self, stage: str, timings: dict[str, float]) -> Iterator[None]:
-        """Adds the wall time of a stage to `timings[stage]`, with the device's queued work finished at both
-        ends."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        yield
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
-
-
-def _step_reporter(progress: Progress | None, chunk: int = 1, num_chunks: int = 1) -> Callable[[int, int], None] | None:
-    """The sampler's `(step, total)` callback that hands `progress` a `Step` of window `chunk`."""
-    if progress is None:
-        return None
-    return lambda step, total: progress(Step(step, total, chunk, num_chunks))
-
-
-def to_uint8_frames(video: torch.Tensor) -> np.ndarray:
-    """(3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3), truncating like the reference's video writer."""
-    video = ((video.float() + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0
-    return video.to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
-
-
-def _random_models(
-    preset: RandomPreset,
-    model: OfficialModel,
-    device: torch.device,
-    dtype: torch.dtype,
-    cache: EmbeddingCache,
-    offload: OffloadConfig,
-) -> tuple[MiniTrainDiT, WanVAE, TextEncoder]:
-    """The preset's DiT (with `model`'s precision), VAE and text encoder, random weights from `RANDOM_SEED`.
-
-    Drawn on the CPU for tiny (the same weights everywhere) and for models that will wait there
-    (offloaded), else on `device`.
-    """
-    cpu = torch.device("cpu")
-    draw_device = cpu if preset.draw_on_cpu or offload.diffusion_model or offload.tokenizer else device
-    with torch.random.fork_rng(devices=[draw_device] if draw_device.type == "cuda" else []), draw_device:
-        torch.manual_seed(RANDOM_SEED)
-        dit = MiniTrainDiT(DiTConfig.of_model(model, preset.shapes))
-        vae = WanVAE(VAEConfig.preset(preset.vae))
-    dit = dit.cast(dtype).eval().requires_grad_(False)
-    vae = vae.to(dtype=dtype).eval().requires_grad_(False)
-    text_device = cpu if offload.text_encoder else device
-    if preset.text == "tiny":
-        text_encoder = TextEncoder.from_pretrained("tiny", device=text_device, dtype=dtype, cache=cache)
-    else:
-        text_encoder = TextEncoder.from_random(
-            TextEncoderConfig.preset(preset.text),
-            build_tiny_tokenizer(),
-            seed=RANDOM_SEED,
-            device=text_device,
-            dtype=dtype,
-            model_id=f"random-{preset.text}",
-            cache=cache,
-        )
-    return dit, vae, text_encoder
-
-
-def _locate_weights(folder: Path, model: OfficialModel) -> tuple[Path, Path]:
-    """(DiT checkpoint, VAE checkpoint) of `model` in an official or diffusers-layout folder."""
-    if not folder.is_dir():
-        presets = ", ".join(map(repr, RANDOM_PRESETS))
-        raise FileNotFoundError(
-            f"model source {str(folder)!r} is neither a random preset ({presets}) nor an existing checkpoint folder"
-        )
-    if (folder / "transformer").is_dir():
-        if not (folder / "vae" / "diffusion_pytorch_model.safetensors").is_file():
-            raise FileNotFoundError(f"diffusers checkpoint {folder} has no vae/diffusion_pytorch_model.safetensors")
-        return folder / "transformer", folder / "vae"
-    return model.dit_file.locate(folder, model.name), VAE_FILE.locate(folder, model.name)
-
-
-def _text_encoder_folder(folder: Path) -> Path:
-    """The text encoder folder: a diffusers pipeline folder itself, else its `text_encoder/`."""
-    if (folder / "transformer").is_dir():
-        return folder
-    return folder / TEXT_ENCODER_FOLDER

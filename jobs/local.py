@@ -29,7 +29,7 @@ from cosmos_ray.core.registry import get_model
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import Storage
 from cosmos_ray.families import Engine, load_engine
-from cosmos_ray.sampling.sampler import SamplingError
+from cosmos_ray.sampling.base import SamplingError
 from jobs.options import add_engine_options, engine_options_of, models_epilog
 
 

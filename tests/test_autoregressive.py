@@ -254,7 +254,7 @@ def test_peak_tensor_memory_does_not_grow_with_the_number_of_windows(generator):
         generator.vae,
         generator.text_encoder,
         dataclasses.replace(generator.info, state_t=2),  # windows of 5 frames
-        generator.sampler_config,
+        generator.sampler,
         device=generator.device,
         dtype=generator.dtype,
     )

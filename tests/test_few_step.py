@@ -14,8 +14,8 @@ import math
 import pytest
 import torch
 
+from cosmos_ray.sampling.base import SamplingError
 from cosmos_ray.sampling.few_step import DISTILLED_TIMES, FewStepConfig, flow_time, initial_noise, sample_few_step
-from cosmos_ray.sampling.sampler import SamplingError
 
 SHAPE = (1, 4, 3, 4, 6)
 

@@ -12,16 +12,17 @@ import torch.multiprocessing as mp
 from cosmos_ray.conditioning import read_conditioning
 from cosmos_ray.core.media import MediaError, write_mp4
 from cosmos_ray.core.offload_config import OffloadConfig
+from cosmos_ray.core.presets import RANDOM_PRESETS
 from cosmos_ray.core.progress import Step
 from cosmos_ray.core.registry import MODEL_NAMES, check_source, get_model
 from cosmos_ray.core.spec import GenerationSpec, SpecError
-from cosmos_ray.generator import RANDOM_PRESETS, Generator, to_uint8_frames
+from cosmos_ray.generator import Generator, to_uint8_frames
 from cosmos_ray.models.dit import DiTConfig
 from cosmos_ray.models.text import TextEncoderConfig
 from cosmos_ray.models.vae import VAEConfig
 from cosmos_ray.parallel import ParallelContext
-from cosmos_ray.sampling.few_step import FewStepConfig
-from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise
+from cosmos_ray.sampling.few_step import FewStepSampler
+from cosmos_ray.sampling.guided import GuidedSampler, SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import ScheduleConfig
 from jobs import local
 from tests.guardrail_standin import GREY, StandInGuardrails
@@ -167,7 +168,7 @@ def distilled() -> Generator:
 
 
 def test_distilled_model_takes_its_recipe_with_tiny_shapes(distilled, generator):
-    assert isinstance(distilled.sampler_config, FewStepConfig)
+    assert distilled.sampler == FewStepSampler()
     assert (distilled.dit.cfg.timestep_scale, distilled.dit.cfg.fp32_modulation) == (1.0, False)
     assert distilled.dit.cfg.model_channels == generator.dit.cfg.model_channels  # the tiny shapes
     assert torch.equal(distilled.dit.blocks[0].mlp.layer1.weight, generator.dit.blocks[0].mlp.layer1.weight)
@@ -246,7 +247,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
         generator.vae,
         generator.text_encoder,
         generator.info,
-        SamplerConfig(ScheduleConfig(quantize_timesteps=False)),
+        GuidedSampler(SamplerConfig(ScheduleConfig(quantize_timesteps=False))),
         device=generator.device,
         dtype=generator.dtype,
     )

@@ -22,9 +22,10 @@ from cosmos_ray.conditioning import resize_and_center_crop
 from cosmos_ray.core.media import read_image, read_video
 from cosmos_ray.core.registry import get_model
 from cosmos_ray.core.spec import GenerationSpec
-from cosmos_ray.generator import Generator, ModelInfo
+from cosmos_ray.generator import Generator
+from cosmos_ray.loading import ModelInfo
 from cosmos_ray.models.text import TextEncoder, normalize_per_token
-from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
+from cosmos_ray.sampling.guided import GuidedSampler, SamplerConfig, initial_noise, sample
 from cosmos_ray.sampling.schedule import make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
 from tools.official_golden import (
@@ -146,7 +147,7 @@ def tiny_generator() -> Generator:
         vae,
         cast(TextEncoder, FixedEmbeddings()),  # only `encode` is called
         ModelInfo(get_model("2B/post-trained"), "tiny", (height, width), golden["state_t"]),
-        SamplerConfig.preset("post-trained"),
+        GuidedSampler(SamplerConfig.preset("post-trained")),
         device=torch.device("cpu"),
         dtype=torch.float32,
     )

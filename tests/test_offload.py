@@ -113,7 +113,7 @@ def offloading_generator(resident: Generator, offload: OffloadConfig) -> Generat
         resident.vae,
         resident.text_encoder,
         resident.info,
-        resident.sampler_config,
+        resident.sampler,
         device=DEVICE,
         dtype=resident.dtype,
         offload=offload,

@@ -20,7 +20,7 @@ from cosmos_ray.parallel.config import ParallelConfig, ParallelLayoutError
 from cosmos_ray.parallel.context import ParallelContext
 from cosmos_ray.parallel.dit import ParallelDiT, split_sizes
 from cosmos_ray.parallel.ulysses import ulysses_attention
-from cosmos_ray.sampling.sampler import SamplerConfig, initial_noise, sample
+from cosmos_ray.sampling.guided import SamplerConfig, initial_noise, sample
 
 ATTENTION_FRAMES = (4, 5)  # an even and an uneven split over 2 and 4 ranks
 TOKENS_PER_FRAME = 3

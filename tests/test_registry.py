@@ -6,11 +6,9 @@ import pytest
 
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, MODELS, VAE_FILE, get_model
 from cosmos_ray.core.spec import GenerationSpec, SpecError
-from cosmos_ray.generator import _locate_weights
+from cosmos_ray.loading import locate_weights
 from cosmos_ray.models.dit import DiTConfig
-from cosmos_ray.sampling import recipe_config
-from cosmos_ray.sampling.few_step import FewStepConfig
-from cosmos_ray.sampling.sampler import SamplerConfig
+from cosmos_ray.sampling import FewStepSampler, GuidedSampler, SamplerConfig, get_sampler
 
 # From the official checkpoint database (packages/cosmos-oss/cosmos_oss/checkpoints_predict2.py, 21c486b7):
 # model name -> (Hugging Face repository, file).
@@ -78,10 +76,20 @@ def test_samplers_follow_the_official_experiments():
     """2B post-trained: karras + conditional frames at 0.1 (rf_with_edm_ckpt); 2B pre-trained and both 14B
     checkpoints (registered under the 14B shift-5 experiment): shift 5, conditional frames at the noisy
     timestep; 2B distilled: the 4 TrigFlow times."""
-    assert recipe_config(get_model("2B/post-trained")) == SamplerConfig.preset("post-trained")
+
+    def sampler(name: str):
+        return get_sampler(get_model(name).sampler_recipe)
+
+    assert sampler("2B/post-trained") == GuidedSampler(SamplerConfig.preset("post-trained"))
     for name in ("2B/pre-trained", "14B/pre-trained", "14B/post-trained"):
-        assert recipe_config(get_model(name)) == SamplerConfig.preset("pre-trained")
-    assert recipe_config(get_model("2B/distilled")) == FewStepConfig()
+        assert sampler(name) == GuidedSampler(SamplerConfig.preset("pre-trained"))
+    assert sampler("2B/distilled") == FewStepSampler()
+    assert [
+        (s.uses_guidance, s.holds_conditional_frames) for s in map(sampler, ("2B/post-trained", "2B/distilled"))
+    ] == [
+        (True, True),
+        (False, False),
+    ]
     assert get_model("14B/post-trained").experiment == get_model("14B/pre-trained").experiment
 
 
@@ -115,7 +123,7 @@ def test_a_merged_checkpoint_folder_gives_each_model_its_own_file(tmp_path):
         (tmp_path / path).write_bytes(b"")
     (tmp_path / "tokenizer.pth").write_bytes(b"")
     for name, (_, path) in OFFICIAL_FILES.items():
-        assert _locate_weights(tmp_path, get_model(name)) == (tmp_path / path, tmp_path / "tokenizer.pth")
+        assert locate_weights(tmp_path, get_model(name)) == (tmp_path / path, tmp_path / "tokenizer.pth")
 
 
 def test_a_missing_file_names_the_model_the_file_and_what_exists(tmp_path):
@@ -123,7 +131,7 @@ def test_a_missing_file_names_the_model_the_file_and_what_exists(tmp_path):
     (tmp_path / OFFICIAL_FILES["2B/pre-trained"][1]).write_bytes(b"")
     (tmp_path / "tokenizer.pth").write_bytes(b"")
     with pytest.raises(FileNotFoundError) as error:
-        _locate_weights(tmp_path, get_model("14B/pre-trained"))
+        locate_weights(tmp_path, get_model("14B/pre-trained"))
     message = str(error.value)
     assert "model '14B/pre-trained' needs base/pre-trained/54937b8c" in message
     assert "from Hugging Face nvidia/Cosmos-Predict2.5-14B" in message

@@ -66,7 +66,7 @@ class OfficialModel:
     size: str  # "2B" | "14B": the shapes of the released net (a DiTConfig preset)
     dit_file: CheckpointFile
     experiment: str  # the official experiment of the checkpoint (net overrides, sampler)
-    sampler_recipe: str  # "post-trained" | "pre-trained" (`SamplerConfig.preset`) | FEW_STEP (`FewStepConfig`)
+    sampler_recipe: str  # "post-trained" | "pre-trained" | FEW_STEP: its sampler in `cosmos_ray.sampling.SAMPLERS`
     inference_types: tuple[str, ...] = INFERENCE_TYPES
     timestep_scale: float = 0.001  # the net's `timestep_scale`
     fp32_modulation: bool = True  # the net's `use_wan_fp32_strategy`

@@ -1,29 +1,37 @@
-"""Rectified-flow sampling of Cosmos-Predict2.5: sigma schedules, the UniPC solver, the guided loop and the
-distilled model's few-step loop."""
+"""Rectified-flow sampling of Cosmos-Predict2.5: the `Sampler` interface, the samplers by recipe name, and the
+two loops: the base models' guided UniPC loop (`guided.py`, with `schedule.py` and `unipc.py`) and the
+distilled model's few-step loop (`few_step.py`).
 
-from cosmos_ray.core.registry import OfficialModel
-from cosmos_ray.sampling.few_step import FewStepConfig, sample_few_step
-from cosmos_ray.sampling.sampler import SamplerConfig, SamplingError, VelocityModel, initial_noise, sample
+A sampler module registers itself when imported (`@register_sampler`): a new one is a new file plus its import
+below.
+"""
+
+from cosmos_ray.sampling import few_step, guided
+from cosmos_ray.sampling.base import Sampler, SamplingError, VelocityModel
+from cosmos_ray.sampling.few_step import FewStepConfig, FewStepSampler, sample_few_step
+from cosmos_ray.sampling.guided import GuidedSampler, SamplerConfig, initial_noise, sample
+from cosmos_ray.sampling.registry import SAMPLERS, get_sampler, register_sampler
 from cosmos_ray.sampling.schedule import Schedule, ScheduleConfig, make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
 
-
-def recipe_config(model: OfficialModel) -> SamplerConfig | FewStepConfig:
-    """The sampling recipe of official `model`."""
-    return FewStepConfig() if model.few_step else SamplerConfig.preset(model.sampler_recipe)
-
-
 __all__ = [
-    "recipe_config",
+    "SAMPLERS",
     "FewStepConfig",
+    "FewStepSampler",
+    "GuidedSampler",
+    "Sampler",
     "SamplerConfig",
     "SamplingError",
     "Schedule",
     "ScheduleConfig",
     "UniPCSolver",
     "VelocityModel",
+    "few_step",
+    "get_sampler",
+    "guided",
     "initial_noise",
     "make_schedule",
+    "register_sampler",
     "sample",
     "sample_few_step",
 ]

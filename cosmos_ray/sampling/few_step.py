@@ -1,4 +1,5 @@
-"""The few-step sampler of the distilled Cosmos-Predict2.5-2B (DMD2 in TrigFlow time).
+"""The few-step sampler of the distilled Cosmos-Predict2.5-2B (DMD2 in TrigFlow time): `FewStepSampler`,
+recipe "few-step".
 
 TrigFlow time t in [0, pi/2] puts a sample at x_t = cos(t) x0 + sin(t) eps (sigma_data 1). The student is
 the usual DiT, a rectified-flow velocity model; the official denoiser (`RectifiedFlow_sCMWrapper`) feeds it
@@ -24,12 +25,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from cosmos_ray.sampling.sampler import SamplingError, VelocityModel
+from cosmos_ray.core.registry import FEW_STEP
+from cosmos_ray.sampling.base import Sampler, SamplingError, VelocityModel
+from cosmos_ray.sampling.registry import register_sampler
 
 # TrigFlow times of the distilled checkpoint's steps (`selected_sampling_time` of its experiment).
 DISTILLED_TIMES = (math.pi / 2, math.atan(15), math.atan(5), math.atan(5 / 3))
@@ -104,3 +107,48 @@ def sample_few_step(
         if progress is not None:
             progress(step + 1, len(times))
     return x.float()
+
+
+@register_sampler(FEW_STEP)
+@dataclass(frozen=True)
+class FewStepSampler(Sampler):
+    """`sample_few_step` with a recipe: no guidance (no negative prompt), no held frames, torch-generator noise."""
+
+    config: FewStepConfig = field(default_factory=FewStepConfig)
+
+    uses_guidance = False
+    holds_conditional_frames = False
+
+    def initial_noise(self, seed: int, shape: tuple[int, ...], device: torch.device) -> Tensor:
+        return initial_noise(seed, shape, device)
+
+    def num_evaluations(self, num_steps: int) -> int:
+        return self.config.num_evaluations(num_steps)
+
+    def sample(
+        self,
+        model: VelocityModel,
+        noise: Tensor,
+        prompt_embedding: Tensor,
+        negative_embedding: Tensor | None,
+        *,
+        num_steps: int,
+        guidance: float,
+        conditional_latents: Tensor | None = None,
+        timestep_scale: float,
+        model_dtype: torch.dtype = torch.float32,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        # the guidance was distilled into the net: `guidance` and `negative_embedding` are not used
+        if conditional_latents is not None:
+            raise ValueError("the few-step (distilled) sampler holds no conditional frames")
+        return sample_few_step(
+            model,
+            noise,
+            prompt_embedding,
+            config=self.config,
+            num_steps=num_steps,
+            timestep_scale=timestep_scale,
+            model_dtype=model_dtype,
+            progress=progress,
+        )

@@ -1,4 +1,5 @@
-"""The Cosmos-Predict2.5 sampling loop: initial noise, held conditional frames, guidance, UniPC.
+"""The base models' sampling loop (`GuidedSampler`, recipes "post-trained" and "pre-trained"): initial noise,
+held conditional frames, guidance, UniPC.
 
 One loop serves text2world, image2world and video2world. Conditional latent frames (0, 1 or 2 leading
 frames) are held clean: the model always sees the clean frames there (with their own timestep and a
@@ -17,26 +18,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from cosmos_ray.sampling.base import Sampler, SamplingError, VelocityModel
+from cosmos_ray.sampling.registry import register_sampler
 from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
 
 VARIANTS = ("post-trained", "pre-trained")
-
-
-class VelocityModel(Protocol):
-    def __call__(self, x: Tensor, timesteps: Tensor, crossattn_emb: Tensor, *, condition_mask: Tensor) -> Tensor:
-        """x (B, C, T, H, W), timesteps (B, T) in flow time x 1000, crossattn_emb (B, L, D),
-        condition_mask (B, 1, T, H, W) -> velocity (B, C, T, H, W)."""
-
-
-class SamplingError(RuntimeError):
-    """The sampling loop produced non-finite latents."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +78,10 @@ def sample(
 
     `prompt_embedding` / `negative_embedding` are (B, L, D) text embeddings; the negative one is only
     used when `guidance != 0`. `conditional_latents` (B, C, Tc, H, W) are the clean latents of the first
-    Tc frames. The model runs in `model_dtype`; latents and solver stay float32. `progress(step, num_steps)`
-    is called after every step: the post-trained schedule evaluates the model `num_steps + 1` times (as the
-    official sampler does), and its first step takes two evaluations, so the count always ends at `num_steps`.
+    Tc frames. The model gets timesteps in flow time x 1000 and runs in `model_dtype`; latents and solver
+    stay float32. `progress(step, num_steps)` is called after every step: the post-trained schedule evaluates
+    the model `num_steps + 1` times (as the official sampler does), and its first step takes two evaluations,
+    so the count always ends at `num_steps`.
     """
     noise = noise.float()
     batch, _, frames, height, width = noise.shape
@@ -144,3 +137,60 @@ def sample(
         if progress is not None and step >= extra_evaluations:
             progress(step + 1 - extra_evaluations, num_steps)
     return latents
+
+
+@dataclass(frozen=True)
+class GuidedSampler(Sampler):
+    """`sample` with a recipe: the base models' guided UniPC loop and their RandomState noise."""
+
+    config: SamplerConfig = field(default_factory=SamplerConfig)
+
+    uses_guidance = True
+    holds_conditional_frames = True
+
+    def initial_noise(self, seed: int, shape: tuple[int, ...], device: torch.device) -> Tensor:
+        return initial_noise(seed, shape, device)
+
+    def num_evaluations(self, num_steps: int) -> int:
+        return self.config.num_evaluations(num_steps)
+
+    def sample(
+        self,
+        model: VelocityModel,
+        noise: Tensor,
+        prompt_embedding: Tensor,
+        negative_embedding: Tensor | None,
+        *,
+        num_steps: int,
+        guidance: float,
+        conditional_latents: Tensor | None = None,
+        timestep_scale: float,
+        model_dtype: torch.dtype = torch.float32,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Tensor:
+        # timestep_scale is the net's own business here: the schedule's timesteps are flow time x 1000
+        return sample(
+            model,
+            noise,
+            prompt_embedding,
+            negative_embedding,
+            config=self.config,
+            num_steps=num_steps,
+            guidance=guidance,
+            conditional_latents=conditional_latents,
+            model_dtype=model_dtype,
+            progress=progress,
+        )
+
+
+@register_sampler("post-trained")
+def post_trained() -> GuidedSampler:
+    """The 2B post-trained recipe: karras schedule, conditional frames at timestep 0.1."""
+    return GuidedSampler(SamplerConfig.preset("post-trained"))
+
+
+@register_sampler("pre-trained")
+def pre_trained() -> GuidedSampler:
+    """The 2B pre-trained recipe, shared by the 14B models: shift-5 schedule, conditional frames at the noisy
+    timestep."""
+    return GuidedSampler(SamplerConfig.preset("pre-trained"))
