@@ -16,43 +16,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import types
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.common import Recorder, add_common_args, tflops, time_ms
 from cosmos_ray.core.dtypes import default_dtype_name
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
 from cosmos_ray.models.attention import CUDA_PRIORITY, attention
-from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, diffusers_config, official_to_diffusers_key
-from cosmos_ray.models.weights import rename_keys
-
-
-def diffusers_twin(model: MiniTrainDiT) -> nn.Module:
-    """diffusers' CosmosTransformer3DModel holding `model`'s weights, on its device, in float32.
-
-    Its q/k RMSNorm eps is set to the reference's 1e-6. Its padding-mask resize needs torchvision;
-    where that is missing, `F.interpolate(mode="nearest")` (what torchvision runs for NEAREST on
-    tensors) stands in for it.
-    """
-    from diffusers.models.transformers import transformer_cosmos
-
-    if not transformer_cosmos.is_torchvision_available():
-        resize = lambda img, size, interpolation: F.interpolate(img, size=size, mode=interpolation)  # noqa: E731
-        transformer_cosmos.transforms = types.SimpleNamespace(
-            functional=types.SimpleNamespace(resize=resize), InterpolationMode=types.SimpleNamespace(NEAREST="nearest")
-        )
-    device = next(model.parameters()).device
-    with torch.device(device):
-        twin = transformer_cosmos.CosmosTransformer3DModel(**diffusers_config(model.cfg))
-    for block in twin.transformer_blocks:
-        for attn in (block.attn1, block.attn2):
-            attn.norm_q.eps = attn.norm_k.eps = 1e-6
-    twin.load_state_dict(rename_keys(model.state_dict(), official_to_diffusers_key), strict=True)
-    return twin.eval().requires_grad_(False)
+from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
+from tests.oracles import diffusers_dit
 
 
 def block_gemms(cfg: DiTConfig, tokens: int, text_len: int) -> list[tuple[str, int, int, int, int]]:
@@ -179,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
     with torch.device(device):
         model = MiniTrainDiT(cfg, attention_backend=args.backend)
-    twin = None if args.no_diffusers else diffusers_twin(model).to(dtype)
+    twin = None if args.no_diffusers else diffusers_dit(model).to(dtype)
     model.cast(dtype).eval().requires_grad_(False)
 
     def emit(impl: str, batch: int, ms: float, **extra) -> None:

@@ -22,12 +22,10 @@ from pathlib import Path
 from typing import cast
 
 import torch
-from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
 from diffusers.pipelines.cosmos.pipeline_cosmos2_5_predict import Cosmos2_5_PredictBasePipeline
 
 from bench.common import Recorder, tflops
-from bench.dit_step import diffusers_twin, forward_flops
-from bench.vae import diffusers_twin as diffusers_twin_vae
+from bench.dit_step import forward_flops
 from cosmos_ray.conditioning import read_conditioning
 from cosmos_ray.core.dtypes import default_dtype_name
 from cosmos_ray.core.presets import RANDOM_PRESETS
@@ -39,6 +37,7 @@ from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.text import MAX_LENGTH, TextEncoder
 from cosmos_ray.models.vae import VAEConfig, WanVAE
 from cosmos_ray.sampling import get_sampler, initial_noise
+from tests.oracles import diffusers_pipeline
 
 INPUTS = Path(__file__).resolve().parent.parent / "examples" / "media"
 OFFICIAL_STEPS = 35
@@ -52,40 +51,6 @@ class FixedTextEncoder:
 
     def encode(self, prompts: list[str]) -> torch.Tensor:
         return torch.stack([self.embeddings[prompt] for prompt in prompts])
-
-
-class NoSafetyChecker:
-    """Stands in for diffusers' cosmos_guardrail checker, which is not installed (latents and videos only)."""
-
-    def to(self, *args, **kwargs):
-        return self
-
-
-def diffusers_vae(vae: WanVAE) -> AutoencoderKLWan:
-    """`bench.vae.diffusers_twin` on `vae`'s device and dtype, for the pipeline."""
-    twin = diffusers_twin_vae(vae)
-    return twin.to(device=vae.conv2.weight.device, dtype=vae.dtype).requires_grad_(False)
-
-
-def diffusers_scheduler() -> UniPCMultistepScheduler:
-    """The scheduler diffusers' conversion script gives Cosmos-Predict2.5."""
-    return UniPCMultistepScheduler(
-        use_karras_sigmas=True, use_flow_sigmas=True, prediction_type="flow_prediction", sigma_max=200.0, sigma_min=0.01
-    )
-
-
-def diffusers_pipeline(dit: MiniTrainDiT, vae: WanVAE) -> Cosmos2_5_PredictBasePipeline:
-    """diffusers' pipeline holding our DiT's and VAE's weights (the DiT twin in the VAE's dtype)."""
-    pipeline = Cosmos2_5_PredictBasePipeline(
-        text_encoder=None,
-        tokenizer=None,
-        transformer=diffusers_twin(dit).to(vae.dtype),
-        vae=diffusers_vae(vae),
-        scheduler=diffusers_scheduler(),
-        safety_checker=NoSafetyChecker(),
-    )
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
 
 
 def synced_clock(device: torch.device) -> float:

@@ -31,11 +31,12 @@ import torch
 import torch.distributed as dist
 
 from bench.common import Recorder, add_common_args, tflops, time_ms
-from bench.dit_step import diffusers_twin, forward_flops, make_inputs, measure_floor
+from bench.dit_step import forward_flops, make_inputs, measure_floor
 from cosmos_ray.core.dtypes import default_dtype_name
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.parallel import ParallelConfig, ParallelContext, ParallelDiT
+from tests.oracles import diffusers_dit
 
 
 def slowest_ms(ms: float, device: torch.device) -> float:
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)  # the same weights and inputs on every rank
     with torch.device(device):
         dit = MiniTrainDiT(cfg, attention_backend=args.backend)
-    twin = None if args.no_diffusers or rank != 0 else diffusers_twin(dit).to(dtype)
+    twin = None if args.no_diffusers or rank != 0 else diffusers_dit(dit).to(dtype)
     dit.cast(dtype).eval().requires_grad_(False)
     if args.compile:
         dit.compile_blocks(dynamic=False)

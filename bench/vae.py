@@ -28,26 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.common import add_common_args, add_dtype_arg, chosen_dtype_name, time_ms_and_peak_gib
 from cosmos_ray.core.registry import RESOLUTION_720P
 from cosmos_ray.models.vae import VAEConfig, WanVAE
-
-
-def diffusers_twin(vae: WanVAE) -> Any:
-    """diffusers' AutoencoderKLWan holding `vae`'s weights (diffusers' own converter) and latent statistics, on
-    the CPU in float32: the oracle of this bench, of bench.generator's pipeline and of tests/test_vae.py."""
-    from diffusers import AutoencoderKLWan
-    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
-
-    cfg = vae.cfg
-    twin = AutoencoderKLWan(
-        base_dim=cfg.base_channels,
-        z_dim=cfg.latent_channels,
-        dim_mult=list(cfg.channel_multipliers),
-        num_res_blocks=cfg.num_res_blocks,
-        temperal_downsample=list(cfg.temporal_downsample),
-        latents_mean=list(cfg.latent_mean),
-        latents_std=list(cfg.latent_std),
-    ).eval()
-    twin.load_state_dict(convert_wan_vae_to_diffusers(vae.state_dict()), strict=True)
-    return twin
+from tests.oracles import diffusers_vae
 
 
 def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
@@ -57,7 +38,7 @@ def build_pair(cfg: VAEConfig, device: torch.device, dtype: torch.dtype):
     logging.set_verbosity_error()  # its warning about casting with .to(dtype) does not apply to this model
     torch.manual_seed(0)
     ours = WanVAE(cfg).eval()
-    theirs = diffusers_twin(ours)
+    theirs = diffusers_vae(ours)
     return ours.to(device, dtype).requires_grad_(False), theirs.to(device, dtype).requires_grad_(False)
 
 

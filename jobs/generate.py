@@ -23,7 +23,7 @@ from collections.abc import Callable
 import ray
 
 from cosmos_ray.core.shards import ShardConfig
-from cosmos_ray.core.storage import Storage, StorageError
+from cosmos_ray.core.storage import StorageError
 from jobs.options import (
     add_engine_options,
     add_limit_options,
@@ -32,7 +32,7 @@ from jobs.options import (
     engine_options_of,
     limits_of,
     models_epilog,
-    storage_options_of,
+    storage_of,
 )
 from pipelines.batch import BatchConfig, WebDatasetSink, failure_message, preflight, run
 from pipelines.group import GroupConfig
@@ -142,7 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
     if args.schedule_timeout <= 0:
         parser.error(f"--schedule-timeout must be positive, got {args.schedule_timeout:g}")
-    storage = Storage(options=storage_options_of(parser, args), allow_http=args.allow_http)  # one for every URL
+    storage = storage_of(parser, args, allow_http=args.allow_http)  # one for every URL
     args.engine = engine_options_of(parser, args, storage)
     args.limits = limits_of(parser, args)
     if args.num_generations is not None and args.num_generations > args.limits.max_num_generations:

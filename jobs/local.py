@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int
     setting = options.guardrail_setting(checks)
     try:
         check_installed(setting)
-        specs = load_specs(args.input)
+        specs = load_specs(args.input, storage=options.storage)
         check_model_supports(options.model, specs)
     except (ManifestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

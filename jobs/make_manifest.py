@@ -14,7 +14,7 @@ import sys
 
 from cosmos_ray.core.manifest import ManifestError, make_manifest
 from cosmos_ray.core.storage import StorageError
-from jobs.options import add_limit_options, add_storage_option, limits_of, storage_options_of
+from jobs.options import add_limit_options, add_storage_option, limits_of, storage_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-check-inputs", action="store_true", help="do not check that every input_path exists")
     add_limit_options(parser)
     args = parser.parse_args(argv)
-    args.storage_options = storage_options_of(parser, args)
+    args.storage = storage_of(parser, args)
     args.limits = limits_of(parser, args)
     return args
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = make_manifest(
             args.sources,
             args.output,
-            storage_options=args.storage_options,
+            storage=args.storage,
             check_inputs=not args.no_check_inputs,
             limits=args.limits,
         )

@@ -100,7 +100,7 @@ def engine_options_of(
 
 
 def add_storage_option(parser: argparse.ArgumentParser, applies_to: str) -> None:
-    """The repeatable `--storage-option KEY=VALUE` flag; read it back with `storage_options_of`."""
+    """The repeatable `--storage-option KEY=VALUE` flag; read it back with `storage_of`."""
     parser.add_argument(
         "--storage-option",
         dest="storage_options",
@@ -112,12 +112,14 @@ def add_storage_option(parser: argparse.ArgumentParser, applies_to: str) -> None
     )
 
 
-def storage_options_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict | None:
-    """The parsed `--storage-option` pairs; a malformed pair is a usage error (exit 2)."""
+def storage_of(parser: argparse.ArgumentParser, args: argparse.Namespace, *, allow_http: bool = False) -> Storage:
+    """The entry point's one `Storage`: the parsed `--storage-option` pairs and the http(s) policy; a malformed
+    pair is a usage error (exit 2)."""
     try:
-        return parse_storage_options(args.storage_options)
+        options = parse_storage_options(args.storage_options)
     except ValueError as error:
         parser.error(f"--storage-option: {error}")
+    return Storage(options=options, allow_http=allow_http)
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:

@@ -2,7 +2,7 @@
 
     python -m jobs.spec_schema > docs/spec.schema.json
 
-The schema is the spec model's (`cosmos_ray.core.spec.file_schema`), so it cannot drift from what the manifest
+The schema is the spec model's (`cosmos_ray.core.spec_schema.file_schema`), so it cannot drift from what the manifest
 maker, the batch job and Serve accept; a test fails when the committed file is stale.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cosmos_ray.core.spec import schema_json
+from cosmos_ray.core.spec_schema import schema_json
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -52,12 +52,12 @@ def rel_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def diffusers_twin():
-    """`bench.dit_step.diffusers_twin`: the benchmark's oracle is the one these tests check."""
+def diffusers_dit():
+    """`tests.oracles.diffusers_dit`, skipped without diffusers (bench.dit_step races the same twin)."""
     pytest.importorskip("diffusers")
-    from bench.dit_step import diffusers_twin
+    from tests.oracles import diffusers_dit
 
-    return diffusers_twin
+    return diffusers_dit
 
 
 PARITY_CASES: dict[str, tuple[dict[str, Any], int, int, int, int, bool, int, float | None]] = {
@@ -81,11 +81,11 @@ PARITY_CASES: dict[str, tuple[dict[str, Any], int, int, int, int, bool, int, flo
 
 
 @pytest.mark.parametrize("case", PARITY_CASES)
-def test_forward_matches_diffusers(diffusers_twin, case):
+def test_forward_matches_diffusers(diffusers_dit, case):
     overrides, b, t, h, w, per_frame, cond_frames, fps = PARITY_CASES[case]
     cfg = dataclasses.replace(TINY, **overrides)
     model = random_dit(cfg)
-    twin = diffusers_twin(model)
+    twin = diffusers_dit(model)
     inputs = random_inputs(cfg, b, t, h, w)
     if per_frame:
         inputs["timesteps"] = torch.rand(b, t) * 1000
@@ -380,7 +380,7 @@ def test_attention_backend_choice():
         sdpa_backends("xformers", torch.device("cpu"))
 
 
-def test_benchmark_smoke_runs(diffusers_twin, capsys, tmp_path):
+def test_benchmark_smoke_runs(diffusers_dit, capsys, tmp_path):
     from bench.dit_step import main
 
     main(

@@ -240,7 +240,7 @@ def test_video_matches_diffusers_pipeline(generator, kind):
 
     diffusers feeds the DiT exact sigmas, so ours runs with unquantized timesteps here.
     """
-    from bench.generator import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
+    from tests.oracles import diffusers_pipeline  # imported here: the spawned ranks above need no diffusers
 
     ours = Generator(
         generator.dit,

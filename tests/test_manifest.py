@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from cosmos_ray.core import storage
 from cosmos_ray.core.manifest import (
     MANIFEST_SCHEMA,
     ManifestError,
@@ -16,6 +15,7 @@ from cosmos_ray.core.manifest import (
     spec_from_row,
 )
 from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.storage import Storage
 from jobs import make_manifest as cli
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -245,8 +245,8 @@ def test_cli_storage_options_nest_like_the_generate_job():
             "anon=true",
         ]
     )
-    assert args.storage_options == {"client_kwargs": {"region_name": "us-east-1"}, "anon": True}
-    assert cli.parse_args(["a.json", "-o", "m.parquet"]).storage_options is None
+    assert args.storage.options == {"client_kwargs": {"region_name": "us-east-1"}, "anon": True}
+    assert cli.parse_args(["a.json", "-o", "m.parquet"]).storage.options is None
 
 
 def test_cli_rejects_bad_storage_options(capsys):
@@ -260,12 +260,12 @@ def test_s3_sources_and_output(s3_bucket):
     root, options = s3_bucket
     for path in ("video2world.json", "prompts/square.txt", "media/square.mp4", "specs.jsonl", "media/square.png"):
         with open(os.path.join(EXAMPLES, path), "rb") as f:
-            storage.write_bytes_atomic(f"{root}/specs/{path}", f.read(), options)
+            Storage(options).write_bytes_atomic(f"{root}/specs/{path}", f.read())
     out = f"{root}/manifests/m.parquet"
-    specs = make_manifest([f"{root}/specs/*.json", f"{root}/specs/specs.jsonl"], out, storage_options=options)
+    specs = make_manifest([f"{root}/specs/*.json", f"{root}/specs/specs.jsonl"], out, storage=Storage(options))
     assert specs[0].input_path == f"{root}/specs/media/square.mp4"
     assert specs[0].prompt.startswith("An orange square")
-    assert [spec_from_row(r) for r in read_manifest(out, storage_options=options)] == specs
+    assert [spec_from_row(r) for r in read_manifest(out, storage=Storage(options))] == specs
     option_flags = ["--storage-option", f"key={options['key']}", "--storage-option", f"secret={options['secret']}"]
     for key, value in options["client_kwargs"].items():
         option_flags += ["--storage-option", f"client_kwargs.{key}={value}"]

@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from cosmos_ray.core import outputs, storage
+from cosmos_ray.core import outputs
 from cosmos_ray.core.outputs import OutputRecord, OutputStore
 from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage
 
 SPEC = GenerationSpec.from_dict({"inference_type": "text2world", "name": "snowy stop", "prompt": "Snow."})
 OTHER = GenerationSpec.from_dict({"inference_type": "text2world", "name": "rain", "prompt": "Rain."})
@@ -46,13 +47,13 @@ def test_relative_root_is_made_absolute(tmp_path, monkeypatch):
 
 def test_video_is_written_before_the_record(tmp_path, monkeypatch):
     order = []
-    real_write = storage.write_bytes_atomic
+    real_write = Storage.write_bytes_atomic
 
-    def recording_write(url, data, storage_options=None):
+    def recording_write(self, url, data):
         order.append(url.rsplit("/", 2)[-2])
-        real_write(url, data, storage_options)
+        real_write(self, url, data)
 
-    monkeypatch.setattr(storage, "write_bytes_atomic", recording_write)
+    monkeypatch.setattr(Storage, "write_bytes_atomic", recording_write)
     OutputStore(str(tmp_path)).write_ok(SPEC, MP4, {})
     assert order == ["videos", "meta"]
 
@@ -60,10 +61,10 @@ def test_video_is_written_before_the_record(tmp_path, monkeypatch):
 def test_failed_video_write_commits_nothing(tmp_path, monkeypatch):
     store = OutputStore(str(tmp_path))
 
-    def failing_write(url, data, storage_options=None):
+    def failing_write(self, url, data):
         raise OSError("bucket unavailable")
 
-    monkeypatch.setattr(storage, "write_bytes_atomic", failing_write)
+    monkeypatch.setattr(Storage, "write_bytes_atomic", failing_write)
     with pytest.raises(OSError, match="bucket unavailable"):
         store.write_ok(SPEC, MP4, {})
     assert not store.is_done(SPEC.sample_id)
@@ -120,7 +121,7 @@ def test_a_duplicate_row_names_the_row_it_repeats(tmp_path):
 
 def test_damaged_record_is_not_done(tmp_path):
     store = OutputStore(str(tmp_path))
-    storage.write_bytes_atomic(store.meta_url(SPEC.sample_id), b"{not json")
+    Storage().write_bytes_atomic(store.meta_url(SPEC.sample_id), b"{not json")
     assert store.read_record(SPEC.sample_id) is None
     assert not store.is_done(SPEC.sample_id)
 
@@ -162,12 +163,12 @@ def test_record_json_round_trip():
 
 def test_s3_store(s3_bucket):
     root, options = s3_bucket
-    store = OutputStore(f"{root}/out", storage.Storage(options))
+    store = OutputStore(f"{root}/out", Storage(options))
     assert not store.is_done(SPEC.sample_id)
     ok = store.write_ok(SPEC, MP4, {"seed": 0})
     failed = store.write_failure(OTHER, "boom")
     assert ok.video_url == f"{root}/out/videos/{SPEC.sample_id}.mp4"
-    assert storage.read_bytes(ok.video_url, options) == MP4
+    assert Storage(options).read_bytes(ok.video_url) == MP4
     assert store.is_done(SPEC.sample_id) and not store.is_done(OTHER.sample_id)
     store.write_run_table("r1", [ok, failed])
     assert store.read_run_table("r1") == [ok, failed]

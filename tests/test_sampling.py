@@ -9,7 +9,6 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan, CosmosTransformer3DModel, UniPCMultistepScheduler
 
-from bench.generator import diffusers_pipeline, diffusers_scheduler
 from cosmos_ray.core.progress import Step
 from cosmos_ray.core.registry import MODELS, get_model
 from cosmos_ray.core.spec import GenerationSpec, SpecError
@@ -21,6 +20,7 @@ from cosmos_ray.sampling.base import SamplingError
 from cosmos_ray.sampling.guided import SamplerConfig, initial_noise, sample
 from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
+from tests.oracles import diffusers_pipeline, diffusers_scheduler
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,10 +7,10 @@ import tarfile
 
 import pytest
 
-from cosmos_ray.core import storage
 from cosmos_ray.core.outputs import OutputStore
 from cosmos_ray.core.shards import SHARD_INDEX_SCHEMA, ShardConfig, ShardPacker, ShardStore, webdataset_key
 from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.storage import Storage
 
 
 def spec(name: str, seed: int = 0) -> GenerationSpec:
@@ -76,8 +76,8 @@ def test_a_shard_holds_the_committed_video_and_record_of_each_sample(tmp_path):
         name: content
         for key, sample_id in zip(keys, ids)
         for name, content in [
-            (f"{key}.mp4", storage.read_bytes(store.video_url(sample_id))),
-            (f"{key}.json", storage.read_bytes(store.meta_url(sample_id))),
+            (f"{key}.mp4", Storage().read_bytes(store.video_url(sample_id))),
+            (f"{key}.json", Storage().read_bytes(store.meta_url(sample_id))),
         ]
     }
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
@@ -95,7 +95,7 @@ def test_a_shard_holds_the_committed_video_and_record_of_each_sample(tmp_path):
     for row in rows:  # the byte ranges read each member without reading the tar
         video = data[row["mp4_offset"] : row["mp4_offset"] + row["mp4_size"]]
         record = json.loads(data[row["json_offset"] : row["json_offset"] + row["json_size"]])
-        assert video == storage.read_bytes(store.video_url(row["sample_id"]))
+        assert video == Storage().read_bytes(store.video_url(row["sample_id"]))
         assert record["sample_id"] == row["sample_id"] and record["status"] == "ok"
     assert shards.read_index() == index and index.schema == SHARD_INDEX_SCHEMA
     assert shards.committed() == ["shard-000000.tar"]
@@ -106,13 +106,13 @@ def test_the_index_file_is_written_after_the_tar(tmp_path, monkeypatch):
     store = OutputStore(str(tmp_path))
     ids = commit(store, spec("a"))
     written = []
-    real_write = storage.write_bytes_atomic
+    real_write = Storage.write_bytes_atomic
 
-    def recording_write(url, *args):
+    def recording_write(self, url, *args):
         written.append(url)
-        real_write(url, *args)
+        real_write(self, url, *args)
 
-    monkeypatch.setattr(storage, "write_bytes_atomic", recording_write)
+    monkeypatch.setattr(Storage, "write_bytes_atomic", recording_write)
     ShardStore(store).write_shard("shard-000000.tar", ids)
     assert [url.removeprefix(str(tmp_path)) for url in written] == [
         "/shards/shard-000000.tar",
@@ -137,17 +137,17 @@ def test_a_kill_between_the_tar_and_its_index_leaves_nothing_committed_and_the_n
     shards = ShardStore(store)
     shards.write_shard("shard-000000.tar", ids[:1])
 
-    real_write = storage.write_bytes_atomic
+    real_write = Storage.write_bytes_atomic
 
-    def killed_before_the_index(url, data, storage_options=None):
+    def killed_before_the_index(self, url, data):
         if url.endswith(".parquet"):
             raise KeyboardInterrupt  # the process dies here: the tar is written, its index file is not
-        real_write(url, data, storage_options)
+        real_write(self, url, data)
 
-    monkeypatch.setattr(storage, "write_bytes_atomic", killed_before_the_index)
+    monkeypatch.setattr(Storage, "write_bytes_atomic", killed_before_the_index)
     with pytest.raises(KeyboardInterrupt):
         shards.write_shard("shard-000001.tar", ids[1:])
-    monkeypatch.setattr(storage, "write_bytes_atomic", real_write)
+    monkeypatch.setattr(Storage, "write_bytes_atomic", real_write)
 
     assert (tmp_path / "shards" / "shard-000001.tar").exists()
     assert shards.committed() == ["shard-000000.tar"] and shards.sharded(set(ids)) == {ids[0]}
@@ -171,7 +171,7 @@ def test_video_sizes_come_from_one_listing(tmp_path):
     store = OutputStore(str(tmp_path))
     ids = commit(store, spec("a"), spec("b", seed=2))
     sizes = ShardStore(store).video_sizes({*ids, "missing"})
-    assert sizes == {i: len(storage.read_bytes(store.video_url(i))) for i in ids}
+    assert sizes == {i: len(Storage().read_bytes(store.video_url(i))) for i in ids}
 
 
 def test_an_output_root_without_shards(tmp_path):
@@ -182,12 +182,12 @@ def test_an_output_root_without_shards(tmp_path):
 
 def test_shards_on_s3(s3_bucket):
     root, options = s3_bucket
-    store = OutputStore(f"{root}/out", storage.Storage(options))
+    store = OutputStore(f"{root}/out", Storage(options))
     ids = commit(store, spec("a"), spec("b"))
     shards = ShardStore(store)
     shards.write_shard("shard-000000.tar", ids)
-    storage.write_bytes_atomic(shards.shard_url("shard-000001.tar"), b"a killed run's tar", options)
+    Storage(options).write_bytes_atomic(shards.shard_url("shard-000001.tar"), b"a killed run's tar")
     assert shards.remove_uncommitted() == ["shard-000001.tar"]
-    data = storage.read_bytes(shards.shard_url("shard-000000.tar"), options)
+    data = Storage(options).read_bytes(shards.shard_url("shard-000000.tar"))
     assert sorted(members(data)) == sorted(f"{webdataset_key(i)}.{ext}" for i in ids for ext in ("mp4", "json"))
     assert shards.sharded(set(ids)) == set(ids)

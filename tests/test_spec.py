@@ -15,10 +15,9 @@ from cosmos_ray.core.spec import (
     GenerationSpec,
     SpecError,
     count_chunks,
-    file_schema,
     safe_name,
-    schema_json,
 )
+from cosmos_ray.core.spec_schema import file_schema, schema_json
 from jobs import spec_schema
 
 TEXT = {"inference_type": "text2world", "name": "snowy_stop_light", "prompt": "A stop light in the snow."}
@@ -154,9 +153,9 @@ def test_prompt_wins_over_prompt_path_like_official():
 
 
 def test_prompt_path_through_memory_filesystem():
-    from cosmos_ray.core import storage
+    from cosmos_ray.core.storage import Storage
 
-    storage.write_bytes_atomic("memory://specs-test/p.txt", b"From memory.\n")
+    Storage().write_bytes_atomic("memory://specs-test/p.txt", b"From memory.\n")
     data = {"inference_type": "text2world", "name": "m", "prompt_path": "p.txt"}
     assert GenerationSpec.from_dict(data, base_dir="memory://specs-test").prompt == "From memory."
 

@@ -1,4 +1,4 @@
-"""fsspec helpers on local paths, file:// URLs, memory:// and a moto S3 server."""
+"""The `Storage` handle and the URL helpers on local paths, file:// URLs, memory:// and a moto S3 server."""
 
 import io
 import os
@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from cosmos_ray.core import storage
+from cosmos_ray.core.storage import Storage
 
 
 def test_url_scheme_and_is_local():
@@ -35,32 +36,32 @@ def test_resolve_url(tmp_path):
 @pytest.mark.parametrize("prefix", ["", "file://"])
 def test_local_round_trip_leaves_no_temp_files(tmp_path, prefix):
     url = prefix + storage.join_url(str(tmp_path), "deep", "er", "x.bin")
-    assert not storage.exists(url)
-    storage.write_bytes_atomic(url, b"first")
-    storage.write_bytes_atomic(url, b"second")
-    assert storage.read_bytes(url) == b"second"
-    assert storage.exists(url)
+    assert not Storage().exists(url)
+    Storage().write_bytes_atomic(url, b"first")
+    Storage().write_bytes_atomic(url, b"second")
+    assert Storage().read_bytes(url) == b"second"
+    assert Storage().exists(url)
     assert os.listdir(tmp_path / "deep" / "er") == ["x.bin"]
 
 
 def test_local_failed_write_keeps_old_content(tmp_path, monkeypatch):
     target = tmp_path / "x.json"
-    storage.write_bytes_atomic(str(target), b"old")
+    Storage().write_bytes_atomic(str(target), b"old")
 
     def broken_replace(src, dst):
         raise OSError("disk went away")
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk went away"):
-        storage.write_bytes_atomic(str(target), b"new")
+        Storage().write_bytes_atomic(str(target), b"new")
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["x.json"]
 
 
 def test_storage_options_only_reach_remote_filesystems(tmp_path):
     s3_options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:1"}}
-    storage.write_bytes_atomic(str(tmp_path / "x"), b"local", s3_options)
-    assert storage.read_bytes(str(tmp_path / "x"), s3_options) == b"local"
+    Storage(s3_options).write_bytes_atomic(str(tmp_path / "x"), b"local")
+    assert Storage(s3_options).read_bytes(str(tmp_path / "x")) == b"local"
 
 
 def test_parse_storage_options_nests_dotted_keys_and_parses_json_values():
@@ -91,34 +92,35 @@ def test_parse_storage_options_rejects_pairs_without_a_key(pair):
 
 def test_glob_urls(tmp_path):
     for name in ("b.json", "a.json", "c.jsonl"):
-        storage.write_bytes_atomic(str(tmp_path / name), b"{}")
+        Storage().write_bytes_atomic(str(tmp_path / name), b"{}")
     (tmp_path / "dir.json").mkdir()
-    assert storage.glob_urls(str(tmp_path / "*.json")) == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
-    storage.write_bytes_atomic("memory://glob-test/x.jsonl", b"{}")
-    assert storage.glob_urls("memory://glob-test/*.jsonl") == ["memory:///glob-test/x.jsonl"]
+    assert Storage().glob_urls(str(tmp_path / "*.json")) == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]
+    Storage().write_bytes_atomic("memory://glob-test/x.jsonl", b"{}")
+    assert Storage().glob_urls("memory://glob-test/*.jsonl") == ["memory:///glob-test/x.jsonl"]
 
 
 def test_memory_filesystem():
-    storage.write_bytes_atomic("memory://storage-test/a/b.txt", "héllo".encode())
-    assert storage.read_text("memory://storage-test/a/b.txt") == "héllo"
+    Storage().write_bytes_atomic("memory://storage-test/a/b.txt", "héllo".encode())
+    assert Storage().read_text("memory://storage-test/a/b.txt") == "héllo"
 
 
 def test_s3_round_trip(s3_bucket):
     root, options = s3_bucket
+    store = Storage(options)
     url = storage.join_url(root, "meta", "x.json")
-    assert not storage.exists(url, options)
-    storage.write_bytes_atomic(url, b'{"status": "ok"}', options)
-    assert storage.exists(url, options)
-    assert storage.read_bytes(url, options) == b'{"status": "ok"}'
-    storage.write_bytes_atomic(url, b"replaced", options)
-    assert storage.read_text(url, options) == "replaced"
-    assert storage.glob_urls(storage.join_url(root, "meta", "*.json"), options) == [url]
+    assert not store.exists(url)
+    store.write_bytes_atomic(url, b'{"status": "ok"}')
+    assert store.exists(url)
+    assert store.read_bytes(url) == b'{"status": "ok"}'
+    store.write_bytes_atomic(url, b"replaced")
+    assert store.read_text(url) == "replaced"
+    assert store.glob_urls(storage.join_url(root, "meta", "*.json")) == [url]
 
 
 def test_s3_missing_object_raises(s3_bucket):
     root, options = s3_bucket
     with pytest.raises(FileNotFoundError):
-        storage.read_bytes(storage.join_url(root, "nope.bin"), options)
+        Storage(options).read_bytes(storage.join_url(root, "nope.bin"))
 
 
 def test_arrow_filesystem_reads_parquet_with_the_storage_options(s3_bucket):
@@ -126,21 +128,21 @@ def test_arrow_filesystem_reads_parquet_with_the_storage_options(s3_bucket):
     url = storage.join_url(root, "tables", "t.parquet")
     buffer = io.BytesIO()
     pq.write_table(pa.table({"x": [1, 2, 3]}), buffer)
-    storage.write_bytes_atomic(url, buffer.getvalue(), options)
-    filesystem, path = storage.arrow_filesystem(url, options)
+    Storage(options).write_bytes_atomic(url, buffer.getvalue())
+    filesystem, path = Storage(options).arrow_filesystem(url)
     assert pq.read_table(path, filesystem=filesystem).column("x").to_pylist() == [1, 2, 3]
 
 
 @pytest.mark.parametrize("where", ["local", "memory", "s3"])
 def test_list_sizes_and_delete(where, tmp_path, s3_bucket):
     root, options = {"local": (str(tmp_path), None), "memory": ("memory://listing", None), "s3": s3_bucket}[where]
-    folder = storage.join_url(root, "videos")
-    assert storage.list_sizes(folder, options) == {}
-    storage.write_bytes_atomic(storage.join_url(folder, "a.mp4"), b"12345", options)
-    storage.write_bytes_atomic(storage.join_url(folder, "sub", "b.mp4"), b"1", options)  # not directly in it
-    assert storage.list_sizes(folder, options) == {"a.mp4": 5}
-    storage.delete(storage.join_url(folder, "a.mp4"), options)
-    assert storage.list_sizes(folder, options) == {}
+    store, folder = Storage(options), storage.join_url(root, "videos")
+    assert store.list_sizes(folder) == {}
+    store.write_bytes_atomic(storage.join_url(folder, "a.mp4"), b"12345")
+    store.write_bytes_atomic(storage.join_url(folder, "sub", "b.mp4"), b"1")  # not directly in it
+    assert store.list_sizes(folder) == {"a.mp4": 5}
+    store.delete(storage.join_url(folder, "a.mp4"))
+    assert store.list_sizes(folder) == {}
 
 
 def test_the_embedding_cache_reaches_its_bucket_with_the_jobs_storage_options(s3_bucket, monkeypatch):
@@ -152,24 +154,24 @@ def test_the_embedding_cache_reaches_its_bucket_with_the_jobs_storage_options(s3
     root, options = s3_bucket
     url = storage.join_url(root, "cache")
     opened = []
-    real_filesystem = storage.filesystem
+    real_filesystem = Storage.filesystem
 
-    def recording_filesystem(url: str, storage_options: dict | None = None):
-        opened.append(storage_options)
-        return real_filesystem(url, storage_options)
+    def recording_filesystem(self: Storage, url: str):
+        opened.append(self.options)
+        return real_filesystem(self, url)
 
-    monkeypatch.setattr(storage, "filesystem", recording_filesystem)
+    monkeypatch.setattr(Storage, "filesystem", recording_filesystem)
     embedding = torch.arange(6, dtype=torch.float32).reshape(2, 3)
-    EmbeddingCache(url=url, storage=storage.Storage(options)).put("model", "a prompt", embedding)
-    stored = EmbeddingCache(url=url, storage=storage.Storage(options)).get("model", "a prompt")  # from the bucket
+    EmbeddingCache(url=url, storage=Storage(options)).put("model", "a prompt", embedding)
+    stored = EmbeddingCache(url=url, storage=Storage(options)).get("model", "a prompt")  # from the bucket
     assert stored is not None and torch.equal(stored, embedding)
     assert opened == [options, options]
 
 
 def test_http_inputs_are_off_unless_the_storage_allows_them():
-    assert not storage.Storage().may_read("https://example.com/a.png")
-    assert storage.Storage(allow_http=True).may_read("https://example.com/a.png")
-    assert storage.Storage().may_read("s3://bucket/a.png") and storage.Storage().may_read("/data/a.png")
+    assert not Storage().may_read("https://example.com/a.png")
+    assert Storage(allow_http=True).may_read("https://example.com/a.png")
+    assert Storage().may_read("s3://bucket/a.png") and Storage().may_read("/data/a.png")
 
 
 # --- one-line errors, the write check, file modes -------------------------------------------------------------
@@ -178,7 +180,7 @@ def test_http_inputs_are_off_unless_the_storage_allows_them():
 def test_new_local_files_follow_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
-        storage.write_bytes_atomic(str(tmp_path / "shared" / "x.mp4"), b"video")
+        Storage().write_bytes_atomic(str(tmp_path / "shared" / "x.mp4"), b"video")
     finally:
         os.umask(old)
     assert (tmp_path / "shared" / "x.mp4").stat().st_mode & 0o777 == 0o644
@@ -187,7 +189,7 @@ def test_new_local_files_follow_the_umask(tmp_path):
 def test_a_missing_local_file_is_one_line_naming_the_url(tmp_path):
     url = str(tmp_path / "nope.json")
     with pytest.raises(storage.StorageNotFoundError) as caught:
-        storage.read_bytes(url)
+        Storage().read_bytes(url)
     assert isinstance(caught.value, FileNotFoundError)  # callers that look for a missing file still find it
     assert str(caught.value) == f"cannot read {url}: not found"
 
@@ -196,7 +198,7 @@ def test_a_path_through_a_file_is_named(tmp_path):
     (tmp_path / "a-file").write_bytes(b"")
     url = str(tmp_path / "a-file" / "x.json")
     with pytest.raises(storage.StorageError, match=r"^cannot write .*a-file/x.json: a part of the path is a file"):
-        storage.write_bytes_atomic(url, b"{}")
+        Storage().write_bytes_atomic(url, b"{}")
 
 
 def test_storage_errors_pickle_with_their_fields():
@@ -208,7 +210,7 @@ def test_storage_errors_pickle_with_their_fields():
 
 
 def test_check_writable_leaves_nothing_behind(tmp_path):
-    storage.check_writable(str(tmp_path / "out"))
+    Storage().check_writable(str(tmp_path / "out"))
     assert (tmp_path / "out").is_dir() and os.listdir(tmp_path / "out") == []
 
 
@@ -223,23 +225,24 @@ def test_check_writable_refuses_a_file(tmp_path, folder, reason):
     (tmp_path / "a-file").write_bytes(b"")
     url = str(tmp_path / folder)
     with pytest.raises(storage.StorageError) as caught:
-        storage.check_writable(url)
+        Storage().check_writable(url)
     assert str(caught.value) == f"cannot write to {url}: {reason}"
 
 
 def test_check_writable_refuses_a_path_that_cannot_be_created():
     with pytest.raises(storage.StorageError, match=r"^cannot write to /proc/cosmos-ray-out: \w"):
-        storage.check_writable("/proc/cosmos-ray-out")
+        Storage().check_writable("/proc/cosmos-ray-out")
 
 
 def test_s3_errors_say_what_is_missing(s3_bucket):
     root, options = s3_bucket
+    store = Storage(options)
     with pytest.raises(storage.StorageNotFoundError, match=f"^cannot read {root}/media/missing.png: not found$"):
-        storage.read_bytes(f"{root}/media/missing.png", options)
+        store.read_bytes(f"{root}/media/missing.png")
     with pytest.raises(storage.StorageError, match="^cannot write to s3://no-such-bucket-4d1c/out: the bucket does"):
-        storage.check_writable("s3://no-such-bucket-4d1c/out", options)
-    storage.check_writable(f"{root}/out", options)
-    assert storage.glob_urls(f"{root}/out/*", options) == []
+        store.check_writable("s3://no-such-bucket-4d1c/out")
+    store.check_writable(f"{root}/out")
+    assert store.glob_urls(f"{root}/out/*") == []
 
 
 def test_s3_without_credentials_is_one_line(s3_endpoint, monkeypatch):
@@ -250,4 +253,4 @@ def test_s3_without_credentials_is_one_line(s3_endpoint, monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     options = {"endpoint_url": s3_endpoint.url, "skip_instance_cache": True}
     with pytest.raises(storage.StorageError, match=r"^cannot list s3://b/specs/\*.json: no credentials found"):
-        storage.glob_urls("s3://b/specs/*.json", options)
+        Storage(options).glob_urls("s3://b/specs/*.json")

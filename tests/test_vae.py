@@ -11,9 +11,9 @@ from einops import rearrange
 from safetensors.torch import save_file
 from torch import nn
 
-from bench.vae import diffusers_twin
 from cosmos_ray.models.vae import RMSNorm, VAEConfig, WanVAE, diffusers_key, interleave_frames, load_vae, per_frame
 from cosmos_ray.models.weights import CheckpointMismatchError
+from tests.oracles import diffusers_vae
 
 TINY = VAEConfig.preset("tiny")
 
@@ -47,7 +47,7 @@ def random_video(t: int, h: int = 16, w: int = 24, batch: int = 1, seed: int = 1
 @pytest.fixture(scope="module")
 def pair() -> tuple[WanVAE, AutoencoderKLWan]:
     vae = random_vae()
-    return vae, diffusers_twin(vae)
+    return vae, diffusers_vae(vae)
 
 
 # --- structure and names ----------------------------------------------------------------------------

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.dataset
 import pyarrow.parquet as pq
 
-from cosmos_ray.core import storage
 from cosmos_ray.core.limits import SpecLimits
 from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.storage import Storage, StorageError, one_line_errors, parent_url
 
 SPEC_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
 
@@ -57,7 +57,7 @@ def make_manifest(
     sources: Sequence[str],
     output_url: str,
     *,
-    storage_options: dict | None = None,
+    storage: Storage = Storage(),
     check_inputs: bool = True,
     limits: SpecLimits | None = None,
 ) -> list[GenerationSpec]:
@@ -65,18 +65,17 @@ def make_manifest(
 
     Raises `ManifestError` listing every problem, before anything is written. `check_inputs` also checks
     that each `input_path` exists; every spec must be within `limits` (default: `SpecLimits()`). Returns the
-    specs in manifest order. Storage that cannot be reached at all (no credentials, say) raises
-    `storage.StorageError`.
+    specs in manifest order. Storage that cannot be reached at all (no credentials, say) raises `StorageError`.
     """
-    specs = load_specs(sources, storage_options=storage_options, check_inputs=check_inputs, limits=limits)
-    write_manifest(specs, output_url, storage_options=storage_options)
+    specs = load_specs(sources, storage=storage, check_inputs=check_inputs, limits=limits)
+    write_manifest(specs, output_url, storage=storage)
     return [spec for spec, _ in specs]
 
 
 def load_specs(
     sources: Sequence[str],
     *,
-    storage_options: dict | None = None,
+    storage: Storage = Storage(),
     check_inputs: bool = True,
     limits: SpecLimits | None = None,
 ) -> list[tuple[GenerationSpec, str]]:
@@ -84,19 +83,17 @@ def load_specs(
     limits = limits or SpecLimits()
     problems: list[str] = []
     entries: list[SpecEntry] = []
-    for url in _expand_sources(sources, storage_options, problems):
-        entries.extend(_read_entries(url, storage_options, problems))
+    for url in _expand_sources(sources, storage, problems):
+        entries.extend(_read_entries(url, storage, problems))
     specs: list[tuple[GenerationSpec, str]] = []
     for entry in entries:
         try:
-            spec = GenerationSpec.from_dict(
-                entry.data, source=entry.source, base_dir=entry.folder, storage_options=storage_options
-            )
+            spec = GenerationSpec.from_dict(entry.data, source=entry.source, base_dir=entry.folder, storage=storage)
             check_limits(spec, limits, entry.source)
         except SpecError as error:
             problems.append(str(error))
             continue
-        if check_inputs and spec.input_path and not storage.exists(spec.input_path, storage_options):
+        if check_inputs and spec.input_path and not storage.exists(spec.input_path):
             problems.append(
                 str(SpecError(f"{spec.name!r} ({entry.source})", "input_path", f"has no file at {spec.input_path}"))
             )
@@ -114,7 +111,7 @@ def write_manifest(
     specs: Sequence[tuple[GenerationSpec, str]],
     output_url: str,
     *,
-    storage_options: dict | None = None,
+    storage: Storage = Storage(),
 ) -> None:
     """Write (spec, source) pairs as a Parquet manifest in one atomic write."""
     rows = [
@@ -123,26 +120,26 @@ def write_manifest(
     ]
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA), buffer)
-    storage.write_bytes_atomic(output_url, buffer.getvalue(), storage_options)
+    storage.write_bytes_atomic(output_url, buffer.getvalue())
 
 
-def read_manifest(url: str, *, storage_options: dict | None = None) -> list[dict[str, Any]]:
+def read_manifest(url: str, *, storage: Storage = Storage()) -> list[dict[str, Any]]:
     """The rows of a manifest as dicts (the batch job reads it with `ray.data.read_parquet` instead)."""
-    table = pq.read_table(pa.BufferReader(storage.read_bytes(url, storage_options)))
+    table = pq.read_table(pa.BufferReader(storage.read_bytes(url)))
     require_manifest_columns(table.column_names, url)
     return table.select(MANIFEST_SCHEMA.names).to_pylist()
 
 
-def check_manifest(url: str, *, storage_options: dict | None = None) -> int:
+def check_manifest(url: str, *, storage: Storage = Storage()) -> int:
     """Raise unless `url` (a Parquet file or folder of them) is a cosmos-ray manifest; return its row count.
 
     Reads the Parquet footers only, so a job checks its manifest in a moment, before it starts any work.
-    Raises `storage.StorageError` when it cannot be read (not found, permission, credentials) and ValueError
+    Raises `StorageError` when it cannot be read (not found, permission, credentials) and ValueError
     when it is not a Parquet manifest.
     """
     not_parquet = None
-    with storage.one_line_errors("read", url):
-        filesystem, path = storage.arrow_filesystem(url, storage_options)
+    with one_line_errors("read", url):
+        filesystem, path = storage.arrow_filesystem(url)
         try:
             dataset = pyarrow.dataset.dataset(path, filesystem=filesystem, format="parquet")
             names, rows = dataset.schema.names, dataset.count_rows()
@@ -210,29 +207,29 @@ def _legacy_sample(shared: dict[str, Any], name: str, sample: Any) -> Any:
     return {**shared, "name": name, **sample}
 
 
-def _expand_sources(sources: Sequence[str], storage_options: dict | None, problems: list[str]) -> list[str]:
+def _expand_sources(sources: Sequence[str], storage: Storage, problems: list[str]) -> list[str]:
     urls: list[str] = []
     for source in sources:
         if any(char in source for char in "*?["):
-            matches = storage.glob_urls(source, storage_options)
+            matches = storage.glob_urls(source)
             if not matches:
                 problems.append(f"{source}: no files match")
             urls.extend(matches)
-        elif storage.exists(source, storage_options):
+        elif storage.exists(source):
             urls.append(source)
         else:
             problems.append(f"{source}: no such file")
     return urls
 
 
-def _read_entries(url: str, storage_options: dict | None, problems: list[str]) -> list[SpecEntry]:
-    folder = storage.parent_url(url)
+def _read_entries(url: str, storage: Storage, problems: list[str]) -> list[SpecEntry]:
+    folder = parent_url(url)
     if not url.endswith(SPEC_FILE_SUFFIXES):
         problems.append(f"{url}: unsupported file type (use {', '.join(SPEC_FILE_SUFFIXES)})")
         return []
     try:
-        text = storage.read_text(url, storage_options)
-    except storage.StorageError as error:
+        text = storage.read_text(url)
+    except StorageError as error:
         problems.append(str(error))
         return []
     except UnicodeDecodeError as error:

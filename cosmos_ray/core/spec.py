@@ -2,7 +2,7 @@
 
 `GenerationSpec` is a pydantic model, as the official inference arguments are: the one definition that the
 manifest maker, the batch job and Serve's request body share. Its JSON Schema is docs/spec.schema.json
-(`python -m jobs.spec_schema`) and Serve's OpenAPI page shows it.
+(`cosmos_ray.core.spec_schema`, printed by `python -m jobs.spec_schema`) and Serve's OpenAPI page shows it.
 
 `GenerationSpec.from_dict` accepts the official per-sample format
 (`{"inference_type": ..., "name": ..., "prompt" | "prompt_path": ..., "input_path": ..., ...}`) with the
@@ -31,15 +31,14 @@ import json
 import math
 import posixpath
 import re
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from annotated_types import Ge, Le
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
-from pydantic_core import ErrorDetails
 
-from cosmos_ray.core import storage
 from cosmos_ray.core.media import INPUT_EXTENSIONS
+from cosmos_ray.core.spec_errors import SpecError, spec_error
+from cosmos_ray.core.storage import Storage, StorageError, resolve_url, url_scheme
 
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
@@ -64,53 +63,6 @@ SEED_LIMIT = 2**32  # numpy RandomState seeds are 0 .. 2**32 - 1
 
 # The official autoregressive fields: used only when `enable_autoregressive` is on.
 AUTOREGRESSIVE_FIELDS = ("enable_autoregressive", "chunk_size", "chunk_overlap")
-
-# Official run-level settings: valid on the official command line, never inside a sample.
-RUN_SETTINGS = (
-    "output_dir",
-    "model",
-    "checkpoint_path",
-    "experiment",
-    "config_file",
-    "context_parallel_size",
-    "offload_diffusion_model",
-    "offload_tokenizer",
-    "offload_text_encoder",
-    "disable_guardrails",
-    "offload_guardrail_models",
-    "keep_going",
-    "profile",
-)
-
-# Fields of the official multiview inference format.
-MULTIVIEW_FIELDS = (
-    "n_views",
-    "num_input_frames",
-    "control_weight",
-    "stack_mode",
-    "front_wide",
-    "rear",
-    "rear_left",
-    "rear_right",
-    "cross_left",
-    "cross_right",
-    "front_tele",
-)
-
-
-class SpecError(ValueError):
-    """A spec that cannot be used, with the sample, field and reason in the message."""
-
-    def __init__(self, sample: str, field: str, reason: str):
-        self.sample = sample
-        self.field = field
-        self.reason = reason
-        where = f"field '{field}' " if field else ""
-        super().__init__(f"sample {sample}: {where}{reason}")
-
-    def __reduce__(self) -> tuple[type[SpecError], tuple[str, str, str]]:
-        # pickles with its fields, so it crosses process boundaries (e.g. from a Ray worker)
-        return SpecError, (self.sample, self.field, self.reason)
 
 
 class GenerationSpec(BaseModel):
@@ -192,7 +144,7 @@ class GenerationSpec(BaseModel):
             try:
                 super().__init__(**fields)
             except ValidationError as error:
-                raise _spec_error(error, repr(fields.get("name"))) from None
+                raise spec_error(error, repr(fields.get("name")), GenerationSpec.model_fields) from None
 
     # --- one field at a time (types and the ranges in `Field` come first) ---------------------------------
 
@@ -291,13 +243,13 @@ class GenerationSpec(BaseModel):
         *,
         source: str = "",
         base_dir: str | None = None,
-        storage_options: dict | None = None,
+        storage: Storage = Storage(),
     ) -> GenerationSpec:
         """Parse one official inference JSON object.
 
         `source` names where it came from (e.g. "specs.jsonl:3") for error messages. Relative `input_path`
         and `prompt_path` are resolved against `base_dir` (the spec file's folder; default: working
-        directory); `prompt_path` is read through fsspec with `storage_options` and stripped.
+        directory); `prompt_path` is read through `storage` and stripped.
         """
         sample = _sample_label(data, source)
         if not isinstance(data, dict):
@@ -305,14 +257,14 @@ class GenerationSpec(BaseModel):
         fields = dict(data)
         prompt_path = fields.pop("prompt_path", None)
         if "prompt" not in fields and "prompt_path" in data:  # official: `prompt` wins
-            fields["prompt"] = _read_prompt(prompt_path, sample, base_dir, storage_options)
+            fields["prompt"] = _read_prompt(prompt_path, sample, base_dir, storage)
         input_path = fields.get("input_path")
         if isinstance(input_path, str) and input_path:
-            fields["input_path"] = storage.resolve_url(input_path, base_dir)
+            fields["input_path"] = resolve_url(input_path, base_dir)
         try:
             return cls.model_validate(fields)
         except ValidationError as error:
-            raise _spec_error(error, sample) from None
+            raise spec_error(error, sample, cls.model_fields) from None
 
     def to_dict(self) -> dict:
         """All fields as a JSON-ready dict; `from_dict(spec.to_dict()) == spec`.
@@ -407,7 +359,7 @@ def _check_input_path(spec: GenerationSpec, sample: str) -> None:
         return
     if not spec.input_path:
         raise SpecError(sample, "input_path", f"is required for {spec.inference_type}")
-    scheme = storage.url_scheme(spec.input_path)
+    scheme = url_scheme(spec.input_path)
     if scheme is not None and scheme not in URL_SCHEMES:
         raise SpecError(
             sample,
@@ -426,71 +378,14 @@ def _check_input_path(spec: GenerationSpec, sample: str) -> None:
         )
 
 
-# --- pydantic's errors in the words of the spec -------------------------------------------------------------
-
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", type(None): "null"}
-
-# pydantic reports every problem; the first one of the first kind is shown (the order the hand-written
-# checks had: unknown fields, then missing ones, then wrong types, then values)
-_ERROR_ORDER = {"extra_forbidden": 0, "missing": 1, "string_type": 2, "int_type": 2, "bool_type": 2}
-
-_RANGE_NOTES = {"seed": " (a numpy RandomState seed)"}
-
-
-def _spec_error(error: ValidationError, sample: str) -> SpecError:
-    """The first problem `error` reports, as a `SpecError` naming `sample`, the field and the reason."""
-    first = min(error.errors(include_url=False), key=lambda detail: _ERROR_ORDER.get(detail["type"], 3))
-    cause = first.get("ctx", {}).get("error")
-    if isinstance(cause, SpecError):  # from a check across fields, which names its own field
-        return SpecError(sample, cause.field, cause.reason)
-    field = str(first["loc"][0]) if first["loc"] else ""
-    return SpecError(sample, field, _reason(first, field))
-
-
-def _reason(detail: ErrorDetails, field: str) -> str:
-    kind, value = detail["type"], detail["input"]
-    if kind == "extra_forbidden":
-        return _unknown_field_reason(field)
-    if kind == "missing":
-        return "is required (or 'prompt_path')" if field == "prompt" else "is required"
-    if _ERROR_ORDER.get(kind) == 2:
-        annotation = GenerationSpec.model_fields[field].annotation
-        expected = " or ".join(_TYPE_NAMES[t] for t in (get_args(annotation) or (annotation,)))
-        return f"must be {expected}, got {type(value).__name__} {value!r}"
-    if kind in ("greater_than_equal", "less_than_equal"):
-        metadata = GenerationSpec.model_fields[field].metadata
-        low = next(m.ge for m in metadata if isinstance(m, Ge))
-        high = next((m.le for m in metadata if isinstance(m, Le)), None)
-        if high is None:
-            return f"must be at least {low}, got {value}"
-        return f"must be in {low}..{high}{_RANGE_NOTES.get(field, '')}, got {value}"
-    if kind == "value_error":  # from a field validator: the reason alone
-        return str(detail["ctx"]["error"])
-    return detail["msg"]
-
-
-def _unknown_field_reason(field: str) -> str:
-    if field in RUN_SETTINGS:
-        return "is a run setting of the official CLI, not a sample field; pass it to the cosmos-ray job instead"
-    if field in MULTIVIEW_FIELDS:
-        return "belongs to the official multiview format, which cosmos-ray does not support"
-    if field == "samples":
-        return (
-            "belongs to the older official multi-sample file format; cosmos_ray.core.manifest.load_specs "
-            "expands such files"
-        )
-    known = sorted([*GenerationSpec.model_fields, "prompt_path"])
-    return f"is not a known field (known: {', '.join(known)})"
-
-
-def _read_prompt(prompt_path: Any, sample: str, base_dir: str | None, storage_options: dict | None) -> str:
+def _read_prompt(prompt_path: Any, sample: str, base_dir: str | None, storage: Storage) -> str:
     if not isinstance(prompt_path, str) or not prompt_path:
         raise SpecError(sample, "prompt_path", f"must be a non-empty string, got {prompt_path!r}")
-    url = storage.resolve_url(prompt_path, base_dir)
+    url = resolve_url(prompt_path, base_dir)
     try:
-        return storage.read_text(url, storage_options).strip()
+        return storage.read_text(url).strip()
     except (OSError, UnicodeDecodeError) as error:
-        reason = error.reason if isinstance(error, storage.StorageError) else error  # it names the URL already
+        reason = error.reason if isinstance(error, StorageError) else error  # it names the URL already
         raise SpecError(sample, "prompt_path", f"cannot be read from {url}: {reason}") from None
 
 
@@ -499,26 +394,3 @@ def _sample_label(data: Any, source: str) -> str:
     if isinstance(name, str) and name:
         return f"{name!r} ({source})" if source else repr(name)
     return source or "(unnamed)"
-
-
-# --- the published JSON Schema ----------------------------------------------------------------------------
-
-
-def file_schema() -> dict[str, Any]:
-    """The JSON Schema of one spec in a spec file: the model's, plus `prompt_path` in place of `prompt`
-    (read by `from_dict`; Serve, which reads no server files, takes the model's schema alone)."""
-    schema = GenerationSpec.model_json_schema()
-    schema["properties"]["prompt_path"] = {
-        "type": "string",
-        "title": "Prompt Path",
-        "description": "A text file (path or URL, relative to the spec file's folder) read and stripped as the "
-        "prompt; `prompt` wins if both are given.",
-    }
-    schema["required"].remove("prompt")
-    schema["anyOf"] = [{"required": ["prompt"]}, {"required": ["prompt_path"]}]
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
-
-
-def schema_json() -> str:
-    """`file_schema()` as the text of docs/spec.schema.json."""
-    return json.dumps(file_schema(), indent=2, ensure_ascii=False) + "\n"

@@ -1,16 +1,13 @@
-"""Small fsspec helpers shared by the spec, manifest, output and media code, and the `Storage` handle.
+"""Storage on any fsspec URL: the `Storage` handle, its one-line errors, and URL helpers that need no options.
 
-Every function takes a URL (a local path, `file://`, `s3://`, `gs://`, `memory://`, ...) and an optional
-`storage_options` dict that is passed unchanged to the fsspec filesystem of remote URLs (credentials,
-`client_kwargs` with an `endpoint_url`, ...) and ignored for local paths, so one dict can serve a job that
-reads local specs and writes to a bucket.
+URLs are local paths, `file://`, `s3://`, `gs://`, `memory://`, ... A job or app makes one `Storage` from its
+command line or arguments and hands it down: to the manifest maker and reader, the output store, every rank's
+generator (conditioning inputs, the shared embedding cache) and the Serve ingress. Its `options` are passed
+unchanged to the fsspec filesystem of remote URLs (credentials, `client_kwargs` with an `endpoint_url`, ...)
+and ignored for local paths, so one handle can serve a job that reads local specs and writes to a bucket.
 
 Every failure of a read, write, listing or check raises `StorageError` (an `OSError`; `StorageNotFoundError` is
 also a `FileNotFoundError`) whose message is one line: what was done, the URL, and what is missing or denied.
-
-A job or app makes one `Storage` (those options plus whether http(s) inputs may be read) from its command
-line or arguments and hands it down: to the output store, to every rank's generator (conditioning inputs,
-the shared embedding cache) and to the Serve ingress.
 """
 
 from __future__ import annotations
@@ -32,6 +29,8 @@ from fsspec.implementations.local import LocalFileSystem
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 HTTP_SCHEMES = ("http", "https")
 
+WRITE_CHECK_PREFIX = ".cosmos-ray-write-check-"  # `Storage.check_writable` writes and deletes one such file
+
 
 @dataclass(frozen=True)
 class Storage:
@@ -44,36 +43,87 @@ class Storage:
     options: dict[str, Any] | None = None
     allow_http: bool = False
 
-    def filesystem(self, url: str) -> tuple[fsspec.AbstractFileSystem, str]:
-        return filesystem(url, self.options)
-
-    def arrow_filesystem(self, url: str) -> tuple[pyarrow.fs.FileSystem, str]:
-        return arrow_filesystem(url, self.options)
-
-    def read_bytes(self, url: str) -> bytes:
-        return read_bytes(url, self.options)
-
-    def exists(self, url: str) -> bool:
-        return exists(url, self.options)
-
-    def list_sizes(self, folder_url: str) -> dict[str, int]:
-        return list_sizes(folder_url, self.options)
-
-    def write_bytes_atomic(self, url: str, data: bytes) -> None:
-        write_bytes_atomic(url, data, self.options)
-
-    def delete(self, url: str) -> None:
-        delete(url, self.options)
-
-    def check_writable(self, folder_url: str) -> None:
-        check_writable(folder_url, self.options)
-
     def may_read(self, url: str) -> bool:
         """False for an http(s) URL when http inputs are off."""
         return self.allow_http or url_scheme(url) not in HTTP_SCHEMES
 
+    def filesystem(self, url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        """The fsspec filesystem for `url` and the path inside it; the options only reach remote ones."""
+        options = {} if is_local(url) else (self.options or {})
+        return fsspec.core.url_to_fs(url, **options)
 
-WRITE_CHECK_PREFIX = ".cosmos-ray-write-check-"  # `check_writable` writes and deletes one such file
+    def arrow_filesystem(self, url: str) -> tuple[pyarrow.fs.FileSystem, str]:
+        """`filesystem(url)` wrapped for pyarrow readers (and Ray Data's), and the path inside it."""
+        fs, path = self.filesystem(url)
+        return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
+
+    def read_bytes(self, url: str) -> bytes:
+        """The whole content of the object or file at `url`."""
+        with one_line_errors("read", url):
+            fs, path = self.filesystem(url)
+            return fs.cat_file(path)
+
+    def read_text(self, url: str) -> str:
+        """The content of `url` decoded as UTF-8."""
+        return self.read_bytes(url).decode("utf-8")
+
+    def exists(self, url: str) -> bool:
+        """True when a file or object exists at `url`."""
+        with one_line_errors("check", url):
+            fs, path = self.filesystem(url)
+            return fs.exists(path)
+
+    def list_sizes(self, folder_url: str) -> dict[str, int]:
+        """{file name: size in bytes} of the files directly in a folder; empty if the folder does not exist.
+        Always listed afresh: other processes write there (fsspec caches the listings of some stores)."""
+        try:
+            with one_line_errors("list", folder_url):
+                fs, path = self.filesystem(folder_url)
+                entries = fs.ls(path, detail=True, refresh=True)
+        except StorageNotFoundError:
+            return {}
+        return {posixpath.basename(e["name"].rstrip("/")): e["size"] for e in entries if e["type"] == "file"}
+
+    def glob_urls(self, pattern: str) -> list[str]:
+        """Sorted URLs of the files matching a glob (`*`, `?`, `[...]`, `**`), in the pattern's own form."""
+        with one_line_errors("list", pattern):
+            fs, path = self.filesystem(pattern)
+            matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
+        if is_local(pattern):
+            return matches
+        return [fs.unstrip_protocol(p) for p in matches]
+
+    def write_bytes_atomic(self, url: str, data: bytes) -> None:
+        """Write `data` to `url` so that readers see either nothing or the whole content.
+
+        Local files: write a temporary file in the same folder, fsync, then `os.replace` onto the target.
+        Object stores: one `pipe_file` call, which uploads the whole object; stores only make an object visible
+        once its upload completes, so a partial object is never observable.
+        """
+        with one_line_errors("write", url):
+            fs, path = self.filesystem(url)
+            if isinstance(fs, LocalFileSystem):
+                _write_local_atomic(path, data)
+            else:
+                fs.pipe_file(path, data)
+
+    def delete(self, url: str) -> None:
+        """Delete the file or object at `url`."""
+        with one_line_errors("delete", url):
+            fs, path = self.filesystem(url)
+            fs.rm_file(path)
+
+    def check_writable(self, folder_url: str) -> None:
+        """Raise `StorageError` unless files can be written under `folder_url`: writes one small file there and
+        deletes it, so a missing bucket, missing credentials or a read-only path show before any work is done."""
+        if is_local(folder_url) and os.path.isfile(_local_path(folder_url)):
+            raise StorageError("write to", folder_url, "it is a file, not a folder")
+        probe = join_url(folder_url, WRITE_CHECK_PREFIX + secrets.token_hex(4))
+        try:
+            self.write_bytes_atomic(probe, b"")
+            self.delete(probe)
+        except StorageError as error:  # name the folder the caller gave, not the probe file
+            raise type(error)("write to", folder_url, error.reason) from error.__cause__
 
 
 class StorageError(OSError):
@@ -173,18 +223,6 @@ def resolve_url(path: str, base: str | None = None) -> str:
     return join_url(base, path)
 
 
-def filesystem(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem for `url` and the path inside it; `storage_options` only reach remote ones."""
-    options = {} if is_local(url) else (storage_options or {})
-    return fsspec.core.url_to_fs(url, **options)
-
-
-def arrow_filesystem(url: str, storage_options: dict | None = None) -> tuple[pyarrow.fs.FileSystem, str]:
-    """`filesystem(url, storage_options)` wrapped for pyarrow readers (and Ray Data's), and the path inside it."""
-    fs, path = filesystem(url, storage_options)
-    return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
-
-
 def parse_storage_options(pairs: Iterable[str]) -> dict | None:
     """Storage options from `KEY=VALUE` strings, as the jobs' repeatable `--storage-option` flag takes them.
 
@@ -209,82 +247,6 @@ def parse_storage_options(pairs: Iterable[str]) -> dict | None:
             target = target[part]
         target[leaf] = value
     return options or None
-
-
-def read_bytes(url: str, storage_options: dict | None = None) -> bytes:
-    """The whole content of the object or file at `url`."""
-    with one_line_errors("read", url):
-        fs, path = filesystem(url, storage_options)
-        return fs.cat_file(path)
-
-
-def read_text(url: str, storage_options: dict | None = None) -> str:
-    """The content of `url` decoded as UTF-8."""
-    return read_bytes(url, storage_options).decode("utf-8")
-
-
-def exists(url: str, storage_options: dict | None = None) -> bool:
-    """True when a file or object exists at `url`."""
-    with one_line_errors("check", url):
-        fs, path = filesystem(url, storage_options)
-        return fs.exists(path)
-
-
-def list_sizes(folder_url: str, storage_options: dict | None = None) -> dict[str, int]:
-    """{file name: size in bytes} of the files directly in a folder; empty if the folder does not exist.
-    Always listed afresh: other processes write there (fsspec caches the listings of some stores)."""
-    try:
-        with one_line_errors("list", folder_url):
-            fs, path = filesystem(folder_url, storage_options)
-            entries = fs.ls(path, detail=True, refresh=True)
-    except StorageNotFoundError:
-        return {}
-    return {posixpath.basename(e["name"].rstrip("/")): e["size"] for e in entries if e["type"] == "file"}
-
-
-def glob_urls(pattern: str, storage_options: dict | None = None) -> list[str]:
-    """Sorted URLs of the files matching a glob (`*`, `?`, `[...]`, `**`), in the pattern's own form."""
-    with one_line_errors("list", pattern):
-        fs, path = filesystem(pattern, storage_options)
-        matches = sorted(p for p in fs.glob(path) if fs.isfile(p))
-    if is_local(pattern):
-        return matches
-    return [fs.unstrip_protocol(p) for p in matches]
-
-
-def write_bytes_atomic(url: str, data: bytes, storage_options: dict | None = None) -> None:
-    """Write `data` to `url` so that readers see either nothing or the whole content.
-
-    Local files: write a temporary file in the same folder, fsync, then `os.replace` onto the target.
-    Object stores: one `pipe_file` call, which uploads the whole object; stores only make an object visible
-    once its upload completes, so a partial object is never observable.
-    """
-    with one_line_errors("write", url):
-        fs, path = filesystem(url, storage_options)
-        if isinstance(fs, LocalFileSystem):
-            _write_local_atomic(path, data)
-        else:
-            fs.pipe_file(path, data)
-
-
-def delete(url: str, storage_options: dict | None = None) -> None:
-    """Delete the file or object at `url`."""
-    with one_line_errors("delete", url):
-        fs, path = filesystem(url, storage_options)
-        fs.rm_file(path)
-
-
-def check_writable(folder_url: str, storage_options: dict | None = None) -> None:
-    """Raise `StorageError` unless files can be written under `folder_url`: writes one small file there and
-    deletes it, so a missing bucket, missing credentials or a read-only path show before any work is done."""
-    if is_local(folder_url) and os.path.isfile(_local_path(folder_url)):
-        raise StorageError("write to", folder_url, "it is a file, not a folder")
-    probe = join_url(folder_url, WRITE_CHECK_PREFIX + secrets.token_hex(4))
-    try:
-        write_bytes_atomic(probe, b"", storage_options)
-        delete(probe, storage_options)
-    except StorageError as error:  # name the folder the caller gave, not the probe file
-        raise type(error)("write to", folder_url, error.reason) from error.__cause__
 
 
 def _write_local_atomic(path: str, data: bytes) -> None:

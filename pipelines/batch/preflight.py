@@ -13,7 +13,7 @@ def preflight(config: BatchConfig) -> int:
     guardrails, when on, are installed. Returns the manifest's row count; raises `StorageError` or ValueError
     with a one-line message."""
     check_installed(config.guardrail_setting)
-    rows = check_manifest(config.manifest, storage_options=config.storage.options)
+    rows = check_manifest(config.manifest, storage=config.storage)
     config.storage.check_writable(config.output)
     if config.group.engine.embedding_cache:
         config.storage.check_writable(config.group.engine.embedding_cache)
