@@ -23,6 +23,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from bench.common import Recorder, add_common_args, tflops, time_ms
 from cosmos_ray.core.dtypes import default_dtype_name
+from cosmos_ray.core.options import ATTENTION_BACKENDS
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
 from cosmos_ray.models.attention import CUDA_PRIORITY, attention
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
@@ -125,7 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 2], help="1: one pass; 2: cond + uncond")
     parser.add_argument("--latent", type=int, nargs=3, default=[24, 88, 160], metavar=("T", "H", "W"))
     parser.add_argument("--text-len", type=int, default=512)
-    parser.add_argument("--backend", default="auto", help="our attention backend (auto: cuDNN first on CUDA)")
+    parser.add_argument(
+        "--attention-backend",
+        choices=ATTENTION_BACKENDS,
+        default="auto",
+        help="our attention kernel (auto: cuDNN first on CUDA)",
+    )
     parser.add_argument("--compile", action="store_true", help="also time ours with torch.compile'd blocks")
     parser.add_argument("--no-diffusers", action="store_true")
     parser.add_argument("--no-floor", action="store_true")
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
 
     torch.manual_seed(0)
     with torch.device(device):
-        model = MiniTrainDiT(cfg, attention_backend=args.backend)
+        model = MiniTrainDiT(cfg, attention_backend=args.attention_backend)
     twin = None if args.no_diffusers else diffusers_dit(model).to(dtype)
     model.cast(dtype).eval().requires_grad_(False)
 
@@ -183,7 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     with torch.no_grad():
         for batch in args.batch:
             inputs = make_inputs(cfg, batch, latent, text_len, device, dtype)
-            emit("ours", batch, time_ms(lambda: model(**inputs), device, args.warmup, args.iters), backend=args.backend)
+            emit(
+                "ours",
+                batch,
+                time_ms(lambda: model(**inputs), device, args.warmup, args.iters),
+                backend=args.attention_backend,
+            )
             if twin is not None:
                 ours, reference = model(**inputs).float(), run_diffusers(inputs).float()
                 difference = ((ours - reference).abs().max() / reference.abs().max()).item()
@@ -203,7 +214,16 @@ def main(argv: list[str] | None = None) -> None:
                     )
             if not args.no_floor:
                 floor_ms = measure_floor(
-                    cfg, tokens, text_len, batch, dtype, args.backend, device, recorder, args.warmup, args.iters
+                    cfg,
+                    tokens,
+                    text_len,
+                    batch,
+                    dtype,
+                    args.attention_backend,
+                    device,
+                    recorder,
+                    args.warmup,
+                    args.iters,
                 )
                 recorder.emit(
                     "dit_floor",
@@ -221,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
                     "ours+compile",
                     batch,
                     time_ms(lambda: model(**inputs), device, args.warmup + 1, args.iters),
-                    backend=args.backend,
+                    backend=args.attention_backend,
                 )
 
 

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from bench.common import Recorder, add_common_args, tflops, time_ms
 from bench.dit_step import forward_flops, make_inputs, measure_floor
 from cosmos_ray.core.dtypes import default_dtype_name
+from cosmos_ray.core.options import ATTENTION_BACKENDS
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.parallel import ParallelConfig, ParallelContext, ParallelDiT
@@ -103,7 +104,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", choices=MODEL_NAMES, default=DEFAULT_MODEL, help="official model whose net runs")
     parser.add_argument("--latent", type=int, nargs=3, default=[24, 88, 160], metavar=("T", "H", "W"))
     parser.add_argument("--text-len", type=int, default=512)
-    parser.add_argument("--backend", default="auto", help="attention backend (auto: cuDNN first on CUDA)")
+    parser.add_argument(
+        "--attention-backend",
+        choices=ATTENTION_BACKENDS,
+        default="auto",
+        help="attention kernel (auto: cuDNN first on CUDA)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (baseline too)")
     parser.add_argument("--no-diffusers", action="store_true", help="skip the diffusers N=1 line")
     parser.add_argument("--floor", action="store_true", help="rank 0 also times the floor (GEMMs, attention alone)")
@@ -143,13 +149,13 @@ def main(argv: list[str] | None = None) -> None:
         batch=batch,
         text_len=text_len,
         dtype=str(dtype).removeprefix("torch."),
-        backend=args.backend,
+        backend=args.attention_backend,
         compile=args.compile,
     )
 
     torch.manual_seed(0)  # the same weights and inputs on every rank
     with torch.device(device):
-        dit = MiniTrainDiT(cfg, attention_backend=args.backend)
+        dit = MiniTrainDiT(cfg, attention_backend=args.attention_backend)
     twin = None if args.no_diffusers or rank != 0 else diffusers_dit(dit).to(dtype)
     dit.cast(dtype).eval().requires_grad_(False)
     if args.compile:
@@ -166,7 +172,16 @@ def main(argv: list[str] | None = None) -> None:
         elif rank == 0:
             if args.floor:
                 floor_ms = measure_floor(
-                    cfg, tokens, text_len, batch, dtype, args.backend, device, recorder, args.warmup, args.iters
+                    cfg,
+                    tokens,
+                    text_len,
+                    batch,
+                    dtype,
+                    args.attention_backend,
+                    device,
+                    recorder,
+                    args.warmup,
+                    args.iters,
                 )
                 recorder.emit(
                     "dit_floor", ms=round(floor_ms, 2), tflops=round(tflops(step_flops, floor_ms), 1), **common
