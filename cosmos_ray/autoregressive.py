@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -37,7 +38,46 @@ from cosmos_ray.core.spec import GenerationSpec, SpecError, count_chunks
 from cosmos_ray.stages import step_reporter, to_uint8_frames
 
 if TYPE_CHECKING:
-    from cosmos_ray.generator import Generator
+    from contextlib import AbstractContextManager
+
+    import torch
+
+    from cosmos_ray.loading import ModelInfo
+    from cosmos_ray.models.vae import WanVAE
+
+
+class WindowStages(Protocol):
+    """The stages a window runs, as `cosmos_ray.generator.Generator` has them (named here, not imported, so the
+    generator can call this module without a cycle)."""
+
+    info: ModelInfo
+    vae: WanVAE
+
+    @property
+    def window_frames(self) -> int: ...
+
+    def resolution(self, spec: GenerationSpec) -> tuple[int, int]: ...
+
+    def timed(self, stage: str, timings: dict[str, float]) -> AbstractContextManager[None]: ...
+
+    def encode_prompts(self, spec: GenerationSpec) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+    def read_conditioning_frames(self, spec: GenerationSpec, height: int, width: int) -> np.ndarray | None: ...
+
+    def encode_frames(self, frames: np.ndarray) -> torch.Tensor: ...
+
+    def sample_latents(
+        self,
+        spec: GenerationSpec,
+        prompts: tuple[torch.Tensor, torch.Tensor | None],
+        conditional: torch.Tensor | None,
+        seed: int,
+        latent_frames: int,
+        size: tuple[int, int],
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor: ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -165,7 +205,7 @@ def generate(
 
 
 def generate_long_video(
-    generator: Generator,
+    generator: WindowStages,
     spec: GenerationSpec,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
