@@ -1,9 +1,10 @@
-"""Generator and the local CLI with the tiny preset on CPU, and end-to-end parity with diffusers' pipeline."""
+"""Generator with the tiny preset on CPU: the video, its metadata and progress, conditioning frames, bit-identical
+reruns, input errors, the distilled model, a parallel group of gloo ranks, and end-to-end parity with diffusers'
+pipeline (and its benchmark). (Where its weights come from: test_generator_sources.py; the local CLI:
+test_local_cli.py.)"""
 
 import json
-from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
@@ -11,25 +12,14 @@ import torch.multiprocessing as mp
 
 from cosmos_ray.conditioning import read_conditioning
 from cosmos_ray.core.media import MediaError, write_mp4
-from cosmos_ray.core.offload_config import OffloadConfig
-from cosmos_ray.core.presets import RANDOM_PRESETS
 from cosmos_ray.core.progress import Step
-from cosmos_ray.core.registry import MODEL_NAMES, check_source, get_model
-from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.spec import SpecError
 from cosmos_ray.generator import Generator, to_uint8_frames
-from cosmos_ray.models.dit import DiTConfig
-from cosmos_ray.models.text import TextEncoderConfig
-from cosmos_ray.models.vae import VAEConfig
 from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.sampling.few_step import FewStepSampler
 from cosmos_ray.sampling.guided import GuidedSampler, SamplerConfig, initial_noise
 from cosmos_ray.sampling.schedule import ScheduleConfig
-from jobs import local
-from tests.guardrail_standin import GREY, StandInGuardrails
-
-MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"  # 64x96: square.png, square.mp4 (17 frames)
-INPUTS = {"text2world": None, "image2world": str(MEDIA / "square.png"), "video2world": str(MEDIA / "square.mp4")}
-KINDS = tuple(INPUTS)
+from tests.generator_helpers import KINDS, make_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # diffusers + numpy 2
 
@@ -37,18 +27,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 @pytest.fixture(scope="module")
 def generator() -> Generator:
     return Generator.from_pretrained("tiny", device="cpu")
-
-
-def make_spec(kind: str, **fields) -> GenerationSpec:
-    defaults = dict(
-        inference_type=kind,
-        name=f"{kind}-test",
-        prompt=f"a {kind} prompt",
-        input_path=INPUTS[kind],
-        cosmos_ray_num_frames=9,
-        num_steps=3,
-    )
-    return GenerationSpec(**{**defaults, **fields})
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -126,37 +104,9 @@ def test_too_few_output_frames_for_the_conditional_frames(generator):
         generator(make_spec("video2world", cosmos_ray_num_frames=1))
 
 
-POST_TRAINED_2B = "base/post-trained/81edfebe-bd6a-4039-8c1d-737df1a790bf_ema_bf16.pt"
-
-
-@pytest.mark.parametrize(
-    "layout, message",
-    [
-        ({}, f"model '2B/post-trained' needs {POST_TRAINED_2B} .*it holds: nothing"),
-        (
-            {"base/post-trained/dit_ema_bf16.pt": b"", "tokenizer.pth": b""},
-            f"needs {POST_TRAINED_2B} \\(from Hugging Face nvidia/Cosmos-Predict2.5-2B\\).*it holds: base/, "
-            "tokenizer.pth, base/post-trained/dit_ema_bf16.pt",
-        ),
-        ({POST_TRAINED_2B: b""}, "needs tokenizer.pth"),
-        ({"transformer/config.json": b"{}"}, "has no vae/diffusion_pytorch_model.safetensors"),
-    ],
-)
-def test_checkpoint_folder_errors_name_the_model_the_file_and_what_exists(tmp_path, layout, message):
-    for name, content in layout.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(content)
-    with pytest.raises(FileNotFoundError, match=message):
-        Generator.from_pretrained(str(tmp_path), device="cpu")
-    with pytest.raises(FileNotFoundError, match="neither a random preset .* nor an existing checkpoint folder"):
-        Generator.from_pretrained(str(tmp_path / "absent"), device="cpu")
-
-
-def test_unknown_model_and_mismatched_preset_are_rejected():
-    with pytest.raises(ValueError, match="unknown model '7B/post-trained'; the official models are: 2B/pre-trained"):
-        Generator.from_pretrained("tiny", model="7B/post-trained", device="cpu")
-    with pytest.raises(ValueError, match="preset 'random-14B' has the released 14B shapes, but model '2B/distilled'"):
-        Generator.from_pretrained("random-14B", model="2B/distilled", device="cpu")
+def test_one_call_makes_one_video_so_several_generations_are_refused(generator):
+    with pytest.raises(SpecError, match="field 'num_generations' asks for 2 videos; one call makes one"):
+        generator(make_spec("text2world", num_generations=2))
 
 
 # --- the distilled model ---------------------------------------------------------------------------------
@@ -278,140 +228,6 @@ def test_video_matches_diffusers_pipeline(generator, kind):
     assert ((video - theirs).norm() / theirs.norm()).item() < 1e-4
 
 
-# --- the local CLI -------------------------------------------------------------------------------------------
-
-
-def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
-    specs = tmp_path / "specs.jsonl"
-    rows = [
-        make_spec("text2world", name="t2w", guidance=0).to_dict(),
-        make_spec("image2world", name="i2w", fps=8).to_dict(),
-    ]
-    specs.write_text("\n".join(json.dumps(row) for row in rows))
-    out = tmp_path / "out"
-    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
-    for row in rows:
-        spec = GenerationSpec.from_dict(row)
-        record = json.loads((out / "meta" / f"{spec.sample_id}.json").read_text())
-        assert record["status"] == "ok" and record["metadata"]["seed"] == spec.seed
-        reader = imageio_ffmpeg.read_frames(str(out / "videos" / f"{spec.sample_id}.mp4"))
-        meta = next(reader)
-        assert (meta["fps"], meta["size"], sum(1 for _ in reader)) == (spec.fps, (96, 64), 9)
-    assert "2 ok, 0 skipped, 0 failed, 0 blocked" in capsys.readouterr().out
-
-    short = tmp_path / "short.mp4"
-    short.write_bytes(write_mp4(np.zeros((2, 64, 96, 3), np.uint8), fps=16))
-    specs.write_text(
-        specs.read_text() + "\n" + json.dumps(make_spec("video2world", name="v2w", input_path=str(short)).to_dict())
-    )
-    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 1
-    captured = capsys.readouterr()
-    assert "0 ok, 2 skipped, 1 failed, 0 blocked" in captured.out
-    assert "v2w: failed: sample 'v2w': input video" in captured.err
-
-
-def test_one_call_makes_one_video_so_several_generations_are_refused(generator):
-    with pytest.raises(SpecError, match="field 'num_generations' asks for 2 videos; one call makes one"):
-        generator(make_spec("text2world", num_generations=2))
-
-
-def test_cli_generates_each_generation_with_its_seed(tmp_path, capsys):
-    specs = tmp_path / "specs.json"
-    spec = make_spec("text2world", name="gens", guidance=0, seed=7, num_steps=1, num_generations=2)
-    specs.write_text(json.dumps(spec.to_dict()))
-    out = tmp_path / "out"
-    assert local.main(["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]) == 0
-    seeds = [
-        json.loads((out / "meta" / f"{g.sample_id}.json").read_text())["metadata"]["seed"] for g in spec.generations()
-    ]
-    assert seeds == [7, 8]
-    assert "2 ok, 0 skipped, 0 failed, 0 blocked" in capsys.readouterr().out
-
-
-def test_cli_records_blocked_prompts_and_videos_and_writes_only_checked_blurred_videos(tmp_path, capsys):
-    rows = [
-        make_spec("text2world", name="allowed", guidance=0).to_dict(),
-        {**make_spec("text2world", name="bad-prompt", guidance=0).to_dict(), "prompt": "A forbidden cube."},
-        {**make_spec("text2world", name="bad-video", guidance=0).to_dict(), "cosmos_ray_num_frames": 5},
-    ]
-    specs = tmp_path / "specs.jsonl"
-    specs.write_text("\n".join(json.dumps(row) for row in rows))
-    out = tmp_path / "out"
-    argv = ["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu", "--guardrails"]
-    assert local.main(argv, checks=StandInGuardrails(blocked_frame_counts=(5,))) == 1
-    captured = capsys.readouterr()
-    assert "1 ok, 0 skipped, 0 failed, 2 blocked; guardrails on (--guardrails); run table:" in captured.out
-    assert "bad-prompt: prompt blocked by the guardrails: stand-in: the prompt contains 'forbidden'" in captured.err
-    assert "bad-video: video blocked by the guardrails: stand-in: a video of 5 frames" in captured.err
-    allowed, bad_prompt, bad_video = (GenerationSpec.from_dict(row).sample_id for row in rows)
-    for sample_id in (bad_prompt, bad_video):
-        assert json.loads((out / "meta" / f"{sample_id}.json").read_text())["status"] == "blocked"
-        assert not (out / "videos" / f"{sample_id}.mp4").exists()
-    assert json.loads((out / "meta" / f"{allowed}.json").read_text())["metadata"]["guardrails"] == "stand-in"
-    reader = imageio_ffmpeg.read_frames(str(out / "videos" / f"{allowed}.mp4"))
-    next(reader)
-    assert np.abs(np.frombuffer(b"".join(reader), np.uint8).astype(int) - GREY).max() <= 2  # blurred, then written
-
-
-def test_cli_states_its_guardrail_setting(tmp_path, capsys):
-    specs = tmp_path / "specs.json"
-    specs.write_text(json.dumps(make_spec("text2world", name="t", guidance=0).to_dict()))
-    assert local.main(["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert "1 ok, 0 skipped, 0 failed, 0 blocked; guardrails off (default for a random-weight preset" in out
-
-
-def test_cli_needs_a_model(capsys):
-    with pytest.raises(SystemExit):
-        local.parse_args(["-i", "specs.json", "-o", "out"])
-    assert "one of the arguments --preset --checkpoint-dir is required" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--model", "2B/mini"], ["invalid choice: '2B/mini' (choose from", "14B/post-trained"]),
-        (["--model", "2B/post-trained", "--preset", "random-14B"], ["preset 'random-14B' has the released 14B"]),
-    ],
-)
-def test_cli_rejects_a_wrong_model_before_loading(args, message, capsys):
-    with pytest.raises(SystemExit):
-        local.parse_args(
-            ["-i", "specs.json", "-o", "out", *args] + ([] if "--preset" in args else ["--preset", "tiny"])
-        )
-    err = capsys.readouterr().err
-    assert all(part in err for part in message)
-
-
-def test_cli_refuses_distilled_image2world_before_any_weight_loads(tmp_path, capsys, monkeypatch):
-    specs = tmp_path / "specs.jsonl"
-    specs.write_text(json.dumps(make_spec("image2world", name="i2w").to_dict()))
-    monkeypatch.setattr(Generator, "from_pretrained", lambda *a, **k: pytest.fail("weights were loaded"))
-    argv = ["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--model", "2B/distilled"]
-    assert local.main(argv) == 1
-    err = capsys.readouterr().err
-    assert (
-        "sample 'i2w' (" in err and "field 'inference_type' image2world is not supported by model 2B/distilled" in err
-    )
-
-
-def test_cli_offload_flags_reach_the_generator(tmp_path, monkeypatch):
-    made: dict[str, object] = {}
-
-    def fake_from_pretrained(source, **kwargs):
-        made.update(kwargs, source=source)
-        raise RuntimeError("stop here")
-
-    specs = tmp_path / "specs.jsonl"
-    specs.write_text(json.dumps(make_spec("text2world").to_dict()))
-    monkeypatch.setattr(Generator, "from_pretrained", fake_from_pretrained)
-    argv = ["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "random-14B", "--model", "14B/pre-trained"]
-    with pytest.raises(RuntimeError, match="stop here"):
-        local.main(argv + ["--offload_diffusion_model", "--offload-text-encoder"])
-    assert (made["source"], made["model"]) == ("random-14B", "14B/pre-trained")
-    assert made["offload"] == OffloadConfig(diffusion_model=True, tokenizer=False, text_encoder=True)
-
-
 def test_benchmark_smoke_runs(tmp_path):
     from bench.generator import main as bench_main
 
@@ -422,21 +238,3 @@ def test_benchmark_smoke_runs(tmp_path):
     for record in records:
         assert record["evaluations"] == 3 and record["ms_per_evaluation"] > 0 and record["ms_decode"] > 0
     assert records[1]["frames_rel_err_vs_ours"] < 0.01
-
-
-@pytest.mark.parametrize("name", sorted(RANDOM_PRESETS))
-@pytest.mark.parametrize("model", MODEL_NAMES)
-def test_random_presets_fit_together(name, model):
-    """A random preset combines with every model of its size (tiny: every model): its DiT reads exactly the
-    text encoder's embedding width, its resolution fits VAE x patch."""
-    preset = RANDOM_PRESETS[name]
-    official = get_model(model)
-    if preset.released_size not in (None, official.size):
-        with pytest.raises(ValueError, match=f"preset '{name}' has the released {preset.released_size} shapes"):
-            check_source(name, model)
-        return
-    check_source(name, model)
-    dit_cfg = DiTConfig.of_model(official, preset.shapes)
-    assert dit_cfg.crossattn_proj_in_channels == TextEncoderConfig.preset(preset.text).embed_dim
-    stride = VAEConfig.preset(preset.vae).spatial_compression * dit_cfg.patch_spatial
-    assert all(size % stride == 0 for size in preset.trained_resolution or official.trained_resolution)

@@ -1,7 +1,7 @@
 """The guardrail interface without the package: the default setting, the exceptions, the stand-in's
-verdicts and the blocked record. The pipelines' use of it is tested with the stand-in in test_batch,
-test_serve and test_generator (the local CLI); the official package's own code, where it can run here, in
-test_guardrails_package."""
+verdicts and the blocked record. The pipelines' use of it is tested with the stand-in in
+test_batch_guardrails, test_serve/test_guardrails and test_local_cli; the official package's own code, where it
+can run here, in test_guardrails_package."""
 
 import pickle
 

@@ -16,7 +16,7 @@ from torch import nn
 from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.generator import Generator
 from cosmos_ray.offload import Offloader
-from tests.test_generator import make_spec
+from tests.generator_helpers import make_spec
 
 DEVICE = torch.device("cpu", 0)
 

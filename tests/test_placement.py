@@ -1,5 +1,5 @@
-"""The driver's placement decisions and one-line job errors, without a Ray cluster (tests/test_batch.py runs
-them on one)."""
+"""The driver's placement decisions and one-line job errors, without a Ray cluster (tests/test_batch_placement.py
+runs them on one)."""
 
 import pytest
 from ray.data.exceptions import SystemException

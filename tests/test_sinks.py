@@ -1,6 +1,6 @@
 """The batch job's sinks without Ray: the registry, the run's sink order, what a writer task gets of a sink, and
 the writer stage's contract with them (every sink writes before the files sink commits; a failing sink fails
-its sample uncommitted). tests/test_batch.py runs a registered sink through a whole job on Ray."""
+its sample uncommitted). tests/test_batch_sinks.py runs a registered sink through a whole job on Ray."""
 
 import json
 import pickle
