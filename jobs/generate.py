@@ -35,6 +35,7 @@ from jobs.options import (
     storage_of,
 )
 from pipelines.batch import BatchConfig, WebDatasetSink, failure_message, preflight, run
+from pipelines.batch.sinks import SINKS, Sink, SinkConfig
 from pipelines.group import GroupConfig
 from pipelines.placement import PlacementError
 
@@ -121,6 +122,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help=f"most samples per shard (default {ShardConfig.max_samples})",
     )
+    parser.add_argument(
+        "--sink",
+        dest="sinks",
+        action="append",
+        default=[],
+        choices=sorted(SINKS),
+        metavar="NAME",
+        help=f"also hand the finished samples to this registered sink, repeatable (one of: {', '.join(sorted(SINKS))}; "
+        "the per-sample files are always written; --shard-size / --shard-samples set the webdataset sink's limits)",
+    )
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output, input media and --embedding-cache URLs")
     parser.add_argument(
@@ -168,8 +179,16 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
         limits=args.limits,
         run_id=args.run_id,
         schedule_timeout_s=args.schedule_timeout,
-        sinks=(WebDatasetSink(args.shards),) if args.shards is not None else (),
+        sinks=sinks_of(args),
     )
+
+
+def sinks_of(args: argparse.Namespace) -> tuple[Sink | SinkConfig, ...]:
+    """The sinks named with --sink, in order and once each; the shard options configure (and name) the
+    webdataset sink."""
+    names = [name for name in dict.fromkeys(args.sinks) if not (args.shards is not None and name == "webdataset")]
+    configured = (WebDatasetSink(args.shards),) if args.shards is not None else ()
+    return (*(SinkConfig(name) for name in names), *configured)
 
 
 def main(argv: list[str] | None = None) -> int:

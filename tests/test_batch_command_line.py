@@ -1,12 +1,13 @@
 """The batch job's command line (`python -m jobs.generate`) as parsed: its help, the model, offload, storage
-and shard options, and bad arguments (exit 2). (Failing fast before Ray starts: test_generate_job.py.)"""
+shard and sink options, and bad arguments (exit 2). (Failing fast before Ray starts: test_generate_job.py.)"""
 
 import pytest
 
 from cosmos_ray.core.offload_config import OffloadConfig
 from cosmos_ray.core.shards import ShardConfig
+from jobs.generate import config_of, parse_args
 from jobs.generate import main as generate_main
-from jobs.generate import parse_args
+from pipelines.batch.sinks import SINKS, Sink, SinkConfig, WebDatasetSink, make_sinks
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
@@ -122,3 +123,23 @@ def test_bad_arguments_exit_with_status_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", *argv])
     assert exit_info.value.code == 2
+
+
+class NamedOnly(Sink):
+    """A sink that needs nothing but its name (a stand-in for one a user registers)."""
+
+
+def test_sink_names_a_registered_sink_and_the_shard_options_configure_webdataset(monkeypatch):
+    monkeypatch.setitem(SINKS, "test-named", NamedOnly)
+
+    def sinks(*argv: str) -> tuple:
+        return config_of(parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", *argv])).sinks
+
+    assert sinks() == ()
+    assert sinks("--sink", "test-named", "--sink", "test-named") == (SinkConfig("test-named"),)
+    assert isinstance(make_sinks(sinks("--sink", "test-named"))[0], NamedOnly)
+    assert sinks("--sink", "webdataset") == (SinkConfig("webdataset"),)
+    (configured,) = sinks("--sink", "webdataset", "--shard-samples", "3")
+    assert isinstance(configured, WebDatasetSink) and configured.config == ShardConfig(max_samples=3)
+    with pytest.raises(SystemExit):
+        parse_args(["--manifest", "m", "--output", "o", "--preset", "tiny", "--sink", "nowhere"])
