@@ -37,7 +37,7 @@ class Engine(Protocol):
 
 # Builds a family's engine from the entry point's options, on a device (None: its default) and, in a GPU
 # group, with the group's parallel context.
-EngineLoader = Callable[[EngineOptions, "torch.device | str | None", "ParallelContext | None"], Engine]
+EngineLoader = Callable[[EngineOptions, torch.device | str | None, ParallelContext | None], Engine]
 
 
 def _load_base(options: EngineOptions, device: torch.device | str | None, parallel: ParallelContext | None) -> Engine:
