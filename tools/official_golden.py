@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # run as a script (python tools/official_golden.p
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools.golden.harness import ROOT, Official
-from tools.golden.media import RESIZE_CASES, media, resize_input_clip
+from tools.golden.media import media
 from tools.golden.sampling import sampling, toy_velocity
 from tools.golden.solver import fixed_velocity, schedules, unipc
 from tools.golden.tiny_runs import tiny_embeddings, tiny_models, tiny_runs
@@ -55,10 +55,8 @@ from tools.golden.vae_text import text_norm, vae
 # Imported from here by tests/test_official_golden.py; the fixtures name this file as where toy_velocity and
 # tiny_embeddings are.
 __all__ = [
-    "RESIZE_CASES",
     "fixed_velocity",
     "main",
-    "resize_input_clip",
     "tiny_embeddings",
     "tiny_models",
     "toy_velocity",

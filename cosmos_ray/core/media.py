@@ -4,6 +4,13 @@ Inputs are read from any fsspec URL (local paths, `file://`, `s3://`, `gs://`, .
 the caller's `Storage` allows it. Frames are uint8 (T, H, W, 3) RGB throughout. The model-side preparation of
 conditioning frames (the reference's resize and crop) is `cosmos_ray.conditioning`; this module stays free of
 torch so that the Ray driver side (the writer stage, the Serve ingress) can use it.
+
+Reading follows the official reader (docs/reference-notes.md, "Input media"): videos are decoded by PyAV and
+converted to rgb24 by its `to_ndarray`, as imageio's `pyav` plugin does under `easy_io.load`; the stored
+pixels are used as they are (a rotation in the metadata is not applied, every decoded frame of a
+variable-frame-rate clip counts once); images are read by Pillow without applying EXIF orientation. Every
+input is checked against `MediaLimits` before its pixels are decoded, and of a video only the frames from the
+keyframe before the ones kept are decoded.
 """
 
 from __future__ import annotations
@@ -13,53 +20,175 @@ import os
 import posixpath
 import tempfile
 from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import cast
 from urllib.parse import urlsplit
 
+import av
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
-from cosmos_ray.core.storage import HTTP_SCHEMES, Storage, is_local, url_scheme
+from cosmos_ray.core.storage import HTTP_SCHEMES, Storage, is_local, one_line_errors, url_scheme
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 VIDEO_EXTENSIONS = (".mp4",)
 INPUT_EXTENSIONS = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS  # what `input_path` may name
+
+_16BIT_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I")  # Pillow's modes of a 16-bit grayscale image
 
 
 class MediaError(ValueError):
     """A conditioning input that cannot be used, or frames that cannot be written; names the sample."""
 
 
-def read_image(url: str, *, storage: Storage = Storage()) -> np.ndarray:
-    """The image at `url` as uint8 (1, H, W, 3) RGB (alpha dropped, as the reference keeps 3 channels)."""
-    with Image.open(io.BytesIO(storage.read_bytes(url))) as image:
-        return np.array(image.convert("RGB"))[None]
+@dataclass(frozen=True)
+class MediaLimits:
+    """The largest input the engine decodes, checked from the file's size and headers before any pixel is.
+
+    Conditioning needs at most 5 frames, but a file's cost is set by its header: a 0.4 MB PNG can declare
+    12000 x 12000 pixels (430 MB once decoded), a video hours of frames. Every entry point reads inputs
+    through `read_image` / `read_video` with these limits (the engine's `EngineOptions.media_limits`).
+    """
+
+    max_bytes: int = field(default=1 << 30, metadata={"help": "largest input file in bytes"})
+    # 8K UHD (7680 x 4320): an image or a video frame of more pixels is refused before decoding
+    max_pixels: int = field(default=7680 * 4320, metadata={"help": "largest width x height of an input"})
+    max_frames: int = field(default=216_000, metadata={"help": "most frames an input video may hold"})  # 1 h at 60
+    max_duration_s: float = field(default=3600.0, metadata={"help": "longest input video in seconds"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_bytes", "max_pixels", "max_frames", "max_duration_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"MediaLimits.{name} must be positive, got {getattr(self, name)}")
+
+    def check_bytes(self, size: int) -> None:
+        if size > self.max_bytes:
+            raise MediaError(f"the file has {size} bytes, more than the {self.max_bytes} allowed here")
+
+    def check_pixels(self, width: int, height: int) -> None:
+        if width * height > self.max_pixels:
+            raise MediaError(
+                f"it is {width}x{height} pixels ({width * height}), more than the {self.max_pixels} allowed "
+                "here; scale it down first"
+            )
+
+    def check_video(self, num_frames: int, duration_s: float | None) -> None:
+        if num_frames > self.max_frames:
+            raise MediaError(f"the video has {num_frames} frames, more than the {self.max_frames} allowed here")
+        if duration_s is not None and duration_s > self.max_duration_s:
+            raise MediaError(
+                f"the video lasts {duration_s:.1f} s, longer than the {self.max_duration_s:g} s allowed here; "
+                "cut the part you condition on"
+            )
 
 
-def read_video(url: str, *, last: int | None = None, storage: Storage = Storage()) -> np.ndarray:
-    """The frames of the video at `url` as uint8 (T, H, W, 3) RGB, decoded by ffmpeg.
+def read_image(url: str, *, storage: Storage = Storage(), limits: MediaLimits = MediaLimits()) -> np.ndarray:
+    """The image at `url` as uint8 (1, H, W, 3) RGB, its stored pixels as the official reader reads them.
 
-    With `last`, only the last `last` frames are kept while decoding (fewer if the video is shorter).
+    EXIF orientation is not applied (the official reader does not). Where the official reader gives other
+    than 3 channels (which its VAE then refuses), the image is made RGB: alpha dropped, grayscale and palette
+    expanded, 16-bit grayscale reduced to its high byte (as Pillow reduces 16-bit RGB).
+    """
+    data = read_input_bytes(url, storage, limits)
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+            limits.check_pixels(image.width, image.height)
+            if image.mode in _16BIT_GRAY_MODES:
+                gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
+                return np.repeat(gray[None, :, :, None], 3, axis=-1)
+            return np.array(image.convert("RGB"))[None]
+    except Image.DecompressionBombError as error:  # a header past Pillow's own limit
+        raise MediaError(f"refused before decoding: {error}") from None
+
+
+def read_video(
+    url: str, *, last: int | None = None, storage: Storage = Storage(), limits: MediaLimits = MediaLimits()
+) -> np.ndarray:
+    """The frames of the video at `url` as uint8 (T, H, W, 3) RGB, decoded as the official reader does.
+
+    With `last`, only the last `last` frames (fewer if the video is shorter) are returned, and decoding starts
+    at the keyframe before them.
     """
     if is_local(url):
-        return _decode_video(url.removeprefix("file://"), last)
-    with tempfile.NamedTemporaryFile(suffix=posixpath.splitext(url_path(url))[1]) as local:
-        local.write(storage.read_bytes(url))
-        local.flush()
-        return _decode_video(local.name, last)
+        path = url.removeprefix("file://")
+        with one_line_errors("read", url):
+            size = os.path.getsize(path)
+        limits.check_bytes(size)
+        return _decode_video(path, last, limits)
+    return _decode_video(io.BytesIO(read_input_bytes(url, storage, limits)), last, limits)
 
 
-def _decode_video(path: str, last: int | None) -> np.ndarray:
-    frames = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
+def read_input_bytes(url: str, storage: Storage, limits: MediaLimits) -> bytes:
+    """The content of `url`, its size checked before it is read (where the file system knows it) and after."""
+    with one_line_errors("read", url):
+        fs, path = storage.filesystem(url)
+        size = fs.size(path)
+    if size is not None:
+        limits.check_bytes(size)
+    data = storage.read_bytes(url)
+    limits.check_bytes(len(data))
+    return data
+
+
+def _decode_video(source: str | io.BytesIO, last: int | None, limits: MediaLimits) -> np.ndarray:
     try:
-        width, height = next(frames)["size"]
-        decoded = (np.frombuffer(frame, dtype=np.uint8).reshape(height, width, 3) for frame in frames)
-        kept = deque(decoded, maxlen=last)
-    finally:
-        frames.close()
-    if not kept:
-        raise ValueError("the video has no frames")
-    return np.stack(kept)
+        return _decode_frames(source, last, limits)
+    except av.FFmpegError as error:
+        raise MediaError(f"cannot decode it: {error}") from None
+
+
+def _decode_frames(source: str | io.BytesIO, last: int | None, limits: MediaLimits) -> np.ndarray:
+    with av.open(source, mode="r") as container:
+        if not container.streams.video:
+            raise MediaError("the file has no video stream")
+        stream = container.streams.video[0]
+        limits.check_pixels(stream.codec_context.width, stream.codec_context.height)
+        duration = _duration_s(container, stream)
+        limits.check_video(stream.frames, duration)
+        packets = [packet for packet in container.demux(stream) if packet.size]  # compressed, no pixels yet
+        limits.check_video(len(packets), duration)
+        stream.thread_type = "AUTO"
+        frames = None if last is None else _decode_last(stream, packets, last)
+        if frames is None:  # the whole clip, or a stream whose tail cannot be decoded on its own
+            frames = list(deque(_decoded(stream, packets), maxlen=last))
+    if not frames:
+        raise MediaError("the video has no frames")
+    return np.stack([frame.to_ndarray(format="rgb24") for frame in frames])
+
+
+def _decode_last(stream: av.VideoStream, packets: list[av.Packet], last: int) -> list[av.VideoFrame] | None:
+    """The last `last` frames in presentation order, decoded from the latest keyframe that precedes (in
+    decoding order) every one of them and is shown no later than the first; None where timestamps are
+    missing or the frames decoded from there are not exactly the ones expected."""
+    pts = [packet.pts for packet in packets]  # in decoding order
+    if len(pts) <= last or None in pts:
+        return None
+    known = cast(list[int], pts)
+    wanted = sorted(known)[-last:]  # presentation times of the frames to return
+    first_needed = min(i for i, time in enumerate(known) if time >= wanted[0])
+    starts = [i for i in range(first_needed + 1) if packets[i].is_keyframe and known[i] <= wanted[0]]
+    if not starts or starts[-1] == 0:
+        return None
+    kept = [
+        frame for frame in _decoded(stream, packets[starts[-1] :]) if frame.pts is not None and frame.pts >= wanted[0]
+    ]
+    return kept if [frame.pts for frame in kept] == wanted else None
+
+
+def _decoded(stream: av.VideoStream, packets: list[av.Packet]) -> Iterator[av.VideoFrame]:
+    """The frames of `packets` in the order the decoder gives them (presentation order), then the flush."""
+    codec = stream.codec_context
+    codec.flush_buffers()
+    for packet in [*packets, None]:
+        yield from codec.decode(packet)
+
+
+def _duration_s(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return None if container.duration is None else container.duration / av.time_base
 
 
 def is_video(url: str) -> bool:
