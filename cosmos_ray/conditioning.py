@@ -15,7 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cosmos_ray.core.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, read_image, read_video, url_path
+from cosmos_ray.core.media import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    MediaError,
+    MediaLimits,
+    read_image,
+    read_video,
+    url_path,
+)
 from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.core.storage import Storage, StorageError
 
@@ -45,10 +53,12 @@ def read_conditioning(
     width: int,
     *,
     storage: Storage = Storage(),
+    limits: MediaLimits = MediaLimits(),
 ) -> np.ndarray:
     """The first `num_frames` pixel frames of the spec's conditioning clip, uint8 (num_frames, H, W, 3).
 
-    An image gives itself followed by black frames; a video gives its last `num_frames` frames.
+    An image gives itself followed by black frames; a video gives its last `num_frames` frames. An input
+    over `limits` is refused from its size and headers, before its pixels are decoded.
     """
     url = spec.input_path
     if url is None:
@@ -61,9 +71,9 @@ def read_conditioning(
     extension = posixpath.splitext(url_path(url))[1].lower()
     try:
         if extension in IMAGE_EXTENSIONS:
-            frames = read_image(url, storage=storage)
+            frames = read_image(url, storage=storage, limits=limits)
         elif extension in VIDEO_EXTENSIONS:
-            frames = read_video(url, last=num_frames, storage=storage)
+            frames = read_video(url, last=num_frames, storage=storage, limits=limits)
         else:
             raise ValueError(
                 f"extension {extension!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) "

@@ -30,6 +30,7 @@ import torch
 from cosmos_ray import autoregressive
 from cosmos_ray.conditioning import read_conditioning
 from cosmos_ray.core.dtypes import default_dtype_name
+from cosmos_ray.core.media import MediaLimits
 from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.progress import Progress
@@ -65,9 +66,10 @@ class Generator:
         parallel: ParallelContext | None = None,
         offload: OffloadConfig = NO_OFFLOAD,
         storage: Storage = Storage(),
+        media_limits: MediaLimits = MediaLimits(),
     ):
         """The models are on `device`; those `offload` names are moved to the CPU, to wait there between
-        their stages."""
+        their stages. `storage` reaches the conditioning inputs, each checked against `media_limits`."""
         self.dit = dit
         self.vae = vae
         self.text_encoder = text_encoder
@@ -83,6 +85,7 @@ class Generator:
         self.offloader.place([text_encoder], offload.text_encoder)
         self.velocity_model = ParallelDiT(dit, parallel) if parallel is not None else dit
         self.storage = storage
+        self.media_limits = media_limits
 
     @classmethod
     def from_pretrained(
@@ -97,6 +100,7 @@ class Generator:
         embedding_cache: str | None = None,
         sampler: Sampler | None = None,
         storage: Storage = Storage(),
+        media_limits: MediaLimits = MediaLimits(),
         compile: bool = False,
         attention_backend: str = "auto",
     ) -> Generator:
@@ -107,8 +111,8 @@ class Generator:
         the net's precision and the sampler (`get_sampler(model.sampler_recipe)`), which `sampler` overrides.
         `offload` keeps models on the CPU between their stages; offloaded models are also loaded there.
         `embedding_cache` (an fsspec folder) shares prompt embeddings; `storage` reaches it and the
-        conditioning inputs; `compile` torch.compiles the DiT's blocks; `attention_backend` picks the DiT's
-        attention kernel (`cosmos_ray.models.attention`).
+        conditioning inputs, which `media_limits` bounds; `compile` torch.compiles the DiT's blocks;
+        `attention_backend` picks the DiT's attention kernel (`cosmos_ray.models.attention`).
         """
         check_source(source, model)
         official = get_model(model)
@@ -134,6 +138,7 @@ class Generator:
             parallel=parallel,
             offload=offload,
             storage=storage,
+            media_limits=media_limits,
         )
 
     @classmethod
@@ -154,6 +159,7 @@ class Generator:
             offload=options.offload,
             embedding_cache=options.embedding_cache,
             storage=options.storage,
+            media_limits=options.media_limits,
             compile=options.compile,
             attention_backend=options.attention_backend,
         )
@@ -300,7 +306,7 @@ class Generator:
         if num_latent == 0:
             return None
         num_pixel = 1 + self.vae.cfg.temporal_compression * (num_latent - 1)
-        return read_conditioning(spec, num_pixel, height, width, storage=self.storage)
+        return read_conditioning(spec, num_pixel, height, width, storage=self.storage, limits=self.media_limits)
 
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (1 + 4 k, H, W, 3) pixel frames -> clean latents (1, C, 1 + k, H/8, W/8), float32."""

@@ -11,13 +11,15 @@ import dataclasses
 import re
 
 from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.media import MediaLimits
 from cosmos_ray.core.offload_config import OffloadConfig
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.presets import RANDOM_PRESETS
 from cosmos_ray.core.registry import models_help
 from cosmos_ray.core.storage import Storage, parse_storage_options
 
-SOURCE_FIELDS = ("source", "offload", "storage")  # the EngineOptions fields with flags of their own shape
+# the EngineOptions fields with flags of their own shape
+SOURCE_FIELDS = ("source", "offload", "storage", "media_limits")
 
 
 def models_epilog() -> str:
@@ -58,6 +60,15 @@ def add_engine_options(
             help = meta["help"] + (" (default: %(default)s)" if field.default is not None else "")
             choices = meta["choices"]() if meta["choices"] else None
             parser.add_argument(flag, choices=choices, metavar=meta["metavar"], default=field.default, help=help)
+    limits = ", ".join(f"{limit.name} ({limit.default})" for limit in dataclasses.fields(MediaLimits))
+    parser.add_argument(
+        "--media-limit",
+        dest="media_limits",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help=f"a limit on conditioning inputs, checked before their pixels are decoded, repeatable: {limits}",
+    )
     if not offload_flags:
         return
     offload = parser.add_argument_group(
@@ -93,6 +104,7 @@ def engine_options_of(
                 text_encoder=getattr(args, "offload_text_encoder", False),
             ),
             storage=storage,
+            media_limits=MediaLimits.from_pairs(args.media_limits),
             **generic,
         )
     except ValueError as error:

@@ -20,6 +20,7 @@ from cosmos_ray.core.storage import Storage
 from pipelines.batch import GENERATED_SCHEMA, BatchConfig, run, write_outputs
 from pipelines.group import GroupConfig
 from tests.batch_helpers import REPO, live_placement_groups, manifest_row, spec, write_manifest
+from tests.media_helpers import png_header
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
 
@@ -51,6 +52,7 @@ def s3_job(ray_session, s3_endpoint):
     fs = fsspec.filesystem("s3", **options)
     fs.put(str(MEDIA / "square.png"), f"{bucket}/media/square.png")
     fs.put(str(MEDIA / "square.mp4"), f"{bucket}/media/square.mp4")
+    fs.pipe(f"{bucket}/media/bomb.png", png_header(12000, 12000))  # refused from its header (MediaLimits)
     image, video = f"{bucket}/media/square.png", f"{bucket}/media/square.mp4"
     specs = [
         spec("t2w-plain", seed=1),
@@ -66,6 +68,7 @@ def s3_job(ray_session, s3_endpoint):
         spec("v2w-long", "video2world", input_path=video, resolution="32,32", **LONG_VIDEO),  # two windows
         spec("bad-guidance", guidance=9),  # invalid: rejected by the check stage, no GPU time
         spec("missing-input", "image2world", input_path=f"{bucket}/media/missing.png"),  # fails in its group
+        spec("bomb-input", "image2world", input_path=f"{bucket}/media/bomb.png"),  # too many pixels: fails there
     ]
     manifest = f"{bucket}/manifests/run.parquet"
     write_manifest(manifest, [manifest_row(data, f"specs.jsonl:{i + 1}") for i, data in enumerate(specs)], options)
@@ -81,18 +84,19 @@ def s3_job(ray_session, s3_endpoint):
 
 def test_every_valid_row_is_generated_and_bad_rows_are_reported(s3_job):
     summary = s3_job["summary"]
-    assert (summary.ok, summary.failed, summary.skipped) == (11, 2, 0)
+    assert (summary.ok, summary.failed, summary.skipped) == (11, 3, 0)
     assert summary.gpus == 4
     assert summary.videos_per_hour > 0
 
 
 def test_the_run_table_has_every_row_in_manifest_order(s3_job):
     table = s3_job["store"].read_run_table(s3_job["summary"].run_id)
-    assert [record.source for record in table] == [f"specs.jsonl:{i + 1}" for i in range(13)]
-    assert [record.status for record in table] == ["ok"] * 11 + ["failed"] * 2
-    invalid, missing = table[11], table[12]
+    assert [record.source for record in table] == [f"specs.jsonl:{i + 1}" for i in range(14)]
+    assert [record.status for record in table] == ["ok"] * 11 + ["failed"] * 3
+    invalid, missing, bomb = table[11], table[12], table[13]
     assert invalid.sample_id is None and "bad-guidance" in invalid.error and "'guidance'" in invalid.error
     assert missing.sample_id is not None and "MediaError" in missing.error and "missing.png" in missing.error
+    assert "MediaError" in bomb.error and "12000x12000 pixels (144000000), more than the 33177600" in bomb.error
 
 
 def test_videos_decode_with_the_frame_count_size_and_fps_of_their_spec(s3_job):

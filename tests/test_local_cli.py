@@ -15,6 +15,7 @@ from cosmos_ray.generator import Generator
 from jobs import local
 from tests.generator_helpers import make_spec
 from tests.guardrail_standin import GREY, StandInGuardrails
+from tests.media_helpers import png_header
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # diffusers + numpy 2
 
@@ -46,6 +47,27 @@ def test_cli_generates_skips_and_records_failures(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "0 ok, 2 skipped, 1 failed, 0 blocked" in captured.out
     assert "v2w: failed: sample 'v2w': input video" in captured.err
+
+
+def test_cli_refuses_inputs_over_the_media_limits_before_decoding(tmp_path, capsys):
+    """A 45-byte PNG declaring 12000 x 12000 pixels is a failed sample with the reason (not a crash, not
+    430 MB of pixels); `--media-limit` moves the bound (here below the tiny example image)."""
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(12000, 12000))
+    rows = [make_spec("image2world", name="bomb", input_path=str(bomb)), make_spec("image2world", name="small")]
+    specs = tmp_path / "specs.jsonl"
+    specs.write_text("\n".join(json.dumps(row.to_dict()) for row in rows))
+    base = ["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--device", "cpu"]
+    assert local.main(base) == 1
+    captured = capsys.readouterr()
+    assert "1 ok, 0 skipped, 1 failed, 0 blocked" in captured.out
+    assert "bomb: failed: sample 'bomb': cannot read input_path" in captured.err
+    assert "12000x12000 pixels (144000000), more than the 33177600 allowed here" in captured.err
+    record = json.loads((tmp_path / "out" / "meta" / f"{rows[0].sample_id}.json").read_text())
+    assert record["status"] == "failed" and "12000x12000" in record["error"]
+
+    assert local.main([*base, "--overwrite", "--media-limit", "max_pixels=100"]) == 1
+    assert "small: failed: sample 'small': cannot read input_path" in capsys.readouterr().err
 
 
 def test_cli_generates_each_generation_with_its_seed(tmp_path, capsys):

@@ -1,5 +1,7 @@
 """Conditioning media reading (local, file://, memory://, S3) and mp4 writing."""
 
+from pathlib import Path
+
 import fsspec
 import imageio_ffmpeg
 import numpy as np
@@ -9,11 +11,14 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cosmos_ray.conditioning import read_conditioning, resize_and_center_crop
-from cosmos_ray.core.media import MediaError, read_image, read_video, write_mp4
+from cosmos_ray.core import media
+from cosmos_ray.core.media import MediaError, MediaLimits, read_image, read_video, write_mp4
 from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.core.storage import Storage
+from tests.media_helpers import png_header
 
 HEIGHT, WIDTH = 32, 48
+GOLDEN_MEDIA = Path(__file__).resolve().parent / "golden" / "media"
 
 
 def gradient_frames(num_frames: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
@@ -172,3 +177,79 @@ def test_resize_rounds_the_scaled_size_up():
     )
     expected = resized[:, :, 4:68, :96].round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     np.testing.assert_array_equal(resize_and_center_crop(frames, 64, 96), expected)
+
+
+# --- limits checked before decoding -------------------------------------------------------------------------
+
+
+def test_a_huge_png_header_is_refused_before_its_pixels_are_decoded(tmp_path, monkeypatch):
+    """45 bytes declaring 12000 x 12000 pixels (430 MB decoded): refused from the header, nothing decoded."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header(12000, 12000))
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("pixels decoded"))
+    with pytest.raises(
+        MediaError,
+        match=r"sample 'sample-7': cannot read input_path .*bomb.png: it is "
+        r"12000x12000 pixels \(144000000\), more than the 33177600 allowed here",
+    ):
+        read_conditioning(spec_for(str(path), "image2world"), 1, HEIGHT, WIDTH)
+
+
+def test_pillows_own_bomb_error_is_a_media_error(tmp_path):
+    """Past Pillow's own limit (2 x 89.5 M pixels) Image.open raises DecompressionBombError, which is not a
+    ValueError; with our pixel limit raised above it, it still reaches the caller as a MediaError."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header(20000, 20000))
+    with pytest.raises(MediaError, match="refused before decoding: Image size .*decompression bomb"):
+        read_image(str(path), limits=MediaLimits(max_pixels=10**9))
+
+
+@pytest.mark.parametrize(
+    "limits, words",
+    [
+        (MediaLimits(max_bytes=1000), r"the file has \d+ bytes, more than the 1000 allowed here"),
+        (MediaLimits(max_pixels=WIDTH * HEIGHT - 1), rf"it is {WIDTH}x{HEIGHT} pixels"),
+        (MediaLimits(max_frames=7), "the video has 8 frames, more than the 7 allowed here"),
+        (MediaLimits(max_duration_s=0.25), r"the video lasts 0.5 s, longer than the 0.25 s allowed here"),
+    ],
+)
+def test_video_limits_are_checked_before_decoding(tmp_path, s3_bucket, monkeypatch, limits, words):
+    clip = write_mp4(gradient_frames(8), fps=16)
+    bucket, options = s3_bucket
+    with fsspec.open(f"{bucket}/limits/clip.mp4", "wb", **options) as f:
+        f.write(clip)
+    (tmp_path / "clip.mp4").write_bytes(clip)
+    monkeypatch.setattr(media, "_decoded", lambda *args: pytest.fail("frames decoded"))
+    for url in (str(tmp_path / "clip.mp4"), f"{bucket}/limits/clip.mp4"):
+        with pytest.raises(MediaError, match=rf"sample 'sample-7': cannot read input_path {url}: {words}"):
+            read_conditioning(spec_for(url), 5, HEIGHT, WIDTH, storage=Storage(options), limits=limits)
+
+
+def test_only_the_frames_from_the_keyframe_before_the_last_ones_are_decoded(monkeypatch):
+    """40 frames in closed GOPs of 6: the last 5 need the last GOP (4 frames) and the one before (6)."""
+    decoded = []
+
+    def counting(stream, packets):
+        for frame in real(stream, packets):
+            decoded.append(frame.pts)
+            yield frame
+
+    real = media._decoded
+    monkeypatch.setattr(media, "_decoded", counting)
+    path = str(GOLDEN_MEDIA / "long_gop.mp4")
+    last = read_video(path, last=5)
+    assert len(decoded) == 10
+    np.testing.assert_array_equal(last, read_video(path)[-5:])  # the same frames as decoding them all
+
+
+def test_media_limits_from_words_and_mappings():
+    assert MediaLimits.from_pairs(["max_pixels=100", "max_duration_s = 2.5"]) == MediaLimits(
+        max_pixels=100, max_duration_s=2.5
+    )
+    assert MediaLimits.from_mapping({"max_frames": 10.0}).max_frames == 10
+    with pytest.raises(ValueError, match="unknown media limit max_width; the limits are max_bytes, max_pixels"):
+        MediaLimits.from_mapping({"max_width": 3})
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        MediaLimits.from_pairs(["max_pixels"])
+    with pytest.raises(ValueError, match="must be positive"):
+        MediaLimits.from_pairs(["max_pixels=0"])

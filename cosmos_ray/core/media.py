@@ -19,9 +19,10 @@ import io
 import os
 import posixpath
 import tempfile
+import warnings
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -63,6 +64,29 @@ class MediaLimits:
             if getattr(self, name) <= 0:
                 raise ValueError(f"MediaLimits.{name} must be positive, got {getattr(self, name)}")
 
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, object]) -> MediaLimits:
+        """Limits from {name: value} (a Serve argument; values may be strings), the others at their default."""
+        types = {limit.name: type(limit.default) for limit in fields(cls)}
+        unknown = sorted(set(values) - set(types))
+        if unknown:
+            raise ValueError(f"unknown media limit {', '.join(unknown)}; the limits are {', '.join(types)}")
+        try:
+            return cls(**{name: types[name](float(str(value))) for name, value in values.items()})
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"media limits must be positive numbers: {error}") from None
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[str]) -> MediaLimits:
+        """Limits from NAME=VALUE words (the `--media-limit` flag)."""
+        values = {}
+        for pair in pairs:
+            name, equals, value = pair.partition("=")
+            if not equals:
+                raise ValueError(f"--media-limit takes NAME=VALUE, got {pair!r}")
+            values[name.strip()] = value.strip()
+        return cls.from_mapping(values)
+
     def check_bytes(self, size: int) -> None:
         if size > self.max_bytes:
             raise MediaError(f"the file has {size} bytes, more than the {self.max_bytes} allowed here")
@@ -93,7 +117,10 @@ def read_image(url: str, *, storage: Storage = Storage(), limits: MediaLimits = 
     """
     data = read_input_bytes(url, storage, limits)
     try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the header only
+        with warnings.catch_warnings():  # Pillow's bomb warning: `limits` decides, from the header
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))  # reads the header only
+        with image:
             limits.check_pixels(image.width, image.height)
             if image.mode in _16BIT_GRAY_MODES:
                 gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)

@@ -20,6 +20,7 @@ from typing import Any
 
 from cosmos_ray.core.dtypes import DTYPE_NAMES
 from cosmos_ray.core.guardrails import Guardrails, GuardrailSetting, guardrail_setting
+from cosmos_ray.core.media import MediaLimits
 from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS, check_source, get_model
 from cosmos_ray.core.storage import Storage
@@ -76,6 +77,8 @@ class EngineOptions:
         ),
     )
     storage: Storage = field(default_factory=Storage)  # reaches conditioning inputs and the embedding cache
+    # the largest conditioning input decoded (bytes, pixels, frames, duration), checked before decoding
+    media_limits: MediaLimits = field(default_factory=MediaLimits)
 
     def __post_init__(self) -> None:
         get_model(self.model)  # ValueError naming the official models

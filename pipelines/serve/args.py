@@ -7,12 +7,14 @@ guardrail setting and the deployments are built from one `ServeArgs` (`RequestPo
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 from cosmos_ray.core.dtypes import DTYPE_NAMES
 from cosmos_ray.core.limits import TRAINED_PIXELS_720P, SpecLimits
+from cosmos_ray.core.media import MediaLimits
 from cosmos_ray.core.offload_config import OffloadConfig
 from cosmos_ray.core.options import ATTENTION_BACKENDS, EngineOptions
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES
@@ -46,6 +48,11 @@ class ServeArgs(BaseModel):
     allowed_output_prefixes: list[str] = Field([], description="further URL prefixes `?output=` may use")
     allowed_input_prefixes: list[str] = Field([], description="URL prefixes `input_path` may read from")
     storage_options: dict[str, Any] = Field({}, description="fsspec options for inputs and outputs")
+    media_limits: dict[str, float] = Field(
+        {},
+        description="limits on conditioning inputs, checked before decoding (a request over one gets a 422): "
+        + ", ".join(f"{limit.name} (default {limit.default})" for limit in dataclasses.fields(MediaLimits)),
+    )
     api_tokens_file: str | None = Field(
         None,
         description="file of bearer tokens, one per line (e.g. a mounted Secret); with COSMOS_RAY_API_TOKENS "
@@ -87,6 +94,7 @@ class ServeArgs(BaseModel):
             embedding_cache=self.embedding_cache,
             guardrails=self.guardrails,
             storage=self.storage(),
+            media_limits=MediaLimits.from_mapping(self.media_limits),
         )
 
     def storage(self) -> Storage:

@@ -16,6 +16,7 @@ from PIL import Image
 from ray import serve
 
 from pipelines.serve import ServeArgs, build_app
+from tests.media_helpers import png_header
 from tests.test_serve.helpers import CHECKS, RETRY_AFTER_S
 
 
@@ -28,6 +29,7 @@ def media_dir(tmp_path_factory) -> Path:
     _write_video(folder / "cube.mp4", frames)
     _write_video(folder / "short.mp4", frames[:3])  # video2world needs the last 5 frames of its input
     (folder / "broken.png").write_bytes(b"not an image")
+    (folder / "bomb.png").write_bytes(png_header(12000, 12000))  # refused from its header (MediaLimits)
     return folder
 
 

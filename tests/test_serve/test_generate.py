@@ -70,6 +70,7 @@ def test_bad_requests_get_the_field_and_reason(server, media_dir, spec, params, 
     "spec, field, words",
     [
         (_spec("video2world", input_path="INPUTS/short.mp4"), "input_path", "has 3 frames"),  # MediaError
+        (_spec("image2world", input_path="INPUTS/bomb.png"), "input_path", "12000x12000 pixels"),  # over a limit
         (
             _spec("video2world", input_path="INPUTS/cube.mp4", cosmos_ray_num_frames=1),
             "cosmos_ray_num_frames",
