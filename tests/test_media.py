@@ -227,7 +227,7 @@ def test_video_limits_are_checked_before_decoding(tmp_path, s3_bucket, monkeypat
 
 def test_only_the_frames_from_the_keyframe_before_the_last_ones_are_decoded(monkeypatch):
     """40 frames in closed GOPs of 6: the last 5 need the last GOP (4 frames) and the one before (6)."""
-    decoded = []
+    decoded: list[int] = []
 
     def counting(stream, packets):
         for frame in real(stream, packets):

@@ -67,12 +67,13 @@ class MediaLimits:
     @classmethod
     def from_mapping(cls, values: Mapping[str, object]) -> MediaLimits:
         """Limits from {name: value} (a Serve argument; values may be strings), the others at their default."""
-        types = {limit.name: type(limit.default) for limit in fields(cls)}
-        unknown = sorted(set(values) - set(types))
+        whole = {limit.name: limit.type == "int" for limit in fields(cls)}  # else a float
+        unknown = sorted(set(values) - set(whole))
         if unknown:
-            raise ValueError(f"unknown media limit {', '.join(unknown)}; the limits are {', '.join(types)}")
+            raise ValueError(f"unknown media limit {', '.join(unknown)}; the limits are {', '.join(whole)}")
         try:
-            return cls(**{name: types[name](float(str(value))) for name, value in values.items()})
+            numbers = {name: float(str(value)) for name, value in values.items()}
+            return cls(**{name: int(number) if whole[name] else number for name, number in numbers.items()})  # type: ignore[arg-type]
         except (TypeError, ValueError) as error:
             raise ValueError(f"media limits must be positive numbers: {error}") from None
 
