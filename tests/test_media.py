@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cosmos_ray.conditioning import read_conditioning, resize_and_center_crop
-from cosmos_ray.core import media
+from cosmos_ray.core import video_decode
 from cosmos_ray.core.media import MediaError, MediaLimits, read_image, read_video, write_mp4
 from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.core.storage import Storage
@@ -219,7 +219,7 @@ def test_video_limits_are_checked_before_decoding(tmp_path, s3_bucket, monkeypat
     with fsspec.open(f"{bucket}/limits/clip.mp4", "wb", **options) as f:
         f.write(clip)
     (tmp_path / "clip.mp4").write_bytes(clip)
-    monkeypatch.setattr(media, "_decoded", lambda *args: pytest.fail("frames decoded"))
+    monkeypatch.setattr(video_decode, "_decoded", lambda *args: pytest.fail("frames decoded"))
     for url in (str(tmp_path / "clip.mp4"), f"{bucket}/limits/clip.mp4"):
         with pytest.raises(MediaError, match=rf"sample 'sample-7': cannot read input_path {url}: {words}"):
             read_conditioning(spec_for(url), 5, HEIGHT, WIDTH, storage=Storage(options), limits=limits)
@@ -234,8 +234,8 @@ def test_only_the_frames_from_the_keyframe_before_the_last_ones_are_decoded(monk
             decoded.append(frame.pts)
             yield frame
 
-    real = media._decoded
-    monkeypatch.setattr(media, "_decoded", counting)
+    real = video_decode._decoded
+    monkeypatch.setattr(video_decode, "_decoded", counting)
     path = str(GOLDEN_MEDIA / "long_gop.mp4")
     last = read_video(path, last=5)
     assert len(decoded) == 10

@@ -20,13 +20,10 @@ import os
 import posixpath
 import tempfile
 import warnings
-from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import cast
 from urllib.parse import urlsplit
 
-import av
 import imageio_ffmpeg
 import numpy as np
 from PIL import Image
@@ -139,13 +136,15 @@ def read_video(
     With `last`, only the last `last` frames (fewer if the video is shorter) are returned, and decoding starts
     at the keyframe before them.
     """
+    from cosmos_ray.core.video_decode import decode_video  # PyAV: only where a video is read
+
     if is_local(url):
         path = url.removeprefix("file://")
         with one_line_errors("read", url):
             size = os.path.getsize(path)
         limits.check_bytes(size)
-        return _decode_video(path, last, limits)
-    return _decode_video(io.BytesIO(read_input_bytes(url, storage, limits)), last, limits)
+        return decode_video(path, last, limits)
+    return decode_video(io.BytesIO(read_input_bytes(url, storage, limits)), last, limits)
 
 
 def read_input_bytes(url: str, storage: Storage, limits: MediaLimits) -> bytes:
@@ -158,65 +157,6 @@ def read_input_bytes(url: str, storage: Storage, limits: MediaLimits) -> bytes:
     data = storage.read_bytes(url)
     limits.check_bytes(len(data))
     return data
-
-
-def _decode_video(source: str | io.BytesIO, last: int | None, limits: MediaLimits) -> np.ndarray:
-    try:
-        return _decode_frames(source, last, limits)
-    except av.FFmpegError as error:
-        raise MediaError(f"cannot decode it: {error}") from None
-
-
-def _decode_frames(source: str | io.BytesIO, last: int | None, limits: MediaLimits) -> np.ndarray:
-    with av.open(source, mode="r") as container:
-        if not container.streams.video:
-            raise MediaError("the file has no video stream")
-        stream = container.streams.video[0]
-        limits.check_pixels(stream.codec_context.width, stream.codec_context.height)
-        duration = _duration_s(container, stream)
-        limits.check_video(stream.frames, duration)
-        packets = [packet for packet in container.demux(stream) if packet.size]  # compressed, no pixels yet
-        limits.check_video(len(packets), duration)
-        stream.thread_type = "AUTO"
-        frames = None if last is None else _decode_last(stream, packets, last)
-        if frames is None:  # the whole clip, or a stream whose tail cannot be decoded on its own
-            frames = list(deque(_decoded(stream, packets), maxlen=last))
-    if not frames:
-        raise MediaError("the video has no frames")
-    return np.stack([frame.to_ndarray(format="rgb24") for frame in frames])
-
-
-def _decode_last(stream: av.VideoStream, packets: list[av.Packet], last: int) -> list[av.VideoFrame] | None:
-    """The last `last` frames in presentation order, decoded from the latest keyframe that precedes (in
-    decoding order) every one of them and is shown no later than the first; None where timestamps are
-    missing or the frames decoded from there are not exactly the ones expected."""
-    pts = [packet.pts for packet in packets]  # in decoding order
-    if len(pts) <= last or None in pts:
-        return None
-    known = cast(list[int], pts)
-    wanted = sorted(known)[-last:]  # presentation times of the frames to return
-    first_needed = min(i for i, time in enumerate(known) if time >= wanted[0])
-    starts = [i for i in range(first_needed + 1) if packets[i].is_keyframe and known[i] <= wanted[0]]
-    if not starts or starts[-1] == 0:
-        return None
-    kept = [
-        frame for frame in _decoded(stream, packets[starts[-1] :]) if frame.pts is not None and frame.pts >= wanted[0]
-    ]
-    return kept if [frame.pts for frame in kept] == wanted else None
-
-
-def _decoded(stream: av.VideoStream, packets: list[av.Packet]) -> Iterator[av.VideoFrame]:
-    """The frames of `packets` in the order the decoder gives them (presentation order), then the flush."""
-    codec = stream.codec_context
-    codec.flush_buffers()
-    for packet in [*packets, None]:
-        yield from codec.decode(packet)
-
-
-def _duration_s(container: av.container.InputContainer, stream: av.VideoStream) -> float | None:
-    if stream.duration is not None and stream.time_base is not None:
-        return float(stream.duration * stream.time_base)
-    return None if container.duration is None else container.duration / av.time_base
 
 
 def is_video(url: str) -> bool:
