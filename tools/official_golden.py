@@ -47,6 +47,7 @@ if __package__ in (None, ""):  # run as a script (python tools/official_golden.p
 
 from tools.golden.harness import ROOT, Official
 from tools.golden.media import RESIZE_CASES, media, resize_input_clip
+from tools.golden.model_config import model_config
 from tools.golden.sampling import sampling, toy_velocity
 from tools.golden.solver import fixed_velocity, schedules, unipc
 from tools.golden.tiny_runs import tiny_embeddings, tiny_models, tiny_runs
@@ -72,6 +73,7 @@ PIECES = {
     "vae": vae,
     "text_norm": text_norm,
     "media": media,
+    "model_config": model_config,
 }
 
 
