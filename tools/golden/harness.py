@@ -90,6 +90,7 @@ class Official:
         sys.modules["cosmos_cuda"].__version__ = _release_version(self.checkout)  # type: ignore[attr-defined]
         sys.path.insert(0, str(self.checkout))
         sys.path.insert(1, str(ROOT))
+        sys.path.insert(2, str(self.checkout / "packages" / "cosmos-oss"))  # the checkpoint database (later releases)
         self.used: set[str] = set()
 
     def module(self, name: str) -> types.ModuleType:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import sys
 from pathlib import Path
 
 from tools.golden.harness import Official, write
@@ -90,7 +89,6 @@ def _literal_keyword(path: Path, function: str, keyword: str):
 
 
 def model_config(official: Official, out: Path) -> None:
-    sys.path.insert(0, str(official.checkout / "packages" / "cosmos-oss"))  # the checkpoint database's package
     release = importlib.import_module("cosmos_predict2.config")
     official.used.add(str(release.__file__))
     v2w = official.module("predict2.datasets.utils")
