@@ -112,16 +112,16 @@ def install_stand_ins(official: Official):
     te = __import__("sys").modules["transformer_engine"]
     te.pytorch.RMSNorm = TERMSNorm
     dit = official.module("predict2.networks.minimal_v4_dit")
-    dit.apply_rotary_pos_emb = te_fused_rope
-    dit.amp = AmpOnCpu
-    official.module("predict2.networks.a2a_cp").attention = sdpa
+    setattr(dit, "apply_rotary_pos_emb", te_fused_rope)  # patches of the official module, in this process only
+    setattr(dit, "amp", AmpOnCpu)
+    setattr(official.module("predict2.networks.a2a_cp"), "attention", sdpa)
     official.module("predict2.networks.minimal_v1_lvg_dit")
     return dit
 
 
 def official_net(official: Official, setting: str):
     """The official net of `setting` with the tiny widths, built by the official config's own instantiation."""
-    import omegaconf  # the official code's dependency, not cosmos-ray's
+    import omegaconf  # type: ignore[import-not-found]  # the official code's dependency, not cosmos-ray's
 
     install_stand_ins(official)
     experiment, config_file = SETTINGS[setting]
