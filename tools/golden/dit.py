@@ -112,9 +112,10 @@ def install_stand_ins(official: Official):
     te = __import__("sys").modules["transformer_engine"]
     te.pytorch.RMSNorm = TERMSNorm
     dit = official.module("predict2.networks.minimal_v4_dit")
-    setattr(dit, "apply_rotary_pos_emb", te_fused_rope)  # patches of the official module, in this process only
-    setattr(dit, "amp", AmpOnCpu)
-    setattr(official.module("predict2.networks.a2a_cp"), "attention", sdpa)
+    # patches of the official modules, in this process only
+    dit.apply_rotary_pos_emb = te_fused_rope  # type: ignore[attr-defined]
+    dit.amp = AmpOnCpu  # type: ignore[attr-defined]
+    official.module("predict2.networks.a2a_cp").attention = sdpa  # type: ignore[attr-defined]
     official.module("predict2.networks.minimal_v1_lvg_dit")
     return dit
 
