@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from cosmos_ray.conditioning import normalize_pixels
 from cosmos_ray.core.registry import get_model
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from tests.test_official_golden import unpack
@@ -64,3 +65,13 @@ def test_dit_matches_official_in_bf16(setting):
     ours = run(setting, torch.bfloat16)
     assert ours.dtype == official.dtype
     assert torch.equal(ours, official)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_pixel_normalization_matches_official(dtype):
+    """The conditioning pixels' uint8 -> [-1, 1] step, all 256 levels (tests/golden/pixel_norm.json)."""
+    official = unpack(
+        json.loads((Path(__file__).resolve().parent / "golden" / "pixel_norm.json").read_text())["cases"][dtype]
+    )
+    ours = normalize_pixels(torch.arange(256, dtype=torch.uint8), getattr(torch, dtype))
+    assert ours.dtype == official.dtype and torch.equal(ours, official)

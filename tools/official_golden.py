@@ -45,7 +45,7 @@ import torch
 if __package__ in (None, ""):  # run as a script (python tools/official_golden.py): make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools.golden.dit import dit
+from tools.golden.dit import dit, pixel_norm
 from tools.golden.harness import ROOT, Official
 from tools.golden.media import RESIZE_CASES, media, resize_input_clip
 from tools.golden.model_config import model_config
@@ -76,6 +76,7 @@ PIECES = {
     "media": media,
     "model_config": model_config,
     "dit": dit,
+    "pixel_norm": pixel_norm,
 }
 
 

@@ -217,3 +217,19 @@ def dit(official: Official, out: Path) -> None:
         "cases": cases,
     }
     write(out, "dit", official, content)
+
+
+def pixel_norm(official: Official, out: Path) -> None:
+    """The official model's uint8 -> [-1, 1] normalization of the conditioning pixels
+    (`_normalize_video_databatch_inplace`) in bf16 and float32, on all 256 levels."""
+    from tools.golden.sampling import ToyTokenizer, official_model
+
+    levels = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 1, 16, 16).expand(1, 3, 1, 16, 16).contiguous()
+    cases = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        model = official_model(official, "post-trained", 1, None, ToyTokenizer(torch.zeros(1)))
+        model.tensor_kwargs = {"device": "cpu", "dtype": dtype}  # the model's precision
+        batch = {"video": levels.clone()}
+        model._normalize_video_databatch_inplace(batch)
+        cases[str(dtype).removeprefix("torch.")] = pack(batch["video"][0, 0, 0].flatten())
+    write(out, "pixel_norm", official, {"levels": "0..255", "cases": cases})
