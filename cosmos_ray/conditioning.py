@@ -90,3 +90,10 @@ def read_conditioning(
     frames = resize_and_center_crop(frames, height, width)
     black = np.zeros((num_frames - len(frames), height, width, 3), dtype=np.uint8)
     return np.concatenate([frames, black])
+
+
+def normalize_pixels(video: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """uint8 pixels -> [-1, 1] as the reference computes it: cast to the model dtype first, then `/ 127.5 - 1`
+    in that dtype (in bf16 this rounds twice, and 128 of the 256 levels land elsewhere than a float32
+    computation cast to bf16 would put them)."""
+    return video.to(dtype) / 127.5 - 1.0

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from cosmos_ray import autoregressive
-from cosmos_ray.conditioning import read_conditioning
+from cosmos_ray.conditioning import normalize_pixels, read_conditioning
 from cosmos_ray.core.dtypes import default_dtype_name
 from cosmos_ray.core.media import MediaLimits
 from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
@@ -311,7 +311,7 @@ class Generator:
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (1 + 4 k, H, W, 3) pixel frames -> clean latents (1, C, 1 + k, H/8, W/8), float32."""
         video = torch.from_numpy(frames).to(self.device).permute(3, 0, 1, 2)[None]  # (1, 3, T, H, W)
-        video = video.to(self.vae.dtype) / 127.5 - 1.0  # the reference's uint8 -> [-1, 1], in the model dtype
+        video = normalize_pixels(video, self.vae.dtype)
         with self.offloader.running(self.vae.encoding_modules, self.offload.tokenizer):
             return self.vae.encode(video).float()
 

@@ -45,8 +45,10 @@ import torch
 if __package__ in (None, ""):  # run as a script (python tools/official_golden.py): make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.golden.dit import dit, pixel_norm
 from tools.golden.harness import ROOT, Official
 from tools.golden.media import media
+from tools.golden.model_config import model_config
 from tools.golden.sampling import sampling, toy_velocity
 from tools.golden.solver import fixed_velocity, schedules, unipc
 from tools.golden.tiny_runs import tiny_embeddings, tiny_models, tiny_runs
@@ -70,6 +72,9 @@ PIECES = {
     "vae": vae,
     "text_norm": text_norm,
     "media": media,
+    "model_config": model_config,
+    "dit": dit,
+    "pixel_norm": pixel_norm,
 }
 
 

@@ -174,6 +174,21 @@ class TimestepEmbedding(nn.Module):
         return self.linear_2(self.activation(self.linear_1(features)))
 
 
+class RMSNorm(nn.RMSNorm):
+    """RMSNorm as the reference's Transformer Engine kernel computes it: in float32, the weight applied in
+    float32, one rounding to the input dtype (nn.RMSNorm rounds the normalized value, then the product)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normalized = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + cast(float, self.eps))
+        return (normalized * cast(torch.Tensor, self.weight).float()).to(x.dtype)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x * (1 + scale) + shift, rounded after each operation as the reference computes it."""
+    return x * (1 + scale) + shift
+
+
 def adaln_lora_layers(dim: int, lora_dim: int, chunks: int) -> nn.Sequential:
     """SiLU -> down to `lora_dim` -> up to `chunks` x dim (shift, scale[, gate])."""
     return nn.Sequential(nn.SiLU(), nn.Linear(dim, lora_dim, bias=False), nn.Linear(lora_dim, chunks * dim, bias=False))
@@ -193,8 +208,8 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(dim, dim, bias=False)
         self.k_proj = nn.Linear(context_dim, dim, bias=False)
         self.v_proj = nn.Linear(context_dim, dim, bias=False)
-        self.q_norm = nn.RMSNorm(head_dim, eps=1e-6)
-        self.k_norm = nn.RMSNorm(head_dim, eps=1e-6)
+        self.q_norm = RMSNorm(head_dim, eps=1e-6)
+        self.k_norm = RMSNorm(head_dim, eps=1e-6)
         self.output_proj = nn.Linear(dim, dim, bias=False)
 
     def forward(
@@ -260,16 +275,16 @@ class Block(nn.Module):
         """
         b, t, hw, d = x.shape
         shift, scale, gate = shift_scale_gate(self.adaln_modulation_self_attn, emb, adaln_lora, x.dtype)
-        h = torch.addcmul(shift, self.layer_norm_self_attn(x), 1 + scale).view(b, t * hw, d)
-        x = torch.addcmul(x, gate, self.self_attn(h, h, rope, attention_fn).view(b, t, hw, d))
+        h = modulate(self.layer_norm_self_attn(x), shift, scale).view(b, t * hw, d)
+        x = x + gate * self.self_attn(h, h, rope, attention_fn).view(b, t, hw, d)
 
         shift, scale, gate = shift_scale_gate(self.adaln_modulation_cross_attn, emb, adaln_lora, x.dtype)
-        h = torch.addcmul(shift, self.layer_norm_cross_attn(x), 1 + scale).view(b, t * hw, d)
-        x = torch.addcmul(x, gate, self.cross_attn(h, context, None, cross_attention_fn).view(b, t, hw, d))
+        h = modulate(self.layer_norm_cross_attn(x), shift, scale).view(b, t * hw, d)
+        x = x + gate * self.cross_attn(h, context, None, cross_attention_fn).view(b, t, hw, d)
 
         shift, scale, gate = shift_scale_gate(self.adaln_modulation_mlp, emb, adaln_lora, x.dtype)
-        h = torch.addcmul(shift, self.layer_norm_mlp(x), 1 + scale)
-        return torch.addcmul(x, gate, self.mlp(h))
+        h = modulate(self.layer_norm_mlp(x), shift, scale)
+        return x + gate * self.mlp(h)
 
 
 class FinalLayer(nn.Module):
@@ -286,7 +301,7 @@ class FinalLayer(nn.Module):
         """x (B, T, HW, D) -> (B, T, HW, p*p*pt*C_out), in emb's dtype."""
         dim = x.shape[-1]
         shift, scale = (self.adaln_modulation(emb) + adaln_lora[..., : 2 * dim]).unsqueeze(2).chunk(2, dim=-1)
-        x = torch.addcmul(shift, self.layer_norm(x.to(emb.dtype)), 1 + scale)
+        x = modulate(self.layer_norm(x.to(emb.dtype)), shift, scale)
         return self.linear(x)
 
 
@@ -330,7 +345,7 @@ class MiniTrainDiT(nn.Module):
         self.x_embedder = PatchEmbed(cfg)
         self.pos_embedder = build_rope(cfg)
         self.t_embedder = nn.Sequential(SinusoidalTimesteps(dim), TimestepEmbedding(dim))
-        self.t_embedding_norm = nn.RMSNorm(dim, eps=1e-6)
+        self.t_embedding_norm = RMSNorm(dim, eps=1e-6)
         self.crossattn_proj = nn.Sequential(
             nn.Linear(cfg.crossattn_proj_in_channels, cfg.crossattn_emb_channels), nn.GELU()
         )

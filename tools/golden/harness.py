@@ -23,15 +23,22 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 # Imported by the official modules below but never run by this script; each with why it is stubbed.
 STUBS = {
+    "cosmos_cuda": "the release's CUDA extra (its package only checks that it is installed, at the same version)",
     "megatron": "model-parallel framework (GPU); parallel_state.is_initialized() answers False: no model parallelism",
     "megatron.core": "see megatron",
     "megatron.core.parallel_state": "see megatron",
-    "transformer_engine": "GPU kernels of the official DiT, which this script does not run",
+    "transformer_engine": "GPU kernels (RMSNorm, fused RoPE, attention); the DiT piece puts CPU stand-ins there",
+    "transformer_engine.pytorch": "see transformer_engine",
+    "transformer_engine.pytorch.attention": "see transformer_engine",
+    "transformer_engine_torch": "see transformer_engine (the fused Adam optimizer, training only)",
+    "decord": "video reader of the training datasets, imported by the configuration's data modules",
     "apex": "fused optimizers (training)",
     "apex.multi_tensor_apply": "see apex",
     "wandb": "experiment logging service",
     "wandb.util": "see wandb",
     "pynvml": "GPU monitoring",
+    "multistorageclient": "NVIDIA's multi-storage client (remote object stores), imported by the file-I/O backends",
+    "multistorageclient.types": "see multistorageclient",
     "boto3": "S3 client (checkpoints on S3)",
     "boto3.s3": "see boto3",
     "boto3.s3.transfer": "see boto3",
@@ -80,8 +87,10 @@ class Official:
         self.commit = commit or _git_head(self.checkout)
         self.file_commits = file_commits  # files of the checkout taken from another commit
         install_stubs()
+        sys.modules["cosmos_cuda"].__version__ = _release_version(self.checkout)  # type: ignore[attr-defined]
         sys.path.insert(0, str(self.checkout))
         sys.path.insert(1, str(ROOT))
+        sys.path.insert(2, str(self.checkout / "packages" / "cosmos-oss"))  # the checkpoint database (later releases)
         self.used: set[str] = set()
 
     def module(self, name: str) -> types.ModuleType:
@@ -105,6 +114,17 @@ class Official:
             "stubbed_modules": sorted(STUBS),
             "torch": torch.__version__,
         }
+
+
+def _release_version(checkout: Path) -> str:
+    """The `__version__` that `cosmos_predict2/__about__.py` assigns (releases after the first check it)."""
+    about = checkout / "cosmos_predict2" / "__about__.py"
+    if not about.exists():
+        return "0"
+    for line in about.read_text().splitlines():
+        if line.startswith("__version__"):
+            return line.split("=", 1)[1].strip().strip("\"'")
+    return "0"
 
 
 def _git_head(checkout: Path) -> str:
