@@ -26,6 +26,7 @@ from cosmos_ray.core.shards import ShardConfig
 from cosmos_ray.core.storage import StorageError
 from jobs.options import (
     add_engine_options,
+    add_http_options,
     add_limit_options,
     add_storage_option,
     byte_size,
@@ -134,9 +135,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output, input media and --embedding-cache URLs")
-    parser.add_argument(
-        "--allow-http", action="store_true", help="let specs read http(s) input_path URLs (off: workers fetch no URL)"
-    )
+    add_http_options(parser, "off: workers fetch no URL")
     add_limit_options(parser)
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
     parser.add_argument(
@@ -153,7 +152,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
     if args.schedule_timeout <= 0:
         parser.error(f"--schedule-timeout must be positive, got {args.schedule_timeout:g}")
-    storage = storage_of(parser, args, allow_http=args.allow_http)  # one for every URL
+    storage = storage_of(parser, args)  # one for every URL
     args.engine = engine_options_of(parser, args, storage)
     args.limits = limits_of(parser, args)
     if args.num_generations is not None and args.num_generations > args.limits.max_num_generations:

@@ -27,10 +27,9 @@ from cosmos_ray.core.outputs import BLOCKED, FAILED, OK, SKIPPED, OutputRecord, 
 from cosmos_ray.core.progress import Step
 from cosmos_ray.core.registry import get_model
 from cosmos_ray.core.spec import GenerationSpec, SpecError
-from cosmos_ray.core.storage import Storage
 from cosmos_ray.families import Engine, load_engine
 from cosmos_ray.sampling.base import SamplingError
-from jobs.options import add_engine_options, engine_options_of, models_epilog
+from jobs.options import add_engine_options, add_http_options, engine_options_of, models_epilog, storage_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,11 +52,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--quality", type=float, default=5, help="mp4 quality 1..10 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate samples that are already done")
-    parser.add_argument("--allow-http", action="store_true", help="allow http(s) input_path URLs")
+    add_http_options(parser, "off: none is fetched")
     args = parser.parse_args(argv)
     if not 1 <= args.quality <= 10:
         parser.error(f"--quality must be in 1..10, got {args.quality}")
-    args.engine = engine_options_of(parser, args, Storage(allow_http=args.allow_http))
+    args.engine = engine_options_of(parser, args, storage_of(parser, args))
     return args
 
 

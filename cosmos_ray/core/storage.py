@@ -26,6 +26,8 @@ import fsspec
 import pyarrow.fs
 from fsspec.implementations.local import LocalFileSystem
 
+from cosmos_ray.core import http_inputs
+
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 HTTP_SCHEMES = ("http", "https")
 
@@ -37,11 +39,13 @@ class Storage:
     """How a job or app reaches URLs: fsspec options for remote file systems, and the http(s) policy.
 
     `options` reach the filesystem of every remote URL (never local paths); `allow_http` says whether http(s)
-    URLs may be read as inputs (off by default: a spec would make the workers fetch any address).
+    URLs may be read as inputs (off by default: a spec would make the workers fetch any address). http(s) reads
+    follow no redirect and reach public addresses only, unless `allow_private_http` (`cosmos_ray.core.http_inputs`).
     """
 
     options: dict[str, Any] | None = None
     allow_http: bool = False
+    allow_private_http: bool = False
 
     def may_read(self, url: str) -> bool:
         """False for an http(s) URL when http inputs are off."""
@@ -60,6 +64,8 @@ class Storage:
     def read_bytes(self, url: str) -> bytes:
         """The whole content of the object or file at `url`."""
         with one_line_errors("read", url):
+            if url_scheme(url) in HTTP_SCHEMES:
+                return http_inputs.get(url, allow_private=self.allow_private_http)
             fs, path = self.filesystem(url)
             return fs.cat_file(path)
 
@@ -70,6 +76,8 @@ class Storage:
     def exists(self, url: str) -> bool:
         """True when a file or object exists at `url`."""
         with one_line_errors("check", url):
+            if url_scheme(url) in HTTP_SCHEMES:
+                return http_inputs.exists(url, allow_private=self.allow_private_http)
             fs, path = self.filesystem(url)
             return fs.exists(path)
 
@@ -162,6 +170,8 @@ def _lower_first(text: str) -> str:
 
 def _storage_error(action: str, url: str, error: Exception) -> StorageError:
     message = (str(error).strip().splitlines() or [""])[0]
+    if isinstance(error, http_inputs.HttpRefused):
+        return StorageError(action, url, message)
     if isinstance(error, FileNotFoundError):
         # s3fs: FileNotFoundError("The specified bucket does not exist") or FileNotFoundError("bucket/key")
         missing = "the bucket does not exist" if "bucket does not exist" in message.lower() else "not found"
