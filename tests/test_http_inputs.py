@@ -51,7 +51,7 @@ class _Server(BaseHTTPRequestHandler):
 def server():
     """(base URL on 127.0.0.1, the list of paths the server was asked for)."""
     requests: list[str] = []
-    handler = type("Handler", (_Server,), {"requests": requests})
+    handler: type[_Server] = type("Handler", (_Server,), {"requests": requests})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     handler.port = httpd.server_port
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
