@@ -136,6 +136,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output, input media and --embedding-cache URLs")
     add_http_options(parser, "off: workers fetch no URL")
+    parser.add_argument(
+        "--max-storage-failures",
+        type=_at_least(1),
+        default=BatchConfig.max_storage_failures,
+        metavar="N",
+        help="stop the job (resumable) once the outputs of N samples in a row could not be written: the storage is "
+        "full, read-only or gone (default: %(default)s)",
+    )
     add_limit_options(parser)
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
     parser.add_argument(
@@ -179,6 +187,7 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
         run_id=args.run_id,
         schedule_timeout_s=args.schedule_timeout,
         sinks=sinks_of(args),
+        max_storage_failures=args.max_storage_failures,
     )
 
 

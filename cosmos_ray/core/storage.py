@@ -32,6 +32,7 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 HTTP_SCHEMES = ("http", "https")
 
 WRITE_CHECK_PREFIX = ".cosmos-ray-write-check-"  # `Storage.check_writable` writes and deletes one such file
+WRITE_CHECK_BYTES = 1 << 20  # its size: 1 MiB, about a short clip's mp4
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,15 @@ class Storage:
             fs.rm_file(path)
 
     def check_writable(self, folder_url: str) -> None:
-        """Raise `StorageError` unless files can be written under `folder_url`: writes one small file there and
-        deletes it, so a missing bucket, missing credentials or a read-only path show before any work is done."""
+        """Raise `StorageError` unless files can be written under `folder_url`: writes a file of
+        `WRITE_CHECK_BYTES` random bytes there (synced to disk) and deletes it, so a missing bucket, missing
+        credentials, a read-only path or a full disk show before any work is done (an empty file would still
+        fit on a full disk)."""
         if is_local(folder_url) and os.path.isfile(_local_path(folder_url)):
             raise StorageError("write to", folder_url, "it is a file, not a folder")
         probe = join_url(folder_url, WRITE_CHECK_PREFIX + secrets.token_hex(4))
         try:
-            self.write_bytes_atomic(probe, b"")
+            self.write_bytes_atomic(probe, secrets.token_bytes(WRITE_CHECK_BYTES))
             self.delete(probe)
         except StorageError as error:  # name the folder the caller gave, not the probe file
             raise type(error)("write to", folder_url, error.reason) from error.__cause__

@@ -32,8 +32,12 @@ class BatchConfig:
     # `WebDatasetSink(ShardConfig(...))` or `SinkConfig("webdataset", {...})` (pipelines/batch/sinks/)
     sinks: tuple[Sink | SinkConfig, ...] = ()
     guardrails: GuardrailSetting | None = None  # None: the default for the model (`guardrail_setting`)
+    # The job stops (`StorageGone`, resumable) once this many samples in a row could not be written.
+    max_storage_failures: int = 5
 
     def __post_init__(self) -> None:
+        if self.max_storage_failures < 1:
+            raise ValueError(f"max_storage_failures must be at least 1, got {self.max_storage_failures}")
         if self.groups is not None:
             sizes = self.groups if isinstance(self.groups, tuple) else (self.groups, self.groups)
             if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1]:
