@@ -12,6 +12,8 @@ also a `FileNotFoundError`) whose message is one line: what was done, the URL, a
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import posixpath
@@ -234,6 +236,26 @@ def resolve_url(path: str, base: str | None = None) -> str:
         folder = os.getcwd() if base is None else _local_path(base)
         return os.path.normpath(os.path.join(folder, path))
     return join_url(base, path)
+
+
+def local_file_digest(url: str) -> str | None:
+    """ "sha256:{hex}" of the bytes of the local file at `url` (a path or `file://` URL), or None if it cannot be
+    read. Cached per process by (path, size, modification time): one read per file and process."""
+    path = _local_path(url)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _file_digest(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str | None:  # size and mtime_ns: the cache key
+    try:
+        with open(path, "rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def parse_storage_options(pairs: Iterable[str]) -> dict | None:
