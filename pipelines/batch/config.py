@@ -95,10 +95,11 @@ class Summary:
         duplicates = f", {self.duplicates} duplicate" if self.duplicates else ""
         interrupted = f" (interrupted: {self.not_finished} not finished)" if self.interrupted else ""
         sinks = "".join(f", {report}" for report in self.sink_reports)
+        gpus = f"{self.gpus} GPU{'' if self.gpus == 1 else 's'}"
         return (
             f"run {self.run_id}{interrupted}: {self.ok} ok, {self.failed} failed, {self.blocked} blocked, "
             f"{self.skipped} skipped{duplicates}{sinks} in {self.wall_s:.1f}s ({self.videos_per_hour:.1f} "
-            f"videos/hour, {self.gpus} GPUs denoising {self.denoising_share:.0%} of the time); {self.guardrails}; "
+            f"videos/hour, {gpus} denoising {self.denoising_share:.0%} of the time); {self.guardrails}; "
             f"table: {self.run_table_url}"
         )
 
