@@ -26,6 +26,7 @@ from cosmos_ray.core.shards import ShardConfig
 from cosmos_ray.core.storage import StorageError
 from jobs.options import (
     add_engine_options,
+    add_http_options,
     add_limit_options,
     add_storage_option,
     byte_size,
@@ -134,8 +135,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--run-id", help="name of this run's folder under runs/ (default: UTC time + suffix)")
     add_storage_option(parser, "the manifest, output, input media and --embedding-cache URLs")
+    add_http_options(parser, "off: workers fetch no URL")
     parser.add_argument(
-        "--allow-http", action="store_true", help="let specs read http(s) input_path URLs (off: workers fetch no URL)"
+        "--max-storage-failures",
+        type=_at_least(1),
+        default=BatchConfig.max_storage_failures,
+        metavar="N",
+        help="stop the job (resumable) once the outputs of N samples in a row could not be written: the storage is "
+        "full, read-only or gone (default: %(default)s)",
     )
     add_limit_options(parser)
     parser.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else a new local Ray)")
@@ -153,7 +160,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
     if args.schedule_timeout <= 0:
         parser.error(f"--schedule-timeout must be positive, got {args.schedule_timeout:g}")
-    storage = storage_of(parser, args, allow_http=args.allow_http)  # one for every URL
+    storage = storage_of(parser, args)  # one for every URL
     args.engine = engine_options_of(parser, args, storage)
     args.limits = limits_of(parser, args)
     if args.num_generations is not None and args.num_generations > args.limits.max_num_generations:
@@ -180,6 +187,7 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
         run_id=args.run_id,
         schedule_timeout_s=args.schedule_timeout,
         sinks=sinks_of(args),
+        max_storage_failures=args.max_storage_failures,
     )
 
 

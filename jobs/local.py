@@ -14,6 +14,8 @@ if any sample failed or was blocked.
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,10 +29,9 @@ from cosmos_ray.core.outputs import BLOCKED, FAILED, OK, SKIPPED, OutputRecord, 
 from cosmos_ray.core.progress import Step
 from cosmos_ray.core.registry import get_model
 from cosmos_ray.core.spec import GenerationSpec, SpecError
-from cosmos_ray.core.storage import Storage
 from cosmos_ray.families import Engine, load_engine
 from cosmos_ray.sampling.base import SamplingError
-from jobs.options import add_engine_options, engine_options_of, models_epilog
+from jobs.options import add_engine_options, add_http_options, engine_options_of, models_epilog, storage_of
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,12 +54,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--quality", type=float, default=5, help="mp4 quality 1..10 (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="regenerate samples that are already done")
-    parser.add_argument("--allow-http", action="store_true", help="allow http(s) input_path URLs")
+    add_http_options(parser, "off: none is fetched")
     args = parser.parse_args(argv)
     if not 1 <= args.quality <= 10:
         parser.error(f"--quality must be in 1..10, got {args.quality}")
-    args.engine = engine_options_of(parser, args, Storage(allow_http=args.allow_http))
+    args.engine = engine_options_of(parser, args, storage_of(parser, args))
     return args
+
+
+def limit_cpu_threads() -> int:
+    """Run torch's CPU kernels on as many threads as this process may use (its CPU affinity, and a container's
+    CPU quota), not one per core of the host: more threads than CPUs thrash (issue 28 measured a tiny clip 5-8x
+    slower). OMP_NUM_THREADS, when set, wins. Returns the thread count."""
+    import torch
+
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    threads, quota = len(os.sched_getaffinity(0)), _cgroup_cpu_quota()
+    threads = threads if quota is None else min(threads, quota)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _cgroup_cpu_quota() -> int | None:
+    """The CPUs a cgroup v2 quota (`cpu.max`, "max" or "QUOTA PERIOD") allows this process, rounded up."""
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+    except (OSError, ValueError):
+        return None
+    return None if quota == "max" else max(1, math.ceil(int(quota) / int(period)))
 
 
 def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int:
@@ -75,6 +99,8 @@ def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int
         return 1
     store = OutputStore(args.output, options.storage)
     generator = load_engine(options, device=args.device)
+    if generator.device.type == "cpu":
+        limit_cpu_threads()
     if setting.checks is not None:
         for part in ("prompt", "video"):
             setting.checks.load(part, str(generator.device))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cosmos_ray.core.manifest import ManifestError, make_manifest
+from cosmos_ray.core.manifest import SPEC_FILE_SUFFIXES, ManifestError, make_manifest
 from cosmos_ray.core.storage import StorageError
 from jobs.options import add_limit_options, add_storage_option, limits_of, storage_of
 
@@ -23,7 +23,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "sources",
         nargs="+",
         metavar="SRC",
-        help="spec files (.json, .jsonl) or globs of them; local paths or fsspec URLs",
+        help=f"spec files ({', '.join(SPEC_FILE_SUFFIXES)}) or globs of them; local paths or fsspec URLs",
     )
     parser.add_argument("-o", "--output", required=True, metavar="URL", help="where to write the .parquet manifest")
     add_storage_option(parser, "remote URLs")

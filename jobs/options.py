@@ -124,14 +124,29 @@ def add_storage_option(parser: argparse.ArgumentParser, applies_to: str) -> None
     )
 
 
-def storage_of(parser: argparse.ArgumentParser, args: argparse.Namespace, *, allow_http: bool = False) -> Storage:
-    """The entry point's one `Storage`: the parsed `--storage-option` pairs and the http(s) policy; a malformed
-    pair is a usage error (exit 2)."""
+def add_http_options(parser: argparse.ArgumentParser, off: str) -> None:
+    """--allow-http and --allow-private-http, the http(s) input policy (`off`: what happens without the first)."""
+    parser.add_argument("--allow-http", action="store_true", help=f"let specs read http(s) input_path URLs ({off})")
+    parser.add_argument(
+        "--allow-private-http",
+        action="store_true",
+        help="let http(s) reads reach loopback, private and link-local addresses (off: public addresses only; "
+        "redirects are never followed)",
+    )
+
+
+def storage_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Storage:
+    """The entry point's one `Storage`: its parsed `--storage-option` pairs and its `add_http_options` flags
+    (none, where it has no such flag); a malformed pair is a usage error (exit 2)."""
     try:
-        options = parse_storage_options(args.storage_options)
+        options = parse_storage_options(getattr(args, "storage_options", []))
     except ValueError as error:
         parser.error(f"--storage-option: {error}")
-    return Storage(options=options, allow_http=allow_http)
+    return Storage(
+        options=options,
+        allow_http=getattr(args, "allow_http", False),
+        allow_private_http=getattr(args, "allow_private_http", False),
+    )
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:

@@ -87,7 +87,8 @@ def check_layout(
         f"and no node type of the autoscaler has more than {addable}" if addable else "and no autoscaler can add nodes"
     )
     raise PlacementError(
-        f"a GPU group of {gpus_per_group} needs {gpus_per_group} GPUs on one node, but the largest node has "
+        f"a GPU group of {gpus_per_group} needs {gpus_per_group} GPU{'' if gpus_per_group == 1 else 's'} on one node, "
+        "but the largest node has "
         f"{cluster.largest_node} {growth}; the cluster has {cluster.describe()}",
         cluster.layouts(),
     )

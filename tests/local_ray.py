@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -108,6 +109,10 @@ def _wait_for_dashboard(head: LocalHead, process: subprocess.Popen, timeout_s: f
         try:
             urllib.request.urlopen(f"{head.dashboard_url}/api/version", timeout=2).read()
             return
+        except urllib.error.HTTPError as error:
+            if error.code == 401:  # it answers, and wants Ray's token (a head started with RAY_AUTH_MODE=token)
+                return
+            time.sleep(0.5)
         except OSError:
             time.sleep(0.5)
     raise TimeoutError(f"the dashboard at {head.dashboard_url} did not come up in {timeout_s}s")

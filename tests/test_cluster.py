@@ -8,6 +8,8 @@ import json
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -110,6 +112,41 @@ def test_nodes_run_this_projects_image(cluster):
 
     # The Dockerfile: Ray's GPU image of the pinned Ray with this project installed (tests/test_image.py).
     assert cluster["docker"]["image"] == images().image
+
+
+def _ray_start_commands(cluster: dict) -> list[str]:
+    commands = cluster["head_start_ray_commands"] + cluster["worker_start_ray_commands"]
+    return [command for command in commands if "ray start" in command]
+
+
+def test_every_node_runs_ray_with_token_auth_and_the_dashboard_on_loopback(cluster):
+    """Closed by default: whoever reaches the GCS or the dashboard without Ray's token cannot submit a job."""
+    starts = _ray_start_commands(cluster)
+    assert len(starts) == 2
+    for command in starts:
+        assert command.index("export RAY_AUTH_MODE=token;") < command.index("ray start"), command
+    assert cluster["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"  # the default token path of Ray
+    (head,) = [command for command in starts if "--head" in command]
+    assert re.search(r"--dashboard-host=127\.0\.0\.1\b", head)  # reached through `ray dashboard`'s tunnel
+
+
+def test_a_head_started_as_cluster_yaml_starts_it_refuses_clients_without_the_token(tmp_path):
+    (head_command,) = [command for command in _ray_start_commands(_load("cluster.yaml")) if "--head" in command]
+    exported = dict(re.findall(r"export (RAY_\w+)=(\S+);", head_command))
+    token = tmp_path / "auth_token"
+    token.write_text("0123456789abcdef" * 4)
+    with local_head("--num-cpus=1", env={**exported, "RAY_AUTH_TOKEN_PATH": str(token)}) as head:
+        jobs_api = f"{head.dashboard_url}/api/jobs/"
+        for header, status in [({}, 401), ({"Authorization": "Bearer wrong"}, 403)]:
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(urllib.request.Request(jobs_api, headers=header), timeout=30)
+            assert refused.value.code == status
+        allowed = urllib.request.Request(jobs_api, headers={"Authorization": f"Bearer {token.read_text()}"})
+        assert urllib.request.urlopen(allowed, timeout=30).status == 200
+        list_jobs = [sys.executable, "-m", "ray.scripts.scripts", "job", "list", "--address", head.dashboard_url]
+        without = {**head.env, "RAY_AUTH_MODE": "disabled"}
+        assert subprocess.run(list_jobs, env=without, capture_output=True, timeout=120).returncode != 0
+        assert subprocess.run(list_jobs, env=head.env, capture_output=True, timeout=120).returncode == 0
 
 
 # --- jobs/runtime_env.yaml --------------------------------------------------------------------------------

@@ -100,3 +100,107 @@ def test_a_blocked_sample_is_recorded_and_leaves_no_video(tmp_path):
     assert store.read_record(SPEC.sample_id) == record
     assert not (tmp_path / "videos" / f"{SPEC.sample_id}.mp4").exists()
     assert not store.is_done(SPEC.sample_id)  # a rerun checks it again
+
+
+# --- the official settings (docs/guardrails.md, "Settings"), on a stand-in of the package's classes --------------
+
+
+class _Recorded:
+    """Stands in for a class of the package: records how it was built and moved."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs, self.moved = args, kwargs, None
+
+    def to(self, *args, **kwargs):
+        self.moved = (args, kwargs)
+        return self
+
+    def eval(self):
+        return self
+
+
+class _Classifier(_Recorded):
+    """The video filter's classifier, answering the classes in `answers` frame by frame."""
+
+    answers: list[int] = []
+    seen = 0  # frames classified so far
+
+    def parameters(self):
+        import torch
+
+        yield torch.zeros(1)
+
+    def network(self, embedding):
+        import torch
+
+        start = self.seen
+        self.seen += len(embedding)
+        return torch.nn.functional.one_hot(torch.tensor(self.answers[start : self.seen]), 7).float()  # (B, 7)
+
+
+class _Encoder:
+    class processor:  # noqa: N801 - the attribute's name in the package
+        def __init__(self, images, return_tensors):
+            self.count = len(images)
+
+        def to(self, device):
+            return {"count": self.count}
+
+    class model:  # noqa: N801
+        @staticmethod
+        def get_image_features(count):
+            import torch
+
+            return torch.ones(count, 4)  # (B, D), as SigLIP's pooled features
+
+
+class _VideoFilter(_Recorded):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.encoder, self.model = _Encoder(), _Classifier()
+
+
+@pytest.fixture
+def package(monkeypatch):
+    import types
+
+    fake = types.SimpleNamespace(
+        Blocklist=_Recorded, Qwen3Guard=_Recorded, VideoContentSafetyFilter=_VideoFilter, RetinaFaceFilter=_Recorded
+    )
+    monkeypatch.setattr(guardrails, "_package", lambda: fake)
+    return fake
+
+
+def test_the_prompt_checks_use_the_official_settings(package):
+    import torch
+
+    checks = CosmosGuardrails()
+    checks.load("prompt", "cpu")
+    assert checks._prompt_checks is not None
+    blocklist, qwen3guard = checks._prompt_checks
+    # official: Blocklist() with its defaults 6 / 0.4; the package's defaults are 4 / 0.5
+    assert blocklist.args == ("nvidia/Cosmos-Guardrail1",)
+    assert blocklist.kwargs == {"guardrail_partial_match_min_chars": 6, "guardrail_partial_match_letter_count": 0.4}
+    assert qwen3guard.moved == (("cpu",), {"dtype": torch.bfloat16})  # official: bf16, on the CPU too
+
+
+@pytest.mark.parametrize(
+    ("answers", "allowed"),
+    [
+        ([0] * 91 + [3] * 9, True),  # 9 of 100 frames unsafe: not over 10 %
+        ([0] * 90 + [3] * 10, True),  # 10 of 100: still not over
+        ([0] * 89 + [3] * 11, False),  # 11 of 100: over
+        ([2] * 100, True),  # class 2 (Violence) is not in the official class table
+        ([2] * 50 + [6] * 50, False),
+    ],
+)
+def test_the_video_check_blocks_as_the_official_one(package, answers, allowed):
+    _Classifier.answers = answers
+    verdict = CosmosGuardrails().check_video(np.zeros((len(answers), 4, 4, 3), np.uint8))
+    assert verdict.allowed is allowed
+    if not allowed:
+        first = next(frame for frame, c in enumerate(answers) if c not in (0, 2))
+        name = guardrails.VIDEO_UNSAFE_CLASSES[answers[first]]
+        unsafe = sum(c not in (0, 2) for c in answers)
+        expected = f"{unsafe} of 100 frames are unsafe (over 10%; the first, frame {first}, is {name})"
+        assert verdict.reason == f"VideoContentSafetyFilter: {expected}"

@@ -194,7 +194,16 @@ def test_the_face_filter_pixelates_what_retinaface_detects(hub):
 
 @pytest.mark.parametrize(
     "predicted_class, verdict",
-    [(0, Verdict(True, "")), (2, Verdict(False, "VideoContentSafetyFilter: frame 0 is Violence"))],
+    [
+        (0, Verdict(True, "")),
+        (2, Verdict(True, "")),  # Violence: not in the official class table
+        (
+            3,
+            Verdict(
+                False, "VideoContentSafetyFilter: 3 of 3 frames are unsafe (over 10%; the first, frame 0, is Drugs)"
+            ),
+        ),
+    ],
 )
 def test_the_video_filter_classifies_every_frame(hub, predicted_class, verdict):
     video_checkpoint(hub, REPO_ID, predicted_class=predicted_class)

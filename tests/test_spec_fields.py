@@ -148,6 +148,29 @@ def test_sample_id_is_name_plus_content_hash():
     assert parse(TEXT, name="other").sample_id.endswith(digest)
 
 
+def test_sample_id_does_not_depend_on_where_a_local_input_lives(tmp_path):
+    """The same specs and inputs in two checkouts (or after a move) keep their ids; another input changes it."""
+    ids = []
+    for checkout in ("a", "b/deeper"):
+        folder = tmp_path / checkout / "examples"
+        folder.mkdir(parents=True)
+        (folder / "frame.png").write_bytes(b"the same image")
+        data = {"inference_type": "image2world", "name": "i", "prompt": "p", "input_path": "frame.png"}
+        spec = GenerationSpec.from_dict(data, base_dir=str(folder))
+        assert spec.input_path == str(folder / "frame.png")  # the spec still reads its own copy
+        ids.append(spec.sample_id)
+        file_url = GenerationSpec.from_dict({**data, "input_path": f"file://{folder}/frame.png"})
+        ids.append(file_url.sample_id)
+    assert len(set(ids)) == 1
+    (tmp_path / "a" / "examples" / "frame.png").write_bytes(b"another image")
+    data = {"inference_type": "image2world", "name": "i", "prompt": "p", "input_path": "frame.png"}
+    assert GenerationSpec.from_dict(data, base_dir=str(tmp_path / "a" / "examples")).sample_id != ids[0]
+    missing = GenerationSpec.from_dict(data, base_dir=str(tmp_path / "nowhere"))  # still has an id (by its path)
+    assert missing.sample_id != ids[0]
+    remote = [GenerationSpec.from_dict({**data, "input_path": f"s3://b/{k}/frame.png"}).sample_id for k in "xy"]
+    assert remote[0] != remote[1]  # a URL is global: it counts as written
+
+
 def test_safe_name():
     assert safe_name("robot pouring/../x!") == "robot_pouring_.._x"
     assert safe_name("...") == "sample"

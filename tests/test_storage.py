@@ -254,3 +254,27 @@ def test_s3_without_credentials_is_one_line(s3_endpoint, monkeypatch):
     options = {"endpoint_url": s3_endpoint.url, "skip_instance_cache": True}
     with pytest.raises(storage.StorageError, match=r"^cannot list s3://b/specs/\*.json: no credentials found"):
         Storage(options).glob_urls("s3://b/specs/*.json")
+
+
+_FULL_DISK = """
+import resource, signal, sys
+from cosmos_ray.core.storage import Storage, StorageError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # files take at most 4 KiB: a disk with no room left
+Storage().write_bytes_atomic(sys.argv[1] + "/empty", b"")  # what the probe used to write still fits
+try:
+    Storage().check_writable(sys.argv[1])
+except StorageError as error:
+    print(error)
+"""
+
+
+def test_check_writable_writes_real_bytes_so_a_full_disk_fails_it(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK, str(tmp_path)], capture_output=True, text=True, check=True, timeout=60
+    ).stdout.strip()
+    assert out == f"cannot write to {tmp_path}: file too large"
+    assert sorted(os.listdir(tmp_path)) == ["empty"]  # the probe left nothing behind

@@ -5,8 +5,10 @@ on rank 0:
 
     prompt  Blocklist (keyword lists, fuzzy and lemmatized matching), then Qwen3Guard (Qwen3Guard-Gen-0.6B,
             an LLM that labels the prompt Safe / Unsafe / Controversial; only Unsafe blocks)
-    video   VideoContentSafetyFilter (SigLIP so400m embedding of every frame -> a 7-class classifier; any
-            frame not "Safe" blocks), then RetinaFaceFilter (pixelates every detected face)
+    video   VideoContentSafetyFilter (SigLIP so400m embedding of every frame -> a 7-class classifier; more
+            than 10 % of the frames in an unsafe class blocks), then RetinaFaceFilter (pixelates every face)
+
+with the official settings where the package's defaults differ (the constants below, docs/guardrails.md).
 
 `Guardrails` is the small interface the pipelines use; `CosmosGuardrails` implements it with the package's
 classes and weights (the `[guardrails]` extra; weights from the Hugging Face hub, or its cache offline).
@@ -38,6 +40,16 @@ from cosmos_ray.core.presets import RANDOM_PRESETS
 GUARDRAIL_CHECKPOINT = "nvidia/Cosmos-Guardrail1"  # the official release's guardrail weights (Hugging Face)
 PACKAGE = "cosmos_guardrail"
 VIDEO_FRAMES_PER_BATCH = 16  # frames per SigLIP call of the video check
+
+# The official settings, where the package's defaults differ (docs/guardrails.md, "Settings"; the official tree
+# at nvidia-cosmos/cosmos-predict2.5 7e5ffc83, cosmos_predict2/_src/imaginaire/auxiliary/guardrail/):
+BLOCKLIST_PARTIAL_MATCH_MIN_CHARS = 6  # blocklist/blocklist.py: words this long are also matched partially ...
+BLOCKLIST_PARTIAL_MATCH_LETTER_COUNT = 0.4  # ... with up to this many characters of difference (package: 4, 0.5)
+QWEN3GUARD_DTYPE = "bfloat16"  # qwen3guard/qwen3guard.py (the package leaves the model as loaded)
+# video_content_safety_filter.py: a frame counts as unsafe when its class is one of these (class 2, Violence,
+# is not in the official class table, so it does not count; the package's table has it) ...
+VIDEO_UNSAFE_CLASSES = {1: "Sexual_Content", 3: "Drugs", 4: "Child_Abuse", 5: "Hate_and_Harassment", 6: "Self-Harm"}
+VIDEO_UNSAFE_FRAMES_CUTOFF = 0.10  # ... and a video is blocked when more than this share of its frames are unsafe
 INSTALL_HINT = "pip install 'cosmos-ray[guardrails]'"
 LICENSE_NOTE = (
     "the NVIDIA Open Model License of the Cosmos weights ends your rights if you disable a guardrail without "
@@ -170,7 +182,13 @@ class CosmosGuardrails:
         package = _package()
         self._device[part] = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if part == "prompt" and self._prompt_checks is None:
-            self._prompt_checks = [package.Blocklist(self.checkpoint), package.Qwen3Guard().to(self._device[part])]
+            blocklist = package.Blocklist(
+                self.checkpoint,
+                guardrail_partial_match_min_chars=BLOCKLIST_PARTIAL_MATCH_MIN_CHARS,
+                guardrail_partial_match_letter_count=BLOCKLIST_PARTIAL_MATCH_LETTER_COUNT,
+            )
+            qwen3guard = package.Qwen3Guard().to(self._device[part], dtype=getattr(torch, QWEN3GUARD_DTYPE))
+            self._prompt_checks = [blocklist, qwen3guard]
         if part == "video" and self._video_filter is None:
             self._video_filter = package.VideoContentSafetyFilter(self.checkpoint).to(self._device[part]).eval()
             self._face_filter = package.RetinaFaceFilter(self.checkpoint).to(self._device[part]).eval()
@@ -191,9 +209,9 @@ class CosmosGuardrails:
         import torch
 
         self.load("video", self._device.get("video"))
-        package = _package()
         encoder, classifier = self._video_filter.encoder, self._video_filter.model
         device = next(classifier.parameters()).device
+        unsafe: list[tuple[int, int]] = []  # (frame, class) of each frame in an unsafe class
         for start in range(0, len(frames), VIDEO_FRAMES_PER_BATCH):
             images = [PIL.Image.fromarray(frame) for frame in frames[start : start + VIDEO_FRAMES_PER_BATCH]]
             with torch.inference_mode():
@@ -202,16 +220,26 @@ class CosmosGuardrails:
                 embedding = getattr(output, "pooler_output", output)  # (B, 1152); transformers 5: an output object
                 embedding = embedding / embedding.norm(dim=-1, keepdim=True)
                 classes = classifier.network(embedding).argmax(dim=-1).tolist()  # (B,), 0 is "Safe"
-            for offset, predicted in enumerate(classes):
-                if predicted != 0:
-                    name = package.CLASS_IDX_TO_NAME.get(predicted, str(predicted))
-                    return Verdict(False, f"VideoContentSafetyFilter: frame {start + offset} is {name}")
-        return Verdict(True)
+            unsafe += [(start + offset, c) for offset, c in enumerate(classes) if c in VIDEO_UNSAFE_CLASSES]
+        return video_verdict(unsafe, len(frames))
 
     def blur_faces(self, frames: np.ndarray) -> np.ndarray:
         self.load("video", self._device.get("video"))
         # The package pixelates the faces in place: give it a copy (the frames may be a read-only buffer).
         return np.asarray(self._face_filter.postprocess(np.array(frames, dtype=np.uint8)), dtype=np.uint8)
+
+
+def video_verdict(unsafe: list[tuple[int, int]], num_frames: int) -> Verdict:
+    """The official rule: a video is blocked when more than `VIDEO_UNSAFE_FRAMES_CUTOFF` of its `num_frames`
+    frames are in an unsafe class; `unsafe` lists (frame, class) of those frames, in order."""
+    if not unsafe or len(unsafe) / num_frames <= VIDEO_UNSAFE_FRAMES_CUTOFF:  # the official comparison
+        return Verdict(True)
+    frame, first = unsafe[0]
+    return Verdict(
+        False,
+        f"VideoContentSafetyFilter: {len(unsafe)} of {num_frames} frames are unsafe "
+        f"(over {VIDEO_UNSAFE_FRAMES_CUTOFF:.0%}; the first, frame {frame}, is {VIDEO_UNSAFE_CLASSES[first]})",
+    )
 
 
 def _package() -> Any:

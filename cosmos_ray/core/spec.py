@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from cosmos_ray.core.media import INPUT_EXTENSIONS
 from cosmos_ray.core.spec_errors import SpecError, spec_error
-from cosmos_ray.core.storage import Storage, StorageError, resolve_url, url_scheme
+from cosmos_ray.core.storage import Storage, StorageError, is_local, local_file_digest, resolve_url, url_scheme
 
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
@@ -299,9 +299,13 @@ class GenerationSpec(BaseModel):
 
     @property
     def sample_id(self) -> str:
-        """ "{safe name}-{12 hex}": the hash covers every field that changes the output (all but `name`)."""
+        """ "{safe name}-{12 hex}": the hash covers every field that changes the output (all but `name`). A local
+        `input_path` counts by the file's content, not its path, so that the same specs in another checkout or
+        folder keep their ids (an unreadable file counts by its path); a URL counts as written."""
         content = self.to_dict()
         del content["name"]
+        if self.input_path is not None and is_local(self.input_path):
+            content["input_path"] = local_file_digest(self.input_path) or self.input_path
         canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
         return f"{safe_name(self.name)}-{digest}"

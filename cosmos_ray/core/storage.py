@@ -12,6 +12,8 @@ also a `FileNotFoundError`) whose message is one line: what was done, the URL, a
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import posixpath
@@ -26,10 +28,13 @@ import fsspec
 import pyarrow.fs
 from fsspec.implementations.local import LocalFileSystem
 
+from cosmos_ray.core import http_inputs
+
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 HTTP_SCHEMES = ("http", "https")
 
 WRITE_CHECK_PREFIX = ".cosmos-ray-write-check-"  # `Storage.check_writable` writes and deletes one such file
+WRITE_CHECK_BYTES = 1 << 20  # its size: 1 MiB, about a short clip's mp4
 
 
 @dataclass(frozen=True)
@@ -37,11 +42,13 @@ class Storage:
     """How a job or app reaches URLs: fsspec options for remote file systems, and the http(s) policy.
 
     `options` reach the filesystem of every remote URL (never local paths); `allow_http` says whether http(s)
-    URLs may be read as inputs (off by default: a spec would make the workers fetch any address).
+    URLs may be read as inputs (off by default: a spec would make the workers fetch any address). http(s) reads
+    follow no redirect and reach public addresses only, unless `allow_private_http` (`cosmos_ray.core.http_inputs`).
     """
 
     options: dict[str, Any] | None = None
     allow_http: bool = False
+    allow_private_http: bool = False
 
     def may_read(self, url: str) -> bool:
         """False for an http(s) URL when http inputs are off."""
@@ -60,6 +67,8 @@ class Storage:
     def read_bytes(self, url: str) -> bytes:
         """The whole content of the object or file at `url`."""
         with one_line_errors("read", url):
+            if url_scheme(url) in HTTP_SCHEMES:
+                return http_inputs.get(url, allow_private=self.allow_private_http)
             fs, path = self.filesystem(url)
             return fs.cat_file(path)
 
@@ -70,6 +79,8 @@ class Storage:
     def exists(self, url: str) -> bool:
         """True when a file or object exists at `url`."""
         with one_line_errors("check", url):
+            if url_scheme(url) in HTTP_SCHEMES:
+                return http_inputs.exists(url, allow_private=self.allow_private_http)
             fs, path = self.filesystem(url)
             return fs.exists(path)
 
@@ -114,13 +125,15 @@ class Storage:
             fs.rm_file(path)
 
     def check_writable(self, folder_url: str) -> None:
-        """Raise `StorageError` unless files can be written under `folder_url`: writes one small file there and
-        deletes it, so a missing bucket, missing credentials or a read-only path show before any work is done."""
+        """Raise `StorageError` unless files can be written under `folder_url`: writes a file of
+        `WRITE_CHECK_BYTES` random bytes there (synced to disk) and deletes it, so a missing bucket, missing
+        credentials, a read-only path or a full disk show before any work is done (an empty file would still
+        fit on a full disk)."""
         if is_local(folder_url) and os.path.isfile(_local_path(folder_url)):
             raise StorageError("write to", folder_url, "it is a file, not a folder")
         probe = join_url(folder_url, WRITE_CHECK_PREFIX + secrets.token_hex(4))
         try:
-            self.write_bytes_atomic(probe, b"")
+            self.write_bytes_atomic(probe, secrets.token_bytes(WRITE_CHECK_BYTES))
             self.delete(probe)
         except StorageError as error:  # name the folder the caller gave, not the probe file
             raise type(error)("write to", folder_url, error.reason) from error.__cause__
@@ -162,6 +175,8 @@ def _lower_first(text: str) -> str:
 
 def _storage_error(action: str, url: str, error: Exception) -> StorageError:
     message = (str(error).strip().splitlines() or [""])[0]
+    if isinstance(error, http_inputs.HttpRefused):
+        return StorageError(action, url, message)
     if isinstance(error, FileNotFoundError):
         # s3fs: FileNotFoundError("The specified bucket does not exist") or FileNotFoundError("bucket/key")
         missing = "the bucket does not exist" if "bucket does not exist" in message.lower() else "not found"
@@ -221,6 +236,26 @@ def resolve_url(path: str, base: str | None = None) -> str:
         folder = os.getcwd() if base is None else _local_path(base)
         return os.path.normpath(os.path.join(folder, path))
     return join_url(base, path)
+
+
+def local_file_digest(url: str) -> str | None:
+    """ "sha256:{hex}" of the bytes of the local file at `url` (a path or `file://` URL), or None if it cannot be
+    read. Cached per process by (path, size, modification time): one read per file and process."""
+    path = _local_path(url)
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _file_digest(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str | None:  # size and mtime_ns: the cache key
+    try:
+        with open(path, "rb") as f:
+            return "sha256:" + hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError:
+        return None
 
 
 def parse_storage_options(pairs: Iterable[str]) -> dict | None:

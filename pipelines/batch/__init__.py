@@ -29,7 +29,7 @@ from cosmos_ray.core.outputs import SKIPPED
 from pipelines.batch.config import BatchConfig, Summary, new_run_id
 from pipelines.batch.driver import run
 from pipelines.batch.preflight import preflight
-from pipelines.batch.report import failure_message
+from pipelines.batch.report import StorageGone, failure_message
 from pipelines.batch.schemas import (
     CHECK_COLUMNS,
     CHECKED_SCHEMA,
@@ -57,6 +57,7 @@ __all__ = [
     "FilesSink",
     "Sink",
     "SinkConfig",
+    "StorageGone",
     "Summary",
     "WebDatasetSink",
     "check_rows",

@@ -32,8 +32,12 @@ class BatchConfig:
     # `WebDatasetSink(ShardConfig(...))` or `SinkConfig("webdataset", {...})` (pipelines/batch/sinks/)
     sinks: tuple[Sink | SinkConfig, ...] = ()
     guardrails: GuardrailSetting | None = None  # None: the default for the model (`guardrail_setting`)
+    # The job stops (`StorageGone`, resumable) once this many samples in a row could not be written.
+    max_storage_failures: int = 5
 
     def __post_init__(self) -> None:
+        if self.max_storage_failures < 1:
+            raise ValueError(f"max_storage_failures must be at least 1, got {self.max_storage_failures}")
         if self.groups is not None:
             sizes = self.groups if isinstance(self.groups, tuple) else (self.groups, self.groups)
             if len(sizes) != 2 or not 1 <= sizes[0] <= sizes[1]:
@@ -91,10 +95,11 @@ class Summary:
         duplicates = f", {self.duplicates} duplicate" if self.duplicates else ""
         interrupted = f" (interrupted: {self.not_finished} not finished)" if self.interrupted else ""
         sinks = "".join(f", {report}" for report in self.sink_reports)
+        gpus = f"{self.gpus} GPU{'' if self.gpus == 1 else 's'}"
         return (
             f"run {self.run_id}{interrupted}: {self.ok} ok, {self.failed} failed, {self.blocked} blocked, "
             f"{self.skipped} skipped{duplicates}{sinks} in {self.wall_s:.1f}s ({self.videos_per_hour:.1f} "
-            f"videos/hour, {self.gpus} GPUs denoising {self.denoising_share:.0%} of the time); {self.guardrails}; "
+            f"videos/hour, {gpus} denoising {self.denoising_share:.0%} of the time); {self.guardrails}; "
             f"table: {self.run_table_url}"
         )
 

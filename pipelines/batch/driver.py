@@ -12,11 +12,12 @@ from dataclasses import replace
 import ray
 
 from cosmos_ray.core.outputs import OK, RUN_TABLE_SCHEMA, OutputRecord, OutputStore
+from cosmos_ray.core.storage import StorageError
 from pipelines import placement
 from pipelines.batch.config import BatchConfig, Summary, new_run_id
 from pipelines.batch.plan import PendingSample, plan
 from pipelines.batch.preflight import preflight
-from pipelines.batch.report import log_failures, log_plan, summarize
+from pipelines.batch.report import StorageGone, log_failures, log_plan, summarize
 from pipelines.batch.sinks import RunInfo, Sink, make_sinks
 from pipelines.batch.stages.base import Stage, quiet
 from pipelines.batch.stages.check import checked_samples
@@ -33,7 +34,9 @@ def run(config: BatchConfig) -> Summary:
     """Run the job on the connected Ray cluster and write its run table.
 
     Raises `placement.PlacementError` for a layout the cluster cannot hold. Ctrl-C (KeyboardInterrupt) while
-    generating stops the run: the run table lists what finished, and `Summary.interrupted` is true.
+    generating stops the run: the run table lists what finished, and `Summary.interrupted` is true. Once
+    `config.max_storage_failures` samples in a row could not be written, the run stops the same way (the run
+    table, if storage takes it) and raises `StorageGone`.
     """
     started = time.monotonic()
     run_id = config.run_id or new_run_id()
@@ -51,6 +54,7 @@ def run(config: BatchConfig) -> Summary:
     generated: dict[int, OutputRecord] = {}
     groups = (0, 0)
     reports: list[str] = []  # of the sinks that finished
+    stopped: StorageGone | None = None
     with RunMonitor(run_id) as monitor:
         monitor.planned(to_generate=len(pending), statuses=[record.status for record in planned.records.values()])
         try:
@@ -71,8 +75,14 @@ def run(config: BatchConfig) -> Summary:
                 reports.append(sink.finish())
         except KeyboardInterrupt:
             logger.warning("interrupted: %d of %d samples finished", len(generated), len(pending))
+        except StorageGone as error:  # the entry point prints it, as the one line of a job that stopped
+            stopped = error
         reports += [sink.finish(interrupted=True) for sink in sinks[len(reports) :]]
     records = {**planned.records, **generated}
+    if stopped is not None:
+        _write_run_table_if_possible(store, run_id, records)
+        log_failures(records)
+        raise stopped
     table_url = store.write_run_table(run_id, [records[row] for row in sorted(records)])
     log_failures(records)
     return summarize(
@@ -86,6 +96,15 @@ def run(config: BatchConfig) -> Summary:
         guardrails=str(guardrails),
         sink_reports=reports,
     )
+
+
+def _write_run_table_if_possible(store: OutputStore, run_id: str, records: dict[int, OutputRecord]) -> None:
+    """The run table of a run that storage stopped: written if storage takes it now, else logged as missing."""
+    try:
+        url = store.write_run_table(run_id, [records[row] for row in sorted(records)])
+        logger.info("run table of what finished: %s", url)
+    except StorageError as error:
+        logger.warning("no run table: %s", error)
 
 
 def stages(config: BatchConfig, run_id: str, groups: tuple[int, int], sinks: Sequence[Sink]) -> list[Stage]:
@@ -125,6 +144,7 @@ def _generate(
     for stage in stages(config, run_id, groups, sinks):
         samples = stage.apply(samples)
     monitor.generating(gpus=groups[1] * config.group.gpus_per_group)
+    storage_failures = 0  # samples in a row whose outputs storage refused
     try:
         for row in samples.iter_rows():
             record = OutputRecord.from_row({name: row[name] for name in RUN_TABLE_SCHEMA.names})
@@ -133,6 +153,9 @@ def _generate(
             if record.status == OK:
                 for sink in sinks:
                     sink.add(record)
+            storage_failures = storage_failures + 1 if row["storage_failed"] else 0
+            if storage_failures >= config.max_storage_failures:
+                raise StorageGone(storage_failures, record.error or "")
     finally:
         # Pool actors end asynchronously after the dataset is done; free their GPUs now.
         remove_placement_groups(prefix)

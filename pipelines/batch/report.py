@@ -19,6 +19,23 @@ logger = logging.getLogger(__name__)
 MAX_LISTED_FAILURES = 20  # invalid and duplicate rows logged before generation, failures listed at the end
 
 
+class StorageGone(RuntimeError):
+    """The run stopped because the outputs of `count` samples in a row could not be written (the storage is full,
+    read-only or unreachable): generating more would only throw their GPU time away. Resumable: nothing of those
+    samples was committed, and a rerun generates them."""
+
+    def __init__(self, count: int, last_error: str):
+        self.count = count
+        self.last_error = last_error
+        super().__init__(
+            f"stopped: the outputs of {count} samples in a row could not be written (the last: {last_error}); "
+            "fix the output storage, then rerun the same command to resume"
+        )
+
+    def __reduce__(self) -> tuple[type[StorageGone], tuple[int, str]]:
+        return type(self), (self.count, self.last_error)
+
+
 def log_plan(run_id: str, plan: Plan) -> None:
     """The run's counts, then each invalid row (up to `MAX_LISTED_FAILURES`) and each duplicate row."""
     records = plan.records.values()
@@ -103,7 +120,7 @@ def failure_message(error: BaseException) -> str:
             lines = [line.strip() for line in str(error).splitlines() if line.strip()]
             return lines[-1] if lines else type(error).__name__
         error = inner
-    if isinstance(error, StorageError | placement.PlacementError):
+    if isinstance(error, StorageError | placement.PlacementError | StorageGone):
         return str(error)  # one line already
     first = (str(error).strip().splitlines() or [""])[0]
     return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -56,7 +56,9 @@ GENERATED_SCHEMA = pa.schema(  # GPU stage -> writer stage
     ]
 )
 
-WRITTEN_SCHEMA = RUN_TABLE_SCHEMA.insert(0, pa.field("row", pa.int64()))  # writer stage -> driver
+WRITTEN_SCHEMA = RUN_TABLE_SCHEMA.insert(0, pa.field("row", pa.int64())).append(  # writer stage -> driver
+    pa.field("storage_failed", pa.bool_())  # the sample's outputs could not be written (a `StorageError`)
+)
 
 
 def spec_of(row: Mapping[str, Any]) -> GenerationSpec:

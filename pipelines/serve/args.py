@@ -47,6 +47,11 @@ class ServeArgs(BaseModel):
     output_url: str | None = Field(None, description="where results are stored (always an allowed output)")
     allowed_output_prefixes: list[str] = Field([], description="further URL prefixes `?output=` may use")
     allowed_input_prefixes: list[str] = Field([], description="URL prefixes `input_path` may read from")
+    allow_private_http: bool = Field(
+        False,
+        description="let http(s) inputs reach loopback, private and link-local addresses (off: public addresses "
+        "only; redirects are never followed)",
+    )
     storage_options: dict[str, Any] = Field({}, description="fsspec options for inputs and outputs")
     media_limits: dict[str, float] = Field(
         {},
@@ -101,4 +106,6 @@ class ServeArgs(BaseModel):
         """The app's one storage handle: its fsspec options, and http(s) inputs only where an allowed input
         prefix is an http(s) URL (the allow-list already decides which ones)."""
         allow_http = any(url_scheme(prefix) in HTTP_SCHEMES for prefix in self.allowed_input_prefixes)
-        return Storage(options=self.storage_options or None, allow_http=allow_http)
+        return Storage(
+            options=self.storage_options or None, allow_http=allow_http, allow_private_http=self.allow_private_http
+        )

@@ -29,6 +29,9 @@ GROUP_ACTOR_CPUS = 0.5  # the pool actor only relays specs and frames; the ranks
 # and let a sample that keeps killing its actor fail the job instead of looping.
 GROUP_ACTOR_MAX_RESTARTS = 3
 GROUP_ACTOR_MAX_TASK_RETRIES = 3
+# A rank worker that dies (its process or node lost) breaks the group; its sample is generated once more on the
+# restarted group before it counts as failed (a sample that kills a rank every time fails on its second try).
+RANK_DEATH_RETRIES = 1
 
 
 def generate_stage(config: GroupConfig, placement_group_prefix: str, groups: tuple[int, int]) -> Stage:
@@ -75,11 +78,7 @@ class GroupActor:
         if row["blocked"] is not None or row["error"] is not None:
             return {**row, "frames": b"", "frames_shape": [], "fps": spec.fps, "metadata_json": "{}", "generate_s": 0.0}
         try:
-            for event in self.group.stream(spec):
-                if isinstance(event, Step):
-                    _log_step(spec.name, event)
-                else:
-                    result: GenerationResult = event
+            result = self._stream(spec)
         except SampleError as error:
             blocked = error.cause if isinstance(error.cause, Blocked) else None
             return {
@@ -101,6 +100,25 @@ class GroupActor:
             "metadata_json": json.dumps(result.metadata),
             "generate_s": time.monotonic() - started,
         }
+
+    def _stream(self, spec: GenerationSpec) -> GenerationResult:
+        """The group's result for `spec`, logging its steps; a sample whose rank worker died is run again on the
+        restarted group, up to `RANK_DEATH_RETRIES` times, before its `SampleError` is raised."""
+        retries = RANK_DEATH_RETRIES
+        while True:
+            try:
+                for event in self.group.stream(spec):
+                    if isinstance(event, Step):
+                        _log_step(spec.name, event)
+                    else:
+                        result: GenerationResult = event
+                return result
+            except SampleError as error:
+                rank_died = error.group_broken and error.cause is None  # not a rank that raised, nor a stuck one
+                if not rank_died or retries == 0:
+                    raise
+                retries -= 1
+                logger.warning("%s: %s; generating it again on the restarted group", spec.name, error)
 
     def __del__(self) -> None:  # Ray Data calls this when it ends the actor gracefully
         group = getattr(self, "group", None)

@@ -15,7 +15,7 @@ import pyarrow as pa
 from cosmos_ray.core.media import write_mp4
 from cosmos_ray.core.outputs import OutputRecord, OutputStore
 from cosmos_ray.core.spec import GenerationSpec
-from cosmos_ray.core.storage import Storage
+from cosmos_ray.core.storage import Storage, StorageError
 from pipelines.batch.config import BatchConfig
 from pipelines.batch.schemas import WRITTEN_SCHEMA, with_specs
 from pipelines.batch.sinks import FilesSink, GeneratedSample, Sink
@@ -35,35 +35,41 @@ def write_outputs(
     batch: pa.Table, *, output: str, storage: Storage, run_id: str, sinks: Sequence[Sink] | None = None
 ) -> pa.Table:
     """Writer stage (CPU): encode each generated sample to mp4 and write it to `sinks` (default: the files sink
-    alone), or record its failure."""
+    alone), or record its failure. A sample whose outputs storage refused is a failed row with `storage_failed`
+    set (the driver stops the job after a run of them)."""
     store = OutputStore(output, storage)
     sinks = (FilesSink(),) if sinks is None else sinks
-    rows = [
-        {"row": row["row"], **_write_one(store, row, spec, run_id, sinks).to_row()} for row, spec in with_specs(batch)
-    ]
+    rows = []
+    for row, spec in with_specs(batch):
+        record, storage_failed = _write_one(store, row, spec, run_id, sinks)
+        rows.append({"row": row["row"], **record.to_row(), "storage_failed": storage_failed})
     return pa.Table.from_pylist(rows, schema=WRITTEN_SCHEMA)
 
 
 def _write_one(
     store: OutputStore, row: dict[str, Any], spec: GenerationSpec, run_id: str, sinks: Sequence[Sink]
-) -> OutputRecord:
+) -> tuple[OutputRecord, bool]:
+    """The sample's record, and whether storage refused to take it."""
     metadata = {**json.loads(row["metadata_json"]), "run_id": run_id}
     timings = metadata.setdefault("timings_s", {})  # the generator's stages, plus the pipeline's two
     timings["group_call"] = round(row["generate_s"], 4)
-    if row["blocked"] is not None:
-        return store.write_blocked(spec, row["blocked"], metadata=metadata, source=row["source"])
-    if row["error"] is not None:
-        return store.write_failure(spec, row["error"], metadata=metadata, source=row["source"])
     try:
+        if row["blocked"] is not None:
+            return store.write_blocked(spec, row["blocked"], metadata=metadata, source=row["source"]), False
+        if row["error"] is not None:
+            return store.write_failure(spec, row["error"], metadata=metadata, source=row["source"]), False
         frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["frames_shape"])
         started = time.monotonic()
         mp4 = write_mp4(frames, row["fps"])
         timings["mp4_encode"] = round(time.monotonic() - started, 4)
         metadata["video_bytes"] = len(mp4)
-        return _write_sinks(sinks, GeneratedSample(store, run_id, spec, row["source"], mp4, metadata))
+        return _write_sinks(sinks, GeneratedSample(store, run_id, spec, row["source"], mp4, metadata)), False
     except Exception as error:  # noqa: BLE001 - encoding, a sink or storage failed: this sample fails (no meta, so a rerun retries it)
         message = f"writing the outputs failed: {type(error).__name__}: {error}"
-        return store.failure(spec, message, metadata=metadata, source=row["source"])
+        if row["error"] is not None:  # keep why it failed in the first place
+            message = f"{row['error']}; {message}"
+        record = store.failure(spec, message, metadata=metadata, source=row["source"])
+        return record, isinstance(error, StorageError)
 
 
 def _write_sinks(sinks: Sequence[Sink], sample: GeneratedSample) -> OutputRecord:
