@@ -28,6 +28,11 @@ class _Server(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(BODY)))
             self.end_headers()
             self.wfile.write(BODY)
+        elif self.path == "/undeclared.png":  # no Content-Length: the body ends when the connection closes
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(BODY)
         elif self.path.startswith("/to-metadata"):
             self._redirect("http://169.254.169.254/latest/meta-data/iam/security-credentials/")
         elif self.path == "/to-loopback":
@@ -78,6 +83,15 @@ def test_loopback_is_refused_by_default_and_never_contacted(server):
 def test_an_allowed_private_server_is_read(server):
     base, requests = server
     assert OPEN.read_bytes(f"{base}/image.png") == BODY
+
+
+@pytest.mark.parametrize("path", ["/image.png", "/undeclared.png"])
+def test_a_body_over_the_byte_limit_is_refused(server, path):
+    """Declared too large: refused from the header; undeclared: reading stops one byte past the limit."""
+    base, _ = server
+    assert OPEN.read_bytes(f"{base}{path}", max_bytes=len(BODY)) == BODY
+    with pytest.raises(StorageError, match=rf"has (\d+) bytes, more than the {len(BODY) - 1} allowed here"):
+        OPEN.read_bytes(f"{base}{path}", max_bytes=len(BODY) - 1)
     assert OPEN.exists(f"{base}/image.png") and not OPEN.exists(f"{base}/missing.png")
     with pytest.raises(StorageNotFoundError, match="missing.png: not found"):
         OPEN.read_bytes(f"{base}/missing.png")

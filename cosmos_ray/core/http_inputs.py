@@ -32,17 +32,34 @@ class HttpRefused(OSError):
     """An http(s) input that is not fetched: a non-public address, a redirect, or an error status."""
 
 
-def get(url: str, *, allow_private: bool = False, timeout_s: float = TIMEOUT_S) -> bytes:
-    """The body of a GET of `url`; raises `HttpRefused` for a redirect, an error status or a refused address."""
+def get(url: str, *, allow_private: bool = False, timeout_s: float = TIMEOUT_S, max_bytes: int | None = None) -> bytes:
+    """The body of a GET of `url`; raises `HttpRefused` for a redirect, an error status or a refused address,
+    and `TooLarge` (an `HttpRefused`) for a body over `max_bytes`: from its Content-Length before reading,
+    else once more than `max_bytes` were read."""
     connection, response = _request(url, allow_private, timeout_s)
     try:
         if response.status in NOT_FOUND:
             raise FileNotFoundError(f"HTTP {response.status}")
         if response.status != 200:
             raise HttpRefused(f"HTTP {response.status} {response.reason}".strip())
-        return response.read()
+        if max_bytes is None:
+            return response.read()
+        declared = response.getheader("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            raise TooLarge(int(declared), max_bytes)
+        body = response.read(max_bytes + 1)
+        if len(body) > max_bytes:
+            raise TooLarge(len(body), max_bytes)
+        return body
     finally:
         connection.close()
+
+
+class TooLarge(HttpRefused):
+    """An http(s) body of more bytes than the reader allows (`size`: its declared size, or at least that)."""
+
+    def __init__(self, size: int, max_bytes: int):
+        super().__init__(f"the file has {size} bytes, more than the {max_bytes} allowed here")
 
 
 def exists(url: str, *, allow_private: bool = False, timeout_s: float = TIMEOUT_S) -> bool:

@@ -148,7 +148,10 @@ def read_video(
 
 
 def read_input_bytes(url: str, storage: Storage, limits: MediaLimits) -> bytes:
-    """The content of `url`, its size checked before it is read (where the file system knows it) and after."""
+    """The content of `url`, its size checked before it is read (where the store knows it) and after. An
+    http(s) URL is only fetched through `Storage.read_bytes` (its address checks), which stops at the limit."""
+    if url_scheme(url) in HTTP_SCHEMES:
+        return storage.read_bytes(url, max_bytes=limits.max_bytes)
     with one_line_errors("read", url):
         fs, path = storage.filesystem(url)
         size = fs.size(path)

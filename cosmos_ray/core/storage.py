@@ -64,11 +64,12 @@ class Storage:
         fs, path = self.filesystem(url)
         return pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs)), path
 
-    def read_bytes(self, url: str) -> bytes:
-        """The whole content of the object or file at `url`."""
+    def read_bytes(self, url: str, *, max_bytes: int | None = None) -> bytes:
+        """The whole content of the object or file at `url`; an http(s) body over `max_bytes` is refused
+        before it is read whole (other stores: the caller checks the size first, `filesystem(url)[0].size`)."""
         with one_line_errors("read", url):
             if url_scheme(url) in HTTP_SCHEMES:
-                return http_inputs.get(url, allow_private=self.allow_private_http)
+                return http_inputs.get(url, allow_private=self.allow_private_http, max_bytes=max_bytes)
             fs, path = self.filesystem(url)
             return fs.cat_file(path)
 
