@@ -83,6 +83,10 @@ def test_loopback_is_refused_by_default_and_never_contacted(server):
 def test_an_allowed_private_server_is_read(server):
     base, requests = server
     assert OPEN.read_bytes(f"{base}/image.png") == BODY
+    assert OPEN.exists(f"{base}/image.png") and not OPEN.exists(f"{base}/missing.png")
+    with pytest.raises(StorageNotFoundError, match="missing.png: not found"):
+        OPEN.read_bytes(f"{base}/missing.png")
+    assert requests == ["/image.png", "/image.png", "/missing.png", "/missing.png"]
 
 
 @pytest.mark.parametrize("path", ["/image.png", "/undeclared.png"])
@@ -92,10 +96,6 @@ def test_a_body_over_the_byte_limit_is_refused(server, path):
     assert OPEN.read_bytes(f"{base}{path}", max_bytes=len(BODY)) == BODY
     with pytest.raises(StorageError, match=rf"has (\d+) bytes, more than the {len(BODY) - 1} allowed here"):
         OPEN.read_bytes(f"{base}{path}", max_bytes=len(BODY) - 1)
-    assert OPEN.exists(f"{base}/image.png") and not OPEN.exists(f"{base}/missing.png")
-    with pytest.raises(StorageNotFoundError, match="missing.png: not found"):
-        OPEN.read_bytes(f"{base}/missing.png")
-    assert requests == ["/image.png", "/image.png", "/missing.png", "/missing.png"]
 
 
 @pytest.mark.parametrize("path", ["/to-metadata?x=1", "/to-loopback"])
