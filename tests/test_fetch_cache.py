@@ -77,6 +77,10 @@ def test_a_remote_folder_is_fetched_with_its_layout(s3_bucket, tmp_path):
     assert open(os.path.join(local, "tokenizer.pth"), "rb").read() == b"vae"
     assert open(os.path.join(local, "text_encoder", "config.json"), "rb").read() == b"{}"
     assert cache.folder(f"{root}/checkpoints") == local
+    only_vae = FetchCache(Storage(options=options), root=str(tmp_path / "other")).folder(
+        f"{root}/checkpoints", keep=lambda relative: relative == "tokenizer.pth"
+    )
+    assert os.listdir(only_vae) == ["tokenizer.pth"]
     with pytest.raises(StorageError, match="no files under it"):
         cache.folder(f"{root}/nothing")
 

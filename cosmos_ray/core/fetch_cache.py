@@ -29,7 +29,7 @@ import json
 import os
 import posixpath
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -86,8 +86,9 @@ class FetchCache:
             record = _download(fs, remote, info, target, url)
         return Fetched(target, record["sha256"], fetched=True)
 
-    def folder(self, url: str) -> str:
-        """A local copy of the folder at `url` (every file under it, same layout); a local path as it is."""
+    def folder(self, url: str, keep: Callable[[str], bool] | None = None) -> str:
+        """A local copy of the folder at `url` (same layout), of the files whose path relative to it `keep` accepts
+        (default: all); a local path as it is."""
         if is_local(url):
             return _local_path(url)
         entry = self._entry(url)
@@ -96,8 +97,9 @@ class FetchCache:
             fs, remote = self.storage.filesystem(url)
             listing = fs.find(remote, detail=True)
         files = {posixpath.relpath(name, remote.rstrip("/")): info for name, info in listing.items()}
+        files = {relative: info for relative, info in files.items() if keep is None or keep(relative)}
         if not files:
-            raise StorageError("fetch", url, "no files under it")
+            raise StorageError("fetch", url, "no files under it" + (" that the model needs" if keep else ""))
         with _locked(entry):
             for relative, info in sorted(files.items()):
                 target = os.path.join(local, *relative.split("/"))
