@@ -74,6 +74,7 @@ def test_a_remote_folder_is_fetched_with_its_layout(s3_bucket, tmp_path):
     put(f"{root}/checkpoints/text_encoder/config.json", b"{}", options)
     cache = FetchCache(Storage(options=options), root=str(tmp_path))
     local = cache.folder(f"{root}/checkpoints")
+    assert sorted(os.listdir(local)) == ["text_encoder", "tokenizer.pth"]  # the remote layout, nothing more
     assert open(os.path.join(local, "tokenizer.pth"), "rb").read() == b"vae"
     assert open(os.path.join(local, "text_encoder", "config.json"), "rb").read() == b"{}"
     assert cache.folder(f"{root}/checkpoints") == local
@@ -90,11 +91,11 @@ def test_a_download_that_does_not_match_the_store_leaves_nothing(s3_bucket, tmp_
     put(f"{root}/model.pt", b"0123456789", options)
     fs, remote = Storage(options=options).filesystem(f"{root}/model.pt")
     info = fs.info(remote)
-    target = str(tmp_path / "model.pt")
+    target, record = str(tmp_path / "model.pt"), str(tmp_path / "model.pt.json")
     with pytest.raises(FetchError, match="got 10 bytes, the store lists 11"):
-        _download(fs, remote, {**info, "size": 11}, target, f"{root}/model.pt")
+        _download(fs, remote, {**info, "size": 11}, target, record, f"{root}/model.pt")
     with pytest.raises(FetchError, match="differs from the store's checksum"):
-        _download(fs, remote, {**info, "ETag": '"' + "0" * 32 + '"'}, target, f"{root}/model.pt")
+        _download(fs, remote, {**info, "ETag": '"' + "0" * 32 + '"'}, target, record, f"{root}/model.pt")
     assert os.listdir(tmp_path) == []
 
 

@@ -10,8 +10,9 @@ several loaders at once and against being killed midway:
 - the bytes go to a temporary file in the same folder, which is renamed onto its name (`os.replace`, atomic) only
   once complete, so a file in the cache is always whole;
 - its size must be the store's, and its MD5 the store's checksum where the store gives one (an S3 ETag of a
-  single-part upload, a GCS `md5Hash`); its SHA-256 is computed on the way and recorded beside it
-  (`<name>.json`: URL, size, ETag, SHA-256), so the sample records can name the content without reading it again.
+  single-part upload, a GCS `md5Hash`); its SHA-256 is computed on the way and recorded in the entry's `.records/`
+  (`<name>.json`: URL, size, ETag, SHA-256; outside the copied tree, which keeps the remote layout exactly), so
+  the sample records can name the content without reading it again.
 
 A cached copy is used when the store still reports the recorded size and ETag (one metadata request per load),
 else fetched again. Local paths are used where they are; their SHA-256 is computed once and remembered in the
@@ -38,6 +39,7 @@ from cosmos_ray.core.storage import Storage, StorageError, is_local, one_line_er
 
 CACHE_DIR_ENV = "COSMOS_RAY_CACHE_DIR"
 CHUNK_BYTES = 8 * 2**20
+RECORDS = ".records"  # an entry's records of its files, beside the copied file or tree
 
 
 def default_cache_dir() -> str:
@@ -73,17 +75,18 @@ class FetchCache:
                 raise StorageError("read", url, "not found" if not os.path.exists(path) else "it is not a file")
             return Fetched(path, self.sha256_of(path))
         entry = self._entry(url)
-        target = os.path.join(entry, posixpath.basename(url.rstrip("/")) or "file")
+        name = posixpath.basename(url.rstrip("/")) or "file"
+        target, record_path = os.path.join(entry, name), os.path.join(entry, RECORDS, name + ".json")
         with one_line_errors("fetch", url):
             fs, remote = self.storage.filesystem(url)
             info = fs.info(remote)
         if info.get("type") == "directory":
             raise StorageError("fetch", url, "it is a folder, not a file")
         with _locked(entry):
-            cached = _cached_record(target, info)
+            cached = _cached_record(target, record_path, info)
             if cached is not None:
                 return Fetched(target, cached["sha256"])
-            record = _download(fs, remote, info, target, url)
+            record = _download(fs, remote, info, target, record_path, url)
         return Fetched(target, record["sha256"], fetched=True)
 
     def folder(self, url: str, keep: Callable[[str], bool] | None = None) -> str:
@@ -103,8 +106,10 @@ class FetchCache:
         with _locked(entry):
             for relative, info in sorted(files.items()):
                 target = os.path.join(local, *relative.split("/"))
-                if _cached_record(target, info) is None:
-                    _download(fs, info["name"], info, target, posixpath.join(url.rstrip("/"), relative))
+                record_path = os.path.join(entry, RECORDS, *relative.split("/")) + ".json"
+                if _cached_record(target, record_path, info) is None:
+                    remote_url = posixpath.join(url.rstrip("/"), relative)
+                    _download(fs, info["name"], info, target, record_path, remote_url)
         return local
 
     def sha256_of(self, path: str) -> str:
@@ -128,8 +133,9 @@ class FetchCache:
         return os.path.join(self.root, "fetch", _digest(url)[:24])
 
 
-def _download(fs: Any, remote: str, info: dict[str, Any], target: str, url: str) -> dict[str, Any]:
-    """Streams `remote` into `target` (temporary file, verified, renamed) and records it; returns the record."""
+def _download(fs: Any, remote: str, info: dict[str, Any], target: str, record_path: str, url: str) -> dict[str, Any]:
+    """Streams `remote` into `target` (temporary file, verified, renamed) and records it in `record_path`;
+    returns the record."""
     os.makedirs(os.path.dirname(target), exist_ok=True)
     temporary = f"{target}.{secrets.token_hex(4)}.part"
     sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
@@ -153,13 +159,13 @@ def _download(fs: Any, remote: str, info: dict[str, Any], target: str, url: str)
             os.unlink(temporary)
         raise
     record = {"url": url, "size": size, "etag": _etag(info), "sha256": sha256.hexdigest()}
-    _write_json_atomic(target + ".json", record)
+    _write_json_atomic(record_path, record)
     return record
 
 
-def _cached_record(target: str, info: dict[str, Any]) -> dict[str, Any] | None:
+def _cached_record(target: str, record_path: str, info: dict[str, Any]) -> dict[str, Any] | None:
     """The record of a cached copy that still matches the store's `info` (size, ETag), else None."""
-    record = _read_json(target + ".json")
+    record = _read_json(record_path)
     if record is None or not os.path.isfile(target) or os.path.getsize(target) != record.get("size"):
         return None
     if record["size"] != info["size"] or record.get("etag") != _etag(info):
