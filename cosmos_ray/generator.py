@@ -87,7 +87,9 @@ class Generator:
         self.offloader.place([text_encoder], offload.text_encoder)
         self.velocity_model = ParallelDiT(dit, parallel) if parallel is not None else dit
         self.storage = storage
-        self._adapters = DiTAdapters(dit, describe_net(info.model, dit.cfg), FetchCache(storage), adapter_cache)
+        self._adapters = DiTAdapters(
+            dit, describe_net(info.model, dit.cfg), FetchCache(storage), adapter_cache, device=device
+        )
 
     @classmethod
     def from_pretrained(

@@ -105,7 +105,9 @@ def load_models(
     dit: MiniTrainDiT | None = None
     if checkpoint_path is not None:
         cfg = dit_config(source, model)
-        dit, checkpoint = load_checkpoint_dit(checkpoint_path, cfg, model, fetch, device=dit_device, dtype=dtype)
+        dit, checkpoint = load_checkpoint_dit(
+            checkpoint_path, cfg, model, fetch, device=dit_device, dtype=dtype, merge_device=device
+        )
     if preset is not None:
         drawn, vae, text_encoder = _random_models(preset, model, device, dtype, cache, offload, dit is None)
         dit = dit or drawn
@@ -142,9 +144,11 @@ def load_checkpoint_dit(
     *,
     device: torch.device,
     dtype: torch.dtype,
+    merge_device: torch.device | None = None,
 ) -> tuple[MiniTrainDiT, Checkpoint]:
     """The DiT of a user's checkpoint `path` (file or diffusers folder, local or URL) with `cfg`'s shapes, its
-    own LoRA merged in, on `device` in `dtype`; and how the records name it.
+    own LoRA merged in (computed on `merge_device`, default `device`), on `device` in `dtype`; and how the
+    records name it.
 
     Everything is checked before the weights move: keys and shapes against `model`'s net, the LoRA factors
     against its layers (CheckpointMismatchError, one line).
@@ -161,7 +165,7 @@ def load_checkpoint_dit(
     load_into(dit, state, what=f"DiT checkpoint {path}")
     dit.to(device)
     if embedded is not None:  # in the file's precision, before the cast
-        merge_permanently(dit, [(embedded, 1.0)])
+        merge_permanently(dit, [(embedded, 1.0)], merge_device)
     dit.cast(dtype).eval().requires_grad_(False)
     return dit, Checkpoint(path, sha256)
 

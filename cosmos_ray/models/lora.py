@@ -252,13 +252,14 @@ def merged_weight(base: torch.Tensor, terms: Sequence[tuple[LoraLayer, float]], 
     return weight
 
 
-def merge_permanently(net: nn.Module, blend: Blend) -> None:
-    """Merges `blend` into `net`'s weights for good (a checkpoint's own LoRA: its weights are base + LoRA)."""
+def merge_permanently(net: nn.Module, blend: Blend, device: torch.device | None = None) -> None:
+    """Merges `blend` into `net`'s weights for good (a checkpoint's own LoRA: its weights are base + LoRA),
+    computing on `device` (default: each weight's own)."""
     modules = dict(net.named_modules())
     with torch.no_grad():
         for name, terms in _by_layer(blend).items():
             weight = modules[name].weight
-            weight.copy_(merged_weight(weight, terms, weight.device))
+            weight.copy_(merged_weight(weight, terms, device or weight.device))
 
 
 class AdapterMerger:
@@ -267,10 +268,12 @@ class AdapterMerger:
     `merge(blend)` writes base + the blend into every layer the blend targets and puts the base weight back
     into the layers the previous blend touched and this one does not. The base weight of each layer is copied
     to the host (pinned on CUDA) the first time an adapter touches it; the weights are changed in place, so
-    wrappers, compiled blocks and offloaded host copies keep pointing at them.
+    wrappers, compiled blocks and offloaded host copies keep pointing at them. The sums are computed on
+    `device` (default: each weight's own; the GPU for a DiT that waits on the CPU, offloaded).
     """
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, device: torch.device | None = None):
+        self.device = device
         self.linears = {name: m for name, m in net.named_modules() if isinstance(m, nn.Linear)}
         self.base: dict[str, torch.Tensor] = {}  # host copies of the base weights of the touched layers
         self.touched: set[str] = set()  # layers whose weight is not their base weight now
@@ -284,7 +287,7 @@ class AdapterMerger:
                 weight = self.linears[name].weight
                 if name not in self.base:
                     self.base[name] = _host_copy(weight)
-                weight.copy_(merged_weight(self.base[name], terms, weight.device))
+                weight.copy_(merged_weight(self.base[name], terms, self.device or weight.device))
         self.touched = set(layers)
 
 
@@ -342,15 +345,22 @@ class DiTAdapters:
 
     `set(refs)` reads and checks every adapter before it changes a weight, so a bad one leaves the net as it
     was; the same set again is a no-op, and `set(())` gives the base weights back bit for bit. `model` names the
-    net in messages (e.g. "model 2B/post-trained (DiT 2048 wide, 28 blocks)").
+    net in messages (e.g. "model 2B/post-trained (DiT 2048 wide, 28 blocks)"); `device` computes the merges.
     """
 
-    def __init__(self, net: MiniTrainDiT, model: str, fetch: FetchCache, cache: AdapterCache | None = None):
+    def __init__(
+        self,
+        net: MiniTrainDiT,
+        model: str,
+        fetch: FetchCache,
+        cache: AdapterCache | None = None,
+        device: torch.device | None = None,
+    ):
         self.net = net
         self.model = model
         self.fetch = fetch
         self.cache = cache if cache is not None else AdapterCache()
-        self.merger = AdapterMerger(net)
+        self.merger = AdapterMerger(net, device)
         self.current: tuple[LoraRef, ...] = ()
         self.records: list[dict] = []  # {"path", "scale", "sha256"} of the current set, for the metadata
 
