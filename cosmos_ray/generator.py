@@ -20,7 +20,7 @@ models wait on the CPU and are on the GPU only during their stage.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
 
@@ -29,7 +29,9 @@ import torch
 
 from cosmos_ray import autoregressive
 from cosmos_ray.conditioning import normalize_pixels, read_conditioning
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.dtypes import default_dtype_name
+from cosmos_ray.core.fetch_cache import FetchCache
 from cosmos_ray.core.media import MediaLimits
 from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.core.options import EngineOptions
@@ -38,8 +40,9 @@ from cosmos_ray.core.registry import DEFAULT_MODEL, check_source, get_model
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import Storage
-from cosmos_ray.loading import ModelInfo, load_models
+from cosmos_ray.loading import ModelInfo, describe_net, dit_config, load_models
 from cosmos_ray.models.dit import MiniTrainDiT
+from cosmos_ray.models.lora import AdapterCache, DiTAdapters
 from cosmos_ray.models.text import TextEncoder
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import WanVAE
@@ -67,9 +70,11 @@ class Generator:
         offload: OffloadConfig = NO_OFFLOAD,
         storage: Storage = Storage(),
         media_limits: MediaLimits = MediaLimits(),
+        adapter_cache: AdapterCache | None = None,
     ):
         """The models are on `device`; those `offload` names are moved to the CPU, to wait there between
-        their stages. `storage` reaches the conditioning inputs, each checked against `media_limits`."""
+        their stages. `storage` reaches the conditioning inputs, each checked against `media_limits`; LoRA
+        adapters (`set_adapters`) are read through it into `adapter_cache`."""
         self.dit = dit
         self.vae = vae
         self.text_encoder = text_encoder
@@ -86,6 +91,9 @@ class Generator:
         self.velocity_model = ParallelDiT(dit, parallel) if parallel is not None else dit
         self.storage = storage
         self.media_limits = media_limits
+        self._adapters = DiTAdapters(
+            dit, describe_net(info.model, dit.cfg), FetchCache(storage), adapter_cache, device=device
+        )
 
     @classmethod
     def from_pretrained(
@@ -103,6 +111,8 @@ class Generator:
         media_limits: MediaLimits = MediaLimits(),
         compile: bool = False,
         attention_backend: str = "auto",
+        checkpoint_path: str | None = None,
+        loras: Sequence[LoraRef] = (),
     ) -> Generator:
         """Loads official model `model` from a random-weight preset (`RANDOM_PRESETS`) or a checkpoint folder.
 
@@ -112,7 +122,10 @@ class Generator:
         `offload` keeps models on the CPU between their stages; offloaded models are also loaded there.
         `embedding_cache` (an fsspec folder) shares prompt embeddings; `storage` reaches it and the
         conditioning inputs, which `media_limits` bounds; `compile` torch.compiles the DiT's blocks;
-        `attention_backend` picks the DiT's attention kernel (`cosmos_ray.models.attention`).
+        `attention_backend` picks the DiT's attention kernel (`cosmos_ray.models.attention`). `checkpoint_path`
+        (a file, a diffusers `transformer/` folder, or their URL) replaces the DiT of `source` with the user's
+        (`cosmos_ray.loading`); `loras` are merged into it (`set_adapters`). A checkpoint or adapter that does
+        not fit the model raises CheckpointMismatchError before any model is put on the device.
         """
         check_source(source, model)
         official = get_model(model)
@@ -120,6 +133,14 @@ class Generator:
             device = parallel.device
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = dtype or getattr(torch, default_dtype_name(device.type))
+        fetch = FetchCache(storage)
+        adapter_cache = AdapterCache()
+        if loras:  # read and checked against the net's shapes (no weights) before any model is loaded
+            with torch.device("meta"):
+                shapes = MiniTrainDiT(dit_config(source, official))
+            checker = DiTAdapters(shapes, describe_net(official, shapes.cfg), fetch, adapter_cache)
+            for ref in loras:
+                checker.load(ref)
         models = load_models(
             source,
             official,
@@ -129,8 +150,10 @@ class Generator:
             cache=EmbeddingCache(url=embedding_cache, storage=storage),
             compile=compile,
             attention_backend=attention_backend,
+            checkpoint_path=checkpoint_path,
+            fetch=fetch,
         )
-        return cls(
+        generator = cls(
             *models,
             sampler or get_sampler(official.sampler_recipe),
             device=device,
@@ -139,7 +162,10 @@ class Generator:
             offload=offload,
             storage=storage,
             media_limits=media_limits,
+            adapter_cache=adapter_cache,
         )
+        generator.set_adapters(loras)
+        return generator
 
     @classmethod
     def from_options(
@@ -162,7 +188,22 @@ class Generator:
             media_limits=options.media_limits,
             compile=options.compile,
             attention_backend=options.attention_backend,
+            checkpoint_path=options.checkpoint_path,
+            loras=options.loras,
         )
+
+    @property
+    def adapters(self) -> tuple[LoraRef, ...]:
+        """The LoRA adapters merged into the DiT now (beside a checkpoint's own LoRA, which is part of it)."""
+        return self._adapters.current
+
+    def set_adapters(self, loras: Sequence[LoraRef]) -> None:
+        """Makes the DiT's weights the loaded ones plus exactly `loras`, blended and merged (each targeted layer
+        W + sum(scale * alpha / rank * B A)): a merged step costs what a base step costs. A no-op when the set is
+        unchanged; `set_adapters(())` restores the loaded weights bit for bit. Every adapter is read and checked
+        first: a bad one raises CheckpointMismatchError (a missing file StorageError) with no weight changed.
+        Every rank of a parallel group must make the same calls."""
+        self._adapters.set(loras)
 
     @property
     def is_output_rank(self) -> bool:
@@ -356,6 +397,10 @@ class Generator:
             "offload": str(self.offload),
             "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
         }
+        if self.info.checkpoint is not None:
+            metadata["checkpoint"] = self.info.checkpoint.to_dict()
+        if self._adapters.records:
+            metadata["loras"] = [dict(record) for record in self._adapters.records]
         if chunks:  # autoregressive: one record per window
             metadata["chunks"] = chunks
         return metadata

@@ -52,7 +52,18 @@ def add_engine_options(
             continue
         flag = "--" + field.name.replace("_", "-")
         meta = field.metadata
-        if field.type == "bool":
+        if meta["repeat"] is not None:
+            repeat_flag, parse = meta["repeat"]
+            parser.add_argument(
+                repeat_flag,
+                dest=field.name,
+                action="append",
+                type=parse,
+                default=[],
+                metavar=meta["metavar"],
+                help=meta["help"],
+            )
+        elif field.type == "bool":
             parser.add_argument(flag, action="store_true", help=meta["help"])
         elif field.type == "bool | None":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=meta["help"])

@@ -23,6 +23,10 @@ GENERIC = [field for field in dataclasses.fields(EngineOptions) if field.name no
 def other_value(field: dataclasses.Field) -> tuple[object, list[str]]:
     """A value other than the field's default, and the command-line words that set it."""
     flag = "--" + field.name.replace("_", "-")
+    if field.metadata["repeat"] is not None:  # a tuple, one flag per value
+        repeat_flag, parse = field.metadata["repeat"]
+        values = ["memory://engine-option", "memory://other:0.5"]
+        return tuple(map(parse, values)), [repeat_flag, values[0], repeat_flag, values[1]]
     if field.type in ("bool", "bool | None"):
         return True, [flag]
     choices = field.metadata["choices"]
@@ -53,8 +57,9 @@ def test_every_option_reaches_the_engine_from_every_command_line(entry_point, fi
 @pytest.mark.parametrize("field", GENERIC, ids=lambda field: field.name)
 def test_every_option_is_a_serve_argument_of_the_same_name(field):
     """A field added to EngineOptions without its ServeArgs field fails here (ServeArgs forbids unknown keys)."""
-    value, _ = other_value(field)
-    assert getattr(ServeArgs(**{field.name: value}).engine_options(), field.name) == value
+    value, words = other_value(field)
+    argument = words[1::2] if field.metadata["repeat"] is not None else value  # Serve takes the flags' texts
+    assert getattr(ServeArgs(**{field.name: argument}).engine_options(), field.name) == value
 
 
 def test_the_weights_and_offloading_reach_the_engine():

@@ -94,6 +94,13 @@ def test_an_unwritable_embedding_cache_stops_before_ray(tmp_path, manifest, caps
     assert status == 1 and err.startswith("error: cannot write to /proc/cosmos-ray-cache: ")
 
 
+@pytest.mark.parametrize("flag", ["--checkpoint-path", "--lora"])
+def test_a_missing_checkpoint_or_adapter_stops_before_ray(tmp_path, manifest, capsys, no_ray, flag):
+    argv = ["--manifest", manifest, "--output", str(tmp_path / "out"), flag, str(tmp_path / "mine.pt")]
+    status, err = run_job(argv, capsys)
+    assert status == 1 and err.startswith(f"error: cannot read {tmp_path / 'mine.pt'}: not found")
+
+
 @pytest.mark.parametrize(
     "argv",
     [["--schedule-timeout", "0"], ["--max-pixels", "0"], ["--max-num-steps", "x"]],

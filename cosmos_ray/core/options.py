@@ -7,7 +7,8 @@ the engine from it. Plain data, no torch, so the Ray driver side can hold it.
 
 An option has one name everywhere: the field name here is the Serve argument, and the command-line flag is the
 same name with dashes (`embedding_cache` -> `--embedding-cache`). The fields whose metadata has a `help` get
-their flag from `jobs.options.add_engine_options` without further code; `source`, `offload` and `storage` have
+their flag from `jobs.options.add_engine_options` without further code (a repeatable one, such as `loras`, names
+its singular flag and how one value is parsed: `--lora PATH[:SCALE]`); `source`, `offload` and `storage` have
 flags of their own shape (`--preset` / `--checkpoint-dir`, the three official offload flags, the storage
 options). docs/architecture.md, "Where to add an engine option", has the steps.
 """
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.dtypes import DTYPE_NAMES
 from cosmos_ray.core.guardrails import Guardrails, GuardrailSetting, guardrail_setting
 from cosmos_ray.core.media import MediaLimits
@@ -31,11 +33,16 @@ ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
 
 
 def _option(
-    help: str, choices: Callable[[], tuple[str, ...]] | None = None, metavar: str | None = None
+    help: str,
+    choices: Callable[[], tuple[str, ...]] | None = None,
+    metavar: str | None = None,
+    *,
+    repeat: tuple[str, Callable[[str], Any]] | None = None,
 ) -> dict[str, Any]:
     """Field metadata of an option that gets its command-line flag generically (`choices` is read when a
-    parser is built, so models registered after import are offered too)."""
-    return {"help": help, "choices": choices, "metavar": metavar}
+    parser is built, so models registered after import are offered too). A tuple-valued option gives
+    `repeat`: its flag, given once per value, and how one value is parsed from the command line."""
+    return {"help": help, "choices": choices, "metavar": metavar, "repeat": repeat}
 
 
 @dataclass(frozen=True)
@@ -76,11 +83,35 @@ class EngineOptions:
             "similar guardrail; off with the random-weight presets (README: Guardrails)"
         ),
     )
+    checkpoint_path: str | None = field(
+        default=None,
+        metadata=_option(
+            "your own DiT checkpoint, post-trained from --model (as the official --checkpoint-path with "
+            "--experiment): a consolidated official .pt (EMA or not, bf16 or fp32, with or without LoRA keys), a "
+            ".safetensors file or a diffusers transformer/ folder; a local path or any fsspec URL (fetched once "
+            "per node). It replaces only the DiT: the VAE and text encoder come from --preset / --checkpoint-dir "
+            "(docs/own-models.md)",
+            metavar="PATH_OR_URL",
+        ),
+    )
+    loras: tuple[LoraRef, ...] = field(
+        default=(),
+        metadata=_option(
+            "a LoRA adapter to merge into the DiT, at SCALE (default 1), repeatable: several blend as W + sum("
+            "scale * alpha / rank * B A); official (.pt) or diffusers (pytorch_lora_weights.safetensors) format, "
+            "a local path or any fsspec URL (docs/own-models.md)",
+            metavar="PATH[:SCALE]",
+            repeat=("--lora", LoraRef.parse),
+        ),
+    )
     storage: Storage = field(default_factory=Storage)  # reaches conditioning inputs and the embedding cache
     # the largest conditioning input decoded (bytes, pixels, frames, duration), checked before decoding
     media_limits: MediaLimits = field(default_factory=MediaLimits)
 
     def __post_init__(self) -> None:
+        # a list (argparse's append, JSON) or strings `PATH[:SCALE]` become the tuple of `LoraRef`s
+        loras = tuple(ref if isinstance(ref, LoraRef) else LoraRef.parse(ref) for ref in self.loras)
+        object.__setattr__(self, "loras", loras)
         get_model(self.model)  # ValueError naming the official models
         check_source(self.source, self.model)  # a preset of another model size
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:

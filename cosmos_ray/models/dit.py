@@ -93,6 +93,10 @@ class DiTConfig:
             fp32_modulation=model.fp32_modulation,
         )
 
+    def describe(self) -> str:
+        """The net's size in words, for messages: "DiT 2048 wide, 28 blocks"."""
+        return f"DiT {self.model_channels} wide, {self.num_blocks} blocks"
+
     @property
     def head_dim(self) -> int:
         return self.model_channels // self.num_heads
@@ -570,6 +574,13 @@ def read_dit_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor]) 
     return state
 
 
+def with_rope_tables(state: Mapping[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
+    """`state` with the RoPE tables of `cfg` where it has none: diffusers files lack them (functions of the
+    config)."""
+    rope_tables = {f"pos_embedder.{k}": v for k, v in build_rope(cfg).state_dict().items()}
+    return {**rope_tables, **state}
+
+
 def load_dit(
     source: str | os.PathLike | Mapping[str, torch.Tensor],
     cfg: DiTConfig,
@@ -585,9 +596,7 @@ def load_dit(
     state = read_dit_state_dict(source)
     with torch.device("meta"):
         model = MiniTrainDiT(cfg, attention_backend)
-    # Diffusers files lack the RoPE tables; they are functions of the config.
-    rope_tables = {f"pos_embedder.{k}": v for k, v in build_rope(cfg).state_dict().items()}
-    state = {**rope_tables, **state}
-    load_into(model, state, what="DiT state dict" if isinstance(source, Mapping) else f"DiT checkpoint {source}")
+    what = "DiT state dict" if isinstance(source, Mapping) else f"DiT checkpoint {source}"
+    load_into(model, with_rope_tables(state, cfg), what=what)
     model.to(device).cast(dtype).eval().requires_grad_(False)
     return model.compile_blocks() if compile else model

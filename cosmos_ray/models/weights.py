@@ -13,7 +13,7 @@ copies in host memory.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -76,11 +76,9 @@ def rename_keys(state: Mapping[str, torch.Tensor], rename: Callable[[str], str |
     return out
 
 
-def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str = "checkpoint") -> nn.Module:
-    """Loads `state` strictly into `module`, assigning tensors (works for modules built on `meta`).
-
-    Raises CheckpointMismatchError that lists missing keys, unexpected keys and shape mismatches.
-    """
+def find_mismatches(module: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str], list[str]]:
+    """(missing keys, unexpected keys, "key: file (..) vs model (..)" shape mismatches) of `state` for `module`,
+    each sorted."""
     expected = {k: v.shape for k, v in module.state_dict().items()}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -89,6 +87,22 @@ def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str
         for k in set(expected) & set(state)
         if tuple(state[k].shape) != tuple(expected[k])
     )
+    return missing, unexpected, wrong_shape
+
+
+def mismatch_error(what: str, model: str, problem: str, keys: Sequence[str], hint: str) -> CheckpointMismatchError:
+    """The one-line error of a file that does not fit a model: the file, the model, the problem with the first
+    offending keys, and what to pass instead."""
+    shown = ", ".join(keys[:3]) + (f" (and {len(keys) - 3} more)" if len(keys) > 3 else "")
+    return CheckpointMismatchError(f"{what} does not fit {model}: {problem}: {shown}; {hint}")
+
+
+def load_into(module: nn.Module, state: Mapping[str, torch.Tensor], *, what: str = "checkpoint") -> nn.Module:
+    """Loads `state` strictly into `module`, assigning tensors (works for modules built on `meta`).
+
+    Raises CheckpointMismatchError that lists missing keys, unexpected keys and shape mismatches.
+    """
+    missing, unexpected, wrong_shape = find_mismatches(module, state)
     if missing or unexpected or wrong_shape:
 
         def listing(title: str, items: list[str]) -> str:

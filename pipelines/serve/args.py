@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.dtypes import DTYPE_NAMES
 from cosmos_ray.core.limits import TRAINED_PIXELS_720P, SpecLimits
 from cosmos_ray.core.media import MediaLimits
@@ -36,6 +37,14 @@ class ServeArgs(BaseModel):
     compile: bool = Field(False, description="torch.compile the DiT blocks: a slower start, faster steps")
     attention_backend: str = Field("auto", description=f"one of {', '.join(ATTENTION_BACKENDS)}")
     embedding_cache: str | None = Field(None, description="fsspec folder where replicas share prompt embeddings")
+    checkpoint_path: str | None = Field(
+        None,
+        description="your own DiT checkpoint (file, diffusers transformer/ folder, or their URL), post-trained from "
+        "`model`; replaces only the DiT of the preset or checkpoint_dir (docs/own-models.md)",
+    )
+    loras: list[str] = Field(
+        [], description="LoRA adapters merged into the DiT for every request, each 'PATH[:SCALE]' (docs/own-models.md)"
+    )
     gpus_per_replica: int = Field(1, ge=1, description="GPUs in each replica's group (context parallel)")
     use_gpus: bool = Field(
         True, description="false: replicas ask for no GPU and run on CPU (the tiny preset on a laptop)"
@@ -97,6 +106,8 @@ class ServeArgs(BaseModel):
             attention_backend=self.attention_backend,
             offload=OffloadConfig(self.offload_diffusion_model, self.offload_tokenizer, self.offload_text_encoder),
             embedding_cache=self.embedding_cache,
+            checkpoint_path=self.checkpoint_path,
+            loras=tuple(LoraRef.parse(text) for text in self.loras),
             guardrails=self.guardrails,
             storage=self.storage(),
             media_limits=MediaLimits.from_mapping(self.media_limits),
