@@ -20,7 +20,7 @@ models wait on the CPU and are on the GPU only during their stage.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
 
@@ -29,6 +29,7 @@ import torch
 
 from cosmos_ray import autoregressive
 from cosmos_ray.conditioning import read_conditioning
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.dtypes import default_dtype_name
 from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
 from cosmos_ray.core.options import EngineOptions
@@ -171,7 +172,9 @@ class Generator:
         """Generates the spec's video; None on ranks other than 0 of a parallel group.
 
         `progress(step)` gets a `Step` after every denoising step (of every window). A spec that asks for
-        several videos (`num_generations`) is refused: callers generate each of `spec.generations()`.
+        several videos (`num_generations`) is refused: callers generate each of `spec.generations()`. The DiT
+        runs with exactly the spec's adapters (`cosmos_ray_loras`; none when it names none: the entry points
+        fill in the run's default adapters, `GenerationSpec.for_weights`).
         """
         if spec.num_generations != 1:
             raise SpecError(
@@ -179,6 +182,7 @@ class Generator:
                 "num_generations",
                 f"asks for {spec.num_generations} videos; one call makes one (generate each of spec.generations())",
             )
+        self.set_adapters(spec.cosmos_ray_loras or ())
         timings: dict[str, float] = {}
         chunks: list[dict] = []
         start = time.perf_counter()
@@ -194,6 +198,17 @@ class Generator:
             return None
         timings["total"] = time.perf_counter() - start
         return GenerationResult(frames, spec.fps, self._metadata(spec, frames, timings, chunks))
+
+    # PLACEHOLDER (branch wt/own-rows, issue 26): `set_adapters` and `adapters` are implemented by the engine
+    # side (branch wt/own-engine); this stand-in only keeps the stock-weight path running until that lands, and
+    # the merge replaces it. It merges nothing, so it refuses any adapter rather than ignore it.
+    def set_adapters(self, loras: Sequence[LoraRef]) -> None:
+        if loras:
+            raise NotImplementedError("LoRA adapters are not implemented on this branch (issue 26, engine side)")
+
+    @property
+    def adapters(self) -> tuple[LoraRef, ...]:
+        return ()
 
     def resolution(self, spec: GenerationSpec) -> tuple[int, int]:
         """(H, W) of the spec's video: its `resolution`, or the model's trained one for "none"."""

@@ -17,7 +17,7 @@ from cosmos_ray.core.presets import RANDOM_PRESETS
 from cosmos_ray.core.registry import models_help
 from cosmos_ray.core.storage import Storage, parse_storage_options
 
-SOURCE_FIELDS = ("source", "offload", "storage")  # the EngineOptions fields with flags of their own shape
+SOURCE_FIELDS = ("source", "checkpoint_path", "loras", "offload", "storage")  # fields with flags of their own shape
 
 
 def models_epilog() -> str:

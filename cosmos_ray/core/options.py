@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.dtypes import DTYPE_NAMES
 from cosmos_ray.core.guardrails import Guardrails, GuardrailSetting, guardrail_setting
 from cosmos_ray.core.offload_config import NO_OFFLOAD, OffloadConfig
@@ -42,6 +43,8 @@ class EngineOptions:
     """What the engine runs and how: the model and its weights, precision, kernels, offloading, caches."""
 
     source: str = "tiny"  # a random-weight preset (`cosmos_ray.core.presets`) or a checkpoint folder
+    checkpoint_path: str | None = None
+    loras: tuple[LoraRef, ...] = ()
     model: str = field(
         default=DEFAULT_MODEL,
         metadata=_option(
