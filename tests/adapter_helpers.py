@@ -65,7 +65,8 @@ class RecordingGenerator(Generator):
         return {**super()._metadata(spec, frames, timings, chunks), "loras": self._recorded}
 
 
-def _load_recording(options: EngineOptions, device: Any, parallel: Any) -> RecordingGenerator:
+def load_recording(options: EngineOptions, device: Any, parallel: Any) -> RecordingGenerator:
+    """The base family's loader, building a `RecordingGenerator` (in process: monkeypatch it into `FAMILIES`)."""
     return RecordingGenerator.from_options(options, device=device, parallel=parallel)  # type: ignore[return-value]
 
 
@@ -76,5 +77,5 @@ class RecordingOptions(EngineOptions):
     def __setstate__(self, state: dict[str, Any]) -> None:
         from cosmos_ray.families import FAMILIES
 
-        FAMILIES[BASE_FAMILY] = _load_recording
+        FAMILIES[BASE_FAMILY] = load_recording
         self.__dict__.update(state)
