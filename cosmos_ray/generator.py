@@ -218,7 +218,9 @@ class Generator:
         """Generates the spec's video; None on ranks other than 0 of a parallel group.
 
         `progress(step)` gets a `Step` after every denoising step (of every window). A spec that asks for
-        several videos (`num_generations`) is refused: callers generate each of `spec.generations()`.
+        several videos (`num_generations`) is refused: callers generate each of `spec.generations()`. The DiT
+        runs with exactly the spec's adapters (`cosmos_ray_loras`; none when it names none: the entry points
+        fill in the run's default adapters, `GenerationSpec.for_weights`).
         """
         if spec.num_generations != 1:
             raise SpecError(
@@ -226,6 +228,7 @@ class Generator:
                 "num_generations",
                 f"asks for {spec.num_generations} videos; one call makes one (generate each of spec.generations())",
             )
+        self.set_adapters(spec.cosmos_ray_loras or ())
         timings: dict[str, float] = {}
         chunks: list[dict] = []
         start = time.perf_counter()

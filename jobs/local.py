@@ -25,6 +25,7 @@ import numpy as np
 from cosmos_ray.core.guardrails import Blocked, Guardrails, check_installed, check_prompt, guard_video
 from cosmos_ray.core.manifest import ManifestError, load_specs
 from cosmos_ray.core.media import MediaError, write_mp4
+from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.outputs import BLOCKED, FAILED, OK, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.core.progress import Step
 from cosmos_ray.core.registry import get_model
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int
     setting = options.guardrail_setting(checks)
     try:
         check_installed(setting)
-        specs = load_specs(args.input, storage=options.storage)
+        specs = with_run_weights(load_specs(args.input, storage=options.storage), options)
         check_model_supports(options.model, specs)
     except (ManifestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -121,6 +122,22 @@ def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int
         f"{setting}; run table: {table}"
     )
     return 1 if counts[FAILED] or counts[BLOCKED] else 0
+
+
+def with_run_weights(
+    specs: list[tuple[GenerationSpec, str]], options: EngineOptions
+) -> list[tuple[GenerationSpec, str]]:
+    """Each spec with the run's checkpoint and default adapters (`GenerationSpec.for_weights`), before any
+    sample id is taken; ManifestError listing every spec that names another checkpoint."""
+    weighted, problems = [], []
+    for spec, source in specs:
+        try:
+            weighted.append((spec.for_weights(options.checkpoint_path, options.loras), source))
+        except SpecError as error:
+            problems.append(str(SpecError(f"{spec.name!r} ({source})", error.field, error.reason)))
+    if problems:
+        raise ManifestError(problems)
+    return weighted
 
 
 def check_model_supports(model: str, specs: list[tuple[GenerationSpec, str]]) -> None:

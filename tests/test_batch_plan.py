@@ -1,18 +1,19 @@
 """The batch job's check stage and plan without Ray: generations, the job-wide override, resume per generation, the
-plan's parsed specs and prompt order."""
+job's weights in each sample, the plan's parsed specs, its grouping by adapter set and prompt order."""
 
 import json
 
 import pyarrow as pa
 import pytest
 
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.limits import SpecLimits
 from cosmos_ray.core.outputs import OutputStore
 from cosmos_ray.core.registry import DEFAULT_MODEL
 from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.core.storage import Storage
 from pipelines.batch import CHECK_COLUMNS, INVALID, PENDING, SKIPPED, BatchConfig, check_rows
-from pipelines.batch.plan import plan
+from pipelines.batch.plan import adapter_set, plan
 
 
 def spec(name: str, **fields) -> dict:
@@ -89,3 +90,43 @@ def test_the_plan_holds_parsed_specs_ordered_by_prompt(tmp_path):
     assert {row: r.status for row, r in planned.records.items()} == {3: SKIPPED, 4: "duplicate"}
     assert planned.records[4].metadata == {"duplicate_of": "s.jsonl:1"}
     assert planned.committed == (GenerationSpec.from_dict(data[2]).sample_id,)
+
+
+def test_the_job_weights_are_in_each_sample_id_and_a_row_for_another_checkpoint_is_invalid(tmp_path):
+    table = manifest(spec("a"), spec("b", cosmos_ray_loras=[]), spec("c", cosmos_ray_checkpoint="/ckpt/other.pt"))
+    rows = check_rows(
+        table,
+        output=str(tmp_path),
+        storage=Storage(),
+        limits=SpecLimits(),
+        model=DEFAULT_MODEL,
+        checkpoint="/ckpt/mine.pt",
+        loras=(LoraRef("/loras/a.pt"),),
+    ).to_pylist()
+    a, b = (GenerationSpec.from_dict(json.loads(r["spec_json"])) for r in rows[:2])
+    assert (a.cosmos_ray_checkpoint, a.cosmos_ray_loras) == ("/ckpt/mine.pt", (LoraRef("/loras/a.pt"),))
+    assert (b.cosmos_ray_checkpoint, b.cosmos_ray_loras) == ("/ckpt/mine.pt", ())
+    assert [r["sample_id"] for r in rows[:2]] == [a.sample_id, b.sample_id]
+    assert a.sample_id != GenerationSpec.from_dict(spec("a")).sample_id  # the stock weights' sample is another
+    assert rows[2]["status"] == INVALID
+    assert rows[2]["error"].startswith("sample 'c': field 'cosmos_ray_checkpoint' names checkpoint '/ckpt/other.pt'")
+
+
+def test_the_plan_groups_samples_by_adapter_set(tmp_path):
+    def loras(*paths_and_scales) -> list[dict]:
+        return [{"path": path, "scale": scale} for path, scale in paths_and_scales]
+
+    data = [
+        spec("1", prompt="A.", cosmos_ray_loras=loras(("/b.pt", 1))),
+        spec("2", prompt="A."),
+        spec("3", prompt="B.", cosmos_ray_loras=loras(("/a.pt", 1), ("/b.pt", 1))),
+        spec("4", prompt="C.", cosmos_ray_loras=loras(("/b.pt", 1))),
+        spec("5", prompt="B.", cosmos_ray_loras=loras(("/b.pt", 0.5))),
+        spec("6", prompt="A.", cosmos_ray_loras=loras(("/b.pt", 1), ("/a.pt", 1))),  # the set of 3, in another order
+        spec("7", prompt="B."),
+        spec("8", prompt="B.", cosmos_ray_loras=loras(("/b.pt", 1))),
+    ]
+    pending = plan(check(tmp_path, manifest(*data)), OutputStore(str(tmp_path))).pending
+    # no adapters first, then each set together (by path, then scale), by prompt within a set
+    assert [p.spec.name for p in pending] == ["2", "7", "6", "3", "5", "1", "8", "4"]
+    assert [adapter_set(p.spec) for p in pending] == sorted(adapter_set(p.spec) for p in pending)

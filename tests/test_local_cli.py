@@ -1,6 +1,6 @@
 """The local CLI (`python -m jobs.local`) with the tiny preset on CPU: videos, skips and failure records,
-generations, guardrails (the stand-in of tests/guardrail_standin.py), and the arguments it refuses before any
-weight loads."""
+generations, per-spec adapters, guardrails (the stand-in of tests/guardrail_standin.py), and the arguments it
+refuses before any weight loads."""
 
 import json
 
@@ -10,9 +10,12 @@ import pytest
 
 from cosmos_ray.core.media import write_mp4
 from cosmos_ray.core.offload_config import OffloadConfig
+from cosmos_ray.core.registry import BASE_FAMILY
 from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.families import FAMILIES
 from cosmos_ray.generator import Generator
 from jobs import local
+from tests.adapter_helpers import file_sha256, load_recording, write_lora
 from tests.generator_helpers import make_spec
 from tests.guardrail_standin import GREY, StandInGuardrails
 from tests.media_helpers import png_header
@@ -165,3 +168,37 @@ def test_cli_offload_flags_reach_the_generator(tmp_path, monkeypatch):
         local.main(argv + ["--offload_diffusion_model", "--offload-text-encoder"])
     assert (made["source"], made["model"]) == ("random-14B", "14B/pre-trained")
     assert made["offload"] == OffloadConfig(diffusion_model=True, tokenizer=False, text_encoder=True)
+
+
+def test_cli_generates_each_spec_with_its_adapters_and_again_when_they_change(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(FAMILIES, BASE_FAMILY, load_recording)  # records each sample's adapters (adapter_helpers)
+    lora = write_lora(tmp_path / "robot.pt")
+    specs = tmp_path / "specs.jsonl"
+
+    def write_specs(scale: float) -> None:
+        with_lora = make_spec("text2world", name="with", guidance=0, num_steps=1).to_dict()
+        with_lora["cosmos_ray_loras"] = [{"path": "robot.pt", "scale": scale}]  # relative to the spec file
+        without = make_spec("text2world", name="without", guidance=0, num_steps=1).to_dict()
+        specs.write_text(f"{json.dumps(with_lora)}\n{json.dumps(without)}")
+
+    out = tmp_path / "out"
+    command = ["-i", str(specs), "-o", str(out), "--preset", "tiny", "--device", "cpu"]
+    write_specs(0.5)
+    assert local.main(command) == 0
+    records = {r["name"]: r for r in (json.loads(meta.read_text()) for meta in (out / "meta").glob("*.json"))}
+    assert records["with"]["metadata"]["loras"] == [{"path": lora, "scale": 0.5, "sha256": file_sha256(lora)}]
+    assert json.loads(records["with"]["spec_json"])["cosmos_ray_loras"] == [{"path": lora, "scale": 0.5}]
+    assert records["without"]["metadata"]["loras"] == [] and "cosmos_ray_loras" not in records["without"]["spec_json"]
+
+    write_specs(1.0)
+    assert local.main(command) == 0
+    assert "1 ok, 1 skipped, 0 failed" in capsys.readouterr().out  # the changed adapter is a new sample
+
+
+def test_cli_refuses_specs_for_another_checkpoint_before_loading(tmp_path, capsys):
+    specs = tmp_path / "spec.json"
+    specs.write_text(json.dumps({**make_spec("text2world", name="mine").to_dict(), "cosmos_ray_checkpoint": "/c.pt"}))
+    assert local.main(["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--device", "cpu"]) == 1
+    error = capsys.readouterr().err
+    assert f"sample 'mine' ({specs}): field 'cosmos_ray_checkpoint' names checkpoint '/c.pt'" in error
+    assert not (tmp_path / "out").exists()

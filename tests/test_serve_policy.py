@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -16,6 +17,7 @@ from ray.serve.config import AutoscalingConfig
 from ray.serve.schema import ServeDeploySchema
 
 from cosmos_ray.core import guardrails
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.guardrails import Blocked
 from cosmos_ray.core.media import MediaError
 from cosmos_ray.core.offload_config import OffloadConfig
@@ -170,6 +172,70 @@ def test_parse_spec_applies_the_input_allow_list():
     body = _body(inference_type="image2world", input_path="s3://bucket/private/a.png")
     error = _api_error(parse_spec, body, _policy(allowed_input_prefixes=["s3://bucket/inputs/"]))
     assert (error.status, error.field) == (403, "input_path")
+
+
+def test_requests_name_adapters_the_operator_allows_and_get_their_files():
+    allowed = {"robot": "s3://models/loras/robot.safetensors", "night": "/mnt/loras/night.pt"}
+    policy = _policy(allowed_loras=allowed)
+    spec = parse_spec(_body(cosmos_ray_loras=[{"path": "night", "scale": 0.5}, {"path": "robot"}]), policy)
+    assert spec.cosmos_ray_loras == (
+        LoraRef("/mnt/loras/night.pt", 0.5),
+        LoraRef("s3://models/loras/robot.safetensors"),
+    )
+    assert spec.sample_id != parse_spec(_body(), policy).sample_id
+    assert parse_spec(_body(), policy).to_dict() == GenerationSpec.from_dict(json.loads(_body())).to_dict()  # stock
+
+
+@pytest.mark.parametrize(
+    "allowed, entry, words",
+    [
+        (
+            {"robot": "/mnt/robot.pt"},
+            {"path": "/mnt/robot.pt"},
+            "adapter '/mnt/robot.pt' is not one this server "
+            "allows; send the name of an allowed adapter as 'path' (allowed: robot)",
+        ),
+        ({"b": "/b.pt", "a": "s3://x/a.pt"}, {"path": "c", "scale": 2}, "(allowed: a, b)"),
+        ({}, {"path": "robot"}, "(allowed: none (the operator allows no adapters))"),
+    ],
+)
+def test_adapters_the_operator_does_not_allow_are_refused_with_the_allowed_names(allowed, entry, words):
+    error = _api_error(parse_spec, _body(cosmos_ray_loras=[entry]), _policy(allowed_loras=allowed))
+    assert (error.status, error.field) == (422, "cosmos_ray_loras")
+    assert words in error.reason
+    assert "/b.pt" not in error.reason and "s3://x" not in error.reason  # never the server's files
+
+
+def test_malformed_adapters_and_other_checkpoints_are_refused():
+    policy = _policy(allowed_loras={"robot": "/mnt/robot.pt"})
+    error = _api_error(parse_spec, _body(cosmos_ray_loras=[{"path": "robot", "weight": 1}]), policy)
+    assert (error.status, error.field) == (422, "cosmos_ray_loras") and "entry 0 must be an object" in error.reason
+    error = _api_error(parse_spec, _body(cosmos_ray_checkpoint="/mnt/other.pt"), policy)
+    assert (error.status, error.field) == (422, "cosmos_ray_checkpoint")
+    assert "does not run" in error.reason and "/mnt/other.pt" not in error.reason
+
+
+def test_the_deployments_weights_go_into_every_request():
+    default = (LoraRef("/mnt/loras/house.pt"),)
+    policy = dataclasses.replace(
+        _policy(allowed_loras={"robot": "/mnt/robot.pt"}), checkpoint="/mnt/ft.pt", default_loras=default
+    )
+    plain = parse_spec(_body(), policy)
+    assert (plain.cosmos_ray_checkpoint, plain.cosmos_ray_loras) == ("/mnt/ft.pt", default)
+    assert parse_spec(_body(cosmos_ray_checkpoint="/mnt/ft.pt"), policy) == plain
+    assert parse_spec(_body(cosmos_ray_loras=[]), policy).cosmos_ray_loras == ()
+    own = parse_spec(_body(cosmos_ray_loras=[{"path": "robot"}]), policy)
+    assert own.cosmos_ray_loras == (LoraRef("/mnt/robot.pt"),)
+
+
+def test_allowed_adapters_are_absolute_paths_or_urls():
+    ServeArgs(allowed_loras={"a": "s3://b/a.pt", "b": "/mnt/b.pt", "c": "~/c.pt"})
+    with pytest.raises(
+        ValueError, match="adapter 'a' is at 'loras/a.pt', a relative path; give an absolute path or a URL"
+    ):
+        ServeArgs(allowed_loras={"a": "loras/a.pt"})
+    with pytest.raises(ValueError, match="an adapter name must not be empty"):
+        ServeArgs(allowed_loras={" ": "/a.pt"})
 
 
 # --- the Serve config file --------------------------------------------------------------------------------

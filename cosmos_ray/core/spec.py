@@ -6,9 +6,10 @@ manifest maker, the batch job and Serve's request body share. Its JSON Schema is
 
 `GenerationSpec.from_dict` accepts the official per-sample format
 (`{"inference_type": ..., "name": ..., "prompt" | "prompt_path": ..., "input_path": ..., ...}`) with the
-official defaults of the latest release, plus four fields of our own: `fps` of the written video,
-`num_conditional_frames`, `cosmos_ray_num_frames` and `num_generations`. Anything invalid raises `SpecError`
-naming the sample, the field and the reason.
+official defaults of the latest release, plus fields of our own: `fps` of the written video,
+`num_conditional_frames`, `cosmos_ray_num_frames`, `num_generations`, and the weights that make the video,
+`cosmos_ray_checkpoint` and `cosmos_ray_loras`. Anything invalid raises `SpecError` naming the sample, the
+field and the reason.
 
 A spec means what it means to the official script: without the autoregressive mode a generation makes the
 model's native number of frames (93 for the released models) whatever `num_output_frames` says.
@@ -22,6 +23,12 @@ off, so they are reset to their defaults then and left out of `to_dict` (and of 
 `num_generations` asks for several videos of one spec: `generations()` expands it into one spec per video,
 with seeds seed, seed + 1, ... (the convention of the official cookbook); each is an ordinary spec with its own
 sample id.
+
+The weights are part of what a spec means: `cosmos_ray_checkpoint` is the run's post-trained DiT checkpoint and
+`cosmos_ray_loras` the LoRA adapters blended into it for this sample (None: the run's default adapters, the
+entry point's `--lora`; an empty list: none). Each entry point folds its `EngineOptions` into every spec before
+it takes the sample id (`for_weights`), so the id and the stored spec JSON name the checkpoint and adapters;
+stock weights without adapters leave both out of `to_dict`, and with them the sample ids of such specs.
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ import json
 import math
 import posixpath
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.media import INPUT_EXTENSIONS
 from cosmos_ray.core.spec_errors import SpecError, spec_error
 from cosmos_ray.core.storage import Storage, StorageError, is_local, local_file_digest, resolve_url, url_scheme
@@ -137,6 +146,18 @@ class GenerationSpec(BaseModel):
         "clip instead of the model's native length (null); refused in the autoregressive mode.",
     )
     num_generations: int = Field(1, ge=1, description="cosmos-ray: videos of this spec; generation k uses seed + k.")
+    cosmos_ray_checkpoint: str | None = Field(
+        None,
+        description="cosmos-ray: the post-trained DiT checkpoint that makes this video; the job fills it in from "
+        "its --checkpoint-path, and a sample that names another checkpoint than its job's is refused. null: the "
+        "stock weights.",
+    )
+    cosmos_ray_loras: tuple[LoraRef, ...] | None = Field(
+        None,
+        description='cosmos-ray: the LoRA adapters blended into the DiT for this video, each {"path": file or URL '
+        '(in Serve: a name the deployment allows), "scale": strength, default 1}; null for the job\'s adapters '
+        "(--lora), [] for none.",
+    )
 
     if not TYPE_CHECKING:  # at run time only: mypy keeps the pydantic plugin's typed keyword signature
 
@@ -182,6 +203,28 @@ class GenerationSpec(BaseModel):
         if value is not None and (value < 1 or (value - 1) % 4):
             raise ValueError(f"must be 1 + 4k (1, 5, ..., 93) or null for the model's native length, got {value}")
         return value
+
+    @field_validator("cosmos_ray_checkpoint")
+    @classmethod
+    def _checkpoint_not_empty(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a checkpoint path or URL, or null for the stock weights")
+        return value
+
+    @field_validator("cosmos_ray_loras", mode="before")
+    @classmethod
+    def _adapter_list(cls, value: Any) -> tuple[LoraRef, ...] | None:
+        """A JSON list of {"path", "scale"} objects (or `LoraRef`s) -> `LoraRef`s, each path once."""
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f'must be a list of {{"path": ..., "scale": ...}} objects or null, got {value!r}')
+        adapters = tuple(_adapter(entry, index) for index, entry in enumerate(value))
+        paths = [adapter.path for adapter in adapters]
+        repeated = next((path for path in paths if paths.count(path) > 1), None)
+        if repeated is not None:
+            raise ValueError(f"names adapter {repeated!r} twice; give it once, with the sum of its scales")
+        return adapters
 
     # --- official defaulting: from the fields before (`info.data` holds those that are valid) -------------
 
@@ -247,9 +290,9 @@ class GenerationSpec(BaseModel):
     ) -> GenerationSpec:
         """Parse one official inference JSON object.
 
-        `source` names where it came from (e.g. "specs.jsonl:3") for error messages. Relative `input_path`
-        and `prompt_path` are resolved against `base_dir` (the spec file's folder; default: working
-        directory); `prompt_path` is read through `storage` and stripped.
+        `source` names where it came from (e.g. "specs.jsonl:3") for error messages. Relative `input_path`,
+        adapter paths (`cosmos_ray_loras`) and `prompt_path` are resolved against `base_dir` (the spec file's
+        folder; default: working directory); `prompt_path` is read through `storage` and stripped.
         """
         sample = _sample_label(data, source)
         if not isinstance(data, dict):
@@ -261,6 +304,8 @@ class GenerationSpec(BaseModel):
         input_path = fields.get("input_path")
         if isinstance(input_path, str) and input_path:
             fields["input_path"] = resolve_url(input_path, base_dir)
+        if isinstance(fields.get("cosmos_ray_loras"), list):
+            fields["cosmos_ray_loras"] = [_resolve_adapter(entry, base_dir) for entry in fields["cosmos_ray_loras"]]
         try:
             return cls.model_validate(fields)
         except ValidationError as error:
@@ -269,14 +314,18 @@ class GenerationSpec(BaseModel):
     def to_dict(self) -> dict:
         """All fields as a JSON-ready dict; `from_dict(spec.to_dict()) == spec`.
 
-        The autoregressive fields appear only when the mode is on, and `num_generations` only when it is not 1,
-        so the sample ids of specs that do not use them do not depend on them.
+        The autoregressive fields appear only when the mode is on, `num_generations` only when it is not 1, and
+        the checkpoint and adapters only when set, so the sample ids of specs that do not use them do not
+        depend on them.
         """
         data = self.model_dump()
         if data["input_path"] is None:
             del data["input_path"]
-        if data["cosmos_ray_num_frames"] is None:
-            del data["cosmos_ray_num_frames"]
+        for key in ("cosmos_ray_num_frames", "cosmos_ray_checkpoint", "cosmos_ray_loras"):
+            if data[key] is None:
+                del data[key]
+        if self.cosmos_ray_loras is not None:
+            data["cosmos_ray_loras"] = [adapter.to_dict() for adapter in self.cosmos_ray_loras]
         if not self.enable_autoregressive:
             for key in AUTOREGRESSIVE_FIELDS:
                 del data[key]
@@ -292,6 +341,28 @@ class GenerationSpec(BaseModel):
         return [
             self.model_copy(update={"seed": self.seed + k, "num_generations": 1}) for k in range(self.num_generations)
         ]
+
+    def for_weights(self, checkpoint: str | None, loras: Sequence[LoraRef] = ()) -> GenerationSpec:
+        """This spec as a run with DiT checkpoint `checkpoint` (None: the stock weights) and default adapters
+        `loras` generates it: what every entry point does to a spec before it takes its sample id.
+
+        The spec's own adapters win over `loras`; without adapters of its own it gets `loras` (an empty list of
+        its own stays, where it differs from the run's default). A spec that names another checkpoint than the
+        run's raises `SpecError`: one run loads one checkpoint. Applying it twice changes nothing.
+        """
+        if self.cosmos_ray_checkpoint is not None and self.cosmos_ray_checkpoint != checkpoint:
+            run_weights = f"checkpoint {checkpoint!r}" if checkpoint else "the stock weights (no --checkpoint-path)"
+            raise SpecError(
+                repr(self.name),
+                "cosmos_ray_checkpoint",
+                f"names checkpoint {self.cosmos_ray_checkpoint!r}, but this job generates with {run_weights}; "
+                f"run this sample in a job with --checkpoint-path {self.cosmos_ray_checkpoint}, or leave the field "
+                "out",
+            )
+        adapters = self.cosmos_ray_loras if self.cosmos_ray_loras is not None else tuple(loras)
+        # No adapters: None (out of the sample id), unless the spec's own [] overrides default adapters.
+        resolved = adapters if adapters or loras else None
+        return self.model_copy(update={"cosmos_ray_checkpoint": checkpoint, "cosmos_ray_loras": resolved})
 
     def to_json(self) -> str:
         """Canonical JSON (sorted keys) of `to_dict()`; the form stored in manifests and records."""
@@ -380,6 +451,29 @@ def _check_input_path(spec: GenerationSpec, sample: str) -> None:
             f"has extension {extension or '(none)'!r}, which is not an image or "
             f"video (one of {', '.join(INPUT_EXTENSIONS)})",
         )
+
+
+def _adapter(entry: Any, index: int) -> LoraRef:
+    """Entry `index` of `cosmos_ray_loras` as a `LoraRef`; ValueError saying what is wrong with it."""
+    if isinstance(entry, LoraRef):
+        return entry
+    where = f"entry {index}"
+    if not isinstance(entry, dict) or "path" not in entry or not set(entry) <= {"path", "scale"}:
+        raise ValueError(f'{where} must be an object {{"path": ..., "scale": ...}} (scale optional), got {entry!r}')
+    path, scale = entry["path"], entry.get("scale", 1.0)
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"{where}: path must be a non-empty string (a file or URL of the adapter), got {path!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"{where}: scale must be a finite number (1 as trained), got {scale!r}")
+    return LoraRef(path, scale)
+
+
+def _resolve_adapter(entry: Any, base_dir: str | None) -> Any:
+    """An adapter entry with its relative local path made absolute (anything malformed is left to validation)."""
+    well_formed = isinstance(entry, dict) and set(entry) <= {"path", "scale"}
+    if well_formed and isinstance(entry.get("path"), str) and entry["path"].strip():
+        return {**entry, "path": resolve_url(entry["path"], base_dir)}
+    return entry
 
 
 def _read_prompt(prompt_path: Any, sample: str, base_dir: str | None, storage: Storage) -> str:

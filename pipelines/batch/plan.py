@@ -2,7 +2,8 @@
 
 The driver numbers the checked samples as they arrive (manifest rows, then generations in seed order): the
 number is the sample's position in the run table. A sample that needs no GPU (invalid, already done, repeated)
-gets its run-table record now; the others are to generate, ordered by prompt.
+gets its run-table record now; the others are to generate, grouped by adapter set and ordered by prompt within
+a set.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class PendingSample:
 @dataclass(frozen=True)
 class Plan:
     records: dict[int, OutputRecord]  # by run-table position: the samples that need no GPU
-    pending: list[PendingSample]  # the samples to generate, ordered by prompt
+    pending: list[PendingSample]  # the samples to generate, by adapter set, then by prompt
 
     @property
     def committed(self) -> tuple[str, ...]:
@@ -52,11 +53,12 @@ def plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> Plan:
     """Number the checked samples (`CHECKED_SCHEMA` rows, in manifest order) and plan them.
 
     A sample id that appears twice is generated once; later rows are recorded as duplicates of the first.
-    The samples to generate are ordered by prompt, so a group meets a prompt again while its embedding is
-    still cached. The driver holds one entry per sample (a generation of a row, or an invalid row): a
-    run-table record for a sample that needs no GPU, or a `PendingSample` (number, source, parsed spec, sample
-    id) for one to generate, plus the source of each distinct sample id; the manifest's other columns are
-    never collected. Each spec is parsed once, here.
+    The samples to generate are grouped by adapter set (`adapter_set`), so a group's engine switches its
+    adapters once per set rather than once per row, and ordered by prompt within a set, so a group meets a
+    prompt again while its embedding is still cached. The driver holds one entry per sample (a generation of a
+    row, or an invalid row): a run-table record for a sample that needs no GPU, or a `PendingSample` (number,
+    source, parsed spec, sample id) for one to generate, plus the source of each distinct sample id; the
+    manifest's other columns are never collected. Each spec is parsed once, here.
     """
     records: dict[int, OutputRecord] = {}
     pending: list[PendingSample] = []
@@ -76,5 +78,11 @@ def plan(checked: Iterable[dict[str, Any]], store: OutputStore) -> Plan:
             records[number] = store.skipped(spec, source=source)
         else:
             pending.append(PendingSample(number, source, spec, sample_id))
-    pending.sort(key=lambda sample: (sample.spec.prompt, sample.spec.negative_prompt))
+    pending.sort(key=lambda sample: (adapter_set(sample.spec), sample.spec.prompt, sample.spec.negative_prompt))
     return Plan(records, pending)
+
+
+def adapter_set(spec: GenerationSpec) -> tuple[tuple[str, float], ...]:
+    """The adapters a spec is generated with, as a sortable key that ignores their order (the blend is a sum);
+    () for none, which sorts first."""
+    return tuple(sorted((lora.path, lora.scale) for lora in spec.cosmos_ray_loras or ()))

@@ -8,9 +8,10 @@ guardrail setting and the deployments are built from one `ServeArgs` (`RequestPo
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.dtypes import DTYPE_NAMES
@@ -61,6 +62,11 @@ class ServeArgs(BaseModel):
         description="let http(s) inputs reach loopback, private and link-local addresses (off: public addresses "
         "only; redirects are never followed)",
     )
+    allowed_loras: dict[str, str] = Field(
+        {},
+        description="LoRA adapters a request may name in `cosmos_ray_loras`, by name: name -> the adapter's file "
+        "(an absolute path on every GPU node, or an fsspec URL); requests send the name, never a path",
+    )
     storage_options: dict[str, Any] = Field({}, description="fsspec options for inputs and outputs")
     media_limits: dict[str, float] = Field(
         {},
@@ -87,6 +93,18 @@ class ServeArgs(BaseModel):
         description="NVIDIA's safety checks on prompts and videos; default: on with a checkpoint (as the official "
         "inference; the weights' license), off with a random-weight preset (README: Guardrails)",
     )
+
+    @field_validator("allowed_loras")
+    @classmethod
+    def _adapter_files_are_absolute(cls, allowed: dict[str, str]) -> dict[str, str]:
+        for name, path in allowed.items():
+            if not name.strip():
+                raise ValueError("allowed_loras: an adapter name must not be empty")
+            if url_scheme(path) is None and not os.path.isabs(os.path.expanduser(path)):
+                raise ValueError(
+                    f"allowed_loras: adapter {name!r} is at {path!r}, a relative path; give an absolute path or a URL"
+                )
+        return allowed
 
     def spec_limits(self) -> SpecLimits:
         """The per-request limits: the shared `SpecLimits` with this server's bounds."""

@@ -1,4 +1,5 @@
-"""What a client may ask for: the request body as a spec within the operator's limits, and the URLs it may name.
+"""What a client may ask for: the request body as a spec within the operator's limits, the URLs it may name, and
+the LoRA adapters it may name (by the names the operator allows).
 
 Plain functions and values, testable without Ray. Every refusal is an `ApiError` (status, field, reason) whose
 reason never shows the server's paths or internals.
@@ -9,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
 
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.limits import SpecLimits
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import url_scheme
@@ -37,31 +40,48 @@ class RequestPolicy:
     allowed_input_prefixes: tuple[str, ...]
     allowed_output_prefixes: tuple[str, ...]
     max_request_bytes: int
+    allowed_loras: dict[str, str] = field(default_factory=dict)  # adapter name -> its file (path or URL)
+    checkpoint: str | None = None  # the deployment's DiT checkpoint (None: the stock weights)
+    default_loras: tuple[LoraRef, ...] = ()  # the adapters of a request that names none
 
     @classmethod
     def from_args(cls, args: ServeArgs) -> RequestPolicy:
         outputs = ([args.output_url] if args.output_url else []) + args.allowed_output_prefixes
+        engine = args.engine_options()
         return cls(
             limits=args.spec_limits(),
             allowed_input_prefixes=tuple(args.allowed_input_prefixes),
             allowed_output_prefixes=tuple(outputs),
             max_request_bytes=args.max_request_bytes,
+            allowed_loras=dict(args.allowed_loras),
+            checkpoint=engine.checkpoint_path,
+            default_loras=engine.loras,
         )
 
 
 def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
-    """The request body as a validated spec within the operator's limits; raises `ApiError`."""
+    """The request body as a validated spec within the operator's limits, with the deployment's weights (its
+    checkpoint; its default adapters unless the request names adapters, by allowed name); raises `ApiError`."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ApiError(400, None, f"body is not valid JSON: {error}") from None
     if isinstance(data, dict) and "prompt_path" in data:
         raise ApiError(422, "prompt_path", "is not accepted over HTTP (it reads a server file); send 'prompt'")
+    if isinstance(data, dict) and isinstance(data.get("cosmos_ray_loras"), list):
+        data = {**data, "cosmos_ray_loras": [_allowed_adapter(entry, policy) for entry in data["cosmos_ray_loras"]]}
     try:
         spec = GenerationSpec.from_dict(data, source="request")
         policy.limits.check(spec)
     except SpecError as error:
         raise ApiError(422, error.field or None, error.reason) from None
+    if spec.cosmos_ray_checkpoint not in (None, policy.checkpoint):
+        raise ApiError(
+            422,
+            "cosmos_ray_checkpoint",
+            "names a checkpoint this server does not run (one deployment serves one checkpoint); leave it out",
+        )
+    spec = spec.for_weights(policy.checkpoint, policy.default_loras)
     if spec.num_generations != 1:
         raise ApiError(
             422, "num_generations", f"asks for {spec.num_generations} videos; a request makes one (send one per seed)"
@@ -69,6 +89,23 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
     if spec.input_path is not None:  # checked as the client sent it, before any resolution on the server
         check_allowed_url(data["input_path"], policy.allowed_input_prefixes, "input_path")
     return spec
+
+
+def _allowed_adapter(entry: Any, policy: RequestPolicy) -> Any:
+    """A request's adapter entry with its name replaced by the file the operator allows under that name; 422
+    naming the allowed names for any other name (a malformed entry is left to the spec's validation)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        return entry
+    name = entry["path"]
+    if name not in policy.allowed_loras:
+        allowed = ", ".join(sorted(policy.allowed_loras)) or "none (the operator allows no adapters)"
+        raise ApiError(
+            422,
+            "cosmos_ray_loras",
+            f"adapter {name!r} is not one this server allows; send the name of an allowed adapter as 'path' "
+            f"(allowed: {allowed})",
+        )
+    return {**entry, "path": policy.allowed_loras[name]}
 
 
 def check_allowed_url(url: str, allowed_prefixes: tuple[str, ...], field: str) -> None:

@@ -1,5 +1,9 @@
 """Check stage (Ray Data tasks on CPU): each manifest row -> one row per generation of its spec, pending or
-already done (skipped), or one invalid row (not a valid spec, over a limit, or one the model cannot generate).
+already done (skipped), or one invalid row (not a valid spec, over a limit, one the model cannot generate, or
+one that names another checkpoint than the job's).
+
+Each spec gets the job's weights before its sample id is taken (`GenerationSpec.for_weights`: the job's
+checkpoint, and its adapters where the row names none), so the id and the spec JSON name them.
 
 This is the one stage that parses manifest JSON as written by users; it writes each generation's canonical
 spec JSON for the stages after it (`schemas.spec_of`).
@@ -13,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.limits import SpecLimits
 from cosmos_ray.core.manifest import spec_from_row
 from cosmos_ray.core.outputs import SKIPPED, OutputStore
@@ -54,6 +59,8 @@ def check_stage(config: BatchConfig) -> Stage:
             "storage": config.storage,
             "limits": config.limits,
             "model": config.group.engine.model,
+            "checkpoint": config.group.engine.checkpoint_path,
+            "loras": config.group.engine.loras,
             "num_generations": config.num_generations,
         },
     )
@@ -66,24 +73,34 @@ def check_rows(
     storage: Storage,
     limits: SpecLimits,
     model: str,
+    checkpoint: str | None = None,
+    loras: tuple[LoraRef, ...] = (),
     num_generations: int | None = None,
 ) -> pa.Table:
     """Check stage: each manifest row -> the canonical spec of each of its generations, PENDING or SKIPPED
-    (done); or one INVALID row (not a valid spec, over `limits`, or one the official `model` cannot
-    generate). `num_generations` replaces every spec's own."""
+    (done); or one INVALID row (not a valid spec, over `limits`, one the official `model` cannot generate, or
+    one naming another checkpoint than `checkpoint`). Each spec gets the job's weights (`checkpoint`, and the
+    default adapters `loras`) before its sample id is taken; `num_generations` replaces every spec's own."""
     store = OutputStore(output, storage)
     official = get_model(model)
     rows = [
-        checked for row in batch.to_pylist() for checked in _check_row(row, store, limits, official, num_generations)
+        checked
+        for row in batch.to_pylist()
+        for checked in _check_row(row, store, limits, official, (checkpoint, loras), num_generations)
     ]
     return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
 
 def _check_row(
-    row: dict[str, Any], store: OutputStore, limits: SpecLimits, model: OfficialModel, num_generations: int | None
+    row: dict[str, Any],
+    store: OutputStore,
+    limits: SpecLimits,
+    model: OfficialModel,
+    weights: tuple[str | None, tuple[LoraRef, ...]],
+    num_generations: int | None,
 ) -> list[dict[str, Any]]:
     try:
-        spec = spec_from_row(row, limits, num_generations=num_generations)
+        spec = spec_from_row(row, limits, num_generations=num_generations).for_weights(*weights)
         model.check_spec(spec)
     except SpecError as error:
         return [{**row, "sample_id": None, "status": INVALID, "error": str(error)}]
