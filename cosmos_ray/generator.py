@@ -94,6 +94,7 @@ class Generator:
         self._adapters = DiTAdapters(
             dit, describe_net(info.model, dit.cfg), FetchCache(storage), adapter_cache, device=device
         )
+        self.default_adapters: tuple[LoraRef, ...] = ()  # what a spec that names no adapters runs with
 
     @classmethod
     def from_pretrained(
@@ -164,6 +165,7 @@ class Generator:
             media_limits=media_limits,
             adapter_cache=adapter_cache,
         )
+        generator.default_adapters = tuple(loras)
         generator.set_adapters(loras)
         return generator
 
@@ -219,8 +221,9 @@ class Generator:
 
         `progress(step)` gets a `Step` after every denoising step (of every window). A spec that asks for
         several videos (`num_generations`) is refused: callers generate each of `spec.generations()`. The DiT
-        runs with exactly the spec's adapters (`cosmos_ray_loras`; none when it names none: the entry points
-        fill in the run's default adapters, `GenerationSpec.for_weights`).
+        runs with exactly the spec's adapters (`cosmos_ray_loras`; `[]`: none), or with `default_adapters`
+        (the `loras` it was built with) when the spec leaves them unset (the entry points fill in the run's
+        default adapters first, `GenerationSpec.for_weights`, so that they count in the sample id).
         """
         if spec.num_generations != 1:
             raise SpecError(
@@ -228,7 +231,7 @@ class Generator:
                 "num_generations",
                 f"asks for {spec.num_generations} videos; one call makes one (generate each of spec.generations())",
             )
-        self.set_adapters(spec.cosmos_ray_loras or ())
+        self.set_adapters(self.default_adapters if spec.cosmos_ray_loras is None else spec.cosmos_ray_loras)
         timings: dict[str, float] = {}
         chunks: list[dict] = []
         start = time.perf_counter()

@@ -169,7 +169,12 @@ def test_the_generator_switches_adapters_and_records_them(tmp_path, monkeypatch)
 
     generator.set_adapters(())
     assert not generator.adapters
-    result = generate(generator, spec)
+    for name, weight in plain.dit.state_dict().items():  # the loaded weights again, bit for bit
+        assert torch.equal(generator.dit.state_dict()[name], weight), name
+    # a spec that leaves its adapters unset runs with the generator's own; `[]` runs with none
+    assert generate(generator, spec).metadata["loras"] == result.metadata["loras"]
+    assert generator.adapters == (LoraRef(path, 0.5),)
+    result = generate(generator, spec.model_copy(update={"cosmos_ray_loras": ()}))
     assert (result.frames == base_frames).all() and "loras" not in result.metadata
 
 
