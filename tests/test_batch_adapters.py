@@ -1,9 +1,9 @@
 """Per-row LoRA adapters in a batch job on a local Ray (tiny preset, adapter files the test writes).
 
 The job has a default adapter (`--lora`); rows name their own, none (`[]`), or leave it to the job, and one
-names another checkpoint. Each row's adapters reach its group's engine (`tests.adapter_helpers`: the engine
-records the adapters and their files' hashes it was asked to generate each sample with), the sample ids and the
-records name them, and a row whose adapter changes is generated again on the next run, never skipped as done.
+names another checkpoint. Each row is generated with its adapters merged into the DiT (the engine's records name
+them with their files' hashes, and the three videos differ), the sample ids and the records name them, and a
+row whose adapter changes is generated again on the next run, never skipped as done.
 """
 
 import json
@@ -11,10 +11,11 @@ import json
 import pytest
 
 from cosmos_ray.core.adapters import LoraRef
+from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.outputs import OK, OutputStore
 from pipelines.batch import BatchConfig, run
 from pipelines.group import GroupConfig
-from tests.adapter_helpers import RecordingOptions, file_sha256, write_lora
+from tests.adapter_helpers import file_sha256, write_lora
 from tests.batch_helpers import manifest_row, spec, write_manifest
 
 pytestmark = pytest.mark.ray  # needs a local Ray cluster: `pytest -m 'not ray'` skips it
@@ -33,7 +34,7 @@ def adapter_rows(own: str, scale: float) -> list[dict]:
 def run_job(tmp_path, rows: list[dict], default: str) -> tuple:
     manifest = str(tmp_path / "manifest.parquet")
     write_manifest(manifest, [manifest_row(data, f"specs.jsonl:{i + 1}") for i, data in enumerate(rows)])
-    engine = RecordingOptions(loras=(LoraRef(default),))
+    engine = EngineOptions(loras=(LoraRef(default),))
     config = BatchConfig(manifest=manifest, output=str(tmp_path / "out"), groups=1, group=GroupConfig(engine=engine))
     summary = run(config)
     return summary, OutputStore(config.output).read_run_table(summary.run_id)
@@ -62,7 +63,10 @@ def test_each_row_is_generated_with_its_adapters(first_run, adapters):
         [],
     ]
     assert [record.status for record in table[:3]] == [OK] * 3
-    assert [record.metadata["loras"] for record in table[:3]] == expected
+    assert [record.metadata.get("loras", []) for record in table[:3]] == expected
+    store = OutputStore(str(first_run["tmp_path"] / "out"))
+    videos = [store.storage.read_bytes(record.video_url) for record in table[:3]]
+    assert len(set(videos)) == 3  # the adapters changed the weights the videos were made with
 
 
 def test_the_sample_ids_and_specs_name_the_adapters(first_run, adapters):
