@@ -83,7 +83,7 @@ def _check_row(
     row: dict[str, Any], store: OutputStore, limits: SpecLimits, model: OfficialModel, num_generations: int | None
 ) -> list[dict[str, Any]]:
     try:
-        spec = spec_from_row(row, limits, num_generations=num_generations)
+        spec = spec_from_row(row, limits, num_generations=num_generations, model=model)
         model.check_spec(spec)
     except SpecError as error:
         return [{**row, "sample_id": None, "status": INVALID, "error": str(error)}]
