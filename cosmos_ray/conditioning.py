@@ -15,7 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cosmos_ray.core.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, read_image, read_video, url_path
+from cosmos_ray.core.media import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    MediaError,
+    UnreadableInput,
+    read_image,
+    read_video,
+    url_path,
+)
 from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.core.storage import Storage, StorageError
 
@@ -69,9 +77,11 @@ def read_conditioning(
                 f"extension {extension!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) "
                 f"nor a video ({', '.join(VIDEO_EXTENSIONS)})"
             )
+    except MediaError:
+        raise  # ours already: says what is wrong with the input
     except (OSError, ValueError, RuntimeError) as error:
         reason = error.reason if isinstance(error, StorageError) else error  # it names the URL already
-        raise MediaError(f"sample {spec.name!r}: cannot read input_path {url}: {reason}") from error
+        raise UnreadableInput(f"sample {spec.name!r}: cannot read input_path {url}: {reason}") from error
     if extension in VIDEO_EXTENSIONS and len(frames) < num_frames:
         raise MediaError(
             f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "

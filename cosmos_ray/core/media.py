@@ -30,6 +30,11 @@ class MediaError(ValueError):
     """A conditioning input that cannot be used, or frames that cannot be written; names the sample."""
 
 
+class UnreadableInput(MediaError):
+    """An input that could not be read or decoded; its message quotes the library (a decoder's output, paths of
+    the server), so Serve tells its client only that the input is unreadable and logs the rest."""
+
+
 def read_image(url: str, *, storage: Storage = Storage()) -> np.ndarray:
     """The image at `url` as uint8 (1, H, W, 3) RGB (alpha dropped, as the reference keeps 3 channels)."""
     with Image.open(io.BytesIO(storage.read_bytes(url))) as image:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.registry import OfficialModel, get_model
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import url_scheme
 from pipelines.serve.args import ServeArgs
@@ -37,6 +38,7 @@ class RequestPolicy:
     allowed_input_prefixes: tuple[str, ...]
     allowed_output_prefixes: tuple[str, ...]
     max_request_bytes: int
+    model: OfficialModel | None = None  # what `resolution` "none" and a window cost (default: the default model)
 
     @classmethod
     def from_args(cls, args: ServeArgs) -> RequestPolicy:
@@ -46,6 +48,7 @@ class RequestPolicy:
             allowed_input_prefixes=tuple(args.allowed_input_prefixes),
             allowed_output_prefixes=tuple(outputs),
             max_request_bytes=args.max_request_bytes,
+            model=get_model(args.model),
         )
 
 
@@ -59,7 +62,7 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
         raise ApiError(422, "prompt_path", "is not accepted over HTTP (it reads a server file); send 'prompt'")
     try:
         spec = GenerationSpec.from_dict(data, source="request")
-        policy.limits.check(spec)
+        policy.limits.check(spec, policy.model)
     except SpecError as error:
         raise ApiError(422, error.field or None, error.reason) from None
     if spec.num_generations != 1:
