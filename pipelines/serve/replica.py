@@ -22,7 +22,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -144,12 +144,13 @@ class GroupReplica:
         stream = self._group.stream(spec, key)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._time_limit_s
+        fetch: Future[Any] | None = None  # the item being fetched on the group thread
         ended, why = False, "cancelled"
         try:
             while True:
-                fetch = loop.run_in_executor(self._group_thread, next, stream, None)
+                fetch = self._group_thread.submit(next, stream, None)
                 try:
-                    item = await asyncio.wait_for(fetch, max(deadline - loop.time(), 0))
+                    item = await asyncio.wait_for(asyncio.wrap_future(fetch), max(deadline - loop.time(), 0))
                 except TimeoutError:
                     why = "time_limit"
                     raise _TimeLimit() from None
@@ -163,11 +164,16 @@ class GroupReplica:
         finally:
             if not ended:
                 self._group.cancel(key)
-                self._group_thread.submit(self._run_out, stream, spec, request_id, why)
+                self._group_thread.submit(self._run_out, fetch, stream, spec, request_id, why)
 
-    def _run_out(self, stream: Iterator[Any], spec: GenerationSpec, request_id: str, why: str) -> None:
-        """End the sample of an abandoned stream; its outcome has no one to go to but the log and the metric."""
+    def _run_out(
+        self, fetch: Future[Any] | None, stream: Iterator[Any], spec: GenerationSpec, request_id: str, why: str
+    ) -> None:
+        """End the sample of an abandoned stream, from the item being fetched when it was abandoned (done by now:
+        this runs on the same thread); its outcome has no one to go to but the log and the metric."""
         try:
+            if fetch is not None and not fetch.cancelled():
+                fetch.result()  # raises the sample's error if that fetch ended it
             for _ in stream:
                 pass
         except SampleError as error:
