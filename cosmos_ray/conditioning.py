@@ -19,7 +19,7 @@ from cosmos_ray.core.media import (
     IMAGE_EXTENSIONS,
     VIDEO_EXTENSIONS,
     MediaError,
-    UnreadableInput,
+    UnreadableMediaError,
     read_image,
     read_video,
     url_path,
@@ -81,7 +81,7 @@ def read_conditioning(
         raise  # ours already: says what is wrong with the input
     except (OSError, ValueError, RuntimeError) as error:
         reason = error.reason if isinstance(error, StorageError) else error  # it names the URL already
-        raise UnreadableInput(f"sample {spec.name!r}: cannot read input_path {url}: {reason}") from error
+        raise UnreadableMediaError(f"sample {spec.name!r}: cannot read input_path {url}: {reason}") from error
     if extension in VIDEO_EXTENSIONS and len(frames) < num_frames:
         raise MediaError(
             f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "

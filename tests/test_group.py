@@ -203,7 +203,7 @@ def test_the_owner_of_a_group_never_loads_torch(ray_session, tmp_path):
     bad_input = tiny_spec(inference_type="image2world", input_path=str(tmp_path / "missing.png"))
     owner = _GroupOwner.remote()  # type: ignore[attr-defined]  # (Ray's typing of an actor class)
     outcomes, loaded_torch = ray.get(owner.generate.remote([tiny_spec(), bad_input]))
-    assert outcomes == [str((9, 64, 96, 3)), "MediaError"]
+    assert outcomes == [str((9, 64, 96, 3)), "UnreadableMediaError"]
     assert not loaded_torch
 
 

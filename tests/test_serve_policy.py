@@ -18,7 +18,7 @@ from ray.serve.schema import ServeDeploySchema
 
 from cosmos_ray.core import guardrails
 from cosmos_ray.core.guardrails import Blocked
-from cosmos_ray.core.media import MediaError, UnreadableInput
+from cosmos_ray.core.media import MediaError, UnreadableMediaError
 from cosmos_ray.core.offload_config import OffloadConfig
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from pipelines.group import SampleError
@@ -158,8 +158,8 @@ def test_job_progress_counts_the_steps_of_every_window():
             Failed(422, "input_path", "sample 'x': input video a.mp4 has 3 frames"),
         ),
         (  # the decoder's words (with the server's temporary paths) stay in the log
-            UnreadableInput("sample 'x': cannot read input_path a.mp4: ffmpeg: /tmp/tmpab12/in.mp4: moov atom"),
-            Failed(422, "input_path", "cannot read input_path: not a readable image or video (" + SERVER_LOG + ")"),
+            UnreadableMediaError("sample 'x': cannot read input_path a.mp4: ffmpeg: /tmp/tmpab12/in.mp4: moov atom"),
+            Failed(422, "input_path", "cannot read input_path as an image or video (" + SERVER_LOG + ")"),
         ),
         (  # what the guardrails matched goes to the record and the log only
             Blocked("video", "frame 4 is Violence"),

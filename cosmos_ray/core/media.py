@@ -30,7 +30,7 @@ class MediaError(ValueError):
     """A conditioning input that cannot be used, or frames that cannot be written; names the sample."""
 
 
-class UnreadableInput(MediaError):
+class UnreadableMediaError(MediaError):
     """An input that could not be read or decoded; its message quotes the library (a decoder's output, paths of
     the server), so Serve tells its client only that the input is unreadable and logs the rest."""
 

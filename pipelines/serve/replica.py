@@ -31,7 +31,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from ray.util.metrics import Counter
 
 from cosmos_ray.core.guardrails import Blocked
-from cosmos_ray.core.media import MediaError, UnreadableInput, write_mp4
+from cosmos_ray.core.media import MediaError, UnreadableMediaError, write_mp4
 from cosmos_ray.core.progress import Cancelled, Step
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import GenerationSpec, SpecError
@@ -73,9 +73,9 @@ def failure(error: SampleError, request_id: str) -> Failed:
     cause = error.cause
     if isinstance(cause, SpecError):
         return Failed(422, cause.field or None, cause.reason)
-    if isinstance(cause, UnreadableInput):  # its message quotes the decoder
+    if isinstance(cause, UnreadableMediaError):  # its message quotes the decoder
         logger.warning("request %s: %s", request_id, cause)
-        return Failed(422, "input_path", f"cannot read input_path: not a readable image or video ({SERVER_LOG})")
+        return Failed(422, "input_path", f"cannot read input_path as an image or video ({SERVER_LOG})")
     if isinstance(cause, MediaError):  # ours: what is wrong with the input (too short, over a media limit)
         return Failed(422, "input_path", str(cause))
     if isinstance(cause, Blocked):  # the reason may quote what matched: for the log and the record only
