@@ -20,6 +20,7 @@ from cosmos_ray.core.media import (
     VIDEO_EXTENSIONS,
     MediaError,
     MediaLimits,
+    UnreadableMediaError,
     read_image,
     read_video,
     url_path,
@@ -79,9 +80,11 @@ def read_conditioning(
                 f"extension {extension!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) "
                 f"nor a video ({', '.join(VIDEO_EXTENSIONS)})"
             )
-    except (OSError, ValueError, RuntimeError) as error:
+    except MediaError as error:  # the reader's own words (a limit, no video stream): fit for a client
+        raise type(error)(f"sample {spec.name!r}: cannot read input_path {url}: {error}") from error
+    except (OSError, ValueError, RuntimeError) as error:  # a library's words: Serve logs them, tells less
         reason = error.reason if isinstance(error, StorageError) else error  # it names the URL already
-        raise MediaError(f"sample {spec.name!r}: cannot read input_path {url}: {reason}") from error
+        raise UnreadableMediaError(f"sample {spec.name!r}: cannot read input_path {url}: {reason}") from error
     if extension in VIDEO_EXTENSIONS and len(frames) < num_frames:
         raise MediaError(
             f"sample {spec.name!r}: input video {url} has {len(frames)} frames, but "

@@ -167,7 +167,7 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(SpecLimits):
         group.add_argument(
             "--" + field.name.replace("_", "-"),
-            type=int,
+            type=type(field.default),  # int, or float for max_cost
             default=field.default,
             metavar="N",
             help=f"{field.metadata['help']} of one spec (default %(default)s)",

@@ -14,6 +14,10 @@ With guardrails, rank 0 checks the decoded video and blurs its faces on its GPU,
 does, before the frames leave it: a blocked video never leaves the worker (a `SampleError` whose cause is
 `guardrails.Blocked`).
 
+`cancel(key)` stops the sample that `stream(spec, key)` runs between two denoising steps: every rank's progress
+callback checks for it (a group of several agrees through one all-reduce per step, so all its ranks stop at the
+same step) and raises `Cancelled`, which fails the sample (a `SampleError` with that cause) and keeps the group.
+
 Failures are per sample: an exception on any rank becomes a `SampleError` (keeping that exception as `cause`,
 so callers can tell a bad spec or input from an internal failure) and the group serves the next sample. A
 rank that dies, or that is still busy `failure_grace_s` after another rank failed (it waits in a collective
@@ -33,6 +37,7 @@ import queue
 import socket
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,12 +52,13 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from cosmos_ray.core.guardrails import Guardrails, guard_video
 from cosmos_ray.core.options import EngineOptions
-from cosmos_ray.core.progress import Step
+from cosmos_ray.core.progress import Cancelled, Progress, Step
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import GenerationSpec
 
 if TYPE_CHECKING:  # the engine (and torch) loads only in rank workers, never in the group's owner
     from cosmos_ray.families import Engine
+    from cosmos_ray.parallel import ParallelContext
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +110,13 @@ class GroupStartError(RuntimeError):
     """The group's workers could not be started."""
 
 
-@ray.remote(max_restarts=0)
+# `cancel` runs in its own concurrency group, beside the generation it stops.
+@ray.remote(max_restarts=0, concurrency_groups={"control": 1})  # type: ignore[call-overload]  # (Ray's stubs lack it)
 class RankWorker:
     """One rank of a GPU group: a process on one GPU holding its model family's engine and its `ParallelContext`."""
 
     generator: Engine  # made by `load`
+    parallel: ParallelContext | None  # None in a group of one
 
     def __init__(self, config: GroupConfig, rank: int):
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -117,6 +125,7 @@ class RankWorker:
         # Rank 0 generates here while its actor thread streams the steps; one long-lived thread, so that
         # per-thread CUDA state (streams, cuBLAS handles) is made once.
         self._generation_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generate")
+        self._cancelled: set[str] = set()  # keys of samples to stop (`cancel`)
 
     def rendezvous_address(self) -> str:
         """A tcp:// address on this node with a free port, where the group's process group meets."""
@@ -140,24 +149,32 @@ class RankWorker:
         if init_method is not None:  # a group of more than one
             backend = "nccl" if on_gpu else "gloo"
             parallel = ParallelContext.init(self.rank, world_size, init_method, backend=backend, device=device)
+        self.parallel = parallel
         self.generator = load_engine(self.config.engine, device=device, parallel=parallel)
         if self.rank == 0 and self.config.guardrails is not None:  # a missing model fails the group's start
             self.config.guardrails.load("video", str(device))
 
-    def generate(self, spec: GenerationSpec) -> None:
+    @ray.method(concurrency_group="control")
+    def cancel(self, key: str) -> None:
+        """Stop the sample `key` at its next denoising step (it may not have started here yet)."""
+        self._cancelled.add(key)
+
+    def generate(self, spec: GenerationSpec, key: str) -> None:
         """Run this rank's share of `spec` (ranks other than 0; rank 0 runs `generate_streaming`)."""
-        self.generator(spec)
+        self.generator(spec, self._stop_if_cancelled(key))
 
     @ray.method(num_returns="streaming")
-    def generate_streaming(self, spec: GenerationSpec) -> Iterator[Step | GenerationResult]:
+    def generate_streaming(self, spec: GenerationSpec, key: str) -> Iterator[Step | GenerationResult]:
         """Rank 0: run `spec`, yielding a `Step` after each denoising step and the result last.
 
         The engine reports steps through a callback, on the generation thread; this is the one place where
         they become a stream.
         """
         steps: queue.SimpleQueue[Step | None] = queue.SimpleQueue()
+        stop_if_cancelled = self._stop_if_cancelled(key)
 
         def report(step: Step) -> None:
+            stop_if_cancelled(step)
             steps.put(step)
 
         generation: Future[GenerationResult | None] = self._generation_thread.submit(self.generator, spec, report)
@@ -167,6 +184,21 @@ class RankWorker:
         result = generation.result()  # re-raises the generator's exception
         assert result is not None  # rank 0 always returns the video
         yield self._guarded(result)
+
+    def _stop_if_cancelled(self, key: str) -> Progress:
+        """The progress callback of sample `key` on this rank: raises `Cancelled` once `cancel(key)` reached any
+        rank of the group (all ranks agree at each step)."""
+        self._cancelled.intersection_update({key})  # forget keys of earlier samples (in place: `cancel` adds)
+
+        def check(step: Step) -> None:
+            stop = key in self._cancelled
+            if self.parallel is not None:
+                stop = self.parallel.any_rank(stop)
+            if stop:
+                self._cancelled.discard(key)
+                raise Cancelled(f"cancelled after {step}")
+
+        return check
 
     def _guarded(self, result: GenerationResult) -> GenerationResult:
         """The result with its video checked and faces blurred; raises `Blocked` if the guardrails refuse it."""
@@ -202,18 +234,21 @@ class GPUGroup:
         self._one_sample_at_a_time = threading.Lock()
         self._start_workers()
 
-    def stream(self, spec: GenerationSpec) -> Iterator[Step | GenerationResult]:
+    def stream(self, spec: GenerationSpec, key: str | None = None) -> Iterator[Step | GenerationResult]:
         """Generate `spec` on every rank: a `Step` after each of rank 0's denoising steps, then its result.
 
-        Raises `SampleError` if the sample failed. The group is held from the first item to the last: iterate
-        to the end (a stream left unfinished holds the group until it is closed or garbage-collected).
+        Raises `SampleError` if the sample failed (cause `Cancelled` after `cancel(key)`). The group is held from
+        the first item to the last: iterate to the end (a stream left unfinished holds the group until it is
+        closed or garbage-collected).
         """
+        key = key or uuid.uuid4().hex
         with self._one_sample_at_a_time:
             if not self.workers:  # broken by the previous sample
                 self.restarts += 1
                 self._start_workers()
             rank0, *others = self.workers
-            calls = [rank0.generate_streaming.remote(spec)] + [worker.generate.remote(spec) for worker in others]
+            calls = [rank0.generate_streaming.remote(spec, key)]
+            calls += [worker.generate.remote(spec, key) for worker in others]
             try:
                 yield from stream_ranks(calls, self.config.failure_grace_s)
             except SampleError as error:
@@ -224,6 +259,12 @@ class GPUGroup:
     def generate(self, spec: GenerationSpec) -> GenerationResult:
         """`stream(spec)` without the steps: rank 0's result; raises `SampleError` if the sample failed."""
         return _last(self.stream(spec))
+
+    def cancel(self, key: str) -> None:
+        """Stop the sample of `stream(spec, key)` after its current denoising step, whether it runs now or starts
+        later; its stream then raises `SampleError` with cause `Cancelled`. Returns at once; any thread."""
+        for worker in self.workers:
+            worker.cancel.remote(key)
 
     def shutdown(self) -> None:
         """Kill the workers and remove the placement group if this group created it. Idempotent."""

@@ -44,6 +44,7 @@ def test_help_explains_every_option(capsys):
         "--max-num-output-frames",
         "--max-pixels",
         "--max-num-steps",
+        "--max-cost",
     ):
         assert option in help_text
     for model in ("2B/pre-trained", "2B/post-trained", "2B/distilled", "14B/pre-trained", "14B/post-trained"):

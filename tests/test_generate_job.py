@@ -103,7 +103,7 @@ def test_a_missing_checkpoint_or_adapter_stops_before_ray(tmp_path, manifest, ca
 
 @pytest.mark.parametrize(
     "argv",
-    [["--schedule-timeout", "0"], ["--max-pixels", "0"], ["--max-num-steps", "x"]],
+    [["--schedule-timeout", "0"], ["--max-pixels", "0"], ["--max-num-steps", "x"], ["--max-cost", "0"]],
 )
 def test_bad_limits_and_timeouts_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -114,9 +114,11 @@ def test_bad_limits_and_timeouts_are_usage_errors(argv, capsys):
 def test_the_limit_flags_reach_the_job(tmp_path):
     args = generate.parse_args(
         ["--manifest", "m", "--output", "o", "--preset", "tiny", "--max-num-steps", "40", "--schedule-timeout", "60"]
+        + ["--max-cost", "64.5"]
     )
     config = generate.config_of(args)
     assert config.limits.max_num_steps == 40 and config.limits.max_pixels == 1920 * 1088
+    assert config.limits.max_cost == 64.5  # an operator raises the cost limit
     assert config.schedule_timeout_s == 60 and config.groups is None
 
 

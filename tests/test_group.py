@@ -11,7 +11,7 @@ import ray
 
 from cosmos_ray.core.media import MediaError
 from cosmos_ray.core.options import EngineOptions
-from cosmos_ray.core.progress import Step
+from cosmos_ray.core.progress import Cancelled, Step
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from pipelines.group import GPUGroup, GroupConfig, SampleError, wait_for_ranks
 
@@ -90,6 +90,27 @@ def test_a_long_video_runs_its_windows_on_both_ranks_and_reports_each(group):
     assert [(s.chunk, s.num_chunks, s.step) for s in steps] == [
         (chunk, 2, step) for chunk in (1, 2) for step in range(1, total + 1)
     ]
+
+
+def test_a_cancelled_sample_stops_on_both_ranks_between_steps_and_the_group_goes_on(group):
+    steps = []
+    with pytest.raises(SampleError) as caught:
+        for event in group.stream(tiny_spec(num_steps=20), key="to-cancel"):
+            steps.append(event)
+            if len(steps) == 2:
+                group.cancel("to-cancel")
+    assert isinstance(caught.value.cause, Cancelled) and not caught.value.group_broken
+    assert 2 <= len(steps) < steps[0].total  # stopped between steps, well before the end
+    restarts = group.restarts
+    assert group.generate(tiny_spec(seed=5)).frames.shape == (9, 64, 96, 3)  # same workers, next sample
+    assert group.restarts == restarts
+
+
+def test_a_sample_cancelled_before_it_starts_stops_at_its_first_step(group):
+    group.cancel("early")
+    with pytest.raises(SampleError) as caught:
+        list(group.stream(tiny_spec(num_steps=20), key="early"))
+    assert isinstance(caught.value.cause, Cancelled) and "step 1/" in str(caught.value.cause)
 
 
 def test_calls_from_two_threads_both_complete(group):
@@ -182,7 +203,7 @@ def test_the_owner_of_a_group_never_loads_torch(ray_session, tmp_path):
     bad_input = tiny_spec(inference_type="image2world", input_path=str(tmp_path / "missing.png"))
     owner = _GroupOwner.remote()  # type: ignore[attr-defined]  # (Ray's typing of an actor class)
     outcomes, loaded_torch = ray.get(owner.generate.remote([tiny_spec(), bad_input]))
-    assert outcomes == [str((9, 64, 96, 3)), "MediaError"]
+    assert outcomes == [str((9, 64, 96, 3)), "UnreadableMediaError"]
     assert not loaded_torch
 
 

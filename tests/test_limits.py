@@ -1,6 +1,10 @@
+import json
+
 import pytest
 
-from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.limits import SpecLimits, spec_cost
+from cosmos_ray.core.manifest import spec_from_row
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 
 
@@ -37,3 +41,50 @@ def test_limits_are_configurable_and_must_be_positive():
         SpecLimits(max_num_steps=10).check(_spec(num_steps=11))
     with pytest.raises(ValueError, match="max_pixels"):
         SpecLimits(max_pixels=0)
+
+
+# The issue-28 request: 93 windows of one output frame each, every window a full 93-frame generation.
+WINDOW_PER_FRAME = {"enable_autoregressive": True, "num_output_frames": 93, "chunk_size": 1, "chunk_overlap": 0}
+
+
+def test_the_cost_counts_windows_steps_passes_and_tokens_in_reference_clips():
+    model = MODELS[DEFAULT_MODEL]
+    assert spec_cost(_spec(resolution="704,1280"), model).clips == 1.0  # the official defaults: one clip
+    assert spec_cost(_spec(resolution="704,1280", guidance=0), model).clips == 0.5  # no unconditional pass
+    assert spec_cost(_spec(resolution="352,640"), model).clips == 0.25  # a quarter of the tokens
+    assert spec_cost(_spec(resolution="704,1280", num_steps=70), model).clips == 2.0
+    assert spec_cost(_spec(cosmos_ray_num_frames=9), model).tokens == 3 * 44 * 80  # 9 frames: 3 latent frames
+    long_video = spec_cost(_spec(enable_autoregressive=True, num_output_frames=153), model)  # chunk 77, overlap 1
+    assert long_video.windows == 2 and long_video.clips == 2.0  # each window is a whole native generation
+    assert spec_cost(_spec(**WINDOW_PER_FRAME, num_steps=50), model).windows == 93
+    distilled = spec_cost(_spec(resolution="704,1280"), MODELS["2B/distilled"])
+    assert distilled.passes == 1  # unguided
+
+
+def test_a_spec_over_the_cost_limit_is_refused_with_its_cost_and_what_to_change():
+    spec = _spec(**WINDOW_PER_FRAME, num_steps=50)
+    SpecLimits().check(_spec(resolution="704,1280"))  # every single field of `spec` is within its limit ...
+    with pytest.raises(SpecError) as caught:
+        SpecLimits(max_cost=3).check(spec)  # ... but not its work
+    error = caught.value
+    assert error.field == "chunk_size"
+    assert "132.86 reference clips (93 window(s) x 50 steps x 2 pass(es)" in error.reason
+    assert "max_cost" in error.reason and "larger chunk_size" in error.reason
+    with pytest.raises(SpecError) as caught:
+        SpecLimits(max_cost=1).check(_spec(resolution="704,1280", num_steps=50))
+    assert caught.value.field == "num_steps" and "fewer num_steps" in caught.value.reason
+
+
+def test_an_operator_raises_the_cost_limit():
+    SpecLimits(max_cost=200).check(_spec(**WINDOW_PER_FRAME, num_steps=50))
+    with pytest.raises(ValueError, match="max_cost"):
+        SpecLimits(max_cost=0)
+
+
+def test_the_cost_limit_is_checked_against_the_jobs_model(tmp_path):
+    """The batch job's check stage: a row over the cost is an invalid row; the model decides what it costs."""
+    row = {"spec_json": json.dumps({"inference_type": "text2world", "name": "s", "prompt": "p", "num_steps": 4})}
+    limits = SpecLimits(max_cost=0.1)  # 4 guided steps at 720p are 0.11 clips; 4 unguided ones 0.06
+    with pytest.raises(SpecError, match="field 'num_steps'"):
+        spec_from_row(row, limits, model=MODELS["2B/post-trained"])
+    spec_from_row(row, limits, model=MODELS["2B/distilled"])

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -19,16 +20,16 @@ from ray.serve.schema import ServeDeploySchema
 from cosmos_ray.core import guardrails
 from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.guardrails import Blocked
-from cosmos_ray.core.media import MediaError
+from cosmos_ray.core.media import MediaError, UnreadableMediaError
 from cosmos_ray.core.offload_config import OffloadConfig
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from pipelines.group import SampleError
 from pipelines.serve import ServeArgs, app, build_app
-from pipelines.serve.auth import TOKENS_ENV, BearerAuth
+from pipelines.serve.auth import ANONYMOUS, TOKENS_ENV, BearerAuth, require_auth_or_loopback
 from pipelines.serve.ingress import api
 from pipelines.serve.jobs import Job
 from pipelines.serve.policy import ApiError, RequestPolicy, check_allowed_url, parse_spec
-from pipelines.serve.replica import Failed, failure
+from pipelines.serve.replica import SERVER_LOG, Failed, failure
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,10 +140,12 @@ def test_local_prefix_follows_symlinks(tmp_path):
 
 
 def test_job_progress_counts_the_steps_of_every_window():
-    job = Job(id="j", sample_id="s", status="running", step=3, total_steps=4, chunk=2, num_chunks=3)
+    job = Job(id="j", sample_id="s", owner="o", request_id="r", status="running", step=3, total_steps=4, chunk=2)
+    job.num_chunks = 3
     assert job.progress == pytest.approx((1 + 3 / 4) / 3)
     assert {"chunk": 2, "num_chunks": 3}.items() <= job.to_json().items()
-    assert Job(id="j", sample_id="s", status="running").progress == 0.0
+    assert "owner" not in job.to_json()  # a digest of the token, never shown
+    assert Job(id="j", sample_id="s", owner="o", request_id="r", status="running").progress == 0.0
 
 
 @pytest.mark.parametrize(
@@ -156,16 +159,30 @@ def test_job_progress_counts_the_steps_of_every_window():
             MediaError("sample 'x': input video a.mp4 has 3 frames"),
             Failed(422, "input_path", "sample 'x': input video a.mp4 has 3 frames"),
         ),
-        (
-            Blocked("video", "frame 4 is Violence"),
-            Failed(422, None, "video blocked by the guardrails: frame 4 is Violence", blocked=True),
+        (  # the decoder's words (with the server's temporary paths) stay in the log
+            UnreadableMediaError("sample 'x': cannot read input_path a.mp4: ffmpeg: /tmp/tmpab12/in.mp4: moov atom"),
+            Failed(422, "input_path", "cannot read input_path as an image or video (" + SERVER_LOG + ")"),
         ),
-        (RuntimeError("CUDA out of memory"), Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),
-        (None, Failed(500, None, "generation failed: RuntimeError: CUDA out of memory")),  # a rank died
+        (  # what the guardrails matched goes to the record and the log only
+            Blocked("video", "frame 4 is Violence"),
+            Failed(
+                422,
+                None,
+                "video blocked by the guardrails",
+                True,
+                "video blocked by the guardrails: frame 4 is " + "Violence",
+            ),
+        ),
+        (RuntimeError("CUDA out of memory"), Failed(500, None, f"generation failed ({SERVER_LOG})")),
+        (None, Failed(500, None, f"generation failed ({SERVER_LOG})")),  # a rank died
     ],
 )
-def test_failed_generations_blame_the_request_only_for_its_spec_or_input(cause, expected):
-    assert failure(SampleError("RuntimeError: CUDA out of memory", cause=cause)) == expected
+def test_failed_generations_blame_the_request_only_for_its_spec_or_input(cause, expected, caplog):
+    with caplog.at_level(logging.INFO, logger="ray.serve"):
+        failed = failure(SampleError("RuntimeError: CUDA out of memory", cause=cause), "req-1")
+    assert failed == expected
+    if expected.status == 500 or "ffmpeg" in str(cause):
+        assert "request req-1" in caplog.text  # the details, under the id the client got
 
 
 def test_parse_spec_applies_the_input_allow_list():
@@ -272,7 +289,8 @@ def test_serve_args_choose_the_model_and_its_offloading():
         app,  # type: ignore[arg-type]  # a function, which its annotation calls FunctionType
         {"preset": "random-14B", "model": "14B/post-trained", "offload_text_encoder": "true"},
     )
-    (group_config,) = _deployments(built)["GroupReplica"]._replica_config.init_args
+    group_config, time_limit_s = _deployments(built)["GroupReplica"]._replica_config.init_args
+    assert time_limit_s == ServeArgs().max_request_s
     assert (group_config.engine.source, group_config.engine.model) == ("random-14B", "14B/post-trained")
     assert group_config.engine.offload == OffloadConfig(text_encoder=True)
     with pytest.raises(ValueError, match="unknown model '14B'; the official models are"):
@@ -364,6 +382,48 @@ def test_tokens_are_compared_in_constant_time_against_every_token(monkeypatch):
     auth.check("Bearer alpha")  # the first token matches; the others are compared all the same
     assert len(compared) == 3
     assert all(len(a) == len(b) == hashlib.sha256().digest_size for a, b in compared)  # digests, not the tokens
+
+
+@pytest.mark.parametrize("value", [" , ,", "", " "])
+def test_a_token_variable_that_names_no_token_is_an_error(monkeypatch, value):
+    monkeypatch.setenv(TOKENS_ENV, value)
+    with pytest.raises(ValueError, match=f"{TOKENS_ENV} is set but names no token"):  # never silently off
+        BearerAuth.from_sources(None)
+
+
+def test_each_token_is_its_own_owner_and_without_tokens_everyone_is_anonymous(monkeypatch):
+    monkeypatch.setenv(TOKENS_ENV, "alpha,beta")
+    auth = BearerAuth.from_sources(None)
+    alpha, beta = auth.check("Bearer alpha"), auth.check("Bearer beta")
+    assert alpha != beta and auth.check("bearer alpha") == alpha
+    assert "alpha" not in alpha and len(alpha) == 16  # a digest prefix, never the token
+    monkeypatch.delenv(TOKENS_ENV)
+    assert BearerAuth.from_sources(None).check(None) == ANONYMOUS
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1", "localhost", "127.0.0.2"])
+def test_without_tokens_serve_may_listen_on_loopback(no_token_env, host):
+    require_auth_or_loopback(BearerAuth.from_sources(None), host, allow_unauthenticated=False)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.5", "head.example"])
+def test_without_tokens_serve_refuses_to_listen_beyond_loopback_unless_told(no_token_env, monkeypatch, host):
+    with pytest.raises(ValueError, match="allow_unauthenticated=true") as caught:
+        require_auth_or_loopback(BearerAuth.from_sources(None), host, allow_unauthenticated=False)
+    assert TOKENS_ENV in str(caught.value) and repr(host) in str(caught.value)
+    require_auth_or_loopback(BearerAuth.from_sources(None), host, allow_unauthenticated=True)  # explicitly open
+    monkeypatch.setenv(TOKENS_ENV, "alpha")
+    require_auth_or_loopback(BearerAuth.from_sources(None), host, allow_unauthenticated=False)  # closed
+
+
+def test_a_request_over_the_cost_limit_is_refused_at_parse_time():
+    """The issue-28 request: 93 windows of one frame each, each a whole generation; every field within its limit."""
+    fields = {"enable_autoregressive": True, "num_output_frames": 93, "chunk_size": 1, "chunk_overlap": 0}
+    error = _api_error(parse_spec, _body(**fields, num_steps=50), _policy())
+    assert (error.status, error.field) == (422, "chunk_size")
+    assert "93 window(s)" in error.reason and "max_cost" in error.reason
+    parse_spec(_body(**fields, num_steps=50), _policy(max_cost=200))  # an operator may allow it
+    parse_spec(_body(enable_autoregressive=True, num_output_frames=93), _policy())  # the official chunking: 2 windows
 
 
 @pytest.mark.parametrize("content", [None, "", "# only a comment\n\n"])

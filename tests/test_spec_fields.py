@@ -237,3 +237,12 @@ def test_num_generations_1_leaves_the_spec_json_and_id_unchanged():
 )
 def test_invalid_num_generations(changes, field, reason):
     rejects({**TEXT, **changes}, LABEL + f"field '{field}' {reason}", source="specs.jsonl:4")
+
+
+def test_an_empty_prompt_is_accepted_as_the_official_inference_accepts_it(tmp_path):
+    """`InferenceArguments.prompt: str` has no minimum length, and an empty prompt file stays "" (cosmos_predict2/
+    config.py at 7e5ffc83; docs/reference-notes.md)."""
+    assert GenerationSpec.from_dict({**TEXT, "prompt": ""}).prompt == ""
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    data = {key: value for key, value in TEXT.items() if key != "prompt"}
+    assert GenerationSpec.from_dict({**data, "prompt_path": "empty.txt"}, base_dir=str(tmp_path)).prompt == ""

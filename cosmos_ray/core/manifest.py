@@ -20,6 +20,7 @@ import pyarrow.dataset
 import pyarrow.parquet as pq
 
 from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.registry import OfficialModel
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import Storage, StorageError, one_line_errors, parent_url
 
@@ -159,10 +160,15 @@ def require_manifest_columns(column_names: Sequence[str], url: str) -> None:
 
 
 def spec_from_row(
-    row: Mapping[str, Any], limits: SpecLimits | None = None, *, num_generations: int | None = None
+    row: Mapping[str, Any],
+    limits: SpecLimits | None = None,
+    *,
+    num_generations: int | None = None,
+    model: OfficialModel | None = None,
 ) -> GenerationSpec:
-    """The spec of one manifest row, within `limits` if given, with `num_generations` (a job's) in place of the
-    spec's own if given; raises `SpecError` naming the row's source."""
+    """The spec of one manifest row, within `limits` if given (its cost on `model`, default the default model),
+    with `num_generations` (a job's) in place of the spec's own if given; raises `SpecError` naming the row's
+    source."""
     source = str(row.get("source") or "manifest row")
     try:
         data = json.loads(row["spec_json"])
@@ -172,14 +178,14 @@ def spec_from_row(
         data = {**data, "num_generations": num_generations}
     spec = GenerationSpec.from_dict(data, source=source)
     if limits is not None:
-        check_limits(spec, limits, source)
+        check_limits(spec, limits, source, model)
     return spec
 
 
-def check_limits(spec: GenerationSpec, limits: SpecLimits, source: str) -> None:
-    """`limits.check(spec)`, with the spec's source in the error (as `GenerationSpec.from_dict` names it)."""
+def check_limits(spec: GenerationSpec, limits: SpecLimits, source: str, model: OfficialModel | None = None) -> None:
+    """`limits.check(spec, model)`, with the spec's source in the error (as `GenerationSpec.from_dict` names it)."""
     try:
-        limits.check(spec)
+        limits.check(spec, model)
     except SpecError as error:
         raise SpecError(f"{spec.name!r} ({source})", error.field, error.reason) from None
 

@@ -41,6 +41,11 @@ class MediaError(ValueError):
     """A conditioning input that cannot be used, or frames that cannot be written; names the sample."""
 
 
+class UnreadableMediaError(MediaError):
+    """An input that could not be read or decoded; its message quotes the library (a decoder's output, paths of
+    the server), so Serve tells its client only that the input is unreadable and logs the rest."""
+
+
 @dataclass(frozen=True)
 class MediaLimits:
     """The largest input the engine decodes, checked from the file's size and headers before any pixel is.

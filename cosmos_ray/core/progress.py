@@ -32,3 +32,8 @@ class Step:
 
 
 Progress = Callable[[Step], None]
+
+
+class Cancelled(Exception):
+    """Raised by a `Progress` callback to stop a generation between two denoising steps (its client went away,
+    or it ran past its time limit). Torch-free, so it crosses from a rank to the Ray side as itself."""

@@ -14,7 +14,7 @@ from typing import cast
 import av
 import numpy as np
 
-from cosmos_ray.core.media import MediaError, MediaLimits
+from cosmos_ray.core.media import MediaError, MediaLimits, UnreadableMediaError
 
 
 def decode_video(source: str | io.BytesIO, last: int | None, limits: MediaLimits) -> np.ndarray:
@@ -23,7 +23,7 @@ def decode_video(source: str | io.BytesIO, last: int | None, limits: MediaLimits
     try:
         return _decode_frames(source, last, limits)
     except av.FFmpegError as error:
-        raise MediaError(f"cannot decode it: {error}") from None
+        raise UnreadableMediaError(f"cannot decode it: {error}") from None
 
 
 def _decode_frames(source: str | io.BytesIO, last: int | None, limits: MediaLimits) -> np.ndarray:

@@ -96,6 +96,13 @@ class ParallelContext:
             return self.layouts[self.config]
         return self.layouts[ParallelConfig.for_batch(self.world_size, num_heads, latent_frames, batch_size)]
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank if `flag` is true on any rank (a collective: every rank calls it at the same point),
+        so that all ranks take the same branch, e.g. stopping a generation at the same step."""
+        value = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def destroy(self) -> None:
         """Destroys the sub-groups, and the default group if this context created it."""
         for groups in self.layouts.values():

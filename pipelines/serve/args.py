@@ -76,7 +76,19 @@ class ServeArgs(BaseModel):
     api_tokens_file: str | None = Field(
         None,
         description="file of bearer tokens, one per line (e.g. a mounted Secret); with COSMOS_RAY_API_TOKENS "
-        "(comma-separated) the accepted tokens; neither set: no authentication",
+        "(comma-separated) the accepted tokens; neither set: no authentication, allowed only on a loopback "
+        "address or with allow_unauthenticated",
+    )
+    allow_unauthenticated: bool = Field(
+        False,
+        description="serve without tokens although Serve listens beyond loopback (anyone who reaches the port "
+        "may generate); without it such a deployment fails to start",
+    )
+    max_active_per_token: int | None = Field(
+        None,
+        ge=1,
+        description="generations (requests and jobs) one token may have queued or running at once, else 429; "
+        "null: no quota",
     )
     max_request_bytes: int = Field(64 * 1024, ge=1024, description="largest accepted request body")
     max_num_frames: int = Field(
@@ -87,6 +99,18 @@ class ServeArgs(BaseModel):
     )
     max_pixels: int = Field(TRAINED_PIXELS_720P, ge=1, description="largest height x width of `resolution`")
     max_num_steps: int = Field(50, ge=1, description="largest `num_steps` of a request")
+    max_cost: float = Field(
+        3.0,
+        gt=0,
+        description="largest DiT work of a request, in reference clips (one 93-frame 704x1280 window at 35 guided "
+        "steps): covers windows, steps, frames and resolution together",
+    )
+    max_request_s: float = Field(
+        1800,
+        gt=0,
+        description="time limit of one generation once its GPUs begin; past it the generation stops between steps "
+        "and the request fails (504)",
+    )
     max_jobs: int = Field(64, ge=1, description="async jobs queued or running at once; finished ones kept")
     guardrails: bool | None = Field(
         None,
@@ -112,6 +136,7 @@ class ServeArgs(BaseModel):
             max_num_output_frames=self.max_num_frames,
             max_pixels=self.max_pixels,
             max_num_steps=self.max_num_steps,
+            max_cost=self.max_cost,
         )
 
     def engine_options(self) -> EngineOptions:

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 
 from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.registry import OfficialModel, get_model
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import url_scheme
 from pipelines.serve.args import ServeArgs
@@ -43,6 +44,7 @@ class RequestPolicy:
     allowed_loras: dict[str, str] = field(default_factory=dict)  # adapter name -> its file (path or URL)
     checkpoint: str | None = None  # the deployment's DiT checkpoint (None: the stock weights)
     default_loras: tuple[LoraRef, ...] = ()  # the adapters of a request that names none
+    model: OfficialModel | None = None  # what `resolution` "none" and a window cost (default: the default model)
 
     @classmethod
     def from_args(cls, args: ServeArgs) -> RequestPolicy:
@@ -56,6 +58,7 @@ class RequestPolicy:
             allowed_loras=dict(args.allowed_loras),
             checkpoint=engine.checkpoint_path,
             default_loras=engine.loras,
+            model=get_model(args.model),
         )
 
 
@@ -72,7 +75,7 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
         data = {**data, "cosmos_ray_loras": [_allowed_adapter(entry, policy) for entry in data["cosmos_ray_loras"]]}
     try:
         spec = GenerationSpec.from_dict(data, source="request")
-        policy.limits.check(spec)
+        policy.limits.check(spec, policy.model)
     except SpecError as error:
         raise ApiError(422, error.field or None, error.reason) from None
     if spec.cosmos_ray_checkpoint not in (None, policy.checkpoint):

@@ -1,5 +1,6 @@
 """Storing results: a generated video and its record go to an output location as the batch job writes them
-(`OutputStore`: the video, then the record that commits it), and an identical earlier request is found there.
+(`OutputStore`: the video, then the record that commits it), and an identical earlier request is found there
+(but not one written with guardrails off when this deployment runs them: that video was never checked).
 A request the guardrails refused is logged and recorded there as "blocked", without a video."""
 
 from __future__ import annotations
@@ -29,11 +30,19 @@ def record_blocked(output_url: str | None, storage: Storage, spec: GenerationSpe
         OutputStore(output_url, storage).write_blocked(spec, reason, source="serve")
 
 
-def stored_result(output_url: str, storage: Storage, spec: GenerationSpec) -> dict[str, Any] | None:
-    """The response JSON of an identical earlier request (same sample id) that is stored, if any."""
+def stored_result(output_url: str, storage: Storage, spec: GenerationSpec, guardrails: bool) -> dict[str, Any] | None:
+    """The response JSON of an identical earlier request (same sample id) that is stored, if any; with
+    `guardrails` (this deployment checks its videos) only one whose video the guardrails checked."""
     store = OutputStore(output_url, storage)
     record = store.read_record(spec.sample_id)
-    return _result_json(store, spec, record, cached=True) if record is not None and record.status == OK else None
+    if record is None or record.status != OK:
+        return None
+    if guardrails and not (record.metadata or {}).get("guardrails"):  # written by a run with them off
+        logger.info(
+            "sample %s: the stored video was not checked by the guardrails; generating it again", spec.sample_id
+        )
+        return None
+    return _result_json(store, spec, record, cached=True)
 
 
 def _result_json(store: OutputStore, spec: GenerationSpec, record: OutputRecord, cached: bool) -> dict[str, Any]:

@@ -35,14 +35,16 @@ def _frames(mp4: bytes, tmp_path: Path) -> tuple[int, tuple[int, int]]:
     return sum(1 for _ in reader), tuple(meta["size"])
 
 
-def _wait_for_job(server: str, job_id: str, timeout_s: float = 240, seen: list | None = None) -> dict:
+def _wait_for_job(
+    server: str, job_id: str, timeout_s: float = 240, seen: list | None = None, headers: dict | None = None
+) -> dict:
     """The job once finished; `seen` collects every state polled on the way."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        job = requests.get(f"{server}/v1/jobs/{job_id}", timeout=60).json()
+        job = requests.get(f"{server}/v1/jobs/{job_id}", headers=headers, timeout=60).json()
         if seen is not None:
             seen.append(job)
-        if job["status"] in ("succeeded", "failed"):
+        if job["status"] in ("succeeded", "failed", "cancelled"):
             return job
         time.sleep(0.05 if seen is not None else 0.2)
     raise AssertionError(f"job {job_id} did not finish in {timeout_s}s")

@@ -100,7 +100,7 @@ def _check_row(
     num_generations: int | None,
 ) -> list[dict[str, Any]]:
     try:
-        spec = spec_from_row(row, limits, num_generations=num_generations).for_weights(*weights)
+        spec = spec_from_row(row, limits, num_generations=num_generations, model=model).for_weights(*weights)
         model.check_spec(spec)
     except SpecError as error:
         return [{**row, "sample_id": None, "status": INVALID, "error": str(error)}]
