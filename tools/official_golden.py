@@ -29,6 +29,8 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
   pixel_norm the uint8 -> [-1, 1] step of the conditioning pixels, bf16 and float32
   distilled  the distilled model's few-step sampler (Video2WorldModelDistillDMD2TrigFlow) with the official
              tiny distilled net, bf16 and float32, and its final nan_to_num
+  end_to_end whole bf16 runs (text2world, image2world, video2world): official media reading, sampler,
+             conditioner, tiny 2B net and VAE, 3 steps with guidance
 
 Modules that the pieces import but never run are stubbed in this process (sys.modules): GPU-only or service
 packages (megatron, transformer_engine, apex, wandb, pynvml, boto3/botocore, matplotlib, pytest) and official
@@ -52,6 +54,7 @@ if __package__ in (None, ""):  # run as a script (python tools/official_golden.p
 
 from tools.golden.distilled import distilled
 from tools.golden.dit import dit, pixel_norm
+from tools.golden.end_to_end import end_to_end
 from tools.golden.harness import ROOT, Official
 from tools.golden.media import media
 from tools.golden.model_config import model_config
@@ -82,6 +85,7 @@ PIECES = {
     "dit": dit,
     "pixel_norm": pixel_norm,
     "distilled": distilled,
+    "end_to_end": end_to_end,
 }
 
 
