@@ -61,7 +61,8 @@ def test_unknown_schedule_kind():
 
 @pytest.mark.parametrize("num_steps", [35, 5, 2, 1])
 def test_unipc_matches_diffusers_over_a_full_run(num_steps):
-    """Same random velocities through both solvers, float64: every intermediate sample agrees."""
+    """Same random velocities through both solvers, float64 samples: every intermediate sample agrees to the
+    precision of our coefficients, which are float32 as the official scheduler's (diffusers': float64)."""
     theirs = scheduler_for(num_steps + 1)
     ours = UniPCSolver(theirs.sigmas.tolist())
     gen = torch.Generator().manual_seed(num_steps)
@@ -71,7 +72,6 @@ def test_unipc_matches_diffusers_over_a_full_run(num_steps):
         x_theirs = theirs.step(velocity, t, x_theirs, return_dict=False)[0]
         x_ours = ours.step(velocity, x_ours)
         assert rel_err(x_ours, x_theirs) < 1e-6
-    assert rel_err(x_ours, x_theirs) < 1e-12
 
 
 def test_unipc_last_step_returns_x0_prediction():
@@ -84,14 +84,15 @@ def test_unipc_last_step_returns_x0_prediction():
 
 
 def test_unipc_is_exact_on_a_straight_flow():
-    """Constant velocity (a straight rectified-flow path) is integrated exactly from noise to data."""
+    """Constant velocity (a straight rectified-flow path) is integrated exactly from noise to data (up to the
+    float32 coefficients)."""
     data, noise = torch.randn(2, 7, dtype=torch.float64).unbind(0)
     sigmas = make_schedule(ScheduleConfig(), 8).sigmas
     solver = UniPCSolver(sigmas)
     x = (1 - sigmas[0]) * data + sigmas[0] * noise
     for _ in range(len(sigmas) - 1):
         x = solver.step(noise - data, x)
-    torch.testing.assert_close(x, data, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(x, data, rtol=1e-6, atol=1e-6)
 
 
 def test_unipc_refuses_extra_steps():

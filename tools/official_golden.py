@@ -24,6 +24,13 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
   text_norm  TextEncoder.mean_normalize (the per-layer normalization of the Reason1 embeddings), bf16 and float32
   media      read_and_process_image / read_and_process_video / resize_input on media this script writes to
              OUT/media/ (odd sizes; RGB, RGBA, grayscale and palette PNG; a BT.709-tagged H.264 video)
+  model_config  each base model's settings as the official config system composes them (1.5.0)
+  dit        the official MinimalV1LVGDiT at tiny widths (2B, 14B, distilled), float32 and bf16
+  pixel_norm the uint8 -> [-1, 1] step of the conditioning pixels, bf16 and float32
+  distilled  the distilled model's few-step sampler (Video2WorldModelDistillDMD2TrigFlow) with the official
+             tiny distilled net, bf16 and float32, and its final nan_to_num
+  end_to_end whole bf16 runs (text2world, image2world, video2world): official media reading, sampler,
+             conditioner, tiny 2B net and VAE, 3 steps with guidance
 
 Modules that the pieces import but never run are stubbed in this process (sys.modules): GPU-only or service
 packages (megatron, transformer_engine, apex, wandb, pynvml, boto3/botocore, matplotlib, pytest) and official
@@ -45,7 +52,9 @@ import torch
 if __package__ in (None, ""):  # run as a script (python tools/official_golden.py): make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.golden.distilled import distilled
 from tools.golden.dit import dit, pixel_norm
+from tools.golden.end_to_end import end_to_end
 from tools.golden.harness import ROOT, Official
 from tools.golden.media import media
 from tools.golden.model_config import model_config
@@ -75,6 +84,8 @@ PIECES = {
     "model_config": model_config,
     "dit": dit,
     "pixel_norm": pixel_norm,
+    "distilled": distilled,
+    "end_to_end": end_to_end,
 }
 
 

@@ -84,7 +84,11 @@ class VAEConfig:
 
 
 class RMSNorm(nn.Module):
-    """RMS norm over the channel dim (dim 1) with a per-channel gain; the norm is accumulated in float32."""
+    """RMS norm over the channel dim (dim 1) with a per-channel gain.
+
+    Rounds as the official `RMS_norm` does (`F.normalize(x) * scale * gamma`, each step in the input dtype), so
+    a bf16 VAE gives the official bf16 pixels bit for bit (golden `end_to_end`); the two products run in place.
+    """
 
     def __init__(self, channels: int, spatial_dims: int):
         super().__init__()
@@ -92,8 +96,7 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(channels, *(1,) * spatial_dims))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True, dtype=torch.float32)  # no float32 copy of x
-        return torch.mul(x, (self.scale / norm.clamp_min(1e-12)).to(x.dtype)).mul_(self.gamma)
+        return F.normalize(x, dim=1).mul_(self.scale).mul_(self.gamma)
 
 
 class CausalConv3d(nn.Conv3d):
@@ -173,8 +176,11 @@ class AttentionBlock(nn.Module):
         """`cache` is unused (attention stays within a frame); it keeps the layer interface uniform."""
         b, c, t, h, w = x.shape
         frames = rearrange(x, "b c t h w -> (b t) c h w")
-        qkv = rearrange(self.to_qkv(self.norm(frames)), "n c h w -> n (h w) 1 c")  # (B*T, H*W, 1, 3C)
-        out = attention(*qkv.chunk(3, dim=-1))  # (B*T, H*W, 1, C)
+        # (B*T, H*W, 1, 3C), made contiguous and attended with PyTorch's own kernel choice as the official
+        # block does: the layout and the kernel both change the bf16 rounding (golden `end_to_end`)
+        qkv = rearrange(self.to_qkv(self.norm(frames)), "n c h w -> n (h w) 1 c").contiguous()
+        q, k, v = qkv.chunk(3, dim=-1)
+        out = attention(q, k, v, backend="pytorch")  # (B*T, H*W, 1, C)
         out = self.proj(rearrange(out, "n (h w) 1 c -> n c h w", h=h))
         return x + rearrange(out, "(b t) c h w -> b c t h w", t=t)
 

@@ -10,25 +10,28 @@ Per step i, with the model's velocity v at the current sample x and sigma s_i:
     x    = UniC(x_prev, x0_{i-2}, x0_{i-1}, x0_i)         corrector (i > 0)
     x    = UniP(x, x0_{i-1}, x0_i) at s_{i+1}             predictor
 
-in log-SNR time lambda(s) = log((1 - s) / s). Coefficients are computed in float64 from the schedule's
-sigmas and applied to the latents in their own dtype.
+in log-SNR time lambda(s) = log((1 - s) / s).
+
+Rounding as the official scheduler (`FlowUniPCMultistepScheduler`, B(h) = expm1(-h)): its sigmas are float32,
+and every coefficient is a float32 scalar tensor computed in the official order of operations (log-SNR,
+step size, the order-2 corrector weights from a float32 `linalg.solve`) and applied as the official update
+applies it, so the latents are the official ones bit for bit (goldens `sampling`, `unipc`, `end_to_end`).
+Scalar tensors stay on the CPU (PyTorch applies them to tensors on any device as scalars).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 SOLVER_ORDER = 2
 
 
-def log_snr(sigma: float) -> float:
-    """lambda = log(alpha) - log(sigma) for flow time sigma (alpha = 1 - sigma); +inf at sigma = 0."""
-    if sigma == 0.0:
-        return math.inf
-    return math.log(1.0 - sigma) - math.log(sigma)
+def log_snr(sigma: Tensor) -> Tensor:
+    """lambda = log(alpha) - log(sigma) for flow time sigma (alpha = 1 - sigma), float32; +inf at sigma = 0."""
+    return torch.log(1 - sigma) - torch.log(sigma)
 
 
 class UniPCSolver:
@@ -40,7 +43,7 @@ class UniPCSolver:
     def __init__(self, sigmas: Sequence[float]):
         if len(sigmas) < 2:
             raise ValueError(f"need at least two sigmas (one evaluation and the final one), got {len(sigmas)}")
-        self.sigmas = [float(s) for s in sigmas]
+        self.sigmas = torch.tensor([float(s) for s in sigmas], dtype=torch.float32)  # as the official's
         self.num_steps = len(self.sigmas) - 1
         self.step_index = 0
         self.x0_history: list[Tensor] = []  # data predictions of the last SOLVER_ORDER steps, oldest first
@@ -65,44 +68,46 @@ class UniPCSolver:
     def _predict(self, sample: Tensor, order: int) -> Tensor:
         """UniP-`order` from sigmas[i] to sigmas[i + 1]; i is the step just taken."""
         i = self.step_index - 1
-        s0, t = self.sigmas[i], self.sigmas[i + 1]
         x0 = self.x0_history[-1]
-        h, h_phi_1 = _step_size(s0, t)
-        out = (t / s0) * sample - (1.0 - t) * h_phi_1 * x0
+        out, alpha_b_h, h = self._base(sample, x0, self.sigmas[i], self.sigmas[i + 1])
         if order == 2:
-            r = (log_snr(self.sigmas[i - 1]) - log_snr(s0)) / h
-            d1 = (self.x0_history[-2] - x0) / r
-            out = out - (1.0 - t) * h_phi_1 * 0.5 * d1
+            d1 = (self.x0_history[-2] - x0) / ((log_snr(self.sigmas[i - 1]) - log_snr(self.sigmas[i])) / h)
+            out = out - alpha_b_h * (0.5 * d1)
         return out
 
     def _correct(self, x0_now: Tensor) -> Tensor:
         """UniC with the order of the previous predictor: refines the sample at sigmas[i] using x0_now."""
         i = self.step_index
-        s0, t = self.sigmas[i - 1], self.sigmas[i]
         x0_prev = self.x0_history[-1]
         assert self.last_sample is not None  # set by the step before
-        h, h_phi_1 = _step_size(s0, t)
-        out = (t / s0) * self.last_sample - (1.0 - t) * h_phi_1 * x0_prev
+        out, alpha_b_h, h = self._base(self.last_sample, x0_prev, self.sigmas[i - 1], self.sigmas[i])
         d1_now = x0_now - x0_prev
         if self.last_order == 1:
-            return out - (1.0 - t) * h_phi_1 * 0.5 * d1_now
-        r = (log_snr(self.sigmas[i - 2]) - log_snr(s0)) / h
+            return out - alpha_b_h * (0.5 * d1_now)
+        r = (log_snr(self.sigmas[i - 2]) - log_snr(self.sigmas[i - 1])) / h
         d1 = (self.x0_history[-2] - x0_prev) / r
-        rho_1, rho_now = _corrector_weights(h, h_phi_1, r)
-        return out - (1.0 - t) * h_phi_1 * (rho_1 * d1 + rho_now * d1_now)
+        rho_1, rho_now = _corrector_weights(h, r)
+        return out - alpha_b_h * (rho_1 * d1 + rho_now * d1_now)
+
+    @staticmethod
+    def _base(sample: Tensor, x0: Tensor, s0: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The order-1 update from s0 to t, (1 - t) B(h) (the factor of every higher-order term), and h."""
+        h = log_snr(t) - log_snr(s0)
+        b_h = torch.expm1(-h)  # h phi_1(h) = B(h) for the B2 variant
+        alpha_t = 1 - t
+        return t / s0 * sample - alpha_t * b_h * x0, alpha_t * b_h, h
 
 
-def _step_size(s0: float, t: float) -> tuple[float, float]:
-    """h = lambda(t) - lambda(s0) and h * phi_1 = expm1(-h) (the B(h) of the B2 variant)."""
-    h = log_snr(t) - log_snr(s0)
-    return h, math.expm1(-h)
-
-
-def _corrector_weights(h: float, h_phi_1: float, r: float) -> tuple[float, float]:
-    """Solves the order-2 UniC system [[1, 1], [r, 1]] @ rho = b for the two difference weights."""
+def _corrector_weights(h: Tensor, r: Tensor) -> tuple[Tensor, Tensor]:
+    """Solves the order-2 UniC system [[1, 1], [r, 1]] @ rho = b for the two difference weights, in float32
+    with `linalg.solve`, as the official scheduler does."""
     hh = -h
-    h_phi_k = h_phi_1 / hh - 1.0
-    b1 = h_phi_k / h_phi_1
-    b2 = 2.0 * (h_phi_k / hh - 0.5) / h_phi_1
-    rho_1 = (b1 - b2) / (1.0 - r)
-    return rho_1, b1 - rho_1
+    b_h = torch.expm1(hh)
+    h_phi_k = b_h / hh - 1
+    b1 = h_phi_k * 1 / b_h
+    h_phi_k = h_phi_k / hh - 1 / 2
+    b2 = h_phi_k * 2 / b_h
+    ratios = torch.tensor([r.item(), 1.0])
+    system = torch.stack([torch.pow(ratios, 0), torch.pow(ratios, 1)])
+    rho = torch.linalg.solve(system, torch.tensor([b1.item(), b2.item()]))
+    return rho[0], rho[1]
