@@ -16,7 +16,7 @@ from cosmos_ray.loading import ModelInfo
 from cosmos_ray.models.text import TextEncoder
 from cosmos_ray.sampling.guided import GuidedSampler, SamplerConfig
 from tests.test_official_dit import our_dit
-from tests.test_official_golden import ROOT, load, unpack
+from tests.test_official_golden import golden_spec, load, unpack
 from tools.golden.end_to_end import end_to_end_embeddings
 from tools.official_golden import tiny_models
 
@@ -58,17 +58,7 @@ def bf16_generator() -> Generator:
 
 
 def spec_of(kind: str) -> GenerationSpec:
-    case = GOLDEN["cases"][kind]
-    return GenerationSpec(
-        inference_type=kind,
-        name=kind,
-        prompt="prompt",
-        negative_prompt="negative",
-        input_path=str(ROOT / case["input"]) if case["input"] else None,
-        seed=case["seed"],
-        guidance=case["guidance"],
-        num_steps=case["num_steps"],
-    )
+    return golden_spec(kind, GOLDEN["cases"][kind])
 
 
 @pytest.mark.parametrize("kind", ["text2world", "image2world", "video2world"])

@@ -154,16 +154,7 @@ def test_whole_tiny_run_matches_official(tiny_generator, kind):
     """Conditioning media read and encoded, sampled and decoded: the official loop, VAE code and media reading
     with the tiny DiT as the network, in float32."""
     case = load("tiny_runs")["cases"][kind]
-    spec = GenerationSpec(
-        inference_type=kind,
-        name=kind,
-        prompt="prompt",
-        negative_prompt="negative",
-        input_path=str(ROOT / case["input"]) if case["input"] else None,
-        seed=case["seed"],
-        guidance=case["guidance"],
-        num_steps=case["num_steps"],
-    )
+    spec = golden_spec(kind, case)
     latents = tiny_generator.generate_latents(spec)
     # float32 rounding only: the official loop runs the conditional and unconditional passes as two batches of 1,
     # ours as one batch of 2, and guidance 7 multiplies their difference by 8
@@ -212,3 +203,17 @@ def test_text_embedding_normalization_matches_official(dtype):
     ours = normalize_per_token(unpack(case["hidden"]))
     assert ours.dtype == getattr(torch, dtype)
     torch.testing.assert_close(ours, unpack(case["normalized"]), rtol=0, atol=0)
+
+
+def golden_spec(kind: str, case: dict) -> GenerationSpec:
+    """The spec of one whole-run case of a fixture (`tiny_runs`, `end_to_end`): its input, seed, steps, guidance."""
+    return GenerationSpec(
+        inference_type=kind,
+        name=kind,
+        prompt="prompt",
+        negative_prompt="negative",
+        input_path=str(ROOT / case["input"]) if case["input"] else None,
+        seed=case["seed"],
+        guidance=case["guidance"],
+        num_steps=case["num_steps"],
+    )

@@ -18,9 +18,9 @@ from unittest import mock
 import torch
 
 from tools.golden.dit import official_net, random_dit_weights
-from tools.golden.harness import ROOT, Official, pack, write
+from tools.golden.harness import ROOT, Official, write
 from tools.golden.sampling import data_batch, official_model
-from tools.golden.tiny_runs import official_vae, tiny_embeddings, tiny_models
+from tools.golden.tiny_runs import official_case, official_input, official_vae, tiny_embeddings, tiny_models
 
 STATE_T, RESOLUTION = 3, (16, 32)
 CASES = (  # name, latent conditional frames, input, seed
@@ -49,31 +49,14 @@ def end_to_end(official: Official, out: Path) -> None:
     cases = {}
     for name, num_conditional, source, seed in CASES:
         path = ROOT / "examples" / "media" / source if source else None
-        if path is None:
-            video = torch.zeros(1, 3, num_frames, *RESOLUTION, dtype=torch.uint8)
-        elif path.suffix == ".png":
-            video = inference.read_and_process_image(str(path), list(RESOLUTION), num_frames, resize=True)
-        else:
-            video = inference.read_and_process_video(str(path), list(RESOLUTION), num_frames, num_conditional)
+        video = official_input(inference, path, RESOLUTION, num_frames, num_conditional)
         model = official_model(official, "post-trained", STATE_T, net, tokenizer)
         model.precision = dtype
         model.tensor_kwargs = {"device": "cpu", "dtype": dtype}
         batch = data_batch(video, num_conditional, prompt, negative)
         batch = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v for k, v in batch.items()}
         with mock.patch.object(torch.cuda, "Stream", lambda *args, **kwargs: None):  # see the module's docstring
-            latents = model.generate_samples_from_batch(
-                batch, n_sample=1, guidance=7, seed=seed, is_negative_prompt=True, num_steps=3
-            )
-        decoded = model.decode(latents)  # (1, 3, T, H, W), the official VAE decode in bf16
-        cases[name] = {
-            "num_conditional_frames": num_conditional,
-            "input": None if path is None else f"examples/media/{path.name}",
-            "seed": seed,
-            "num_steps": 3,
-            "guidance": 7,
-            "latents": pack(latents),
-            "video_frames_0_4_8": pack(decoded[:, :, ::4]),
-        }
+            cases[name] = official_case(model, batch, num_conditional, path, seed)  # the VAE decodes in bf16
     content = {
         "model": "the dit fixture's 2B net (tools/golden/dit.py); cosmos-ray's tiny VAE weights in the official VAE",
         "dtype": "bfloat16",

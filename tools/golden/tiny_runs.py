@@ -4,6 +4,7 @@ Wan2.1 VAE code holding the tiny preset's VAE weights."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,27 +96,10 @@ def tiny_runs(official: Official, out: Path) -> None:
         ("image2world", 1, media / "square.png", 1),
         ("video2world", 2, media / "square.mp4", 2),
     ):
-        if source is None:
-            video = torch.zeros(1, 3, num_frames, *resolution, dtype=torch.uint8)
-        elif source.suffix == ".png":
-            video = inference.read_and_process_image(str(source), list(resolution), num_frames, resize=True)
-        else:
-            video = inference.read_and_process_video(str(source), list(resolution), num_frames, num_conditional)
+        video = official_input(inference, source, resolution, num_frames, num_conditional)
         model = official_model(official, "post-trained", state_t, DiTNet(dit), tokenizer)
         batch = data_batch(video, num_conditional, prompt, negative)
-        latents = model.generate_samples_from_batch(
-            batch, n_sample=1, guidance=7, seed=seed, is_negative_prompt=True, num_steps=3
-        )
-        decoded = model.decode(latents)  # (1, 3, T, H, W), the official VAE decode
-        cases[name] = {
-            "num_conditional_frames": num_conditional,
-            "input": None if source is None else f"examples/media/{source.name}",
-            "seed": seed,
-            "num_steps": 3,
-            "guidance": 7,
-            "latents": pack(latents),
-            "video_frames_0_4_8": pack(decoded[:, :, ::4]),
-        }
+        cases[name] = official_case(model, batch, num_conditional, source, seed)
     content = {
         "model": "cosmos-ray tiny preset (DiT as the network; its VAE weights in the official VAE code)",
         "state_t": state_t,
@@ -124,3 +108,31 @@ def tiny_runs(official: Official, out: Path) -> None:
         "cases": cases,
     }
     write(out, "tiny_runs", official, content)
+
+
+def official_input(
+    inference: Any, source: Path | None, resolution: tuple[int, int], num_frames: int, num_conditional: int
+) -> torch.Tensor:
+    """The conditioning video (1, 3, T, H, W) uint8 as the official inference reads `source` (zeros for none)."""
+    if source is None:
+        return torch.zeros(1, 3, num_frames, *resolution, dtype=torch.uint8)
+    if source.suffix == ".png":
+        return inference.read_and_process_image(str(source), list(resolution), num_frames, resize=True)
+    return inference.read_and_process_video(str(source), list(resolution), num_frames, num_conditional)
+
+
+def official_case(model: Any, batch: dict, num_conditional: int, source: Path | None, seed: int) -> dict:
+    """One 3-step guided run of the official model on `batch`: its latents and decoded frames 0, 4 and 8."""
+    latents = model.generate_samples_from_batch(
+        batch, n_sample=1, guidance=7, seed=seed, is_negative_prompt=True, num_steps=3
+    )
+    decoded = model.decode(latents)  # (1, 3, T, H, W), the official VAE decode
+    return {
+        "num_conditional_frames": num_conditional,
+        "input": None if source is None else f"examples/media/{source.name}",
+        "seed": seed,
+        "num_steps": 3,
+        "guidance": 7,
+        "latents": pack(latents),
+        "video_frames_0_4_8": pack(decoded[:, :, ::4]),
+    }
