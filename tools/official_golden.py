@@ -31,6 +31,9 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
              tiny distilled net, bf16 and float32, and its final nan_to_num
   end_to_end whole bf16 runs (text2world, image2world, video2world): official media reading, sampler,
              conditioner, tiny 2B net and VAE, 3 steps with guidance
+  text_encoder  the official Reason1 wrapper (TextEncoder + QwenVLBaseModel + Processor) at tiny widths with
+             seeded weights, bf16 and float32: prompts -> the DiT's text embeddings (needs the official pins of
+             transformers & co. first on the path; flash-attention -> SDPA)
 
 Modules that the pieces import but never run are stubbed in this process (sys.modules): GPU-only or service
 packages (megatron, transformer_engine, apex, wandb, pynvml, boto3/botocore, matplotlib, pytest) and official
@@ -60,6 +63,7 @@ from tools.golden.media import media
 from tools.golden.model_config import model_config
 from tools.golden.sampling import sampling, toy_velocity
 from tools.golden.solver import fixed_velocity, schedules, unipc
+from tools.golden.text_encoder import text_encoder
 from tools.golden.tiny_runs import tiny_embeddings, tiny_models, tiny_runs
 from tools.golden.vae_text import text_norm, vae
 
@@ -86,6 +90,7 @@ PIECES = {
     "pixel_norm": pixel_norm,
     "distilled": distilled,
     "end_to_end": end_to_end,
+    "text_encoder": text_encoder,
 }
 
 
