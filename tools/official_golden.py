@@ -37,11 +37,12 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
 
 Modules that the pieces import but never run are stubbed in this process (sys.modules): GPU-only or service
 packages (megatron, transformer_engine, apex, wandb, pynvml, boto3/botocore, matplotlib, pytest) and official
-modules that need a GPU or flash-attention at import time (reason1.networks.qwen2_5_vl, predict2.networks.clip).
+modules that need a GPU or flash-attention at import time (reason1.networks.qwen2_5_vl, predict2.networks.clip;
+the text_encoder piece imports the real qwen2_5_vl with an inert flash_attn and SDPA in its place).
 The stub list is written into every fixture. The official code is never copied into cosmos-ray.
 
 This file is the entry point; the harness and the pieces are in tools/golden/ (harness.py; solver.py,
-sampling.py, tiny_runs.py, vae_text.py, media.py).
+sampling.py, tiny_runs.py, vae_text.py, media.py, text_encoder.py, ...).
 """
 
 from __future__ import annotations
