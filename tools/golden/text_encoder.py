@@ -64,7 +64,7 @@ PROMPTS = [
     "Kamera fährt über die Kreuzung in 東京, Regen.",
     " ".join(f"step {i}: the camera pans slowly over the warehouse shelves." for i in range(12)),  # > 512 tokens
 ]
-CALLS: list[torch.Size] = []  # causal_sdpa's calls (the fixture records that every layer made one)
+CALLS: list[torch.Size] = []  # causal_sdpa's calls: the tool checks that every layer made one
 POSITIONS = (0, 1, 5, 40, 80, 200, 511)  # token positions stored in full (all channels)
 PROJECTIONS = 2  # every position is also stored as PROJECTIONS seeded projections of its channels
 
@@ -204,7 +204,7 @@ def official_encoder(official: Official, folder: Path, dtype: torch.dtype):
         assert torch.equal(loaded[key], value.to(loaded[key].dtype)), key
     attention = {type(layer.self_attn).__name__ for layer in encoder.model.model.layers}
     assert attention == {"Qwen2_5_VLFlashAttention2"}, attention  # the official path, with causal_sdpa inside
-    return encoder, experiment.model.config.text_encoder_class, model_config
+    return encoder, experiment.model.config.text_encoder_class
 
 
 def _without_tokenizer(config):
@@ -223,7 +223,7 @@ def text_encoder(official: Official, out: Path) -> None:
         folder = Path(scratch)
         tiny_processor(folder)
         for dtype in (torch.bfloat16, torch.float32):
-            encoder, encoder_class, model_config = official_encoder(official, folder, dtype)
+            encoder, encoder_class = official_encoder(official, folder, dtype)
             ran = []  # the token ids the network got (the wrapper's own tokenization, padding, truncation)
             hook = encoder.model.register_forward_pre_hook(lambda module, args: ran.append(args[0].clone()))
             with CudaToCpu():
