@@ -31,14 +31,18 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
              tiny distilled net, bf16 and float32, and its final nan_to_num
   end_to_end whole bf16 runs (text2world, image2world, video2world): official media reading, sampler,
              conditioner, tiny 2B net and VAE, 3 steps with guidance
+  text_encoder  the official Reason1 wrapper (TextEncoder + QwenVLBaseModel + Processor) at tiny widths with
+             seeded weights, bf16 and float32: prompts -> the DiT's text embeddings (needs the official pins of
+             transformers & co. first on the path; flash-attention -> SDPA)
 
 Modules that the pieces import but never run are stubbed in this process (sys.modules): GPU-only or service
 packages (megatron, transformer_engine, apex, wandb, pynvml, boto3/botocore, matplotlib, pytest) and official
-modules that need a GPU or flash-attention at import time (reason1.networks.qwen2_5_vl, predict2.networks.clip).
+modules that need a GPU or flash-attention at import time (reason1.networks.qwen2_5_vl, predict2.networks.clip;
+the text_encoder piece imports the real qwen2_5_vl with an inert flash_attn and SDPA in its place).
 The stub list is written into every fixture. The official code is never copied into cosmos-ray.
 
 This file is the entry point; the harness and the pieces are in tools/golden/ (harness.py; solver.py,
-sampling.py, tiny_runs.py, vae_text.py, media.py).
+sampling.py, tiny_runs.py, vae_text.py, media.py, text_encoder.py, ...).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ from tools.golden.media import media
 from tools.golden.model_config import model_config
 from tools.golden.sampling import sampling, toy_velocity
 from tools.golden.solver import fixed_velocity, schedules, unipc
+from tools.golden.text_encoder import text_encoder
 from tools.golden.tiny_runs import tiny_embeddings, tiny_models, tiny_runs
 from tools.golden.vae_text import text_norm, vae
 
@@ -86,6 +91,7 @@ PIECES = {
     "pixel_norm": pixel_norm,
     "distilled": distilled,
     "end_to_end": end_to_end,
+    "text_encoder": text_encoder,
 }
 
 
