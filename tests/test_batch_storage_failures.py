@@ -3,11 +3,9 @@ the job after a run of them (one line, exit 1) instead of generating every remai
 rerun resumes. On a local Ray with logical GPUs and the tiny preset; meta/ is broken mid-run by replacing it with
 a file (chmod would not stop the root user the tests may run as)."""
 
-import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -18,22 +16,7 @@ from pipelines.batch import GENERATED_SCHEMA, BatchConfig, StorageGone, failure_
 from pipelines.group import GroupConfig
 from tests.batch_helpers import REPO, manifest_row, spec, wait_for, write_manifest
 from tests.test_batch_resume import JOB
-
-
-def _generated(name: str, error: str | None = None) -> dict:
-    frames = np.zeros((1, 16, 16, 3), np.uint8)
-    return {
-        "row": 0,
-        "source": "s.jsonl:1",
-        "spec_json": json.dumps({"inference_type": "text2world", "name": name, "prompt": "A square."}),
-        "error": error,
-        "blocked": None,
-        "frames": b"" if error else frames.tobytes(),
-        "frames_shape": [] if error else list(frames.shape),
-        "fps": 16,
-        "metadata_json": "{}",
-        "generate_s": 1.0,
-    }
+from tests.test_sinks import generated_row
 
 
 def _write(output: Path, row: dict) -> dict:
@@ -44,10 +27,10 @@ def _write(output: Path, row: dict) -> dict:
 
 def test_the_writer_marks_samples_that_storage_refused(tmp_path):
     output = tmp_path / "out"
-    assert _write(output, _generated("fine"))["storage_failed"] is False
+    assert _write(output, generated_row("fine"))["storage_failed"] is False
     (output / "meta").rename(tmp_path / "meta-saved")
     (output / "meta").write_bytes(b"")  # meta/ is now a file: no record can be written
-    for row in (_generated("video"), _generated("failure", error="RuntimeError: the group failed")):
+    for row in (generated_row("video"), generated_row("failure", error="RuntimeError: the group failed")):
         written = _write(output, row)
         assert written["status"] == FAILED and written["storage_failed"] is True
         assert "writing the outputs failed: StorageError: cannot write" in written["error"]

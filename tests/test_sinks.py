@@ -32,16 +32,17 @@ class CheckingSink(Sink):
         (self.folder / f"{sample.spec.sample_id}.json").write_text(json.dumps({"committed": committed}))
 
 
-def generated_row(name: str) -> dict:
+def generated_row(name: str, error: str | None = None) -> dict:
+    """A row of the generate stage's output for the writer: a 16x16 frame, or the sample's `error`."""
     frames = np.zeros((1, 16, 16, 3), np.uint8)
     return {
         "row": 0,
         "source": "s.jsonl:1",
         "spec_json": json.dumps({"inference_type": "text2world", "name": name, "prompt": "A square."}),
-        "error": None,
+        "error": error,
         "blocked": None,
-        "frames": frames.tobytes(),
-        "frames_shape": list(frames.shape),
+        "frames": b"" if error else frames.tobytes(),
+        "frames_shape": [] if error else list(frames.shape),
         "fps": 16,
         "metadata_json": json.dumps({"seed": 0}),
         "generate_s": 1.0,
