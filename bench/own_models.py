@@ -43,6 +43,8 @@ from cosmos_ray.loading import describe_net, load_checkpoint_dit
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
 from cosmos_ray.models.lora import OFFICIAL_TARGETS, DiTAdapters, unmerged
 
+PARTS = ("load", "step", "switch")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,6 +55,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-len", type=int, default=512)
     parser.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks for the step times")
     parser.add_argument("--workdir", type=Path, help="where the temporary files go (default: the system's)")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=PARTS,
+        default=list(PARTS),
+        help="what to measure (default: all); without `load` the net is drawn in memory and no checkpoint written",
+    )
     return parser.parse_args(argv)
 
 
@@ -69,36 +78,52 @@ def main(argv: list[str] | None = None) -> None:
 
     with tempfile.TemporaryDirectory(dir=args.workdir) as workdir:
         fetch = FetchCache(root=os.path.join(workdir, "cache"))
-        checkpoint, adapters = write_files(cfg, args.rank, Path(workdir), device)
-        dit = measure_loads(checkpoint, cfg, model, fetch, device, dtype, recorder, common)
+        net = random_net(cfg, device)
+        adapters = write_adapters(net, args.rank, Path(workdir))
+        if "load" in args.parts:
+            checkpoint = write_checkpoint(net, Path(workdir))
+            del net
+            dit = measure_loads(checkpoint, cfg, model, fetch, device, dtype, recorder, common)
+        else:
+            dit = net.cast(dtype).eval().requires_grad_(False)
         dit.attention_backend = "auto"
         if args.compile:
             dit.compile_blocks(dynamic=False)
         lora = DiTAdapters(dit, describe_net(model, cfg), fetch)
         inputs = make_inputs(cfg, 2, latent, text_len, device, dtype)
         with torch.no_grad():
-            measure_steps(dit, lora, adapters, inputs, args, recorder, dict(common, latent=list(latent)))
-            measure_switches(lora, adapters, device, recorder, dict(common, rank=args.rank))
+            if "step" in args.parts:
+                measure_steps(dit, lora, adapters, inputs, args, recorder, dict(common, latent=list(latent)))
+            if "switch" in args.parts:
+                measure_switches(lora, adapters, device, recorder, dict(common, rank=args.rank))
 
 
-def write_files(cfg: DiTConfig, rank: int, folder: Path, device: torch.device) -> tuple[Path, list[Path]]:
-    """A random bf16 DiT checkpoint (`net.` keys) and two random adapters (official keys) in `folder`."""
+def random_net(cfg: DiTConfig, device: torch.device) -> MiniTrainDiT:
+    """The DiT with random weights, drawn in bf16 on `device` (a 14B net in fp32 would not fit beside its copy)."""
     torch.manual_seed(0)
     default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)  # drawn in bf16: a 14B net in fp32 would not fit beside its copy
+    torch.set_default_dtype(torch.bfloat16)
     try:
         with torch.device(device):
-            net = MiniTrainDiT(cfg)
+            return MiniTrainDiT(cfg)
     finally:
         torch.set_default_dtype(default)
+
+
+def write_checkpoint(net: MiniTrainDiT, folder: Path) -> Path:
+    """`net` as an official consolidated bf16 checkpoint (`net.` keys) in `folder`."""
     checkpoint = folder / "model_ema_bf16.pt"
     torch.save({f"net.{k}": v.to("cpu", torch.bfloat16) for k, v in net.state_dict().items()}, checkpoint)
+    return checkpoint
+
+
+def write_adapters(net: MiniTrainDiT, rank: int, folder: Path) -> list[Path]:
+    """Two random rank-`rank` adapters of `net` on the official targets (official keys) in `folder`."""
     targets = [
         (name, module)
         for name, module in net.named_modules()
         if isinstance(module, torch.nn.Linear) and name.endswith(tuple("." + t for t in OFFICIAL_TARGETS))
     ]
-    del net
     adapters = []
     for index in range(2):
         state = {}
@@ -108,7 +133,7 @@ def write_files(cfg: DiTConfig, rank: int, folder: Path, device: torch.device) -
             state[f"net.{name}.lora_B.default.weight"] = torch.randn(linear.out_features, rank, dtype=torch.bfloat16)
         adapters.append(folder / f"adapter_{index}.pt")
         torch.save(state, adapters[-1])
-    return checkpoint, adapters
+    return adapters
 
 
 def measure_loads(
