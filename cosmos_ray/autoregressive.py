@@ -34,7 +34,8 @@ import numpy as np
 
 from cosmos_ray.core import media
 from cosmos_ray.core.progress import Progress
-from cosmos_ray.core.spec import GenerationSpec, SpecError, count_chunks
+from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.spec_rules import count_chunks
 from cosmos_ray.stages import step_reporter, to_uint8_frames
 
 if TYPE_CHECKING:

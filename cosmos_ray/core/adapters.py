@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from cosmos_ray.core.storage import resolve_url
+
 
 @dataclass(frozen=True)
 class LoraRef:
@@ -41,8 +43,31 @@ class LoraRef:
             return cls(path, scale)
         return cls(text)
 
+    @classmethod
+    def from_entry(cls, entry: Any, index: int) -> LoraRef:
+        """Entry `index` of a spec's `cosmos_ray_loras` as a `LoraRef`; ValueError saying what is wrong with it."""
+        if isinstance(entry, LoraRef):
+            return entry
+        where = f"entry {index}"
+        if not isinstance(entry, dict) or "path" not in entry or not set(entry) <= {"path", "scale"}:
+            raise ValueError(f'{where} must be an object {{"path": ..., "scale": ...}} (scale optional), got {entry!r}')
+        path, scale = entry["path"], entry.get("scale", 1.0)
+        if not isinstance(path, str) or not path.strip():
+            raise ValueError(f"{where}: path must be a non-empty string (a file or URL of the adapter), got {path!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            raise ValueError(f"{where}: scale must be a finite number (1 as trained), got {scale!r}")
+        return cls(path, scale)
+
     def to_dict(self) -> dict[str, Any]:
         return {"path": self.path, "scale": self.scale}
 
     def __str__(self) -> str:
         return f"{self.path}:{self.scale:g}"
+
+
+def resolve_entry(entry: Any, base_dir: str | None) -> Any:
+    """An adapter entry with its relative local path made absolute (anything malformed is left to validation)."""
+    well_formed = isinstance(entry, dict) and set(entry) <= {"path", "scale"}
+    if well_formed and isinstance(entry.get("path"), str) and entry["path"].strip():
+        return {**entry, "path": resolve_url(entry["path"], base_dir)}
+    return entry

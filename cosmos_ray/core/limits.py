@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS, RESOLUTION_720P, OfficialModel
-from cosmos_ray.core.spec import GenerationSpec, SpecError, count_chunks
+from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.spec_rules import count_chunks
 
 TRAINED_PIXELS_720P = RESOLUTION_720P[0] * RESOLUTION_720P[1]  # the released models' trained resolution
 

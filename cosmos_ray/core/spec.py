@@ -35,19 +35,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import posixpath
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from cosmos_ray.core.adapters import LoraRef
-from cosmos_ray.core.media import INPUT_EXTENSIONS
-from cosmos_ray.core.spec_errors import SpecError, spec_error
-from cosmos_ray.core.storage import Storage, StorageError, is_local, local_file_digest, resolve_url, url_scheme
+from cosmos_ray.core.adapters import LoraRef, resolve_entry
+from cosmos_ray.core.spec_errors import SpecError, sample_label, spec_error
+from cosmos_ray.core.spec_rules import (
+    SEED_LIMIT,
+    check_autoregressive,
+    check_input_path,
+    last_seed,
+    read_prompt,
+)
+from cosmos_ray.core.storage import Storage, is_local, local_file_digest, resolve_url
 
 DEFAULT_NEGATIVE_PROMPT = (
     "The video captures a series of frames showing ugly scenes, static with no motion, motion blur, "
@@ -63,12 +66,9 @@ INFERENCE_TYPES = ("text2world", "image2world", "video2world")
 # Latent conditional frames each inference type allows; the first is the official default.
 CONDITIONAL_FRAMES = {"text2world": (0,), "image2world": (1,), "video2world": (2, 1)}
 
-URL_SCHEMES = ("file", "s3", "gs", "gcs", "az", "abfs", "memory", "http", "https")
-
 MAX_GUIDANCE = 7
 MAX_FPS = 240
 
-SEED_LIMIT = 2**32  # numpy RandomState seeds are 0 .. 2**32 - 1
 
 # The official autoregressive fields: used only when `enable_autoregressive` is on.
 AUTOREGRESSIVE_FIELDS = ("enable_autoregressive", "chunk_size", "chunk_overlap")
@@ -219,7 +219,7 @@ class GenerationSpec(BaseModel):
             return None
         if not isinstance(value, (list, tuple)):
             raise ValueError(f'must be a list of {{"path": ..., "scale": ...}} objects or null, got {value!r}')
-        adapters = tuple(_adapter(entry, index) for index, entry in enumerate(value))
+        adapters = tuple(LoraRef.from_entry(entry, index) for index, entry in enumerate(value))
         paths = [adapter.path for adapter in adapters]
         repeated = next((path for path in paths if paths.count(path) > 1), None)
         if repeated is not None:
@@ -253,16 +253,16 @@ class GenerationSpec(BaseModel):
     @model_validator(mode="after")
     def _check_combinations(self) -> GenerationSpec:
         sample = repr(self.name)
-        _check_input_path(self, sample)
-        if _last_seed(self) >= SEED_LIMIT:
+        check_input_path(self.inference_type, self.input_path, sample)
+        if last_seed(self) >= SEED_LIMIT:
             raise SpecError(
                 sample,
                 "num_generations",
-                f"needs seeds {self.seed}..{_last_seed(self)} (one per generation), beyond the largest seed "
+                f"needs seeds {self.seed}..{last_seed(self)} (one per generation), beyond the largest seed "
                 f"{SEED_LIMIT - 1}; lower seed or num_generations",
             )
         if self.enable_autoregressive:
-            _check_autoregressive(self, sample)
+            check_autoregressive(self, sample)
         if self.cosmos_ray_num_frames is not None and self.enable_autoregressive:
             raise SpecError(
                 sample,
@@ -294,18 +294,18 @@ class GenerationSpec(BaseModel):
         adapter paths (`cosmos_ray_loras`) and `prompt_path` are resolved against `base_dir` (the spec file's
         folder; default: working directory); `prompt_path` is read through `storage` and stripped.
         """
-        sample = _sample_label(data, source)
+        sample = sample_label(data, source)
         if not isinstance(data, dict):
             raise SpecError(sample, "", f"is not a JSON object but {type(data).__name__}")
         fields = dict(data)
         prompt_path = fields.pop("prompt_path", None)
         if "prompt" not in fields and "prompt_path" in data:  # official: `prompt` wins
-            fields["prompt"] = _read_prompt(prompt_path, sample, base_dir, storage)
+            fields["prompt"] = read_prompt(prompt_path, sample, base_dir, storage)
         input_path = fields.get("input_path")
         if isinstance(input_path, str) and input_path:
             fields["input_path"] = resolve_url(input_path, base_dir)
         if isinstance(fields.get("cosmos_ray_loras"), list):
-            fields["cosmos_ray_loras"] = [_resolve_adapter(entry, base_dir) for entry in fields["cosmos_ray_loras"]]
+            fields["cosmos_ray_loras"] = [resolve_entry(entry, base_dir) for entry in fields["cosmos_ray_loras"]]
         try:
             return cls.model_validate(fields)
         except ValidationError as error:
@@ -394,101 +394,3 @@ def safe_name(name: str, max_length: int = 64) -> str:
     """`name` reduced to characters safe in any file system or object key."""
     cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")[:max_length]
     return cleaned or "sample"
-
-
-def _check_autoregressive(spec: GenerationSpec, sample: str) -> None:
-    """The official mode's fields, as far as they do not depend on the model (the window length does)."""
-    if spec.chunk_size < 1:
-        raise SpecError(sample, "chunk_size", f"must be at least 1, got {spec.chunk_size}")
-    if not 0 <= spec.chunk_overlap < spec.chunk_size:
-        raise SpecError(
-            sample,
-            "chunk_overlap",
-            f"must be in 0..{spec.chunk_size - 1} (less than chunk_size {spec.chunk_size}), got {spec.chunk_overlap}",
-        )
-    num_chunks = count_chunks(spec.num_output_frames, spec.chunk_size, spec.chunk_overlap)
-    if _last_seed(spec) + num_chunks > SEED_LIMIT:
-        generations = f" in its last generation (seed {_last_seed(spec)})" if spec.num_generations > 1 else ""
-        raise SpecError(
-            sample,
-            "seed",
-            f"must leave one seed per chunk (chunk k uses seed + k){generations}: {num_chunks} chunks need a seed "
-            f"of at most {SEED_LIMIT - num_chunks - spec.num_generations + 1}, got {spec.seed}",
-        )
-
-
-def _last_seed(spec: GenerationSpec) -> int:
-    """The seed of the spec's last generation."""
-    return spec.seed + spec.num_generations - 1
-
-
-def count_chunks(num_output_frames: int, chunk_size: int, chunk_overlap: int) -> int:
-    """Windows of the official sliding-window layout: the first covers `chunk_size` frames, each next one
-    `chunk_size - chunk_overlap` new frames, until `num_output_frames` are covered."""
-    remaining = num_output_frames - chunk_size
-    return 1 if remaining <= 0 else 1 + math.ceil(remaining / (chunk_size - chunk_overlap))
-
-
-def _check_input_path(spec: GenerationSpec, sample: str) -> None:
-    if spec.inference_type == "text2world":
-        return
-    if not spec.input_path:
-        raise SpecError(sample, "input_path", f"is required for {spec.inference_type}")
-    scheme = url_scheme(spec.input_path)
-    if scheme is not None and scheme not in URL_SCHEMES:
-        raise SpecError(
-            sample,
-            "input_path",
-            f"has URL scheme '{scheme}://', which is not supported "
-            f"(use a local path or one of {', '.join(URL_SCHEMES)})",
-        )
-    path = urlsplit(spec.input_path).path if scheme in ("http", "https") else spec.input_path  # drop ?query
-    extension = posixpath.splitext(path)[1].lower()
-    if extension not in INPUT_EXTENSIONS:
-        raise SpecError(
-            sample,
-            "input_path",
-            f"has extension {extension or '(none)'!r}, which is not an image or "
-            f"video (one of {', '.join(INPUT_EXTENSIONS)})",
-        )
-
-
-def _adapter(entry: Any, index: int) -> LoraRef:
-    """Entry `index` of `cosmos_ray_loras` as a `LoraRef`; ValueError saying what is wrong with it."""
-    if isinstance(entry, LoraRef):
-        return entry
-    where = f"entry {index}"
-    if not isinstance(entry, dict) or "path" not in entry or not set(entry) <= {"path", "scale"}:
-        raise ValueError(f'{where} must be an object {{"path": ..., "scale": ...}} (scale optional), got {entry!r}')
-    path, scale = entry["path"], entry.get("scale", 1.0)
-    if not isinstance(path, str) or not path.strip():
-        raise ValueError(f"{where}: path must be a non-empty string (a file or URL of the adapter), got {path!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ValueError(f"{where}: scale must be a finite number (1 as trained), got {scale!r}")
-    return LoraRef(path, scale)
-
-
-def _resolve_adapter(entry: Any, base_dir: str | None) -> Any:
-    """An adapter entry with its relative local path made absolute (anything malformed is left to validation)."""
-    well_formed = isinstance(entry, dict) and set(entry) <= {"path", "scale"}
-    if well_formed and isinstance(entry.get("path"), str) and entry["path"].strip():
-        return {**entry, "path": resolve_url(entry["path"], base_dir)}
-    return entry
-
-
-def _read_prompt(prompt_path: Any, sample: str, base_dir: str | None, storage: Storage) -> str:
-    if not isinstance(prompt_path, str) or not prompt_path:
-        raise SpecError(sample, "prompt_path", f"must be a non-empty string, got {prompt_path!r}")
-    url = resolve_url(prompt_path, base_dir)
-    try:
-        return storage.read_text(url).strip()
-    except (OSError, UnicodeDecodeError) as error:
-        reason = error.reason if isinstance(error, StorageError) else error  # it names the URL already
-        raise SpecError(sample, "prompt_path", f"cannot be read from {url}: {reason}") from None
-
-
-def _sample_label(data: Any, source: str) -> str:
-    name = data.get("name") if isinstance(data, dict) else None
-    if isinstance(name, str) and name:
-        return f"{name!r} ({source})" if source else repr(name)
-    return source or "(unnamed)"

@@ -8,7 +8,7 @@ an official field that cosmos-ray does not take is refused).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import get_args
+from typing import Any, get_args
 
 from annotated_types import Ge, Le
 from pydantic import ValidationError
@@ -117,3 +117,11 @@ def _unknown_field_reason(field: str, fields: Mapping[str, FieldInfo]) -> str:
         )
     known = sorted([*fields, "prompt_path"])
     return f"is not a known field (known: {', '.join(known)})"
+
+
+def sample_label(data: Any, source: str) -> str:
+    """How errors name a spec: its name and where it came from, else where it came from."""
+    name = data.get("name") if isinstance(data, dict) else None
+    if isinstance(name, str) and name:
+        return f"{name!r} ({source})" if source else repr(name)
+    return source or "(unnamed)"
