@@ -40,7 +40,7 @@ from cosmos_ray.core.registry import DEFAULT_MODEL, check_source, get_model
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import Storage
-from cosmos_ray.loading import ModelInfo, describe_net, dit_config, load_models
+from cosmos_ray.loading import ModelInfo, check_adapters, describe_net, load_models
 from cosmos_ray.models.dit import MiniTrainDiT
 from cosmos_ray.models.lora import AdapterCache, DiTAdapters
 from cosmos_ray.models.text import TextEncoder
@@ -48,7 +48,7 @@ from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import WanVAE
 from cosmos_ray.offload import Offloader
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
-from cosmos_ray.parallel.decode import gather_columns, rank_columns
+from cosmos_ray.parallel.decode import decode_spread
 from cosmos_ray.sampling import Sampler, get_sampler
 from cosmos_ray.stages import step_reporter, timed, to_uint8_frames
 
@@ -136,12 +136,7 @@ class Generator:
         dtype = dtype or getattr(torch, default_dtype_name(device.type))
         fetch = FetchCache(storage)
         adapter_cache = AdapterCache()
-        if loras:  # read and checked against the net's shapes (no weights) before any model is loaded
-            with torch.device("meta"):
-                shapes = MiniTrainDiT(dit_config(source, official))
-            checker = DiTAdapters(shapes, describe_net(official, shapes.cfg), fetch, adapter_cache)
-            for ref in loras:
-                checker.load(ref)
+        check_adapters(loras, source, official, fetch, adapter_cache)  # before any model is loaded
         models = load_models(
             source,
             official,
@@ -363,19 +358,10 @@ class Generator:
             return self.vae.encode(video).float()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents -> video (1, 3, T, H, W) in [-1, 1], float32.
-
-        In a parallel group every rank must call this: each decodes a strip of columns (the same pixels a
-        whole decode gives there) and the strips are gathered, so the decode is spread over the group.
-        """
-        latents = latents.to(self.vae.dtype)
-        group = self.parallel if self.parallel is not None and self.parallel.world_size > 1 else None
-        columns = None if group is None else rank_columns(latents.shape[-1], group)
+        """Latents -> video (1, 3, T, H, W) in [-1, 1], float32. In a parallel group every rank must call this:
+        the decode is spread over the group (`decode_spread`: each rank decodes a strip of columns)."""
         with self.offloader.running(self.vae.decoding_modules, self.offload.tokenizer):
-            video = self.vae.decode(latents, columns=columns)  # (1, 3, T, H, W), or this rank's strip of columns
-        if group is not None:
-            video = gather_columns(video, latents.shape[-1], self.vae.cfg.spatial_compression, group)
-        return video.float()
+            return decode_spread(self.vae, latents.to(self.vae.dtype), self.parallel).float()
 
     def timed(self, stage: str, timings: dict[str, float]) -> AbstractContextManager[None]:
         """Adds the wall time of a stage to `timings[stage]`, the device's queued work finished at both ends."""

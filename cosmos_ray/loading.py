@@ -21,7 +21,7 @@ factors beside the base weights), a `.safetensors` file (official or diffusers n
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +29,21 @@ from typing import NamedTuple
 
 import torch
 
+from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.fetch_cache import FetchCache
 from cosmos_ray.core.offload_config import OffloadConfig
 from cosmos_ray.core.presets import RANDOM_PRESETS, RandomPreset
 from cosmos_ray.core.registry import MODELS, TEXT_ENCODER_FOLDER, VAE_FILE, OfficialModel
 from cosmos_ray.core.storage import is_local
 from cosmos_ray.models.dit import DIT_PRESETS, DiTConfig, MiniTrainDiT, load_dit, read_dit_state_dict, with_rope_tables
-from cosmos_ray.models.lora import adapter_from_state, check_adapter, merge_permanently, split_lora
+from cosmos_ray.models.lora import (
+    AdapterCache,
+    DiTAdapters,
+    adapter_from_state,
+    check_adapter,
+    merge_permanently,
+    split_lora,
+)
 from cosmos_ray.models.text import TextEncoder, TextEncoderConfig, build_tiny_tokenizer
 from cosmos_ray.models.text_cache import EmbeddingCache
 from cosmos_ray.models.vae import VAEConfig, WanVAE, load_vae
@@ -203,6 +211,20 @@ def _check_fits(
     problems += [(f"{len(unexpected)} unexpected", unexpected)]
     problem, keys = next((text, keys) for text, keys in problems if keys)
     raise mismatch_error(f"DiT checkpoint {path}", describe_net(model, cfg), f"{problem} key(s)", keys, hint)
+
+
+def check_adapters(
+    loras: Sequence[LoraRef], source: str, model: OfficialModel, fetch: FetchCache, cache: AdapterCache
+) -> None:
+    """Reads each adapter into `cache` and checks it against the DiT's shapes (a net on `meta`, no weights):
+    CheckpointMismatchError (a missing file StorageError) before any model is loaded."""
+    if not loras:
+        return
+    with torch.device("meta"):
+        shapes = MiniTrainDiT(dit_config(source, model))
+    checker = DiTAdapters(shapes, describe_net(model, shapes.cfg), fetch, cache)
+    for ref in loras:
+        checker.load(ref)
 
 
 def describe_net(model: OfficialModel, cfg: DiTConfig) -> str:

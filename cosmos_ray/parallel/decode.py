@@ -7,6 +7,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from cosmos_ray.models.vae import WanVAE
 from cosmos_ray.parallel.context import ParallelContext
 from cosmos_ray.parallel.dit import split_sizes
 
@@ -27,3 +28,12 @@ def gather_columns(strip: torch.Tensor, width: int, scale: int, ctx: ParallelCon
     dist.all_gather_into_tensor(strips, strip.contiguous())
     video = torch.cat([s[..., : w * scale] for s, w in zip(strips, widths)], dim=-1)  # (3, T, H, W)
     return video[None]
+
+
+def decode_spread(vae: WanVAE, latents: torch.Tensor, ctx: ParallelContext | None) -> torch.Tensor:
+    """`vae.decode(latents)`: the whole video (1, 3, T, H, W) on every rank of `ctx`, each rank decoding its strip
+    of columns (every rank must call this); a plain decode without a group of several ranks."""
+    if ctx is None or ctx.world_size == 1:
+        return vae.decode(latents)
+    strip = vae.decode(latents, columns=rank_columns(latents.shape[-1], ctx))  # (1, 3, T, H, this rank's W)
+    return gather_columns(strip, latents.shape[-1], vae.cfg.spatial_compression, ctx)
