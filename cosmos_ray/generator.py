@@ -30,6 +30,7 @@ import torch
 from cosmos_ray import autoregressive
 from cosmos_ray.conditioning import normalize_pixels, read_conditioning
 from cosmos_ray.core.adapters import LoraRef
+from cosmos_ray.core.attention_precision import BF16_ATTENTION, AttentionPrecision
 from cosmos_ray.core.dtypes import default_dtype_name
 from cosmos_ray.core.fetch_cache import FetchCache
 from cosmos_ray.core.media import MediaLimits
@@ -41,6 +42,7 @@ from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import Storage
 from cosmos_ray.loading import ModelInfo, check_adapters, describe_net, load_models
+from cosmos_ray.models.attention_8bit import scheduled
 from cosmos_ray.models.dit import MiniTrainDiT
 from cosmos_ray.models.lora import AdapterCache, DiTAdapters
 from cosmos_ray.models.text import TextEncoder
@@ -112,6 +114,7 @@ class Generator:
         media_limits: MediaLimits = MediaLimits(),
         compile: bool = False,
         attention_backend: str = "auto",
+        attention_precision: AttentionPrecision = BF16_ATTENTION,
         checkpoint_path: str | None = None,
         loras: Sequence[LoraRef] = (),
     ) -> Generator:
@@ -123,10 +126,12 @@ class Generator:
         `offload` keeps models on the CPU between their stages; offloaded models are also loaded there.
         `embedding_cache` (an fsspec folder) shares prompt embeddings; `storage` reaches it and the
         conditioning inputs, which `media_limits` bounds; `compile` torch.compiles the DiT's blocks;
-        `attention_backend` picks the DiT's attention kernel (`cosmos_ray.models.attention`). `checkpoint_path`
-        (a file, a diffusers `transformer/` folder, or their URL) replaces the DiT of `source` with the user's
-        (`cosmos_ray.loading`); `loras` are merged into it (`set_adapters`). A checkpoint or adapter that does
-        not fit the model raises CheckpointMismatchError before any model is put on the device.
+        `attention_backend` picks the DiT's attention kernel (`cosmos_ray.models.attention`),
+        `attention_precision` an 8-bit one for its self-attention and where it keeps bf16
+        (`cosmos_ray.models.attention_8bit`). `checkpoint_path` (a file, a diffusers `transformer/` folder, or
+        their URL) replaces the DiT of `source` with the user's (`cosmos_ray.loading`); `loras` are merged into
+        it (`set_adapters`). A checkpoint or adapter that does not fit the model raises CheckpointMismatchError
+        before any model is put on the device.
         """
         check_source(source, model)
         official = get_model(model)
@@ -146,6 +151,7 @@ class Generator:
             cache=EmbeddingCache(url=embedding_cache, storage=storage),
             compile=compile,
             attention_backend=attention_backend,
+            attention_precision=attention_precision,
             checkpoint_path=checkpoint_path,
             fetch=fetch,
         )
@@ -185,6 +191,7 @@ class Generator:
             media_limits=options.media_limits,
             compile=options.compile,
             attention_backend=options.attention_backend,
+            attention_precision=options.attention(),
             checkpoint_path=options.checkpoint_path,
             loras=options.loras,
         )
@@ -320,8 +327,9 @@ class Generator:
         height, width = size
         shape = (1, c.latent_channels, latent_frames, height // c.spatial_compression, width // c.spatial_compression)
         with self.offloader.running([self.dit], self.offload.diffusion_model):
+            evaluations = self.sampler.num_evaluations(spec.num_steps)
             return self.sampler.sample(
-                self.velocity_model,
+                scheduled(self.velocity_model, self.dit.quantized_attention, evaluations),
                 self.sampler.initial_noise(seed, shape, self.device),
                 *prompts,
                 num_steps=spec.num_steps,
@@ -387,6 +395,7 @@ class Generator:
             "dtype": str(self.dtype).removeprefix("torch."),
             "world_size": 1 if self.parallel is None else self.parallel.world_size,
             "offload": str(self.offload),
+            "attention": str(self.dit.quantized_attention.precision),
             "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
         }
         if self.info.checkpoint is not None:

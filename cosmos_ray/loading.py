@@ -30,11 +30,13 @@ from typing import NamedTuple
 import torch
 
 from cosmos_ray.core.adapters import LoraRef
+from cosmos_ray.core.attention_precision import BF16_ATTENTION, AttentionPrecision
 from cosmos_ray.core.fetch_cache import FetchCache
 from cosmos_ray.core.offload_config import OffloadConfig
 from cosmos_ray.core.presets import RANDOM_PRESETS, RandomPreset
 from cosmos_ray.core.registry import MODELS, TEXT_ENCODER_FOLDER, VAE_FILE, OfficialModel
 from cosmos_ray.core.storage import is_local
+from cosmos_ray.models.attention_8bit import QuantizedSelfAttention, check_kernel
 from cosmos_ray.models.dit import DIT_PRESETS, DiTConfig, MiniTrainDiT, load_dit, read_dit_state_dict, with_rope_tables
 from cosmos_ray.models.lora import (
     AdapterCache,
@@ -94,6 +96,7 @@ def load_models(
     cache: EmbeddingCache,
     compile: bool = False,
     attention_backend: str = "auto",
+    attention_precision: AttentionPrecision = BF16_ATTENTION,
     checkpoint_path: str | None = None,
     fetch: FetchCache | None = None,
 ) -> Models:
@@ -101,10 +104,13 @@ def load_models(
     path or URL), with the DiT of `checkpoint_path` instead of `source`'s when given.
 
     They are on `device` in `dtype`, except those `offload` names, which are loaded on the CPU. The DiT uses
-    `attention_backend` (`cosmos_ray.models.attention`); `compile` torch.compiles its blocks. `fetch` brings
-    remote files to local disk (default: the node's cache). A checkpoint that does not fit the model raises
-    CheckpointMismatchError before anything is put on the device.
+    `attention_backend` (`cosmos_ray.models.attention`) and `attention_precision` for its self-attention (an
+    8-bit kernel that cannot run here raises RuntimeError before anything loads); `compile` torch.compiles its
+    blocks. `fetch` brings remote files to local disk (default: the node's cache). A checkpoint that does not
+    fit the model raises CheckpointMismatchError before anything is put on the device.
     """
+    if attention_precision.quantized:
+        check_kernel(attention_precision.kernel, device, dtype, dit_config(source, model).head_dim)
     fetch = fetch or FetchCache()
     home = torch.device("cpu")
     dit_device = home if offload.diffusion_model else device
@@ -139,6 +145,7 @@ def load_models(
         info = ModelInfo(model, weights, model.trained_resolution, model.state_t, checkpoint)
     assert dit is not None  # the checkpoint's, the preset's or the folder's
     dit.attention_backend = attention_backend
+    dit.quantized_attention = QuantizedSelfAttention(attention_precision)
     if compile:
         dit.compile_blocks()
     return Models(dit, vae, text_encoder, info)

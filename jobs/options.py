@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+from collections.abc import Callable
+from typing import Any
 
 from cosmos_ray.core.limits import SpecLimits
 from cosmos_ray.core.media import MediaLimits
@@ -70,7 +72,10 @@ def add_engine_options(
         else:
             help = meta["help"] + (" (default: %(default)s)" if field.default is not None else "")
             choices = meta["choices"]() if meta["choices"] else None
-            parser.add_argument(flag, choices=choices, metavar=meta["metavar"], default=field.default, help=help)
+            convert: Callable[[str], Any] = int if field.type == "int" else str
+            parser.add_argument(
+                flag, type=convert, choices=choices, metavar=meta["metavar"], default=field.default, help=help
+            )
     limits = ", ".join(f"{limit.name} ({limit.default})" for limit in dataclasses.fields(MediaLimits))
     parser.add_argument(
         "--media-limit",

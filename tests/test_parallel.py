@@ -14,7 +14,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from cosmos_ray.core.attention_precision import AttentionPrecision
+from cosmos_ray.models import attention_8bit
 from cosmos_ray.models.attention import attention
+from cosmos_ray.models.attention_8bit import QuantizedSelfAttention
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.parallel.config import ParallelConfig, ParallelLayoutError
 from cosmos_ray.parallel.context import ParallelContext
@@ -150,13 +153,27 @@ def _sample(velocity_model, case: str, guidance: int) -> torch.Tensor:
 MIXED_SAMPLES = (("text2world", 0), ("video2world", 7))
 
 
+STAND_IN_KERNEL = ("tests.test_attention_precision", "halved_query_attention")
+
+
+def _with_stand_in_kernel(dit: MiniTrainDiT) -> MiniTrainDiT:
+    """`dit` with its self-attention on the "int8" kernel, every block, this evaluation; where it is the stand-in
+    of tests/test_attention_precision.py (exact attention of q / 2: head-local, so Ulysses must reproduce it)."""
+    dit.quantized_attention = QuantizedSelfAttention(AttentionPrecision("int8"))
+    dit.quantized_attention.evaluation(0, 1)
+    return dit
+
+
 def _run_fixed_layout_cases(ctx: ParallelContext, dit: MiniTrainDiT) -> dict[str, torch.Tensor]:
-    """Velocities and guided sampler runs of every case under the context's fixed layout."""
+    """Velocities and guided sampler runs of every case under the context's fixed layout; the velocities also
+    with the 8-bit kernel in the self-attention."""
     velocity = ParallelDiT(dit, ctx)
     results = {}
     for case in DIT_CASES:
         results[f"dit/{ctx.config}/{case}/rank{ctx.rank}"] = velocity(**_dit_inputs(case))
         results[f"latents/{ctx.config}/{case}/rank{ctx.rank}"] = _sample(velocity, case, guidance=7)
+        quantized = ParallelDiT(_with_stand_in_kernel(_tiny_dit()), ctx)
+        results[f"dit8/{ctx.config}/{case}/rank{ctx.rank}"] = quantized(**_dit_inputs(case))
     return results
 
 
@@ -166,6 +183,7 @@ def _worker(rank: int, world_size: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dit = _tiny_dit()
     init = partial(ParallelContext.init, rank, world_size, backend="gloo")
+    attention_8bit.KERNELS["int8"] = STAND_IN_KERNEL  # this spawned process only
     with init(f"file://{out_dir}/rendezvous-auto") as ctx:
         results = _run_attention_cases(ctx)
         for case, guidance in MIXED_SAMPLES:
@@ -209,6 +227,17 @@ def test_every_layout_gives_the_single_process_velocity(spawned, case):
             got = results[f"dit/{config}/{case}/rank{rank}"]
             assert got.shape == expected.shape
             assert rel_err(got, expected) < 1e-5, f"{config}, rank {rank}"
+
+
+@pytest.mark.parametrize("case", DIT_CASES)
+def test_every_layout_gives_the_single_process_velocity_with_an_8bit_kernel(spawned, case, monkeypatch):
+    world_size, results = spawned
+    monkeypatch.setitem(attention_8bit.KERNELS, "int8", STAND_IN_KERNEL)
+    expected = _with_stand_in_kernel(_tiny_dit())(**_dit_inputs(case))
+    assert rel_err(expected, _tiny_dit()(**_dit_inputs(case))) > 1e-3  # the kernel was used: another velocity
+    for config in ParallelConfig.layouts(world_size):
+        for rank in range(world_size):
+            assert rel_err(results[f"dit8/{config}/{case}/rank{rank}"], expected) < 1e-5, f"{config}, rank {rank}"
 
 
 @pytest.mark.parametrize("case", DIT_CASES)

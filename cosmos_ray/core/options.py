@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cosmos_ray.core.adapters import LoraRef
+from cosmos_ray.core.attention_precision import ATTENTION_PRECISIONS, AttentionPrecision
 from cosmos_ray.core.dtypes import DTYPE_NAMES
 from cosmos_ray.core.guardrails import Guardrails, GuardrailSetting, guardrail_setting
 from cosmos_ray.core.media import MediaLimits
@@ -64,6 +65,32 @@ class EngineOptions:
     attention_backend: str = field(
         default="auto",
         metadata=_option("attention kernel of the DiT (auto: cuDNN first on CUDA)", lambda: ATTENTION_BACKENDS),
+    )
+    attention_precision: str = field(
+        default="bf16",
+        metadata=_option(
+            "the DiT's self-attention kernel: bf16 (the model dtype's SDPA, as the official default) or an 8-bit "
+            "one, faster at a measured error (int8: ours, Triton, shipped; fp8: cuDNN, the fp8-attention extra; "
+            "sage2: SageAttention 2, the official inference's, compiled by you); docs/performance.md has the "
+            "speed and error of each",
+            lambda: ATTENTION_PRECISIONS,
+        ),
+    )
+    attention_bf16_first_steps: int = field(
+        default=1,
+        metadata=_option("with an 8-bit attention: the first N denoising evaluations keep bf16 attention", metavar="N"),
+    )
+    attention_bf16_last_steps: int = field(
+        default=1,
+        metadata=_option("with an 8-bit attention: the last N denoising evaluations keep bf16 attention", metavar="N"),
+    )
+    attention_bf16_blocks: tuple[int, ...] = field(
+        default=(),
+        metadata=_option(
+            "with an 8-bit attention: a DiT block (0-based) whose self-attention stays bf16, repeatable",
+            metavar="BLOCK",
+            repeat=("--attention-bf16-block", int),
+        ),
     )
     offload: OffloadConfig = NO_OFFLOAD  # models that wait on the CPU between their stages (the official flags)
     embedding_cache: str | None = field(
@@ -112,6 +139,7 @@ class EngineOptions:
         # a list (argparse's append, JSON) or strings `PATH[:SCALE]` become the tuple of `LoraRef`s
         loras = tuple(ref if isinstance(ref, LoraRef) else LoraRef.parse(ref) for ref in self.loras)
         object.__setattr__(self, "loras", loras)
+        object.__setattr__(self, "attention_bf16_blocks", tuple(self.attention_bf16_blocks))
         get_model(self.model)  # ValueError naming the official models
         check_source(self.source, self.model)  # a preset of another model size
         if self.dtype is not None and self.dtype not in DTYPE_NAMES:
@@ -120,6 +148,16 @@ class EngineOptions:
             raise ValueError(
                 f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention_backend!r}"
             )
+        self.attention()  # ValueError naming the bad attention field
+
+    def attention(self) -> AttentionPrecision:
+        """The DiT's self-attention precision and its full-precision schedule."""
+        return AttentionPrecision(
+            self.attention_precision,
+            self.attention_bf16_first_steps,
+            self.attention_bf16_last_steps,
+            self.attention_bf16_blocks,
+        )
 
     def guardrail_setting(self, checks: Guardrails | None = None) -> GuardrailSetting:
         """Whether this run has guardrails and why (the flag, else the default for the source); `checks` is

@@ -32,6 +32,7 @@ from torch import nn
 
 from cosmos_ray.core.registry import OfficialModel
 from cosmos_ray.models.attention import AttentionFn, attention
+from cosmos_ray.models.attention_8bit import QuantizedSelfAttention
 from cosmos_ray.models.rope import Rope, VideoRope3D, apply_rope
 from cosmos_ray.models.weights import drop_training_entries, load_into, read_state_dict, rename_keys, select_prefix
 
@@ -345,6 +346,7 @@ class MiniTrainDiT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.attention_backend = attention_backend
+        self.quantized_attention = QuantizedSelfAttention()  # bf16 everywhere unless the loader sets a kernel
         dim = cfg.model_channels
         self.x_embedder = PatchEmbed(cfg)
         self.pos_embedder = build_rope(cfg)
@@ -375,15 +377,26 @@ class MiniTrainDiT(nn.Module):
         """
         inputs = self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask)
         tokens = inputs.x
-        for block in self.blocks:
+        for index, block in enumerate(self.blocks):
             tokens = block(
-                tokens, inputs.emb, inputs.adaln_lora, inputs.context, inputs.rope, self.attention_fn, self.attention_fn
+                tokens,
+                inputs.emb,
+                inputs.adaln_lora,
+                inputs.context,
+                inputs.rope,
+                self.self_attention_fn(index),
+                self.attention_fn,
             )
         return self.finalize(tokens, inputs)
 
     def attention_fn(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """`attention` with this model's backend."""
+        """`attention` with this model's backend, in the model's dtype (cross-attention always)."""
         return attention(q, k, v, backend=self.attention_backend)
+
+    def self_attention_fn(self, block: int) -> AttentionFn:
+        """The self-attention of block `block` in the current evaluation: 8-bit where `quantized_attention`
+        says so, else `attention_fn`."""
+        return self.quantized_attention.for_block(block, self.attention_fn)
 
     def prepare(
         self,

@@ -60,14 +60,15 @@ class ParallelDiT:
         start = sum(frames_per_rank[: layout.ulysses_rank])
         local = inputs.select_frames(start, start + frames_per_rank[layout.ulysses_rank])
         tokens_per_frame = inputs.grid[1] * inputs.grid[2]
-        self_attention = partial(
-            ulysses_attention,
-            group=layout.ulysses_group,
-            seq_lens=[n * tokens_per_frame for n in frames_per_rank],
-            backend=self.dit.attention_backend,
-        )
+        seq_lens = [n * tokens_per_frame for n in frames_per_rank]
         tokens = local.x  # (B/cfg, T_i, H*W, D)
-        for block in self.dit.blocks:
+        for index, block in enumerate(self.dit.blocks):
+            self_attention = partial(
+                ulysses_attention,
+                group=layout.ulysses_group,
+                seq_lens=seq_lens,
+                attend=self.dit.self_attention_fn(index),
+            )
             tokens = block(
                 tokens, local.emb, local.adaln_lora, local.context, local.rope, self_attention, self.dit.attention_fn
             )

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.distributed as dist
 
-from cosmos_ray.models.attention import attention
+from cosmos_ray.models.attention import AttentionFn, attention
 
 
 def ulysses_attention(
@@ -23,17 +23,18 @@ def ulysses_attention(
     v: torch.Tensor,
     group: dist.ProcessGroup,
     seq_lens: Sequence[int] | None = None,
-    backend: str = "auto",
+    attend: AttentionFn = attention,
 ) -> torch.Tensor:
     """Attention of the local query chunk over the whole sharded sequence; (B, S_i, H, D) in and out.
 
     `q`, `k`, `v` are this rank's chunk of the sequence; `seq_lens[j]` is the chunk length of rank j of
     `group` (default: every rank holds as many tokens as this one). H must divide by the group size.
-    `backend` is passed to `cosmos_ray.models.attention.attention`.
+    `attend` computes the local attention (default: `cosmos_ray.models.attention.attention`; the DiT passes
+    its kernel of the block, bf16 or 8-bit).
     """
     u, rank = dist.get_world_size(group), dist.get_rank(group)
     if u == 1:
-        return attention(q, k, v, backend=backend)
+        return attend(q, k, v)
     batch, length, heads, head_dim = q.shape
     if heads % u:
         raise ValueError(f"ulysses_attention: {heads} heads cannot be split over a group of {u} ranks")
@@ -43,7 +44,7 @@ def ulysses_attention(
     head_split = [heads // u] * u
     qkv = torch.stack([q, k, v])  # (3, B, S_i, H, D)
     qkv = _all_to_all(qkv, 3, head_split, 2, seq_lens, group)  # (3, B, S, H/u, D)
-    out = attention(qkv[0], qkv[1], qkv[2], backend=backend)  # (B, S, H/u, D)
+    out = attend(qkv[0], qkv[1], qkv[2])  # (B, S, H/u, D)
     return _all_to_all(out, 1, seq_lens, 2, head_split, group)  # (B, S_i, H, D)
 
 

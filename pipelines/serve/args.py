@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field, field_validator
 
 from cosmos_ray.core.adapters import LoraRef
+from cosmos_ray.core.attention_precision import ATTENTION_PRECISIONS
 from cosmos_ray.core.dtypes import DTYPE_NAMES
 from cosmos_ray.core.limits import TRAINED_PIXELS_720P, SpecLimits
 from cosmos_ray.core.media import MediaLimits
@@ -37,6 +38,12 @@ class ServeArgs(BaseModel):
     dtype: str | None = Field(None, description=f"one of {', '.join(DTYPE_NAMES)}; default: the generator's")
     compile: bool = Field(False, description="torch.compile the DiT blocks: a slower start, faster steps")
     attention_backend: str = Field("auto", description=f"one of {', '.join(ATTENTION_BACKENDS)}")
+    attention_precision: str = Field(
+        "bf16", description=f"the DiT's self-attention kernel, one of {', '.join(ATTENTION_PRECISIONS)} (8-bit: faster)"
+    )
+    attention_bf16_first_steps: int = Field(1, ge=0, description="with 8-bit attention: first N evaluations in bf16")
+    attention_bf16_last_steps: int = Field(1, ge=0, description="with 8-bit attention: last N evaluations in bf16")
+    attention_bf16_blocks: list[int] = Field([], description="with 8-bit attention: DiT blocks kept in bf16")
     embedding_cache: str | None = Field(None, description="fsspec folder where replicas share prompt embeddings")
     checkpoint_path: str | None = Field(
         None,
@@ -147,6 +154,10 @@ class ServeArgs(BaseModel):
             dtype=self.dtype,
             compile=self.compile,
             attention_backend=self.attention_backend,
+            attention_precision=self.attention_precision,
+            attention_bf16_first_steps=self.attention_bf16_first_steps,
+            attention_bf16_last_steps=self.attention_bf16_last_steps,
+            attention_bf16_blocks=tuple(self.attention_bf16_blocks),
             offload=OffloadConfig(self.offload_diffusion_model, self.offload_tokenizer, self.offload_text_encoder),
             embedding_cache=self.embedding_cache,
             checkpoint_path=self.checkpoint_path,
