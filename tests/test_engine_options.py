@@ -10,6 +10,7 @@ import pytest
 import bench.autoregressive
 import bench.batch
 import bench.clip
+import bench.precision
 from cosmos_ray.core.offload_config import OffloadConfig
 from cosmos_ray.core.options import ATTENTION_BACKENDS, EngineOptions
 from cosmos_ray.models.attention import BACKENDS
@@ -25,10 +26,12 @@ def other_value(field: dataclasses.Field) -> tuple[object, list[str]]:
     flag = "--" + field.name.replace("_", "-")
     if field.metadata["repeat"] is not None:  # a tuple, one flag per value
         repeat_flag, parse = field.metadata["repeat"]
-        values = ["memory://engine-option", "memory://other:0.5"]
+        values = ["3", "5"] if parse is int else ["memory://engine-option", "memory://other:0.5"]
         return tuple(map(parse, values)), [repeat_flag, values[0], repeat_flag, values[1]]
     if field.type in ("bool", "bool | None"):
         return True, [flag]
+    if field.type == "int":
+        return field.default + 2, [flag, str(field.default + 2)]
     choices = field.metadata["choices"]
     if choices is not None:
         value = next(choice for choice in choices() if choice != field.default)
@@ -43,6 +46,7 @@ ENTRY_POINTS = {
     "bench.batch": lambda words: bench.batch.parse_args(words).engine,
     "bench.clip": lambda words: bench.clip.parse_args(words).engine,
     "bench.autoregressive": lambda words: bench.autoregressive.parse_args(words).engine,
+    "bench.precision": lambda words: bench.precision.parse_args(words).engine,
 }
 
 
@@ -58,7 +62,11 @@ def test_every_option_reaches_the_engine_from_every_command_line(entry_point, fi
 def test_every_option_is_a_serve_argument_of_the_same_name(field):
     """A field added to EngineOptions without its ServeArgs field fails here (ServeArgs forbids unknown keys)."""
     value, words = other_value(field)
-    argument = words[1::2] if field.metadata["repeat"] is not None else value  # Serve takes the flags' texts
+    repeat = field.metadata["repeat"]
+    if repeat is not None:  # Serve takes the flags' texts, and integers as JSON numbers
+        argument = [int(word) for word in words[1::2]] if repeat[1] is int else words[1::2]
+    else:
+        argument = value
     assert getattr(ServeArgs(**{field.name: argument}).engine_options(), field.name) == value
 
 
