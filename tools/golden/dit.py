@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import types
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -107,36 +109,68 @@ class AmpOnCpu:
         return contextlib.nullcontext()
 
 
-def install_stand_ins(official: Official):
-    """Puts the CPU stand-ins where the official DiT module looks them up; returns the module."""
+def install_transformer_engine_stand_ins(official: Official) -> types.ModuleType:
+    """Puts the stand-ins of Transformer Engine's RMSNorm and fused RoPE where the official DiT module looks them
+    up (on the CPU, and on a GPU without Transformer Engine); returns the module."""
     te = __import__("sys").modules["transformer_engine"]
     te.pytorch.RMSNorm = TERMSNorm
     dit = official.module("predict2.networks.minimal_v4_dit")
+    dit.apply_rotary_pos_emb = te_fused_rope  # type: ignore[attr-defined]  # a patch in this process only
+    official.module("predict2.networks.minimal_v1_lvg_dit")
+    return dit
+
+
+def install_stand_ins(official: Official) -> types.ModuleType:
+    """Puts the four CPU stand-ins where the official DiT module looks them up; returns the module."""
+    dit = install_transformer_engine_stand_ins(official)
     # patches of the official modules, in this process only
-    dit.apply_rotary_pos_emb = te_fused_rope  # type: ignore[attr-defined]
     dit.amp = AmpOnCpu  # type: ignore[attr-defined]
     official.module("predict2.networks.a2a_cp").attention = sdpa  # type: ignore[attr-defined]
-    official.module("predict2.networks.minimal_v1_lvg_dit")
     return dit
 
 
 def official_net(official: Official, setting: str):
     """The official net of `setting` with the tiny widths, built by the official config's own instantiation."""
-    import omegaconf  # type: ignore[import-not-found]  # the official code's dependency, not cosmos-ray's
-
     install_stand_ins(official)
     experiment, config_file = SETTINGS[setting]
-    net_config = copy.deepcopy(official_experiment_config(official, experiment, config_file).model.config.net)
+    net_config = official_experiment_config(official, experiment, config_file).model.config.net
+    return build_official_net(official, net_config, TINY, torch.device("cpu"))
+
+
+def build_official_net(official: Official, net_config, widths: dict | None, device: torch.device):
+    """(net, its config): the official net of a composed net config, with `widths` in place of the config's
+    where given, instantiated by the official lazy config on `device` (the official init, then eval)."""
+    import omegaconf  # type: ignore[import-not-found]  # the official code's dependency, not cosmos-ray's
+
+    net_config = copy.deepcopy(net_config)
     with omegaconf.open_dict(net_config):  # the distilled net leaves crossattn_emb_channels at its default
-        for field, value in TINY.items():
+        for field, value in (widths or {}).items():
             net_config[field] = value
         net_config["sac_config"]["mode"] = "none"  # activation checkpointing: training only
     lazy = official.module("imaginaire.lazy_config")
-    with torch.device("cpu"):
+    with torch.device(device):
         return lazy.instantiate(net_config).eval().requires_grad_(False), net_config
 
 
-def random_dit_weights(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+def numpy_normal(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard normal draws (float64) from the seed of `name` (numpy's Mersenne Twister: the fixtures' values)."""
+    return torch.from_numpy(np.random.RandomState(zlib.crc32(name.encode())).standard_normal(shape))
+
+
+def device_normal(device: torch.device) -> Callable[[str, tuple[int, ...]], torch.Tensor]:
+    """Standard normal draws (float32) from the seed of each name, made on `device` (the billions of a full-size
+    net in seconds on a GPU; other values than `numpy_normal`'s)."""
+
+    def normal(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+        generator = torch.Generator(device).manual_seed(zlib.crc32(name.encode()))
+        return torch.randn(shape, generator=generator, device=device)
+
+    return normal
+
+
+def random_dit_weights(
+    shapes: dict[str, tuple[int, ...]], normal: Callable[[str, tuple[int, ...]], torch.Tensor] = numpy_normal
+) -> dict[str, torch.Tensor]:
     """Seeded weights for every parameter named `*.weight` / `*.bias` (each drawn from its own name's seed, so
     the official and the cosmos-ray net get the same values whatever other entries they hold): normal /
     sqrt(fan-in) for matrices, 1 + 0.2 normal for norm weights, 0.1 normal for biases. cosmos-ray's test calls
@@ -145,14 +179,14 @@ def random_dit_weights(shapes: dict[str, tuple[int, ...]]) -> dict[str, torch.Te
     for name, shape in shapes.items():
         if not name.endswith((".weight", ".bias")) or not shape:
             continue
-        rng = np.random.RandomState(zlib.crc32(name.encode()))
+        draws = normal(name, shape)
         if len(shape) >= 2:
-            value = rng.standard_normal(shape) / np.sqrt(shape[-1])
+            value = draws / np.sqrt(shape[-1])
         elif name.endswith("norm.weight"):
-            value = 1.0 + 0.2 * rng.standard_normal(shape)
+            value = 1.0 + 0.2 * draws
         else:
-            value = 0.1 * rng.standard_normal(shape)
-        weights[name] = torch.from_numpy(value.astype(np.float32))
+            value = 0.1 * draws
+        weights[name] = value.float()
     return weights
 
 

@@ -65,15 +65,20 @@ class _StubModule(types.ModuleType):
         return type(name, (), {"__init__": lambda self, *args, **kwargs: None, "__module__": self.__name__})
 
 
+def install_stub(name: str) -> None:
+    """Puts a `_StubModule` (a package with a module spec, as importlib's look-ups expect) at `name`."""
+    module = _StubModule(name)
+    module.__path__ = []
+    module.__spec__ = importlib.machinery.ModuleSpec(name, None)
+    sys.modules[name] = module
+    parent, _, child = name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], child, module)
+
+
 def install_stubs() -> None:
     for name in STUBS:
-        module = _StubModule(name)
-        module.__path__ = []
-        module.__spec__ = importlib.machinery.ModuleSpec(name, None)
-        sys.modules[name] = module
-        parent, _, child = name.rpartition(".")
-        if parent in sys.modules:
-            setattr(sys.modules[parent], child, module)
+        install_stub(name)
     sys.modules["megatron.core.parallel_state"].is_initialized = lambda: False  # type: ignore[attr-defined]
 
 
