@@ -31,6 +31,7 @@ def other_value(field: dataclasses.Field) -> tuple[object, list[str]]:
     if field.type in ("bool", "bool | None"):
         return True, [flag]
     if field.type == "int":
+        assert isinstance(field.default, int)
         return field.default + 2, [flag, str(field.default + 2)]
     choices = field.metadata["choices"]
     if choices is not None:
@@ -63,6 +64,7 @@ def test_every_option_is_a_serve_argument_of_the_same_name(field):
     """A field added to EngineOptions without its ServeArgs field fails here (ServeArgs forbids unknown keys)."""
     value, words = other_value(field)
     repeat = field.metadata["repeat"]
+    argument: object
     if repeat is not None:  # Serve takes the flags' texts, and integers as JSON numbers
         argument = [int(word) for word in words[1::2]] if repeat[1] is int else words[1::2]
     else:
