@@ -115,6 +115,7 @@ class Generator:
         compile: bool = False,
         attention_backend: str = "auto",
         attention_precision: AttentionPrecision = BF16_ATTENTION,
+        linear_precision: str = "bf16",
         checkpoint_path: str | None = None,
         loras: Sequence[LoraRef] = (),
     ) -> Generator:
@@ -128,10 +129,10 @@ class Generator:
         conditioning inputs, which `media_limits` bounds; `compile` torch.compiles the DiT's blocks;
         `attention_backend` picks the DiT's attention kernel (`cosmos_ray.models.attention`),
         `attention_precision` an 8-bit one for its self-attention and where it keeps bf16
-        (`cosmos_ray.models.attention_8bit`). `checkpoint_path` (a file, a diffusers `transformer/` folder, or
-        their URL) replaces the DiT of `source` with the user's (`cosmos_ray.loading`); `loras` are merged into
-        it (`set_adapters`). A checkpoint or adapter that does not fit the model raises CheckpointMismatchError
-        before any model is put on the device.
+        (`cosmos_ray.models.attention_8bit`), `linear_precision` "fp8" e4m3 GEMMs for its large linears.
+        `checkpoint_path` (a file, a diffusers `transformer/` folder, or their URL) replaces the DiT of `source`
+        with the user's (`cosmos_ray.loading`); `loras` are merged into it (`set_adapters`). A checkpoint or
+        adapter that does not fit the model raises CheckpointMismatchError before any model is put on the device.
         """
         check_source(source, model)
         official = get_model(model)
@@ -152,6 +153,7 @@ class Generator:
             compile=compile,
             attention_backend=attention_backend,
             attention_precision=attention_precision,
+            linear_precision=linear_precision,
             checkpoint_path=checkpoint_path,
             fetch=fetch,
         )
@@ -192,6 +194,7 @@ class Generator:
             compile=options.compile,
             attention_backend=options.attention_backend,
             attention_precision=options.attention(),
+            linear_precision=options.linear_precision,
             checkpoint_path=options.checkpoint_path,
             loras=options.loras,
         )
@@ -396,6 +399,7 @@ class Generator:
             "world_size": 1 if self.parallel is None else self.parallel.world_size,
             "offload": str(self.offload),
             "attention": str(self.dit.quantized_attention.precision),
+            "linears": self.info.linear_precision,
             "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
         }
         if self.info.checkpoint is not None:

@@ -20,6 +20,7 @@ factors beside the base weights), a `.safetensors` file (official or diffusers n
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -38,6 +39,8 @@ from cosmos_ray.core.registry import MODELS, TEXT_ENCODER_FOLDER, VAE_FILE, Offi
 from cosmos_ray.core.storage import is_local
 from cosmos_ray.models.attention_8bit import QuantizedSelfAttention, check_kernel
 from cosmos_ray.models.dit import DIT_PRESETS, DiTConfig, MiniTrainDiT, load_dit, read_dit_state_dict, with_rope_tables
+from cosmos_ray.models.fp8_linear import check_supported as check_fp8_linears
+from cosmos_ray.models.fp8_linear import use_fp8_linears
 from cosmos_ray.models.lora import (
     AdapterCache,
     DiTAdapters,
@@ -65,6 +68,7 @@ class ModelInfo:
     # generates, and an autoregressive window
     state_t: int
     checkpoint: Checkpoint | None = None  # the user's own DiT (`checkpoint_path`), None for `source`'s
+    linear_precision: str = "bf16"  # the GEMMs of the DiT blocks' large linears ("fp8": `use_fp8_linears`)
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ def load_models(
     compile: bool = False,
     attention_backend: str = "auto",
     attention_precision: AttentionPrecision = BF16_ATTENTION,
+    linear_precision: str = "bf16",
     checkpoint_path: str | None = None,
     fetch: FetchCache | None = None,
 ) -> Models:
@@ -105,12 +110,15 @@ def load_models(
 
     They are on `device` in `dtype`, except those `offload` names, which are loaded on the CPU. The DiT uses
     `attention_backend` (`cosmos_ray.models.attention`) and `attention_precision` for its self-attention (an
-    8-bit kernel that cannot run here raises RuntimeError before anything loads); `compile` torch.compiles its
-    blocks. `fetch` brings remote files to local disk (default: the node's cache). A checkpoint that does not
+    8-bit kernel that cannot run here raises RuntimeError before anything loads); `linear_precision` "fp8" runs
+    its large linears as e4m3 GEMMs (`cosmos_ray.models.fp8_linear`; checked first too); `compile` torch.compiles
+    its blocks. `fetch` brings remote files to local disk (default: the node's cache). A checkpoint that does not
     fit the model raises CheckpointMismatchError before anything is put on the device.
     """
     if attention_precision.quantized:
         check_kernel(attention_precision.kernel, device, dtype, dit_config(source, model).head_dim)
+    if linear_precision == "fp8":
+        check_fp8_linears(device)
     fetch = fetch or FetchCache()
     home = torch.device("cpu")
     dit_device = home if offload.diffusion_model else device
@@ -146,6 +154,9 @@ def load_models(
     assert dit is not None  # the checkpoint's, the preset's or the folder's
     dit.attention_backend = attention_backend
     dit.quantized_attention = QuantizedSelfAttention(attention_precision)
+    if linear_precision == "fp8":
+        use_fp8_linears(dit)
+        info = dataclasses.replace(info, linear_precision=linear_precision)
     if compile:
         dit.compile_blocks()
     return Models(dit, vae, text_encoder, info)

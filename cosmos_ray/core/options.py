@@ -31,6 +31,8 @@ from cosmos_ray.core.storage import Storage
 # The attention kernels the DiT can be told to use (`cosmos_ray.models.attention`): "auto" is cuDNN first on
 # CUDA (the fastest measured), the math kernel elsewhere.
 ATTENTION_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+# The GEMMs of the DiT blocks' large linears (`cosmos_ray.models.fp8_linear`).
+LINEAR_PRECISIONS = ("bf16", "fp8")
 
 
 def _option(
@@ -92,6 +94,14 @@ class EngineOptions:
             repeat=("--attention-bf16-block", int),
         ),
     )
+    linear_precision: str = field(
+        default="bf16",
+        metadata=_option(
+            "the DiT blocks' large linears (attention projections, MLP): bf16, or fp8 GEMMs (e4m3, rowwise "
+            "scales; Hopper or newer), faster at a measured error (docs/performance.md)",
+            lambda: LINEAR_PRECISIONS,
+        ),
+    )
     offload: OffloadConfig = NO_OFFLOAD  # models that wait on the CPU between their stages (the official flags)
     embedding_cache: str | None = field(
         default=None,
@@ -149,6 +159,10 @@ class EngineOptions:
                 f"attention_backend must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention_backend!r}"
             )
         self.attention()  # ValueError naming the bad attention field
+        if self.linear_precision not in LINEAR_PRECISIONS:
+            raise ValueError(
+                f"linear_precision must be one of {', '.join(LINEAR_PRECISIONS)}, got {self.linear_precision!r}"
+            )
 
     def attention(self) -> AttentionPrecision:
         """The DiT's self-attention precision and its full-precision schedule."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import importlib
 import itertools
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import torch
@@ -64,7 +63,6 @@ class QuantizedSelfAttention:
     def __init__(self, precision: AttentionPrecision = BF16_ATTENTION):
         self.precision = precision
         self._now = False  # the current evaluation uses the 8-bit kernel
-        self._kernel = partial(attention_8bit, kernel=precision.kernel)
 
     def evaluation(self, index: int, total: int) -> None:
         """Announces velocity evaluation `index` (0-based) of `total` of the current generation."""
@@ -75,6 +73,9 @@ class QuantizedSelfAttention:
         if not self._now or block in self.precision.bf16_blocks:
             return full_precision
         return self._kernel
+
+    def _kernel(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return attention_8bit(q, k, v, self.precision.kernel)
 
 
 def scheduled(

@@ -19,7 +19,7 @@ from cosmos_ray.core.dtypes import DTYPE_NAMES
 from cosmos_ray.core.limits import TRAINED_PIXELS_720P, SpecLimits
 from cosmos_ray.core.media import MediaLimits
 from cosmos_ray.core.offload_config import OffloadConfig
-from cosmos_ray.core.options import ATTENTION_BACKENDS, EngineOptions
+from cosmos_ray.core.options import ATTENTION_BACKENDS, LINEAR_PRECISIONS, EngineOptions
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES
 from cosmos_ray.core.storage import HTTP_SCHEMES, Storage, url_scheme
 
@@ -44,6 +44,7 @@ class ServeArgs(BaseModel):
     attention_bf16_first_steps: int = Field(1, ge=0, description="with 8-bit attention: first N evaluations in bf16")
     attention_bf16_last_steps: int = Field(1, ge=0, description="with 8-bit attention: last N evaluations in bf16")
     attention_bf16_blocks: list[int] = Field([], description="with 8-bit attention: DiT blocks kept in bf16")
+    linear_precision: str = Field("bf16", description=f"the DiT's large linears, one of {', '.join(LINEAR_PRECISIONS)}")
     embedding_cache: str | None = Field(None, description="fsspec folder where replicas share prompt embeddings")
     checkpoint_path: str | None = Field(
         None,
@@ -158,6 +159,7 @@ class ServeArgs(BaseModel):
             attention_bf16_first_steps=self.attention_bf16_first_steps,
             attention_bf16_last_steps=self.attention_bf16_last_steps,
             attention_bf16_blocks=tuple(self.attention_bf16_blocks),
+            linear_precision=self.linear_precision,
             offload=OffloadConfig(self.offload_diffusion_model, self.offload_tokenizer, self.offload_text_encoder),
             embedding_cache=self.embedding_cache,
             checkpoint_path=self.checkpoint_path,
