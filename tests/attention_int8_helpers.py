@@ -138,8 +138,9 @@ def _allow_numpy_scalars_in_interpreted_loops() -> None:
 
 def run_interpreted(inputs_path: str, outputs_path: str) -> None:
     """Runs the kernels on the CPU for the tensors saved at inputs_path ({"q", "k", "v"}, (B, S, H, D)):
-    the quantization, the attention with the first config of each BLOCK_N, and int8_attention on (B, H, S, D)
-    storage seen through transposed views; saves them to outputs_path."""
+    the quantization, the attention with the first config of each BLOCK_N, int8_attention on (B, H, S, D) storage
+    seen through transposed views, and int8_attention inside torch.compile(fullgraph=True); saves them to
+    outputs_path."""
     _allow_numpy_scalars_in_interpreted_loops()
     from cosmos_ray.models import attention_int8_kernels as kernels
     from cosmos_ray.models.attention_int8 import int8_attention, quantize
@@ -155,6 +156,8 @@ def run_interpreted(inputs_path: str, outputs_path: str) -> None:
         outputs[f"out_block_n_{block_n}"] = out
     views = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]  # (B, S, H, D) of (B, H, S, D)
     outputs["out_views"] = int8_attention(*views, pv="fp16")
+    compiled = torch.compile(lambda q, k, v: int8_attention(q, k, v, pv="fp16"), backend="eager", fullgraph=True)
+    outputs["out_compiled"] = compiled(q, k, v)
     torch.save(outputs, outputs_path)
 
 

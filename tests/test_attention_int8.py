@@ -151,7 +151,8 @@ def test_interpreted_kernels_match_the_torch_reference(tmp_path):
         # against the same quantized inputs only the fp16 rounding of P and of the output remain
         assert relative_error(out, simulated_attention(inputs)) < 1e-3
         assert_within_the_scheme_error(out, q, k, v, qk="int8", pv="fp16")
-    torch.testing.assert_close(outputs["out_views"], outputs["out_block_n_64"], rtol=0, atol=0)
+    for name in ("out_views", "out_compiled"):  # the autotuner's only config under the interpreter: BLOCK_N 64
+        torch.testing.assert_close(outputs[name], outputs["out_block_n_64"], rtol=0, atol=0, msg=name)
 
 
 # --- the kernels on the GPU ---------------------------------------------------------------------------------------
@@ -211,6 +212,13 @@ def test_strided_views_give_the_contiguous_result():
     assert torch.equal(int8_attention(*transposed), expected)
     fused = torch.stack((q, k, v), dim=2)  # (B, S, 3, H, D)
     assert torch.equal(int8_attention(fused[:, :, 0], fused[:, :, 1], fused[:, :, 2]), expected)
+
+
+@pytest.mark.gpu
+def test_torch_compile_keeps_it_as_one_op():
+    q, k, v = random_inputs(1, 300, 300, 2, 128, device="cuda")
+    compiled = torch.compile(int8_attention, fullgraph=True)
+    assert torch.equal(compiled(q, k, v), int8_attention(q, k, v))
 
 
 @pytest.mark.gpu

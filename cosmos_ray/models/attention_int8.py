@@ -150,9 +150,15 @@ def int8_attention(
     fp16, any strides with a contiguous last dim -> (B, Sq, H, D) in q's dtype.
 
     `qk` ("int8" or "fp8") and `pv` ("fp8" or "fp16") pick the formats of the two products (module docstring).
-    The first call per shape autotunes the kernel (a few seconds)."""
+    The first call per shape autotunes the kernel (a few seconds). A torch custom op: `torch.compile` keeps it
+    in its graph, as one opaque call."""
     check_supported(q)
     check_inputs(q, k, v, qk, pv)
+    return _int8_attention_op(q, k, v, qk, pv)
+
+
+@torch.library.custom_op("cosmos_ray::int8_attention", mutates_args=())
+def _int8_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk: str, pv: str) -> torch.Tensor:
     from cosmos_ray.models import attention_int8_kernels as kernels
 
     with torch.cuda.device(q.device) if q.is_cuda else contextlib.nullcontext():
@@ -160,3 +166,8 @@ def int8_attention(
         out = torch.empty(q.shape, dtype=q.dtype, device=q.device)  # (B, Sq, H, D)
         kernels.attend(inputs, out)
     return out
+
+
+@_int8_attention_op.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, qk: str, pv: str) -> torch.Tensor:
+    return torch.empty(q.shape, dtype=q.dtype, device=q.device)
