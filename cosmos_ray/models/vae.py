@@ -7,18 +7,22 @@ input frames from one chunk to the next in a `StreamCache`. The chunked result e
 pass, and memory stays bounded by the chunk size, not the video length.
 
 Module and parameter names are the official ones (`Wan2.1_VAE.pth` loads strictly);
-`diffusers_key` maps them to diffusers' `AutoencoderKLWan` layout.
+`diffusers_key` maps them to diffusers' `AutoencoderKLWan` layout. The default decode rounds as the official
+one; `use_decode_kernels` and `compile_decoder` opt into faster kernels that round differently (bf16 noise).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -40,9 +44,25 @@ WAN21_LATENT_STD = (
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )  # fmt: skip
 
-# Per-layer state carried between the chunks of one stream: the trailing input frames of each causal
-# layer. A layer that saw the first chunk but keeps no frames (the temporal upsampler) maps to None.
-StreamCache = dict[nn.Module, torch.Tensor | None]
+# Per-layer state carried between the chunks of one stream: the trailing input frames of each causal layer.
+StreamCache = dict[nn.Module, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DecodeKernels:
+    """How `WanVAE.decode` computes (set with `WanVAE.use_decode_kernels`). Every choice computes the same
+    function; they differ in bf16 rounding only. The default is the official path (bit for bit, golden
+    `end_to_end`); `bench/vae.py --parts decode-variants` measures each choice's speed and error against it.
+    """
+
+    # cuDNN times its algorithms for each conv shape it meets (the first decode of a shape is slower).
+    cudnn_benchmark: bool = False
+    # Each causal 3D conv as one 2D conv per output frame over its k_t input frames stacked along channels
+    # (kt*C channels, a (kh, kw) kernel): cuDNN's 2D kernels, at the cost of writing the stacked frames.
+    stacked_conv2d: bool = False
+    # RMS norm + SiLU as one compiled kernel (torch.compile, one graph per channel count) that rounds every
+    # step as eager does; only the norm's summation order differs.
+    fused_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -94,9 +114,51 @@ class RMSNorm(nn.Module):
         super().__init__()
         self.scale = channels**0.5
         self.gamma = nn.Parameter(torch.ones(channels, *(1,) * spatial_dims))
+        self.fused = False  # `DecodeKernels.fused_norm`: `norm_silu` runs as one compiled kernel
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x, dim=1).mul_(self.scale).mul_(self.gamma)
+
+
+def norm_silu(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """SiLU(norm(x)) of an `RMSNorm` on (B, C, T, H, W). A `fused` norm runs both as one compiled kernel over
+    (pixels, C) rows: a channels-last x is read once and the result written once, instead of six passes."""
+    norm = cast(RMSNorm, norm)
+    if not norm.fused or torch.compiler.is_compiling():  # inside `compile_decoder`'s graphs, fused anyway
+        return F.silu(norm(x), inplace=True)
+    b, c, t, h, w = x.shape
+    rows = rearrange(x, "b c t h w -> (b t h w) c").contiguous()  # a view of a channels-last x
+    torch._dynamo.maybe_mark_dynamic(rows, 0)
+    out = _fused_rms_norm_silu()(rows, norm.gamma.view(c), norm.scale)
+    return rearrange(out, "(b t h w) c -> b c t h w", b=b, t=t, h=h)  # channels-last strides
+
+
+def _rms_norm_silu_rows(rows: torch.Tensor, gamma: torch.Tensor, scale: float) -> torch.Tensor:
+    """`RMSNorm` then SiLU on (pixels, C) rows, each step as the eager modules compute it."""
+    return F.silu(F.normalize(rows, dim=1) * scale * gamma)
+
+
+@functools.cache
+def _fused_rms_norm_silu() -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
+    # One graph per channel count, the pixel count dynamic; the inductor rounds after every step as eager does.
+    return torch.compile(_rms_norm_silu_rows, dynamic=False, options={"emulate_precision_casts": True})
+
+
+def stack_frames(x: torch.Tensor, kt: int) -> torch.Tensor:
+    """(B, C, T + kt - 1, H, W) -> (B, kt*C, T, H, W): output frame t holds input frames t .. t + kt - 1 along
+    channels (channel k*C + c is channel c of frame t + k). Keeps x's memory format."""
+    t = x.shape[2] - kt + 1
+    return torch.cat([x[:, :, k : k + t] for k in range(kt)], dim=1)
+
+
+def conv3d_as_conv2d(
+    stacked: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: tuple[int, int]
+) -> torch.Tensor:
+    """A 3D conv (stride 1, no temporal padding, `weight` (O, C, kt, kh, kw), spatial `padding`) of the frames
+    that `stack_frames` stacked, as one 2D conv per output frame with an (O, kt*C, kh, kw) kernel: the same
+    sums, accumulated in another order. (B, kt*C, T, H, W) -> (B, O, T, H', W')."""
+    weight = rearrange(weight, "o c kt kh kw -> o (kt c) kh kw")
+    return per_frame(lambda frames: F.conv2d(frames, weight, bias, padding=padding), stacked)
 
 
 class CausalConv3d(nn.Conv3d):
@@ -107,15 +169,24 @@ class CausalConv3d(nn.Conv3d):
         kt, kh, kw = (kernel_size,) * 3 if isinstance(kernel_size, int) else kernel_size
         super().__init__(in_channels, out_channels, (kt, kh, kw), padding=(0, kh // 2, kw // 2))
         self.past_frames = kt - 1
+        self.stacked_conv2d = False  # `DecodeKernels.stacked_conv2d`
 
     def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:  # type: ignore[override]  # + cache
         past = cache.get(self)
         if past is None:
-            x = F.pad(x, (0, 0, 0, 0, self.past_frames, 0))
-        else:
-            x = torch.cat([past, x], dim=2)
+            past = self.zero_past(x)
+        x = torch.cat([past, x], dim=2)  # (B, C, past_frames + T, H, W)
         cache[self] = x[:, :, -self.past_frames :].clone()
+        if self.stacked_conv2d:
+            padding = cast(tuple[int, int], self.padding[1:])
+            return conv3d_as_conv2d(stack_frames(x, self.past_frames + 1), self.weight, self.bias, padding)
         return super().forward(x)
+
+    def zero_past(self, x: torch.Tensor) -> torch.Tensor:
+        """The past a stream starts with: `past_frames` zero frames shaped and laid out as x's."""
+        b, c, _, h, w = x.shape
+        shape = (b, c, self.past_frames, h, w)
+        return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)).zero_()
 
 
 def memory_format_of(x: torch.Tensor) -> torch.memory_format:
@@ -134,7 +205,7 @@ def interleave_frames(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def per_frame(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def per_frame(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Applies a 2D layer to every frame of (B, C, T, H, W)."""
     t = x.shape[2]
     y = layer(rearrange(x, "b c t h w -> (b t) c h w"))
@@ -158,8 +229,8 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         norm1, _, conv1, norm2, _, _, conv2 = self.residual
-        h = conv1(F.silu(norm1(x), inplace=True), cache)
-        h = conv2(F.silu(norm2(h), inplace=True), cache)
+        h = conv1(norm_silu(norm1, x), cache)
+        h = conv2(norm_silu(norm2, h), cache)
         return h + self.shortcut(x)
 
 
@@ -218,10 +289,10 @@ class Upsample(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
         if self.time_conv is not None:
-            if self in cache:
+            if self.time_conv in cache:
                 x = interleave_frames(self.time_conv(x, cache))  # (B, 2C, T, H, W) -> (B, C, 2T, H, W)
-            else:
-                cache[self] = None
+            else:  # the stream's first frame stays one frame; the next chunk's frames follow zeros
+                cache[self.time_conv] = self.time_conv.zero_past(x)
         return per_frame(self.resample, x)  # (B, C/2, T', 2H, 2W)
 
 
@@ -238,7 +309,7 @@ def _head(in_channels: int, out_channels: int) -> nn.Sequential:
 
 def _apply_head(head: nn.Sequential, x: torch.Tensor, cache: StreamCache) -> torch.Tensor:
     norm, _, conv = head
-    return conv(F.silu(norm(x), inplace=True), cache)
+    return conv(norm_silu(norm, x), cache)
 
 
 class Encoder(nn.Module):
@@ -341,6 +412,7 @@ class WanVAE(nn.Module):
         self.decoder = Decoder(cfg)
         # channels_last_3d keeps every conv (3D and per-frame 2D) in the channels-last layout fast kernels use.
         self.memory_format = torch.channels_last_3d
+        self.decode_kernels = DecodeKernels()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -355,6 +427,29 @@ class WanVAE(nn.Module):
     def decoding_modules(self) -> tuple[nn.Module, ...]:
         """The modules `decode` runs."""
         return self.conv2, self.decoder
+
+    def use_decode_kernels(self, kernels: DecodeKernels) -> WanVAE:
+        """Sets how `decode` computes (see `DecodeKernels`); returns self."""
+        self.decode_kernels = kernels
+        for module in self.decoder.modules():
+            if isinstance(module, CausalConv3d):
+                module.stacked_conv2d = kernels.stacked_conv2d
+            elif isinstance(module, RMSNorm):
+                module.fused = kernels.fused_norm
+        return self
+
+    def compile_decoder(self, max_autotune: bool = False, backend: str | Callable[..., Any] = "inductor") -> WanVAE:
+        """torch.compiles the per-latent-frame decode (the decoder's trunk and branch; static shapes, one graph
+        for a stream's first frame and one for the rest), fusing each norm, SiLU, causal padding and residual
+        add around the convs. The inductor rounds after every step as eager does; the convs and the attention
+        keep their kernels unless `max_autotune` (which also times Triton conv kernels: a much longer first
+        decode). Compiles on the first decode of each shape; returns self."""
+        inductor = {"emulate_precision_casts": True, "max_autotune": max_autotune}
+        options: dict[str, Any] | None = inductor if backend == "inductor" else None
+        for stage in ("trunk", "branch"):
+            step = getattr(self.decoder, stage)
+            setattr(self.decoder, stage, torch.compile(step, dynamic=False, backend=backend, options=options))
+        return self
 
     def latent_stats(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, 1 / std), each (1, C, 1, 1, 1) in the VAE's dtype, the reciprocal computed in that dtype."""
@@ -397,11 +492,13 @@ class WanVAE(nn.Module):
         trunk_cache: StreamCache = {}
         branch_cache: StreamCache = {}
         first = 0
-        for i in range(t):
-            features = self.decoder.trunk(z[:, :, i : i + 1], trunk_cache)[..., left:right]
-            frames = self.decoder.branch(features, branch_cache)[..., keep]  # (B, 3, 1 or r, H, W')
-            video[:, :, first : first + frames.shape[2]] = frames.clamp(-1.0, 1.0)
-            first += frames.shape[2]
+        with cudnn_benchmark(self.decode_kernels.cudnn_benchmark):
+            for i in range(t):
+                latent = z[:, :, i : i + 1].clone(memory_format=self.memory_format)  # strides free of t
+                features = self.decoder.trunk(latent, trunk_cache)[..., left:right]
+                frames = self.decoder.branch(features, branch_cache)[..., keep]  # (B, 3, 1 or r, H, W')
+                video[:, :, first : first + frames.shape[2]] = frames.clamp(-1.0, 1.0)
+                first += frames.shape[2]
         return video
 
     @staticmethod
@@ -428,6 +525,20 @@ class WanVAE(nn.Module):
             raise ValueError(
                 f"VAE decode expects latents (B, {self.cfg.latent_channels}, T, H, W), got {tuple(latents.shape)}"
             )
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """Turns `torch.backends.cudnn.benchmark` on inside the block when `enabled`; otherwise leaves it as set."""
+    if not enabled:
+        yield
+        return
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 _RESIDUAL_RENAMES = {"residual.0.": "norm1.", "residual.2.": "conv1.", "residual.3.": "norm2.",
