@@ -5,8 +5,8 @@ Parts (`--parts`, all by default):
           bf16 FLOP count 4 S^2 H D over the time), relative error against an fp32 reference and against bf16;
           on random normal inputs and on DiT-like ones (K with a mean offset and outlier channels, which
           smoothing K must absorb)
-  step    one guided 2B step at 720p (batch 2 = cond + uncond), eager and with compiled blocks: ms, and the
-          velocity's relative error against bf16
+  step    one guided 2B step at 720p (batch 2 = cond + uncond), eager, and with compiled blocks for bf16 and the
+          first of `--kernels`: ms, and the velocity's relative error against bf16
   clip    whole generations through the Generator, 2B/distilled and 2B/post-trained (`--clip-steps` each):
           the velocity error of every evaluation at the bf16 run's own inputs, the clip's time, the final
           latents' relative error and the decoded frames' PSNR against the bf16 clip, for each schedule
@@ -130,8 +130,9 @@ def step_part(args: argparse.Namespace, kernels: list[str], recorder: Recorder) 
         return dit(**inputs)
 
     for compiled in (False, True) if args.compile_step else (False,):
-        if compiled:
+        if compiled:  # each kernel is a recompile: bf16 and the first of --kernels only
             dit.compile_blocks(dynamic=False)
+            settings = settings[:2]
         with torch.no_grad():
             reference = run("bf16").float()
             for kernel in settings:
