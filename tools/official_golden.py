@@ -31,6 +31,8 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
              tiny distilled net, bf16 and float32, and its final nan_to_num
   end_to_end whole bf16 runs (text2world, image2world, video2world): official media reading, sampler,
              conditioner, tiny 2B net and VAE, 3 steps with guidance
+  multiview  the official MultiViewDiT of 2B/auto/multiview at tiny widths (7 and 3 views), float32 and bf16, with
+             its patch-embedding input, per-view RoPE and per-view cross-attention; its config and key layout
   text_encoder  the official Reason1 wrapper (TextEncoder + QwenVLBaseModel + Processor) at tiny widths with
              seeded weights, bf16 and float32: prompts -> the DiT's text embeddings (needs the official pins of
              transformers & co. first on the path; flash-attention -> SDPA)
@@ -62,6 +64,7 @@ from tools.golden.end_to_end import end_to_end
 from tools.golden.harness import ROOT, Official
 from tools.golden.media import media
 from tools.golden.model_config import model_config
+from tools.golden.multiview import multiview
 from tools.golden.sampling import sampling, toy_velocity
 from tools.golden.solver import fixed_velocity, schedules, unipc
 from tools.golden.text_encoder import text_encoder
@@ -92,6 +95,7 @@ PIECES = {
     "distilled": distilled,
     "end_to_end": end_to_end,
     "text_encoder": text_encoder,
+    "multiview": multiview,
 }
 
 

@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Self, cast
 
 import torch
 import torch.nn.functional as F
@@ -250,13 +250,15 @@ def shift_scale_gate(
 class Block(nn.Module):
     """Self-attention, cross-attention and MLP, each as x + gate * f(norm(x) * (1 + scale) + shift)."""
 
+    cross_attention_type: type[Attention] = Attention  # a subclass may attend otherwise (one context per view)
+
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         dim = cfg.model_channels
         self.layer_norm_self_attn = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.self_attn = Attention(dim, dim, cfg.num_heads)
         self.layer_norm_cross_attn = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.cross_attn = Attention(dim, cfg.crossattn_emb_channels, cfg.num_heads)
+        self.cross_attn = self.cross_attention_type(dim, cfg.crossattn_emb_channels, cfg.num_heads)
         self.layer_norm_mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.mlp = FeedForward(dim, int(dim * cfg.mlp_ratio))
         self.adaln_modulation_self_attn = adaln_lora_layers(dim, cfg.adaln_lora_dim, 3)
@@ -273,7 +275,8 @@ class Block(nn.Module):
         attention_fn: AttentionFn = attention,
         cross_attention_fn: AttentionFn = attention,
     ) -> torch.Tensor:
-        """x (B, T, HW, D) tokens; emb (B, T, D); adaln_lora (B, T, 3D); context (B, N, Dc).
+        """x (B, T, HW, D) tokens; emb (B, T, D); adaln_lora (B, T, 3D); context (B, N, Dc), or what
+        `cross_attention_type` takes.
 
         `attention_fn` computes self-attention (a context-parallel wrapper goes here); cross-attention
         uses `cross_attention_fn` because its context is never sharded.
@@ -321,7 +324,7 @@ class DiTInputs:
     x: torch.Tensor  # (B, T, H*W, D) patch tokens, frame-major
     emb: torch.Tensor  # (B, T, D) RMS-normalized timestep features
     adaln_lora: torch.Tensor  # (B, T, 3D)
-    context: torch.Tensor  # (B, N, crossattn_emb_channels) projected text embedding
+    context: torch.Tensor  # (B, N, crossattn_emb_channels) projected text embedding (a subclass's own layout)
     rope: Rope  # cos, sin: (T*H*W, 1, head_dim) float32
     grid: tuple[int, int, int]  # (T, H, W) of the full patch grid
 
@@ -342,6 +345,8 @@ class MiniTrainDiT(nn.Module):
     """The DiT. Call it for a velocity; or run `prepare`, the `blocks` and `finalize` yourself to change
     how self-attention is computed (context parallelism)."""
 
+    block_type: type[Block] = Block
+
     def __init__(self, cfg: DiTConfig, attention_backend: str = "auto"):
         super().__init__()
         self.cfg = cfg
@@ -355,7 +360,7 @@ class MiniTrainDiT(nn.Module):
         self.crossattn_proj = nn.Sequential(
             nn.Linear(cfg.crossattn_proj_in_channels, cfg.crossattn_emb_channels), nn.GELU()
         )
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_blocks))
+        self.blocks = nn.ModuleList(self.block_type(cfg) for _ in range(cfg.num_blocks))
         self.final_layer = FinalLayer(cfg)
 
     def forward(
@@ -375,7 +380,10 @@ class MiniTrainDiT(nn.Module):
         padding_mask: (B or 1, 1, H', W'), resized (nearest) to (H, W); None means no padding.
         condition_mask: (B, 1, T, H, W), 1 on conditional frames; None means none.
         """
-        inputs = self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask)
+        return self.forward_prepared(self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask))
+
+    def forward_prepared(self, inputs: DiTInputs) -> torch.Tensor:
+        """The blocks and `finalize` on what `prepare` made: the velocity (B, out_channels, T, H, W)."""
         tokens = inputs.x
         for index, block in enumerate(self.blocks):
             tokens = block(
@@ -406,8 +414,13 @@ class MiniTrainDiT(nn.Module):
         fps: float | None = None,
         padding_mask: torch.Tensor | None = None,
         condition_mask: torch.Tensor | None = None,
+        extra_channels: torch.Tensor | None = None,
     ) -> DiTInputs:
-        """Patch tokens, timestep embedding, text context and RoPE (see `forward` for the arguments)."""
+        """Patch tokens, timestep embedding, text context and RoPE (see `forward` for the arguments).
+
+        extra_channels: (B, E, T, H, W) input channels after the two masks (a subclass's conditioning, e.g.
+          the multiview net's view embedding); `cfg.patch_in_features` must count them.
+        """
         self.check_inputs(x, timesteps, crossattn_emb, condition_mask)
         b, _, t, h, w = x.shape
         if condition_mask is None:
@@ -417,7 +430,10 @@ class MiniTrainDiT(nn.Module):
         elif padding_mask.shape[-2:] != (h, w):
             padding_mask = F.interpolate(padding_mask, size=(h, w), mode="nearest")
         padding_mask = padding_mask.unsqueeze(2).expand(b, 1, t, h, w)
-        x = torch.cat([x, condition_mask.to(x.dtype), padding_mask.to(x.dtype)], dim=1)  # (B, C+2, T, H, W)
+        channels = [x, condition_mask.to(x.dtype), padding_mask.to(x.dtype)]
+        if extra_channels is not None:
+            channels.append(extra_channels.to(x.dtype))
+        x = torch.cat(channels, dim=1)  # (B, C+2(+E), T, H, W)
         tokens = self.x_embedder(x)  # (B, T', H'W', D)
         grid = (t // self.cfg.patch_temporal, h // self.cfg.patch_spatial, w // self.cfg.patch_spatial)
 
@@ -428,8 +444,16 @@ class MiniTrainDiT(nn.Module):
         emb = self.t_embedding_norm(features).expand(b, grid[0], -1)  # (B, T', D)
 
         context = self.crossattn_proj(crossattn_emb.to(cast(nn.Linear, self.crossattn_proj[0]).weight.dtype))
-        rope = self.pos_embedder(*grid, fps=fps)
-        return DiTInputs(tokens, emb, adaln_lora, context, rope, grid)
+        return DiTInputs(tokens, emb, adaln_lora, context, self.position_embedding(grid, fps), grid)
+
+    def position_embedding(self, grid: tuple[int, int, int], fps: float | None) -> Rope:
+        """The RoPE of the patch grid (T, H, W)."""
+        return self.pos_embedder(*grid, fps=fps)
+
+    @staticmethod
+    def rope_tables(cfg: DiTConfig) -> dict[str, torch.Tensor]:
+        """The RoPE buffers of a net of `cfg` under their state-dict names (functions of the config)."""
+        return {f"pos_embedder.{k}": v for k, v in build_rope(cfg).state_dict().items()}
 
     def finalize(self, tokens: torch.Tensor, inputs: DiTInputs) -> torch.Tensor:
         """Final layer and unpatchify: (B, T', H'W', D) -> (B, out_channels, T, H, W).
@@ -472,7 +496,7 @@ class MiniTrainDiT(nn.Module):
             modules += [block.adaln_modulation_self_attn, block.adaln_modulation_cross_attn, block.adaln_modulation_mlp]
         return modules
 
-    def cast(self, dtype: torch.dtype) -> MiniTrainDiT:
+    def cast(self, dtype: torch.dtype) -> Self:
         """Casts to `dtype`, keeping `fp32_modules` in float32 when `cfg.fp32_modulation` is set."""
         self.to(dtype)
         if self.cfg.fp32_modulation:
@@ -480,7 +504,7 @@ class MiniTrainDiT(nn.Module):
                 module.float()
         return self
 
-    def compile_blocks(self, **compile_kwargs: Any) -> MiniTrainDiT:
+    def compile_blocks(self, **compile_kwargs: Any) -> Self:
         """torch.compile each block in place (all blocks share one compiled graph)."""
         for block in self.blocks:
             block.compile(**compile_kwargs)
@@ -587,11 +611,12 @@ def read_dit_state_dict(source: str | os.PathLike | Mapping[str, torch.Tensor]) 
     return state
 
 
-def with_rope_tables(state: Mapping[str, torch.Tensor], cfg: DiTConfig) -> dict[str, torch.Tensor]:
-    """`state` with the RoPE tables of `cfg` where it has none: diffusers files lack them (functions of the
-    config)."""
-    rope_tables = {f"pos_embedder.{k}": v for k, v in build_rope(cfg).state_dict().items()}
-    return {**rope_tables, **state}
+def with_rope_tables(
+    state: Mapping[str, torch.Tensor], cfg: DiTConfig, net: type[MiniTrainDiT] = MiniTrainDiT
+) -> dict[str, torch.Tensor]:
+    """`state` with the RoPE tables of a `net` of `cfg` where it has none: diffusers files lack them
+    (functions of the config)."""
+    return {**net.rope_tables(cfg), **state}
 
 
 def load_dit(
@@ -601,15 +626,17 @@ def load_dit(
     dtype: torch.dtype = torch.bfloat16,
     attention_backend: str = "auto",
     compile: bool = False,
+    net: type[MiniTrainDiT] = MiniTrainDiT,
 ) -> MiniTrainDiT:
-    """Builds the DiT on `meta`, assigns the checkpoint's tensors (no second host copy), moves and casts.
+    """Builds the DiT (`net`: the class, a subclass of `MiniTrainDiT` for another family's net) on `meta`,
+    assigns the checkpoint's tensors (no second host copy), moves and casts.
 
     Raises CheckpointMismatchError listing missing/unexpected keys and shape mismatches.
     """
     state = read_dit_state_dict(source)
     with torch.device("meta"):
-        model = MiniTrainDiT(cfg, attention_backend)
+        model = net(cfg, attention_backend)
     what = "DiT state dict" if isinstance(source, Mapping) else f"DiT checkpoint {source}"
-    load_into(model, with_rope_tables(state, cfg), what=what)
+    load_into(model, with_rope_tables(state, cfg, net), what=what)
     model.to(device).cast(dtype).eval().requires_grad_(False)
     return model.compile_blocks() if compile else model
