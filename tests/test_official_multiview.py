@@ -176,6 +176,8 @@ def test_bad_inputs_say_what_to_pass():
         model(x, t, context, view_indices=torch.tensor([[0, 1]]))
     with pytest.raises(ValueError, match="rows of the view embedding are 0..6"):
         model(x, t, context, view_indices=torch.tensor([[0, 1, 7]]))
+    with pytest.raises(ValueError, match="text embeddings of 512 tokens each"):
+        model(x, t, torch.zeros(1, 3 * 500, width))
     with pytest.raises(ValueError, match="2 context blocks of 512 tokens for 3 views"):
         model(x, t, torch.zeros(1, 2 * 512, width))
     inputs = model.prepare(x, t, context)

@@ -144,6 +144,11 @@ class MultiviewDiT(MiniTrainDiT):
         """The base DiT's inputs with the view channels (computed here, in the place of the base's
         `extra_channels`), the per-view RoPE and the context as (B, K, 512, Dc)."""
         views = self.num_views(x)
+        if crossattn_emb.ndim != 3 or crossattn_emb.shape[1] % CONTEXT_TOKENS_PER_VIEW:
+            raise ValueError(
+                f"crossattn_emb: expected (B, K * {CONTEXT_TOKENS_PER_VIEW}, D), text embeddings of "
+                f"{CONTEXT_TOKENS_PER_VIEW} tokens each, got {tuple(crossattn_emb.shape)}"
+            )
         inputs = super().prepare(
             x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, self.view_channels(x, view_indices)
         )
