@@ -7,7 +7,8 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from cosmos_ray.core.spec import DEFAULT_NEGATIVE_PROMPT, GenerationSpec, SpecError, safe_name
+from cosmos_ray.core.spec import DEFAULT_NEGATIVE_PROMPT, GenerationSpec, SpecError
+from cosmos_ray.core.spec_base import safe_name
 from cosmos_ray.core.spec_rules import count_chunks
 from tests.spec_helpers import IMAGE, LABEL, TEXT, VIDEO, parse, rejects
 

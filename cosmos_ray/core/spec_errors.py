@@ -1,17 +1,19 @@
-"""`SpecError`, and pydantic's validation errors of a `GenerationSpec` in the words of the spec.
+"""`SpecError`, and pydantic's validation errors of a spec (`GenerationSpec`, `MultiviewSpec`) in the words of
+the spec.
 
 pydantic reports every problem of a spec; `spec_error` turns the first one into a `SpecError` that names the
-sample, the field and the reason, in the wording of the hand-written checks the model replaced (and says why
-an official field that cosmos-ray does not take is refused).
+sample, the field (a nested one as its JSON path, e.g. `rear_left.video_path`) and the reason, in the wording
+of the hand-written checks the model replaced (and says why an official field that the spec's format does not
+take is refused).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, get_args
+from typing import Any, Literal, get_args, get_origin
 
 from annotated_types import Ge, Le
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
@@ -32,21 +34,6 @@ RUN_SETTINGS = (
     "profile",
 )
 
-# Fields of the official multiview inference format.
-MULTIVIEW_FIELDS = (
-    "n_views",
-    "num_input_frames",
-    "control_weight",
-    "stack_mode",
-    "front_wide",
-    "rear",
-    "rear_left",
-    "rear_right",
-    "cross_left",
-    "cross_right",
-    "front_tele",
-)
-
 
 class SpecError(ValueError):
     """A spec that cannot be used, with the sample, field and reason in the message."""
@@ -63,40 +50,58 @@ class SpecError(ValueError):
         return SpecError, (self.sample, self.field, self.reason)
 
 
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", type(None): "null"}
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", type(None): "null"}
 
 # pydantic reports every problem; the first one of the first kind is shown (the order the hand-written
 # checks had: unknown fields, then missing ones, then wrong types, then values)
-_ERROR_ORDER = {"extra_forbidden": 0, "missing": 1, "string_type": 2, "int_type": 2, "bool_type": 2}
+_ERROR_ORDER = {
+    "extra_forbidden": 0,
+    "missing": 1,
+    "string_type": 2,
+    "int_type": 2,
+    "float_type": 2,
+    "bool_type": 2,
+    "model_type": 2,
+}
 
 _RANGE_NOTES = {"seed": " (a numpy RandomState seed)"}
 
 
-def spec_error(error: ValidationError, sample: str, fields: Mapping[str, FieldInfo]) -> SpecError:
-    """The first problem `error` reports, as a `SpecError` naming `sample`, the field and the reason; `fields`
-    are the spec model's (`GenerationSpec.model_fields`: the types, ranges and names the reasons quote)."""
+def spec_error(error: ValidationError, sample: str, model: type[BaseModel]) -> SpecError:
+    """The first problem `error` reports, as a `SpecError` naming `sample`, the field and the reason; `model` is
+    the spec's class (its fields' types, ranges and names are what the reasons quote, its `REFUSED_FIELDS` the
+    fields of other official formats with the reason it refuses each)."""
     first = min(error.errors(include_url=False), key=lambda detail: _ERROR_ORDER.get(detail["type"], 3))
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, SpecError):  # from a check across fields, which names its own field
         return SpecError(sample, cause.field, cause.reason)
-    field = str(first["loc"][0]) if first["loc"] else ""
-    return SpecError(sample, field, _reason(first, field, fields))
+    fields, info = model.model_fields, None
+    for key in first["loc"]:  # into the nested objects: the fields of the last one, the info of the field
+        if info is not None and isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            fields = info.annotation.model_fields
+        info = fields.get(str(key))
+    field = ".".join(str(key) for key in first["loc"])
+    if first["type"] == "extra_forbidden":
+        nested = len(first["loc"]) > 1
+        return SpecError(sample, field, _unknown_field_reason(str(first["loc"][-1]), fields, model, nested))
+    return SpecError(sample, field, _reason(first, field, info))
 
 
-def _reason(detail: ErrorDetails, field: str, fields: Mapping[str, FieldInfo]) -> str:
+def _reason(detail: ErrorDetails, field: str, info: FieldInfo | None) -> str:
     kind, value = detail["type"], detail["input"]
-    if kind == "extra_forbidden":
-        return _unknown_field_reason(field, fields)
     if kind == "missing":
         return "is required (or 'prompt_path')" if field == "prompt" else "is required"
-    if _ERROR_ORDER.get(kind) == 2:
-        annotation = fields[field].annotation
+    if kind == "model_type":
+        return f"must be a JSON object, got {type(value).__name__} {value!r}"
+    if _ERROR_ORDER.get(kind) == 2 and info is not None:
+        annotation = info.annotation
         expected = " or ".join(_TYPE_NAMES[t] for t in (get_args(annotation) or (annotation,)))
         return f"must be {expected}, got {type(value).__name__} {value!r}"
-    if kind in ("greater_than_equal", "less_than_equal"):
-        metadata = fields[field].metadata
-        low = next(m.ge for m in metadata if isinstance(m, Ge))
-        high = next((m.le for m in metadata if isinstance(m, Le)), None)
+    if kind == "literal_error" and info is not None and get_origin(info.annotation) is Literal:
+        return f"must be one of {', '.join(map(repr, get_args(info.annotation)))}, got {value!r}"
+    if kind in ("greater_than_equal", "less_than_equal") and info is not None:
+        low = next(m.ge for m in info.metadata if isinstance(m, Ge))
+        high = next((m.le for m in info.metadata if isinstance(m, Le)), None)
         if high is None:
             return f"must be at least {low}, got {value}"
         return f"must be in {low}..{high}{_RANGE_NOTES.get(field, '')}, got {value}"
@@ -105,11 +110,14 @@ def _reason(detail: ErrorDetails, field: str, fields: Mapping[str, FieldInfo]) -
     return detail["msg"]
 
 
-def _unknown_field_reason(field: str, fields: Mapping[str, FieldInfo]) -> str:
+def _unknown_field_reason(field: str, fields: Mapping[str, FieldInfo], model: type[BaseModel], nested: bool) -> str:
+    if nested:  # in an object of the spec
+        return f"is not a known field (known: {', '.join(sorted(fields))})"
+    refused: Mapping[str, str] = getattr(model, "REFUSED_FIELDS", {})
+    if field in refused:
+        return refused[field]
     if field in RUN_SETTINGS:
         return "is a run setting of the official CLI, not a sample field; pass it to the cosmos-ray job instead"
-    if field in MULTIVIEW_FIELDS:
-        return "belongs to the official multiview format, which cosmos-ray does not support"
     if field == "samples":
         return (
             "belongs to the older official multi-sample file format; cosmos_ray.core.manifest.load_specs "

@@ -1,6 +1,6 @@
 """The rules of a spec that take more than one field, or a file: its inputs (`input_path`'s scheme and
 extension, `prompt_path` read and stripped) and the autoregressive mode's windows and seeds. Used by
-`cosmos_ray.core.spec.GenerationSpec` when it validates."""
+`cosmos_ray.core.spec.GenerationSpec` and `cosmos_ray.core.multiview_spec.MultiviewSpec` when they validate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import posixpath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cosmos_ray.core.media import INPUT_EXTENSIONS
+from cosmos_ray.core.media import IMAGE_EXTENSIONS, INPUT_EXTENSIONS
 from cosmos_ray.core.spec_errors import SpecError
 from cosmos_ray.core.storage import Storage, StorageError, resolve_url, url_scheme
 
@@ -20,28 +20,35 @@ URL_SCHEMES = ("file", "s3", "gs", "gcs", "az", "abfs", "memory", "http", "https
 SEED_LIMIT = 2**32  # numpy RandomState seeds are 0 .. 2**32 - 1
 
 
-def check_input_path(inference_type: str, input_path: str | None, sample: str) -> None:
-    """SpecError unless an image2world / video2world spec names an input of a supported scheme and extension."""
+def check_input_path(
+    inference_type: str,
+    input_path: str | None,
+    sample: str,
+    field: str = "input_path",
+    extensions: tuple[str, ...] = INPUT_EXTENSIONS,
+) -> None:
+    """SpecError (naming `field`) unless an image2world / video2world spec names an input of a supported scheme
+    and one of `extensions`."""
     if inference_type == "text2world":
         return
     if not input_path:
-        raise SpecError(sample, "input_path", f"is required for {inference_type}")
+        raise SpecError(sample, field, f"is required for {inference_type}")
     scheme = url_scheme(input_path)
     if scheme is not None and scheme not in URL_SCHEMES:
         raise SpecError(
             sample,
-            "input_path",
+            field,
             f"has URL scheme '{scheme}://', which is not supported "
             f"(use a local path or one of {', '.join(URL_SCHEMES)})",
         )
     path = urlsplit(input_path).path if scheme in ("http", "https") else input_path  # drop ?query
     extension = posixpath.splitext(path)[1].lower()
-    if extension not in INPUT_EXTENSIONS:
+    if extension not in extensions:
+        kind = "an image or video" if set(IMAGE_EXTENSIONS) & set(extensions) else "a video"
         raise SpecError(
             sample,
-            "input_path",
-            f"has extension {extension or '(none)'!r}, which is not an image or "
-            f"video (one of {', '.join(INPUT_EXTENSIONS)})",
+            field,
+            f"has extension {extension or '(none)'!r}, which is not {kind} (one of {', '.join(extensions)})",
         )
 
 
