@@ -129,7 +129,7 @@ def step_part(args: argparse.Namespace, kernels: list[str], recorder: Recorder) 
         dit.quantized_attention = quantized(kernel)
         return dit(**inputs)
 
-    for compiled in (False, True) if args.compile_step else (False,):
+    for compiled in (mode == "compiled" for mode in args.step_modes):
         if compiled:  # each kernel is a recompile: bf16 and the first of --kernels only
             dit.compile_blocks(dynamic=False)
             settings = settings[:2]
@@ -244,7 +244,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_engine_options(parser, default_preset="random-2B")
     parser.add_argument("--parts", nargs="+", choices=["kernel", "step", "clip"], default=["kernel", "step", "clip"])
     parser.add_argument("--kernels", nargs="+", choices=KERNELS, default=KERNELS, help="8-bit kernels to compare")
-    parser.add_argument("--no-compile", dest="compile_step", action="store_false", help="step part: eager only")
+    parser.add_argument(
+        "--step-modes", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"], help="step part"
+    )
     parser.add_argument("--clip-models", nargs="+", default=["2B/distilled", "2B/post-trained"])
     parser.add_argument("--clip-steps", type=int, default=4)
     parser.add_argument(
