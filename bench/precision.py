@@ -2,9 +2,9 @@
 
 Parts (`--parts`, all by default):
   kernel  the attention alone, 84,480 tokens x 128 with 16 heads (2B) and 40 (14B): ms, TFLOP/s-equivalent (the
-          bf16 FLOP count 4 S^2 H D over the time), relative error against an fp32 reference and against bf16;
-          on random normal inputs and on DiT-like ones (K with a mean offset and outlier channels, which
-          smoothing K must absorb)
+          bf16 FLOP count 4 S^2 H D over the time), relative error against an fp32 reference and against bf16
+          (our int8 kernel also with its other formats: FP16 PV, FP8 QK); on random normal inputs and on
+          DiT-like ones (K with a mean offset and outlier channels, which smoothing K must absorb)
   step    one guided 2B step at 720p (batch 2 = cond + uncond), eager, and with compiled blocks for bf16 and the
           first of `--kernels`: ms, and the velocity's relative error against bf16
   clip    whole generations through the Generator, 2B/distilled and 2B/post-trained (`--clip-steps` each):
@@ -14,7 +14,7 @@ Parts (`--parts`, all by default):
 An 8-bit kernel that cannot run here gives a line with its reason. With checkpoints, the clip part measures the
 error on real weights: `--checkpoint-dir DIR` (the kernel and step parts always use random inputs / weights).
 
-GPU (one H100, ~6 min):
+GPU (one H100; the kernel part ~2.5 min, the eager step part ~45 s per kernel, compiling adds ~1.5 min):
     python -m bench.precision --kernels int8 fp8 sage2 --out precision.jsonl
 CPU check (tiny shapes; no 8-bit kernel runs on a CPU, so it checks the bench's own code):
     python -m bench.precision --device cpu --smoke
@@ -40,6 +40,7 @@ from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.generator import Generator
 from cosmos_ray.models.attention import attention
 from cosmos_ray.models.attention_8bit import QuantizedSelfAttention, check_kernel, kernel_function
+from cosmos_ray.models.attention_int8 import int8_attention
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from jobs.options import add_engine_options, engine_options_of
 
@@ -95,6 +96,9 @@ def kernel_part(args: argparse.Namespace, kernels: list[str], recorder: Recorder
             flops = 4 * tokens * tokens * heads * 128
             candidates: dict[str, Callable[..., torch.Tensor]] = {"bf16": attention}
             candidates.update({name: kernel_function(name) for name in kernels})
+            if "int8" in kernels:  # our kernel's other formats: the error share of each rounding, and their speed
+                for qk, pv in (("int8", "fp16"), ("fp8", "fp8"), ("fp8", "fp16")):
+                    candidates[f"int8[qk={qk},pv={pv}]"] = partial(int8_attention, qk=qk, pv=pv)
             for name, attend in candidates.items():
                 out = attend(q, k, v)
                 ms = time_ms(partial(attend, q, k, v), device, args.warmup, args.iters)

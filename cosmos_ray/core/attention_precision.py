@@ -5,7 +5,8 @@ The default, "bf16", is the model dtype's SDPA everywhere (the official path wit
 kernel (`cosmos_ray.models.attention_8bit` has them) quantizes the DiT's self-attention, the 85 % of its
 FLOPs; cross-attention over the 512 text tokens always stays in the model dtype. The hybrid schedule keeps
 the first and last denoising evaluations and some blocks at full precision, where 8-bit error costs most
-(docs/performance.md, "8-bit attention", has the measurements behind the defaults).
+(the defaults, 1 and 1, follow xDiT's hybrid FP8 schedule; docs/performance.md, "8-bit attention", says what
+is measured).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FULL_PRECISION = "bf16"
-# "int8": ours, Triton (INT8 QK with per-block scales and smoothed K, FP8 PV), shipped in the package;
-# "fp8": cuDNN's FP8 fused attention (the `fp8-attention` extra);
-# "sage2": SageAttention 2, the official inference's kernel (compiled by the user).
+# "int8": ours, Triton (INT8 QK with per-block scales and smoothed K, FP8 PV), shipped in the package (on an H100
+#   not faster than bf16 yet); "fp8": cuDNN's FP8 fused attention (the `fp8-attention` extra; fastest, but its
+#   FP8 output costs a large error on Hopper); "sage2": SageAttention 2, the official inference's kernel (compiled
+#   by the user; the one that pays today). docs/performance.md, "8-bit attention", has the numbers.
 ATTENTION_PRECISIONS = (FULL_PRECISION, "int8", "fp8", "sage2")
 
 
