@@ -26,7 +26,8 @@ class AttentionPrecision:
     """The kernel of the DiT's self-attention and where full precision is kept."""
 
     kernel: str = FULL_PRECISION
-    bf16_first_steps: int = 0  # the first N velocity evaluations of a generation stay full precision
+    # the first N velocity evaluations of a sampling run (each autoregressive window) stay full precision
+    bf16_first_steps: int = 0
     bf16_last_steps: int = 0  # and the last N
     bf16_blocks: tuple[int, ...] = ()  # DiT blocks (0-based) that stay full precision in every evaluation
 

@@ -80,11 +80,18 @@ class EngineOptions:
     )
     attention_bf16_first_steps: int = field(
         default=1,
-        metadata=_option("with an 8-bit attention: the first N denoising evaluations keep bf16 attention", metavar="N"),
+        metadata=_option(
+            "with an 8-bit attention: the first N denoising evaluations (of each autoregressive window) keep bf16 "
+            "attention",
+            metavar="N",
+        ),
     )
     attention_bf16_last_steps: int = field(
         default=1,
-        metadata=_option("with an 8-bit attention: the last N denoising evaluations keep bf16 attention", metavar="N"),
+        metadata=_option(
+            "with an 8-bit attention: the last N denoising evaluations (of each window) keep bf16 attention",
+            metavar="N",
+        ),
     )
     attention_bf16_blocks: tuple[int, ...] = field(
         default=(),

@@ -65,7 +65,8 @@ class QuantizedSelfAttention:
         self._now = False  # the current evaluation uses the 8-bit kernel
 
     def evaluation(self, index: int, total: int) -> None:
-        """Announces velocity evaluation `index` (0-based) of `total` of the current generation."""
+        """Announces velocity evaluation `index` (0-based) of `total` of the current sampling run (a generation,
+        or one window of an autoregressive one)."""
         self._now = self.precision.quantizes_evaluation(index, total)
 
     def for_block(self, block: int, full_precision: AttentionFn) -> AttentionFn:
