@@ -33,6 +33,9 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
              conditioner, tiny 2B net and VAE, 3 steps with guidance
   multiview  the official MultiViewDiT of 2B/auto/multiview at tiny widths (7 and 3 views), float32 and bf16, with
              its patch-embedding input, per-view RoPE and per-view cross-attention; its config and key layout
+  action_cond  the official ActionChunkConditionedMinimalV1LVGDiT of 2B/robot/action-cond at tiny widths (4 latent
+             frames, 12 actions), float32 and bf16, with its action MLPs' outputs and what they add to the timestep
+             embedding; its config and key layout
   text_encoder  the official Reason1 wrapper (TextEncoder + QwenVLBaseModel + Processor) at tiny widths with
              seeded weights, bf16 and float32: prompts -> the DiT's text embeddings (needs the official pins of
              transformers & co. first on the path; flash-attention -> SDPA)
@@ -58,6 +61,7 @@ import torch
 if __package__ in (None, ""):  # run as a script (python tools/official_golden.py): make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tools.golden.action_cond import action_cond
 from tools.golden.distilled import distilled
 from tools.golden.dit import dit, pixel_norm
 from tools.golden.end_to_end import end_to_end
@@ -96,6 +100,7 @@ PIECES = {
     "end_to_end": end_to_end,
     "text_encoder": text_encoder,
     "multiview": multiview,
+    "action_cond": action_cond,
 }
 
 

@@ -415,11 +415,15 @@ class MiniTrainDiT(nn.Module):
         padding_mask: torch.Tensor | None = None,
         condition_mask: torch.Tensor | None = None,
         extra_channels: torch.Tensor | None = None,
+        timestep_offsets: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> DiTInputs:
         """Patch tokens, timestep embedding, text context and RoPE (see `forward` for the arguments).
 
         extra_channels: (B, E, T, H, W) input channels after the two masks (a subclass's conditioning, e.g.
           the multiview net's view embedding); `cfg.patch_in_features` must count them.
+        timestep_offsets: (B, T', D) and (B, T', 3D) per-frame terms (a subclass's conditioning, e.g. the
+          action-conditioned net's action embedding): the first is added to the sinusoidal timestep features
+          before their RMSNorm, the second to the AdaLN-LoRA term.
         """
         self.check_inputs(x, timesteps, crossattn_emb, condition_mask)
         b, _, t, h, w = x.shape
@@ -440,7 +444,10 @@ class MiniTrainDiT(nn.Module):
         timesteps = timesteps.reshape(b, -1).float() * self.cfg.timestep_scale  # (B, T) or (B, 1)
         features = self.t_embedder[0](timesteps)
         features = features.to(cast(TimestepEmbedding, self.t_embedder[1]).linear_1.weight.dtype)
-        adaln_lora = self.t_embedder[1](features).expand(b, grid[0], -1)  # (B, T', 3D)
+        adaln_lora = self.t_embedder[1](features)  # (B, T' or 1, 3D)
+        if timestep_offsets is not None:
+            features, adaln_lora = features + timestep_offsets[0], adaln_lora + timestep_offsets[1]
+        adaln_lora = adaln_lora.expand(b, grid[0], -1)  # (B, T', 3D)
         emb = self.t_embedding_norm(features).expand(b, grid[0], -1)  # (B, T', D)
 
         context = self.crossattn_proj(crossattn_emb.to(cast(nn.Linear, self.crossattn_proj[0]).weight.dtype))

@@ -131,7 +131,7 @@ class MultiviewDiT(MiniTrainDiT):
         inputs = self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, view_indices)
         return self.forward_prepared(inputs)
 
-    def prepare(
+    def prepare(  # type: ignore[override]  # view_indices in the place of the base's extra seams
         self,
         x: torch.Tensor,
         timesteps: torch.Tensor,

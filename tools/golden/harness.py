@@ -48,6 +48,7 @@ STUBS = {
     "matplotlib": "plots (visualization)",
     "matplotlib.pyplot": "see matplotlib",
     "pytest": "imported by training test helpers",
+    "albumentations": "image augmentations of the GR00T robot datasets, imported by the action configs' experiments",
     "cosmos_predict2._src.reason1.networks.qwen2_5_vl": "the Reason1 network: asserts flash-attention at import",
     "cosmos_predict2._src.predict2.networks.clip": "Wan2.1 CLIP embedder: calls torch.cuda at import; unused by 2B",
     "cosmos_predict2._src.interactive": "distilled-model loader, used only by Video2WorldInference.__init__",
