@@ -1,10 +1,11 @@
 """Model families: which engine runs the models of each family.
 
 A family is a kind of model with its own networks and generation loop. The Cosmos-Predict2.5 base models
-(text2world, image2world, video2world: `Generator`) are the family "base"; the multiview driving model and the
-robot models will be families of their own. Every official model (`cosmos_ray.core.registry.OfficialModel`)
-names its family, and `load_engine` builds the engine of the family of `options.model`: the local CLI and every
-rank of a GPU group call it, so a new family runs in every entry point once it is registered here.
+(text2world, image2world, video2world: `Generator`) are the family "base", the 7-camera driving model the family
+"multiview" (`MultiviewEngine`); the robot models will be families of their own. Every official model
+(`cosmos_ray.core.registry.OfficialModel`) names its family, and `load_engine` builds the engine of the family of
+`options.model`: the local CLI and every rank of a GPU group call it, so a new family runs in every entry point
+once it is registered here.
 
 An engine takes one spec and returns its video (`Engine`); how it gets there is the family's business.
 """
@@ -18,10 +19,11 @@ import torch
 
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.progress import Progress
-from cosmos_ray.core.registry import BASE_FAMILY, get_model
+from cosmos_ray.core.registry import BASE_FAMILY, MULTIVIEW_FAMILY, get_model
 from cosmos_ray.core.result import GenerationResult
-from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.generator import Generator
+from cosmos_ray.multiview import MultiviewEngine
 from cosmos_ray.parallel import ParallelContext
 
 
@@ -30,8 +32,9 @@ class Engine(Protocol):
 
     device: torch.device
 
-    def __call__(self, spec: GenerationSpec, progress: Progress | None = None) -> GenerationResult | None:
-        """The spec's video; None on ranks other than 0 of a parallel group (every rank must be called)."""
+    def __call__(self, spec: Spec, progress: Progress | None = None) -> GenerationResult | None:
+        """The spec's video; None on ranks other than 0 of a parallel group (every rank must be called). A spec
+        of another family's format (`cosmos_ray.core.spec_formats.spec_class`) raises TypeError."""
         ...
 
 
@@ -44,7 +47,13 @@ def _load_base(options: EngineOptions, device: torch.device | str | None, parall
     return Generator.from_options(options, device=device, parallel=parallel)
 
 
-FAMILIES: dict[str, EngineLoader] = {BASE_FAMILY: _load_base}
+def _load_multiview(
+    options: EngineOptions, device: torch.device | str | None, parallel: ParallelContext | None
+) -> Engine:
+    return MultiviewEngine.from_options(options, device=device, parallel=parallel)
+
+
+FAMILIES: dict[str, EngineLoader] = {BASE_FAMILY: _load_base, MULTIVIEW_FAMILY: _load_multiview}
 
 
 def register_family(name: str, loader: EngineLoader) -> None:

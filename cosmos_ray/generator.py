@@ -40,6 +40,7 @@ from cosmos_ray.core.progress import Progress
 from cosmos_ray.core.registry import DEFAULT_MODEL, check_source, get_model
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.core.storage import Storage
 from cosmos_ray.loading import ModelInfo, check_adapters, describe_net, load_models
 from cosmos_ray.models.attention_8bit import scheduled
@@ -118,6 +119,7 @@ class Generator:
         linear_precision: str = "bf16",
         checkpoint_path: str | None = None,
         loras: Sequence[LoraRef] = (),
+        net: type[MiniTrainDiT] = MiniTrainDiT,
     ) -> Generator:
         """Loads official model `model` from a random-weight preset (`RANDOM_PRESETS`) or a checkpoint folder.
 
@@ -133,6 +135,7 @@ class Generator:
         `checkpoint_path` (a file, a diffusers `transformer/` folder, or their URL) replaces the DiT of `source`
         with the user's (`cosmos_ray.loading`); `loras` are merged into it (`set_adapters`). A checkpoint or
         adapter that does not fit the model raises CheckpointMismatchError before any model is put on the device.
+        `net` is the DiT class of the model's family (another family's engine builds on a generator with its net).
         """
         check_source(source, model)
         official = get_model(model)
@@ -142,7 +145,7 @@ class Generator:
         dtype = dtype or getattr(torch, default_dtype_name(device.type))
         fetch = FetchCache(storage)
         adapter_cache = AdapterCache()
-        check_adapters(loras, source, official, fetch, adapter_cache)  # before any model is loaded
+        check_adapters(loras, source, official, fetch, adapter_cache, net)  # before any model is loaded
         models = load_models(
             source,
             official,
@@ -156,6 +159,7 @@ class Generator:
             linear_precision=linear_precision,
             checkpoint_path=checkpoint_path,
             fetch=fetch,
+            net=net,
         )
         generator = cls(
             *models,
@@ -179,6 +183,7 @@ class Generator:
         *,
         device: torch.device | str | None = None,
         parallel: ParallelContext | None = None,
+        net: type[MiniTrainDiT] = MiniTrainDiT,
     ) -> Generator:
         """The engine an entry point's `EngineOptions` describe (`from_pretrained` has the defaults)."""
         return cls.from_pretrained(
@@ -197,6 +202,7 @@ class Generator:
             linear_precision=options.linear_precision,
             checkpoint_path=options.checkpoint_path,
             loras=options.loras,
+            net=net,
         )
 
     @property
@@ -212,6 +218,16 @@ class Generator:
         Every rank of a parallel group must make the same calls."""
         self._adapters.set(loras)
 
+    def use_weights_of(self, spec: Spec) -> None:
+        """Sets the DiT's adapters to the spec's (`__call__`); SpecError for a spec of several videos."""
+        if spec.num_generations != 1:
+            raise SpecError(
+                repr(spec.name),
+                "num_generations",
+                f"asks for {spec.num_generations} videos; one call makes one (generate each of spec.generations())",
+            )
+        self.set_adapters(self.default_adapters if spec.cosmos_ray_loras is None else spec.cosmos_ray_loras)
+
     @property
     def is_output_rank(self) -> bool:
         return self.parallel is None or self.parallel.rank == 0
@@ -221,7 +237,7 @@ class Generator:
         """Pixel frames of one window, what the model generates at once (93 for state_t 24)."""
         return 1 + self.vae.cfg.temporal_compression * (self.info.state_t - 1)
 
-    def __call__(self, spec: GenerationSpec, progress: Progress | None = None) -> GenerationResult | None:
+    def __call__(self, spec: Spec, progress: Progress | None = None) -> GenerationResult | None:
         """Generates the spec's video; None on ranks other than 0 of a parallel group.
 
         `progress(step)` gets a `Step` after every denoising step (of every window). A spec that asks for
@@ -230,13 +246,12 @@ class Generator:
         (the `loras` it was built with) when the spec leaves them unset (the entry points fill in the run's
         default adapters first, `GenerationSpec.for_weights`, so that they count in the sample id).
         """
-        if spec.num_generations != 1:
-            raise SpecError(
-                repr(spec.name),
-                "num_generations",
-                f"asks for {spec.num_generations} videos; one call makes one (generate each of spec.generations())",
+        if not isinstance(spec, GenerationSpec):
+            raise TypeError(
+                f"model {self.info.model.name} takes the base models' spec format, not a {type(spec).__name__}; "
+                "parse specs with cosmos_ray.core.spec_formats.parse_spec(..., model=...)"
             )
-        self.set_adapters(self.default_adapters if spec.cosmos_ray_loras is None else spec.cosmos_ray_loras)
+        self.use_weights_of(spec)
         timings: dict[str, float] = {}
         chunks: list[dict] = []
         start = time.perf_counter()
@@ -251,7 +266,7 @@ class Generator:
         if frames is None or not self.is_output_rank:  # a rank other than the group's rank 0
             return None
         timings["total"] = time.perf_counter() - start
-        return GenerationResult(frames, spec.fps, self._metadata(spec, frames, timings, chunks))
+        return GenerationResult(frames, spec.fps, self.metadata(spec, frames, timings, chunks))
 
     def resolution(self, spec: GenerationSpec) -> tuple[int, int]:
         """(H, W) of the spec's video: its `resolution`, or the model's trained one for "none"."""
@@ -296,20 +311,29 @@ class Generator:
         """The prompt's embedding (1, 512, D) on the device, and the negative prompt's when the sampler uses
         guidance and `guidance` is not 0 (else None). An offloaded text encoder comes to the GPU only if a
         prompt is not in the embedding cache, once for both."""
-        guided = self.sampler.uses_guidance and spec.guidance != 0
-        prompts = [spec.prompt, spec.negative_prompt] if guided else [spec.prompt]
+        prompt, *negative = self.encode_texts(
+            [spec.prompt, spec.negative_prompt] if self.guided(spec) else [spec.prompt]
+        )
+        return prompt, negative[0] if negative else None
+
+    def guided(self, spec: Spec) -> bool:
+        """Whether the spec's sampling runs an unconditional pass (the sampler uses guidance, `guidance` not 0)."""
+        return self.sampler.uses_guidance and spec.guidance != 0
+
+    def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
+        """Each text's embedding (1, 512, D) on the device, encoded one at a time (through the embedding cache).
+        An offloaded text encoder comes to the GPU only if a text is not in the cache, once for all."""
         with self.offloader.on_demand([self.text_encoder], self.offload.text_encoder) as bring:
             encode = (
                 partial(self.text_encoder.encode, running=bring)
                 if self.offload.text_encoder
                 else self.text_encoder.encode
             )
-            prompt, *negative = [encode([text]).to(self.device) for text in prompts]
-        return prompt, negative[0] if negative else None
+            return [encode([text]).to(self.device) for text in texts]
 
     def sample_latents(
         self,
-        spec: GenerationSpec,
+        spec: Spec,
         prompts: tuple[torch.Tensor, torch.Tensor | None],
         conditional: torch.Tensor | None,
         seed: int,
@@ -378,9 +402,9 @@ class Generator:
         """Adds the wall time of a stage to `timings[stage]`, the device's queued work finished at both ends."""
         return timed(stage, timings, self.device)
 
-    def _metadata(
-        self, spec: GenerationSpec, frames: np.ndarray, timings: dict[str, float], chunks: list[dict]
-    ) -> dict:
+    def metadata(self, spec: Spec, frames: np.ndarray, timings: dict[str, float], chunks: Sequence[dict] = ()) -> dict:
+        """The record of a video made from `spec` (frames uint8 (T, H, W, 3)): what made it, and how long each
+        stage took."""
         num_frames, height, width, _ = frames.shape
         metadata = {
             "sample_id": spec.sample_id,
@@ -407,5 +431,5 @@ class Generator:
         if self._adapters.records:
             metadata["loras"] = [dict(record) for record in self._adapters.records]
         if chunks:  # autoregressive: one record per window
-            metadata["chunks"] = chunks
+            metadata["chunks"] = list(chunks)
         return metadata

@@ -104,6 +104,7 @@ def load_models(
     linear_precision: str = "bf16",
     checkpoint_path: str | None = None,
     fetch: FetchCache | None = None,
+    net: type[MiniTrainDiT] = MiniTrainDiT,
 ) -> Models:
     """`model`'s networks from random preset `source` (`RANDOM_PRESETS`) or checkpoint folder `source` (a local
     path or URL), with the DiT of `checkpoint_path` instead of `source`'s when given.
@@ -112,11 +113,12 @@ def load_models(
     `attention_backend` (`cosmos_ray.models.attention`) and `attention_precision` for its self-attention (an
     8-bit kernel that cannot run here raises RuntimeError before anything loads); `linear_precision` "fp8" runs
     its large linears as e4m3 GEMMs (`cosmos_ray.models.fp8_linear`; checked first too); `compile` torch.compiles
-    its blocks. `fetch` brings remote files to local disk (default: the node's cache). A checkpoint that does not
+    its blocks. `fetch` brings remote files to local disk (default: the node's cache). `net` is the DiT class of
+    the model's family (a subclass of `MiniTrainDiT`, built from its `config_type`). A checkpoint that does not
     fit the model raises CheckpointMismatchError before anything is put on the device.
     """
     if attention_precision.quantized:
-        check_kernel(attention_precision.kernel, device, dtype, dit_config(source, model).head_dim)
+        check_kernel(attention_precision.kernel, device, dtype, dit_config(source, model, net).head_dim)
     if linear_precision == "fp8":
         check_fp8_linears(device)
     fetch = fetch or FetchCache()
@@ -126,12 +128,12 @@ def load_models(
     checkpoint = None
     dit: MiniTrainDiT | None = None
     if checkpoint_path is not None:
-        cfg = dit_config(source, model)
+        cfg = dit_config(source, model, net)
         dit, checkpoint = load_checkpoint_dit(
-            checkpoint_path, cfg, model, fetch, device=dit_device, dtype=dtype, merge_device=device
+            checkpoint_path, cfg, model, fetch, device=dit_device, dtype=dtype, merge_device=device, net=net
         )
     if preset is not None:
-        drawn, vae, text_encoder = _random_models(preset, model, device, dtype, cache, offload, dit is None)
+        drawn, vae, text_encoder = _random_models(preset, model, device, dtype, cache, offload, dit is None, net)
         dit = dit or drawn
         weights = source if checkpoint is None else Path(checkpoint.path.rstrip("/")).name
         info = ModelInfo(
@@ -141,7 +143,7 @@ def load_models(
         folder = Path(fetch.folder(source, keep=_needed_files(model, own_dit=dit is not None)))
         dit_path, vae_path = locate_weights(folder, model)
         if dit is None:
-            dit = load_dit(dit_path, DiTConfig.of_model(model), device=dit_device, dtype=dtype)
+            dit = load_dit(dit_path, net.config_type.of_model(model), device=dit_device, dtype=dtype, net=net)
         vae = load_vae(vae_path, VAEConfig.preset("wan2.1"), device=home if offload.tokenizer else device, dtype=dtype)
         text_encoder = TextEncoder.from_pretrained(
             str(_text_encoder_folder(folder)),
@@ -171,6 +173,7 @@ def load_checkpoint_dit(
     device: torch.device,
     dtype: torch.dtype,
     merge_device: torch.device | None = None,
+    net: type[MiniTrainDiT] = MiniTrainDiT,
 ) -> tuple[MiniTrainDiT, Checkpoint]:
     """The DiT of a user's checkpoint `path` (file or diffusers folder, local or URL) with `cfg`'s shapes, its
     own LoRA merged in (computed on `merge_device`, default `device`), on `device` in `dtype`; and how the
@@ -182,8 +185,8 @@ def load_checkpoint_dit(
     local, sha256 = _fetch_dit(path, fetch)
     base, lora = split_lora(read_dit_state_dict(local))
     with torch.device("meta"):
-        dit = MiniTrainDiT(cfg)
-    state = with_rope_tables(base, cfg)
+        dit = net(cfg)
+    state = with_rope_tables(base, cfg, net)
     _check_fits(dit, state, path, model, cfg)
     embedded = adapter_from_state(lora, path, sha256=sha256) if lora else None
     if embedded is not None:
@@ -232,14 +235,19 @@ def _check_fits(
 
 
 def check_adapters(
-    loras: Sequence[LoraRef], source: str, model: OfficialModel, fetch: FetchCache, cache: AdapterCache
+    loras: Sequence[LoraRef],
+    source: str,
+    model: OfficialModel,
+    fetch: FetchCache,
+    cache: AdapterCache,
+    net: type[MiniTrainDiT] = MiniTrainDiT,
 ) -> None:
     """Reads each adapter into `cache` and checks it against the DiT's shapes (a net on `meta`, no weights):
     CheckpointMismatchError (a missing file StorageError) before any model is loaded."""
     if not loras:
         return
     with torch.device("meta"):
-        shapes = MiniTrainDiT(dit_config(source, model))
+        shapes = net(dit_config(source, model, net))
     checker = DiTAdapters(shapes, describe_net(model, shapes.cfg), fetch, cache)
     for ref in loras:
         checker.load(ref)
@@ -250,10 +258,11 @@ def describe_net(model: OfficialModel, cfg: DiTConfig) -> str:
     return f"model {model.name} ({cfg.describe()})"
 
 
-def dit_config(source: str, model: OfficialModel) -> DiTConfig:
-    """The DiT config of `model` from `source`: a random preset's shapes, else the released ones."""
+def dit_config(source: str, model: OfficialModel, net: type[MiniTrainDiT] = MiniTrainDiT) -> DiTConfig:
+    """The config of `model`'s DiT (of class `net`) from `source`: a random preset's shapes, else the released
+    ones."""
     preset = RANDOM_PRESETS.get(source)
-    return DiTConfig.of_model(model, preset.shapes if preset else None)
+    return net.config_type.of_model(model, preset.shapes if preset else None)
 
 
 def _net_size_of(state: dict[str, torch.Tensor]) -> str | None:
@@ -290,6 +299,7 @@ def _random_models(
     cache: EmbeddingCache,
     offload: OffloadConfig,
     with_dit: bool = True,
+    net: type[MiniTrainDiT] = MiniTrainDiT,
 ) -> tuple[MiniTrainDiT | None, WanVAE, TextEncoder]:
     """The preset's DiT (with `model`'s precision; None without `with_dit`), VAE and text encoder, random
     weights from `RANDOM_SEED` (the VAE's are the same with or without the DiT).
@@ -303,7 +313,7 @@ def _random_models(
         torch.manual_seed(RANDOM_SEED)
         # without the DiT, a preset drawn on the CPU still draws it (cheap), so that its VAE is the same
         with torch.device("meta") if not (with_dit or preset.draw_on_cpu) else nullcontext():
-            drawn = MiniTrainDiT(DiTConfig.of_model(model, preset.shapes))
+            drawn = net(net.config_type.of_model(model, preset.shapes))
         vae = WanVAE(VAEConfig.preset(preset.vae))
     dit = drawn.cast(dtype).eval().requires_grad_(False) if with_dit else None
     vae = vae.to(dtype=dtype).eval().requires_grad_(False)

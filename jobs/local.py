@@ -2,6 +2,10 @@
 
     python -m jobs.local -i examples/text2world.json examples/specs.jsonl -o outputs/local --preset tiny
     python -m jobs.local -i specs.jsonl -o s3://bucket/out --checkpoint-dir /ckpt --model 2B/distilled
+    python -m jobs.local -i multiview.json -o outputs/mv --preset tiny --model 2B/auto/multiview
+
+The specs are read in the format of `--model` (`cosmos_ray.core.spec_formats`: the 7-camera model reads the official
+multiview JSON, the others the base format).
 
 Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use (the batch job on Ray
 is `python -m jobs.generate`; both run the engine of the model's family, `cosmos_ray.families.load_engine`). Outputs go
@@ -29,7 +33,8 @@ from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.outputs import BLOCKED, FAILED, OK, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.core.progress import Step
 from cosmos_ray.core.registry import get_model
-from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.spec import SpecError
+from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.families import Engine, load_engine
 from cosmos_ray.sampling.base import SamplingError
 from jobs.options import add_engine_options, add_http_options, engine_options_of, models_epilog, storage_of
@@ -93,7 +98,7 @@ def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int
     setting = options.guardrail_setting(checks)
     try:
         check_installed(setting)
-        specs = with_run_weights(load_specs(args.input, storage=options.storage), options)
+        specs = with_run_weights(load_specs(args.input, storage=options.storage, model=options.model), options)
         check_model_supports(options.model, specs)
     except (ManifestError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -124,10 +129,8 @@ def main(argv: list[str] | None = None, checks: Guardrails | None = None) -> int
     return 1 if counts[FAILED] or counts[BLOCKED] else 0
 
 
-def with_run_weights(
-    specs: list[tuple[GenerationSpec, str]], options: EngineOptions
-) -> list[tuple[GenerationSpec, str]]:
-    """Each spec with the run's checkpoint and default adapters (`GenerationSpec.for_weights`), before any
+def with_run_weights(specs: list[tuple[Spec, str]], options: EngineOptions) -> list[tuple[Spec, str]]:
+    """Each spec with the run's checkpoint and default adapters (`for_weights`), before any
     sample id is taken; ManifestError listing every spec that names another checkpoint."""
     weighted, problems = [], []
     for spec, source in specs:
@@ -140,7 +143,7 @@ def with_run_weights(
     return weighted
 
 
-def check_model_supports(model: str, specs: list[tuple[GenerationSpec, str]]) -> None:
+def check_model_supports(model: str, specs: list[tuple[Spec, str]]) -> None:
     """ManifestError listing every spec the model cannot generate (e.g. image2world for 2B/distilled)."""
     official = get_model(model)
     problems = []
@@ -157,7 +160,7 @@ def _generate_one(
     generator: Engine,
     checks: Guardrails | None,
     store: OutputStore,
-    spec: GenerationSpec,
+    spec: Spec,
     source: str,
     label: str,
     quality: float,

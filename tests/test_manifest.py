@@ -9,6 +9,7 @@ from cosmos_ray.core.manifest import (
     MANIFEST_SCHEMA,
     ManifestError,
     expand_legacy,
+    input_urls,
     load_specs,
     make_manifest,
     read_manifest,
@@ -78,9 +79,9 @@ def test_relative_paths_resolve_against_each_file(tmp_path):
     specs = dict(
         (s.name, s) for s, _ in load_specs([str(tmp_path / "a" / "one.json"), str(tmp_path / "b" / "*.jsonl")])
     )
-    assert specs["one"].input_path == str(tmp_path / "a" / "media" / "x.png")
+    assert input_urls(specs["one"]) == {"input_path": str(tmp_path / "a" / "media" / "x.png")}
     assert specs["one"].prompt == "From a file."
-    assert specs["two"].input_path == str(tmp_path / "b" / "x.png")
+    assert input_urls(specs["two"]) == {"input_path": str(tmp_path / "b" / "x.png")}
 
 
 def test_json_list_and_older_samples_format(tmp_path):
@@ -189,7 +190,7 @@ def test_input_check_can_be_skipped(tmp_path):
         tmp_path / "s.json",
         {"inference_type": "video2world", "name": "v", "prompt": "p", "input_path": "s3://bucket/v.mp4"},
     )
-    assert load_specs([spec], check_inputs=False)[0][0].input_path == "s3://bucket/v.mp4"
+    assert input_urls(load_specs([spec], check_inputs=False)[0][0]) == {"input_path": "s3://bucket/v.mp4"}
 
 
 def test_no_specs(tmp_path):
@@ -263,7 +264,7 @@ def test_s3_sources_and_output(s3_bucket):
             Storage(options).write_bytes_atomic(f"{root}/specs/{path}", f.read())
     out = f"{root}/manifests/m.parquet"
     specs = make_manifest([f"{root}/specs/*.json", f"{root}/specs/specs.jsonl"], out, storage=Storage(options))
-    assert specs[0].input_path == f"{root}/specs/media/square.mp4"
+    assert input_urls(specs[0]) == {"input_path": f"{root}/specs/media/square.mp4"}
     assert specs[0].prompt.startswith("An orange square")
     assert [spec_from_row(r) for r in read_manifest(out, storage=Storage(options))] == specs
     option_flags = ["--storage-option", f"key={options['key']}", "--storage-option", f"secret={options['secret']}"]

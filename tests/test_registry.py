@@ -30,12 +30,24 @@ OFFICIAL_FILES = {
         "nvidia/Cosmos-Predict2.5-14B",
         "base/post-trained/e21d2a49-4747-44c8-ba44-9f6f9243715f_ema_bf16.pt",
     ),
+    # MODEL_CHECKPOINTS[AUTO_MULTIVIEW] of cosmos_predict2/config.py (7e5ffc83), the database's entry for that uuid
+    "2B/auto/multiview": (
+        "nvidia/Cosmos-Predict2.5-2B",
+        "auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt",
+    ),
 }
 
 
 def test_the_official_names_and_default():
     """docs/inference.md (09b3d4db) and config.py's ModelKey names; the default is 2B/post-trained."""
-    assert MODEL_NAMES == ("2B/pre-trained", "2B/post-trained", "2B/distilled", "14B/pre-trained", "14B/post-trained")
+    assert MODEL_NAMES == (
+        "2B/pre-trained",
+        "2B/post-trained",
+        "2B/distilled",
+        "14B/pre-trained",
+        "14B/post-trained",
+        "2B/auto/multiview",
+    )
     assert DEFAULT_MODEL == "2B/post-trained"
     assert {name: (m.dit_file.repository, m.dit_file.path) for name, m in MODELS.items()} == OFFICIAL_FILES
     assert (VAE_FILE.repository, VAE_FILE.path) == ("nvidia/Cosmos-Predict2.5-2B", "tokenizer.pth")
@@ -69,7 +81,9 @@ def test_net_of_each_model(name):
         cfg.timestep_scale,
         cfg.fp32_modulation,
     )
-    assert (model.state_t, model.trained_resolution) == (24, (704, 1280))
+    # the multiview model: 29 frames per view (state_t 8) at RESOLUTIONS["720p"] of cosmos_predict2/multiview.py
+    multiview = name == "2B/auto/multiview"
+    assert (model.state_t, model.trained_resolution) == ((8, (720, 1280)) if multiview else (24, (704, 1280)))
 
 
 def test_samplers_follow_the_official_experiments():
@@ -81,7 +95,9 @@ def test_samplers_follow_the_official_experiments():
         return get_sampler(get_model(name).sampler_recipe)
 
     assert sampler("2B/post-trained") == GuidedSampler(SamplerConfig.preset("post-trained"))
-    for name in ("2B/pre-trained", "14B/pre-trained", "14B/post-trained"):
+    # 2B/auto/multiview: shift 5 (its experiment and generate_samples_from_batch), no karras, no
+    # conditional_frame_timestep (buttercup2p5_rectified_flow.py at 7e5ffc83 sets neither)
+    for name in ("2B/pre-trained", "14B/pre-trained", "14B/post-trained", "2B/auto/multiview"):
         assert sampler(name) == GuidedSampler(SamplerConfig.preset("pre-trained"))
     assert sampler("2B/distilled") == FewStepSampler()
     assert [

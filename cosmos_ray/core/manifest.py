@@ -20,8 +20,9 @@ import pyarrow.dataset
 import pyarrow.parquet as pq
 
 from cosmos_ray.core.limits import SpecLimits
-from cosmos_ray.core.registry import OfficialModel
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS, OfficialModel
 from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.spec_formats import Spec, parse_spec
 from cosmos_ray.core.storage import Storage, StorageError, one_line_errors, parent_url
 
 SPEC_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
@@ -61,14 +62,16 @@ def make_manifest(
     storage: Storage = Storage(),
     check_inputs: bool = True,
     limits: SpecLimits | None = None,
-) -> list[GenerationSpec]:
+    model: str = DEFAULT_MODEL,
+) -> list[Spec]:
     """Validate every spec in `sources` (files or globs), then write the manifest atomically.
 
     Raises `ManifestError` listing every problem, before anything is written. `check_inputs` also checks
-    that each `input_path` exists; every spec must be within `limits` (default: `SpecLimits()`). Returns the
+    that each input file exists; every spec must be within `limits` (default: `SpecLimits()`) and in the spec
+    format of official model `model` (`cosmos_ray.core.spec_formats`). Returns the
     specs in manifest order. Storage that cannot be reached at all (no credentials, say) raises `StorageError`.
     """
-    specs = load_specs(sources, storage=storage, check_inputs=check_inputs, limits=limits)
+    specs = load_specs(sources, storage=storage, check_inputs=check_inputs, limits=limits, model=model)
     write_manifest(specs, output_url, storage=storage)
     return [spec for spec, _ in specs]
 
@@ -79,25 +82,27 @@ def load_specs(
     storage: Storage = Storage(),
     check_inputs: bool = True,
     limits: SpecLimits | None = None,
-) -> list[tuple[GenerationSpec, str]]:
-    """(spec, source) for every spec in `sources`; raises `ManifestError` with every problem found."""
+    model: str = DEFAULT_MODEL,
+) -> list[tuple[Spec, str]]:
+    """(spec, source) for every spec in `sources`, in the spec format of official model `model`
+    (`cosmos_ray.core.spec_formats`); raises `ManifestError` with every problem found."""
     limits = limits or SpecLimits()
     problems: list[str] = []
     entries: list[SpecEntry] = []
     for url in _expand_sources(sources, storage, problems):
         entries.extend(_read_entries(url, storage, problems))
-    specs: list[tuple[GenerationSpec, str]] = []
+    specs: list[tuple[Spec, str]] = []
     for entry in entries:
         try:
-            spec = GenerationSpec.from_dict(entry.data, source=entry.source, base_dir=entry.folder, storage=storage)
-            check_limits(spec, limits, entry.source)
+            spec = parse_spec(entry.data, model=model, source=entry.source, base_dir=entry.folder, storage=storage)
+            check_limits(spec, limits, entry.source, MODELS[model])
         except SpecError as error:
             problems.append(str(error))
             continue
-        if check_inputs and spec.input_path and not storage.exists(spec.input_path):
-            problems.append(
-                str(SpecError(f"{spec.name!r} ({entry.source})", "input_path", f"has no file at {spec.input_path}"))
-            )
+        missing = [(field, url) for field, url in input_urls(spec).items() if check_inputs and not storage.exists(url)]
+        if missing:
+            field, url = missing[0]
+            problems.append(str(SpecError(f"{spec.name!r} ({entry.source})", field, f"has no file at {url}")))
             continue
         specs.append((spec, entry.source))
     problems.extend(_duplicate_names(specs))
@@ -108,8 +113,15 @@ def load_specs(
     return specs
 
 
+def input_urls(spec: Spec) -> dict[str, str]:
+    """The spec's input files by field: `input_path`, or each camera's `<camera>.video_path`."""
+    if isinstance(spec, GenerationSpec):
+        return {"input_path": spec.input_path} if spec.input_path else {}
+    return {f"{camera}.video_path": url for camera, url in spec.video_paths.items() if url}
+
+
 def write_manifest(
-    specs: Sequence[tuple[GenerationSpec, str]],
+    specs: Sequence[tuple[Spec, str]],
     output_url: str,
     *,
     storage: Storage = Storage(),
@@ -182,7 +194,7 @@ def spec_from_row(
     return spec
 
 
-def check_limits(spec: GenerationSpec, limits: SpecLimits, source: str, model: OfficialModel | None = None) -> None:
+def check_limits(spec: Spec, limits: SpecLimits, source: str, model: OfficialModel | None = None) -> None:
     """`limits.check(spec, model)`, with the spec's source in the error (as `GenerationSpec.from_dict` names it)."""
     try:
         limits.check(spec, model)
@@ -282,7 +294,7 @@ def _read_json_lines(url: str, text: str, folder: str, problems: list[str]) -> l
     return entries
 
 
-def _duplicate_names(specs: Sequence[tuple[GenerationSpec, str]]) -> list[str]:
+def _duplicate_names(specs: Sequence[tuple[Spec, str]]) -> list[str]:
     """Like the official CLI, sample names must be unique across all files."""
     first_source: dict[str, str] = {}
     problems = []

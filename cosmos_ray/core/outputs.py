@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.core.storage import Storage, join_url, resolve_url
 
 OK, FAILED, SKIPPED, DUPLICATE = "ok", "failed", "skipped", "duplicate"  # the last two only in run tables
@@ -131,9 +131,7 @@ class OutputStore:
         record = self.read_record(sample_id)
         return record is not None and record.status == OK and self.storage.exists(self.video_url(sample_id))
 
-    def write_ok(
-        self, spec: GenerationSpec, mp4_bytes: bytes, metadata: Mapping[str, Any], *, source: str = ""
-    ) -> OutputRecord:
+    def write_ok(self, spec: Spec, mp4_bytes: bytes, metadata: Mapping[str, Any], *, source: str = "") -> OutputRecord:
         """Write the video, then its record (the commit marker). Returns the record."""
         record = self._video_record(spec, OK, source, metadata=_json_ready(metadata, spec.sample_id))
         self.storage.write_bytes_atomic(self.video_url(spec.sample_id), mp4_bytes)
@@ -141,7 +139,7 @@ class OutputStore:
         return record
 
     def failure(
-        self, spec: GenerationSpec, error: str, *, metadata: Mapping[str, Any] | None = None, source: str = ""
+        self, spec: Spec, error: str, *, metadata: Mapping[str, Any] | None = None, source: str = ""
     ) -> OutputRecord:
         """The record of a spec that failed; nothing is written (see `write_failure`)."""
         return OutputRecord.failed(
@@ -149,7 +147,7 @@ class OutputStore:
         )
 
     def write_failure(
-        self, spec: GenerationSpec, error: str, *, metadata: Mapping[str, Any] | None = None, source: str = ""
+        self, spec: Spec, error: str, *, metadata: Mapping[str, Any] | None = None, source: str = ""
     ) -> OutputRecord:
         """Record that `spec` failed: its meta file gets status "failed", so a rerun tries it again."""
         record = self.failure(spec, error, metadata=metadata, source=source)
@@ -157,7 +155,7 @@ class OutputStore:
         return record
 
     def write_blocked(
-        self, spec: GenerationSpec, reason: str, *, metadata: Mapping[str, Any] | None = None, source: str = ""
+        self, spec: Spec, reason: str, *, metadata: Mapping[str, Any] | None = None, source: str = ""
     ) -> OutputRecord:
         """Record that the guardrails refused `spec`: its meta file gets status "blocked" and the reason, and no
         video stays (one an earlier run made without guardrails is deleted). A rerun checks it again."""
@@ -176,15 +174,15 @@ class OutputStore:
             self.storage.delete(self.video_url(spec.sample_id))
         return record
 
-    def skipped(self, spec: GenerationSpec, *, source: str = "") -> OutputRecord:
+    def skipped(self, spec: Spec, *, source: str = "") -> OutputRecord:
         """The run-table record of a sample that was already done (nothing is written)."""
         return self._video_record(spec, SKIPPED, source)
 
-    def duplicate(self, spec: GenerationSpec, *, source: str, first_source: str) -> OutputRecord:
+    def duplicate(self, spec: Spec, *, source: str, first_source: str) -> OutputRecord:
         """The run-table record of a manifest row whose sample an earlier row (`first_source`) already has."""
         return self._video_record(spec, DUPLICATE, source, metadata={"duplicate_of": first_source})
 
-    def _video_record(self, spec: GenerationSpec, status: str, source: str, **fields: Any) -> OutputRecord:
+    def _video_record(self, spec: Spec, status: str, source: str, **fields: Any) -> OutputRecord:
         """The record of a spec whose video is (or already was) at its place in the store."""
         return OutputRecord(
             sample_id=spec.sample_id,

@@ -23,8 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cosmos_ray.core.multiview_spec import MULTIVIEW_MODEL
 from cosmos_ray.core.presets import RANDOM_PRESETS
-from cosmos_ray.core.spec import INFERENCE_TYPES, GenerationSpec, SpecError
+from cosmos_ray.core.spec import INFERENCE_TYPES, SpecError
+from cosmos_ray.core.spec_formats import Spec
 
 REPOSITORY_2B = "nvidia/Cosmos-Predict2.5-2B"
 REPOSITORY_14B = "nvidia/Cosmos-Predict2.5-14B"
@@ -45,7 +47,7 @@ class CheckpointFile:
         if path.is_file():
             return path
         present = [entry.name + ("/" if entry.is_dir() else "") for entry in sorted(folder.iterdir())]
-        present += sorted(str(p.relative_to(folder)) for p in (folder / "base").rglob("*.pt"))
+        present += sorted(str(p.relative_to(folder)) for top in ("base", "auto") for p in (folder / top).rglob("*.pt"))
         raise FileNotFoundError(
             f"model {model!r} needs {self.path} (from Hugging Face {self.repository}) in checkpoint folder "
             f"{folder}, which has no such file; it holds: {', '.join(present) or 'nothing'}"
@@ -55,6 +57,7 @@ class CheckpointFile:
 VAE_FILE = CheckpointFile(REPOSITORY_2B, "tokenizer.pth")
 FEW_STEP = "few-step"  # the sampler recipe of distilled checkpoints
 BASE_FAMILY = "base"  # text/image/video to world with one DiT (`cosmos_ray.generator.Generator`)
+MULTIVIEW_FAMILY = "multiview"  # seven driving cameras in one sequence (`cosmos_ray.multiview.MultiviewEngine`)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class OfficialModel:
         """A distilled model: a few unguided steps (one DiT pass each) instead of guided UniPC steps."""
         return self.sampler_recipe == FEW_STEP
 
-    def check_spec(self, spec: GenerationSpec) -> None:
+    def check_spec(self, spec: Spec) -> None:
         """Raises SpecError (naming the sample and the field) if this model cannot generate `spec`: an
         inference type it does not support, or the autoregressive mode (whose windows after the first are
         conditioned on frames) for a model that generates text2world only."""
@@ -153,6 +156,25 @@ MODELS: dict[str, OfficialModel] = {
             ),
             experiment=_14B,  # the official database registers the 14B post-trained checkpoint under this one
             sampler_recipe="pre-trained",
+        ),
+        # The 7-camera driving model (issue 30), 1.5.0 = 7e5ffc83: the checkpoint of `MODEL_CHECKPOINTS` in
+        # `cosmos_predict2/config.py` (uuid 524af350, not the database's earlier 6b9d7548 of the same name) and its
+        # entry in `checkpoints_predict2.py` (file, experiment);
+        # the experiment of `predict2_multiview/configs/vid2vid/experiment/buttercup2p5_rectified_flow.py`
+        # (state_t 8, shift 5, neither `use_kerras_sigma_at_inference` nor `conditional_frame_timestep` set, so
+        # the base defaults: the shift-5 UniPC schedule with the conditional frames at the noisy timestep, which
+        # is the "pre-trained" recipe; `generate_samples_from_batch` of `multiview_vid2vid_model_rectified_flow.py`
+        # passes shift 5.0); the resolution of `RESOLUTIONS["720p"]` in `cosmos_predict2/multiview.py`.
+        OfficialModel(
+            name=MULTIVIEW_MODEL,
+            purpose="2B driving model: seven synchronized cameras (29 frames each at 30 fps) from one prompt",
+            size="2B",
+            dit_file=CheckpointFile(REPOSITORY_2B, "auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt"),
+            experiment="buttercup_predict2p5_2b_7views_res720p_fps30_t8_joint_alpamayo1capviewprefix_allcapsviewprefix_29frames_nofps_uniform_dropoutt0",  # noqa: E501
+            sampler_recipe="pre-trained",
+            state_t=8,
+            trained_resolution=(720, 1280),
+            family=MULTIVIEW_FAMILY,
         ),
     )
 }

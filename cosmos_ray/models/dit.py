@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self, cast
+from typing import Any, ClassVar, Self, cast
 
 import torch
 import torch.nn.functional as F
@@ -346,6 +346,7 @@ class MiniTrainDiT(nn.Module):
     how self-attention is computed (context parallelism)."""
 
     block_type: type[Block] = Block
+    config_type: ClassVar[type[DiTConfig]] = DiTConfig  # the config class of this net (a subclass's own)
 
     def __init__(self, cfg: DiTConfig, attention_backend: str = "auto"):
         super().__init__()

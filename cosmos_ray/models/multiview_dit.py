@@ -102,6 +102,7 @@ class MultiviewDiT(MiniTrainDiT):
 
     cfg: MultiviewDiTConfig
     block_type = MultiviewBlock
+    config_type = MultiviewDiTConfig
 
     def __init__(self, cfg: MultiviewDiTConfig, attention_backend: str = "auto"):
         super().__init__(cfg, attention_backend)

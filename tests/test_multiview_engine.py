@@ -1,0 +1,183 @@
+"""The multiview engine (`cosmos_ray.multiview`) on the CPU with the tiny preset: seven views of 29 frames in the
+official camera order, the prompt at front_wide only, deterministic per seed; and the local CLI end to end."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from cosmos_ray.core.media import read_video
+from cosmos_ray.core.multiview_spec import CAMERAS, FRAMES_PER_VIEW, MULTIVIEW_MODEL, MultiviewSpec
+from cosmos_ray.core.options import EngineOptions
+from cosmos_ray.core.outputs import OK, OutputStore
+from cosmos_ray.core.spec import DEFAULT_NEGATIVE_PROMPT, GenerationSpec, SpecError
+from cosmos_ray.families import load_engine
+from cosmos_ray.generator import Generator
+from cosmos_ray.models.multiview_dit import CONTEXT_TOKENS_PER_VIEW, MultiviewDiT
+from cosmos_ray.multiview import EMPTY_PROMPT, MultiviewEngine
+from cosmos_ray.stages import to_uint8_frames
+from jobs import local
+
+TINY_SIZE = (64, 96)  # the tiny preset's trained resolution
+
+
+def _spec(**fields) -> MultiviewSpec:
+    return MultiviewSpec.from_dict(
+        {"inference_type": "text2world", "name": "drive", "prompt": "A car on a road.", "num_steps": 1, **fields}
+    )
+
+
+@pytest.fixture(scope="module")
+def engine() -> MultiviewEngine:
+    built = load_engine(EngineOptions(source="tiny", model=MULTIVIEW_MODEL), device="cpu")
+    assert isinstance(built, MultiviewEngine) and isinstance(built.generator.dit, MultiviewDiT)
+    return built
+
+
+@pytest.fixture(scope="module")
+def first(engine):
+    """The result of `_spec()` and the latents it was decoded from."""
+    latents = []
+    sample = engine.generator.sample_latents
+
+    def keep(*args, **kwargs):
+        latents.append(sample(*args, **kwargs))
+        return latents[-1]
+
+    engine.generator.sample_latents = keep
+    try:
+        result = engine(_spec())
+    finally:
+        del engine.generator.sample_latents
+    return result, latents[0]
+
+
+def test_seven_views_of_29_frames_stacked_in_time_in_camera_order(engine, first):
+    result, latents = first
+    assert result.frames.shape == (len(CAMERAS) * FRAMES_PER_VIEW, *TINY_SIZE, 3) and result.frames.dtype == np.uint8
+    assert result.fps == 30 and result.metadata["model"] == MULTIVIEW_MODEL
+    assert result.metadata["stack_mode"] == "time"
+    assert result.metadata["views"] == [
+        {"camera": camera, "frames": [k * FRAMES_PER_VIEW, (k + 1) * FRAMES_PER_VIEW]}
+        for k, camera in enumerate(CAMERAS)
+    ]
+    assert CAMERAS == ("front_wide", "cross_right", "rear_right", "rear", "rear_left", "cross_left", "front_tele")
+    state_t = engine.generator.info.state_t
+    assert latents.shape[2] == len(CAMERAS) * state_t == 56
+    # view k of the video is view k of the sequence decoded on its own (the batched decode keeps views apart; its
+    # float32 convolutions may round a few pixels the other way)
+    for k in (6,):
+        alone = to_uint8_frames(engine.generator.decode(latents[:, :, k * state_t : (k + 1) * state_t])[0])
+        start, stop = result.metadata["views"][k]["frames"]
+        difference = np.abs(result.frames[start:stop].astype(int) - alone)
+        assert difference.max() <= 1 and (difference > 0).mean() < 1e-3, CAMERAS[k]
+    assert not np.array_equal(result.frames[:FRAMES_PER_VIEW], result.frames[FRAMES_PER_VIEW : 2 * FRAMES_PER_VIEW])
+
+
+class _Stop(Exception):
+    pass
+
+
+def _latents(engine: MultiviewEngine, spec: MultiviewSpec, monkeypatch) -> torch.Tensor:
+    """The sampled latents of `spec`, stopping the engine before its decode (the VAE is a pure function)."""
+    sample, latents = engine.generator.sample_latents, []
+
+    def keep(*args, **kwargs):
+        latents.append(sample(*args, **kwargs))
+        raise _Stop
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine.generator, "sample_latents", keep)
+        with pytest.raises(_Stop):
+            engine(spec)
+    return latents[0]
+
+
+def test_deterministic_per_seed_and_seeds_and_prompts_differ(engine, first, monkeypatch):
+    _, latents = first
+    assert torch.equal(_latents(engine, _spec(), monkeypatch), latents)
+    assert not torch.allclose(_latents(engine, _spec(seed=1), monkeypatch), latents)
+    assert not torch.allclose(_latents(engine, _spec(prompt="A truck in the rain."), monkeypatch), latents)
+
+
+def test_the_prompt_conditions_front_wide_and_the_empty_prompt_the_other_views(engine, monkeypatch):
+    """Official: the prompt's embedding at front_wide, " "'s elsewhere; the unconditional pass has the default
+    negative prompt at front_wide and " " elsewhere; both reach the sampler."""
+    generator = engine.generator
+    seen: dict[str, Any] = {}
+
+    def spy(spec, prompts, conditional, seed, latent_frames, size, progress=None):
+        seen.update(prompts=prompts, conditional=conditional, latent_frames=latent_frames, size=size)
+        raise RuntimeError("stop after the spy")
+
+    monkeypatch.setattr(generator, "sample_latents", spy)
+    with pytest.raises(RuntimeError, match="stop after the spy"):
+        engine(_spec(prompt="A bus at night.", guidance=3))
+    prompt, negative = seen["prompts"]
+    assert seen["conditional"] is None and seen["latent_frames"] == 56 and seen["size"] == TINY_SIZE
+    text, empty, default_negative = generator.encode_texts(["A bus at night.", EMPTY_PROMPT, DEFAULT_NEGATIVE_PROMPT])
+    assert EMPTY_PROMPT == " " and not torch.equal(empty, text)
+    views = prompt.unflatten(1, (len(CAMERAS), CONTEXT_TOKENS_PER_VIEW))[0]
+    negative_views = negative.unflatten(1, (len(CAMERAS), CONTEXT_TOKENS_PER_VIEW))[0]
+    assert torch.equal(views[0], text[0]) and torch.equal(negative_views[0], default_negative[0])
+    for k in range(1, len(CAMERAS)):
+        assert torch.equal(views[k], empty[0]) and torch.equal(negative_views[k], empty[0]), CAMERAS[k]
+    seen.clear()
+    with pytest.raises(RuntimeError, match="stop after the spy"):
+        engine(_spec(guidance=0))
+    assert seen["prompts"][1] is None  # guidance 0: no unconditional pass
+
+
+def test_the_engine_refuses_what_is_not_built_and_the_other_format(engine):
+    videos = {camera: {"video_path": f"/in/{camera}.mp4"} for camera in CAMERAS}
+    with pytest.raises(SpecError, match="field 'inference_type' image2world is not built yet"):
+        engine(_spec(inference_type="image2world", **videos))
+    with pytest.raises(SpecError, match="field 'stack_mode'"):
+        engine(_spec(stack_mode="height"))
+    with pytest.raises(SpecError, match="field 'enable_autoregressive'"):
+        engine(_spec(enable_autoregressive=True))
+    with pytest.raises(TypeError, match="takes a MultiviewSpec"):
+        engine(GenerationSpec(inference_type="text2world", name="s", prompt="p"))
+
+
+def test_a_base_generator_refuses_a_multiview_spec():
+    generator = Generator.from_pretrained("tiny", device="cpu")
+    with pytest.raises(TypeError, match="takes the base models' spec format, not a MultiviewSpec"):
+        generator(_spec())
+
+
+def test_the_local_cli_writes_the_stacked_mp4(tmp_path):
+    spec = {"inference_type": "text2world", "name": "drive", "prompt": "A car on a road.", "num_steps": 1}
+    path = tmp_path / "multiview.json"
+    path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    argv = ["-i", str(path), "-o", str(out), "--preset", "tiny", "--model", MULTIVIEW_MODEL, "--device", "cpu"]
+    assert local.main(argv) == 0
+    store = OutputStore(str(out))
+    sample_id = MultiviewSpec.from_dict(spec).sample_id
+    record = store.read_record(sample_id)
+    assert record is not None and record.status == OK
+    assert [view["camera"] for view in record.metadata["views"]] == list(CAMERAS)
+    video = read_video(store.video_url(sample_id))
+    assert video.shape == (len(CAMERAS) * FRAMES_PER_VIEW, *TINY_SIZE, 3)
+
+
+def test_the_local_cli_reads_specs_in_the_models_format(tmp_path, capsys):
+    multiview = tmp_path / "multiview.json"
+    multiview.write_text(json.dumps(_spec().to_dict()))
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps({"inference_type": "text2world", "name": "b", "prompt": "p", "resolution": "none"}))
+    out = str(tmp_path / "out")
+    assert local.main(["-i", str(multiview), "-o", out, "--preset", "tiny", "--model", "2B/post-trained"]) == 1
+    assert (
+        "belongs to the official multiview format, which model 2B/auto/multiview generates; run it with --model "
+        "2B/auto/multiview" in capsys.readouterr().err
+    )
+    assert local.main(["-i", str(base), "-o", out, "--preset", "tiny", "--model", MULTIVIEW_MODEL]) == 1
+    assert "field 'resolution' belongs to the base models' format, not to the multiview format of model " in (
+        capsys.readouterr().err
+    )
