@@ -52,6 +52,7 @@ from cosmos_ray.models.vae import WanVAE
 from cosmos_ray.offload import Offloader
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.decode import decode_spread
+from cosmos_ray.records import video_record
 from cosmos_ray.sampling import Sampler, get_sampler
 from cosmos_ray.stages import step_reporter, timed, to_uint8_frames
 
@@ -210,6 +211,11 @@ class Generator:
         """The LoRA adapters merged into the DiT now (beside a checkpoint's own LoRA, which is part of it)."""
         return self._adapters.current
 
+    @property
+    def adapter_records(self) -> list[dict]:
+        """How the records name the adapters merged now (path, scale, SHA-256)."""
+        return list(self._adapters.records)
+
     def set_adapters(self, loras: Sequence[LoraRef]) -> None:
         """Makes the DiT's weights the loaded ones plus exactly `loras`, blended and merged (each targeted layer
         W + sum(scale * alpha / rank * B A)): a merged step costs what a base step costs. A no-op when the set is
@@ -266,7 +272,7 @@ class Generator:
         if frames is None or not self.is_output_rank:  # a rank other than the group's rank 0
             return None
         timings["total"] = time.perf_counter() - start
-        return GenerationResult(frames, spec.fps, self.metadata(spec, frames, timings, chunks))
+        return GenerationResult(frames, spec.fps, video_record(self, spec, frames, timings, chunks))
 
     def resolution(self, spec: GenerationSpec) -> tuple[int, int]:
         """(H, W) of the spec's video: its `resolution`, or the model's trained one for "none"."""
@@ -401,35 +407,3 @@ class Generator:
     def timed(self, stage: str, timings: dict[str, float]) -> AbstractContextManager[None]:
         """Adds the wall time of a stage to `timings[stage]`, the device's queued work finished at both ends."""
         return timed(stage, timings, self.device)
-
-    def metadata(self, spec: Spec, frames: np.ndarray, timings: dict[str, float], chunks: Sequence[dict] = ()) -> dict:
-        """The record of a video made from `spec` (frames uint8 (T, H, W, 3)): what made it, and how long each
-        stage took."""
-        num_frames, height, width, _ = frames.shape
-        metadata = {
-            "sample_id": spec.sample_id,
-            "spec": spec.to_dict(),
-            "seed": spec.seed,
-            "model": self.info.model.name,
-            "weights": self.info.weights,
-            "resolution": [height, width],
-            "num_frames": num_frames,
-            "fps": spec.fps,
-            "num_steps": spec.num_steps,
-            "evaluations": self.sampler.num_evaluations(spec.num_steps),
-            "guidance": spec.guidance if self.sampler.uses_guidance else 0,
-            "device": str(self.device),
-            "dtype": str(self.dtype).removeprefix("torch."),
-            "world_size": 1 if self.parallel is None else self.parallel.world_size,
-            "offload": str(self.offload),
-            "attention": str(self.dit.quantized_attention.precision),
-            "linears": self.info.linear_precision,
-            "timings_s": {stage: round(seconds, 4) for stage, seconds in timings.items()},
-        }
-        if self.info.checkpoint is not None:
-            metadata["checkpoint"] = self.info.checkpoint.to_dict()
-        if self._adapters.records:
-            metadata["loras"] = [dict(record) for record in self._adapters.records]
-        if chunks:  # autoregressive: one record per window
-            metadata["chunks"] = list(chunks)
-        return metadata

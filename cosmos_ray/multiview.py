@@ -39,6 +39,7 @@ from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.generator import Generator
 from cosmos_ray.models.multiview_dit import MultiviewDiT
 from cosmos_ray.parallel import ParallelContext
+from cosmos_ray.records import video_record
 from cosmos_ray.stages import step_reporter, to_uint8_frames
 
 # The prompt of the views other than front_wide, and of their unconditional pass: one space, the official
@@ -112,7 +113,7 @@ class MultiviewEngine:
         # (V, 3, T, H, W) -> uint8 (V * T, H, W, 3), the views one after another
         frames = to_uint8_frames(video.transpose(0, 1).flatten(1, 2))
         timings["total"] = time.perf_counter() - start
-        metadata = generator.metadata(spec, frames, timings)
+        metadata = video_record(generator, spec, frames, timings)
         per_view = video.shape[2]
         metadata["views"] = [
             {"camera": camera, "frames": [index * per_view, (index + 1) * per_view]}
