@@ -24,7 +24,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
-import imageio_ffmpeg
 import numpy as np
 from PIL import Image
 
@@ -182,6 +181,8 @@ def write_mp4(frames: np.ndarray, fps: int, quality: float = 5) -> bytes:
             f"H.264 yuv420p needs at least one frame and an even height and width, got {num_frames} "
             f"frames of {height}x{width}"
         )
+    import imageio_ffmpeg  # here: its ffmpeg binary is needed by the writers alone, not by what reads specs
+
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "video.mp4")
         writer = imageio_ffmpeg.write_frames(
