@@ -122,22 +122,14 @@ class Generator:
         loras: Sequence[LoraRef] = (),
         net: type[MiniTrainDiT] = MiniTrainDiT,
     ) -> Generator:
-        """Loads official model `model` from a random-weight preset (`RANDOM_PRESETS`) or a checkpoint folder.
+        """Loads official model `model` (`cosmos_ray.core.registry.MODELS`: its DiT file, net precision and
+        sampler, which `sampler` overrides) from a random-weight preset or a checkpoint folder `source`.
 
-        Defaults: the parallel context's device, else CUDA in bfloat16 when available, else CPU in
-        float32. `model` (an official name, `cosmos_ray.core.registry.MODELS`) picks the DiT file of a folder,
-        the net's precision and the sampler (`get_sampler(model.sampler_recipe)`), which `sampler` overrides.
-        `offload` keeps models on the CPU between their stages; offloaded models are also loaded there.
-        `embedding_cache` (an fsspec folder) shares prompt embeddings; `storage` reaches it and the
-        conditioning inputs, which `media_limits` bounds; `compile` torch.compiles the DiT's blocks;
-        `attention_backend` picks the DiT's attention kernel (`cosmos_ray.models.attention`),
-        `attention_precision` an 8-bit one for its self-attention and where it keeps bf16
-        (`cosmos_ray.models.attention_8bit`), `linear_precision` "fp8" e4m3 GEMMs for its large linears.
-        `checkpoint_path` (a file, a diffusers `transformer/` folder, or their URL) replaces the DiT of `source`
-        with the user's (`cosmos_ray.loading`); `loras` are merged into it (`set_adapters`). A checkpoint or
-        adapter that does not fit the model raises CheckpointMismatchError before any model is put on the device.
-        `net` is the DiT class of the model's family (another family's engine builds on a generator with its net).
-        """
+        Defaults: the parallel context's device, else CUDA in bfloat16, else CPU in float32. The DiT options
+        (`compile`, `attention_backend`, `attention_precision`, `linear_precision`, `checkpoint_path`, `net`: the
+        family's DiT class) go to `cosmos_ray.loading.load_models`; `loras` are merged (`set_adapters`); a
+        checkpoint or adapter that does not fit, or a kernel that cannot run, fails before any model is on the
+        device. `offload`, `embedding_cache`, `storage` and `media_limits` are `EngineOptions`' fields."""
         check_source(source, model)
         official = get_model(model)
         if parallel is not None:
@@ -217,11 +209,9 @@ class Generator:
         return list(self._adapters.records)
 
     def set_adapters(self, loras: Sequence[LoraRef]) -> None:
-        """Makes the DiT's weights the loaded ones plus exactly `loras`, blended and merged (each targeted layer
-        W + sum(scale * alpha / rank * B A)): a merged step costs what a base step costs. A no-op when the set is
-        unchanged; `set_adapters(())` restores the loaded weights bit for bit. Every adapter is read and checked
-        first: a bad one raises CheckpointMismatchError (a missing file StorageError) with no weight changed.
-        Every rank of a parallel group must make the same calls."""
+        """Makes the DiT's weights the loaded ones plus exactly `loras`, merged (W + sum(scale * alpha / rank * B A);
+        `()` restores the loaded weights bit for bit; a bad adapter raises before any weight changes). Every rank
+        of a parallel group must make the same calls."""
         self._adapters.set(loras)
 
     def use_weights_of(self, spec: Spec) -> None:
