@@ -1,6 +1,7 @@
 """Which spec format a model reads: the base models read `GenerationSpec` (cosmos_ray.core.spec), the
 7-camera driving model `2B/auto/multiview` reads `MultiviewSpec` (cosmos_ray.core.multiview_spec). Each refuses
-the other's fields with a message that names the model that takes them.
+the other's fields with a message that names the model that takes them. A model with a format of its own is
+listed in `SPEC_FORMATS` (its format: one new module under cosmos_ray/core/, plus its entry here and in `Spec`).
 
 `parse_spec` is what an entry point calls where it parses a spec for a known model (the manifest maker, the batch
 job's check stage through `spec_from_row`, Serve's request body, the local CLI).
@@ -17,9 +18,13 @@ from cosmos_ray.core.storage import Storage
 Spec = GenerationSpec | MultiviewSpec
 
 
-def spec_class(model: str) -> type[GenerationSpec] | type[MultiviewSpec]:
-    """The spec format of official model `model` (a name; the base format for every model but the multiview one)."""
-    return MultiviewSpec if model == MULTIVIEW_MODEL else GenerationSpec
+# The models that read a format other than the base one, by official name.
+SPEC_FORMATS: dict[str, type[Spec]] = {MULTIVIEW_MODEL: MultiviewSpec}
+
+
+def spec_class(model: str) -> type[Spec]:
+    """The spec format of official model `model` (a name; the base format for every model not in `SPEC_FORMATS`)."""
+    return SPEC_FORMATS.get(model, GenerationSpec)
 
 
 def parse_spec(
