@@ -2,10 +2,10 @@
 
 A family is a kind of model with its own networks and generation loop. The Cosmos-Predict2.5 base models
 (text2world, image2world, video2world: `Generator`) are the family "base", the 7-camera driving model the family
-"multiview" (`MultiviewEngine`); the robot models will be families of their own. Every official model
-(`cosmos_ray.core.registry.OfficialModel`) names its family, and `load_engine` builds the engine of the family of
-`options.model`: the local CLI and every rank of a GPU group call it, so a new family runs in every entry point
-once it is registered here.
+"multiview" (`MultiviewEngine`), the action-conditioned robot model the family "action-cond" (`ActionEngine`).
+Every official model (`cosmos_ray.core.registry.OfficialModel`) names its family, and `load_engine` builds the
+engine of the family of `options.model`: the local CLI and every rank of a GPU group call it, so a new family runs
+in every entry point once it is registered here.
 
 An engine takes one spec and returns its video (`Engine`); how it gets there is the family's business.
 """
@@ -19,12 +19,13 @@ import torch
 
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.progress import Progress
-from cosmos_ray.core.registry import BASE_FAMILY, MULTIVIEW_FAMILY, get_model
+from cosmos_ray.core.registry import ACTION_FAMILY, BASE_FAMILY, MULTIVIEW_FAMILY, get_model
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.generator import Generator
 from cosmos_ray.multiview import MultiviewEngine
 from cosmos_ray.parallel import ParallelContext
+from cosmos_ray.robot_action import ActionEngine
 
 
 class Engine(Protocol):
@@ -53,7 +54,15 @@ def _load_multiview(
     return MultiviewEngine.from_options(options, device=device, parallel=parallel)
 
 
-FAMILIES: dict[str, EngineLoader] = {BASE_FAMILY: _load_base, MULTIVIEW_FAMILY: _load_multiview}
+def _load_action(options: EngineOptions, device: torch.device | str | None, parallel: ParallelContext | None) -> Engine:
+    return ActionEngine.from_options(options, device=device, parallel=parallel)
+
+
+FAMILIES: dict[str, EngineLoader] = {
+    BASE_FAMILY: _load_base,
+    MULTIVIEW_FAMILY: _load_multiview,
+    ACTION_FAMILY: _load_action,
+}
 
 
 def register_family(name: str, loader: EngineLoader) -> None:

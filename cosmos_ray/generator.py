@@ -20,7 +20,7 @@ models wait on the CPU and are on the GPU only during their stage.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import partial
 
@@ -54,7 +54,7 @@ from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.decode import decode_spread
 from cosmos_ray.records import video_record
 from cosmos_ray.sampling import Sampler, get_sampler
-from cosmos_ray.stages import step_reporter, timed, to_uint8_frames
+from cosmos_ray.stages import step_reporter, timed, to_uint8_frames, with_net_inputs
 
 
 class Generator:
@@ -336,10 +336,12 @@ class Generator:
         latent_frames: int,
         size: tuple[int, int],
         progress: Callable[[int, int], None] | None = None,
+        net_inputs: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Denoises the sampler's initial noise of `seed`, (1, C, latent_frames, H/8, W/8) for `size` (H, W),
         with the spec's steps and guidance, holding the `conditional` latents (1, C, n, H/8, W/8) clean on the
-        first n frames. An offloaded DiT is on the GPU for this call only."""
+        first n frames; `net_inputs`: further (1, ...) inputs of the family's DiT (e.g. `actions`). An offloaded
+        DiT is on the GPU for this call only."""
         if conditional is not None and not self.sampler.holds_conditional_frames:
             raise SpecError(
                 repr(spec.name),
@@ -351,8 +353,9 @@ class Generator:
         shape = (1, c.latent_channels, latent_frames, height // c.spatial_compression, width // c.spatial_compression)
         with self.offloader.running([self.dit], self.offload.diffusion_model):
             evaluations = self.sampler.num_evaluations(spec.num_steps)
+            model = with_net_inputs(self.velocity_model, net_inputs) if net_inputs else self.velocity_model
             return self.sampler.sample(
-                scheduled(self.velocity_model, self.dit.quantized_attention, evaluations),
+                scheduled(model, self.dit.quantized_attention, evaluations),
                 self.sampler.initial_noise(seed, shape, self.device),
                 *prompts,
                 num_steps=spec.num_steps,

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cosmos_ray.core.action_spec import ACTION_MODEL
 from cosmos_ray.core.multiview_spec import MULTIVIEW_MODEL
 from cosmos_ray.core.presets import RANDOM_PRESETS
 from cosmos_ray.core.spec import INFERENCE_TYPES, SpecError
@@ -47,7 +48,9 @@ class CheckpointFile:
         if path.is_file():
             return path
         present = [entry.name + ("/" if entry.is_dir() else "") for entry in sorted(folder.iterdir())]
-        present += sorted(str(p.relative_to(folder)) for top in ("base", "auto") for p in (folder / top).rglob("*.pt"))
+        present += sorted(
+            str(p.relative_to(folder)) for top in ("base", "auto", "robot") for p in (folder / top).rglob("*.pt")
+        )
         raise FileNotFoundError(
             f"model {model!r} needs {self.path} (from Hugging Face {self.repository}) in checkpoint folder "
             f"{folder}, which has no such file; it holds: {', '.join(present) or 'nothing'}"
@@ -58,6 +61,7 @@ VAE_FILE = CheckpointFile(REPOSITORY_2B, "tokenizer.pth")
 FEW_STEP = "few-step"  # the sampler recipe of distilled checkpoints
 BASE_FAMILY = "base"  # text/image/video to world with one DiT (`cosmos_ray.generator.Generator`)
 MULTIVIEW_FAMILY = "multiview"  # seven driving cameras in one sequence (`cosmos_ray.multiview.MultiviewEngine`)
+ACTION_FAMILY = "action-cond"  # robot episodes rolled out chunk by chunk (`cosmos_ray.robot_action.ActionEngine`)
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,24 @@ MODELS: dict[str, OfficialModel] = {
             state_t=8,
             trained_resolution=(720, 1280),
             family=MULTIVIEW_FAMILY,
+        ),
+        # The action-conditioned Bridge robot model (issue 31), 1.5.0 = 7e5ffc83: the checkpoint of `MODEL_CHECKPOINTS`
+        # in `cosmos_predict2/config.py` and its entry in `checkpoints_predict2.py` (file, experiment); the experiment
+        # of `predict2/action/configs/action_conditioned/experiment/exp_2B_action_conditioned_rectify_flow.py`
+        # composes state_t 4 (1 + 12 // 4), shift 5, no karras sigmas and conditional_frame_timestep -1 (the
+        # "pre-trained" recipe) and trains on 256x320 video (its dataset's video_size).
+        OfficialModel(
+            name=ACTION_MODEL,
+            purpose="2B robot model (Bridge): an episode's start frame rolled out along its actions, 12 per chunk",
+            size="2B",
+            dit_file=CheckpointFile(
+                REPOSITORY_2B, "robot/action-cond/38c6c645-7d41-4560-8eeb-6f4ddc0e6574_ema_bf16.pt"
+            ),
+            experiment="cosmos_predict2p5_2B_reason_embeddings_action_conditioned_rectified_flow_bridge_13frame_256x320",
+            sampler_recipe="pre-trained",
+            state_t=4,
+            trained_resolution=(256, 320),
+            family=ACTION_FAMILY,
         ),
     )
 }

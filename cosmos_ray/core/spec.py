@@ -35,7 +35,6 @@ stock weights without adapters leave both out of `to_dict`, and with them the sa
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -56,6 +55,7 @@ from cosmos_ray.core.spec_base import (
     Seed,
     SpecBase,
     input_digest,
+    normalize_resolution,
 )
 from cosmos_ray.core.spec_errors import SpecError
 from cosmos_ray.core.spec_rules import check_autoregressive, check_input_path
@@ -153,16 +153,7 @@ class GenerationSpec(SpecBase):
     @field_validator("resolution")
     @classmethod
     def _normalize_resolution(cls, value: str) -> str:
-        """ "none", or "H,W" with both multiples of 16 (spaces around the numbers are dropped)."""
-        if value == "none":
-            return value
-        match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", value)
-        if match is None:
-            raise ValueError(f'must be "none" or "H,W" (e.g. "704,1280"), got {value!r}')
-        height, width = int(match.group(1)), int(match.group(2))
-        if height < 16 or width < 16 or height % 16 or width % 16:
-            raise ValueError(f"must have a height and width that are positive multiples of 16, got {value!r}")
-        return f"{height},{width}"
+        return normalize_resolution(value)
 
     @field_validator("cosmos_ray_num_frames")
     @classmethod

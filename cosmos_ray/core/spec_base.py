@@ -256,6 +256,19 @@ class SpecBase(BaseModel):
         return f"{safe_name(self.name)}-{digest}"
 
 
+def normalize_resolution(value: str) -> str:
+    """A `resolution` field: "none", or "H,W" with both multiples of 16 (spaces around the numbers are dropped)."""
+    if value == "none":
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", value)
+    if match is None:
+        raise ValueError(f'must be "none" or "H,W" (e.g. "704,1280"), got {value!r}')
+    height, width = int(match.group(1)), int(match.group(2))
+    if height < 16 or width < 16 or height % 16 or width % 16:
+        raise ValueError(f"must have a height and width that are positive multiples of 16, got {value!r}")
+    return f"{height},{width}"
+
+
 def input_digest(path: str) -> str:
     """How an input path enters a sample id: a local file by the SHA-256 of its bytes (by its path when it
     cannot be read), a URL as written."""

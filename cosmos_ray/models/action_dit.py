@@ -108,6 +108,7 @@ class ActionDiT(MiniTrainDiT):
     """The action-conditioned DiT. Call it like `MiniTrainDiT`, with `actions`."""
 
     cfg: ActionDiTConfig
+    config_type = ActionDiTConfig
 
     def __init__(self, cfg: ActionDiTConfig, attention_backend: str = "auto"):
         super().__init__(cfg, attention_backend)
