@@ -31,6 +31,7 @@ sampler's batch; not built), on one GPU (the official script has no context para
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -114,28 +115,14 @@ class ActionEngine:
     ) -> tuple[np.ndarray, list[dict]]:
         """The chunks of the episode one after another; the stitched frames uint8 (T, H, W, 3) and one record per
         chunk."""
-        generator = self.generator
         starts = chunk_starts(spec, len(episode.actions))
         frame = episode.start_frame  # (H, W, 3): what conditions the next chunk
         videos: list[np.ndarray] = []
         chunks: list[dict] = []
         for index, first in enumerate(starts):
             actions = chunk_actions(episode.actions, first, spec.chunk_size)  # (chunk_size, 7)
-            with generator.timed("conditioning", timings):
-                conditional = self.encode_conditioning(spec, frame)
-            with generator.timed("sampling", timings):
-                latents = generator.sample_latents(
-                    spec,
-                    prompts,
-                    conditional,
-                    spec.seed + first,
-                    spec.chunk_size // TEMPORAL_COMPRESSION + 1,
-                    frame.shape[:2],
-                    step_reporter(progress, index + 1, len(starts)),
-                    net_inputs={"actions": torch.from_numpy(actions).float()[None].to(self.device)},
-                )  # (1, C, 1 + chunk_size / 4, H/8, W/8)
-            with generator.timed("decode", timings):
-                video = to_uint8_frames(generator.decode(latents)[0])  # (chunk_size + 1, H, W, 3)
+            reporter = step_reporter(progress, index + 1, len(starts))
+            video = self.generate_chunk(spec, frame, actions, spec.seed + first, prompts, reporter, timings)
             frame = video[-1]
             kept = video if index == 0 else video[: spec.chunk_size]
             stitched = sum(len(v) for v in videos)
@@ -149,6 +136,35 @@ class ActionEngine:
                 }
             )
         return np.concatenate(videos), chunks
+
+    def generate_chunk(
+        self,
+        spec: ActionSpec,
+        frame: np.ndarray,
+        actions: np.ndarray,
+        seed: int,
+        prompts: tuple[torch.Tensor, torch.Tensor | None],
+        progress: Callable[[int, int], None] | None,
+        timings: dict[str, float],
+    ) -> np.ndarray:
+        """One chunk: frame uint8 (H, W, 3) and actions (chunk_size, 7) -> its frames uint8 (chunk_size + 1, H, W,
+        3), the official `generate_vid2world` of the clip [frame, black frames]."""
+        generator = self.generator
+        with generator.timed("conditioning", timings):
+            conditional = self.encode_conditioning(spec, frame)
+        with generator.timed("sampling", timings):
+            latents = generator.sample_latents(
+                spec,
+                prompts,
+                conditional,
+                seed,
+                spec.chunk_size // TEMPORAL_COMPRESSION + 1,
+                frame.shape[:2],
+                progress,
+                net_inputs={"actions": torch.from_numpy(actions).float()[None].to(self.device)},
+            )  # (1, C, 1 + chunk_size / 4, H/8, W/8)
+        with generator.timed("decode", timings):
+            return to_uint8_frames(generator.decode(latents)[0])
 
     def encode_conditioning(self, spec: ActionSpec, frame: np.ndarray) -> torch.Tensor | None:
         """Clean latents (1, C, n, H/8, W/8) of a chunk's n conditional latent frames, or None for n = 0: the

@@ -150,10 +150,11 @@ def read_start_frame(
         raise EpisodeError(
             f"{where}: start_frame_idx {spec.start_frame_idx} is past the video's {len(frames)} frames ({video_url})"
         )
-    frame = frames[spec.start_frame_idx]
-    if spec.height_width is not None:
-        height, width = spec.height_width
-        frame = np.array(Image.fromarray(frame).resize((width, height), resample=Image.Resampling.LANCZOS))
+    frame = (
+        frames[spec.start_frame_idx]
+        if spec.height_width is None
+        else resize_frame(frames[spec.start_frame_idx], spec.height_width)
+    )
     height, width = frame.shape[:2]
     if height % 16 or width % 16:
         raise EpisodeError(
@@ -161,6 +162,12 @@ def read_start_frame(
             'resolution "H,W" (the released model: "256,320")'
         )
     return frame
+
+
+def resize_frame(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w, 3) -> (H, W, 3) for `size` (H, W), Pillow's Lanczos filter (as mediapy.resize_image)."""
+    height, width = size
+    return np.array(Image.fromarray(frame).resize((width, height), resample=Image.Resampling.LANCZOS))
 
 
 def _video_path(annotation: dict[str, Any], camera_id: int, where: str) -> str:
