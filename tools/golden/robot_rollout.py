@@ -18,6 +18,7 @@ the chunks and the written fps. The model call itself is the base sampler with t
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import tempfile
@@ -33,7 +34,7 @@ FRAME_HW = (16, 32)
 NUM_VIDEO_FRAMES = 8
 
 # case -> (number of states, inference arguments besides the required ones)
-ROLLOUTS = {
+ROLLOUTS: dict[str, tuple[int, dict]] = {
     "defaults_two_chunks": (16, {}),  # 15 actions: a chunk of 12, then 3 padded with zeros
     "start_and_downsample": (40, {"start_frame_idx": 2, "fps_downsample_ratio": 2, "guidance": 0}),
     "single_chunk_two_latents": (30, {"single_chunk": True, "num_latent_conditional_frames": 2, "chunk_size": 8}),
@@ -71,8 +72,8 @@ def stand_in_video(first_frame: np.ndarray, actions: np.ndarray, seed: int, num_
 
 
 def robot_rollout(official: Official, out: Path) -> None:
-    import cosmos_predict2.action_conditioned as script
-    import cosmos_predict2.action_conditioned_config as config
+    script = importlib.import_module("cosmos_predict2.action_conditioned")  # the checkout's, on sys.path
+    config = importlib.import_module("cosmos_predict2.action_conditioned_config")
 
     official.module("predict2.action.datasets.dataset_utils")  # its rotations: recorded in the provenance
     official.used.update({script.__file__, config.__file__})
