@@ -76,7 +76,7 @@ def robot_rollout(official: Official, out: Path) -> None:
     config = importlib.import_module("cosmos_predict2.action_conditioned_config")
 
     official.module("predict2.action.datasets.dataset_utils")  # its rotations: recorded in the provenance
-    official.used.update({script.__file__, config.__file__})
+    official.used.update({str(script.__file__), str(config.__file__)})
     arguments = config.ActionConditionedInferenceArguments
     defaults = {
         name: (None if field.is_required() else _plain(field.default)) for name, field in arguments.model_fields.items()
