@@ -35,6 +35,11 @@ OFFICIAL_FILES = {
         "nvidia/Cosmos-Predict2.5-2B",
         "auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt",
     ),
+    # packages/cosmos-oss/cosmos_oss/checkpoints_predict2.py lines 191-209 at 7e5ffc83
+    "2B/robot/action-cond": (
+        "nvidia/Cosmos-Predict2.5-2B",
+        "robot/action-cond/38c6c645-7d41-4560-8eeb-6f4ddc0e6574_ema_bf16.pt",
+    ),
 }
 
 
@@ -47,6 +52,7 @@ def test_the_official_names_and_default():
         "14B/pre-trained",
         "14B/post-trained",
         "2B/auto/multiview",
+        "2B/robot/action-cond",
     )
     assert DEFAULT_MODEL == "2B/post-trained"
     assert {name: (m.dit_file.repository, m.dit_file.path) for name, m in MODELS.items()} == OFFICIAL_FILES
@@ -82,8 +88,9 @@ def test_net_of_each_model(name):
         cfg.fp32_modulation,
     )
     # the multiview model: 29 frames per view (state_t 8) at RESOLUTIONS["720p"] of cosmos_predict2/multiview.py
-    multiview = name == "2B/auto/multiview"
-    assert (model.state_t, model.trained_resolution) == ((8, (720, 1280)) if multiview else (24, (704, 1280)))
+    # the action-conditioned model: 13 frames (state_t 1 + 12 // 4) of the Bridge dataset's 256x320 video
+    native = {"2B/auto/multiview": (8, (720, 1280)), "2B/robot/action-cond": (4, (256, 320))}
+    assert (model.state_t, model.trained_resolution) == native.get(name, (24, (704, 1280)))
 
 
 def test_samplers_follow_the_official_experiments():
