@@ -36,6 +36,9 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
   action_cond  the official ActionChunkConditionedMinimalV1LVGDiT of 2B/robot/action-cond at tiny widths (4 latent
              frames, 12 actions), float32 and bf16, with its action MLPs' outputs and what they add to the timestep
              embedding; its config and key layout
+  robot_multiview  the camera conditioning of 2B/robot/multiview-agibot (the official camera-file loader, Plücker
+             rays, frameinit condition mask) and its CameraMiniTrainDITwithConditionalMask at tiny widths (3 views),
+             float32 and bf16; its config and key layout
   text_encoder  the official Reason1 wrapper (TextEncoder + QwenVLBaseModel + Processor) at tiny widths with
              seeded weights, bf16 and float32: prompts -> the DiT's text embeddings (needs the official pins of
              transformers & co. first on the path; flash-attention -> SDPA)
@@ -69,6 +72,7 @@ from tools.golden.harness import ROOT, Official
 from tools.golden.media import media
 from tools.golden.model_config import model_config
 from tools.golden.multiview import multiview
+from tools.golden.robot_multiview import robot_multiview
 from tools.golden.sampling import sampling, toy_velocity
 from tools.golden.solver import fixed_velocity, schedules, unipc
 from tools.golden.text_encoder import text_encoder
@@ -101,6 +105,7 @@ PIECES = {
     "text_encoder": text_encoder,
     "multiview": multiview,
     "action_cond": action_cond,
+    "robot_multiview": robot_multiview,
 }
 
 
