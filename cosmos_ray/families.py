@@ -19,12 +19,13 @@ import torch
 
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.progress import Progress
-from cosmos_ray.core.registry import BASE_FAMILY, MULTIVIEW_FAMILY, get_model
+from cosmos_ray.core.registry import BASE_FAMILY, CAMERA_MULTIVIEW_FAMILY, MULTIVIEW_FAMILY, get_model
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.generator import Generator
 from cosmos_ray.multiview import MultiviewEngine
 from cosmos_ray.parallel import ParallelContext
+from cosmos_ray.robot_multiview import RobotMultiviewEngine
 
 
 class Engine(Protocol):
@@ -53,7 +54,17 @@ def _load_multiview(
     return MultiviewEngine.from_options(options, device=device, parallel=parallel)
 
 
-FAMILIES: dict[str, EngineLoader] = {BASE_FAMILY: _load_base, MULTIVIEW_FAMILY: _load_multiview}
+def _load_robot_multiview(
+    options: EngineOptions, device: torch.device | str | None, parallel: ParallelContext | None
+) -> Engine:
+    return RobotMultiviewEngine.from_options(options, device=device, parallel=parallel)
+
+
+FAMILIES: dict[str, EngineLoader] = {
+    BASE_FAMILY: _load_base,
+    MULTIVIEW_FAMILY: _load_multiview,
+    CAMERA_MULTIVIEW_FAMILY: _load_robot_multiview,
+}
 
 
 def register_family(name: str, loader: EngineLoader) -> None:
