@@ -3,10 +3,9 @@ stacked in height out, through `python -m jobs.local`; the spec format and its c
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
-
-import io
 
 import numpy as np
 import pytest
