@@ -19,13 +19,14 @@ import torch
 
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.progress import Progress
-from cosmos_ray.core.registry import ACTION_FAMILY, BASE_FAMILY, MULTIVIEW_FAMILY, get_model
+from cosmos_ray.core.registry import ACTION_FAMILY, BASE_FAMILY, CAMERA_MULTIVIEW_FAMILY, MULTIVIEW_FAMILY, get_model
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.generator import Generator
 from cosmos_ray.multiview import MultiviewEngine
 from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.robot_action import ActionEngine
+from cosmos_ray.robot_multiview import RobotMultiviewEngine
 
 
 class Engine(Protocol):
@@ -58,10 +59,17 @@ def _load_action(options: EngineOptions, device: torch.device | str | None, para
     return ActionEngine.from_options(options, device=device, parallel=parallel)
 
 
+def _load_robot_multiview(
+    options: EngineOptions, device: torch.device | str | None, parallel: ParallelContext | None
+) -> Engine:
+    return RobotMultiviewEngine.from_options(options, device=device, parallel=parallel)
+
+
 FAMILIES: dict[str, EngineLoader] = {
     BASE_FAMILY: _load_base,
     MULTIVIEW_FAMILY: _load_multiview,
     ACTION_FAMILY: _load_action,
+    CAMERA_MULTIVIEW_FAMILY: _load_robot_multiview,
 }
 
 

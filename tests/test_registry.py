@@ -40,6 +40,10 @@ OFFICIAL_FILES = {
         "nvidia/Cosmos-Predict2.5-2B",
         "robot/action-cond/38c6c645-7d41-4560-8eeb-6f4ddc0e6574_ema_bf16.pt",
     ),
+    "2B/robot/multiview-agibot": (
+        "nvidia/Cosmos-Predict2.5-2B",
+        "robot/multiview-agibot/f740321e-2cd6-4370-bbfe-545f4eca2065_ema_bf16.pt",
+    ),
 }
 
 
@@ -53,6 +57,7 @@ def test_the_official_names_and_default():
         "14B/post-trained",
         "2B/auto/multiview",
         "2B/robot/action-cond",
+        "2B/robot/multiview-agibot",
     )
     assert DEFAULT_MODEL == "2B/post-trained"
     assert {name: (m.dit_file.repository, m.dit_file.path) for name, m in MODELS.items()} == OFFICIAL_FILES
@@ -120,7 +125,7 @@ def test_samplers_follow_the_official_experiments():
 @pytest.mark.parametrize("kind", ["text2world", "image2world", "video2world"])
 def test_inference_types(name, kind):
     spec = GenerationSpec(inference_type=kind, name="s", prompt="p", input_path="/in/x.mp4")
-    if name == "2B/distilled" and kind != "text2world":
+    if kind not in get_model(name).inference_types:  # 2B/distilled: text2world only; the robot model: image2world
         with pytest.raises(SpecError, match=f"sample 's': field 'inference_type' {kind} is not supported by model"):
             get_model(name).check_spec(spec)
     else:
@@ -134,6 +139,9 @@ def test_autoregressive_mode_needs_a_model_that_conditions_on_frames(name):
     )
     if name == "2B/distilled":
         with pytest.raises(SpecError, match="field 'enable_autoregressive' is not supported by model 2B/distilled"):
+            get_model(name).check_spec(spec)
+    elif name == "2B/robot/multiview-agibot":  # image2world only: the inference type is refused first
+        with pytest.raises(SpecError, match="text2world is not supported by model 2B/robot/multiview-agibot"):
             get_model(name).check_spec(spec)
     else:
         get_model(name).check_spec(spec)

@@ -38,6 +38,9 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
              embedding; its config and key layout
   robot_rollout  the official action-conditioned inference script (2B/robot/action-cond): its arguments' defaults,
              the actions it derives from states, and its chunked rollout around a stand-in model call
+  robot_multiview  the camera conditioning of 2B/robot/multiview-agibot (the official camera-file loader, Plücker
+             rays, frameinit condition mask) and its CameraMiniTrainDITwithConditionalMask at tiny widths (3 views),
+             float32 and bf16; its config and key layout
   text_encoder  the official Reason1 wrapper (TextEncoder + QwenVLBaseModel + Processor) at tiny widths with
              seeded weights, bf16 and float32: prompts -> the DiT's text embeddings (needs the official pins of
              transformers & co. first on the path; flash-attention -> SDPA)
@@ -71,6 +74,7 @@ from tools.golden.harness import ROOT, Official
 from tools.golden.media import media
 from tools.golden.model_config import model_config
 from tools.golden.multiview import multiview
+from tools.golden.robot_multiview import robot_multiview
 from tools.golden.robot_rollout import robot_rollout
 from tools.golden.sampling import sampling, toy_velocity
 from tools.golden.solver import fixed_velocity, schedules, unipc
@@ -105,6 +109,7 @@ PIECES = {
     "multiview": multiview,
     "action_cond": action_cond,
     "robot_rollout": robot_rollout,
+    "robot_multiview": robot_multiview,
 }
 
 

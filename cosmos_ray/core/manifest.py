@@ -20,6 +20,7 @@ import pyarrow.dataset
 import pyarrow.parquet as pq
 
 from cosmos_ray.core.action_spec import ActionSpec
+from cosmos_ray.core.agibot_spec import AgibotSpec
 from cosmos_ray.core.limits import SpecLimits
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS, OfficialModel
 from cosmos_ray.core.spec import GenerationSpec, SpecError
@@ -115,12 +116,15 @@ def load_specs(
 
 
 def input_urls(spec: Spec) -> dict[str, str]:
-    """The spec's input files by field: `input_path`, each camera's `<camera>.video_path`, or an episode's
-    annotation (`cosmos_ray_annotation`; the video it names is checked when the episode is read)."""
+    """The spec's input files by field: `input_path`, each camera's `<camera>.video_path`, an episode's
+    annotation (`cosmos_ray_annotation`; the video it names is checked when the episode is read), or a robot
+    scene's images and camera files."""
     if isinstance(spec, GenerationSpec):
         return {"input_path": spec.input_path} if spec.input_path else {}
     if isinstance(spec, ActionSpec):
         return {"cosmos_ray_annotation": spec.annotation_url}
+    if isinstance(spec, AgibotSpec):
+        return spec.input_urls()
     return {f"{camera}.video_path": url for camera, url in spec.video_paths.items() if url}
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosmos_ray.core.action_spec import ACTION_MODEL
+from cosmos_ray.core.agibot_spec import AGIBOT_MODEL, LATENT_FRAMES_PER_VIEW
 from cosmos_ray.core.multiview_spec import MULTIVIEW_MODEL
 from cosmos_ray.core.presets import RANDOM_PRESETS
 from cosmos_ray.core.spec import INFERENCE_TYPES, SpecError
@@ -62,6 +63,9 @@ FEW_STEP = "few-step"  # the sampler recipe of distilled checkpoints
 BASE_FAMILY = "base"  # text/image/video to world with one DiT (`cosmos_ray.generator.Generator`)
 MULTIVIEW_FAMILY = "multiview"  # seven driving cameras in one sequence (`cosmos_ray.multiview.MultiviewEngine`)
 ACTION_FAMILY = "action-cond"  # robot episodes rolled out chunk by chunk (`cosmos_ray.robot_action.ActionEngine`)
+CAMERA_MULTIVIEW_FAMILY = (
+    "camera-multiview"  # views with camera rays (`cosmos_ray.robot_multiview.RobotMultiviewEngine`)
+)
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,24 @@ MODELS: dict[str, OfficialModel] = {
             state_t=4,
             trained_resolution=(256, 320),
             family=ACTION_FAMILY,
+        ),
+        # The 3-camera AgiBot robot model, 1.5.0 = 7e5ffc83: `MODEL_CHECKPOINTS` of `cosmos_predict2/config.py` (uuid
+        # f740321e) and its entry in `checkpoints_predict2.py` (file, experiment); the experiment of
+        # `predict2/camera/configs/multiview_camera/experiment/exp_2b.py` composes `state_t` 24 (per view: three
+        # views of 93 frames), `conditional_frame_timestep` 0.1, and the frameinit model's
+        # `generate_samples_from_batch` sets the shift-5 schedule without Karras sigmas: the "frameinit" recipe.
+        OfficialModel(
+            name=AGIBOT_MODEL,
+            purpose="2B robot model: three cameras (head, two hands; 93 frames each) from their first frames and poses",
+            size="2B",
+            dit_file=CheckpointFile(
+                REPOSITORY_2B, "robot/multiview-agibot/f740321e-2cd6-4370-bbfe-545f4eca2065_ema_bf16.pt"
+            ),
+            experiment="multicamera_video2video_rectified_flow_2b_res_720_fps16_s3_agibot_frameinit",
+            sampler_recipe="frameinit",
+            inference_types=("image2world",),
+            state_t=LATENT_FRAMES_PER_VIEW,
+            family=CAMERA_MULTIVIEW_FAMILY,
         ),
     )
 }

@@ -12,17 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 from cosmos_ray.core.action_spec import ACTION_MODEL, ActionSpec
+from cosmos_ray.core.agibot_spec import AGIBOT_MODEL, AgibotSpec
 from cosmos_ray.core.multiview_spec import MULTIVIEW_MODEL, MultiviewSpec
 from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.core.storage import Storage
 
-Spec = GenerationSpec | MultiviewSpec | ActionSpec
+Spec = GenerationSpec | MultiviewSpec | ActionSpec | AgibotSpec
 
 
 # The models that read a format other than the base one, by official name.
 SPEC_FORMATS: dict[str, type[Spec]] = {
     MULTIVIEW_MODEL: MultiviewSpec,
     ACTION_MODEL: ActionSpec,
+    AGIBOT_MODEL: AgibotSpec,
 }
 
 

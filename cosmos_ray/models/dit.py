@@ -274,16 +274,19 @@ class Block(nn.Module):
         rope: Rope,
         attention_fn: AttentionFn = attention,
         cross_attention_fn: AttentionFn = attention,
+        **conditioning: torch.Tensor,
     ) -> torch.Tensor:
         """x (B, T, HW, D) tokens; emb (B, T, D); adaln_lora (B, T, 3D); context (B, N, Dc), or what
-        `cross_attention_type` takes.
+        `cross_attention_type` takes; `conditioning`: what `self_attention_input` takes (a subclass's, e.g. the
+        camera net's rays; `DiTInputs.block_conditioning`).
 
         `attention_fn` computes self-attention (a context-parallel wrapper goes here); cross-attention
         uses `cross_attention_fn` because its context is never sharded.
         """
         b, t, hw, d = x.shape
         shift, scale, gate = shift_scale_gate(self.adaln_modulation_self_attn, emb, adaln_lora, x.dtype)
-        h = modulate(self.layer_norm_self_attn(x), shift, scale).view(b, t * hw, d)
+        h = modulate(self.layer_norm_self_attn(x), shift, scale)
+        h = self.self_attention_input(h, **conditioning).view(b, t * hw, d)
         x = x + gate * self.self_attn(h, h, rope, attention_fn).view(b, t, hw, d)
 
         shift, scale, gate = shift_scale_gate(self.adaln_modulation_cross_attn, emb, adaln_lora, x.dtype)
@@ -293,6 +296,11 @@ class Block(nn.Module):
         shift, scale, gate = shift_scale_gate(self.adaln_modulation_mlp, emb, adaln_lora, x.dtype)
         h = modulate(self.layer_norm_mlp(x), shift, scale)
         return x + gate * self.mlp(h)
+
+    def self_attention_input(self, h: torch.Tensor) -> torch.Tensor:
+        """What self-attention attends over, (B, T, HW, D), from the modulated normalized tokens h: h itself (a
+        subclass adds its per-token conditioning here, e.g. the camera net's ray embedding)."""
+        return h
 
 
 class FinalLayer(nn.Module):
@@ -327,6 +335,10 @@ class DiTInputs:
     context: torch.Tensor  # (B, N, crossattn_emb_channels) projected text embedding (a subclass's own layout)
     rope: Rope  # cos, sin: (T*H*W, 1, head_dim) float32
     grid: tuple[int, int, int]  # (T, H, W) of the full patch grid
+
+    def block_conditioning(self) -> dict[str, torch.Tensor]:
+        """The keyword arguments every block gets besides the base ones (a subclass's, e.g. the camera rays)."""
+        return {}
 
     def select_frames(self, start: int, stop: int) -> DiTInputs:
         """The inputs of latent frames [start, stop) (a context-parallel shard along time)."""
@@ -395,6 +407,7 @@ class MiniTrainDiT(nn.Module):
                 inputs.rope,
                 self.self_attention_fn(index),
                 self.attention_fn,
+                **inputs.block_conditioning(),
             )
         return self.finalize(tokens, inputs)
 

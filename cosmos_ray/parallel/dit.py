@@ -9,6 +9,7 @@ every rank.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -38,8 +39,10 @@ class ParallelDiT:
         fps: float | None = None,
         padding_mask: torch.Tensor | None = None,
         condition_mask: torch.Tensor | None = None,
+        **conditioning: torch.Tensor,
     ) -> torch.Tensor:
-        """Velocity (B, C, T, H, W); see `MiniTrainDiT.forward` for the arguments."""
+        """Velocity (B, C, T, H, W); see `MiniTrainDiT.forward` for the arguments (`conditioning`: the net's own
+        keyword inputs, e.g. the camera net's `camera`, batch-first)."""
         cfg = self.dit.cfg
         batch, _, frames, _, _ = x.shape
         layout = self.ctx.layout_for(cfg.num_heads, frames // cfg.patch_temporal, batch)
@@ -50,7 +53,9 @@ class ParallelDiT:
             None if mask is None else _rows(mask, rows, batch) for mask in (padding_mask, condition_mask)
         )
 
-        inputs = self.dit.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask)
+        conditioning = {name: _rows(tensor, rows, batch) for name, tensor in conditioning.items()}
+        prepare: Callable[..., DiTInputs] = self.dit.prepare  # a family's net takes its own keyword inputs
+        inputs = prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, **conditioning)
         frames_per_rank = split_sizes(inputs.grid[0], layout.config.ulysses_degree)
         velocity = self._run_slice(inputs, layout, frames_per_rank)  # (B/cfg, C, T_i, H, W)
         return self._gather(velocity, layout, [n * cfg.patch_temporal for n in frames_per_rank])
@@ -70,7 +75,14 @@ class ParallelDiT:
                 attend=self.dit.self_attention_fn(index),
             )
             tokens = block(
-                tokens, local.emb, local.adaln_lora, local.context, local.rope, self_attention, self.dit.attention_fn
+                tokens,
+                local.emb,
+                local.adaln_lora,
+                local.context,
+                local.rope,
+                self_attention,
+                self.dit.attention_fn,
+                **local.block_conditioning(),
             )
         return self.dit.finalize(tokens, local)
 

@@ -194,3 +194,10 @@ def pre_trained() -> GuidedSampler:
     """The 2B pre-trained recipe, shared by the 14B models: shift-5 schedule, conditional frames at the noisy
     timestep."""
     return GuidedSampler(SamplerConfig.preset("pre-trained"))
+
+
+@register_sampler("frameinit")
+def frameinit() -> GuidedSampler:
+    """The camera-conditioned robot model's recipe (`CameraConditionedFrameinitVideo2WorldModelRectifiedFlow`): the
+    shift-5 schedule, conditional frames at timestep 0.1."""
+    return GuidedSampler(SamplerConfig(ScheduleConfig(kind="shift", shift=5.0), conditional_frame_timestep=0.1))

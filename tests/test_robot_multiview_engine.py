@@ -1,0 +1,123 @@
+"""The 3-camera robot model end to end (`2B/robot/multiview-agibot`, tiny preset): official scene files in, the views
+stacked in height out, through `python -m jobs.local`; the spec format and its camera-file errors; the held frames."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cosmos_ray.core.agibot_spec import AGIBOT_MODEL, VIEWS, AgibotSpec, read_camera_rows
+from cosmos_ray.core.media import read_video
+from cosmos_ray.core.spec_errors import SpecError
+from cosmos_ray.core.spec_formats import parse_spec
+from cosmos_ray.core.storage import Storage
+from cosmos_ray.robot_multiview import hold_frames, read_view_image
+from jobs import local
+from tools.golden.robot_multiview import sample_camera_rows
+
+ROWS = 24  # latent frames per view
+
+
+def write_scene(folder: Path, index: int = 3) -> Path:
+    """An official scene folder (input_images/, cameras/ with 24 rows per file) and its spec JSON."""
+    (folder / "input_images").mkdir(parents=True)
+    (folder / "cameras").mkdir()
+    rng = np.random.RandomState(0)
+    for view in VIEWS:
+        image = Image.fromarray(rng.randint(0, 255, (50, 80, 3), dtype=np.uint8))
+        image.save(folder / "input_images" / f"{index}_{view}.png")
+        poses, intrinsics = sample_camera_rows(view)
+        np.savetxt(folder / "cameras" / f"{index}_extrinsic_{view}.txt", np.resize(poses, (ROWS + 1, 12)))
+        np.savetxt(folder / "cameras" / f"{index}_intrinsic_{view}.txt", np.resize(intrinsics, (ROWS + 1, 4)))
+    spec = folder / f"{index}.json"
+    spec.write_text(json.dumps({"name": "scene", "input_name": str(index), "prompt": "a robot folds a towel"}))
+    return spec
+
+
+def test_official_defaults_and_files(tmp_path):
+    spec_file = write_scene(tmp_path)
+    spec = parse_spec(json.loads(spec_file.read_text()), model=AGIBOT_MODEL, base_dir=str(tmp_path))
+    assert isinstance(spec, AgibotSpec)
+    assert (spec.seed, spec.guidance, spec.num_steps, spec.fps) == (1, 7, 35, 30)
+    assert spec.image_paths["hand_1"].endswith("input_images/3_hand_1.png")
+    assert spec.input_urls()["cameras/intrinsic_head"].endswith("cameras/3_intrinsic_head.txt")
+    with pytest.raises(SpecError, match="stack_mode.* is not a known field"):
+        parse_spec({"name": "s", "input_name": "3", "prompt": "p", "stack_mode": "time"}, model=AGIBOT_MODEL)
+    with pytest.raises(SpecError, match="input_name.*start with the scene's number"):
+        parse_spec({"name": "s", "input_name": "abc", "prompt": "p"}, model=AGIBOT_MODEL)
+
+
+def test_camera_file_errors_name_the_scene_file_and_frame(tmp_path):
+    write_scene(tmp_path)
+    spec = AgibotSpec(name="s", input_name="3", prompt="p", base_path=str(tmp_path))
+    rows = read_camera_rows(spec, "extrinsic", "head", Storage(), ROWS)
+    assert len(rows) == ROWS and len(rows[0]) == 12
+    bad = tmp_path / "cameras" / "3_extrinsic_head.txt"
+    lines = bad.read_text().splitlines()
+    bad.write_text("\n".join([*lines[:5], "2 0 0 0 0 1 0 0 0 0 1 0", *lines[6:]]))
+    with pytest.raises(SpecError, match=r"'s'.*cameras/extrinsic_head.*line 6 \(latent frame 5\).*determinant 2"):
+        read_camera_rows(spec, "extrinsic", "head", Storage(), ROWS)
+    short = tmp_path / "cameras" / "3_intrinsic_hand_0.txt"
+    short.write_text("\n".join(short.read_text().splitlines()[:10]))
+    with pytest.raises(SpecError, match="has 10 rows; the model needs one per latent frame, 24"):
+        read_camera_rows(spec, "intrinsic", "hand_0", Storage(), ROWS)
+
+
+def test_image_is_scaled_to_cover_and_centre_cropped():
+    image = np.zeros((20, 40, 3), dtype=np.uint8)
+    image[:, 10:30] = 255  # the middle half is white
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    pixels = read_view_image(buffer.getvalue(), (16, 16))  # scaled to 16 x 32, the middle 16 columns kept
+    assert pixels.shape == (3, 16, 16) and pixels.min() >= -1 and pixels.max() <= 1
+    assert torch.allclose(pixels[:, :, 4:12], torch.ones(3, 16, 8))
+
+
+def test_held_frames_anywhere_equal_held_first_frames():
+    """Reordering around a per-frame sampler changes nothing: frames 0 and 3 held come back clean and in place."""
+    noise = torch.randn(1, 2, 6, 1, 1)
+    clean = torch.randn(1, 2, 2, 1, 1)
+    seen = []
+
+    def model(x, timesteps, context, *, condition_mask):
+        seen.append(condition_mask[0, 0, :, 0, 0].clone())
+        return torch.zeros_like(x) + timesteps[:, None, :, None, None]
+
+    def sample(model, noise, conditional_latents):  # holds the first frames, as the base sampler does
+        mask = torch.zeros(1, 1, noise.shape[2], 1, 1)
+        mask[:, :, : conditional_latents.shape[2]] = 1
+        v = model(noise, torch.arange(noise.shape[2])[None].float(), None, condition_mask=mask)
+        out = noise + v
+        out[:, :, : conditional_latents.shape[2]] = conditional_latents
+        return out
+
+    out = hold_frames(sample, model, noise, [0, 3])(clean)
+    assert torch.equal(seen[0], torch.tensor([1.0, 0, 0, 1, 0, 0]))
+    assert torch.equal(out[:, :, [0, 3]], clean)
+    assert torch.equal(out[:, :, [1, 2, 4, 5]], noise[:, :, [1, 2, 4, 5]] + torch.tensor([2.0, 3, 4, 5])[:, None, None])
+
+
+def test_local_cli_writes_the_stacked_views(tmp_path):
+    spec_file = write_scene(tmp_path / "scene")
+    data = json.loads(spec_file.read_text()) | {"num_steps": 2}
+    spec_file.write_text(json.dumps(data))
+    out = tmp_path / "out"
+    argv = ["-i", str(spec_file), "-o", str(out), "--model", AGIBOT_MODEL, "--preset", "tiny", "--device", "cpu"]
+    assert local.main(argv) == 0
+    (meta_file,) = (out / "meta").glob("*.json")
+    record = json.loads(meta_file.read_text())
+    meta = record["metadata"]
+    assert record["status"] == "ok" and meta["model"] == AGIBOT_MODEL and meta["fps"] == 30
+    assert meta["resolution"] == [3 * 64, 96] and meta["num_frames"] == 93
+    assert meta["views"] == [
+        {"camera": view, "frames": [0, 93], "rows": [index * 64, (index + 1) * 64]} for index, view in enumerate(VIEWS)
+    ]
+    assert len(meta["cameras"]["hand_0"]["extrinsics_camera_to_world"]) == ROWS
+    (video,) = (out / "videos").glob("*.mp4")
+    assert read_video(str(video)).shape == (93, 3 * 64, 96, 3)
