@@ -35,6 +35,7 @@ import argparse
 import dataclasses
 import socket
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,7 @@ class Bench:
         flops = 2 * sum(forward_flops(dit.cfg, self.tokens, CONTEXT_TOKENS_PER_VIEW).values())
         layouts: list[tuple[str, Callable[[], Any], ParallelContext | None]] = []
         if self.parallel is None:
-            layouts.append(("plain DiT", lambda: dit(**inputs), None))
+            layouts.append(("plain DiT", partial(dit, **inputs), None))
         else:
             rank, world = self.parallel.rank, self.world_size
             backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -181,13 +182,12 @@ class Bench:
                     continue
                 # the default group exists: this adds the layout's sub-groups only
                 ctx = ParallelContext.init(rank, world, "env://", backend, config=config, device=self.device)
-                velocity = ParallelDiT(dit, ctx)
-                layouts.append((str(config), lambda velocity=velocity: velocity(**inputs), ctx))
+                layouts.append((str(config), partial(ParallelDiT(dit, ctx), **inputs), ctx))
         seconds = {}
-        for layout, step, ctx in layouts:
+        for layout, step, layout_ctx in layouts:
             result = self.measure(step)
-            if ctx is not None:
-                ctx.destroy()
+            if layout_ctx is not None:
+                layout_ctx.destroy()
             if result is None:
                 continue
             step_s, peaks, resident = result

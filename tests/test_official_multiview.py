@@ -190,7 +190,7 @@ def test_a_shard_along_time_may_cut_views_and_keeps_each_tokens_context(case):
     views, view_indices, context_blocks = CASES[case]
     arguments = multiview_inputs(views, context_blocks, model.cfg.crossattn_proj_in_channels)
     with torch.no_grad():
-        inputs = model.prepare(**arguments)
+        inputs = model.prepare(**arguments)  # type: ignore[arg-type]
         frames, tokens_per_frame = inputs.grid[0], inputs.grid[1] * inputs.grid[2]
         cuts = [(0, 3), (3, 4), (4, frames)] if views == 3 else [(0, 5), (5, 9), (9, frames)]
         attention = cast(MultiviewBlock, model.blocks[0]).cross_attn

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from functools import partial
+from typing import Any
 
 import pytest
 import torch
@@ -37,7 +38,7 @@ def _tiny_multiview_dit() -> MultiviewDiT:
     return MultiviewDiT(cfg).eval().requires_grad_(False)
 
 
-def _dit_inputs(case: str) -> dict[str, torch.Tensor]:
+def _dit_inputs(case: str) -> dict[str, Any]:
     """A guided batch (cond + uncond) of 7 views: "per-view" with a context block per view, per-frame timesteps
     (each view's first frame conditional) and the views in another order than the default; "one-context" with one
     block for all views and one timestep per sample."""
@@ -76,7 +77,7 @@ def _worker(rank: int, world_size: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     dit, vae = _tiny_multiview_dit(), _tiny_vae()
     init = partial(ParallelContext.init, rank, world_size, backend="gloo")
-    results = {}
+    results: dict[str, Any] = {}
     for i, config in enumerate(ParallelConfig.layouts(world_size)):
         with init(f"file://{out_dir}/rendezvous-{i}", config=config) as ctx:
             velocity = ParallelDiT(dit, ctx)

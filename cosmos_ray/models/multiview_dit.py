@@ -14,9 +14,10 @@ multiview_dit.py` at 7e5ffc83 of the 1.5.0 tree, the same net as at the first re
 
 Everything else (blocks, AdaLN-LoRA, the fp32 modulation plan, the final layer) is the base DiT's, as in the
 reference, where `MultiViewDiT` subclasses `MinimalV1LVGDiT`. Context parallelism (`cosmos_ray.parallel.ParallelDiT`)
-may cut the sequence between any two latent frames, inside views too (`MultiviewDiTInputs.select_frames`). Parameter and buffer names are the reference's:
-the released `auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt` loads strictly
-(`load_multiview_dit`). diffusers (0.42.1) has no multiview Cosmos model.
+may cut the sequence between any two latent frames, inside views too (`MultiviewDiTInputs.select_frames`).
+Parameter and buffer names are the reference's: the released
+`auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt` loads strictly (`load_multiview_dit`).
+diffusers (0.42.1) has no multiview Cosmos model.
 """
 
 from __future__ import annotations
