@@ -17,11 +17,16 @@ inference does (cosmos_predict2/multiview.py and `_src/predict2_multiview/` at 7
   passes `use_negative_prompt` True) has the default negative prompt's embedding at front_wide and " " elsewhere
   (`compute_text_embeddings_online_multiview_single_caption`, multiview_vid2vid_model_rectified_flow.py);
 - the model's sampler (`2B/auto/multiview`'s recipe in `cosmos_ray.core.registry`) denoises the whole sequence;
-- the VAE decodes each view on its own (`MultiviewVid2VidModelRectifiedFlow.decode`: views folded into the batch);
+- the VAE decodes each view on its own (`MultiviewVid2VidModelRectifiedFlow.decode`: views folded into the batch;
+  here one view after another, the same arithmetic in a seventh of the memory);
 - `stack_mode` "time" writes the views one after another in time, (3, 7 x 29, H, W) (`arrange_video_visualization`).
 
+With a `ParallelContext` (a GPU group) every rank makes the same calls: the DiT runs under `ParallelDiT` (guidance
+halves and Ulysses slices of the 56-frame sequence, which may cut views), each rank decodes a run of whole views
+(`decode_views_spread`), and ranks other than 0 return None.
+
 Not built yet (issue 30): image2world / video2world (each view's first latent frames held clean), `stack_mode`
-"height", the autoregressive mode, and context parallelism; specs asking for them get a SpecError naming the field.
+"height" and the autoregressive mode; specs asking for them get a SpecError naming the field.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.generator import Generator
 from cosmos_ray.models.multiview_dit import MultiviewDiT
 from cosmos_ray.parallel import ParallelContext
+from cosmos_ray.parallel.decode import decode_views_spread
 from cosmos_ray.records import video_record
 from cosmos_ray.stages import step_reporter, to_uint8_frames
 
@@ -69,16 +75,12 @@ class MultiviewEngine:
         device: torch.device | str | None = None,
         parallel: ParallelContext | None = None,
     ) -> MultiviewEngine:
-        """The engine an entry point's `EngineOptions` describe; one process only for now."""
-        if parallel is not None and parallel.world_size > 1:
-            raise NotImplementedError(
-                f"model {options.model} runs on one GPU per sample for now (its context parallelism is not built "
-                "yet, issue 30): use groups of one GPU"
-            )
+        """The engine an entry point's `EngineOptions` describe, on one rank of `parallel`'s group if given."""
         return cls(Generator.from_options(options, device=device, parallel=parallel, net=MultiviewDiT))
 
-    def __call__(self, spec: Spec, progress: Progress | None = None) -> GenerationResult:
-        """The spec's seven views, stacked in time as the official mp4: frames uint8 (V x 29, H, W, 3).
+    def __call__(self, spec: Spec, progress: Progress | None = None) -> GenerationResult | None:
+        """The spec's seven views, stacked in time as the official mp4: frames uint8 (V x 29, H, W, 3); None on
+        ranks other than 0 of a parallel group (every rank must be called).
 
         `progress(step)` gets a `Step` after every denoising step. The metadata lists the views in order with
         their frames (`views`: camera and [start, stop) in `frames`), so a writer can cut one video per camera.
@@ -108,8 +110,9 @@ class MultiviewEngine:
                 step_reporter(progress),
             )  # (1, C, V * state_t, H/8, W/8), the views in the order of CAMERAS
         with generator.timed("decode", timings):
-            # each view on its own, the views in the batch (as the official decode)
-            video = generator.decode(latents[0].unflatten(1, (len(CAMERAS), latent_frames)).transpose(0, 1))
+            video = self.decode_views(latents)  # (V, 3, T, H, W)
+        if not generator.is_output_rank:
+            return None
         # (V, 3, T, H, W) -> uint8 (V * T, H, W, 3), the views one after another
         frames = to_uint8_frames(video.transpose(0, 1).flatten(1, 2))
         timings["total"] = time.perf_counter() - start
@@ -121,6 +124,14 @@ class MultiviewEngine:
         ]
         metadata["stack_mode"] = spec.stack_mode
         return GenerationResult(frames, spec.fps, metadata)
+
+    def decode_views(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents (1, C, V * state_t, h, w) -> the views (V, 3, T, H, W) in [-1, 1], float32, each decoded on its
+        own; spread over the group in a parallel one (every rank must call this, and gets every view)."""
+        generator = self.generator
+        views = latents[0].unflatten(1, (-1, generator.info.state_t)).transpose(0, 1)  # (V, C, state_t, h, w)
+        with generator.offloader.running(generator.vae.decoding_modules, generator.offload.tokenizer):
+            return decode_views_spread(generator.vae, views.to(generator.vae.dtype), generator.parallel).float()
 
     def encode_prompts(self, spec: MultiviewSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The text context of every view, (1, V x 512, D) in the order of `CAMERAS`: the prompt's embedding at

@@ -180,7 +180,25 @@ def test_bad_inputs_say_what_to_pass():
         model(x, t, torch.zeros(1, 3 * 500, width))
     with pytest.raises(ValueError, match="2 context blocks of 512 tokens for 3 views"):
         model(x, t, torch.zeros(1, 2 * 512, width))
-    inputs = model.prepare(x, t, context)
-    assert inputs.select_frames(0, 3 * state_t) is inputs
-    with pytest.raises(NotImplementedError, match="Ulysses degree of 1"):
-        inputs.select_frames(0, state_t)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_shard_along_time_may_cut_views_and_keeps_each_tokens_context(case):
+    """`select_frames` cuts the 7 views of 2 frames anywhere (a Ulysses slice): each token of a shard attends to its
+    own view's context block (or the one block for all), and the shards' final layers make the whole velocity."""
+    model = our_net()
+    views, view_indices, context_blocks = CASES[case]
+    arguments = multiview_inputs(views, context_blocks, model.cfg.crossattn_proj_in_channels)
+    with torch.no_grad():
+        inputs = model.prepare(**arguments)  # type: ignore[arg-type]
+        frames, tokens_per_frame = inputs.grid[0], inputs.grid[1] * inputs.grid[2]
+        cuts = [(0, 3), (3, 4), (4, frames)] if views == 3 else [(0, 5), (5, 9), (9, frames)]
+        attention = cast(MultiviewBlock, model.blocks[0]).cross_attn
+        whole = attention(inputs.x.flatten(1, 2), inputs.context, None, model.attention_fn)
+        shards = [inputs.select_frames(start, stop) for start, stop in cuts]
+        per_shard = [attention(shard.x.flatten(1, 2), shard.context, None, model.attention_fn) for shard in shards]
+        assert [s.rope[0].shape[0] for s in shards] == [(b - a) * tokens_per_frame for a, b in cuts]
+        torch.testing.assert_close(torch.cat(per_shard, dim=1), whole, rtol=1e-6, atol=1e-6)
+        velocity = torch.cat([model.finalize(s.x, s) for s in shards], dim=2)
+        torch.testing.assert_close(velocity, model.finalize(inputs.x, inputs), rtol=1e-5, atol=1e-5)  # GEMM blocking
+    assert inputs.select_frames(0, frames).context is inputs.context  # the whole sequence: as the reference runs

@@ -13,9 +13,11 @@ multiview_dit.py` at 7e5ffc83 of the 1.5.0 tree, the same net as at the first re
   Reason1 embedding per view, or one for all), each part attending to its own block (`MultiviewCrossAttention`).
 
 Everything else (blocks, AdaLN-LoRA, the fp32 modulation plan, the final layer) is the base DiT's, as in the
-reference, where `MultiViewDiT` subclasses `MinimalV1LVGDiT`. Parameter and buffer names are the reference's:
-the released `auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt` loads strictly
-(`load_multiview_dit`). diffusers (0.42.1) has no multiview Cosmos model.
+reference, where `MultiViewDiT` subclasses `MinimalV1LVGDiT`. Context parallelism (`cosmos_ray.parallel.ParallelDiT`)
+may cut the sequence between any two latent frames, inside views too (`MultiviewDiTInputs.select_frames`).
+Parameter and buffer names are the reference's: the released
+`auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt` loads strictly (`load_multiview_dit`).
+diffusers (0.42.1) has no multiview Cosmos model.
 """
 
 from __future__ import annotations
@@ -205,17 +207,21 @@ class MultiviewDiT(MiniTrainDiT):
 
 @dataclass
 class MultiviewDiTInputs(DiTInputs):
-    """`DiTInputs` whose context is (B, K, 512, Dc), one block per view (or one for all)."""
+    """`DiTInputs` whose context is (B, K, 512, Dc): one block per view (or one for all), one block per frame after
+    `select_frames`."""
 
     def select_frames(self, start: int, stop: int) -> DiTInputs:
-        """Only the whole sequence: cross-attention splits the tokens into equal parts per view, so a shard along
-        time would attend to the wrong views' contexts."""
-        if (start, stop) != (0, self.grid[0]):
-            raise NotImplementedError(
-                "the multiview DiT cannot be split along time yet (its cross-attention needs every view's frames); "
-                "run it with a Ulysses degree of 1"
-            )
-        return self
+        """The inputs of latent frames [start, stop) (a context-parallel shard along time), which may begin and end
+        inside views. The RoPE, view channels and timestep embeddings are per token or per frame already; the
+        cross-attention, which gives each of the context's K blocks an equal part of the tokens, gets one block per
+        frame here: the block of the frame's view, so every token still attends to its own view's context."""
+        local = super().select_frames(start, stop)
+        blocks = self.context.shape[1]
+        if blocks == 1 or (start, stop) == (0, self.grid[0]):
+            return local  # one block for all tokens, or one per view of the whole sequence: as the reference runs
+        frames_per_view = self.grid[0] // blocks
+        views = [frame // frames_per_view for frame in range(start, stop)]
+        return dataclasses.replace(local, context=self.context[:, views])  # (B, stop - start, 512, Dc)
 
 
 def load_multiview_dit(

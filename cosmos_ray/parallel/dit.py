@@ -1,8 +1,9 @@
 """The DiT's velocity call spread over the ranks of a `ParallelContext`.
 
 Every rank embeds its cfg half of the batch with the DiT's own `prepare` and keeps its slice of latent
-frames (tokens, AdaLN embeddings and RoPE are sliced along time, the text context is not; slices differ
-by at most one frame when the frame count does not divide). It runs the DiT's blocks on the slice with
+frames (`DiTInputs.select_frames`: tokens, AdaLN embeddings and RoPE are sliced along time, the text context
+only where a net's inputs say so, as the multiview net's per-view blocks; slices differ by at most one frame
+when the frame count does not divide). It runs the DiT's blocks on the slice with
 Ulysses self-attention and the DiT's `finalize`, and one all-gather assembles the full velocity on
 every rank.
 """
@@ -39,10 +40,13 @@ class ParallelDiT:
         fps: float | None = None,
         padding_mask: torch.Tensor | None = None,
         condition_mask: torch.Tensor | None = None,
-        **conditioning: torch.Tensor,
+        **net_inputs: torch.Tensor,
     ) -> torch.Tensor:
-        """Velocity (B, C, T, H, W); see `MiniTrainDiT.forward` for the arguments (`conditioning`: the net's own
-        keyword inputs, e.g. the camera net's `camera`, batch-first)."""
+        """Velocity (B, C, T, H, W); see `MiniTrainDiT.forward` for the arguments.
+
+        `net_inputs`: the keyword inputs a subclass's `prepare` takes besides the base ones (the multiview net's
+        `view_indices`, the action net's `actions`), each with the batch first (split over the cfg halves like x)
+        or broadcast over it."""
         cfg = self.dit.cfg
         batch, _, frames, _, _ = x.shape
         layout = self.ctx.layout_for(cfg.num_heads, frames // cfg.patch_temporal, batch)
@@ -52,10 +56,10 @@ class ParallelDiT:
         padding_mask, condition_mask = (
             None if mask is None else _rows(mask, rows, batch) for mask in (padding_mask, condition_mask)
         )
+        net_inputs = {name: _rows(tensor, rows, batch) for name, tensor in net_inputs.items()}
 
-        conditioning = {name: _rows(tensor, rows, batch) for name, tensor in conditioning.items()}
-        prepare: Callable[..., DiTInputs] = self.dit.prepare  # a family's net takes its own keyword inputs
-        inputs = prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, **conditioning)
+        prepare: Callable[..., DiTInputs] = self.dit.prepare  # a subclass's, with its own keywords
+        inputs = prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, **net_inputs)
         frames_per_rank = split_sizes(inputs.grid[0], layout.config.ulysses_degree)
         velocity = self._run_slice(inputs, layout, frames_per_rank)  # (B/cfg, C, T_i, H, W)
         return self._gather(velocity, layout, [n * cfg.patch_temporal for n in frames_per_rank])
