@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
                 episode_s=round(ms / 1e3, 3),
                 episodes_per_gpu_hour=round(3600e3 / ms, 1),
                 chunk_s=round(ms / 1e3 / chunks, 3),
-                evaluation_ms=round(ms / evaluations, 2),
+                # the sampler's share of the last rollout per DiT evaluation (one or two passes)
+                evaluation_ms=round(metadata["timings_s"]["sampling"] * 1e3 / evaluations, 2),
                 rollout_peak_gib=None if peak is None else round(peak, 2),
                 models_gib=None if models_gib is None else round(models_gib, 2),
                 frames=metadata["num_frames"],
