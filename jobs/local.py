@@ -10,7 +10,8 @@ multiview JSON, the others the base format).
 Like the official `inference.py -i ... -o ...`, for debugging and single-GPU use (the batch job on Ray
 is `python -m jobs.generate`; both run the engine of the model's family, `cosmos_ray.families.load_engine`). Outputs go
 through `OutputStore` (videos/, meta/, runs/ under the output root), so a rerun skips samples already done and the
-batch job can resume what this started. With guardrails (README: Guardrails), a prompt they refuse is not
+batch job can resume what this started; a result that lists views (the multiview models) also gets one video per
+view (views/{sample_id}/{view}.mp4, docs/outputs.md). With guardrails (README: Guardrails), a prompt they refuse is not
 generated and a video they refuse is not written: both are recorded with status "blocked" and the reason. Exits 1
 if any sample failed or was blocked.
 """
@@ -28,13 +29,14 @@ import numpy as np
 
 from cosmos_ray.core.guardrails import Blocked, Guardrails, check_installed, check_prompt, guard_video
 from cosmos_ray.core.manifest import ManifestError, load_specs
-from cosmos_ray.core.media import MediaError, write_mp4
+from cosmos_ray.core.media import MediaError
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.outputs import BLOCKED, FAILED, OK, SKIPPED, OutputRecord, OutputStore
 from cosmos_ray.core.progress import Step
 from cosmos_ray.core.registry import get_model
 from cosmos_ray.core.spec import SpecError
 from cosmos_ray.core.spec_formats import Spec
+from cosmos_ray.core.views import encode_video
 from cosmos_ray.families import Engine, load_engine
 from cosmos_ray.sampling.base import SamplingError
 from jobs.options import add_engine_options, add_http_options, engine_options_of, models_epilog, storage_of
@@ -177,7 +179,8 @@ def _generate_one(
         result = generator(spec, progress=progress if sys.stderr.isatty() else None)
         assert result is not None  # one process is its own rank 0
         frames, metadata = _guarded(checks, result.frames, result.metadata)
-        record = store.write_ok(spec, write_mp4(frames, result.fps, quality), metadata, source=source)
+        video = encode_video(frames, result.fps, metadata, quality)
+        record = store.write_ok(spec, video.mp4, metadata, source=source, views=video.views)
     except Blocked as blocked:
         print(f"{label}: {blocked}", file=sys.stderr)
         return store.write_blocked(spec, str(blocked), source=source)

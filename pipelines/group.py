@@ -54,7 +54,7 @@ from cosmos_ray.core.guardrails import Guardrails, guard_video
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.progress import Cancelled, Progress, Step
 from cosmos_ray.core.result import GenerationResult
-from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.spec_formats import Spec
 
 if TYPE_CHECKING:  # the engine (and torch) loads only in rank workers, never in the group's owner
     from cosmos_ray.families import Engine
@@ -159,12 +159,12 @@ class RankWorker:
         """Stop the sample `key` at its next denoising step (it may not have started here yet)."""
         self._cancelled.add(key)
 
-    def generate(self, spec: GenerationSpec, key: str) -> None:
+    def generate(self, spec: Spec, key: str) -> None:
         """Run this rank's share of `spec` (ranks other than 0; rank 0 runs `generate_streaming`)."""
         self.generator(spec, self._stop_if_cancelled(key))
 
     @ray.method(num_returns="streaming")
-    def generate_streaming(self, spec: GenerationSpec, key: str) -> Iterator[Step | GenerationResult]:
+    def generate_streaming(self, spec: Spec, key: str) -> Iterator[Step | GenerationResult]:
         """Rank 0: run `spec`, yielding a `Step` after each denoising step and the result last.
 
         The engine reports steps through a callback, on the generation thread; this is the one place where
@@ -234,7 +234,7 @@ class GPUGroup:
         self._one_sample_at_a_time = threading.Lock()
         self._start_workers()
 
-    def stream(self, spec: GenerationSpec, key: str | None = None) -> Iterator[Step | GenerationResult]:
+    def stream(self, spec: Spec, key: str | None = None) -> Iterator[Step | GenerationResult]:
         """Generate `spec` on every rank: a `Step` after each of rank 0's denoising steps, then its result.
 
         Raises `SampleError` if the sample failed (cause `Cancelled` after `cancel(key)`). The group is held from
@@ -256,7 +256,7 @@ class GPUGroup:
                     self._kill_workers()
                 raise
 
-    def generate(self, spec: GenerationSpec) -> GenerationResult:
+    def generate(self, spec: Spec) -> GenerationResult:
         """`stream(spec)` without the steps: rank 0's result; raises `SampleError` if the sample failed."""
         return _last(self.stream(spec))
 

@@ -149,6 +149,7 @@ def test_a_sample_whose_outputs_cannot_be_written_fails_alone(s3_endpoint):
     written = write_outputs(
         pa.Table.from_pylist([row], schema=GENERATED_SCHEMA),
         run_id="r",
+        model="2B/post-trained",
         output="s3://no-such-bucket/out",
         storage=Storage(s3_endpoint.storage_options),
     )

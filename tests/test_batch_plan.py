@@ -82,7 +82,7 @@ def test_the_plan_holds_parsed_specs_ordered_by_prompt(tmp_path):
     store = OutputStore(str(tmp_path))
     store.write_ok(GenerationSpec.from_dict(data[2]), b"mp4", {})
     checked = check(tmp_path, manifest(*data))  # 0: z, 1-2: y's generations, 3: done, 4: z again
-    planned = plan(checked, store)
+    planned = plan(checked, store, "2B/post-trained")
     assert [(p.row, p.spec.name, p.spec.seed) for p in planned.pending] == [(1, "y", 0), (2, "y", 1), (0, "z", 0)]
     for sample in planned.pending:
         assert isinstance(sample.spec, GenerationSpec) and sample.sample_id == sample.spec.sample_id
@@ -126,7 +126,7 @@ def test_the_plan_groups_samples_by_adapter_set(tmp_path):
         spec("7", prompt="B."),
         spec("8", prompt="B.", cosmos_ray_loras=loras(("/b.pt", 1))),
     ]
-    pending = plan(check(tmp_path, manifest(*data)), OutputStore(str(tmp_path))).pending
+    pending = plan(check(tmp_path, manifest(*data)), OutputStore(str(tmp_path)), "2B/post-trained").pending
     # no adapters first, then each set together (by path, then scale), by prompt within a set
     assert [p.spec.name for p in pending] == ["2", "7", "6", "3", "5", "1", "8", "4"]
     assert [adapter_set(p.spec) for p in pending] == sorted(adapter_set(p.spec) for p in pending)

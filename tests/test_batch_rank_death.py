@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 import ray
 
+from cosmos_ray.core.registry import DEFAULT_MODEL
 from cosmos_ray.core.spec import SpecError
 from pipelines.batch import PENDING_SCHEMA
 from pipelines.batch.stages.generate import RANK_DEATH_RETRIES, GroupActor
@@ -36,6 +37,7 @@ class _FailingGroup:
 def _actor_with(group: _FailingGroup) -> GroupActor:
     actor = GroupActor.__new__(GroupActor)  # no placement group: the group is the stand-in
     actor.group = group  # type: ignore[assignment]
+    actor.model = DEFAULT_MODEL
     return actor
 
 

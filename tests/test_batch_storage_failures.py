@@ -21,7 +21,8 @@ from tests.test_sinks import generated_row
 
 def _write(output: Path, row: dict) -> dict:
     batch = pa.Table.from_pylist([row], schema=GENERATED_SCHEMA)
-    (written,) = write_outputs(batch, output=str(output), storage=Storage(), run_id="r").to_pylist()
+    written = write_outputs(batch, output=str(output), storage=Storage(), run_id="r", model="2B/post-trained")
+    (written,) = written.to_pylist()
     return written
 
 

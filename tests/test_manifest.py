@@ -9,16 +9,17 @@ from cosmos_ray.core.manifest import (
     MANIFEST_SCHEMA,
     ManifestError,
     expand_legacy,
-    input_urls,
     load_specs,
     make_manifest,
     read_manifest,
     spec_from_row,
 )
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS
 from cosmos_ray.core.spec import GenerationSpec, SpecError
 from cosmos_ray.core.storage import Storage
 from jobs import make_manifest as cli
 
+BASE = MODELS[DEFAULT_MODEL]
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 
 
@@ -43,12 +44,13 @@ def test_examples_round_trip(tmp_path):
     out = str(tmp_path / "m" / "examples.parquet")
     written = make_manifest([os.path.join(EXAMPLES, "*.json"), os.path.join(EXAMPLES, "specs.jsonl")], out)
     rows = read_manifest(out)
-    specs = [spec_from_row(row) for row in rows]
+    specs = [spec_from_row(row, model=BASE) for row in rows]
     assert specs == written == example_specs()
     assert {s.inference_type for s in specs} == {"text2world", "image2world", "video2world"}
     assert [row["name"] for row in rows] == [s.name for s in specs]
     assert rows[3]["source"] == os.path.join(EXAMPLES, "specs.jsonl") + ":1"
     image = next(s for s in specs if s.name == "square_slides")
+    assert isinstance(image, GenerationSpec)
     assert image.input_path == os.path.join(EXAMPLES, "media", "square.png")
     assert image.prompt.startswith("An orange square slides") and not image.prompt.endswith("\n")
 
@@ -79,9 +81,9 @@ def test_relative_paths_resolve_against_each_file(tmp_path):
     specs = dict(
         (s.name, s) for s, _ in load_specs([str(tmp_path / "a" / "one.json"), str(tmp_path / "b" / "*.jsonl")])
     )
-    assert input_urls(specs["one"]) == {"input_path": str(tmp_path / "a" / "media" / "x.png")}
+    assert specs["one"].input_urls() == {"input_path": str(tmp_path / "a" / "media" / "x.png")}
     assert specs["one"].prompt == "From a file."
-    assert input_urls(specs["two"]) == {"input_path": str(tmp_path / "b" / "x.png")}
+    assert specs["two"].input_urls() == {"input_path": str(tmp_path / "b" / "x.png")}
 
 
 def test_json_list_and_older_samples_format(tmp_path):
@@ -190,7 +192,7 @@ def test_input_check_can_be_skipped(tmp_path):
         tmp_path / "s.json",
         {"inference_type": "video2world", "name": "v", "prompt": "p", "input_path": "s3://bucket/v.mp4"},
     )
-    assert input_urls(load_specs([spec], check_inputs=False)[0][0]) == {"input_path": "s3://bucket/v.mp4"}
+    assert load_specs([spec], check_inputs=False)[0][0].input_urls() == {"input_path": "s3://bucket/v.mp4"}
 
 
 def test_no_specs(tmp_path):
@@ -201,15 +203,16 @@ def test_no_specs(tmp_path):
 
 def test_spec_from_row_errors():
     with pytest.raises(SpecError, match=r"^sample m.jsonl:3: field 'spec_json' is not valid spec JSON"):
-        spec_from_row({"spec_json": "{", "source": "m.jsonl:3"})
+        spec_from_row({"spec_json": "{", "source": "m.jsonl:3"}, model=BASE)
     with pytest.raises(SpecError, match=r"^sample manifest row: field 'spec_json' is not valid spec JSON"):
-        spec_from_row({"name": "x"})
+        spec_from_row({"name": "x"}, model=BASE)
     with pytest.raises(SpecError, match=r"sample 'x' \(m.jsonl:3\): field 'seed' must be an integer"):
         spec_from_row(
             {
                 "spec_json": '{"inference_type": "text2world", "name": "x", "prompt": "p", "seed": "1"}',
                 "source": "m.jsonl:3",
-            }
+            },
+            model=BASE,
         )
 
 
@@ -264,9 +267,9 @@ def test_s3_sources_and_output(s3_bucket):
             Storage(options).write_bytes_atomic(f"{root}/specs/{path}", f.read())
     out = f"{root}/manifests/m.parquet"
     specs = make_manifest([f"{root}/specs/*.json", f"{root}/specs/specs.jsonl"], out, storage=Storage(options))
-    assert input_urls(specs[0]) == {"input_path": f"{root}/specs/media/square.mp4"}
+    assert specs[0].input_urls() == {"input_path": f"{root}/specs/media/square.mp4"}
     assert specs[0].prompt.startswith("An orange square")
-    assert [spec_from_row(r) for r in read_manifest(out, storage=Storage(options))] == specs
+    assert [spec_from_row(r, model=BASE) for r in read_manifest(out, storage=Storage(options))] == specs
     option_flags = ["--storage-option", f"key={options['key']}", "--storage-option", f"secret={options['secret']}"]
     for key, value in options["client_kwargs"].items():
         option_flags += ["--storage-option", f"client_kwargs.{key}={value}"]
@@ -315,9 +318,9 @@ def test_spec_from_row_checks_limits_when_given():
     from cosmos_ray.core.limits import SpecLimits
 
     row = {"spec_json": '{"inference_type": "text2world", "name": "x", "prompt": "p"}', "source": "m.jsonl:3"}
-    assert spec_from_row(row, SpecLimits()).name == "x"
+    assert spec_from_row(row, SpecLimits(), model=BASE).name == "x"
     with pytest.raises(SpecError, match=r"^sample 'x' \(m.jsonl:3\): field 'num_steps' must be at most 2 here"):
-        spec_from_row(row, SpecLimits(max_num_steps=2))
+        spec_from_row(row, SpecLimits(max_num_steps=2), model=BASE)
 
 
 def test_check_manifest_reads_the_footer_only(tmp_path):

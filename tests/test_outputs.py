@@ -28,6 +28,7 @@ def test_write_ok_layout_and_record(tmp_path):
         "name": "snowy stop",
         "status": "ok",
         "video_url": str(video),
+        "views": [],
         "error": None,
         "source": "specs.jsonl:0",
         "spec_json": SPEC.to_json(),

@@ -55,8 +55,10 @@ def _policy(**args) -> RequestPolicy:
 
 def test_parse_spec_accepts_a_valid_spec():
     spec = parse_spec(_body(cosmos_ray_num_frames=9, seed=3), _policy())
+    assert isinstance(spec, GenerationSpec)
     assert (spec.inference_type, spec.cosmos_ray_num_frames, spec.seed) == ("text2world", 9, 3)
-    assert parse_spec(_body(), _policy()).cosmos_ray_num_frames is None  # the model's native length
+    native = parse_spec(_body(), _policy())
+    assert isinstance(native, GenerationSpec) and native.cosmos_ray_num_frames is None  # the model's native length
 
 
 def test_openapi_documents_the_request_body_with_the_spec_schema():

@@ -52,7 +52,7 @@ def generated_row(name: str, error: str | None = None) -> dict:
 def write(tmp_path: Path, name: str, sinks) -> dict:
     batch = pa.Table.from_pylist([generated_row(name)], schema=GENERATED_SCHEMA)
     (written,) = write_outputs(
-        batch, output=str(tmp_path / "out"), storage=Storage(), run_id="r", sinks=sinks
+        batch, output=str(tmp_path / "out"), storage=Storage(), run_id="r", model="2B/post-trained", sinks=sinks
     ).to_pylist()
     return written
 

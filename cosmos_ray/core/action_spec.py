@@ -219,6 +219,10 @@ class ActionSpec(SpecBase):
         unless it is a URL or an absolute path."""
         return resolve_url(self.cosmos_ray_annotation, join_url(self.input_root, self.input_json_sub_folder))
 
+    def input_urls(self) -> dict[str, str]:
+        """The episode's annotation (the video it names is checked when the episode is read)."""
+        return {"cosmos_ray_annotation": self.annotation_url}
+
     def video_url(self, relative: str) -> str:
         """An annotation's video path, relative to `input_root` as official (a URL stays as it is)."""
         return relative if url_scheme(relative) is not None else resolve_url(relative, self.input_root)

@@ -19,11 +19,9 @@ import pyarrow as pa
 import pyarrow.dataset
 import pyarrow.parquet as pq
 
-from cosmos_ray.core.action_spec import ActionSpec
-from cosmos_ray.core.agibot_spec import AgibotSpec
 from cosmos_ray.core.limits import SpecLimits
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS, OfficialModel
-from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.spec_errors import SpecError
 from cosmos_ray.core.spec_formats import Spec, parse_spec
 from cosmos_ray.core.storage import Storage, StorageError, one_line_errors, parent_url
 
@@ -31,7 +29,7 @@ SPEC_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
 
 MANIFEST_SCHEMA = pa.schema(
     [
-        ("spec_json", pa.string()),  # canonical GenerationSpec JSON: the only column the job reads
+        ("spec_json", pa.string()),  # canonical spec JSON (the model's format): the only column the job reads
         ("name", pa.string()),
         ("inference_type", pa.string()),
         ("source", pa.string()),  # "file.jsonl:7" (line), "file.json" or "file.json:2" (list index)
@@ -101,7 +99,7 @@ def load_specs(
         except SpecError as error:
             problems.append(str(error))
             continue
-        missing = [(field, url) for field, url in input_urls(spec).items() if check_inputs and not storage.exists(url)]
+        missing = [(field, url) for field, url in spec.input_urls().items() if check_inputs and not storage.exists(url)]
         if missing:
             field, url = missing[0]
             problems.append(str(SpecError(f"{spec.name!r} ({entry.source})", field, f"has no file at {url}")))
@@ -113,19 +111,6 @@ def load_specs(
     if problems:
         raise ManifestError(problems)
     return specs
-
-
-def input_urls(spec: Spec) -> dict[str, str]:
-    """The spec's input files by field: `input_path`, each camera's `<camera>.video_path`, an episode's
-    annotation (`cosmos_ray_annotation`; the video it names is checked when the episode is read), or a robot
-    scene's images and camera files."""
-    if isinstance(spec, GenerationSpec):
-        return {"input_path": spec.input_path} if spec.input_path else {}
-    if isinstance(spec, ActionSpec):
-        return {"cosmos_ray_annotation": spec.annotation_url}
-    if isinstance(spec, AgibotSpec):
-        return spec.input_urls()
-    return {f"{camera}.video_path": url for camera, url in spec.video_paths.items() if url}
 
 
 def write_manifest(
@@ -183,12 +168,12 @@ def spec_from_row(
     row: Mapping[str, Any],
     limits: SpecLimits | None = None,
     *,
+    model: OfficialModel,
     num_generations: int | None = None,
-    model: OfficialModel | None = None,
-) -> GenerationSpec:
-    """The spec of one manifest row, within `limits` if given (its cost on `model`, default the default model),
-    with `num_generations` (a job's) in place of the spec's own if given; raises `SpecError` naming the row's
-    source."""
+) -> Spec:
+    """The spec of one manifest row in the spec format of `model` (`cosmos_ray.core.spec_formats`), within
+    `limits` if given (its cost on `model`), with `num_generations` (a job's) in place of the spec's own if
+    given; raises `SpecError` naming the row's source."""
     source = str(row.get("source") or "manifest row")
     try:
         data = json.loads(row["spec_json"])
@@ -196,14 +181,14 @@ def spec_from_row(
         raise SpecError(source, "spec_json", f"is not valid spec JSON: {error}") from None
     if num_generations is not None and isinstance(data, dict):
         data = {**data, "num_generations": num_generations}
-    spec = GenerationSpec.from_dict(data, source=source)
+    spec = parse_spec(data, model=model.name, source=source)
     if limits is not None:
         check_limits(spec, limits, source, model)
     return spec
 
 
 def check_limits(spec: Spec, limits: SpecLimits, source: str, model: OfficialModel | None = None) -> None:
-    """`limits.check(spec, model)`, with the spec's source in the error (as `GenerationSpec.from_dict` names it)."""
+    """`limits.check(spec, model)`, with the spec's source in the error (as `from_dict` names it)."""
     try:
         limits.check(spec, model)
     except SpecError as error:
@@ -227,7 +212,7 @@ def expand_legacy(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def _legacy_sample(shared: dict[str, Any], name: str, sample: Any) -> Any:
     if not isinstance(sample, dict):
-        return sample  # rejected with its name by GenerationSpec.from_dict
+        return sample  # rejected with its name by the spec format's from_dict
     if "prompt_path" in sample:  # the first release read prompt_path over prompt; the latest keeps prompt
         sample = {key: value for key, value in sample.items() if key != "prompt"}
     return {**shared, "name": name, **sample}

@@ -280,6 +280,9 @@ class MultiviewSpec(SpecBase):
                 content[camera] = {"video_path": input_digest(video_path)}
         return content
 
+    def input_urls(self) -> dict[str, str]:
+        return {f"{camera}.video_path": url for camera, url in self.video_paths.items() if url is not None}
+
     @property
     def video_paths(self) -> dict[str, str | None]:
         """Each camera's input video (None: none), in the sequence order of `CAMERAS`."""

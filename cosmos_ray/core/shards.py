@@ -2,7 +2,7 @@
 
 Layout under the output root (see docs/outputs.md, "Shards"):
 
-    shards/shard-000000.tar               {key}.mp4 and {key}.json per sample (the WebDataset layout)
+    shards/shard-000000.tar               per sample {key}.mp4, {key}.{view}.mp4 per view, {key}.json (WebDataset)
     shards/index/shard-000000.parquet     one row per sample of that shard; written last: the commit marker
 
 A shard is built from committed per-sample outputs (the video and the meta record, read back from the store)
@@ -32,6 +32,10 @@ from cosmos_ray.core.storage import join_url
 
 SHARD_NAME = re.compile(r"shard-(\d{6,})\.tar")
 
+VIEW_MEMBER = pa.struct([("view", pa.string()), ("offset", pa.int64()), ("size", pa.int64())])
+
+VIEW_MEMBER_LIST = pa.list_(VIEW_MEMBER)
+
 SHARD_INDEX_SCHEMA = pa.schema(
     [
         ("shard", pa.string()),  # file name under shards/, e.g. "shard-000000.tar"
@@ -42,6 +46,7 @@ SHARD_INDEX_SCHEMA = pa.schema(
         ("mp4_size", pa.int64()),
         ("json_offset", pa.int64()),  # byte range of the record
         ("json_size", pa.int64()),
+        ("views", VIEW_MEMBER_LIST),  # the byte range of each view's video, in the record's order
     ]
 )
 
@@ -167,6 +172,11 @@ class ShardStore:
         key = webdataset_key(sample_id)
         mtime = datetime.fromisoformat(record["finished_at"]).timestamp() if record.get("finished_at") else 0
         mp4_offset = _add_member(tar, f"{key}.mp4", video, mtime)
+        views = []
+        for view in record.get("views") or []:  # a sample's views go into its shard with it, keyed {key}.{view}
+            data = self.store.storage.read_bytes(self.store.view_url(sample_id, view["view"]))
+            offset = _add_member(tar, f"{key}.{view['view']}.mp4", data, mtime)
+            views.append({"view": view["view"], "offset": offset, "size": len(data)})
         json_offset = _add_member(tar, f"{key}.json", meta, mtime)
         return {
             "shard": shard,
@@ -177,11 +187,17 @@ class ShardStore:
             "mp4_size": len(video),
             "json_offset": json_offset,
             "json_size": len(meta),
+            "views": views,
         }
 
     def _read_part(self, shard: str, columns: list[str] | None) -> pa.Table:
         data = self.store.storage.read_bytes(self.index_part_url(shard))
-        return pq.read_table(pa.BufferReader(data), columns=columns)
+        table = pq.read_table(pa.BufferReader(data))
+        if "views" not in table.column_names:  # an index file written before views: no sample has any
+            table = table.append_column(
+                SHARD_INDEX_SCHEMA.field("views"), pa.array([[]] * len(table), VIEW_MEMBER_LIST)
+            )
+        return table.select(columns or SHARD_INDEX_SCHEMA.names)
 
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> int:

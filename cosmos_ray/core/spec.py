@@ -227,6 +227,12 @@ class GenerationSpec(SpecBase):
                 del data[key]
         return data
 
+    def input_urls(self) -> dict[str, str]:
+        return {"input_path": self.input_path} if self.input_path is not None else {}
+
+    def encoded_texts(self) -> tuple[str, ...]:
+        return (self.prompt, self.negative_prompt)
+
     def _id_content(self) -> dict[str, Any]:
         content = super()._id_content()
         if self.input_path is not None:

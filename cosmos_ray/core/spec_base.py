@@ -124,7 +124,14 @@ class SpecBase(BaseModel):
     if TYPE_CHECKING:  # declared by every subclass, in its own order; named here for the shared methods
         name: str
         inference_type: str
+        prompt: str
         seed: int
+
+        @property
+        def fps(self) -> int:
+            """Frames per second of the video (a field of most formats, derived in others)."""
+            ...
+
         num_generations: int
         cosmos_ray_checkpoint: str | None
         cosmos_ray_loras: tuple[LoraRef, ...] | None
@@ -174,6 +181,17 @@ class SpecBase(BaseModel):
     @classmethod
     def _resolve_inputs(cls, fields: dict[str, Any], base_dir: str | None) -> None:
         """Resolve the input paths among `fields` against `base_dir`, in place."""
+
+    def input_urls(self) -> dict[str, str]:
+        """The spec's input files by the dotted path of their field in the JSON (`input_path`,
+        `front_wide.video_path`, ...): what the manifest maker checks exists and Serve checks against its
+        allowed prefixes. A format without inputs has none."""
+        return {}
+
+    def encoded_texts(self) -> tuple[str, ...]:
+        """The texts the engine embeds for this spec, the prompt first: the batch job orders samples by them,
+        so a GPU group meets a text again while its embedding is cached."""
+        return (self.prompt,)
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a JSON-ready dict; `from_dict(spec.to_dict()) == spec`. `num_generations` appears only

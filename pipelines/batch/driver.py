@@ -48,7 +48,7 @@ def run(config: BatchConfig) -> Summary:
     placement.check_layout(cluster, config.group.gpus_per_group)
     store = OutputStore(config.output, config.storage)
     sinks = make_sinks(config.sinks)
-    planned = plan(checked_samples(config), store)
+    planned = plan(checked_samples(config), store, config.group.engine.model)
     log_plan(run_id, planned)
     pending = planned.pending
     generated: dict[int, OutputRecord] = {}
@@ -109,7 +109,11 @@ def _write_run_table_if_possible(store: OutputStore, run_id: str, records: dict[
 
 def stages(config: BatchConfig, run_id: str, groups: tuple[int, int], sinks: Sequence[Sink]) -> list[Stage]:
     """The stages every sample to generate goes through, in order; the prompt stage only with guardrails."""
-    prompt = [prompt_stage(config.group.guardrails)] if config.group.guardrails is not None else []
+    prompt = (
+        [prompt_stage(config.group.guardrails, config.group.engine.model)]
+        if config.group.guardrails is not None
+        else []
+    )
     return [
         *prompt,
         generate_stage(config.group, placement_group_prefix(run_id), groups),

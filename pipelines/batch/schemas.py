@@ -1,20 +1,21 @@
 """The rows between the batch job's stages: their Arrow schemas, and `spec_of`, the one place a stage turns a
-row's spec JSON back into its `GenerationSpec`.
+row's spec JSON back into its spec (in the spec format of the job's model, `cosmos_ray.core.spec_formats`).
 
 Ray Data blocks carry the spec as canonical JSON (the check stage writes it); each stage parses it once per row
-(`spec_of` / `with_specs`) and works on the model object from then on.
+(`spec_of` / `with_specs`) and works on the spec object from then on, through what every format offers
+(`SpecBase`; typed as the `Spec` union of the formats), so a model with a format of its own needs no stage code.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pyarrow as pa
 
-from cosmos_ray.core.manifest import spec_from_row
 from cosmos_ray.core.outputs import RUN_TABLE_SCHEMA
-from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.spec_formats import Spec, parse_spec
 
 PENDING, INVALID = "pending", "invalid"  # the check stage's verdicts, besides SKIPPED (already done)
 
@@ -28,6 +29,7 @@ CHECKED_SCHEMA = pa.schema(  # check stage -> driver
         ("sample_id", pa.string()),
         ("status", pa.string()),  # PENDING | SKIPPED | INVALID
         ("error", pa.string()),
+        ("views", pa.list_(pa.string())),  # SKIPPED: the views its committed record lists
     ]
 )
 
@@ -61,12 +63,13 @@ WRITTEN_SCHEMA = RUN_TABLE_SCHEMA.insert(0, pa.field("row", pa.int64())).append(
 )
 
 
-def spec_of(row: Mapping[str, Any]) -> GenerationSpec:
-    """The spec of a row after the check stage (its `spec_json` is canonical and valid)."""
-    return spec_from_row(row)
+def spec_of(row: Mapping[str, Any], model: str) -> Spec:
+    """The spec of a row after the check stage (its `spec_json` is canonical and valid in the format of official
+    model `model`)."""
+    return parse_spec(json.loads(row["spec_json"]), model=model, source=row["source"])
 
 
-def with_specs(batch: pa.Table) -> Iterator[tuple[dict[str, Any], GenerationSpec]]:
-    """Each row of a stage's batch with its spec, parsed once."""
+def with_specs(batch: pa.Table, model: str) -> Iterator[tuple[dict[str, Any], Spec]]:
+    """Each row of a stage's batch with its spec (in the format of official model `model`), parsed once."""
     for row in batch.to_pylist():
-        yield row, spec_of(row)
+        yield row, spec_of(row, model)

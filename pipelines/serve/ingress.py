@@ -24,7 +24,8 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from cosmos_ray.core.guardrails import Blocked, GuardrailSetting, check_prompt
-from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.registry import DEFAULT_MODEL
+from cosmos_ray.core.spec_formats import Spec, spec_class
 from cosmos_ray.core.storage import Storage
 from pipelines.serve.args import ServeArgs
 from pipelines.serve.auth import BearerAuth, require_auth_or_loopback
@@ -40,24 +41,24 @@ api = FastAPI(
     version="1",
 )
 
-_SPEC_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": GenerationSpec.model_json_schema(),  # shown only: parse_spec reads the body (our statuses)
-                "example": {
-                    "inference_type": "text2world",
-                    "name": "robot",
-                    "prompt": "A robot arm stacks cubes.",
-                    "num_output_frames": 93,
-                    "guidance": 7,
-                    "seed": 0,
-                },
-            }
-        },
-    }
-}
+
+def spec_body(model: str) -> dict:
+    """The OpenAPI request body of a deployment of official model `model`: its spec format's schema (shown only:
+    `parse_spec` reads the body, with our statuses) and an example every format accepts."""
+    example = {"inference_type": "text2world", "name": "robot", "prompt": "A robot arm stacks cubes.", "seed": 0}
+    schema = spec_class(model).model_json_schema()
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema, "example": example}}}}
+
+
+# The routes that read a spec share this dict; `ApiIngress.__init__` fills it with the schema of the deployment's
+# model (`document_model`; one model per deployment) before FastAPI builds the OpenAPI page, on its first request.
+_SPEC_BODY = spec_body(DEFAULT_MODEL)
+
+
+def document_model(model: str) -> None:
+    """Show the spec format of official model `model` as the request body of the routes that read a spec."""
+    _SPEC_BODY.update(spec_body(model))
+    api.openapi_schema = None  # FastAPI builds it again, with that schema
 
 
 REQUEST_ID_HEADER = "x-request-id"  # Serve's proxy sets it on every request and response
@@ -122,6 +123,7 @@ class ApiIngress:
         self._quota = args.max_active_per_token
         self._in_flight: Counter[str] = Counter()  # /v1/generate requests per owner
         self._policy = RequestPolicy.from_args(args)
+        document_model(args.model)
         self._output_url = args.output_url
         self._storage = storage
         self._busy = {"Retry-After": str(args.retry_after_s)}
@@ -274,7 +276,7 @@ class ApiIngress:
         check_allowed_url(requested, self._policy.allowed_output_prefixes, "output")
         return requested
 
-    async def _check_prompt(self, spec: GenerationSpec, output_url: str | None) -> None:
+    async def _check_prompt(self, spec: Spec, output_url: str | None) -> None:
         """Refuse (422, field "prompt") a prompt the guardrails block, before it waits for GPUs."""
         if self._guardrails.checks is None:
             return
@@ -284,16 +286,13 @@ class ApiIngress:
             await asyncio.to_thread(record_blocked, output_url, self._storage, spec, str(blocked))
             raise ApiError(422, "prompt", "prompt blocked by the guardrails") from None
 
-    async def _check_input_exists(self, spec: GenerationSpec, request: Request) -> None:
+    async def _check_input_exists(self, spec: Spec, request: Request) -> None:
         """Refuse (422) a missing input before it waits for GPUs."""
-        if spec.input_path is None:
-            return
-        try:
-            found = await asyncio.to_thread(self._storage.exists, spec.input_path)
-        except OSError as error:
-            logger.warning(
-                "request %s: input_path %s cannot be checked: %r", request_id(request), spec.input_path, error
-            )
-            raise ApiError(422, "input_path", f"cannot be checked ({SERVER_LOG})") from None
-        if not found:
-            raise ApiError(422, "input_path", f"{spec.input_path!r} does not exist")
+        for field, url in spec.input_urls().items():
+            try:
+                found = await asyncio.to_thread(self._storage.exists, url)
+            except OSError as error:
+                logger.warning("request %s: %s %s cannot be checked: %r", request_id(request), field, url, error)
+                raise ApiError(422, field, f"cannot be checked ({SERVER_LOG})") from None
+            if not found:
+                raise ApiError(422, field, f"{url!r} does not exist")

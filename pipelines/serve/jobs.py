@@ -28,7 +28,7 @@ from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from cosmos_ray.core.progress import Step
-from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.core.storage import Storage
 from pipelines.serve.replica import SERVER_LOG, Failed, Finished, ReplicaEvent, Started, cancel_request, replica_events
 from pipelines.serve.results import record_blocked, store_result
@@ -112,7 +112,7 @@ class JobBoard:
         self._tasks: dict[str, asyncio.Task[None]] = {}  # of the active jobs (the loop keeps only weak references)
 
     async def submit(
-        self, spec: GenerationSpec, output_url: str | None, owner: str, request_id: str, quota: int | None
+        self, spec: Spec, output_url: str | None, owner: str, request_id: str, quota: int | None
     ) -> dict[str, Any] | str:
         """Queue a job: its JSON; or "full" when `max_jobs` jobs are already queued or running, or "quota" when
         `owner` already has `quota` jobs queued or running (None: no quota)."""
@@ -158,7 +158,7 @@ class JobBoard:
         job = self._jobs.get(job_id)
         return job if job is not None and job.owner == owner else None
 
-    async def _run(self, job: Job, spec: GenerationSpec, output_url: str | None) -> None:
+    async def _run(self, job: Job, spec: Spec, output_url: str | None) -> None:
         try:
             async for event in self._dispatched(spec, job.request_id):
                 if job.status == "cancelled":
@@ -186,7 +186,7 @@ class JobBoard:
         finally:
             job.finished_at = time.time()
 
-    async def _dispatched(self, spec: GenerationSpec, request_id: str) -> AsyncIterator[ReplicaEvent]:
+    async def _dispatched(self, spec: Spec, request_id: str) -> AsyncIterator[ReplicaEvent]:
         """The replica's events for `spec`. Until a replica takes the job up (its first event), hold the
         dispatch lock (first in, first out) and retry while the replicas are full. Left early (the job was
         cancelled), it cancels the replica's request, which stops the generation."""
@@ -212,7 +212,7 @@ class JobBoard:
             if not ended:
                 cancel_request(events)
 
-    async def _keep(self, job: Job, spec: GenerationSpec, result: Finished, output_url: str | None) -> dict[str, Any]:
+    async def _keep(self, job: Job, spec: Spec, result: Finished, output_url: str | None) -> dict[str, Any]:
         if output_url is None:
             job.video = result.mp4
             return {"sample_id": spec.sample_id, "video_url": f"/v1/jobs/{job.id}/video", "metadata": result.metadata}

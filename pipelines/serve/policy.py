@@ -16,8 +16,9 @@ from urllib.parse import unquote
 
 from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.limits import SpecLimits
-from cosmos_ray.core.registry import OfficialModel, get_model
-from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS, OfficialModel, get_model
+from cosmos_ray.core.spec_errors import SpecError
+from cosmos_ray.core.spec_formats import Spec, spec_class
 from cosmos_ray.core.storage import url_scheme
 from pipelines.serve.args import ServeArgs
 
@@ -44,7 +45,9 @@ class RequestPolicy:
     allowed_loras: dict[str, str] = field(default_factory=dict)  # adapter name -> its file (path or URL)
     checkpoint: str | None = None  # the deployment's DiT checkpoint (None: the stock weights)
     default_loras: tuple[LoraRef, ...] = ()  # the adapters of a request that names none
-    model: OfficialModel | None = None  # what `resolution` "none" and a window cost (default: the default model)
+    # the deployment's model: its spec format, and what `resolution` "none" and a window cost (default: the default
+    # model)
+    model: OfficialModel = MODELS[DEFAULT_MODEL]
 
     @classmethod
     def from_args(cls, args: ServeArgs) -> RequestPolicy:
@@ -62,9 +65,10 @@ class RequestPolicy:
         )
 
 
-def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
-    """The request body as a validated spec within the operator's limits, with the deployment's weights (its
-    checkpoint; its default adapters unless the request names adapters, by allowed name); raises `ApiError`."""
+def parse_spec(body: bytes, policy: RequestPolicy) -> Spec:
+    """The request body as a validated spec in the format of the deployment's model, within the operator's
+    limits, with the deployment's weights (its checkpoint; its default adapters unless the request names adapters,
+    by allowed name); raises `ApiError`."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -74,7 +78,7 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
     if isinstance(data, dict) and isinstance(data.get("cosmos_ray_loras"), list):
         data = {**data, "cosmos_ray_loras": [_allowed_adapter(entry, policy) for entry in data["cosmos_ray_loras"]]}
     try:
-        spec = GenerationSpec.from_dict(data, source="request")
+        spec = spec_class(policy.model.name).from_dict(data, source="request")
         policy.limits.check(spec, policy.model)
     except SpecError as error:
         raise ApiError(422, error.field or None, error.reason) from None
@@ -89,9 +93,17 @@ def parse_spec(body: bytes, policy: RequestPolicy) -> GenerationSpec:
         raise ApiError(
             422, "num_generations", f"asks for {spec.num_generations} videos; a request makes one (send one per seed)"
         )
-    if spec.input_path is not None:  # checked as the client sent it, before any resolution on the server
-        check_allowed_url(data["input_path"], policy.allowed_input_prefixes, "input_path")
+    for input_field in spec.input_urls():  # checked as the client sent it, before any resolution on the server
+        check_allowed_url(_sent(data, input_field), policy.allowed_input_prefixes, input_field)
     return spec
+
+
+def _sent(data: dict[str, Any], input_field: str) -> str:
+    """The value of an input field (a dotted path: "input_path", "front_wide.video_path") as the body has it."""
+    value: Any = data
+    for key in input_field.split("."):
+        value = value[key]
+    return value
 
 
 def _allowed_adapter(entry: Any, policy: RequestPolicy) -> Any:

@@ -23,7 +23,7 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import ray
@@ -31,10 +31,12 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from ray.util.metrics import Counter
 
 from cosmos_ray.core.guardrails import Blocked
-from cosmos_ray.core.media import MediaError, UnreadableMediaError, write_mp4
+from cosmos_ray.core.media import MediaError, UnreadableMediaError
 from cosmos_ray.core.progress import Cancelled, Step
 from cosmos_ray.core.result import GenerationResult
-from cosmos_ray.core.spec import GenerationSpec, SpecError
+from cosmos_ray.core.spec_errors import SpecError
+from cosmos_ray.core.spec_formats import Spec
+from cosmos_ray.core.views import encode_video
 from pipelines.group import GPUGroup, GroupConfig, SampleError
 
 logger = logging.getLogger("ray.serve")
@@ -47,8 +49,9 @@ class Started:
 
 @dataclass(frozen=True)
 class Finished:
-    mp4: bytes
+    mp4: bytes  # the video (of a multiview model: its views stacked)
     metadata: dict[str, Any]
+    views: dict[str, bytes] = field(default_factory=dict)  # view name -> its mp4 (cosmos_ray.core.views)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class GroupReplica:
         # The group's streams are iterated on this one thread, off the event loop and in request order.
         self._group_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="group")
 
-    async def generate(self, spec: GenerationSpec, request_id: str = "") -> AsyncIterator[ReplicaEvent]:
+    async def generate(self, spec: Spec, request_id: str = "") -> AsyncIterator[ReplicaEvent]:
         """Stream `Started`, a `Step` per denoising step, then `Finished` or `Failed`."""
         try:
             async with self._gpus:
@@ -118,7 +121,7 @@ class GroupReplica:
                             yield event
                         else:
                             result = event
-            mp4 = await asyncio.to_thread(write_mp4, result.frames, result.fps)
+            video = await asyncio.to_thread(encode_video, result.frames, result.fps, result.metadata)
         except SampleError as error:
             yield failure(error, request_id)
             return
@@ -130,9 +133,9 @@ class GroupReplica:
             logger.exception("request %s: generation of %s failed", request_id, spec.sample_id)
             yield Failed(500, None, f"generation failed ({SERVER_LOG})")
             return
-        yield Finished(mp4, result.metadata)
+        yield Finished(video.mp4, result.metadata, video.views)
 
-    async def _group_stream(self, spec: GenerationSpec, request_id: str) -> AsyncGenerator[Step | GenerationResult]:
+    async def _group_stream(self, spec: Spec, request_id: str) -> AsyncGenerator[Step | GenerationResult]:
         """`GPUGroup.stream(spec)`, each item fetched on the group thread, within the time limit.
 
         A request cancelled midway (its client left, its job was deleted) or past its time limit stops its
@@ -166,9 +169,7 @@ class GroupReplica:
                 self._group.cancel(key)
                 self._group_thread.submit(self._run_out, fetch, stream, spec, request_id, why)
 
-    def _run_out(
-        self, fetch: Future[Any] | None, stream: Iterator[Any], spec: GenerationSpec, request_id: str, why: str
-    ) -> None:
+    def _run_out(self, fetch: Future[Any] | None, stream: Iterator[Any], spec: Spec, request_id: str, why: str) -> None:
         """End the sample of an abandoned stream, from the item being fetched when it was abandoned (done by now:
         this runs on the same thread); its outcome has no one to go to but the log and the metric."""
         try:
@@ -203,7 +204,7 @@ class GroupReplica:
             self._group.shutdown()  # kills the rank workers; Serve removes the placement group
 
 
-def replica_events(replicas: DeploymentHandle, spec: GenerationSpec, request_id: str) -> AsyncIterator[ReplicaEvent]:
+def replica_events(replicas: DeploymentHandle, spec: Spec, request_id: str) -> AsyncIterator[ReplicaEvent]:
     """Send `spec` to a GroupReplica: its events, as it streams them. Iterating raises `BackPressureError`
     when every replica is busy and the queue is full. Cancelling the iterating task (or `close()`) cancels the
     request on the replica, which stops its generation."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from cosmos_ray.core.outputs import OutputRecord, OutputStore
-from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.spec_base import SpecBase
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,11 @@ class GeneratedSample:
 
     store: OutputStore
     run_id: str
-    spec: GenerationSpec
+    spec: SpecBase
     source: str  # where its spec came from, e.g. "specs.jsonl:3"
-    mp4: bytes
+    mp4: bytes  # the video (of a multiview model: its views stacked)
     metadata: Mapping[str, Any]  # what its meta record will say (read-only)
+    views: Mapping[str, bytes] = field(default_factory=dict)  # view name -> its mp4 (cosmos_ray.core.views)
 
 
 class Sink:

@@ -2,8 +2,9 @@
 already done (skipped), or one invalid row (not a valid spec, over a limit, one the model cannot generate, or
 one that names another checkpoint than the job's).
 
-Each spec gets the job's weights before its sample id is taken (`GenerationSpec.for_weights`: the job's
-checkpoint, and its adapters where the row names none), so the id and the spec JSON name them.
+Rows are parsed in the spec format of the job's model (`spec_from_row` -> `cosmos_ray.core.spec_formats`). Each
+spec gets the job's weights before its sample id is taken (`SpecBase.for_weights`: the job's checkpoint, and its
+adapters where the row names none), so the id and the spec JSON name them.
 
 This is the one stage that parses manifest JSON as written by users; it writes each generation's canonical
 spec JSON for the stages after it (`schemas.spec_of`).
@@ -103,15 +104,19 @@ def _check_row(
         spec = spec_from_row(row, limits, num_generations=num_generations, model=model).for_weights(*weights)
         model.check_spec(spec)
     except SpecError as error:
-        return [{**row, "sample_id": None, "status": INVALID, "error": str(error)}]
-    return [
-        {
-            "source": row["source"],
-            "name": generation.name,
-            "spec_json": generation.to_json(),
-            "sample_id": generation.sample_id,
-            "status": SKIPPED if store.is_done(generation.sample_id) else PENDING,
-            "error": None,
-        }
-        for generation in spec.generations()
-    ]
+        return [{**row, "sample_id": None, "status": INVALID, "error": str(error), "views": None}]
+    checked = []
+    for generation in spec.generations():
+        done = store.done_record(generation.sample_id)
+        checked.append(
+            {
+                "source": row["source"],
+                "name": generation.name,
+                "spec_json": generation.to_json(),
+                "sample_id": generation.sample_id,
+                "status": PENDING if done is None else SKIPPED,
+                "error": None,
+                "views": None if done is None else [view["view"] for view in done.views],
+            }
+        )
+    return checked

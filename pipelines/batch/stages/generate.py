@@ -16,7 +16,7 @@ import ray
 from cosmos_ray.core.guardrails import Blocked
 from cosmos_ray.core.progress import Step
 from cosmos_ray.core.result import GenerationResult
-from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.spec_formats import Spec
 from pipelines.batch.schemas import GENERATED_SCHEMA, with_specs
 from pipelines.batch.stages.base import Stage
 from pipelines.group import GPUGroup, GroupConfig, SampleError
@@ -68,12 +68,13 @@ class GroupActor:
         # Named by actor id, so a restarted actor removes the placement group of its previous incarnation.
         name = f"{placement_group_prefix}{ray.get_runtime_context().get_actor_id()}"
         self.group = GPUGroup(config, name=name)
+        self.model = config.engine.model  # the official model: its spec format
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = [self._generate(row, spec) for row, spec in with_specs(batch)]
+        rows = [self._generate(row, spec) for row, spec in with_specs(batch, self.model)]
         return pa.Table.from_pylist(rows, schema=GENERATED_SCHEMA)
 
-    def _generate(self, row: dict[str, Any], spec: GenerationSpec) -> dict[str, Any]:
+    def _generate(self, row: dict[str, Any], spec: Spec) -> dict[str, Any]:
         started = time.monotonic()
         if row["blocked"] is not None or row["error"] is not None:
             return {**row, "frames": b"", "frames_shape": [], "fps": spec.fps, "metadata_json": "{}", "generate_s": 0.0}
@@ -101,7 +102,7 @@ class GroupActor:
             "generate_s": time.monotonic() - started,
         }
 
-    def _stream(self, spec: GenerationSpec) -> GenerationResult:
+    def _stream(self, spec: Spec) -> GenerationResult:
         """The group's result for `spec`, logging its steps; a sample whose rank worker died is run again on the
         restarted group, up to `RANK_DEATH_RETRIES` times, before its `SampleError` is raised."""
         retries = RANK_DEATH_RETRIES

@@ -12,14 +12,14 @@ import pyarrow as pa
 import ray
 
 from cosmos_ray.core.guardrails import Blocked, Guardrails, check_prompt
-from cosmos_ray.core.spec import GenerationSpec
+from cosmos_ray.core.spec_formats import Spec
 from pipelines.batch.schemas import PENDING_SCHEMA, with_specs
 from pipelines.batch.stages.base import Stage
 
 PROMPT_CHECK_CPUS = 1.0  # the prompt check actor (Blocklist and Qwen3Guard-Gen-0.6B on the CPU)
 
 
-def prompt_stage(guardrails: Guardrails) -> Stage:
+def prompt_stage(guardrails: Guardrails, model: str) -> Stage:
     return Stage(
         "prompt",
         PromptCheck,
@@ -28,7 +28,7 @@ def prompt_stage(guardrails: Guardrails) -> Stage:
             "compute": ray.data.ActorPoolStrategy(size=1),
             "num_cpus": PROMPT_CHECK_CPUS,
         },
-        fn_constructor_kwargs={"guardrails": guardrails},
+        fn_constructor_kwargs={"guardrails": guardrails, "model": model},
     )
 
 
@@ -38,14 +38,17 @@ class PromptCheck:
     A check that cannot run fails its row (the `error` column) rather than letting the prompt through.
     """
 
-    def __init__(self, guardrails: Guardrails):
+    def __init__(self, guardrails: Guardrails, model: str):
         guardrails.load("prompt", "cpu")  # a missing model stops the job here, not at every row
         self.guardrails = guardrails
+        self.model = model  # the official model: its spec format
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return pa.Table.from_pylist([self._check(row, spec) for row, spec in with_specs(batch)], schema=PENDING_SCHEMA)
+        return pa.Table.from_pylist(
+            [self._check(row, spec) for row, spec in with_specs(batch, self.model)], schema=PENDING_SCHEMA
+        )
 
-    def _check(self, row: dict[str, Any], spec: GenerationSpec) -> dict[str, Any]:
+    def _check(self, row: dict[str, Any], spec: Spec) -> dict[str, Any]:
         try:
             check_prompt(self.guardrails, spec.prompt)
         except Blocked as blocked:
