@@ -53,7 +53,7 @@ from cosmos_ray.offload import Offloader
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.decode import decode_spread
 from cosmos_ray.records import video_record
-from cosmos_ray.sampling import Sampler, get_sampler
+from cosmos_ray.sampling import HeldFrames, Sampler, get_sampler
 from cosmos_ray.stages import step_reporter, timed, to_uint8_frames
 
 
@@ -313,8 +313,8 @@ class Generator:
         return prompt, negative[0] if negative else None
 
     def guided(self, spec: Spec) -> bool:
-        """Whether the spec's sampling runs an unconditional pass (the sampler uses guidance, `guidance` not 0)."""
-        return self.sampler.uses_guidance and spec.guidance != 0
+        """Whether the spec's sampling runs an unconditional pass, so needs the negative prompt's embedding."""
+        return self.sampler.runs_unconditional(spec.guidance)
 
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """Each text's embedding (1, 512, D) on the device, encoded one at a time (through the embedding cache).
@@ -331,15 +331,17 @@ class Generator:
         self,
         spec: Spec,
         prompts: tuple[torch.Tensor, torch.Tensor | None],
-        conditional: torch.Tensor | None,
+        conditional: torch.Tensor | HeldFrames | None,
         seed: int,
         latent_frames: int,
         size: tuple[int, int],
         progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
         """Denoises the sampler's initial noise of `seed`, (1, C, latent_frames, H/8, W/8) for `size` (H, W),
-        with the spec's steps and guidance, holding the `conditional` latents (1, C, n, H/8, W/8) clean on the
-        first n frames. An offloaded DiT is on the GPU for this call only."""
+        with the spec's steps and guidance, holding `conditional` clean: latents (1, C, n, H/8, W/8) of the first
+        n frames, or any `HeldFrames`. An offloaded DiT is on the GPU for this call only."""
+        if isinstance(conditional, torch.Tensor):
+            conditional = HeldFrames.leading(conditional, latent_frames)
         if conditional is not None and not self.sampler.holds_conditional_frames:
             raise SpecError(
                 repr(spec.name),
@@ -357,7 +359,7 @@ class Generator:
                 *prompts,
                 num_steps=spec.num_steps,
                 guidance=spec.guidance,
-                conditional_latents=conditional,
+                held=conditional,
                 timestep_scale=self.dit.cfg.timestep_scale,
                 model_dtype=self.dtype,
                 progress=progress,

@@ -129,7 +129,8 @@ def test_the_prompt_conditions_front_wide_and_the_empty_prompt_the_other_views(e
     seen.clear()
     with pytest.raises(RuntimeError, match="stop after the spy"):
         engine(_spec(guidance=0))
-    assert seen["prompts"][1] is None  # guidance 0: no unconditional pass
+    # guidance 0 still runs the unconditional pass: the official multiview guidance is uncond + g (cond - uncond)
+    assert torch.equal(seen["prompts"][1], negative)
 
 
 def test_the_engine_refuses_what_is_not_built_and_the_other_format(engine):
