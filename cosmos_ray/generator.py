@@ -384,8 +384,10 @@ class Generator:
         return read_conditioning(spec, num_pixel, height, width, storage=self.storage, limits=self.media_limits)
 
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (1 + 4 k, H, W, 3) pixel frames -> clean latents (1, C, 1 + k, H/8, W/8), float32."""
-        video = torch.from_numpy(frames).to(self.device).permute(3, 0, 1, 2)[None]  # (1, 3, T, H, W)
+        """uint8 (1 + 4 k, H, W, 3) pixel frames -> clean latents (1, C, 1 + k, H/8, W/8), float32; or a batch
+        of clips (B, 1 + 4 k, H, W, 3) -> (B, C, 1 + k, H/8, W/8), each encoded on its own (the multiview views)."""
+        video = torch.from_numpy(frames).to(self.device).movedim(-1, -4)  # ([B,] 3, T, H, W)
+        video = video if video.ndim == 5 else video[None]  # (B, 3, T, H, W)
         video = normalize_pixels(video, self.vae.dtype)
         with self.offloader.running(self.vae.encoding_modules, self.offload.tokenizer):
             return self.vae.encode(video).float()

@@ -112,5 +112,6 @@ class Sampler(ABC):
 
         `prompt_embedding` / `negative_embedding`: (B, L, D) text embeddings (the negative one None when
         `runs_unconditional(guidance)` is False). `held`: the latent frames held clean (None: none).
-        `timestep_scale`: the net's, which it multiplies its timestep input by. The model runs in `model_dtype`. `progress(step, total)` is called after every step.
+        `timestep_scale`: the net's, which it multiplies its timestep input by. The model runs in
+        `model_dtype`. `progress(step, total)` is called after every step.
         """

@@ -57,7 +57,9 @@ class SamplerConfig:
         if variant == "pre-trained":  # shift-5 schedule, conditional frames share the noisy timestep
             return cls(ScheduleConfig(kind="shift", shift=5.0), conditional_frame_timestep=None)
         if variant == "multiview":  # the pre-trained recipe, guided from the unconditional pass
-            return cls(ScheduleConfig(kind="shift", shift=5.0), conditional_frame_timestep=None, guidance_from="unconditional")
+            return cls(
+                ScheduleConfig(kind="shift", shift=5.0), conditional_frame_timestep=None, guidance_from="unconditional"
+            )
         raise ValueError(f"unknown model variant {variant!r}; expected one of {', '.join(VARIANTS)}")
 
     def num_evaluations(self, num_steps: int) -> int:
@@ -91,8 +93,9 @@ def sample(
     """Runs the sampler from `noise` (B, C, T, H, W) to clean latents of the same shape (float32).
 
     `prompt_embedding` / `negative_embedding` are (B, L, D) text embeddings; the negative one is only
-    used when `config.runs_unconditional(guidance)`. `held`: the latent frames held clean (None: none). The model gets timesteps in flow time x 1000 and runs in `model_dtype`; latents and solver
-    stay float32. `progress(step, num_steps)` is called after every step: the post-trained schedule evaluates
+    used when `config.runs_unconditional(guidance)`. `held`: the latent frames held clean (None: none).
+    The model gets timesteps in flow time x 1000 and runs in `model_dtype`; latents and solver stay float32.
+    `progress(step, num_steps)` is called after every step: the post-trained schedule evaluates
     the model `num_steps + 1` times (as the official sampler does), and its first step takes two evaluations,
     so the count always ends at `num_steps`.
     """
