@@ -20,7 +20,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 
 def test_unknown_recipe_lists_the_registered_ones():
     with pytest.raises(
-        ValueError, match="unknown sampler recipe 'mid-trained'; registered: few-step, multiview, post-trained, pre-trained"
+        ValueError,
+        match="unknown sampler recipe 'mid-trained'; registered: few-step, multiview, post-trained, pre-trained",
     ):
         get_sampler("mid-trained")
     with pytest.raises(ValueError, match="a sampler is already registered as 'few-step'"):
