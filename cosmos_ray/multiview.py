@@ -5,6 +5,7 @@ seven views out, in one process.
     result = engine(spec)          # spec: cosmos_ray.core.multiview_spec.MultiviewSpec
     result.frames                  # uint8 (7 x 29, H, W, 3): the views one after another, as the official mp4
     result.metadata["views"]       # [{"camera": "front_wide", "frames": [0, 29]}, ...]: where each view is
+                                   # ("rows" [start, stop) in place of "frames" for stack_mode "height")
 
 It is built on a base `Generator` holding the multiview net (`cosmos_ray.models.multiview_dit.MultiviewDiT`), whose
 text encoder and embedding cache, VAE, sampler, offloading and stage timings it uses as they are. What the official
@@ -16,12 +17,23 @@ inference does (cosmos_predict2/multiview.py and `_src/predict2_multiview/` at 7
   of `compute_empty_and_negative_text_embeddings`) every other view; the unconditional pass (the inference
   passes `use_negative_prompt` True) has the default negative prompt's embedding at front_wide and " " elsewhere
   (`compute_text_embeddings_online_multiview_single_caption`, multiview_vid2vid_model_rectified_flow.py);
-- the model's sampler (`2B/auto/multiview`'s recipe in `cosmos_ray.core.registry`) denoises the whole sequence;
+- image2world / video2world: each camera's video (`cosmos_ray.multiview_inputs`: its first frames every rate / fps,
+  stretched to the resolution) is VAE-encoded view by view, and each view's first 1 / 2 latent frames are held clean
+  in the sequence (`view_held_frames`: the official condition location "first_random_n", the mask 1 on those
+  frames of every view); they share the noisy frames' timestep (no `conditional_frame_timestep`);
+- the model's sampler (the "multiview" recipe: the shift-5 UniPC loop, guided from the unconditional pass,
+  uncond + g (cond - uncond), both passes at every guidance) denoises the whole sequence;
 - the VAE decodes each view on its own (`MultiviewVid2VidModelRectifiedFlow.decode`: views folded into the batch);
-- `stack_mode` "time" writes the views one after another in time, (3, 7 x 29, H, W) (`arrange_video_visualization`).
+- `stack_mode` "time" writes the views one after another in time, (3, 7 x T, H, W); "height" one above another,
+  (3, T, 7 x H, W), in the official layout's order (`HEIGHT_ORDER`; `arrange_video_visualization`, whose names the
+  1.5.0 inference does not find: see docs/reference-notes.md);
+- the autoregressive mode (`generate_from_batch_autoregressive`): `num_chunks` chunks of 29 frames per view, chunk
+  k > 0 conditioned on `chunk_overlap` latent frames encoded from the previous chunk's last `chunk_overlap` frames
+  of each view (uint8, then black), every chunk with the spec's seed; each view is chunk 0 then every later chunk
+  from frame `chunk_overlap`: 29 + (num_chunks - 1) (29 - chunk_overlap) frames. It runs through the base mode's
+  `autoregressive.windows` / `generate`, with a frame of all seven views.
 
-Not built yet (issue 30): image2world / video2world (each view's first latent frames held clean), `stack_mode`
-"height", the autoregressive mode, and context parallelism; specs asking for them get a SpecError naming the field.
+Not built yet (issue 30): context parallelism (one process per sample).
 """
 
 from __future__ import annotations
