@@ -5,11 +5,13 @@ frames held, and the chunks of the autoregressive mode conditioned and stitched 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from cosmos_ray.autoregressive import Chunk
 from cosmos_ray.conditioning import resize
 from cosmos_ray.core.media import MediaError, write_mp4
 from cosmos_ray.core.multiview_spec import CAMERAS, FRAMES_PER_VIEW, MULTIVIEW_MODEL, MultiviewSpec
@@ -91,7 +93,7 @@ class _Stop(Exception):
 def test_video2world_holds_each_views_first_two_latent_frames(engine, tmp_path, monkeypatch):
     videos = _write_videos(tmp_path, rate=30, num_frames=29)
     spec = _spec("video2world", videos, guidance=3)
-    seen = {}
+    seen: dict[str, Any] = {}
 
     def spy(spec, prompts, conditional, seed, latent_frames, size, progress=None):
         seen.update(held=conditional, latent_frames=latent_frames)
@@ -119,13 +121,14 @@ def test_autoregressive_chunks_are_conditioned_on_the_previous_chunks_last_frame
     videos = _write_videos(tmp_path, rate=30, num_frames=29)
     spec = _spec("image2world", videos, enable_autoregressive=True, num_chunks=3, chunk_overlap=2, seed=5)
     height, width = TINY_SIZE
-    calls = []
+    calls: list[tuple[Chunk, np.ndarray]] = []
 
     def level(frame, chunk, view):  # the fake chunk's frames: flat, by frame, chunk and view
         return ((3 * frame + 100 * chunk + view) % 256).astype(np.uint8)
 
     def fake_chunk(spec, prompts, chunk, conditioning, timings, progress, num_chunks):
-        calls.append((chunk, None if conditioning is None else conditioning.copy()))
+        assert conditioning is not None  # image2world: every chunk is conditioned
+        calls.append((chunk, conditioning.copy()))
         levels = level(np.arange(FRAMES_PER_VIEW)[:, None], chunk.index, np.arange(len(CAMERAS)))  # (29, V)
         return np.broadcast_to(levels[:, :, None, None, None], (FRAMES_PER_VIEW, len(CAMERAS), height, width, 3))
 

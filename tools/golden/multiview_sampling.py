@@ -72,7 +72,7 @@ def official_multiview_model(official: Official, net, tokenizer):
     conditioner_config = official.module("predict2_multiview.configs.vid2vid.defaults.conditioner")
     lazy = official.module("imaginaire.lazy_config")
     unipc = official.module("predict2.models.fm_solvers_unipc")
-    mv.get_process_group_ranks = lambda group: [0]  # one rank: no context parallelism
+    mv.get_process_group_ranks = lambda group: [0]  # type: ignore[attr-defined]  # one rank: no context parallelism
     model = mv.MultiviewVid2VidModelRectifiedFlow.__new__(mv.MultiviewVid2VidModelRectifiedFlow)
     torch.nn.Module.__init__(model)
     model.config = mv.MultiviewVid2VidModelRectifiedFlowConfig(
