@@ -343,11 +343,8 @@ class Generator:
         if isinstance(conditional, torch.Tensor):
             conditional = HeldFrames.leading(conditional, latent_frames)
         if conditional is not None and not self.sampler.holds_conditional_frames:
-            raise SpecError(
-                repr(spec.name),
-                "inference_type",
-                f"the sampler ({type(self.sampler).__name__}) holds no conditional frames",
-            )
+            reason = f"the sampler ({type(self.sampler).__name__}) holds no conditional frames"
+            raise SpecError(repr(spec.name), "inference_type", reason)
         c = self.vae.cfg
         height, width = size
         shape = (1, c.latent_channels, latent_frames, height // c.spatial_compression, width // c.spatial_compression)
@@ -384,8 +381,8 @@ class Generator:
         return read_conditioning(spec, num_pixel, height, width, storage=self.storage, limits=self.media_limits)
 
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (1 + 4 k, H, W, 3) pixel frames -> clean latents (1, C, 1 + k, H/8, W/8), float32; or a batch
-        of clips (B, 1 + 4 k, H, W, 3) -> (B, C, 1 + k, H/8, W/8), each encoded on its own (the multiview views)."""
+        """uint8 ([B,] 1 + 4 k, H, W, 3) pixel frames -> clean latents (B, C, 1 + k, H/8, W/8), float32, B = 1
+        without a batch; each clip (a multiview view) encoded on its own."""
         video = torch.from_numpy(frames).to(self.device).movedim(-1, -4)  # ([B,] 3, T, H, W)
         video = video if video.ndim == 5 else video[None]  # (B, 3, T, H, W)
         video = normalize_pixels(video, self.vae.dtype)
