@@ -19,7 +19,9 @@ script reads the others from the clip it was given (`InputClip`) and black past 
 
 The driver (`generate`) holds the finished video as uint8 on the CPU and hands each window only its
 conditioning frames, so the device holds one window at a time, however long the video.
-`generate_long_video` runs a generator's stages (encode, sample, decode) as those windows.
+`generate_long_video` runs a generator's stages (encode, sample, decode) as those windows. The multiview
+engine (`cosmos_ray.multiview`) runs its chunks through the same `windows` layout and `generate` driver, with
+frames of all its views at once and one seed for every chunk.
 """
 
 from __future__ import annotations
@@ -99,19 +101,30 @@ class Chunk:
 
 def plan(spec: GenerationSpec) -> list[Chunk]:
     """The windows of an autoregressive spec, in generation order."""
-    stride = spec.chunk_size - spec.chunk_overlap
+    return windows(
+        spec.num_output_frames, spec.chunk_size, spec.chunk_overlap, spec.num_conditional_frames or 0, spec.seed
+    )
+
+
+def windows(
+    num_frames: int, chunk_size: int, chunk_overlap: int, first_conditional: int, seed: int, seed_step: int = 1
+) -> list[Chunk]:
+    """The windows of a video of `num_frames`: window k covers [k (chunk_size - chunk_overlap), + chunk_size), cut
+    at the end, is conditioned on `first_conditional` latent frames (k = 0) or `chunk_overlap` (k > 0), and samples
+    with seed + k * `seed_step` (the base models step 1, the multiview model 0)."""
+    stride = chunk_size - chunk_overlap
     chunks = []
-    for index in range(count_chunks(spec.num_output_frames, spec.chunk_size, spec.chunk_overlap)):
+    for index in range(count_chunks(num_frames, chunk_size, chunk_overlap)):
         start = index * stride
         first = index == 0
         chunks.append(
             Chunk(
                 index=index,
                 start=start,
-                end=min(start + spec.chunk_size, spec.num_output_frames),
-                num_conditional=(spec.num_conditional_frames or 0) if first else spec.chunk_overlap,
-                seed=spec.seed + index,
-                skip=0 if first else spec.chunk_overlap,
+                end=min(start + chunk_size, num_frames),
+                num_conditional=first_conditional if first else chunk_overlap,
+                seed=seed + index * seed_step,
+                skip=0 if first else chunk_overlap,
             )
         )
     return chunks
@@ -142,7 +155,7 @@ class InputClip:
     """The conditioning input as the official script lays it out over the whole video: `frames` from frame 0
     on, then `frames[-1]` repeated (a video input) or black (an image input, and text2world's empty clip)."""
 
-    frames: np.ndarray  # uint8 (F, H, W, 3): the first window's conditioning frames; F = 0 for text2world
+    frames: np.ndarray  # uint8 (F, *frame): the first window's conditioning frames; F = 0 for text2world
     repeat_last: bool
 
     def frame(self, position: int) -> np.ndarray | None:
@@ -156,9 +169,10 @@ class InputClip:
 
 class Window(Protocol):
     def __call__(self, chunk: Chunk, conditioning: np.ndarray | None) -> np.ndarray:
-        """The window's `chunk.length` frames, uint8 (length, H, W, 3), generated with `chunk.seed` from
-        `conditioning`: uint8 (1 + r (n - 1), H, W, 3) pixel frames for its n = `chunk.num_conditional`
-        latent frames (r: the VAE's temporal compression), None when n = 0."""
+        """The window's `chunk.length` frames, uint8 (length, *frame), generated with `chunk.seed` from
+        `conditioning`: uint8 (1 + r (n - 1), *frame) pixel frames for its n = `chunk.num_conditional`
+        latent frames (r: the VAE's temporal compression), None when n = 0. A frame is (H, W, 3), or
+        (V, H, W, 3) for the views of the multiview model."""
 
 
 def conditioning_frames(
@@ -185,10 +199,11 @@ def generate(
     window: Window,
     clip: InputClip,
     *,
-    frame_shape: tuple[int, int],
+    frame_shape: tuple[int, ...],
     temporal_compression: int,
 ) -> np.ndarray:
-    """Runs `window` for every chunk in order and stitches the video, uint8 (T, H, W, 3) on the CPU.
+    """Runs `window` for every chunk in order and stitches the video, uint8 (T, *frame_shape, 3) on the CPU
+    (`frame_shape`: (H, W), or (V, H, W) for several views).
 
     A window's frames overwrite the video from its first kept frame on, as the official script's canvas:
     so the positions generated before window k are [window 0's conditional frames, window k-1's end).

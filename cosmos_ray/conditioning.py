@@ -3,7 +3,8 @@
 Follows the official `video2world.py`: the input is resized (aspect ratio kept, bilinear with antialiasing,
 sizes rounded up) to cover the target and center-cropped to it; an image becomes the first frame of a clip
 whose other frames are black; a video contributes its *last* 1 + 4 (n - 1) frames for n latent conditional
-frames. Frames are uint8 (T, H, W, 3) RGB; reading the files is `cosmos_ray.core.media`.
+frames. Frames are uint8 (T, H, W, 3) RGB; reading the files is `cosmos_ray.core.media`. The multiview model's
+reader stretches its inputs to the target instead (`resize`, `cosmos_ray.multiview_inputs`).
 """
 
 from __future__ import annotations
@@ -38,13 +39,26 @@ def resize_and_center_crop(frames: np.ndarray, height: int, width: int) -> np.nd
     in_height, in_width = frames.shape[1:3]
     scale = max(width / in_width, height / in_height)
     size = (math.ceil(scale * in_height), math.ceil(scale * in_width))
-    video = torch.tensor(frames).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
-    if size != (in_height, in_width):
-        video = F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True)
+    video = _scaled(frames, size)  # (T, 3, size)
     top = int(round((size[0] - height) / 2.0))
     left = int(round((size[1] - width) / 2.0))
     video = video[:, :, top : top + height, left : left + width].round().to(torch.uint8)
     return video.permute(0, 2, 3, 1).numpy()  # (T, height, width, 3)
+
+
+def resize(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Scale uint8 (T, h, w, 3) frames to exactly (height, width), the aspect ratio not kept: torchvision's
+    `Resize((height, width))` on uint8 tensors (bilinear with antialiasing on float values, rounded back)."""
+    video = _scaled(frames, (height, width)).round().to(torch.uint8)
+    return video.permute(0, 2, 3, 1).numpy()  # (T, height, width, 3)
+
+
+def _scaled(frames: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (T, h, w, 3) -> float (T, 3, *size): bilinear with antialiasing (none when the size is kept)."""
+    video = torch.tensor(frames).permute(0, 3, 1, 2).float()  # (T, 3, h, w)
+    if size != tuple(video.shape[2:]):
+        video = F.interpolate(video, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return video
 
 
 def read_conditioning(

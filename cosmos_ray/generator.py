@@ -53,7 +53,7 @@ from cosmos_ray.offload import Offloader
 from cosmos_ray.parallel import ParallelContext, ParallelDiT
 from cosmos_ray.parallel.decode import decode_spread
 from cosmos_ray.records import video_record
-from cosmos_ray.sampling import Sampler, get_sampler
+from cosmos_ray.sampling import HeldFrames, Sampler, get_sampler
 from cosmos_ray.stages import step_reporter, timed, to_uint8_frames, with_net_inputs
 
 
@@ -313,8 +313,8 @@ class Generator:
         return prompt, negative[0] if negative else None
 
     def guided(self, spec: Spec) -> bool:
-        """Whether the spec's sampling runs an unconditional pass (the sampler uses guidance, `guidance` not 0)."""
-        return self.sampler.uses_guidance and spec.guidance != 0
+        """Whether the spec's sampling runs an unconditional pass, so needs the negative prompt's embedding."""
+        return self.sampler.runs_unconditional(spec.guidance)
 
     def encode_texts(self, texts: Sequence[str]) -> list[torch.Tensor]:
         """Each text's embedding (1, 512, D) on the device, encoded one at a time (through the embedding cache).
@@ -331,7 +331,7 @@ class Generator:
         self,
         spec: Spec,
         prompts: tuple[torch.Tensor, torch.Tensor | None],
-        conditional: torch.Tensor | None,
+        conditional: torch.Tensor | HeldFrames | None,
         seed: int,
         latent_frames: int,
         size: tuple[int, int],
@@ -339,15 +339,14 @@ class Generator:
         net_inputs: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Denoises the sampler's initial noise of `seed`, (1, C, latent_frames, H/8, W/8) for `size` (H, W),
-        with the spec's steps and guidance, holding the `conditional` latents (1, C, n, H/8, W/8) clean on the
-        first n frames; `net_inputs`: further (1, ...) inputs of the family's DiT (e.g. `actions`). An offloaded
-        DiT is on the GPU for this call only."""
+        with the spec's steps and guidance, holding `conditional` clean: latents (1, C, n, H/8, W/8) of the first
+        n frames, or any `HeldFrames`; `net_inputs`: further (1, ...) inputs of the family's DiT (e.g. `actions`).
+        An offloaded DiT is on the GPU for this call only."""
+        if isinstance(conditional, torch.Tensor):
+            conditional = HeldFrames.leading(conditional, latent_frames)
         if conditional is not None and not self.sampler.holds_conditional_frames:
-            raise SpecError(
-                repr(spec.name),
-                "inference_type",
-                f"the sampler ({type(self.sampler).__name__}) holds no conditional frames",
-            )
+            reason = f"the sampler ({type(self.sampler).__name__}) holds no conditional frames"
+            raise SpecError(repr(spec.name), "inference_type", reason)
         c = self.vae.cfg
         height, width = size
         shape = (1, c.latent_channels, latent_frames, height // c.spatial_compression, width // c.spatial_compression)
@@ -360,7 +359,7 @@ class Generator:
                 *prompts,
                 num_steps=spec.num_steps,
                 guidance=spec.guidance,
-                conditional_latents=conditional,
+                held=conditional,
                 timestep_scale=self.dit.cfg.timestep_scale,
                 model_dtype=self.dtype,
                 progress=progress,
@@ -385,8 +384,10 @@ class Generator:
         return read_conditioning(spec, num_pixel, height, width, storage=self.storage, limits=self.media_limits)
 
     def encode_frames(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 (1 + 4 k, H, W, 3) pixel frames -> clean latents (1, C, 1 + k, H/8, W/8), float32."""
-        video = torch.from_numpy(frames).to(self.device).permute(3, 0, 1, 2)[None]  # (1, 3, T, H, W)
+        """uint8 ([B,] 1 + 4 k, H, W, 3) pixel frames -> clean latents (B, C, 1 + k, H/8, W/8), float32, B = 1
+        without a batch; each clip (a multiview view) encoded on its own."""
+        video = torch.from_numpy(frames).to(self.device).movedim(-1, -4)  # ([B,] 3, T, H, W)
+        video = video if video.ndim == 5 else video[None]  # (B, 3, T, H, W)
         video = normalize_pixels(video, self.vae.dtype)
         with self.offloader.running(self.vae.encoding_modules, self.offload.tokenizer):
             return self.vae.encode(video).float()

@@ -4,7 +4,7 @@ the three views stacked in height out (the official mp4).
     engine = RobotMultiviewEngine.from_options(EngineOptions(source="tiny", model="2B/robot/multiview-agibot"))
     result = engine(spec)        # spec: cosmos_ray.core.agibot_spec.AgibotSpec
     result.frames                # uint8 (93, 3 H, W, 3): head, hand_0, hand_1 from top to bottom, 30 fps
-    result.metadata["views"]     # [{"camera": "head", "frames": [0, 93], "rows": [0, H]}, ...]: where each view is
+    result.metadata["views"]     # [{"camera": "head", "rows": [0, H]}, ...]: where each view is
 
 Built on a base `Generator` holding the camera net (`cosmos_ray.models.camera_dit.CameraDiT`). What the official
 inference does (cosmos_predict2/robot_multiview.py, `_src/predict2/camera/models/
@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +44,7 @@ from cosmos_ray.models.camera_dit import CameraDiT
 from cosmos_ray.models.plucker import invert_pose, plucker_tokens
 from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.records import video_record
-from cosmos_ray.sampling.base import VelocityModel
+from cosmos_ray.sampling import HeldFrames
 from cosmos_ray.stages import step_reporter, to_uint8_frames
 
 # (H, W) of the pictures the camera files' intrinsics describe (the AgiBot data's 480p, 768 x 432); the official
@@ -83,28 +82,6 @@ def read_view_image(data: bytes, size: tuple[int, int]) -> torch.Tensor:
     top, left = int(round((image.height - height) / 2.0)), int(round((image.width - width) / 2.0))
     pixels = torch.from_numpy(np.asarray(image.crop((left, top, left + width, top + height)), dtype=np.uint8).copy())
     return (pixels.permute(2, 0, 1).float() / 255 - 0.5) / 0.5
-
-
-def hold_frames(
-    sample: Callable[..., torch.Tensor], model: VelocityModel, noise: torch.Tensor, held: Sequence[int]
-) -> Callable[..., torch.Tensor]:
-    """Runs `sample(model, noise, conditional_latents=...)`, a sampler that holds the first frames, holding frames
-    `held` instead: the frames are reordered (held ones first) around the sampler and back around the model, which
-    changes nothing (every step of the sampler is per frame). Returns `run(clean)`: clean (B, C, len(held), H, W)."""
-    frames = noise.shape[2]
-    order = torch.tensor([*held, *(t for t in range(frames) if t not in held)], device=noise.device)
-    inverse = torch.argsort(order)
-
-    def reordered_model(
-        x: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor, *, condition_mask: torch.Tensor
-    ) -> torch.Tensor:
-        velocity = model(x[:, :, inverse], timesteps[:, inverse], context, condition_mask=condition_mask[:, :, inverse])
-        return velocity[:, :, order]
-
-    def run(clean: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return sample(reordered_model, noise[:, :, order], conditional_latents=clean, **kwargs)[:, :, inverse]
-
-    return run
 
 
 class RobotMultiviewEngine:
@@ -160,8 +137,7 @@ class RobotMultiviewEngine:
         metadata = video_record(generator, spec, frames, timings)
         height = size[0]
         metadata["views"] = [
-            {"camera": view, "frames": [0, frames.shape[0]], "rows": [index * height, (index + 1) * height]}
-            for index, view in enumerate(VIEWS)
+            {"camera": view, "rows": [index * height, (index + 1) * height]} for index, view in enumerate(VIEWS)
         ]
         metadata["stack_mode"] = "height"
         metadata["cameras"] = {
@@ -209,18 +185,20 @@ class RobotMultiviewEngine:
         _, channels, _, h, w = first_latents.shape
         noise = generator.sampler.initial_noise(spec.seed, (1, channels, state_t, h, w), self.device)
         noise = torch.cat([torch.cat([first, noise[:, :, 1:]], dim=2) for first in first_latents[:, None]], dim=2)
-        clean = net_order(first_latents).transpose(0, 2)  # (1, C, V, h, w)
+        # each view's first latent held: frames 0, state_t, 2 state_t of the sequence, in the net's order
+        clean = torch.zeros_like(noise)
+        clean[:, :, ::state_t] = net_order(first_latents).transpose(0, 2)  # (1, C, V, h, w)
+        mask = torch.zeros(views * state_t, dtype=torch.bool, device=noise.device)
+        mask[::state_t] = True
         model = partial(generator.velocity_model, camera=rays.to(self.device))
         evaluations = generator.sampler.num_evaluations(spec.num_steps)
-        held = [view * state_t for view in range(views)]
-        run = hold_frames(generator.sampler.sample, scheduled(model, generator.dit.quantized_attention, evaluations),
-                          noise, held)  # fmt: skip
         with generator.offloader.running([generator.dit], generator.offload.diffusion_model):
-            return run(
-                clean,
-                prompt_embedding=prompts[0],
-                negative_embedding=prompts[1],
+            return generator.sampler.sample(
+                scheduled(model, generator.dit.quantized_attention, evaluations),
+                noise,
+                *prompts,
                 num_steps=spec.num_steps,
+                held=HeldFrames(clean, mask),
                 guidance=spec.guidance,
                 timestep_scale=generator.dit.cfg.timestep_scale,
                 model_dtype=generator.dtype,

@@ -9,7 +9,7 @@ from diffusers import AutoencoderKLWan, CosmosTransformer3DModel
 
 from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
 from cosmos_ray.models.vae import VAEConfig, WanVAE
-from cosmos_ray.sampling.base import SamplingError
+from cosmos_ray.sampling.base import HeldFrames, SamplingError
 from cosmos_ray.sampling.guided import SamplerConfig, initial_noise, sample
 from cosmos_ray.sampling.schedule import ScheduleConfig, make_schedule
 from tests.oracles import diffusers_pipeline
@@ -94,7 +94,7 @@ def test_sampler_matches_diffusers_pipeline(num_latent_conditional, guidance):
         config=config,
         num_steps=num_steps,
         guidance=guidance,
-        conditional_latents=conditional,
+        held=None if conditional is None else HeldFrames.leading(conditional, noise.shape[2]),
     )
     assert rel_err(ours, theirs) < 1e-5
 
@@ -131,7 +131,7 @@ def run_recorded(guidance=7.0, conditional=None, variant="post-trained", num_ste
         config=SamplerConfig.preset(variant),
         num_steps=num_steps,
         guidance=guidance,
-        conditional_latents=conditional,
+        held=None if conditional is None else HeldFrames.leading(conditional, noise.shape[2]),
         progress=progress,
     )
     return model, noise, prompt, negative, latents

@@ -22,6 +22,7 @@ from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.generator import Generator
 from cosmos_ray.loading import ModelInfo
 from cosmos_ray.models.text import TextEncoder, normalize_per_token
+from cosmos_ray.sampling.base import HeldFrames
 from cosmos_ray.sampling.guided import GuidedSampler, SamplerConfig, initial_noise, sample
 from cosmos_ray.sampling.schedule import make_schedule
 from cosmos_ray.sampling.unipc import UniPCSolver
@@ -111,7 +112,9 @@ def test_sampling_loop_matches_official(name):
         config=SamplerConfig.preset(case["variant"]),
         num_steps=case["num_steps"],
         guidance=case["guidance"],
-        conditional_latents=unpack(golden["clean_latents"])[:, :, :num_conditional] if num_conditional else None,
+        held=HeldFrames.leading(unpack(golden["clean_latents"])[:, :, :num_conditional], golden["shape"][2])
+        if num_conditional
+        else None,
     )
     # bit for bit: the solver's coefficients are the official float32 ones, applied in the official order
     torch.testing.assert_close(latents, unpack(case["latents"]), rtol=0, atol=0)

@@ -23,6 +23,7 @@ from cosmos_ray.parallel.config import ParallelConfig, ParallelLayoutError
 from cosmos_ray.parallel.context import ParallelContext
 from cosmos_ray.parallel.dit import ParallelDiT, split_sizes
 from cosmos_ray.parallel.ulysses import ulysses_attention
+from cosmos_ray.sampling.base import HeldFrames
 from cosmos_ray.sampling.guided import SamplerConfig, initial_noise, sample
 
 ATTENTION_FRAMES = (4, 5)  # an even and an uneven split over 2 and 4 ranks
@@ -145,7 +146,7 @@ def _sample(velocity_model, case: str, guidance: int) -> torch.Tensor:
         config=SamplerConfig.preset("post-trained"),
         num_steps=SAMPLE_STEPS,
         guidance=guidance,
-        conditional_latents=conditional,
+        held=None if conditional is None else HeldFrames.leading(conditional, 5),
     )
 
 

@@ -108,9 +108,17 @@ def test_samplers_follow_the_official_experiments():
 
     assert sampler("2B/post-trained") == GuidedSampler(SamplerConfig.preset("post-trained"))
     # 2B/auto/multiview: shift 5 (its experiment and generate_samples_from_batch), no karras, no
-    # conditional_frame_timestep (buttercup2p5_rectified_flow.py at 7e5ffc83 sets neither)
-    for name in ("2B/pre-trained", "14B/pre-trained", "14B/post-trained", "2B/auto/multiview"):
+    # conditional_frame_timestep (buttercup2p5_rectified_flow.py at 7e5ffc83 sets neither), guided from the
+    # unconditional pass (MultiviewVid2VidModelRectifiedFlow.get_velocity_fn_from_batch)
+    for name in ("2B/pre-trained", "14B/pre-trained", "14B/post-trained"):
         assert sampler(name) == GuidedSampler(SamplerConfig.preset("pre-trained"))
+    multiview = SamplerConfig.preset("multiview")
+    assert sampler("2B/auto/multiview") == GuidedSampler(multiview)
+    assert (multiview.schedule, multiview.conditional_frame_timestep, multiview.guidance_from) == (
+        SamplerConfig.preset("pre-trained").schedule,
+        None,
+        "unconditional",
+    )
     assert sampler("2B/distilled") == FewStepSampler()
     assert [
         (s.uses_guidance, s.holds_conditional_frames) for s in map(sampler, ("2B/post-trained", "2B/distilled"))

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 def test_unknown_recipe_lists_the_registered_ones():
     with pytest.raises(
         ValueError,
-        match="unknown sampler recipe 'mid-trained'; registered: few-step, frameinit, post-trained, pre-trained",
+        match="unknown sampler recipe 'mid-trained'; registered: few-step, frameinit, multiview, post-trained, "
+        "pre-trained",
     ):
         get_sampler("mid-trained")
     with pytest.raises(ValueError, match="a sampler is already registered as 'few-step'"):
@@ -56,7 +57,7 @@ class EulerSampler(Sampler):
         *,
         num_steps,
         guidance,
-        conditional_latents=None,
+        held=None,
         timestep_scale,
         model_dtype=torch.float32,
         progress=None,

@@ -33,6 +33,8 @@ file the piece ran, its commit (`--file-commit` names files taken from another c
              conditioner, tiny 2B net and VAE, 3 steps with guidance
   multiview  the official MultiViewDiT of 2B/auto/multiview at tiny widths (7 and 3 views), float32 and bf16, with
              its patch-embedding input, per-view RoPE and per-view cross-attention; its config and key layout
+  multiview_sampling  the official multiview model's conditioning (each view's first latent frames) and sampling
+             loop (guided from the unconditional pass) with the toy network, 3 views; its "height" stacking
   action_cond  the official ActionChunkConditionedMinimalV1LVGDiT of 2B/robot/action-cond at tiny widths (4 latent
              frames, 12 actions), float32 and bf16, with its action MLPs' outputs and what they add to the timestep
              embedding; its config and key layout
@@ -74,6 +76,7 @@ from tools.golden.harness import ROOT, Official
 from tools.golden.media import media
 from tools.golden.model_config import model_config
 from tools.golden.multiview import multiview
+from tools.golden.multiview_sampling import multiview_sampling
 from tools.golden.robot_multiview import robot_multiview
 from tools.golden.robot_rollout import robot_rollout
 from tools.golden.sampling import sampling, toy_velocity
@@ -107,6 +110,7 @@ PIECES = {
     "end_to_end": end_to_end,
     "text_encoder": text_encoder,
     "multiview": multiview,
+    "multiview_sampling": multiview_sampling,
     "action_cond": action_cond,
     "robot_rollout": robot_rollout,
     "robot_multiview": robot_multiview,

@@ -20,7 +20,7 @@ import os
 import posixpath
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from urllib.parse import urlsplit
 
@@ -149,6 +149,26 @@ def read_video(
         limits.check_bytes(size)
         return decode_video(path, last, limits)
     return decode_video(io.BytesIO(read_input_bytes(url, storage, limits)), last, limits)
+
+
+def read_video_start(
+    url: str,
+    count: Callable[[float], int],
+    *,
+    storage: Storage = Storage(),
+    limits: MediaLimits = MediaLimits(),
+) -> tuple[np.ndarray, float]:
+    """The first `count(rate)` frames of the video at `url` (fewer if it is shorter) as uint8 (T, H, W, 3) RGB,
+    and its average frame rate `rate`; checked against `limits` as `read_video`."""
+    from cosmos_ray.core.video_decode import decode_video_start  # PyAV: only where a video is read
+
+    if is_local(url):
+        path = url.removeprefix("file://")
+        with one_line_errors("read", url):
+            size = os.path.getsize(path)
+        limits.check_bytes(size)
+        return decode_video_start(path, count, limits)
+    return decode_video_start(io.BytesIO(read_input_bytes(url, storage, limits)), count, limits)
 
 
 def read_input_bytes(url: str, storage: Storage, limits: MediaLimits) -> bytes:

@@ -170,16 +170,18 @@ MODELS: dict[str, OfficialModel] = {
         # entry in `checkpoints_predict2.py` (file, experiment);
         # the experiment of `predict2_multiview/configs/vid2vid/experiment/buttercup2p5_rectified_flow.py`
         # (state_t 8, shift 5, neither `use_kerras_sigma_at_inference` nor `conditional_frame_timestep` set, so
-        # the base defaults: the shift-5 UniPC schedule with the conditional frames at the noisy timestep, which
-        # is the "pre-trained" recipe; `generate_samples_from_batch` of `multiview_vid2vid_model_rectified_flow.py`
-        # passes shift 5.0); the resolution of `RESOLUTIONS["720p"]` in `cosmos_predict2/multiview.py`.
+        # the base defaults: the shift-5 UniPC schedule with the conditional frames at the noisy timestep, as the
+        # "pre-trained" recipe; `generate_samples_from_batch` of `multiview_vid2vid_model_rectified_flow.py`
+        # passes shift 5.0, and its `get_velocity_fn_from_batch` guides from the unconditional pass,
+        # uncond + g (cond - uncond): the "multiview" recipe); the resolution of `RESOLUTIONS["720p"]` in
+        # `cosmos_predict2/multiview.py`.
         OfficialModel(
             name=MULTIVIEW_MODEL,
             purpose="2B driving model: seven synchronized cameras (29 frames each at 30 fps) from one prompt",
             size="2B",
             dit_file=CheckpointFile(REPOSITORY_2B, "auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt"),
             experiment="buttercup_predict2p5_2b_7views_res720p_fps30_t8_joint_alpamayo1capviewprefix_allcapsviewprefix_29frames_nofps_uniform_dropoutt0",  # noqa: E501
-            sampler_recipe="pre-trained",
+            sampler_recipe="multiview",
             state_t=8,
             trained_resolution=(720, 1280),
             family=MULTIVIEW_FAMILY,

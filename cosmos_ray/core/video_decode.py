@@ -7,8 +7,9 @@ machines that never decode an input video do not need the `av` package.
 from __future__ import annotations
 
 import io
+import itertools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import cast
 
 import av
@@ -26,23 +27,53 @@ def decode_video(source: str | io.BytesIO, last: int | None, limits: MediaLimits
         raise UnreadableMediaError(f"cannot decode it: {error}") from None
 
 
+def decode_video_start(
+    source: str | io.BytesIO, count: Callable[[float], int], limits: MediaLimits
+) -> tuple[np.ndarray, float]:
+    """The first `count(rate)` frames of `source` (fewer if it is shorter) as uint8 (T, H, W, 3) rgb24, and its
+    average frame rate `rate` (the stream's, as decord's `get_avg_fps`), checked against `limits` as
+    `decode_video`."""
+    try:
+        with av.open(source, mode="r") as container:
+            stream, packets = _checked_packets(container, limits)
+            average = stream.average_rate or stream.guessed_rate
+            if not average:
+                raise MediaError("the video has no frame rate")
+            rate = float(average)
+            frames = list(itertools.islice(_decoded(stream, packets), count(rate)))
+    except av.FFmpegError as error:
+        raise UnreadableMediaError(f"cannot decode it: {error}") from None
+    if not frames:
+        raise MediaError("the video has no frames")
+    return np.stack([frame.to_ndarray(format="rgb24") for frame in frames]), rate
+
+
 def _decode_frames(source: str | io.BytesIO, last: int | None, limits: MediaLimits) -> np.ndarray:
     with av.open(source, mode="r") as container:
-        if not container.streams.video:
-            raise MediaError("the file has no video stream")
-        stream = container.streams.video[0]
-        limits.check_pixels(stream.codec_context.width, stream.codec_context.height)
-        duration = _duration_s(container, stream)
-        limits.check_video(stream.frames, duration)
-        packets = [packet for packet in container.demux(stream) if packet.size]  # compressed, no pixels yet
-        limits.check_video(len(packets), duration)
-        stream.thread_type = "AUTO"
+        stream, packets = _checked_packets(container, limits)
         frames = None if last is None else _decode_last(stream, packets, last)
         if frames is None:  # the whole clip, or a stream whose tail cannot be decoded on its own
             frames = list(deque(_decoded(stream, packets), maxlen=last))
     if not frames:
         raise MediaError("the video has no frames")
     return np.stack([frame.to_ndarray(format="rgb24") for frame in frames])
+
+
+def _checked_packets(
+    container: av.container.InputContainer, limits: MediaLimits
+) -> tuple[av.VideoStream, list[av.Packet]]:
+    """The first video stream and its compressed packets, the stream checked against `limits` from its headers and
+    packets before any pixel is decoded."""
+    if not container.streams.video:
+        raise MediaError("the file has no video stream")
+    stream = container.streams.video[0]
+    limits.check_pixels(stream.codec_context.width, stream.codec_context.height)
+    duration = _duration_s(container, stream)
+    limits.check_video(stream.frames, duration)
+    packets = [packet for packet in container.demux(stream) if packet.size]  # compressed, no pixels yet
+    limits.check_video(len(packets), duration)
+    stream.thread_type = "AUTO"
+    return stream, packets
 
 
 def _decode_last(stream: av.VideoStream, packets: list[av.Packet], last: int) -> list[av.VideoFrame] | None:

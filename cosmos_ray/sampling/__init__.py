@@ -7,7 +7,7 @@ below.
 """
 
 from cosmos_ray.sampling import few_step, guided
-from cosmos_ray.sampling.base import Sampler, SamplingError, VelocityModel
+from cosmos_ray.sampling.base import HeldFrames, Sampler, SamplingError, VelocityModel
 from cosmos_ray.sampling.few_step import FewStepConfig, FewStepSampler, sample_few_step
 from cosmos_ray.sampling.guided import GuidedSampler, SamplerConfig, initial_noise, sample
 from cosmos_ray.sampling.registry import SAMPLERS, get_sampler, register_sampler
@@ -19,6 +19,7 @@ __all__ = [
     "FewStepConfig",
     "FewStepSampler",
     "GuidedSampler",
+    "HeldFrames",
     "Sampler",
     "SamplerConfig",
     "SamplingError",

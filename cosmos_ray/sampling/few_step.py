@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from cosmos_ray.core.registry import FEW_STEP
-from cosmos_ray.sampling.base import Sampler, VelocityModel
+from cosmos_ray.sampling.base import HeldFrames, Sampler, VelocityModel
 from cosmos_ray.sampling.registry import register_sampler
 
 log = logging.getLogger(__name__)
@@ -143,13 +143,13 @@ class FewStepSampler(Sampler):
         *,
         num_steps: int,
         guidance: float,
-        conditional_latents: Tensor | None = None,
+        held: HeldFrames | None = None,
         timestep_scale: float,
         model_dtype: torch.dtype = torch.float32,
         progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
         # the guidance was distilled into the net: `guidance` and `negative_embedding` are not used
-        if conditional_latents is not None:
+        if held is not None:
             raise ValueError("the few-step (distilled) sampler holds no conditional frames")
         return sample_few_step(
             model,
