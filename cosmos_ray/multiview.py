@@ -49,16 +49,14 @@ import torch
 
 from cosmos_ray import autoregressive
 from cosmos_ray.autoregressive import Chunk, InputClip
-from cosmos_ray.core.multiview_spec import CAMERAS, FRAMES_PER_VIEW, MULTIVIEW_MODEL, MultiviewSpec
-from cosmos_ray.core.options import EngineOptions
+from cosmos_ray.core.multiview_spec import CAMERAS, FRAMES_PER_VIEW, MultiviewSpec
 from cosmos_ray.core.progress import Progress
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import DEFAULT_NEGATIVE_PROMPT
 from cosmos_ray.core.spec_formats import Spec
-from cosmos_ray.generator import Generator
+from cosmos_ray.family_engine import FamilyEngine
 from cosmos_ray.models.multiview_dit import MultiviewDiT
 from cosmos_ray.multiview_inputs import read_view_frames
-from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.parallel.decode import decode_views_spread
 from cosmos_ray.records import video_record
 from cosmos_ray.sampling import HeldFrames
@@ -74,29 +72,12 @@ PROMPTED_CAMERA = "front_wide"  # the official `single_caption_camera_name` of c
 HEIGHT_ORDER = ("rear_left", "cross_left", "front_wide", "cross_right", "rear_right", "rear", "front_tele")
 
 
-class MultiviewEngine:
-    """The seven cameras of one `MultiviewSpec`, on the device of its `Generator`."""
+class MultiviewEngine(FamilyEngine[MultiviewSpec]):
+    """The seven cameras of one `MultiviewSpec`, on the device of its `Generator` (model `2B/auto/multiview` with its
+    `MultiviewDiT`; `from_options` builds one, on one rank of a GPU group if given)."""
 
-    def __init__(self, generator: Generator):
-        """`generator`: model `2B/auto/multiview` with its `MultiviewDiT` (`from_options` builds one)."""
-        if not isinstance(generator.dit, MultiviewDiT):
-            raise TypeError(
-                "the multiview engine needs a generator whose DiT is a MultiviewDiT, not "
-                f"{type(generator.dit).__name__}"
-            )
-        self.generator = generator
-        self.device = generator.device
-
-    @classmethod
-    def from_options(
-        cls,
-        options: EngineOptions,
-        *,
-        device: torch.device | str | None = None,
-        parallel: ParallelContext | None = None,
-    ) -> MultiviewEngine:
-        """The engine an entry point's `EngineOptions` describe, on one rank of `parallel`'s group if given."""
-        return cls(Generator.from_options(options, device=device, parallel=parallel, net=MultiviewDiT))
+    net = MultiviewDiT
+    spec_type = MultiviewSpec
 
     def __call__(self, spec: Spec, progress: Progress | None = None) -> GenerationResult | None:
         """The spec's seven views as the official mp4: `stack_mode` "time" gives frames uint8 (V x T, H, W, 3),
@@ -107,14 +88,8 @@ class MultiviewEngine:
         in the order of the video (`views`: camera and [start, stop) of its `frames`, or of its `rows` for
         "height"), so a writer can cut one video per camera.
         """
-        if not isinstance(spec, MultiviewSpec):
-            raise TypeError(
-                f"model {MULTIVIEW_MODEL} takes a MultiviewSpec (the official multiview JSON), not a "
-                f"{type(spec).__name__}; parse specs with cosmos_ray.core.spec_formats.parse_spec(..., model=...)"
-            )
+        spec = self.accept(spec)
         generator = self.generator
-        generator.info.model.check_spec(spec)
-        generator.use_weights_of(spec)
         timings: dict[str, float] = {}
         chunks: list[dict] = []
         start = time.perf_counter()

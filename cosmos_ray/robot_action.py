@@ -32,35 +32,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Self
 
 import numpy as np
 import torch
 
-from cosmos_ray.core.action_spec import ACTION_MODEL, TEMPORAL_COMPRESSION, ActionSpec
+from cosmos_ray.core.action_spec import TEMPORAL_COMPRESSION, ActionSpec
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.progress import Progress
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.robot_episode import Episode, read_episode
 from cosmos_ray.core.spec_formats import Spec
-from cosmos_ray.generator import Generator
+from cosmos_ray.family_engine import FamilyEngine
 from cosmos_ray.models.action_dit import ActionDiT
 from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.records import video_record
 from cosmos_ray.stages import step_reporter, to_uint8_frames
 
 
-class ActionEngine:
-    """The rollouts of `ActionSpec`s, on the device of its `Generator`."""
+class ActionEngine(FamilyEngine[ActionSpec]):
+    """The rollouts of `ActionSpec`s, on the device of its `Generator` (model `2B/robot/action-cond` with its
+    `ActionDiT`; `from_options` builds one)."""
 
-    def __init__(self, generator: Generator):
-        """`generator`: model `2B/robot/action-cond` with its `ActionDiT` (`from_options` builds one)."""
-        if not isinstance(generator.dit, ActionDiT):
-            raise TypeError(
-                "the action-conditioned engine needs a generator whose DiT is an ActionDiT, not "
-                f"{type(generator.dit).__name__}"
-            )
-        self.generator = generator
-        self.device = generator.device
+    net = ActionDiT
+    spec_type = ActionSpec
 
     @classmethod
     def from_options(
@@ -69,29 +64,22 @@ class ActionEngine:
         *,
         device: torch.device | str | None = None,
         parallel: ParallelContext | None = None,
-    ) -> ActionEngine:
+    ) -> Self:
         """The engine an entry point's `EngineOptions` describe; one process only."""
         if parallel is not None and parallel.world_size > 1:
             raise NotImplementedError(
                 f"model {options.model} runs on one GPU per episode (the official inference has no context "
                 "parallelism for it): use groups of one GPU"
             )
-        return cls(Generator.from_options(options, device=device, parallel=parallel, net=ActionDiT))
+        return super().from_options(options, device=device, parallel=parallel)
 
     def __call__(self, spec: Spec, progress: Progress | None = None) -> GenerationResult:
         """The episode's rollout, stitched as the official video: frames uint8 (T, H, W, 3) at `save_fps`.
 
         `progress(step)` gets a `Step` after every denoising step of every chunk. The metadata holds the actions
         (`actions`, (N, 7)), the episode's files (`episode`) and one record per chunk (`chunks`)."""
-        if not isinstance(spec, ActionSpec):
-            raise TypeError(
-                f"model {ACTION_MODEL} takes an ActionSpec (the official action-conditioned arguments of one "
-                f"episode), not a {type(spec).__name__}; parse specs with "
-                "cosmos_ray.core.spec_formats.parse_spec(..., model=...)"
-            )
+        spec = self.accept(spec)
         generator = self.generator
-        generator.info.model.check_spec(spec)
-        generator.use_weights_of(spec)
         timings: dict[str, float] = {}
         start = time.perf_counter()
         with generator.timed("episode", timings):

@@ -31,18 +31,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from cosmos_ray.core.agibot_spec import AGIBOT_MODEL, FPS, VIEWS, AgibotSpec, read_camera_rows
-from cosmos_ray.core.options import EngineOptions
+from cosmos_ray.core.agibot_spec import FPS, VIEWS, AgibotSpec, read_camera_rows
 from cosmos_ray.core.progress import Progress
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec_errors import SpecError
 from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.core.storage import StorageError
-from cosmos_ray.generator import Generator
+from cosmos_ray.family_engine import FamilyEngine
 from cosmos_ray.models.attention_8bit import scheduled
 from cosmos_ray.models.camera_dit import CameraDiT
 from cosmos_ray.models.plucker import invert_pose, plucker_tokens
-from cosmos_ray.parallel import ParallelContext
 from cosmos_ray.records import video_record
 from cosmos_ray.sampling import HeldFrames
 from cosmos_ray.stages import step_reporter, to_uint8_frames
@@ -84,36 +82,19 @@ def read_view_image(data: bytes, size: tuple[int, int]) -> torch.Tensor:
     return (pixels.permute(2, 0, 1).float() / 255 - 0.5) / 0.5
 
 
-class RobotMultiviewEngine:
-    """The three cameras of one `AgibotSpec`, on the device of its `Generator`."""
+class RobotMultiviewEngine(FamilyEngine[AgibotSpec]):
+    """The three cameras of one `AgibotSpec`, on the device of its `Generator` (model `2B/robot/multiview-agibot` with
+    its `CameraDiT`; `from_options` builds one; in a GPU group the DiT runs context-parallel, its rays sliced with
+    its frames, and the decode is spread over the group)."""
 
-    def __init__(self, generator: Generator):
-        """`generator`: model `2B/robot/multiview-agibot` with its `CameraDiT` (`from_options` builds one)."""
-        if not isinstance(generator.dit, CameraDiT):
-            raise TypeError(f"the robot multiview engine needs a CameraDiT, not {type(generator.dit).__name__}")
-        self.generator = generator
-        self.device = generator.device
-
-    @classmethod
-    def from_options(
-        cls,
-        options: EngineOptions,
-        *,
-        device: torch.device | str | None = None,
-        parallel: ParallelContext | None = None,
-    ) -> RobotMultiviewEngine:
-        """The engine an entry point's `EngineOptions` describe; in a GPU group the DiT runs context-parallel
-        (its rays sliced with its frames) and the decode spread over the group."""
-        return cls(Generator.from_options(options, device=device, parallel=parallel, net=CameraDiT))
+    net = CameraDiT
+    spec_type = AgibotSpec
 
     def __call__(self, spec: Spec, progress: Progress | None = None) -> GenerationResult | None:
         """The scene's three views stacked in height (head, hand_0, hand_1, top to bottom) as the official mp4:
         uint8 (93, 3 H, W, 3) at 30 fps. The metadata lists each view's rows (`views`) and its cameras."""
-        if not isinstance(spec, AgibotSpec):
-            raise TypeError(f"model {AGIBOT_MODEL} takes an AgibotSpec, not a {type(spec).__name__}")
+        spec = self.accept(spec)
         generator = self.generator
-        generator.info.model.check_spec(spec)
-        generator.use_weights_of(spec)
         size = generator.info.trained_resolution
         timings: dict[str, float] = {}
         start = time.perf_counter()

@@ -20,6 +20,8 @@ from cosmos_ray.core.registry import MODELS, CheckpointFile, OfficialModel, regi
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.spec import GenerationSpec
 from cosmos_ray.families import FAMILIES, load_engine, register_family
+from cosmos_ray.generator import Generator
+from cosmos_ray.multiview import MultiviewEngine
 from cosmos_ray.parallel import ParallelContext
 from jobs import local
 
@@ -98,3 +100,12 @@ def test_a_spec_the_familys_model_cannot_generate_is_refused_before_loading(grey
     specs.write_text(json.dumps({"inference_type": "image2world", "name": "i", "prompt": "p", "input_path": "x.png"}))
     assert local.main(["-i", str(specs), "-o", str(tmp_path / "out"), "--preset", "tiny", "--model", MODEL]) == 1
     assert "image2world is not supported by model test/grey" in capsys.readouterr().err
+
+
+def test_a_family_engine_refuses_a_generator_without_its_net():
+    """`FamilyEngine`: the multiview engine over a base generator (a plain `MiniTrainDiT`) is refused at once."""
+    generator = Generator.from_options(EngineOptions(source="tiny"), device="cpu")
+    with pytest.raises(
+        TypeError, match="MultiviewEngine needs a generator whose DiT is a MultiviewDiT, not MiniTrainDiT"
+    ):
+        MultiviewEngine(generator)

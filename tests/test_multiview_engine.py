@@ -170,7 +170,7 @@ def test_the_prompt_conditions_front_wide_and_the_empty_prompt_the_other_views(e
 
 
 def test_the_engine_refuses_the_other_format(engine):
-    with pytest.raises(TypeError, match="takes a MultiviewSpec"):
+    with pytest.raises(TypeError, match="reads MultiviewSpec specs, not GenerationSpec"):
         engine(GenerationSpec(inference_type="text2world", name="s", prompt="p"))
 
 

@@ -103,7 +103,7 @@ def test_the_rollout_is_conditioned_on_the_episode_and_its_actions(engine, tmp_p
 
 def test_the_engine_refuses_another_format(engine):
     base = GenerationSpec.from_dict({"inference_type": "text2world", "name": "x", "prompt": "p"})
-    with pytest.raises(TypeError, match="takes an ActionSpec"):
+    with pytest.raises(TypeError, match="reads ActionSpec specs"):
         engine(base)
 
 
