@@ -35,7 +35,7 @@ Plus the fields every format has: `num_generations`, `cosmos_ray_checkpoint`, `c
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
@@ -52,11 +52,15 @@ from cosmos_ray.core.spec_base import (
     SampleName,
     Seed,
     SpecBase,
+    Work,
     input_digest,
     normalize_resolution,
 )
 from cosmos_ray.core.spec_errors import SpecError
 from cosmos_ray.core.storage import join_url, resolve_url, url_scheme
+
+if TYPE_CHECKING:
+    from cosmos_ray.core.registry import OfficialModel
 
 ACTION_MODEL = "2B/robot/action-cond"  # the official model name
 DEFAULT_ACTION_LOAD_FN = "cosmos_predict2.action_conditioned.load_default_action_fn"
@@ -210,6 +214,18 @@ class ActionSpec(SpecBase):
             del content[key]
         content["annotation"] = input_digest(self.annotation_url)
         return content
+
+    def work(self, model: OfficialModel) -> Work:
+        """One chunk of `chunk_size + 1` frames at `resolution` ("none": the start frame's size, counted at the
+        model's trained one). The chunks are as many as the episode's actions fill, known once its annotation is
+        read; a spec asks for one at least (exactly one with `single_chunk`), which is what is counted here."""
+        return Work(
+            windows=1,
+            latent_frames=self.chunk_size // TEMPORAL_COMPRESSION + 1,
+            height_width=self.height_width or model.trained_resolution,
+            frames={"chunk_size": self.chunk_size + 1},
+            resolution_field="resolution",
+        )
 
     # --- what the engine and the outputs read -----------------------------------------------------------------
 

@@ -26,7 +26,7 @@ The official setup arguments that are not per scene keep their defaults: 93 outp
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -41,10 +41,14 @@ from cosmos_ray.core.spec_base import (
     SampleName,
     Seed,
     SpecBase,
+    Work,
     input_digest,
 )
 from cosmos_ray.core.spec_errors import SpecError
 from cosmos_ray.core.storage import Storage, StorageError, join_url, resolve_url
+
+if TYPE_CHECKING:
+    from cosmos_ray.core.registry import OfficialModel
 
 AGIBOT_MODEL = "2B/robot/multiview-agibot"  # the official model name
 VIEWS = ("head", "hand_0", "hand_1")  # the official loader's order, which is the written mp4's, top to bottom
@@ -108,6 +112,10 @@ class AgibotSpec(SpecBase):
     def fps(self) -> int:
         """The written mp4's frame rate (the official script's 30)."""
         return FPS
+
+    def work(self, model: OfficialModel) -> Work:
+        """One window of the three views, each of the model's latent frames at its resolution (both fixed)."""
+        return Work(windows=1, latent_frames=model.state_t, height_width=model.trained_resolution, views=len(VIEWS))
 
     def input_urls(self) -> dict[str, str]:
         """Every input file of the scene by what it is ("input_images/head", "cameras/extrinsic_head", ...)."""

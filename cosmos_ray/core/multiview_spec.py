@@ -36,7 +36,7 @@ at 7e5ffc83; `VIEW_INDEX_DICT` of multiview_config.py at 6b54ba6), whatever the 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -54,11 +54,15 @@ from cosmos_ray.core.spec_base import (
     SampleName,
     Seed,
     SpecBase,
+    Work,
     input_digest,
 )
 from cosmos_ray.core.spec_errors import SpecError
 from cosmos_ray.core.spec_rules import check_input_path
 from cosmos_ray.core.storage import resolve_url
+
+if TYPE_CHECKING:
+    from cosmos_ray.core.registry import OfficialModel
 
 MULTIVIEW_MODEL = "2B/auto/multiview"  # the official model name
 
@@ -282,6 +286,18 @@ class MultiviewSpec(SpecBase):
 
     def input_urls(self) -> dict[str, str]:
         return {f"{camera}.video_path": url for camera, url in self.video_paths.items() if url is not None}
+
+    def work(self, model: OfficialModel) -> Work:
+        """The seven views of the model's latent frames at its resolution, one window per chunk."""
+        return Work(
+            windows=self.num_chunks if self.enable_autoregressive else 1,
+            latent_frames=model.state_t,
+            height_width=model.trained_resolution,
+            views=len(CAMERAS),
+            frames={"num_chunks": self.frames_per_view} if self.enable_autoregressive else {},
+            windows_field="num_chunks",
+            fewer_windows="fewer num_chunks",
+        )
 
     @property
     def video_paths(self) -> dict[str, str | None]:

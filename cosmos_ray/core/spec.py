@@ -35,7 +35,7 @@ stock weights without adapters leave both out of `to_dict`, and with them the sa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -44,6 +44,7 @@ from cosmos_ray.core.spec_base import (
     CONDITIONING_LATENT_FRAMES,
     INFERENCE_TYPES,
     MAX_FPS,
+    TEMPORAL_COMPRESSION,
     Checkpoint,
     Guidance,
     InferenceType,
@@ -54,12 +55,16 @@ from cosmos_ray.core.spec_base import (
     SampleName,
     Seed,
     SpecBase,
+    Work,
     input_digest,
     normalize_resolution,
 )
 from cosmos_ray.core.spec_errors import SpecError
-from cosmos_ray.core.spec_rules import check_autoregressive, check_input_path
+from cosmos_ray.core.spec_rules import check_autoregressive, check_input_path, count_chunks
 from cosmos_ray.core.storage import resolve_url
+
+if TYPE_CHECKING:
+    from cosmos_ray.core.registry import OfficialModel
 
 __all__ = ["INFERENCE_TYPES", "GenerationSpec", "SpecError"]
 
@@ -238,6 +243,26 @@ class GenerationSpec(SpecBase):
         if self.input_path is not None:
             content["input_path"] = input_digest(self.input_path)
         return content
+
+    def work(self, model: OfficialModel) -> Work:
+        """One window of the model's native latent frames (or of `cosmos_ray_num_frames`), or in the autoregressive
+        mode one native window per chunk of the official layout; at `resolution` or the model's trained one."""
+        frames = {"cosmos_ray_num_frames": self.cosmos_ray_num_frames} if self.cosmos_ray_num_frames else {}
+        windows, latent_frames = 1, model.state_t
+        if self.enable_autoregressive:  # num_output_frames counts only here
+            windows = count_chunks(self.num_output_frames, self.chunk_size, self.chunk_overlap)
+            frames = {"num_output_frames": self.num_output_frames}
+        elif self.cosmos_ray_num_frames is not None:
+            latent_frames = (self.cosmos_ray_num_frames - 1) // TEMPORAL_COMPRESSION + 1
+        return Work(
+            windows=windows,
+            latent_frames=latent_frames,
+            height_width=self.height_width or model.trained_resolution,
+            frames=frames,
+            resolution_field="resolution",
+            windows_field="chunk_size",
+            fewer_windows="fewer windows (a larger chunk_size, a smaller chunk_overlap or num_output_frames)",
+        )
 
     @property
     def height_width(self) -> tuple[int, int] | None:

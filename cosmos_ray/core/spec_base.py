@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -23,12 +24,16 @@ from cosmos_ray.core.spec_errors import SpecError, sample_label, spec_error
 from cosmos_ray.core.spec_rules import SEED_LIMIT, read_prompt
 from cosmos_ray.core.storage import Storage, is_local, local_file_digest
 
+if TYPE_CHECKING:
+    from cosmos_ray.core.registry import OfficialModel
+
 INFERENCE_TYPES = ("text2world", "image2world", "video2world")
 
 # Latent frames of the input that each inference type keeps clean, as the official `num_input_frames` of both
 # formats (cosmos_predict2/config.py and multiview_config.py at 7e5ffc83) sets them.
 CONDITIONING_LATENT_FRAMES = {"text2world": 0, "image2world": 1, "video2world": 2}
 
+TEMPORAL_COMPRESSION = 4  # pixel frames 1 + 4 (t - 1) are t latent frames (the Wan VAE)
 MAX_GUIDANCE = 7
 MAX_FPS = 240
 
@@ -63,6 +68,22 @@ def _adapter_list(value: Any) -> tuple[LoraRef, ...] | None:
     if repeated is not None:
         raise ValueError(f"names adapter {repeated!r} twice; give it once, with the sum of its scales")
     return adapters
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one video of a spec asks the DiT for, in its format's terms (`SpecBase.work`): what the operator's
+    limits bound for every format (`cosmos_ray.core.limits.SpecLimits`)."""
+
+    windows: int  # windows (autoregressive windows, chunks) sampled one after another; 1: one window
+    latent_frames: int  # latent frames of one view in one window
+    height_width: tuple[int, int]  # (H, W) pixels of one view
+    views: int = 1  # views sampled as one sequence (their tokens attend to each other)
+    # video frames (of one view) by the field that asks for them: what `max_num_output_frames` bounds
+    frames: Mapping[str, int] = field(default_factory=dict)
+    resolution_field: str | None = None  # the field that sets `height_width` (`max_pixels` bounds it); None: fixed
+    windows_field: str = ""  # the field to name when the windows make the work too large
+    fewer_windows: str = ""  # how to ask for fewer windows, in the format's words ("" for one window)
 
 
 # --- the fields both formats have (each format assigns the default and may add its own description) ---------
@@ -187,6 +208,11 @@ class SpecBase(BaseModel):
         `front_wide.video_path`, ...): what the manifest maker checks exists and Serve checks against its
         allowed prefixes. A format without inputs has none."""
         return {}
+
+    def work(self, model: OfficialModel) -> Work:
+        """What one video of this spec asks of `model`'s DiT: its windows, the latent frames, views and picture of
+        each, and the fields that set them (for the limits' errors)."""
+        raise NotImplementedError(f"{type(self).__name__} does not say what work it asks for")
 
     def encoded_texts(self) -> tuple[str, ...]:
         """The texts the engine embeds for this spec, the prompt first: the batch job orders samples by them,
