@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -62,9 +63,9 @@ def write_episode(
     }
 
 
-def write_scene(folder: Path, index: int = 3, name: str = "scene") -> Path:
+def write_scene(folder: Path, index: int = 3, **fields: Any) -> Path:
     """An official scene folder (input_images/, cameras/ with 25 rows per file, of which the model reads 24) and
-    its spec file `{index}.json`; returns the spec file's path."""
+    its spec file `{index}.json` (name "scene", with `fields` over the defaults); returns the spec file's path."""
     (folder / "input_images").mkdir(parents=True, exist_ok=True)
     (folder / "cameras").mkdir(exist_ok=True)
     rng = np.random.RandomState(0)
@@ -76,5 +77,14 @@ def write_scene(folder: Path, index: int = 3, name: str = "scene") -> Path:
         np.savetxt(folder / "cameras" / f"{index}_extrinsic_{view}.txt", np.resize(poses, (rows, 12)))
         np.savetxt(folder / "cameras" / f"{index}_intrinsic_{view}.txt", np.resize(intrinsics, (rows, 4)))
     spec = folder / f"{index}.json"
-    spec.write_text(json.dumps({"name": name, "input_name": str(index), "prompt": "a robot folds a towel"}))
+    spec.write_text(
+        json.dumps({"name": "scene", "input_name": str(index), "prompt": "a robot folds a towel", **fields})
+    )
     return spec
+
+
+def break_state(annotation: Path, frame: int) -> None:
+    """Makes state `frame` of an episode's annotation malformed (3 values, one not a number)."""
+    data = json.loads(annotation.read_text())
+    data["state"][frame] = [0.1, 0.2, "high"]
+    annotation.write_text(json.dumps(data))

@@ -21,7 +21,7 @@ from cosmos_ray.core.storage import Storage
 from jobs import make_manifest as make_manifest_cli
 from pipelines.batch import check_rows
 from tests.batch_helpers import manifest_row
-from tests.robot_helpers import ANNOTATION_FOLDER, write_episode, write_scene
+from tests.robot_helpers import ANNOTATION_FOLDER, break_state, write_episode, write_scene
 
 EPISODES = ("0", "11", "3")
 OF = "of the folder's)"
@@ -102,12 +102,6 @@ def test_episodes_on_any_fsspec_store(tmp_path):
     assert [spec.input_urls()["cosmos_ray_annotation"] for spec in specs] == [
         f"memory://robotpipe/bridge/{ANNOTATION_FOLDER}/{episode}.json" for episode in EPISODES
     ]
-
-
-def break_state(annotation: Path, frame: int) -> None:
-    data = json.loads(annotation.read_text())
-    data["state"][frame] = [0.1, 0.2, "high"]
-    annotation.write_text(json.dumps(data))
 
 
 def test_a_malformed_annotation_is_a_manifest_problem_naming_episode_field_and_frame(tmp_path):
