@@ -6,7 +6,8 @@ at 7e5ffc83, the 1.5.0 tree of the fork kechenliuuu3469/cosmos-predict2.5) with 
 manifest row needs: which episode. The official script takes a folder (`input_root` / `input_json_sub_folder`),
 globs its annotation JSONs and runs `[start:end]` of them; here one spec is one episode, named by
 `cosmos_ray_annotation` (the annotation file: a name in `{input_root}/{input_json_sub_folder}/`, or a path or URL
-of its own). The annotation files are the official ones, unchanged (`cosmos_ray.core.robot_episode` reads them).
+of its own), and `episode_specs` expands an official folder spec into one spec per episode (the manifest maker's
+rows). The annotation files are the official ones, unchanged (`cosmos_ray.core.robot_episode` reads them).
 
 Fields and what the official inference (cosmos_predict2/action_conditioned.py at 7e5ffc83) does with them:
 - `name`, `prompt` / `prompt_path` (`prompt` wins; none: the empty prompt), `negative_prompt` (the default
@@ -26,8 +27,8 @@ Fields and what the official inference (cosmos_predict2/action_conditioned.py at
 - `seed` 0: read by nothing officially (chunk i is seeded with its first action's index); here chunk i is seeded
   with `seed + i`, the official seeds for the default 0, so that `num_generations` makes different videos;
 - read by nothing per episode, checked and left out of the spec JSON and the sample id: `save_root` (outputs go to
-  the job's output), `start` / `end` (which episodes of the folder; a row is one episode), `reverse` (read by
-  nothing);
+  the job's output), `start` / `end` (which episodes of the folder: read by `episode_specs`; a row is one
+  episode), `reverse` (read by nothing);
 - `use_quat` must be false (the official derivation then makes 8 values per action and fails to scale them; the
   model takes 7), `action_load_fn` must be the official default (no code is imported from a spec).
 Plus the fields every format has: `num_generations`, `cosmos_ray_checkpoint`, `cosmos_ray_loras`.
