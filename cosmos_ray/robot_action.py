@@ -37,11 +37,12 @@ from typing import Self
 import numpy as np
 import torch
 
-from cosmos_ray.core.action_spec import TEMPORAL_COMPRESSION, ActionSpec
+from cosmos_ray.core.action_spec import ActionSpec
 from cosmos_ray.core.options import EngineOptions
 from cosmos_ray.core.progress import Progress
 from cosmos_ray.core.result import GenerationResult
 from cosmos_ray.core.robot_episode import Episode, read_episode
+from cosmos_ray.core.spec_base import TEMPORAL_COMPRESSION
 from cosmos_ray.core.spec_formats import Spec
 from cosmos_ray.family_engine import FamilyEngine
 from cosmos_ray.models.action_dit import ActionDiT

@@ -76,6 +76,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="GPUs per model replica, all on one node; N > 1 runs context-parallel denoising "
         "(default 1: one replica per GPU)",
     )
+    parser.add_argument(
+        "--gpus-per-rank",
+        type=_share,
+        default=1.0,
+        metavar="F",
+        help="the share of a GPU each replica of one GPU asks for: below 1, several replicas share a GPU (Ray's "
+        "fractional GPUs), e.g. 0.25 packs four small-model replicas (Bridge episodes) per GPU; their engines must "
+        "fit its memory together (docs/performance.md, 'Several replicas per GPU'). Only with --gpus-per-group 1 "
+        "(default 1)",
+    )
     pool = parser.add_mutually_exclusive_group()
     pool.add_argument(
         "--groups",
@@ -158,6 +168,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.logical_gpus is not None and args.address is not None:
         parser.error("--logical-gpus starts a local Ray; it cannot be combined with --address")
+    if args.gpus_per_rank < 1 and args.gpus_per_group > 1:
+        parser.error(
+            f"--gpus-per-rank {args.gpus_per_rank:g} shares a GPU between replicas of one GPU; pass --gpus-per-group 1"
+        )
     if args.schedule_timeout <= 0:
         parser.error(f"--schedule-timeout must be positive, got {args.schedule_timeout:g}")
     storage = storage_of(parser, args)  # one for every URL
@@ -179,7 +193,7 @@ def config_of(args: argparse.Namespace) -> BatchConfig:
     return BatchConfig(
         manifest=args.manifest,
         output=args.output,
-        group=GroupConfig(gpus_per_group=args.gpus_per_group, engine=args.engine),
+        group=GroupConfig(gpus_per_group=args.gpus_per_group, gpus_per_rank=args.gpus_per_rank, engine=args.engine),
         groups=args.autoscale or args.groups,
         limit=args.limit,
         num_generations=args.num_generations,
@@ -265,6 +279,16 @@ def _at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
 
 
 def _min_max(text: str) -> tuple[int, int]:

@@ -2,12 +2,15 @@
 
     python -m jobs.make_manifest examples/*.json examples/specs.jsonl -o manifests/examples.parquet
     python -m jobs.make_manifest 'drives/*.json' -o manifests/drives.parquet --model 2B/auto/multiview
+    python -m jobs.make_manifest bridge/inference_params.json -o manifests/bridge.parquet --model 2B/robot/action-cond
     cosmos-ray-make-manifest 's3://bucket/specs/*.jsonl' -o s3://bucket/manifests/run1.parquet \
         --storage-option client_kwargs.endpoint_url=http://127.0.0.1:9000
 
 Every spec is validated first, in the spec format of `--model` (`cosmos_ray.core.spec_formats`: the 7-camera model
 reads the official multiview JSON, the base models the base format); on any problem all of them are printed and no
-manifest is written. The batch job that reads the manifest runs with the same `--model`.
+manifest is written. The batch job that reads the manifest runs with the same `--model`. For
+`2B/robot/action-cond` the official spec of a folder of episodes becomes one row per episode (docs/manifest.md,
+"The robot formats"); the robot models' annotation and camera files are read and checked too.
 """
 
 from __future__ import annotations

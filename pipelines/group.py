@@ -69,9 +69,12 @@ PLACEMENT_WAIT_LOG_S = 60.0  # while a placement group is pending, log that the 
 class GroupConfig:
     """What a GPU group runs and how it is laid out."""
 
-    gpus_per_group: int = 1
+    gpus_per_group: int = 1  # ranks, one per bundle
     engine: EngineOptions = field(default_factory=EngineOptions)  # what every rank's engine is built from
     use_gpus: bool = True  # False: the ranks ask Ray for no GPU and run on CPU (tiny-preset trials, no GPUs)
+    # The share of a GPU each rank asks for: below 1, several groups of one rank share a GPU (Ray's fractional GPUs:
+    # each process loads its own engine; memory is not divided, the engines must fit together).
+    gpus_per_rank: float = 1.0
     cpus_per_rank: float = 1.0
     failure_grace_s: float = 60.0  # after one rank fails, how long the others may run before the group is broken
     guardrails: Guardrails | None = None  # rank 0 checks each video and blurs its faces; None: off
@@ -79,17 +82,32 @@ class GroupConfig:
     def __post_init__(self) -> None:
         if self.gpus_per_group < 1:
             raise ValueError(f"gpus_per_group must be at least 1, got {self.gpus_per_group}")
+        if not 0 < self.gpus_per_rank <= 1:
+            raise ValueError(f"gpus_per_rank must be in (0, 1], got {self.gpus_per_rank:g}")
+        if self.gpus_per_rank < 1 and self.gpus_per_group > 1:
+            raise ValueError(
+                f"gpus_per_rank {self.gpus_per_rank:g} (a shared GPU) is for groups of one rank (the ranks of a "
+                f"group of {self.gpus_per_group} need a GPU each for their process group); pass gpus_per_group 1"
+            )
         if self.cpus_per_rank <= 0 or self.failure_grace_s <= 0:
             raise ValueError("cpus_per_rank and failure_grace_s must be positive")
 
     @property
-    def gpus_per_rank(self) -> int:
-        return 1 if self.use_gpus else 0
+    def rank_gpus(self) -> float:
+        """What each rank asks Ray for: `gpus_per_rank`, or 0 without GPUs."""
+        return self.gpus_per_rank if self.use_gpus else 0
+
+    @property
+    def gpus(self) -> float:
+        """The GPUs one group takes in the layout (a fraction of one where groups share a GPU)."""
+        return self.gpus_per_group * self.gpus_per_rank
 
     @property
     def bundles(self) -> list[dict[str, float]]:
         """The placement group bundles: one {GPU, CPU} bundle per rank ({CPU} alone without GPUs)."""
-        bundle = {"GPU": 1, "CPU": self.cpus_per_rank} if self.use_gpus else {"CPU": self.cpus_per_rank}
+        bundle = (
+            {"GPU": self.gpus_per_rank, "CPU": self.cpus_per_rank} if self.use_gpus else {"CPU": self.cpus_per_rank}
+        )
         return [dict(bundle) for _ in range(self.gpus_per_group)]
 
 
@@ -278,14 +296,14 @@ class GPUGroup:
             _remove_placement_group_named(self.name)
         group = ray.util.placement_group(self.config.bundles, strategy="STRICT_PACK", name=self.name or "")
         while not group.wait(timeout_seconds=PLACEMENT_WAIT_LOG_S):  # pending until a node has N free GPUs
-            logger.warning("GPU group %s waits for %d GPUs on one node", self.name or "", self.config.gpus_per_group)
+            logger.warning("GPU group %s waits for %g GPU(s) on one node", self.name or "", self.config.gpus)
         return group
 
     def _start_workers(self) -> None:
         if self._placement_group is None:
             raise GroupStartError(f"GPU group {self.name or ''} was shut down")
         strategy = PlacementGroupSchedulingStrategy(self._placement_group, placement_group_capture_child_tasks=True)
-        options = {"num_gpus": self.config.gpus_per_rank, "num_cpus": self.config.cpus_per_rank}
+        options = {"num_gpus": self.config.rank_gpus, "num_cpus": self.config.cpus_per_rank}
         self.workers = [
             RankWorker.options(**options, scheduling_strategy=strategy).remote(  # type: ignore[attr-defined]
                 self.config, rank

@@ -77,7 +77,7 @@ class RunMonitor:
         self.counts = Tally({OK: 0, FAILED: 0, SKIPPED: 0})
         self.to_generate = 0
         self.done = 0
-        self.gpus = 0
+        self.gpus = 0.0
         self._started: float | None = None
         self._closed = threading.Event()
         self._gauges = threading.Thread(target=self._keep_gauges, name="cosmos-ray-gauges", daemon=True)
@@ -97,7 +97,7 @@ class RunMonitor:
             self.metrics.samples.inc(count, tags={"status": status})
         self._set_gauges()
 
-    def generating(self, gpus: int) -> None:
+    def generating(self, gpus: float) -> None:
         self._started = time.monotonic()
         self.gpus = gpus
         self._set_gauges()

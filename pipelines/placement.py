@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,9 +52,10 @@ class ClusterGPUs:
     def largest_node(self) -> int:
         return self.nodes[0] if self.nodes else 0
 
-    def groups_that_fit(self, gpus_per_group: int) -> int:
-        """How many groups of `gpus_per_group` the nodes there are now hold at once."""
-        return sum(gpus // gpus_per_group for gpus in self.nodes)
+    def groups_that_fit(self, gpus_per_group: float) -> int:
+        """How many groups of `gpus_per_group` (a fraction of one: groups that share a GPU) the nodes there are
+        now hold at once."""
+        return sum(math.floor(gpus / gpus_per_group + 1e-9) for gpus in self.nodes)
 
     def layouts(self) -> list[tuple[int, int]]:
         """(gpus_per_group, groups) pairs that fit now: one group per largest node, and one per GPU."""
@@ -94,7 +96,7 @@ def check_layout(
     )
 
 
-def pool_size(cluster: ClusterGPUs, gpus_per_group: int) -> int:
+def pool_size(cluster: ClusterGPUs, gpus_per_group: float) -> int:
     """As many groups as the nodes hold now, at least one (which waits for a node when none holds it yet)."""
     return max(1, cluster.groups_that_fit(gpus_per_group))
 

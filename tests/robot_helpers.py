@@ -1,17 +1,26 @@
-"""A synthetic robot episode in the official Bridge layout, written by the tests: `{root}/videos/{id}.mp4` and
-`{root}/annotation/test/{id}.json` with `videos`, `state` (x, y, z, roll, pitch, yaw, pad) and
-`continuous_gripper_state` per frame, as the official action-conditioned inference reads them."""
+"""The robot models' official input files, written by the tests.
+
+- `write_episode`: a synthetic episode in the official Bridge layout: `{root}/videos/{id}.mp4` and
+  `{root}/annotation/test/{id}.json` with `videos`, `state` (x, y, z, roll, pitch, yaw, pad) and
+  `continuous_gripper_state` per frame, as the official action-conditioned inference reads them;
+- `write_scene`: an official AgiBot scene folder (`input_images/{i}_{view}.png`, `cameras/{i}_{kind}_{view}.txt`)
+  and its spec file, as the official robot multiview inference reads them."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image
 
+from cosmos_ray.core.agibot_spec import LATENT_FRAMES_PER_VIEW, VIEWS
 from cosmos_ray.core.media import write_mp4
+from tools.golden.robot_multiview import sample_camera_rows
 
 ANNOTATION_FOLDER = "annotation/test"
+SCENE_CAMERA_ROWS = LATENT_FRAMES_PER_VIEW  # rows the model reads of each camera file (the files hold one more)
 
 
 def episode_states(num_frames: int, seed: int = 0) -> tuple[list[list[float]], list[float]]:
@@ -52,3 +61,30 @@ def write_episode(
         "num_steps": 2,
         "guidance": 0,
     }
+
+
+def write_scene(folder: Path, index: int = 3, **fields: Any) -> Path:
+    """An official scene folder (input_images/, cameras/ with 25 rows per file, of which the model reads 24) and
+    its spec file `{index}.json` (name "scene", with `fields` over the defaults); returns the spec file's path."""
+    (folder / "input_images").mkdir(parents=True, exist_ok=True)
+    (folder / "cameras").mkdir(exist_ok=True)
+    rng = np.random.RandomState(0)
+    for view in VIEWS:
+        image = Image.fromarray(rng.randint(0, 255, (50, 80, 3), dtype=np.uint8))
+        image.save(folder / "input_images" / f"{index}_{view}.png")
+        poses, intrinsics = sample_camera_rows(view)
+        rows = SCENE_CAMERA_ROWS + 1
+        np.savetxt(folder / "cameras" / f"{index}_extrinsic_{view}.txt", np.resize(poses, (rows, 12)))
+        np.savetxt(folder / "cameras" / f"{index}_intrinsic_{view}.txt", np.resize(intrinsics, (rows, 4)))
+    spec = folder / f"{index}.json"
+    spec.write_text(
+        json.dumps({"name": "scene", "input_name": str(index), "prompt": "a robot folds a towel", **fields})
+    )
+    return spec
+
+
+def break_state(annotation: Path, frame: int) -> None:
+    """Makes state `frame` of an episode's annotation malformed (3 values, one not a number)."""
+    data = json.loads(annotation.read_text())
+    data["state"][frame] = [0.1, 0.2, "high"]
+    annotation.write_text(json.dumps(data))

@@ -122,6 +122,21 @@ def test_the_limit_flags_reach_the_job(tmp_path):
     assert config.schedule_timeout_s == 60 and config.groups is None
 
 
+def test_gpus_per_rank_lets_replicas_of_one_gpu_share_it(capsys):
+    base = ["--manifest", "m", "--output", "o", "--preset", "tiny"]
+    group = generate.config_of(generate.parse_args([*base, "--gpus-per-rank", "0.25"])).group
+    assert (group.gpus_per_rank, group.gpus, group.bundles) == (0.25, 0.25, [{"GPU": 0.25, "CPU": 1.0}])
+    for argv in (
+        ["--gpus-per-rank", "0"],
+        ["--gpus-per-rank", "1.5"],
+        ["--gpus-per-rank", "0.5", "--gpus-per-group", "2"],
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            generate.parse_args([*base, *argv])
+        assert exit_info.value.code == 2
+    assert "shares a GPU between replicas of one GPU; pass --gpus-per-group 1" in capsys.readouterr().err
+
+
 def test_guardrails_default_to_on_with_a_checkpoint_and_off_with_a_preset():
     def setting(*argv: str) -> str:
         return str(

@@ -8,6 +8,7 @@ from ray.exceptions import ActorDiedError, RayTaskError, UserCodeException
 from cosmos_ray.core.storage import StorageNotFoundError
 from pipelines import placement
 from pipelines.batch import failure_message
+from pipelines.group import GroupConfig
 from pipelines.placement import ClusterGPUs, PlacementError, check_layout, pool_size
 
 
@@ -39,6 +40,20 @@ def test_autoscaler_node_types_decide():
 def test_pool_size_is_what_the_nodes_hold_now_and_at_least_one():
     assert pool_size(ClusterGPUs(nodes=(8, 4, 2)), 4) == 3
     assert pool_size(ClusterGPUs(nodes=(0,)), 4) == 1  # an autoscaling cluster without GPU nodes yet
+
+
+def test_groups_that_share_a_gpu_fit_as_many_times_as_their_share_divides_it():
+    assert pool_size(ClusterGPUs(nodes=(8, 1)), 0.25) == 36
+    assert pool_size(ClusterGPUs(nodes=(1,)), 0.3) == 3  # 0.9 of the GPU: a fourth would not fit
+    assert pool_size(ClusterGPUs(nodes=(2,)), 0.2) == 10
+
+
+def test_a_shared_gpu_is_for_groups_of_one_rank():
+    with pytest.raises(ValueError, match="gpus_per_rank 0.5 .* is for groups of one rank"):
+        GroupConfig(gpus_per_group=2, gpus_per_rank=0.5)
+    with pytest.raises(ValueError, match=r"gpus_per_rank must be in \(0, 1\], got 0"):
+        GroupConfig(gpus_per_rank=0)
+    assert GroupConfig(gpus_per_rank=0.5, use_gpus=False).bundles == [{"CPU": 1.0}]
 
 
 def test_the_autoscaler_that_only_mirrors_nodes_adds_none(monkeypatch):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,25 +19,8 @@ from cosmos_ray.core.spec_formats import parse_spec
 from cosmos_ray.core.storage import Storage
 from cosmos_ray.robot_multiview import RobotMultiviewEngine, net_order, read_view_image
 from jobs import local
-from tools.golden.robot_multiview import sample_camera_rows
-
-ROWS = 24  # latent frames per view
-
-
-def write_scene(folder: Path, index: int = 3) -> Path:
-    """An official scene folder (input_images/, cameras/ with 24 rows per file) and its spec JSON."""
-    (folder / "input_images").mkdir(parents=True)
-    (folder / "cameras").mkdir()
-    rng = np.random.RandomState(0)
-    for view in VIEWS:
-        image = Image.fromarray(rng.randint(0, 255, (50, 80, 3), dtype=np.uint8))
-        image.save(folder / "input_images" / f"{index}_{view}.png")
-        poses, intrinsics = sample_camera_rows(view)
-        np.savetxt(folder / "cameras" / f"{index}_extrinsic_{view}.txt", np.resize(poses, (ROWS + 1, 12)))
-        np.savetxt(folder / "cameras" / f"{index}_intrinsic_{view}.txt", np.resize(intrinsics, (ROWS + 1, 4)))
-    spec = folder / f"{index}.json"
-    spec.write_text(json.dumps({"name": "scene", "input_name": str(index), "prompt": "a robot folds a towel"}))
-    return spec
+from tests.robot_helpers import SCENE_CAMERA_ROWS as ROWS
+from tests.robot_helpers import write_scene
 
 
 def test_official_defaults_and_files(tmp_path):

@@ -6,7 +6,8 @@ at 7e5ffc83, the 1.5.0 tree of the fork kechenliuuu3469/cosmos-predict2.5) with 
 manifest row needs: which episode. The official script takes a folder (`input_root` / `input_json_sub_folder`),
 globs its annotation JSONs and runs `[start:end]` of them; here one spec is one episode, named by
 `cosmos_ray_annotation` (the annotation file: a name in `{input_root}/{input_json_sub_folder}/`, or a path or URL
-of its own). The annotation files are the official ones, unchanged (`cosmos_ray.core.robot_episode` reads them).
+of its own), and `episode_specs` expands an official folder spec into one spec per episode (the manifest maker's
+rows). The annotation files are the official ones, unchanged (`cosmos_ray.core.robot_episode` reads them).
 
 Fields and what the official inference (cosmos_predict2/action_conditioned.py at 7e5ffc83) does with them:
 - `name`, `prompt` / `prompt_path` (`prompt` wins; none: the empty prompt), `negative_prompt` (the default
@@ -26,8 +27,8 @@ Fields and what the official inference (cosmos_predict2/action_conditioned.py at
 - `seed` 0: read by nothing officially (chunk i is seeded with its first action's index); here chunk i is seeded
   with `seed + i`, the official seeds for the default 0, so that `num_generations` makes different videos;
 - read by nothing per episode, checked and left out of the spec JSON and the sample id: `save_root` (outputs go to
-  the job's output), `start` / `end` (which episodes of the folder; a row is one episode), `reverse` (read by
-  nothing);
+  the job's output), `start` / `end` (which episodes of the folder: read by `episode_specs`; a row is one
+  episode), `reverse` (read by nothing);
 - `use_quat` must be false (the official derivation then makes 8 values per action and fails to scale them; the
   model takes 7), `action_load_fn` must be the official default (no code is imported from a spec).
 Plus the fields every format has: `num_generations`, `cosmos_ray_checkpoint`, `cosmos_ray_loras`.
@@ -39,9 +40,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
+from cosmos_ray.core.robot_episode import read_annotation
 from cosmos_ray.core.spec import DEFAULT_NEGATIVE_PROMPT
 from cosmos_ray.core.spec_base import (
     CONDITIONING_LATENT_FRAMES,
+    TEMPORAL_COMPRESSION,
     Checkpoint,
     Fps,
     Guidance,
@@ -57,14 +60,13 @@ from cosmos_ray.core.spec_base import (
     normalize_resolution,
 )
 from cosmos_ray.core.spec_errors import SpecError
-from cosmos_ray.core.storage import join_url, resolve_url, url_scheme
+from cosmos_ray.core.storage import Storage, StorageError, join_url, resolve_url, url_scheme
 
 if TYPE_CHECKING:
     from cosmos_ray.core.registry import OfficialModel
 
 ACTION_MODEL = "2B/robot/action-cond"  # the official model name
 DEFAULT_ACTION_LOAD_FN = "cosmos_predict2.action_conditioned.load_default_action_fn"
-TEMPORAL_COMPRESSION = 4  # pixel frames per latent frame after the first (the Wan2.1 VAE)
 
 # Official fields that select episodes of a folder or name outputs: checked, then reset to their defaults.
 READ_BY_NOTHING = ("save_root", "start", "end", "reverse")
@@ -239,6 +241,18 @@ class ActionSpec(SpecBase):
         """The episode's annotation (the video it names is checked when the episode is read)."""
         return {"cosmos_ray_annotation": self.annotation_url}
 
+    @classmethod
+    def expand_official(
+        cls, data: Any, *, source: str, base_dir: str | None, storage: Storage
+    ) -> list[tuple[Any, str]]:
+        """The official folder spec as one spec per episode (`episode_specs`)."""
+        return episode_specs(data, source=source, base_dir=base_dir, storage=storage)
+
+    def check_input_files(self, storage: Storage) -> None:
+        """The annotation read and its actions derived (`read_annotation`; `EpisodeError` naming the episode, the
+        field and the frame); the video is read at generation."""
+        read_annotation(self, storage=storage)
+
     def video_url(self, relative: str) -> str:
         """An annotation's video path, relative to `input_root` as official (a URL stays as it is)."""
         return relative if url_scheme(relative) is not None else resolve_url(relative, self.input_root)
@@ -265,3 +279,60 @@ class ActionSpec(SpecBase):
     def enable_autoregressive(self) -> bool:
         """The base format's long-video mode: not a field here (chunks follow the actions)."""
         return False
+
+
+def episode_specs(data: Any, *, source: str, base_dir: str | None, storage: Storage) -> list[tuple[Any, str]]:
+    """The episodes an official action-conditioned spec object stands for, each as a spec object with its source.
+
+    Official (cosmos_predict2/action_conditioned.py at 7e5ffc83, lines 265-279): the episodes are the annotation
+    files `*.json` directly in `{input_root}/{input_json_sub_folder}`, of which the run takes `[start:end]` (a Python
+    slice: negative values count from the end, an `end` past the last file stops at it). Here the files are sorted
+    by name (the official glob lists them in the file system's order). Episode `f.json` is the object with
+    `cosmos_ray_annotation` "f.json" and `name` "{name}/f" (the official output is `f_chunk.mp4`), from source
+    "{source}:{input_json_sub_folder}/f.json". `input_root` is any path or fsspec URL (relative: against `base_dir`).
+
+    An object that names `cosmos_ray_annotation` is one episode already, and one that lacks a string `name`,
+    `input_root` or `input_json_sub_folder` is returned as it is, for the parser to name what is wrong. Raises
+    `SpecError` naming the spec's source and the field: `start` / `end` not integers, no annotation in the folder,
+    or a slice that selects none.
+    """
+    if not isinstance(data, dict) or "cosmos_ray_annotation" in data:
+        return [(data, source)]
+    name, root, folder = (data.get(key) for key in ("name", "input_root", "input_json_sub_folder"))
+    if not (isinstance(name, str) and isinstance(root, str) and isinstance(folder, str)) or not (
+        name.strip() and root.strip() and folder.strip()
+    ):
+        return [(data, source)]
+    sample = f"{name!r} ({source})"
+    start, end = (data.get(field, ActionSpec.model_fields[field].default) for field in ("start", "end"))
+    for field, value in (("start", start), ("end", end)):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise SpecError(
+                sample, field, f"must be an integer (the episodes are [start:end] of the folder's), got {value!r}"
+            )
+    annotation_folder = join_url(resolve_url(root, base_dir), folder)
+    try:
+        annotations = storage.glob_urls(join_url(annotation_folder, "*.json"))
+    except StorageError as error:
+        raise SpecError(sample, "input_json_sub_folder", f"cannot list the annotations: {error}") from None
+    if not annotations:
+        raise SpecError(
+            sample,
+            "input_json_sub_folder",
+            f"no annotation files (*.json) in {annotation_folder} (input_root / input_json_sub_folder); or name one "
+            "episode's annotation in cosmos_ray_annotation",
+        )
+    chosen = annotations[start:end]
+    if not chosen:
+        raise SpecError(
+            sample,
+            "start",
+            f"start {start} and end {end} select none of the {len(annotations)} annotation files in "
+            f"{annotation_folder} (the episodes are [start:end] of them, sorted by name)",
+        )
+    episodes = []
+    for url in chosen:
+        file_name = url.rstrip("/").rsplit("/", 1)[-1]
+        episode = {**data, "name": f"{name}/{file_name.removesuffix('.json')}", "cosmos_ray_annotation": file_name}
+        episodes.append((episode, f"{source}:{folder.rstrip('/')}/{file_name}"))
+    return episodes

@@ -123,6 +123,13 @@ class AgibotSpec(SpecBase):
         cameras = {f"cameras/{kind}_{view}": self.camera_path(kind, view) for view in VIEWS for kind in CAMERA_VALUES}
         return {**images, **cameras}
 
+    def check_input_files(self, storage: Storage) -> None:
+        """Every camera file read and checked (`read_camera_rows`: the rows the model reads, their numbers, the
+        rotations); the images are read at generation."""
+        for view in VIEWS:
+            for kind in CAMERA_VALUES:
+                read_camera_rows(self, kind, view, storage, LATENT_FRAMES_PER_VIEW)
+
     @property
     def camera_index(self) -> int:
         """The number the camera files are named by (the official loader's int of the leading digits)."""

@@ -20,9 +20,10 @@ import pyarrow.dataset
 import pyarrow.parquet as pq
 
 from cosmos_ray.core.limits import SpecLimits
+from cosmos_ray.core.media import MediaError
 from cosmos_ray.core.registry import DEFAULT_MODEL, MODELS, OfficialModel
 from cosmos_ray.core.spec_errors import SpecError
-from cosmos_ray.core.spec_formats import Spec, parse_spec
+from cosmos_ray.core.spec_formats import Spec, parse_spec, spec_class
 from cosmos_ray.core.storage import Storage, StorageError, one_line_errors, parent_url
 
 SPEC_FILE_SUFFIXES = (".json", ".jsonl", ".yaml", ".yml")
@@ -90,7 +91,8 @@ def load_specs(
     problems: list[str] = []
     entries: list[SpecEntry] = []
     for url in _expand_sources(sources, storage, problems):
-        entries.extend(_read_entries(url, storage, problems))
+        for entry in _read_entries(url, storage, problems):
+            entries.extend(_expand_entry(entry, model, storage, problems))
     specs: list[tuple[Spec, str]] = []
     for entry in entries:
         try:
@@ -104,6 +106,12 @@ def load_specs(
             field, url = missing[0]
             problems.append(str(SpecError(f"{spec.name!r} ({entry.source})", field, f"has no file at {url}")))
             continue
+        if check_inputs:
+            try:
+                spec.check_input_files(storage)
+            except (SpecError, MediaError) as error:
+                problems.append(f"{error} ({entry.source})")
+                continue
         specs.append((spec, entry.source))
     problems.extend(_duplicate_names(specs))
     if not problems and not specs:
@@ -231,6 +239,19 @@ def _expand_sources(sources: Sequence[str], storage: Storage, problems: list[str
         else:
             problems.append(f"{source}: no such file")
     return urls
+
+
+def _expand_entry(entry: SpecEntry, model: str, storage: Storage, problems: list[str]) -> list[SpecEntry]:
+    """The entries one spec object stands for in `model`'s format (`SpecBase.expand_official`: an official
+    action-conditioned spec is a folder of episodes)."""
+    try:
+        expanded = spec_class(model).expand_official(
+            entry.data, source=entry.source, base_dir=entry.folder, storage=storage
+        )
+    except SpecError as error:
+        problems.append(str(error))
+        return []
+    return [SpecEntry(data, source, entry.folder) for data, source in expanded]
 
 
 def _read_entries(url: str, storage: Storage, problems: list[str]) -> list[SpecEntry]:

@@ -25,14 +25,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from cosmos_ray.core.action_spec import ActionSpec
 from cosmos_ray.core.media import MediaError, MediaLimits, read_video
 from cosmos_ray.core.storage import Storage, StorageError
+
+if TYPE_CHECKING:  # action_spec checks its annotations with `read_annotation`
+    from cosmos_ray.core.action_spec import ActionSpec
 
 ARM_STATE_VALUES = 6  # x, y, z, roll, pitch, yaw (further values of a state are not read)
 
@@ -53,12 +55,31 @@ class Episode:
 
 def read_episode(spec: ActionSpec, *, storage: Storage = Storage(), limits: MediaLimits = MediaLimits()) -> Episode:
     """The spec's episode: its annotation read and checked, the actions derived, the start frame read."""
+    annotation = read_annotation(spec, storage=storage)
+    start_frame = read_start_frame(spec, annotation.video_url, storage=storage, limits=limits)
+    return Episode(spec.annotation_url, annotation.video_url, annotation.actions, start_frame)
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """What an episode's annotation file gives: its video and the actions derived from its states."""
+
+    video_url: str
+    actions: np.ndarray  # float64 (N, 7), as `Episode.actions`
+
+
+def read_annotation(spec: ActionSpec, *, storage: Storage = Storage()) -> Annotation:
+    """The spec's annotation file read and checked, and the actions derived from it; the video is not read (a
+    small JSON file: the batch job's check stage reads it before a GPU is spent). `EpisodeError` names the episode,
+    the field and, for states, the frame."""
     url = spec.annotation_url
     where = f"sample {spec.name!r}: episode {url}"
     try:
         text = storage.read_text(url)
     except StorageError as error:
         raise EpisodeError(f"{where}: cannot read the annotation: {error.reason}") from error
+    except UnicodeDecodeError as error:
+        raise EpisodeError(f"{where}: the annotation is not UTF-8 text: {error}") from None
     try:
         annotation = json.loads(text)
     except ValueError as error:
@@ -79,7 +100,7 @@ def read_episode(spec: ActionSpec, *, storage: Storage = Storage(), limits: Medi
             f"{where}: {len(actions)} action(s) (from {len(arm)} states, every {spec.fps_downsample_ratio}); "
             f"start_frame_idx {spec.start_frame_idx} leaves none to roll out"
         )
-    return Episode(url, video_url, actions, read_start_frame(spec, video_url, storage=storage, limits=limits))
+    return Annotation(video_url, actions)
 
 
 def actions_from_states(

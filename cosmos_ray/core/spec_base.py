@@ -214,6 +214,21 @@ class SpecBase(BaseModel):
         each, and the fields that set them (for the limits' errors)."""
         raise NotImplementedError(f"{type(self).__name__} does not say what work it asks for")
 
+    @classmethod
+    def expand_official(
+        cls, data: Any, *, source: str, base_dir: str | None, storage: Storage
+    ) -> list[tuple[Any, str]]:
+        """The spec objects (each with its source) that one official spec object stands for, before parsing:
+        itself, unless the format's official file describes several samples (the action-conditioned folder of
+        episodes). Raises `SpecError` naming the spec file and the field when it cannot be expanded."""
+        return [(data, source)]
+
+    def check_input_files(self, storage: Storage) -> None:
+        """Read and check the spec's small input files (an annotation, camera files; never a video or an image),
+        so that the manifest maker and the batch job's check stage refuse them before a GPU is spent. Raises
+        `SpecError` or `MediaError` naming the sample, the file and what is wrong. A format without such files
+        has nothing to check."""
+
     def encoded_texts(self) -> tuple[str, ...]:
         """The texts the engine embeds for this spec, the prompt first: the batch job orders samples by them,
         so a GPU group meets a text again while its embedding is cached."""

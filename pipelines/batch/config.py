@@ -70,8 +70,8 @@ class Summary:
     skipped: int
     wall_s: float
     run_table_url: str
-    gpus: int  # GPUs the run's groups held (largest pool size x GPUs per group); 0 if nothing was generated
-    denoising_gpu_s: float  # sum over generated samples of denoising time x GPUs of its group
+    gpus: float  # GPUs the run's groups held (largest pool size x GPUs per group); 0 if nothing was generated
+    denoising_gpu_s: float  # sum over generated samples of denoising time x GPUs of its group (a share of one)
     duplicates: int = 0  # rows whose sample an earlier row of the manifest already has
     blocked: int = 0  # samples whose prompt or video the guardrails refused
     guardrails: str = ""  # whether the run had guardrails, and why (`GuardrailSetting`)
@@ -95,7 +95,7 @@ class Summary:
         duplicates = f", {self.duplicates} duplicate" if self.duplicates else ""
         interrupted = f" (interrupted: {self.not_finished} not finished)" if self.interrupted else ""
         sinks = "".join(f", {report}" for report in self.sink_reports)
-        gpus = f"{self.gpus} GPU{'' if self.gpus == 1 else 's'}"
+        gpus = f"{self.gpus:g} GPU{'' if self.gpus == 1 else 's'}"
         return (
             f"run {self.run_id}{interrupted}: {self.ok} ok, {self.failed} failed, {self.blocked} blocked, "
             f"{self.skipped} skipped{duplicates}{sinks} in {self.wall_s:.1f}s ({self.videos_per_hour:.1f} "

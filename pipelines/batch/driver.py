@@ -68,7 +68,7 @@ def run(config: BatchConfig) -> Summary:
             for sink in sinks:
                 sink.start(info)
             if pending:
-                pool = config.groups or placement.pool_size(cluster, config.group.gpus_per_group)
+                pool = config.groups or placement.pool_size(cluster, config.group.gpus)
                 groups = pool_size(pool, len(pending))
                 _generate(config, run_id, pending, groups, sinks, generated, monitor)
             for sink in sinks:
@@ -92,9 +92,10 @@ def run(config: BatchConfig) -> Summary:
         not_finished=len(pending) - len(generated),
         wall_s=time.monotonic() - started,
         run_table_url=table_url,
-        gpus=groups[1] * config.group.gpus_per_group,
+        gpus=groups[1] * config.group.gpus,
         guardrails=str(guardrails),
         sink_reports=reports,
+        gpus_per_rank=config.group.gpus_per_rank,
     )
 
 
@@ -147,7 +148,7 @@ def _generate(
     quiet(samples.context)
     for stage in stages(config, run_id, groups, sinks):
         samples = stage.apply(samples)
-    monitor.generating(gpus=groups[1] * config.group.gpus_per_group)
+    monitor.generating(gpus=groups[1] * config.group.gpus)
     storage_failures = 0  # samples in a row whose outputs storage refused
     try:
         for row in samples.iter_rows():

@@ -83,11 +83,13 @@ def summarize(
     not_finished: int,
     wall_s: float,
     run_table_url: str,
-    gpus: int,
+    gpus: float,
     guardrails: str,
     sink_reports: Iterable[str],
+    gpus_per_rank: float = 1.0,
 ) -> Summary:
-    """The `Summary` of a run: `records` is every sample's, `generated` those this run generated."""
+    """The `Summary` of a run: `records` is every sample's, `generated` those this run generated; a rank's
+    denoising counts as `gpus_per_rank` of a GPU's time (groups that share a GPU)."""
     statuses = [record.status for record in records.values()]
     return Summary(
         run_id=run_id,
@@ -100,7 +102,7 @@ def summarize(
         wall_s=wall_s,
         run_table_url=run_table_url,
         gpus=gpus,
-        denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated),
+        denoising_gpu_s=sum(_denoising_gpu_s(record) for record in generated) * gpus_per_rank,
         sink_reports=tuple(report for report in sink_reports if report),
         guardrails=guardrails,
     )

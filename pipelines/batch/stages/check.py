@@ -1,6 +1,8 @@
 """Check stage (Ray Data tasks on CPU): each manifest row -> one row per generation of its spec, pending or
-already done (skipped), or one invalid row (not a valid spec, over a limit, one the model cannot generate, or
-one that names another checkpoint than the job's).
+already done (skipped), or one invalid row (not a valid spec, over a limit, one the model cannot generate, one
+that names another checkpoint than the job's, or one whose small input files are unreadable or malformed: an
+episode's annotation, a scene's camera files, `SpecBase.check_input_files`; videos and images are read at
+generation).
 
 Rows are parsed in the spec format of the job's model (`spec_from_row` -> `cosmos_ray.core.spec_formats`). Each
 spec gets the job's weights before its sample id is taken (`SpecBase.for_weights`: the job's checkpoint, and its
@@ -21,6 +23,7 @@ import ray
 from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.limits import SpecLimits
 from cosmos_ray.core.manifest import spec_from_row
+from cosmos_ray.core.media import MediaError
 from cosmos_ray.core.outputs import SKIPPED, OutputStore
 from cosmos_ray.core.registry import OfficialModel, get_model
 from cosmos_ray.core.spec import SpecError
@@ -79,15 +82,16 @@ def check_rows(
     num_generations: int | None = None,
 ) -> pa.Table:
     """Check stage: each manifest row -> the canonical spec of each of its generations, PENDING or SKIPPED
-    (done); or one INVALID row (not a valid spec, over `limits`, one the official `model` cannot generate, or
-    one naming another checkpoint than `checkpoint`). Each spec gets the job's weights (`checkpoint`, and the
+    (done); or one INVALID row (not a valid spec, over `limits`, one the official `model` cannot generate, one
+    naming another checkpoint than `checkpoint`, or one whose small input files `storage` cannot read or finds
+    malformed). Each spec gets the job's weights (`checkpoint`, and the
     default adapters `loras`) before its sample id is taken; `num_generations` replaces every spec's own."""
     store = OutputStore(output, storage)
     official = get_model(model)
     rows = [
         checked
         for row in batch.to_pylist()
-        for checked in _check_row(row, store, limits, official, (checkpoint, loras), num_generations)
+        for checked in _check_row(row, store, storage, limits, official, (checkpoint, loras), num_generations)
     ]
     return pa.Table.from_pylist(rows, schema=CHECKED_SCHEMA)
 
@@ -95,6 +99,7 @@ def check_rows(
 def _check_row(
     row: dict[str, Any],
     store: OutputStore,
+    storage: Storage,
     limits: SpecLimits,
     model: OfficialModel,
     weights: tuple[str | None, tuple[LoraRef, ...]],
@@ -103,7 +108,8 @@ def _check_row(
     try:
         spec = spec_from_row(row, limits, num_generations=num_generations, model=model).for_weights(*weights)
         model.check_spec(spec)
-    except SpecError as error:
+        spec.check_input_files(storage)  # an episode's annotation, a scene's camera files: small, read before a GPU
+    except (SpecError, MediaError) as error:
         return [{**row, "sample_id": None, "status": INVALID, "error": str(error), "views": None}]
     checked = []
     for generation in spec.generations():
