@@ -116,25 +116,6 @@ class ActionDiT(MiniTrainDiT):
         self.action_embedder_B_D = ActionMlp(features, hidden, dim)
         self.action_embedder_B_3D = ActionMlp(features, hidden, 3 * dim)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor,
-        crossattn_emb: torch.Tensor,
-        fps: float | None = None,
-        padding_mask: torch.Tensor | None = None,
-        condition_mask: torch.Tensor | None = None,
-        actions: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Velocity (B, 16, T, H, W) of latents x (B, 16, T, H, W) whose first frame is the conditional one.
-
-        actions: (B, (T - 1) * temporal_compression_ratio, action_dim), the robot's actions after the first frame
-          ((B, 12, 7) for the Bridge model's 4 latent frames), required. The other arguments are
-          `MiniTrainDiT.forward`'s.
-        """
-        inputs = self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, actions)
-        return self.forward_prepared(inputs)
-
     def prepare(  # type: ignore[override]  # actions in the place of the base's extra seams
         self,
         x: torch.Tensor,
@@ -145,7 +126,12 @@ class ActionDiT(MiniTrainDiT):
         condition_mask: torch.Tensor | None = None,
         actions: torch.Tensor | None = None,
     ) -> DiTInputs:
-        """The base DiT's inputs with the action embedding added to the timestep embedding and AdaLN-LoRA term."""
+        """The base DiT's inputs with the action embedding added to the timestep embedding and AdaLN-LoRA term; the
+        net is called as `MiniTrainDiT` (latents whose first frame is the conditional one) with `actions=`.
+
+        actions: (B, (T - 1) * temporal_compression_ratio, action_dim), the robot's actions after the first frame
+          ((B, 12, 7) for the Bridge model's 4 latent frames), required.
+        """
         self.check_inputs(x, timesteps, crossattn_emb, condition_mask)
         offsets = self.action_embedding(self.check_actions(actions, x), condition_mask)
         return super().prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, timestep_offsets=offsets)

@@ -102,25 +102,6 @@ class CameraDiT(MiniTrainDiT):
     block_type = CameraBlock
     config_type = CameraDiTConfig
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor,
-        crossattn_emb: torch.Tensor,
-        fps: float | None = None,
-        padding_mask: torch.Tensor | None = None,
-        condition_mask: torch.Tensor | None = None,
-        camera: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Velocity (B, 16, T, H, W) of latents x (B, 16, T, H, W) (the views one after another in time).
-
-        camera: (B or 1, T, H / patch_spatial, W / patch_spatial, camera_channels), the Plücker rays of every
-          token (`cosmos_ray.models.plucker.plucker_tokens` of each latent frame's camera), required. The other
-          arguments are `MiniTrainDiT.forward`'s.
-        """
-        inputs = self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, camera)
-        return self.forward_prepared(inputs)
-
     def prepare(  # type: ignore[override]  # camera in the place of the base's extra seams
         self,
         x: torch.Tensor,
@@ -131,7 +112,12 @@ class CameraDiT(MiniTrainDiT):
         condition_mask: torch.Tensor | None = None,
         camera: torch.Tensor | None = None,
     ) -> DiTInputs:
-        """The base DiT's inputs with the rays of every token, (B or 1, T, H'W', camera_channels)."""
+        """The base DiT's inputs with the rays of every token, (B or 1, T, H'W', camera_channels); the net is called
+        as `MiniTrainDiT` (the views one after another in time) with `camera=`.
+
+        camera: (B or 1, T, H / patch_spatial, W / patch_spatial, camera_channels), the Plücker rays of every
+          token (`cosmos_ray.models.plucker.plucker_tokens` of each latent frame's camera), required.
+        """
         inputs = super().prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask)
         t, h, w = inputs.grid
         expected = (t, h, w, self.cfg.camera_channels)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self, cast
@@ -384,6 +384,7 @@ class MiniTrainDiT(nn.Module):
         fps: float | None = None,
         padding_mask: torch.Tensor | None = None,
         condition_mask: torch.Tensor | None = None,
+        **net_inputs: torch.Tensor,
     ) -> torch.Tensor:
         """Velocity (B, out_channels, T, H, W) for latents x (B, in_channels, T, H, W).
 
@@ -392,8 +393,13 @@ class MiniTrainDiT(nn.Module):
         fps: used only with `rope_enable_fps_modulation` (off for 2B).
         padding_mask: (B or 1, 1, H', W'), resized (nearest) to (H, W); None means no padding.
         condition_mask: (B, 1, T, H, W), 1 on conditional frames; None means none.
+        net_inputs: a family's net's own inputs, which its `prepare` takes (the multiview net's `view_indices`, the
+          action net's `actions`, the camera net's `camera`).
         """
-        return self.forward_prepared(self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask))
+        prepare: Callable[..., DiTInputs] = self.prepare  # a subclass's, with its own keywords
+        return self.forward_prepared(
+            prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, **net_inputs)
+        )
 
     def forward_prepared(self, inputs: DiTInputs) -> torch.Tensor:
         """The blocks and `finalize` on what `prepare` made: the velocity (B, out_channels, T, H, W)."""

@@ -114,26 +114,6 @@ class MultiviewDiT(MiniTrainDiT):
         )
         self.view_embeddings = nn.Embedding(cfg.n_cameras_emb, cfg.view_condition_dim)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        timesteps: torch.Tensor,
-        crossattn_emb: torch.Tensor,
-        fps: float | None = None,
-        padding_mask: torch.Tensor | None = None,
-        condition_mask: torch.Tensor | None = None,
-        view_indices: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Velocity (B, 16, V * state_t, H, W) of latents x (B, 16, V * state_t, H, W), views one after another.
-
-        crossattn_emb: (B, K * 512, crossattn_proj_in_channels), K = V (one embedding per view, in view order) or
-          1 (one for all). view_indices: (B, V), each view's row of the view embedding (the official camera order
-          front_wide, cross_right, rear_right, rear, rear_left, cross_left, front_tele is 0..6); None means 0..V-1.
-        The other arguments are `MiniTrainDiT.forward`'s (timesteps (B,) or (B, V * state_t)).
-        """
-        inputs = self.prepare(x, timesteps, crossattn_emb, fps, padding_mask, condition_mask, view_indices)
-        return self.forward_prepared(inputs)
-
     def prepare(  # type: ignore[override]  # view_indices in the place of the base's extra seams
         self,
         x: torch.Tensor,
@@ -145,7 +125,13 @@ class MultiviewDiT(MiniTrainDiT):
         view_indices: torch.Tensor | None = None,
     ) -> DiTInputs:
         """The base DiT's inputs with the view channels (computed here, in the place of the base's
-        `extra_channels`), the per-view RoPE and the context as (B, K, 512, Dc)."""
+        `extra_channels`), the per-view RoPE and the context as (B, K, 512, Dc); the net is called as `MiniTrainDiT`
+        (latents (B, 16, V * state_t, H, W), the views one after another) with `view_indices=`.
+
+        crossattn_emb: (B, K * 512, crossattn_proj_in_channels), K = V (one embedding per view, in view order) or
+          1 (one for all). view_indices: (B, V), each view's row of the view embedding (the official camera order
+          front_wide, cross_right, rear_right, rear, rear_left, cross_left, front_tele is 0..6); None means 0..V-1.
+        """
         views = self.num_views(x)
         if crossattn_emb.ndim != 3 or crossattn_emb.shape[1] % CONTEXT_TOKENS_PER_VIEW:
             raise ValueError(
