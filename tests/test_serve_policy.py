@@ -292,7 +292,7 @@ def test_serve_args_choose_the_model_and_its_offloading():
         {"preset": "random-14B", "model": "14B/post-trained", "offload_text_encoder": "true"},
     )
     group_config, time_limit_s = _deployments(built)["GroupReplica"]._replica_config.init_args
-    assert time_limit_s == ServeArgs().max_request_s
+    assert time_limit_s == 1800  # the 14B's sample is one reference clip of work: the base time limit
     assert (group_config.engine.source, group_config.engine.model) == ("random-14B", "14B/post-trained")
     assert group_config.engine.offload == OffloadConfig(text_encoder=True)
     with pytest.raises(ValueError, match="unknown model '14B'; the official models are"):
@@ -468,3 +468,21 @@ def test_serve_config_file_scales_the_replicas_within_the_cluster():
         for node in cluster["available_node_types"].values()
     )
     assert scaling.max_replicas * gpus <= cluster_gpus
+
+
+@pytest.mark.parametrize(
+    ("model", "max_cost", "time_limit_s"),
+    [
+        ("2B/post-trained", 3.0, 1800),  # one reference clip: the base defaults
+        ("2B/auto/multiview", 7.8, 3130),  # 5.2 clips: 1.5 of them, and 1800 s per 3 clips
+        ("2B/robot/multiview-agibot", 12.2, 4870),  # 8.1 clips
+    ],
+)
+def test_the_cost_and_time_limits_default_to_room_for_one_official_sample_of_the_model(model, max_cost, time_limit_s):
+    """Without an operator's value, a deployment of a multiview model still takes its own official sample (which is
+    several reference clips: its views attend to each other) and gives it time to finish."""
+    args = ServeArgs(preset="tiny", model=model)
+    assert args.spec_limits().max_cost == pytest.approx(max_cost, abs=0.05)
+    assert args.request_time_limit_s() == pytest.approx(time_limit_s, abs=10)
+    operator = ServeArgs(preset="tiny", model=model, max_cost=2.0, max_request_s=60)
+    assert (operator.spec_limits().max_cost, operator.request_time_limit_s()) == (2.0, 60)

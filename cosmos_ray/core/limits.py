@@ -77,6 +77,18 @@ def guidance_passes(model: OfficialModel, guidance: int) -> int:
     return 2 if model.sampler_recipe == "multiview" or guidance != 0 else 1
 
 
+def native_cost(model: OfficialModel) -> Cost:
+    """The DiT work of one sample of `model` at its official defaults: one window of its `state_t` latent frames
+    (of every view) at its trained resolution, 35 steps, guided (the reference clip for the base 720p models)."""
+    height, width = model.trained_resolution
+    return Cost(
+        windows=1,
+        evaluations=35,
+        passes=guidance_passes(model, 7),
+        tokens=model.views * model.state_t * (height // LATENT_PIXELS) * (width // LATENT_PIXELS),
+    )
+
+
 def spec_cost(spec: Spec, model: OfficialModel) -> Cost:
     """The DiT work of one video of `spec` on `model` (its native window, trained resolution and sampler)."""
     work = spec.work(model)

@@ -81,7 +81,8 @@ class OfficialModel:
     inference_types: tuple[str, ...] = INFERENCE_TYPES
     timestep_scale: float = 0.001  # the net's `timestep_scale`
     fp32_modulation: bool = True  # the net's `use_wan_fp32_strategy`
-    state_t: int = 24  # latent frames the model samples (93 video frames)
+    state_t: int = 24  # latent frames the model samples (93 video frames), per view
+    views: int = 1  # views sampled as one sequence (the multiview models' cameras)
     trained_resolution: tuple[int, int] = RESOLUTION_720P  # (H, W) that resolution "none" means
     family: str = BASE_FAMILY  # which engine runs it (`cosmos_ray.families`)
 
@@ -183,6 +184,7 @@ MODELS: dict[str, OfficialModel] = {
             experiment="buttercup_predict2p5_2b_7views_res720p_fps30_t8_joint_alpamayo1capviewprefix_allcapsviewprefix_29frames_nofps_uniform_dropoutt0",  # noqa: E501
             sampler_recipe="multiview",
             state_t=8,
+            views=7,
             trained_resolution=(720, 1280),
             family=MULTIVIEW_FAMILY,
         ),
@@ -220,6 +222,7 @@ MODELS: dict[str, OfficialModel] = {
             sampler_recipe="frameinit",
             inference_types=("image2world",),
             state_t=LATENT_FRAMES_PER_VIEW,
+            views=3,
             family=CAMERA_MULTIVIEW_FAMILY,
         ),
     )

@@ -65,7 +65,7 @@ def build_app(args: ServeArgs, checks: Guardrails | None = None) -> serve.Applic
         health_check_period_s=30,
         health_check_timeout_s=60,
         graceful_shutdown_timeout_s=600,  # let a running generation finish on scale-down
-    )(GroupReplica).bind(group_config, args.max_request_s)
+    )(GroupReplica).bind(group_config, args.request_time_limit_s())
     jobs = serve.deployment(num_replicas=1, ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)(
         JobBoard
     ).bind(replicas, args.output_url, storage, args.max_jobs)

@@ -16,12 +16,15 @@ from pydantic import BaseModel, Field, field_validator
 from cosmos_ray.core.adapters import LoraRef
 from cosmos_ray.core.attention_precision import ATTENTION_PRECISIONS
 from cosmos_ray.core.dtypes import DTYPE_NAMES
-from cosmos_ray.core.limits import TRAINED_PIXELS_720P, SpecLimits
+from cosmos_ray.core.limits import TRAINED_PIXELS_720P, SpecLimits, native_cost
 from cosmos_ray.core.media import MediaLimits
 from cosmos_ray.core.offload_config import OffloadConfig
 from cosmos_ray.core.options import ATTENTION_BACKENDS, LINEAR_PRECISIONS, EngineOptions
-from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES
+from cosmos_ray.core.registry import DEFAULT_MODEL, MODEL_NAMES, get_model
 from cosmos_ray.core.storage import HTTP_SCHEMES, Storage, url_scheme
+
+DEFAULT_MAX_COST = 3.0  # reference clips of one request: a base 720p clip with room for longer or larger ones
+DEFAULT_REQUEST_S = 1800.0  # a generation's time limit for up to DEFAULT_MAX_COST clips of work
 
 
 class ServeArgs(BaseModel):
@@ -107,17 +110,19 @@ class ServeArgs(BaseModel):
     )
     max_pixels: int = Field(TRAINED_PIXELS_720P, ge=1, description="largest height x width of `resolution`")
     max_num_steps: int = Field(50, ge=1, description="largest `num_steps` of a request")
-    max_cost: float = Field(
-        3.0,
+    max_cost: float | None = Field(
+        None,
         gt=0,
         description="largest DiT work of a request, in reference clips (one 93-frame 704x1280 window at 35 guided "
-        "steps): covers windows, steps, frames and resolution together",
+        "steps): covers windows, steps, frames and resolution together; null: 3, or 1.5 samples of the model's "
+        "official defaults where that is more (the 7-camera model: 7.8, the 3-camera robot model: 12.2)",
     )
-    max_request_s: float = Field(
-        1800,
+    max_request_s: float | None = Field(
+        None,
         gt=0,
         description="time limit of one generation once its GPUs begin; past it the generation stops between steps "
-        "and the request fails (504)",
+        "and the request fails (504); null: 1800 s, times a third of the model's official sample in reference "
+        "clips where that is more than one (the 7-camera model: 52 min, the 3-camera robot model: 81 min)",
     )
     max_jobs: int = Field(64, ge=1, description="async jobs queued or running at once; finished ones kept")
     guardrails: bool | None = Field(
@@ -144,8 +149,15 @@ class ServeArgs(BaseModel):
             max_num_output_frames=self.max_num_frames,
             max_pixels=self.max_pixels,
             max_num_steps=self.max_num_steps,
-            max_cost=self.max_cost,
+            max_cost=self.max_cost or max(DEFAULT_MAX_COST, 1.5 * native_cost(get_model(self.model)).clips),
         )
+
+    def request_time_limit_s(self) -> float:
+        """`max_request_s`, or its default for this deployment's model: 1800 s per 3 reference clips of one
+        official sample, at least 1800 s (the base models' sample is one clip: about 4 minutes of an H100)."""
+        if self.max_request_s is not None:
+            return self.max_request_s
+        return DEFAULT_REQUEST_S * max(1.0, native_cost(get_model(self.model)).clips / DEFAULT_MAX_COST)
 
     def engine_options(self) -> EngineOptions:
         """What every replica's ranks run: the `EngineOptions` of these arguments (ValueError if invalid)."""
