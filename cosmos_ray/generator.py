@@ -339,9 +339,8 @@ class Generator:
         net_inputs: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Denoises the sampler's initial noise of `seed`, (1, C, latent_frames, H/8, W/8) for `size` (H, W),
-        with the spec's steps and guidance, holding `conditional` clean: latents (1, C, n, H/8, W/8) of the first
-        n frames, or any `HeldFrames`; `net_inputs`: further (1, ...) inputs of the family's DiT (e.g. `actions`).
-        An offloaded DiT is on the GPU for this call only."""
+        with the spec's steps and guidance, holding `conditional` clean (latents (1, C, n, H/8, W/8) of the first n
+        frames, or `HeldFrames`); `net_inputs`: (1, ...) inputs of a family's DiT. An offloaded DiT comes to the GPU."""
         if isinstance(conditional, torch.Tensor):
             conditional = HeldFrames.leading(conditional, latent_frames)
         if conditional is not None and not self.sampler.holds_conditional_frames:
@@ -366,11 +365,8 @@ class Generator:
             )
 
     def encode_conditioning(self, spec: GenerationSpec, height: int, width: int) -> torch.Tensor | None:
-        """Clean latents (1, C, n, H/8, W/8) of the spec's n conditional frames, or None for text2world.
-
-        The VAE is causal, so encoding just the 1 + 4 (n - 1) conditioning pixel frames gives the same
-        first n latents as the reference, which encodes them padded to the whole clip.
-        """
+        """Clean latents (1, C, n, H/8, W/8) of the spec's n conditional frames, None for text2world: the causal VAE
+        gives the reference's first n latents (of the padded clip) from the 1 + 4 (n - 1) pixel frames alone."""
         frames = self.read_conditioning_frames(spec, height, width)
         return None if frames is None else self.encode_frames(frames)
 

@@ -72,8 +72,7 @@ class GroupConfig:
     gpus_per_group: int = 1  # ranks, one per bundle
     engine: EngineOptions = field(default_factory=EngineOptions)  # what every rank's engine is built from
     use_gpus: bool = True  # False: the ranks ask Ray for no GPU and run on CPU (tiny-preset trials, no GPUs)
-    # The share of a GPU each rank asks for: below 1, several groups of one rank share a GPU (Ray's fractional GPUs:
-    # each process loads its own engine; memory is not divided, the engines must fit together).
+    # below 1: groups of one rank share a GPU (Ray's fractional GPUs; memory is not divided: the engines must fit)
     gpus_per_rank: float = 1.0
     cpus_per_rank: float = 1.0
     failure_grace_s: float = 60.0  # after one rank fails, how long the others may run before the group is broken

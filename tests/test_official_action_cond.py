@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cosmos_ray.models.action_dit import ActionDiT, ActionDiTConfig, load_action_dit
-from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
+from cosmos_ray.models.action_dit import ActionDiT, ActionDiTConfig
+from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
 from cosmos_ray.models.weights import CheckpointMismatchError, drop_training_entries
 from tests.test_official_golden import unpack
 from tools.golden.action_cond import CASES, action_inputs
@@ -151,7 +151,7 @@ def test_official_checkpoint_loads_strictly(tmp_path):
     assert counters  # the official net's accum_* entries
     torch.save({f"net.{name}": value for name, value in {**weights, **counters}.items()}, tmp_path / "ac_ema_bf16.pt")
 
-    loaded = load_action_dit(tmp_path / "ac_ema_bf16.pt", ActionDiTConfig.preset("tiny"), dtype=torch.float32)
+    loaded = load_dit(tmp_path / "ac_ema_bf16.pt", ActionDiTConfig.preset("tiny"), dtype=torch.float32, net=ActionDiT)
     assert isinstance(loaded, ActionDiT)
     assert all(torch.equal(loaded.state_dict()[name], value) for name, value in weights.items())
     assert torch.equal(run(loaded, "first_frame", torch.float32), run(net, "first_frame", torch.float32))
@@ -160,7 +160,7 @@ def test_official_checkpoint_loads_strictly(tmp_path):
 def test_base_checkpoint_does_not_fit():
     base = MiniTrainDiT(DiTConfig.preset("tiny")).state_dict()
     with pytest.raises(CheckpointMismatchError, match="action_embedder_B_D.fc1.weight"):
-        load_action_dit(base, ActionDiTConfig.preset("tiny"), dtype=torch.float32)
+        load_dit(base, ActionDiTConfig.preset("tiny"), dtype=torch.float32, net=ActionDiT)
 
 
 def test_bad_actions_say_what_to_pass():

@@ -18,8 +18,8 @@ from typing import cast
 import pytest
 import torch
 
-from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
-from cosmos_ray.models.multiview_dit import MultiviewBlock, MultiviewDiT, MultiviewDiTConfig, load_multiview_dit
+from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
+from cosmos_ray.models.multiview_dit import MultiviewBlock, MultiviewDiT, MultiviewDiTConfig
 from cosmos_ray.models.rope import VideoRope3D
 from cosmos_ray.models.weights import CheckpointMismatchError, drop_training_entries
 from tests.test_official_golden import unpack
@@ -152,7 +152,7 @@ def test_official_checkpoint_loads_strictly(tmp_path):
     assert counters  # the official net's accum_* entries
     torch.save({f"net.{name}": value for name, value in {**weights, **counters}.items()}, tmp_path / "mv_ema_bf16.pt")
 
-    loaded = load_multiview_dit(tmp_path / "mv_ema_bf16.pt", fixture_config(), dtype=torch.float32)
+    loaded = load_dit(tmp_path / "mv_ema_bf16.pt", fixture_config(), dtype=torch.float32, net=MultiviewDiT)
     assert isinstance(loaded, MultiviewDiT)
     assert all(torch.equal(loaded.state_dict()[name], value) for name, value in weights.items())
     assert torch.equal(run(loaded, "7views", torch.float32), run(net, "7views", torch.float32))
@@ -161,7 +161,7 @@ def test_official_checkpoint_loads_strictly(tmp_path):
 def test_base_checkpoint_does_not_fit():
     base = MiniTrainDiT(DiTConfig.preset("tiny")).state_dict()
     with pytest.raises(CheckpointMismatchError, match="view_embeddings.weight") as error:
-        load_multiview_dit(base, MultiviewDiTConfig.preset("tiny"), dtype=torch.float32)
+        load_dit(base, MultiviewDiTConfig.preset("tiny"), dtype=torch.float32, net=MultiviewDiT)
     assert "x_embedder.proj.1.weight: file (128, 72) vs model (128, 100)" in str(error.value)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cosmos_ray.models.camera_dit import CameraDiT, CameraDiTConfig, load_camera_dit
-from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT
+from cosmos_ray.models.camera_dit import CameraDiT, CameraDiTConfig
+from cosmos_ray.models.dit import DiTConfig, MiniTrainDiT, load_dit
 from cosmos_ray.models.plucker import invert_pose, plucker_tokens
 from cosmos_ray.models.weights import CheckpointMismatchError, drop_training_entries
 from tests.test_official_golden import unpack
@@ -167,7 +167,7 @@ def test_official_checkpoint_loads_strictly(tmp_path):
     weights = {**net.state_dict(), **random_dit_weights(shapes)}
     counters = {name: torch.tensor(0) for name in shapes if name not in weights}
     torch.save({f"net.{name}": value for name, value in {**weights, **counters}.items()}, tmp_path / "cam_ema_bf16.pt")
-    loaded = load_camera_dit(tmp_path / "cam_ema_bf16.pt", fixture_config(), dtype=torch.float32)
+    loaded = load_dit(tmp_path / "cam_ema_bf16.pt", fixture_config(), dtype=torch.float32, net=CameraDiT)
     assert isinstance(loaded, CameraDiT)
     assert torch.equal(run(loaded, torch.float32), run(net, torch.float32))
 
@@ -175,7 +175,7 @@ def test_official_checkpoint_loads_strictly(tmp_path):
 def test_base_checkpoint_does_not_fit():
     base = MiniTrainDiT(DiTConfig.preset("tiny")).state_dict()
     with pytest.raises(CheckpointMismatchError, match="cam_encoder.weight"):
-        load_camera_dit(base, CameraDiTConfig.preset("tiny"), dtype=torch.float32)
+        load_dit(base, CameraDiTConfig.preset("tiny"), dtype=torch.float32, net=CameraDiT)
 
 
 def test_missing_or_misshapen_rays_say_what_to_pass():

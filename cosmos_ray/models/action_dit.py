@@ -18,22 +18,19 @@ tree, lines 189-352):
 
 Everything else (patch embedding with condition and padding masks, blocks, final layer) is the base DiT's, as in
 the reference, where the class subclasses `MiniTrainDIT`. Parameter names are the reference's: the released
-`robot/action-cond/38c6c645-7d41-4560-8eeb-6f4ddc0e6574_ema_bf16.pt` loads strictly (`load_action_dit`). diffusers
-(0.42.1) has no action-conditioned Cosmos model.
+`robot/action-cond/38c6c645-7d41-4560-8eeb-6f4ddc0e6574_ema_bf16.pt` loads strictly
+(`load_dit(..., net=ActionDiT)`). diffusers (0.42.1) has no action-conditioned Cosmos model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
 
 import torch
 from torch import nn
 
-from cosmos_ray.models.dit import DiTConfig, DiTInputs, MiniTrainDiT, load_dit
+from cosmos_ray.models.dit import DiTConfig, DiTInputs, MiniTrainDiT
 
 ACTION_DIT_PRESETS = ("2B", "tiny")
 
@@ -164,16 +161,3 @@ class ActionDiT(MiniTrainDiT):
                 embedding = embedding * (1 - condition_mask[:, 0, :, 0, 0]).unsqueeze(-1).to(embedding.dtype)
             offsets.append(embedding)
         return offsets[0], offsets[1]
-
-
-def load_action_dit(
-    source: str | os.PathLike | Mapping[str, torch.Tensor],
-    cfg: ActionDiTConfig,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.bfloat16,
-    attention_backend: str = "auto",
-    compile: bool = False,
-) -> ActionDiT:
-    """The action-conditioned net of an official checkpoint (`*_ema_bf16.pt`, keys under `net.`) or state dict,
-    loaded strictly; see `load_dit`."""
-    return cast(ActionDiT, load_dit(source, cfg, device, dtype, attention_backend, compile, net=ActionDiT))

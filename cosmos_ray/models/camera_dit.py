@@ -14,22 +14,20 @@ copy of `minimal_v4_dit.py` with these changes):
 
 Everything else (patch embedding with condition and padding masks, timestep embedding, AdaLN-LoRA, the fp32 plan,
 cross-attention, final layer) is the base DiT's. Parameter names are the reference's: the released
-`robot/multiview-agibot/f740321e-2cd6-4370-bbfe-545f4eca2065_ema_bf16.pt` loads strictly (`load_camera_dit`).
-diffusers (0.42.1) has no camera-conditioned Cosmos model.
+`robot/multiview-agibot/f740321e-2cd6-4370-bbfe-545f4eca2065_ema_bf16.pt` loads strictly
+(`load_dit(..., net=CameraDiT)`). diffusers (0.42.1) has no camera-conditioned Cosmos model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
 import torch
 from torch import nn
 
-from cosmos_ray.models.dit import Block, DiTConfig, DiTInputs, MiniTrainDiT, load_dit
+from cosmos_ray.models.dit import Block, DiTConfig, DiTInputs, MiniTrainDiT
 
 CAMERA_DIT_PRESETS = ("2B", "tiny")
 
@@ -137,16 +135,3 @@ class CameraDiT(MiniTrainDiT):
                 f"of every token of the {t} latent frames, got {got}"
             )
         return CameraDiTInputs(**vars(inputs), camera=camera.flatten(2, 3))
-
-
-def load_camera_dit(
-    source: str | os.PathLike | Mapping[str, torch.Tensor],
-    cfg: CameraDiTConfig,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.bfloat16,
-    attention_backend: str = "auto",
-    compile: bool = False,
-) -> CameraDiT:
-    """The camera-conditioned net of an official checkpoint (`*_ema_bf16.pt`, keys under `net.`) or state dict,
-    loaded strictly; see `load_dit`."""
-    return cast(CameraDiT, load_dit(source, cfg, device, dtype, attention_backend, compile, net=CameraDiT))

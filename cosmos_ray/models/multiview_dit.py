@@ -16,15 +16,13 @@ Everything else (blocks, AdaLN-LoRA, the fp32 modulation plan, the final layer) 
 reference, where `MultiViewDiT` subclasses `MinimalV1LVGDiT`. Context parallelism (`cosmos_ray.parallel.ParallelDiT`)
 may cut the sequence between any two latent frames, inside views too (`MultiviewDiTInputs.select_frames`).
 Parameter and buffer names are the reference's: the released
-`auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt` loads strictly (`load_multiview_dit`).
+`auto/multiview/524af350-2e43-496c-8590-3646ae1325da_ema_bf16.pt` loads strictly (`load_dit(..., net=MultiviewDiT)`).
 diffusers (0.42.1) has no multiview Cosmos model.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -32,7 +30,7 @@ import torch
 from torch import nn
 
 from cosmos_ray.models.attention import AttentionFn
-from cosmos_ray.models.dit import Attention, Block, DiTConfig, DiTInputs, MiniTrainDiT, build_rope, load_dit
+from cosmos_ray.models.dit import Attention, Block, DiTConfig, DiTInputs, MiniTrainDiT, build_rope
 from cosmos_ray.models.rope import Rope, VideoRope3D
 
 # Tokens of one view's text context: the reference's cross-attention counts its context blocks as
@@ -208,16 +206,3 @@ class MultiviewDiTInputs(DiTInputs):
         frames_per_view = self.grid[0] // blocks
         views = [frame // frames_per_view for frame in range(start, stop)]
         return dataclasses.replace(local, context=self.context[:, views])  # (B, stop - start, 512, Dc)
-
-
-def load_multiview_dit(
-    source: str | os.PathLike | Mapping[str, torch.Tensor],
-    cfg: MultiviewDiTConfig,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.bfloat16,
-    attention_backend: str = "auto",
-    compile: bool = False,
-) -> MultiviewDiT:
-    """The multiview net of an official checkpoint (`*_ema_bf16.pt`, keys under `net.`) or state dict, loaded
-    strictly; see `load_dit`."""
-    return cast(MultiviewDiT, load_dit(source, cfg, device, dtype, attention_backend, compile, net=MultiviewDiT))
