@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tools.golden.harness import Official, pack, write
-from tools.golden.sampling import ToyTokenizer, toy_velocity
+from tools.golden.sampling import ToyNet, ToyTokenizer
 
 VIEWS, STATE_T, LATENT_HW = 3, 2, (2, 4)
 PIXEL_FRAMES = 1 + 4 * (STATE_T - 1)
@@ -44,25 +44,6 @@ LAYOUT_NAMES = (  # the layout's names of the same cameras (datasets/multiview.p
     "camera_cross_left_120fov",
     "camera_front_tele_30fov",
 )
-
-
-class MultiviewToyNet(torch.nn.Module):
-    """The `sampling` fixture's toy network, taking the multiview net's extra inputs; records each call."""
-
-    is_context_parallel_enabled = False
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def disable_context_parallel(self):
-        pass
-
-    def forward(self, x_B_C_T_H_W, timesteps_B_T, crossattn_emb, condition_video_input_mask_B_C_T_H_W, **_):
-        timesteps = timesteps_B_T.float()
-        mask = condition_video_input_mask_B_C_T_H_W.float()
-        self.calls.append({"timesteps": pack(timesteps), "mask_per_frame": pack(mask[:, 0, :, 0, 0])})
-        return toy_velocity(x_B_C_T_H_W.float(), timesteps, crossattn_emb.float(), mask)
 
 
 def official_multiview_model(official: Official, net, tokenizer):
@@ -120,7 +101,7 @@ def multiview_sampling(official: Official, out: Path) -> None:
     clean = torch.from_numpy(np.random.RandomState(7).standard_normal(shape).astype(np.float32))
     cases = {}
     for name, (num_conditional, guidance, seed) in CASES.items():
-        net = MultiviewToyNet()
+        net = ToyNet()  # it takes the multiview net's extra inputs too (as **kwargs)
         model = official_multiview_model(official, net, MultiviewToyTokenizer(clean))
         batch = {
             "dataset_name": "video_data",
